@@ -1,0 +1,204 @@
+//! The validated configuration model. These types are the contract other crates build on:
+//! add fields freely, but do not rename or remove existing ones.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// `cluster.toml`: replicated from the primary to the secondary. No secrets, nothing node-specific.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub cluster: ClusterSection,
+    pub heartbeat: HeartbeatConfig,
+    pub health_check: HealthCheckConfig,
+    /// Proxy-wide defaults (timeouts, limits); each service may override.
+    pub proxy: ProxyDefaults,
+    /// Cluster-wide fallback server used by HTTP services when no real server is up.
+    pub fallback: Option<FallbackServer>,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSection {
+    /// Cluster id: heartbeats and sync frames of another cluster are dropped.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatConfig {
+    pub interval_ms: u64,
+    pub dead_ms: u64,
+    pub warn_ms: u64,
+    pub init_dead_ms: u64,
+    pub auto_failback: bool,
+    pub ping_nodes: Vec<IpAddr>,
+    /// Gratuitous ARP / unsolicited NA announcements after taking the VIPs.
+    pub garp_count: u32,
+    pub garp_spacing_ms: u64,
+    /// Periodic re-announcement while active; 0 = off.
+    pub garp_refresh_ms: u64,
+    pub garp_form: GarpForm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GarpForm {
+    Request,
+    Reply,
+    Both,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckConfig {
+    pub interval_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    /// Must be shorter than the interval.
+    pub timeout_ms: u64,
+    pub check: CheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum CheckKind {
+    /// Connect to the real server's port (the guide's "Connect to Port").
+    Connect,
+    /// HTTP GET `path`, healthy when the status equals `expect_status`.
+    Http { path: String, expect_status: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyDefaults {
+    pub connect_timeout_ms: u64,
+    /// Idle timeout on the client side.
+    pub client_timeout_ms: u64,
+    /// Idle timeout on the server side.
+    pub server_timeout_ms: u64,
+    /// Per-service connection limit (0 = unlimited).
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackServer {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub label: String,
+    pub vip: IpAddr,
+    /// Listening ports, ranges already expanded, in the order written.
+    pub ports: Vec<u16>,
+    pub mode: Mode,
+    pub balance: Balance,
+    pub persistence: Persistence,
+    /// Effective health check (cluster defaults merged with this service's override).
+    pub health_check: HealthCheckConfig,
+    /// Effective proxy settings (cluster defaults merged with this service's override).
+    pub proxy: ProxyDefaults,
+    /// Per-service fallback server; falls back to the cluster-wide one.
+    pub fallback: Option<FallbackServer>,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    WeightedLeastConnections,
+    /// Written "round-robin" (weighted round robin).
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persistence {
+    pub mode: PersistenceMode,
+    /// Expiry from last use in seconds; 0 = never expires.
+    pub timeout_s: u64,
+    /// Stick-table size for table-backed modes (source-ip, last-successful).
+    pub table_size: usize,
+    /// Cookie name for http-cookie persistence.
+    pub cookie_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersistenceMode {
+    None,
+    SourceIp,
+    HttpCookie,
+    LastSuccessful,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    pub label: String,
+    pub address: IpAddr,
+    /// Real-server port; `None` = the VIP port the client connected to (no translation).
+    pub port: Option<u16>,
+    /// 0..=256; 0 takes no new connections.
+    pub weight: u32,
+}
+
+impl Server {
+    /// The port to connect to for a client that arrived on `vip_port`.
+    pub fn target_port(&self, vip_port: u16) -> u16 {
+        self.port.unwrap_or(vip_port)
+    }
+}
+
+/// `node.toml`: this node only; never replicated, never sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub admin: AdminConfig,
+    /// The guide's non-replicated settings (hostname & DNS, interfaces, routing, ...), kept as written.
+    pub local: LocalSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSection {
+    pub name: String,
+    pub role: Role,
+    /// Interface that carries the VIPs.
+    pub interface: String,
+    /// This node's heartbeat/sync address.
+    pub address: IpAddr,
+    /// `None`: standalone node that becomes active on its own.
+    pub peer: Option<IpAddr>,
+    pub heartbeat_port: u16,
+    pub sync_port: u16,
+    /// false: addresses are moved by something else (cloud, tests).
+    pub manage_vips: bool,
+    pub secret_file: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Basic-auth user for actions that change state; `None` = no auth (loopback only).
+    pub user: Option<String>,
+    /// File holding the admin password (node-local secret).
+    pub password_file: Option<PathBuf>,
+}
+
+/// Non-replicated appliance settings, one free-form table per WebUI page of the guide's table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalSettings {
+    pub sections: std::collections::BTreeMap<String, toml::Table>,
+}
