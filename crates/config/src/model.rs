@@ -155,7 +155,7 @@ impl Server {
 }
 
 /// `node.toml`: this node only; never replicated, never sent on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeConfig {
     pub node: NodeSection,
     pub admin: AdminConfig,
@@ -198,7 +198,7 @@ pub struct AdminConfig {
 }
 
 /// Non-replicated appliance settings, one free-form table per WebUI page of the guide's table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LocalSettings {
     pub sections: std::collections::BTreeMap<String, toml::Table>,
 }
