@@ -1,0 +1,387 @@
+//! `cluster.toml` push from the primary to the secondary, sans-IO.
+//!
+//! Both sides announce what they run ([`ConfigMsg::Running`]) when the session opens. The
+//! primary offers its `cluster.toml` bytes with generation and digest on every session start and
+//! after every accepted reload; the secondary hands the offer to the daemon's [`ConfigSink`]
+//! (validate with `tandem check`'s code, write atomically, apply live) and answers `Ack` or
+//! `Refused(reason)`. `node.toml` and the secret have no message at all: they cannot be sent.
+
+use serde::{Deserialize, Serialize};
+
+/// Which side of the push this node is (from `node.toml`'s `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigRole {
+    /// Edits happen here; pushes `cluster.toml` to the peer.
+    Primary,
+    /// Receives `cluster.toml` from the primary.
+    Secondary,
+}
+
+/// Identity of one accepted `cluster.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    pub generation: u64,
+    /// SHA-256 of the file, as the config crate prints it (opaque here).
+    pub digest: String,
+}
+
+/// The `cluster.toml` a node runs: its bytes and identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    pub bytes: Vec<u8>,
+    pub version: ConfigVersion,
+}
+
+/// Implemented by the daemon: validate a pushed `cluster.toml` with `tandem check`'s code, write
+/// it atomically (previous kept as `cluster.toml.prev`) and apply it live. Returns the reason
+/// of a refusal; the node then keeps running its current configuration.
+pub trait ConfigSink: Send {
+    fn offer(&mut self, bytes: &[u8], generation: u64, digest: &str) -> Result<(), String>;
+}
+
+/// Config messages on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigMsg {
+    /// What the sender runs now, and its role.
+    Running {
+        role: ConfigRole,
+        version: Option<ConfigVersion>,
+    },
+    /// The primary's `cluster.toml`.
+    Offer {
+        version: ConfigVersion,
+        bytes: Vec<u8>,
+    },
+    /// The offer was validated, written and applied.
+    Ack { version: ConfigVersion },
+    /// The offer was refused; the sender keeps its current configuration.
+    Refused {
+        version: ConfigVersion,
+        reason: String,
+    },
+}
+
+/// Whether both nodes run the same `cluster.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ConfigSyncState {
+    InSync,
+    OutOfSync(String),
+}
+
+impl ConfigSyncState {
+    pub fn in_sync(&self) -> bool {
+        matches!(self, Self::InSync)
+    }
+}
+
+/// What the config side asks of its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigAction {
+    /// Send this message to the peer.
+    Send(ConfigMsg),
+    /// Hand this offer to the [`ConfigSink`] and report with [`ConfigPush::offer_result`].
+    Apply {
+        version: ConfigVersion,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The config push state of one node, kept across sessions.
+#[derive(Debug, Clone)]
+pub struct ConfigPush {
+    role: ConfigRole,
+    local: Option<LocalConfig>,
+    peer_role: Option<ConfigRole>,
+    peer_version: Option<ConfigVersion>,
+    connected: bool,
+    /// Last refusal of the current local/offered generation, either direction.
+    refusal: Option<String>,
+    /// Offer handed to the sink and not yet answered.
+    applying: Option<ConfigVersion>,
+}
+
+impl ConfigPush {
+    pub fn new(role: ConfigRole, local: Option<LocalConfig>) -> Self {
+        Self {
+            role,
+            local,
+            peer_role: None,
+            peer_version: None,
+            connected: false,
+            refusal: None,
+            applying: None,
+        }
+    }
+
+    pub fn role(&self) -> ConfigRole {
+        self.role
+    }
+
+    pub fn local_version(&self) -> Option<&ConfigVersion> {
+        self.local.as_ref().map(|l| &l.version)
+    }
+
+    pub fn peer_version(&self) -> Option<&ConfigVersion> {
+        self.peer_version.as_ref()
+    }
+
+    /// A session opened: announce what we run; the primary offers its file.
+    pub fn on_session_open(&mut self) -> Vec<ConfigAction> {
+        self.connected = true;
+        self.peer_role = None;
+        self.applying = None;
+        let mut out = vec![ConfigAction::Send(ConfigMsg::Running {
+            role: self.role,
+            version: self.local_version().cloned(),
+        })];
+        out.extend(self.offer());
+        out
+    }
+
+    /// The session closed; what we know of the peer stays as last heard.
+    pub fn on_session_closed(&mut self) {
+        self.connected = false;
+        self.applying = None;
+    }
+
+    /// The daemon accepted a new local `cluster.toml` (start-up, reload, or an applied push).
+    pub fn set_local(&mut self, local: LocalConfig) -> Vec<ConfigAction> {
+        if self.local.as_ref() == Some(&local) {
+            return Vec::new();
+        }
+        self.local = Some(local);
+        self.refusal = None;
+        if !self.connected {
+            return Vec::new();
+        }
+        let mut out = vec![ConfigAction::Send(ConfigMsg::Running {
+            role: self.role,
+            version: self.local_version().cloned(),
+        })];
+        out.extend(self.offer());
+        out
+    }
+
+    fn offer(&self) -> Option<ConfigAction> {
+        if self.role != ConfigRole::Primary {
+            return None;
+        }
+        let local = self.local.as_ref()?;
+        Some(ConfigAction::Send(ConfigMsg::Offer {
+            version: local.version.clone(),
+            bytes: local.bytes.clone(),
+        }))
+    }
+
+    /// A config message from the authenticated peer.
+    pub fn on_message(&mut self, message: ConfigMsg) -> Vec<ConfigAction> {
+        match message {
+            ConfigMsg::Running { role, version } => {
+                self.peer_role = Some(role);
+                self.peer_version = version;
+                Vec::new()
+            }
+            ConfigMsg::Offer { version, bytes } => self.on_offer(version, bytes),
+            ConfigMsg::Ack { version } => {
+                self.peer_version = Some(version);
+                self.refusal = None;
+                Vec::new()
+            }
+            ConfigMsg::Refused { version, reason } => {
+                self.refusal = Some(format!(
+                    "peer refused generation {} ({}): {reason}",
+                    version.generation,
+                    short(&version.digest)
+                ));
+                Vec::new()
+            }
+        }
+    }
+
+    fn on_offer(&mut self, version: ConfigVersion, bytes: Vec<u8>) -> Vec<ConfigAction> {
+        self.peer_role = Some(ConfigRole::Primary);
+        if self.role == ConfigRole::Primary {
+            let reason =
+                "both nodes are configured as primary; set role = \"secondary\" in one node.toml"
+                    .to_string();
+            self.refusal = Some(reason.clone());
+            return vec![ConfigAction::Send(ConfigMsg::Refused { version, reason })];
+        }
+        if self.local_version() == Some(&version) {
+            // Already running it (typically a reconnect): nothing to apply.
+            self.peer_version = Some(version.clone());
+            self.refusal = None;
+            return vec![ConfigAction::Send(ConfigMsg::Ack { version })];
+        }
+        self.peer_version = Some(version.clone());
+        self.applying = Some(version.clone());
+        vec![ConfigAction::Apply { version, bytes }]
+    }
+
+    /// The sink's answer to an [`ConfigAction::Apply`].
+    pub fn offer_result(
+        &mut self,
+        version: ConfigVersion,
+        bytes: Vec<u8>,
+        result: Result<(), String>,
+    ) -> Vec<ConfigAction> {
+        if self.applying.as_ref() == Some(&version) {
+            self.applying = None;
+        }
+        let reply = match result {
+            Ok(()) => {
+                self.local = Some(LocalConfig {
+                    bytes,
+                    version: version.clone(),
+                });
+                self.refusal = None;
+                ConfigMsg::Ack { version }
+            }
+            Err(reason) => {
+                self.refusal = Some(format!(
+                    "refused generation {} ({}) from the primary: {reason}",
+                    version.generation,
+                    short(&version.digest)
+                ));
+                ConfigMsg::Refused { version, reason }
+            }
+        };
+        if self.connected {
+            vec![ConfigAction::Send(reply)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// In sync when both nodes are known to run the same digest.
+    pub fn state(&self) -> ConfigSyncState {
+        if let Some(reason) = &self.refusal {
+            return ConfigSyncState::OutOfSync(reason.clone());
+        }
+        match (self.local_version(), &self.peer_version) {
+            (Some(local), Some(peer)) if local.digest == peer.digest => ConfigSyncState::InSync,
+            (_, None) => {
+                ConfigSyncState::OutOfSync("peer configuration unknown (never connected)".into())
+            }
+            (None, Some(_)) => ConfigSyncState::OutOfSync("no local configuration".into()),
+            (Some(local), Some(peer)) => {
+                let waiting = if self.role == ConfigRole::Primary && self.connected {
+                    " (push pending)"
+                } else if self.peer_role == Some(self.role) {
+                    " (neither node is primary)"
+                } else {
+                    ""
+                };
+                ConfigSyncState::OutOfSync(format!(
+                    "this node runs generation {} ({}), the peer runs generation {} ({}){waiting}",
+                    local.generation,
+                    short(&local.digest),
+                    peer.generation,
+                    short(&peer.digest)
+                ))
+            }
+        }
+    }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(generation: u64, text: &str) -> LocalConfig {
+        LocalConfig {
+            bytes: text.as_bytes().to_vec(),
+            version: ConfigVersion {
+                generation,
+                digest: format!("digest-of-{text}"),
+            },
+        }
+    }
+
+    /// Delivers every Send to the other side and applies Apply with `sink`.
+    fn exchange(
+        from: &mut ConfigPush,
+        to: &mut ConfigPush,
+        actions: Vec<ConfigAction>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) {
+        let mut queue: Vec<(bool, ConfigAction)> = actions.into_iter().map(|a| (true, a)).collect();
+        while let Some((from_first, action)) = queue.pop() {
+            let (sender, receiver) = if from_first {
+                (&mut *from, &mut *to)
+            } else {
+                (&mut *to, &mut *from)
+            };
+            match action {
+                ConfigAction::Send(msg) => {
+                    for a in receiver.on_message(msg) {
+                        queue.push((!from_first, a));
+                    }
+                }
+                ConfigAction::Apply { version, bytes } => {
+                    let result = sink(&bytes);
+                    for a in sender.offer_result(version, bytes, result) {
+                        queue.push((from_first, a));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn push_on_connect_and_after_reload_accepted_and_refused() {
+        let mut primary = ConfigPush::new(ConfigRole::Primary, Some(local(3, "a")));
+        let mut secondary = ConfigPush::new(ConfigRole::Secondary, Some(local(2, "old")));
+        let mut accept = |_: &[u8]| Ok(());
+        let open = primary.on_session_open();
+        let open2 = secondary.on_session_open();
+        exchange(&mut secondary, &mut primary, open2, &mut accept);
+        exchange(&mut primary, &mut secondary, open, &mut accept);
+        assert_eq!(primary.state(), ConfigSyncState::InSync);
+        assert_eq!(secondary.state(), ConfigSyncState::InSync);
+        assert_eq!(secondary.local_version(), Some(&local(3, "a").version));
+
+        let mut refuse = |_: &[u8]| Err("service x: unknown mode".to_string());
+        let actions = primary.set_local(local(4, "bad"));
+        exchange(&mut primary, &mut secondary, actions, &mut refuse);
+        let ConfigSyncState::OutOfSync(reason) = primary.state() else {
+            panic!()
+        };
+        assert!(reason.contains("unknown mode"), "{reason}");
+        assert!(!secondary.state().in_sync());
+        assert_eq!(secondary.local_version().unwrap().generation, 3);
+
+        let actions = primary.set_local(local(5, "good"));
+        exchange(&mut primary, &mut secondary, actions, &mut accept);
+        assert!(primary.state().in_sync() && secondary.state().in_sync());
+    }
+
+    #[test]
+    fn reconnect_with_same_config_acks_without_applying() {
+        let mut primary = ConfigPush::new(ConfigRole::Primary, Some(local(3, "a")));
+        let mut secondary = ConfigPush::new(ConfigRole::Secondary, Some(local(3, "a")));
+        let mut never = |_: &[u8]| -> Result<(), String> { panic!("must not re-apply") };
+        let open = primary.on_session_open();
+        secondary.on_session_open();
+        exchange(&mut primary, &mut secondary, open, &mut never);
+        assert!(primary.state().in_sync());
+    }
+
+    #[test]
+    fn two_primaries_are_reported() {
+        let mut a = ConfigPush::new(ConfigRole::Primary, Some(local(3, "a")));
+        let mut b = ConfigPush::new(ConfigRole::Primary, Some(local(3, "b")));
+        let mut accept = |_: &[u8]| Ok(());
+        let open = a.on_session_open();
+        b.on_session_open();
+        exchange(&mut a, &mut b, open, &mut accept);
+        let ConfigSyncState::OutOfSync(reason) = b.state() else {
+            panic!()
+        };
+        assert!(reason.contains("both nodes"));
+    }
+}

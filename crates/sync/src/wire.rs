@@ -1,0 +1,67 @@
+//! Framing and encoding shared by every message on the sync session.
+//!
+//! A frame on the TCP stream is a 4-byte big-endian length followed by that many payload bytes
+//! (tokio-util `LengthDelimitedCodec`). A payload is a bincode 2 (serde, `standard()` config) value:
+//! a [`crate::handshake::Handshake`] message before the session is authenticated, a sealed
+//! [`crate::frame`] afterwards.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// Version of the sync protocol spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Oldest protocol version this build still accepts from a peer.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// Default port of the sync session (as on the appliance).
+pub const DEFAULT_SYNC_PORT: u16 = 7778;
+/// Default upper bound of one frame's payload.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// Errors of encoding or decoding one payload.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encode: {0}")]
+    Encode(String),
+    #[error("decode: {0}")]
+    Decode(String),
+    #[error("decode: {0} trailing bytes after the message")]
+    Trailing(usize),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes `value` into a fresh buffer.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Appends the encoding of `value` to `out`.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let bytes = encode(value)?;
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// Decodes exactly one value from `bytes`; trailing bytes are an error. Allocation claims are
+/// bounded by the length of `bytes` (bincode checks sizes against the remaining input), so a
+/// hostile length prefix cannot make us allocate more than one frame.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let limited = config().with_limit::<{ DEFAULT_MAX_FRAME * 4 }>();
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, limited)
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// The length-delimited codec used on the socket, refusing frames longer than `max_frame`.
+pub fn length_codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(max_frame)
+        .new_codec()
+}
