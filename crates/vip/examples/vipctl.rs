@@ -6,15 +6,19 @@
 //! vipctl held     IFACE VIP...     print which VIPs are on the interface
 //! vipctl stale    IFACE VIP...     remove VIPs left behind (what a standby does at start-up)
 //! vipctl link     IFACE            print index, MAC, up, ARP
+//! vipctl announce IFACE VIP...     send the default burst (5 rounds, 200 ms apart); TANDEM_ARP_MODE=reply
+//!                                  selects the reply form of gratuitous ARP
 //! ```
 //! A VIP is `ADDR` (/32 or /128) or `ADDR/PREFIX`. Run it inside a lab namespace
 //! (`ip netns exec tnd-... vipctl ...`), never against a production interface by accident.
 
 use std::process::ExitCode;
 
-use tandem_vip::{Vip, VipError, VipManager};
+use std::sync::Arc;
 
-const USAGE: &str = "usage: vipctl add|remove|held|stale|link IFACE [VIP...]";
+use tandem_vip::{AnnounceConfig, Announcer, ArpMode, Vip, VipError, VipManager};
+
+const USAGE: &str = "usage: vipctl add|remove|held|stale|link|announce IFACE [VIP...]";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -61,6 +65,27 @@ async fn run(args: &[String]) -> Result<(), String> {
             }
         }
         "link" => println!("{:?}", manager.link().await.map_err(text)?),
+        "announce" => {
+            let mut config = AnnounceConfig::default();
+            if std::env::var("TANDEM_ARP_MODE").is_ok_and(|mode| mode == "reply") {
+                config.arp_mode = ArpMode::Reply;
+            }
+            let rounds = config.count;
+            let announcer = Announcer::new(Arc::new(manager));
+            let announcement = announcer.start(vips, &config).await.map_err(text)?;
+            // Bounded: the burst lasts (count - 1) x spacing; wait a little longer than that.
+            let bound = config.spacing * rounds + std::time::Duration::from_secs(1);
+            let _ = tokio::time::timeout(bound, async {
+                while !announcement.is_finished() {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            if let Some(e) = announcement.last_error() {
+                return Err(e.to_string());
+            }
+            println!("{} rounds sent", announcement.rounds_sent());
+        }
         other => return Err(format!("unknown command {other:?}\n{USAGE}")),
     }
     Ok(())

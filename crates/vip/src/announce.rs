@@ -1,0 +1,283 @@
+//! Announcing VIPs to the LAN: rounds of gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6).
+//!
+//! One round sends one frame per VIP. A burst is `count` rounds `spacing` apart, the first at once; after it an
+//! optional refresh sends one round every `refresh`. [`AnnounceSchedule`] is the timing, without clocks or sockets;
+//! [`Announcer::start`] drives it on tokio and can be stopped at any time (when the node releases its VIPs).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::frames::{self, ALL_NODES_MAC, ArpMode, BROADCAST_MAC};
+use crate::packet::{ETH_P_ARP, ETH_P_IPV6, PacketSocket};
+use crate::{Vip, VipAction, VipError, VipManager};
+
+/// How VIPs are announced after they are added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceConfig {
+    /// Rounds in the burst that follows an acquire (default 5). 0 disables the burst.
+    pub count: u32,
+    /// Time between rounds of the burst (default 200 ms).
+    pub spacing: Duration,
+    /// Gratuitous ARP form (default request).
+    pub arp_mode: ArpMode,
+    /// After the burst, one more round every this long while the VIPs are held (default none).
+    pub refresh: Option<Duration>,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        Self {
+            count: 5,
+            spacing: Duration::from_millis(200),
+            arp_mode: ArpMode::Request,
+            refresh: None,
+        }
+    }
+}
+
+/// When each announcement round is due, as a delay after the previous one. Pure: no clock, no socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceSchedule {
+    count: u32,
+    spacing: Duration,
+    refresh: Option<Duration>,
+}
+
+impl AnnounceSchedule {
+    /// The schedule of `config`.
+    pub fn new(config: &AnnounceConfig) -> Self {
+        Self {
+            count: config.count,
+            spacing: config.spacing,
+            refresh: config.refresh,
+        }
+    }
+
+    /// Delay before round `round` (0-based) counted from the previous round (from the start for round 0), or `None`
+    /// when there is no such round. Round 0 is immediate; refresh rounds follow the burst for ever.
+    pub fn delay_before(&self, round: u64) -> Option<Duration> {
+        if round < u64::from(self.count) {
+            Some(if round == 0 {
+                Duration::ZERO
+            } else {
+                self.spacing
+            })
+        } else {
+            self.refresh
+        }
+    }
+}
+
+/// Sends announcements for VIPs on the manager's interface.
+#[derive(Debug, Clone)]
+pub struct Announcer {
+    manager: Arc<VipManager>,
+}
+
+impl Announcer {
+    /// An announcer for the interface of `manager` (which it uses to read the interface index and MAC).
+    pub fn new(manager: Arc<VipManager>) -> Self {
+        Self { manager }
+    }
+
+    /// Sends one round: one gratuitous ARP per IPv4 VIP and one unsolicited NA per IPv6 VIP, with the interface's
+    /// current MAC. Returns the number of frames sent: 0 on an interface that does not resolve neighbours (no MAC,
+    /// IFF_NOARP, not Ethernet), where there is nobody to tell. Stops at the first failure.
+    pub async fn announce_once(&self, vips: &[Vip], arp_mode: ArpMode) -> Result<usize, VipError> {
+        let interface = self.manager.interface();
+        let first = vips.first().copied();
+        let link = self.manager.link().await?;
+        let Some(mac) = link.mac.filter(|_| link.resolves_neighbours) else {
+            tracing::debug!(
+                interface,
+                "interface does not resolve neighbours: nothing to announce"
+            );
+            return Ok(0);
+        };
+        if vips.is_empty() {
+            return Ok(0);
+        }
+        if !link.up {
+            let action = first.map_or(VipAction::OpenPacketSocket, VipAction::Announce);
+            return Err(VipError::InterfaceDown {
+                interface: interface.to_owned(),
+                action,
+            });
+        }
+        let socket = PacketSocket::open()
+            .map_err(|e| VipError::from_io(interface, VipAction::OpenPacketSocket, e))?;
+        for vip in vips {
+            let (frame, destination, ethertype) = match vip.addr() {
+                IpAddr::V4(addr) => (
+                    frames::gratuitous_arp(mac, addr, arp_mode),
+                    BROADCAST_MAC,
+                    ETH_P_ARP,
+                ),
+                IpAddr::V6(addr) => (frames::unsolicited_na(mac, addr), ALL_NODES_MAC, ETH_P_IPV6),
+            };
+            socket
+                .send(link.index, destination, ethertype, &frame)
+                .map_err(|e| VipError::from_io(interface, VipAction::Announce(*vip), e))?;
+        }
+        Ok(vips.len())
+    }
+
+    /// Starts announcing `vips` on `config`'s schedule. The first round is sent before this returns, so a failure to
+    /// announce at all (permission, interface missing or down) comes back here; later rounds run in the background,
+    /// log their failures and keep the last one in [`Announcement::last_error`].
+    pub async fn start(
+        &self,
+        vips: Vec<Vip>,
+        config: &AnnounceConfig,
+    ) -> Result<Announcement, VipError> {
+        let schedule = AnnounceSchedule::new(config);
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let mut next_round = 0;
+        // Round 1 is spaced from round 0, which is sent now.
+        if schedule.delay_before(0) == Some(Duration::ZERO) {
+            self.announce_once(&vips, config.arp_mode).await?;
+            lock(&progress).rounds_sent = 1;
+            next_round = 1;
+        }
+        let task = tokio::spawn(run_schedule(
+            self.clone(),
+            vips,
+            config.arp_mode,
+            schedule,
+            next_round,
+            Arc::clone(&progress),
+        ));
+        Ok(Announcement { task, progress })
+    }
+}
+
+/// Background rounds from `round` on, until the schedule ends or the task is aborted.
+async fn run_schedule(
+    announcer: Announcer,
+    vips: Vec<Vip>,
+    arp_mode: ArpMode,
+    schedule: AnnounceSchedule,
+    mut round: u64,
+    progress: Arc<Mutex<Progress>>,
+) {
+    // Deadlines are absolute so the time spent sending does not stretch the spacing round after round.
+    let mut due = tokio::time::Instant::now();
+    while let Some(delay) = schedule.delay_before(round) {
+        due += delay;
+        tokio::time::sleep_until(due).await;
+        match announcer.announce_once(&vips, arp_mode).await {
+            Ok(_) => lock(&progress).rounds_sent += 1,
+            Err(e) => {
+                tracing::error!(error = %e, round, "VIP announcement failed");
+                lock(&progress).last_error = Some(e);
+            }
+        }
+        round += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    rounds_sent: u64,
+    last_error: Option<VipError>,
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    // The guarded data are two plain counters: still meaningful after a panic elsewhere.
+    progress.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running announcement. Dropping it or calling [`Announcement::stop`] stops further rounds at once.
+#[derive(Debug)]
+pub struct Announcement {
+    task: JoinHandle<()>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl Announcement {
+    /// Stops sending announcements.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// Whether all scheduled rounds are done (never, with a refresh, until stopped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Rounds that went out completely so far.
+    pub fn rounds_sent(&self) -> u64 {
+        lock(&self.progress).rounds_sent
+    }
+
+    /// The last failure of a background round, if any.
+    pub fn last_error(&self) -> Option<VipError> {
+        lock(&self.progress).last_error.clone()
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delays(schedule: &AnnounceSchedule, rounds: u64) -> Vec<Option<u64>> {
+        (0..rounds)
+            .map(|r| schedule.delay_before(r).map(|d| d.as_millis() as u64))
+            .collect()
+    }
+
+    #[test]
+    fn default_burst_is_five_rounds_200ms_apart_first_at_once() {
+        let schedule = AnnounceSchedule::new(&AnnounceConfig::default());
+        assert_eq!(
+            delays(&schedule, 7),
+            [
+                Some(0),
+                Some(200),
+                Some(200),
+                Some(200),
+                Some(200),
+                None,
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn refresh_follows_the_burst() {
+        let config = AnnounceConfig {
+            count: 2,
+            spacing: Duration::from_millis(50),
+            refresh: Some(Duration::from_secs(60)),
+            ..AnnounceConfig::default()
+        };
+        let schedule = AnnounceSchedule::new(&config);
+        assert_eq!(
+            delays(&schedule, 5),
+            [Some(0), Some(50), Some(60_000), Some(60_000), Some(60_000)]
+        );
+    }
+
+    #[test]
+    fn no_burst_means_refresh_only_or_nothing() {
+        let mut config = AnnounceConfig {
+            count: 0,
+            ..AnnounceConfig::default()
+        };
+        assert_eq!(delays(&AnnounceSchedule::new(&config), 2), [None, None]);
+        config.refresh = Some(Duration::from_secs(30));
+        assert_eq!(
+            delays(&AnnounceSchedule::new(&config), 2),
+            [Some(30_000), Some(30_000)]
+        );
+    }
+}

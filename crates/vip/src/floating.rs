@@ -1,0 +1,141 @@
+//! `FloatingVips`: the daemon's handle on its VIPs — acquire (add all, announce) and release (stop announcing,
+//! remove all).
+
+use std::sync::Arc;
+
+use crate::{AnnounceConfig, Announcement, Announcer, Vip, VipError, VipManager};
+
+/// The configured VIPs of one interface, acquired and released as a set.
+#[derive(Debug)]
+pub struct FloatingVips {
+    manager: Arc<VipManager>,
+    announcer: Announcer,
+    vips: Vec<Vip>,
+    config: AnnounceConfig,
+    announcement: Option<Announcement>,
+}
+
+impl FloatingVips {
+    /// The VIPs `vips` on `interface`, announced as `config` says. Must be called inside a tokio runtime; opens an
+    /// rtnetlink socket in the calling thread's network namespace. Duplicate VIPs are dropped.
+    pub fn new(
+        interface: &str,
+        mut vips: Vec<Vip>,
+        config: AnnounceConfig,
+    ) -> Result<Self, VipError> {
+        let mut seen = std::collections::HashSet::new();
+        vips.retain(|vip| seen.insert(*vip));
+        let manager = Arc::new(VipManager::new(interface)?);
+        let announcer = Announcer::new(Arc::clone(&manager));
+        Ok(Self {
+            manager,
+            announcer,
+            vips,
+            config,
+            announcement: None,
+        })
+    }
+
+    /// The VIPs this set manages.
+    pub fn vips(&self) -> &[Vip] {
+        &self.vips
+    }
+
+    /// The address manager, for lower-level calls.
+    pub fn manager(&self) -> &VipManager {
+        &self.manager
+    }
+
+    /// Becomes the holder: adds every VIP (idempotently), then sends the first announcement round at once and the
+    /// rest of the burst (and refreshes) in the background. Every VIP is attempted even if one fails; the first
+    /// failure is returned and the node must treat itself as faulty.
+    pub async fn acquire(&mut self) -> Result<(), VipError> {
+        self.stop_announcing();
+        let mut first_error = None;
+        for vip in &self.vips {
+            match self.manager.add(vip).await {
+                Ok(outcome) => {
+                    tracing::info!(interface = self.manager.interface(), %vip, ?outcome, "VIP acquired")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "VIP add failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        self.announcement = Some(
+            self.announcer
+                .start(self.vips.clone(), &self.config)
+                .await?,
+        );
+        Ok(())
+    }
+
+    /// Sends a fresh burst of announcements for VIPs already held (for instance by the winner of a split brain).
+    pub async fn reannounce(&mut self) -> Result<(), VipError> {
+        self.stop_announcing();
+        self.announcement = Some(
+            self.announcer
+                .start(self.vips.clone(), &self.config)
+                .await?,
+        );
+        Ok(())
+    }
+
+    /// Stops being the holder: stops announcing at once, then removes every VIP (idempotently). Every VIP is
+    /// attempted even if one fails; the first failure is returned.
+    pub async fn release(&mut self) -> Result<(), VipError> {
+        self.stop_announcing();
+        let mut first_error = None;
+        for vip in &self.vips {
+            match self.manager.remove(vip).await {
+                Ok(outcome) => {
+                    tracing::info!(interface = self.manager.interface(), %vip, ?outcome, "VIP released")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "VIP remove failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Which of the VIPs are on the interface now.
+    pub async fn held(&self) -> Result<Vec<Vip>, VipError> {
+        self.manager.held(&self.vips).await
+    }
+
+    /// Removes VIPs left on the interface by an earlier run; for a node that starts up not active.
+    pub async fn remove_stale(&self) -> Result<Vec<Vip>, VipError> {
+        self.manager.remove_stale(&self.vips).await
+    }
+
+    /// The last failure of a background announcement round since the last acquire, if any.
+    pub fn announce_error(&self) -> Option<VipError> {
+        self.announcement
+            .as_ref()
+            .and_then(Announcement::last_error)
+    }
+
+    /// Announcement rounds sent since the last acquire / reannounce.
+    pub fn announce_rounds(&self) -> u64 {
+        self.announcement
+            .as_ref()
+            .map_or(0, Announcement::rounds_sent)
+    }
+
+    /// Whether announcements are still going (a burst in progress, or a refresh configured).
+    pub fn announcing(&self) -> bool {
+        self.announcement.as_ref().is_some_and(|a| !a.is_finished())
+    }
+
+    fn stop_announcing(&mut self) {
+        if let Some(announcement) = self.announcement.take() {
+            announcement.stop();
+        }
+    }
+}
