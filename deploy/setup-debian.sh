@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build tandem, run its tests, the netns lab and the
+# benchmarks against the references (HAProxy, keepalived). Idempotent; run as root.
+set -euo pipefail
+need=(haproxy keepalived nginx-light redis-server redis-tools wrk socat arping nftables tcpdump
+      iproute2 iputils-ping curl procps psmisc ca-certificates gcc)
+missing=()
+for package in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+# Debian starts some of these services on install; tests start their own instances on loopback.
+for service in nginx redis-server haproxy keepalived; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service" || true
+  fi
+done
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+command -v cargo >/dev/null || { echo "setup: cargo (Rust stable) is required" >&2; exit 1; }
