@@ -1,0 +1,1216 @@
+//! One stick table: a slab of entries, a hash index over it, an ordered set for expiry and
+//! eviction, and the change log threaded through the slab as a linked list.
+//!
+//! Layout, and why:
+//! - `slots`: every entry lives in one `Slot` (about 56 bytes) addressed by a `u32`; freed slots
+//!   are chained for reuse. Server labels are interned, so an entry holds a `u32`, not a string.
+//! - `index`: a `hashbrown::HashTable<u32>` of slot numbers (5 bytes a bucket), hashed with std's
+//!   randomly keyed SipHash because source addresses are chosen by clients.
+//! - `order`: a `BTreeSet<(deadline, seq, slot)>`. For a table with a timeout the deadline is the
+//!   expiry instant; without, it is the last-use instant. The smallest element is both the next
+//!   entry to expire and the eviction victim; `seq` (a per-table use counter) breaks ties so
+//!   entries used in the same millisecond still leave in use order. O(log n) per use.
+//! - the change log: live entries and *tombstones* (deleted keys whose delete is not yet read
+//!   out) are linked in update-id order. A change unlinks the key's item and appends it at the
+//!   tail with a fresh id (O(1)), so the log holds at most one item per key. Items carry no
+//!   data: they are turned into [`Update`]s from the slot's current state when read. The log is
+//!   bounded: past `log_capacity` items the oldest are dropped and `log_floor` rises; a reader
+//!   behind the floor gets [`ResyncNeeded`].
+
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+
+use crate::labels::Labels;
+use crate::{Entry, ResyncNeeded, ServerLabel, StickKey, TableSpec, Update, UpdateBatch};
+
+/// No slot (end of a list).
+const NIL: u32 = u32::MAX;
+/// `Slot::server` of a deleted key kept in the log until its delete has been read or dropped.
+const TOMBSTONE: u32 = u32::MAX;
+/// `Slot::server` of an unused slot.
+const FREE: u32 = u32::MAX - 1;
+/// Largest capacity accepted (slot numbers are u32; live + remote overflow + tombstones fit).
+const MAX_CAPACITY: usize = 1 << 28;
+
+#[derive(Debug, Clone)]
+struct Slot {
+    /// Expiry instant (timed table) or last-use instant (never-expiring table).
+    deadline: u64,
+    /// Id of this key's item in the change log; 0 = not in the log.
+    log_id: u64,
+    seq: u32,
+    /// Interned label id, or [`TOMBSTONE`] / [`FREE`].
+    server: u32,
+    log_prev: u32,
+    /// Next item in the log, or next free slot for a free slot.
+    log_next: u32,
+    /// Resync generation this entry was last confirmed in (see `begin_resync`).
+    generation: u32,
+    key: StickKey,
+}
+
+impl Slot {
+    fn is_live(&self) -> bool {
+        self.server < FREE
+    }
+}
+
+/// Where [`StickTable::snapshot_chunk`] continues. Only meaningful for the table that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SnapshotCursor(u32);
+
+impl SnapshotCursor {
+    /// The start of a snapshot.
+    pub const START: Self = Self(0);
+}
+
+/// Figures of one table, for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableStats {
+    /// Live entries (expired ones not yet swept by [`StickTable::expire`] included).
+    pub entries: usize,
+    pub capacity: usize,
+    pub timeout_ms: Option<u64>,
+    /// Deleted keys kept only so that their delete can still be read from the log.
+    pub tombstones: usize,
+    /// Items in the change log.
+    pub log_items: usize,
+    pub log_capacity: usize,
+    pub last_update_id: u64,
+    /// Updates after this id are all in the log; readers behind it need a resync.
+    pub log_floor: u64,
+    /// Entries evicted to make room (since the table was created).
+    pub evicted: u64,
+    /// Entries dropped because they expired.
+    pub expired: u64,
+    /// Distinct server labels the entries point at.
+    pub servers: usize,
+}
+
+/// A bounded, expiring map from [`StickKey`] to a server label, with a replication change log.
+/// See the crate documentation for how the proxy and the sync session use it.
+#[derive(Debug)]
+pub struct StickTable {
+    spec: TableSpec,
+    slots: Vec<Slot>,
+    free_head: u32,
+    index: HashTable<u32>,
+    hasher: RandomState,
+    order: BTreeSet<(u64, u32, u32)>,
+    labels: Labels,
+    live: usize,
+    tombstones: usize,
+    seq: u32,
+    next_id: u64,
+    log_head: u32,
+    log_tail: u32,
+    log_len: usize,
+    log_floor: u64,
+    log_capacity: usize,
+    log_capacity_explicit: bool,
+    touch_granularity_ms: u64,
+    touch_granularity_explicit: bool,
+    generation: u32,
+    resyncing: bool,
+    peer_high_id: u64,
+    evicted: u64,
+    expired: u64,
+}
+
+fn normalized(spec: TableSpec) -> TableSpec {
+    TableSpec {
+        timeout_ms: spec.timeout_ms.filter(|&t| t > 0),
+        capacity: spec.capacity.clamp(1, MAX_CAPACITY),
+    }
+}
+
+fn default_log_capacity(capacity: usize) -> usize {
+    capacity + capacity / 4 + 1024
+}
+
+fn default_touch_granularity(timeout_ms: Option<u64>) -> u64 {
+    timeout_ms.map_or(0, |t| (t / 64).min(1000))
+}
+
+impl StickTable {
+    /// An empty table. The change log keeps `capacity + capacity/4 + 1024` items by default.
+    pub fn new(spec: TableSpec) -> Self {
+        let spec = normalized(spec);
+        Self {
+            spec,
+            slots: Vec::new(),
+            free_head: NIL,
+            index: HashTable::new(),
+            hasher: RandomState::new(),
+            order: BTreeSet::new(),
+            labels: Labels::default(),
+            live: 0,
+            tombstones: 0,
+            seq: 0,
+            next_id: 1,
+            log_head: NIL,
+            log_tail: NIL,
+            log_len: 0,
+            log_floor: 0,
+            log_capacity: default_log_capacity(spec.capacity),
+            log_capacity_explicit: false,
+            touch_granularity_ms: default_touch_granularity(spec.timeout_ms),
+            touch_granularity_explicit: false,
+            generation: 0,
+            resyncing: false,
+            peer_high_id: 0,
+            evicted: 0,
+            expired: 0,
+        }
+    }
+
+    /// An empty table whose change log keeps at most `log_capacity` items (at least 1). Every
+    /// live entry can hold one item, so less than `capacity` makes readers resync more often.
+    pub fn with_log_capacity(spec: TableSpec, log_capacity: usize) -> Self {
+        let mut table = Self::new(spec);
+        table.set_log_capacity(log_capacity);
+        table
+    }
+
+    /// The spec in force (capacity clamped to at least 1, timeout 0 read as none).
+    pub fn spec(&self) -> TableSpec {
+        self.spec
+    }
+
+    /// Live entries, counting expired ones not yet swept.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Figures for status and metrics.
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            entries: self.live,
+            capacity: self.spec.capacity,
+            timeout_ms: self.spec.timeout_ms,
+            tombstones: self.tombstones,
+            log_items: self.log_len,
+            log_capacity: self.log_capacity,
+            last_update_id: self.last_update_id(),
+            log_floor: self.log_floor,
+            evicted: self.evicted,
+            expired: self.expired,
+            servers: self.labels.len(),
+        }
+    }
+
+    /// Sets how many items the change log keeps (at least 1), dropping the oldest if over.
+    pub fn set_log_capacity(&mut self, log_capacity: usize) {
+        self.log_capacity = log_capacity.clamp(1, 4 * MAX_CAPACITY);
+        self.log_capacity_explicit = true;
+        self.enforce_log_capacity();
+    }
+
+    /// Touches that only move the expiry are logged when the expiry crosses a multiple of this
+    /// many milliseconds (0 = every touch is logged; still one item per key). The peer's copy
+    /// of an entry can then expire up to this much earlier than ours. Default: timeout/64,
+    /// at most 1000 ms.
+    pub fn set_touch_granularity_ms(&mut self, granularity_ms: u64) {
+        self.touch_granularity_ms = granularity_ms;
+        self.touch_granularity_explicit = true;
+    }
+
+    /// The touch granularity in force (see [`Self::set_touch_granularity_ms`]).
+    pub fn touch_granularity_ms(&self) -> u64 {
+        self.touch_granularity_ms
+    }
+
+    // ---------------------------------------------------------------- local operations
+
+    /// The server `key` sticks to, touching the entry (its lifetime starts again) — what the
+    /// proxy calls for every new connection. An expired entry is dropped and `None` returned.
+    pub fn lookup(&mut self, key: &StickKey, now: u64) -> Option<ServerLabel> {
+        let s = self.find(key)?;
+        if !self.slots[s as usize].is_live() {
+            return None;
+        }
+        if self.is_expired(s, now) {
+            self.expired += 1;
+            self.remove_silently(s);
+            return None;
+        }
+        self.touch(s, now, false);
+        self.labels.name(self.slots[s as usize].server).cloned()
+    }
+
+    /// The entry for `key` without touching it (status, tests).
+    pub fn peek(&self, key: &StickKey, now: u64) -> Option<Entry> {
+        let s = self.find(key)?;
+        self.live_entry(s, now)
+    }
+
+    /// Makes `key` stick to `server` (a label), as a use: the lifetime starts again. Setting the
+    /// server a key already has is just a touch. A new key in a full table first evicts the
+    /// entry closest to expiry (replicated as a delete).
+    pub fn set(&mut self, key: &StickKey, server: &str, now: u64) {
+        if let Some(s) = self.find(key) {
+            let slot = &self.slots[s as usize];
+            if slot.is_live() && !self.is_expired(s, now) {
+                let same = self
+                    .labels
+                    .name(slot.server)
+                    .is_some_and(|l| &**l == server);
+                if !same {
+                    let old = slot.server;
+                    self.labels.release(old);
+                    self.slots[s as usize].server = self.labels.acquire(server);
+                }
+                self.touch(s, now, !same);
+                return;
+            }
+            // An expired entry or a tombstone: start the key afresh (its new log item
+            // supersedes whatever the old one said).
+            if slot.is_live() {
+                self.expired += 1;
+            }
+            self.remove_silently(s);
+        }
+        self.make_room(now, self.spec.capacity);
+        let label = self.labels.acquire(server);
+        let deadline = self.fresh_deadline(now);
+        let s = self.insert_slot(key.clone(), label, deadline);
+        self.log_push(s);
+        self.enforce_log_capacity();
+    }
+
+    /// Deletes `key` (replicated as a delete) and returns the server it stuck to.
+    pub fn remove(&mut self, key: &StickKey, now: u64) -> Option<ServerLabel> {
+        let s = self.find(key)?;
+        if !self.slots[s as usize].is_live() {
+            return None;
+        }
+        if self.is_expired(s, now) {
+            self.expired += 1;
+            self.remove_silently(s);
+            return None;
+        }
+        let label = self.labels.name(self.slots[s as usize].server).cloned();
+        self.tombstone(s);
+        label
+    }
+
+    /// Drops every entry expired at `now`; returns how many. Not replicated: the peer holds the
+    /// same remaining lifetime and expires its copy itself.
+    pub fn expire(&mut self, now: u64) -> usize {
+        if self.spec.timeout_ms.is_none() {
+            return 0;
+        }
+        let mut dropped = 0;
+        while let Some(&(deadline, _, s)) = self.order.first() {
+            if deadline > now {
+                break;
+            }
+            self.remove_silently(s);
+            dropped += 1;
+        }
+        self.expired += dropped as u64;
+        dropped
+    }
+
+    /// Drops the entries whose server is not kept (a server removed from the service), without
+    /// logging: the peer applies the same configuration and does the same. Returns how many.
+    pub fn retain_servers(&mut self, keep: impl Fn(&str) -> bool) -> usize {
+        let gone = self.labels.ids_not_kept(keep);
+        if gone.is_empty() {
+            return 0;
+        }
+        self.remove_where(|slot| gone.contains(&slot.server))
+    }
+
+    /// Applies a new spec, keeping entries: a new timeout keeps each entry's remaining lifetime
+    /// (capped at the new timeout; from "never" the lifetime counts from the last use); a
+    /// smaller capacity drops the entries closest to expiry. Not logged (the peer reloads the
+    /// same configuration).
+    pub fn set_spec(&mut self, spec: TableSpec, now: u64) {
+        let spec = normalized(spec);
+        let old = self.spec;
+        self.spec = spec;
+        if old.timeout_ms != spec.timeout_ms {
+            let mut order = Vec::with_capacity(self.live);
+            for (s, slot) in self.slots.iter_mut().enumerate() {
+                if !slot.is_live() {
+                    continue;
+                }
+                slot.deadline = match (old.timeout_ms, spec.timeout_ms) {
+                    (Some(_), Some(new)) => slot.deadline.min(now.saturating_add(new)),
+                    (Some(old), None) => slot.deadline.saturating_sub(old),
+                    (None, Some(new)) => slot.deadline.saturating_add(new),
+                    (None, None) => slot.deadline,
+                };
+                order.push((slot.deadline, slot.seq, s as u32));
+            }
+            self.order = order.into_iter().collect();
+        }
+        if !self.log_capacity_explicit {
+            self.log_capacity = default_log_capacity(spec.capacity);
+        }
+        if !self.touch_granularity_explicit {
+            self.touch_granularity_ms = default_touch_granularity(spec.timeout_ms);
+        }
+        while self.live > spec.capacity {
+            let Some(&(_, _, victim)) = self.order.first() else {
+                break;
+            };
+            self.evicted += 1;
+            self.remove_silently(victim);
+        }
+        self.enforce_log_capacity();
+    }
+
+    // ---------------------------------------------------------------- replication, sending
+
+    /// Id of the newest change so far (0 before any): take it before a snapshot, then read the
+    /// log from it.
+    pub fn last_update_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Up to `max` updates with an id above `after`, oldest first, each carrying the key's
+    /// current state; `Err` when the log has dropped some of them (do a full resync).
+    pub fn updates_since(
+        &self,
+        after: u64,
+        max: usize,
+        now: u64,
+    ) -> Result<UpdateBatch, ResyncNeeded> {
+        if after < self.log_floor {
+            return Err(ResyncNeeded {
+                requested: after,
+                floor: self.log_floor,
+            });
+        }
+        // Items are in id order: walk back from the newest to the first one after `after`
+        // (cost: the items returned plus the backlog after them).
+        let mut first = NIL;
+        let mut s = self.log_tail;
+        while s != NIL && self.slots[s as usize].log_id > after {
+            first = s;
+            s = self.slots[s as usize].log_prev;
+        }
+        let mut updates = Vec::new();
+        let mut up_to = after;
+        let mut s = first;
+        while s != NIL && updates.len() < max {
+            let slot = &self.slots[s as usize];
+            up_to = slot.log_id;
+            if slot.server == TOMBSTONE {
+                updates.push(Update {
+                    id: slot.log_id,
+                    key: slot.key.clone(),
+                    server: None,
+                    remaining_ms: None,
+                });
+            } else if let Some(entry) = self.live_entry(s, now) {
+                updates.push(Update {
+                    id: slot.log_id,
+                    key: entry.key,
+                    server: Some(entry.server),
+                    remaining_ms: entry.remaining_ms,
+                });
+            }
+            s = slot.log_next;
+        }
+        Ok(UpdateBatch { updates, up_to })
+    }
+
+    /// Up to `max` live entries (at least 1) from `cursor` on, with their remaining lifetime,
+    /// and the cursor to continue from (`None` when done). The table may change between chunks:
+    /// an entry added or changed meanwhile may be missed or sent twice, but it then also has a
+    /// log item after the [`Self::last_update_id`] taken before the first chunk, so snapshot +
+    /// log is complete. Each chunk costs O(max + skipped free slots).
+    pub fn snapshot_chunk(
+        &self,
+        cursor: SnapshotCursor,
+        max: usize,
+        now: u64,
+    ) -> (Vec<Entry>, Option<SnapshotCursor>) {
+        let max = max.max(1);
+        let mut entries = Vec::with_capacity(max.min(self.live));
+        let mut s = cursor.0 as usize;
+        while s < self.slots.len() && entries.len() < max {
+            if let Some(entry) = self.live_entry(s as u32, now) {
+                entries.push(entry);
+            }
+            s += 1;
+        }
+        let next = (s < self.slots.len()).then_some(SnapshotCursor(s as u32));
+        (entries, next)
+    }
+
+    // ---------------------------------------------------------------- replication, receiving
+
+    /// Applies an update read from the peer's log, keeping its remaining lifetime, without
+    /// entering it in this table's log. Returns false (and changes nothing) when its id is not
+    /// above the last one applied since [`Self::begin_resync`]: a duplicate or a late re-send.
+    pub fn apply_remote(&mut self, update: &Update, now: u64) -> bool {
+        if update.id <= self.peer_high_id {
+            return false;
+        }
+        self.peer_high_id = update.id;
+        self.apply_remote_state(
+            &update.key,
+            update.server.as_deref(),
+            update.remaining_ms,
+            now,
+        );
+        true
+    }
+
+    /// Applies one entry of the peer's snapshot (see [`Self::begin_resync`]).
+    pub fn apply_remote_entry(&mut self, entry: &Entry, now: u64) {
+        self.apply_remote_state(&entry.key, Some(&entry.server), entry.remaining_ms, now);
+    }
+
+    /// A full resync from the peer begins: entries not sent again by the peer (nor used here)
+    /// before [`Self::end_resync`] will be dropped, and update ids start over. If the session
+    /// breaks before the end, just begin again on the next one.
+    pub fn begin_resync(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.resyncing = true;
+        self.peer_high_id = 0;
+    }
+
+    /// The peer's snapshot is complete: drops (unlogged) the entries neither it nor a local use
+    /// confirmed since [`Self::begin_resync`]; returns how many. One pass over the table.
+    pub fn end_resync(&mut self) -> usize {
+        if !self.resyncing {
+            return 0;
+        }
+        self.resyncing = false;
+        let generation = self.generation;
+        self.remove_where(|slot| slot.generation != generation)
+    }
+
+    /// Whether a resync is between [`Self::begin_resync`] and [`Self::end_resync`].
+    pub fn is_resyncing(&self) -> bool {
+        self.resyncing
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn find(&self, key: &StickKey) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&s| self.slots[s as usize].key == *key)
+            .copied()
+    }
+
+    fn is_expired(&self, s: u32, now: u64) -> bool {
+        self.spec.timeout_ms.is_some() && self.slots[s as usize].deadline <= now
+    }
+
+    fn fresh_deadline(&self, now: u64) -> u64 {
+        match self.spec.timeout_ms {
+            Some(timeout) => now.saturating_add(timeout),
+            None => now,
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn live_entry(&self, s: u32, now: u64) -> Option<Entry> {
+        let slot = &self.slots[s as usize];
+        if !slot.is_live() || self.is_expired(s, now) {
+            return None;
+        }
+        Some(Entry {
+            key: slot.key.clone(),
+            server: self.labels.name(slot.server)?.clone(),
+            remaining_ms: self.spec.timeout_ms.map(|_| slot.deadline - now),
+        })
+    }
+
+    /// A local use of a live entry: new deadline, confirmed in this resync generation, and a
+    /// log item when forced (server changed) or when the expiry crossed a granularity step.
+    fn touch(&mut self, s: u32, now: u64, force_log: bool) {
+        let deadline = self.fresh_deadline(now);
+        let seq = self.next_seq();
+        let generation = self.generation;
+        let slot = &mut self.slots[s as usize];
+        let old_deadline = slot.deadline;
+        self.order.remove(&(slot.deadline, slot.seq, s));
+        slot.deadline = deadline;
+        slot.seq = seq;
+        slot.generation = generation;
+        self.order.insert((deadline, seq, s));
+        let granularity = self.touch_granularity_ms;
+        let log = force_log
+            || (self.spec.timeout_ms.is_some()
+                && (slot.log_id == 0
+                    || granularity == 0
+                    || old_deadline / granularity != deadline / granularity));
+        if log {
+            self.log_push(s);
+            self.enforce_log_capacity();
+        }
+    }
+
+    /// Evicts (logged as deletes) until fewer than `limit` entries are live; an expired victim
+    /// is simply expired.
+    fn make_room(&mut self, now: u64, limit: usize) {
+        while self.live >= limit {
+            let Some(&(_, _, victim)) = self.order.first() else {
+                return;
+            };
+            if self.is_expired(victim, now) {
+                self.expired += 1;
+                self.remove_silently(victim);
+            } else {
+                self.evicted += 1;
+                self.tombstone(victim);
+            }
+        }
+    }
+
+    fn insert_slot(&mut self, key: StickKey, server: u32, deadline: u64) -> u32 {
+        let seq = self.next_seq();
+        let slot = Slot {
+            deadline,
+            log_id: 0,
+            seq,
+            server,
+            log_prev: NIL,
+            log_next: NIL,
+            generation: self.generation,
+            key,
+        };
+        let s = if self.free_head != NIL {
+            let s = self.free_head;
+            self.free_head = self.slots[s as usize].log_next;
+            self.slots[s as usize] = slot;
+            s
+        } else {
+            self.slots.push(slot);
+            (self.slots.len() - 1) as u32
+        };
+        let Self {
+            index,
+            slots,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one(&slots[s as usize].key);
+        index.insert_unique(hash, s, |&x| hasher.hash_one(&slots[x as usize].key));
+        self.order.insert((deadline, seq, s));
+        self.live += 1;
+        s
+    }
+
+    /// Turns a live entry into a logged delete.
+    fn tombstone(&mut self, s: u32) {
+        let slot = &mut self.slots[s as usize];
+        self.order.remove(&(slot.deadline, slot.seq, s));
+        self.labels.release(slot.server);
+        slot.server = TOMBSTONE;
+        self.live -= 1;
+        self.tombstones += 1;
+        self.log_push(s);
+        self.enforce_log_capacity();
+    }
+
+    /// Forgets a slot entirely (expiry, remote delete, resync, config): no log item remains.
+    fn remove_silently(&mut self, s: u32) {
+        let slot = &self.slots[s as usize];
+        if slot.is_live() {
+            self.order.remove(&(slot.deadline, slot.seq, s));
+            self.labels.release(slot.server);
+            self.live -= 1;
+        } else if slot.server == TOMBSTONE {
+            self.tombstones -= 1;
+        } else {
+            return;
+        }
+        self.log_unlink(s);
+        let Self {
+            index,
+            slots,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one(&slots[s as usize].key);
+        if let Ok(found) = index.find_entry(hash, |&x| x == s) {
+            found.remove();
+        }
+        let slot = &mut self.slots[s as usize];
+        slot.server = FREE;
+        slot.key = StickKey::Service;
+        slot.log_next = self.free_head;
+        self.free_head = s;
+    }
+
+    fn remove_where(&mut self, drop: impl Fn(&Slot) -> bool) -> usize {
+        let mut dropped = 0;
+        for s in 0..self.slots.len() {
+            let slot = &self.slots[s];
+            if slot.is_live() && drop(slot) {
+                self.remove_silently(s as u32);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    fn log_unlink(&mut self, s: u32) {
+        let slot = &self.slots[s as usize];
+        if slot.log_id == 0 {
+            return;
+        }
+        let (prev, next) = (slot.log_prev, slot.log_next);
+        match prev {
+            NIL => self.log_head = next,
+            p => self.slots[p as usize].log_next = next,
+        }
+        match next {
+            NIL => self.log_tail = prev,
+            n => self.slots[n as usize].log_prev = prev,
+        }
+        let slot = &mut self.slots[s as usize];
+        slot.log_id = 0;
+        slot.log_prev = NIL;
+        slot.log_next = NIL;
+        self.log_len -= 1;
+    }
+
+    /// Gives the key a fresh id at the tail of the log, superseding its previous item.
+    fn log_push(&mut self, s: u32) {
+        self.log_unlink(s);
+        let id = self.next_id;
+        self.next_id += 1;
+        let tail = self.log_tail;
+        let slot = &mut self.slots[s as usize];
+        slot.log_id = id;
+        slot.log_prev = tail;
+        slot.log_next = NIL;
+        match tail {
+            NIL => self.log_head = s,
+            t => self.slots[t as usize].log_next = s,
+        }
+        self.log_tail = s;
+        self.log_len += 1;
+    }
+
+    fn enforce_log_capacity(&mut self) {
+        while self.log_len > self.log_capacity && self.log_head != NIL {
+            let s = self.log_head;
+            self.log_floor = self.log_floor.max(self.slots[s as usize].log_id);
+            if self.slots[s as usize].server == TOMBSTONE {
+                self.remove_silently(s);
+            } else {
+                self.log_unlink(s);
+            }
+        }
+    }
+
+    fn apply_remote_state(
+        &mut self,
+        key: &StickKey,
+        server: Option<&str>,
+        remaining_ms: Option<u64>,
+        now: u64,
+    ) {
+        let existing = self.find(key);
+        let deadline = match (server, self.spec.timeout_ms) {
+            (None, _) => None,
+            // Never longer than our own timeout; a peer without a timeout means "fresh".
+            (Some(_), Some(timeout)) => match remaining_ms.unwrap_or(timeout).min(timeout) {
+                0 => None,
+                remaining => Some(now.saturating_add(remaining)),
+            },
+            (Some(_), None) => Some(now),
+        };
+        let (Some(server), Some(deadline)) = (server, deadline) else {
+            if let Some(s) = existing {
+                self.remove_silently(s);
+            }
+            return;
+        };
+        match existing {
+            Some(s) => {
+                let seq = self.next_seq();
+                let generation = self.generation;
+                let slot = &self.slots[s as usize];
+                if slot.is_live() {
+                    self.order.remove(&(slot.deadline, slot.seq, s));
+                    if self.labels.name(slot.server).is_none_or(|l| &**l != server) {
+                        let old = slot.server;
+                        self.labels.release(old);
+                        self.slots[s as usize].server = self.labels.acquire(server);
+                    }
+                } else {
+                    self.tombstones -= 1;
+                    self.live += 1;
+                    self.slots[s as usize].server = self.labels.acquire(server);
+                }
+                let slot = &mut self.slots[s as usize];
+                slot.deadline = deadline;
+                slot.seq = seq;
+                slot.generation = generation;
+                self.order.insert((deadline, seq, s));
+                self.log_unlink(s);
+            }
+            None => {
+                let label = self.labels.acquire(server);
+                self.insert_slot(key.clone(), label, deadline);
+            }
+        }
+        // Remote entries may overflow the capacity up to twice (during a resync, entries the
+        // peer has since deleted arrive before their deletes); beyond that, drop the entries
+        // closest to expiry, unlogged.
+        while self.live > self.spec.capacity.saturating_mul(2) {
+            let Some(&(_, _, victim)) = self.order.first() else {
+                break;
+            };
+            self.evicted += 1;
+            self.remove_silently(victim);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> StickKey {
+        StickKey::SourceIp(std::net::IpAddr::from([10, 0, 0, last]))
+    }
+
+    fn timed(timeout_ms: u64, capacity: usize) -> StickTable {
+        StickTable::new(TableSpec {
+            timeout_ms: Some(timeout_ms),
+            capacity,
+        })
+    }
+
+    fn label(table: &mut StickTable, key: &StickKey, now: u64) -> Option<String> {
+        table.lookup(key, now).map(|l| l.to_string())
+    }
+
+    fn all_updates(table: &StickTable, after: u64, now: u64) -> Vec<Update> {
+        table.updates_since(after, usize::MAX, now).unwrap().updates
+    }
+
+    #[test]
+    fn set_lookup_remove() {
+        let mut t = timed(1000, 10);
+        assert_eq!(label(&mut t, &ip(1), 0), None);
+        t.set(&ip(1), "a", 0);
+        t.set(&StickKey::Service, "b", 0);
+        assert_eq!(label(&mut t, &ip(1), 10).as_deref(), Some("a"));
+        assert_eq!(label(&mut t, &StickKey::Service, 10).as_deref(), Some("b"));
+        t.set(&ip(1), "c", 20);
+        assert_eq!(label(&mut t, &ip(1), 30).as_deref(), Some("c"));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.remove(&ip(1), 40).as_deref(), Some("c"));
+        assert_eq!(t.remove(&ip(1), 40), None);
+        assert_eq!(label(&mut t, &ip(1), 50), None);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.stats().servers, 1, "labels a and c are released");
+    }
+
+    #[test]
+    fn expiry_counts_from_last_use() {
+        let mut t = timed(1000, 10);
+        t.set(&ip(1), "a", 0);
+        t.set(&ip(2), "a", 0);
+        assert!(t.lookup(&ip(1), 900).is_some()); // now lives until 1900
+        assert_eq!(t.peek(&ip(1), 950).and_then(|e| e.remaining_ms), Some(950));
+        assert_eq!(t.expire(999), 0);
+        assert_eq!(t.expire(1000), 1, "ip(2) expires at 1000 exactly");
+        assert!(t.peek(&ip(2), 1000).is_none());
+        assert!(t.lookup(&ip(1), 1899).is_some());
+        assert_eq!(label(&mut t, &ip(1), 2899), None, "expired at 2899");
+        assert_eq!(t.len(), 0, "lookup dropped the expired entry");
+        assert_eq!(t.stats().expired, 2);
+    }
+
+    #[test]
+    fn never_expiring_table() {
+        let mut t = StickTable::new(TableSpec::from_config(0, 2));
+        assert_eq!(t.spec().timeout_ms, None);
+        t.set(&ip(1), "a", 0);
+        assert_eq!(t.expire(u64::MAX), 0);
+        assert_eq!(label(&mut t, &ip(1), u64::MAX - 1).as_deref(), Some("a"));
+        assert_eq!(t.peek(&ip(1), 5).and_then(|e| e.remaining_ms), None);
+    }
+
+    #[test]
+    fn full_table_evicts_least_recently_used() {
+        let mut t = timed(10_000, 3);
+        t.set(&ip(1), "a", 0);
+        t.set(&ip(2), "a", 1);
+        t.set(&ip(3), "a", 2);
+        t.lookup(&ip(1), 3); // ip(2) is now the least recently used
+        t.set(&ip(4), "a", 4);
+        assert_eq!(t.len(), 3);
+        assert!(t.peek(&ip(2), 4).is_none());
+        assert!(t.peek(&ip(1), 4).is_some());
+        assert_eq!(t.stats().evicted, 1);
+        // The eviction is replicated as a delete.
+        let deletes: Vec<_> = all_updates(&t, 0, 4)
+            .into_iter()
+            .filter(|u| u.server.is_none())
+            .map(|u| u.key)
+            .collect();
+        assert_eq!(deletes, vec![ip(2)]);
+    }
+
+    #[test]
+    fn same_millisecond_uses_still_evict_in_use_order() {
+        let mut t = StickTable::new(TableSpec::from_config(0, 2));
+        t.set(&ip(1), "a", 5);
+        t.set(&ip(2), "a", 5);
+        t.lookup(&ip(1), 5);
+        t.set(&ip(3), "a", 5);
+        assert!(t.peek(&ip(2), 5).is_none());
+        assert!(t.peek(&ip(1), 5).is_some());
+    }
+
+    #[test]
+    fn full_table_prefers_dropping_an_expired_entry() {
+        let mut t = timed(100, 2);
+        t.set(&ip(1), "a", 0);
+        t.set(&ip(2), "a", 50);
+        t.set(&ip(3), "a", 120); // ip(1) expired at 100: expired, not evicted
+        assert_eq!(t.stats().evicted, 0);
+        assert_eq!(t.stats().expired, 1);
+        assert!(all_updates(&t, 0, 120).iter().all(|u| u.server.is_some()));
+    }
+
+    #[test]
+    fn log_keeps_one_item_per_key_with_the_current_state() {
+        let mut t = timed(100_000, 10);
+        t.set_touch_granularity_ms(0);
+        t.set(&ip(1), "a", 0);
+        t.set(&ip(2), "a", 0);
+        for now in 1..1000 {
+            t.lookup(&ip(1), now);
+        }
+        assert_eq!(t.stats().log_items, 2);
+        let updates = all_updates(&t, 0, 1000);
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[0].key, ip(2));
+        assert_eq!(updates[1].key, ip(1));
+        assert_eq!(updates[1].remaining_ms, Some(100_000 - 1));
+        assert_eq!(updates[1].id, t.last_update_id());
+        // Reading from the last id returns nothing; a reader at an old id gets only the latest.
+        assert!(all_updates(&t, t.last_update_id(), 1000).is_empty());
+        let (mid, last) = (updates[0].id, updates[1].id);
+        assert_eq!(
+            all_updates(&t, mid, 1000)
+                .iter()
+                .map(|u| u.id)
+                .collect::<Vec<_>>(),
+            vec![last]
+        );
+    }
+
+    #[test]
+    fn touches_are_logged_only_across_granularity_steps() {
+        let mut t = timed(64_000, 10);
+        assert_eq!(t.touch_granularity_ms(), 1000);
+        t.set(&ip(1), "a", 0); // deadline 64000
+        let id = t.last_update_id();
+        t.lookup(&ip(1), 500); // 64500: same step
+        t.set(&ip(1), "a", 999); // 64999: a same-server set is a touch
+        assert_eq!(t.last_update_id(), id);
+        t.lookup(&ip(1), 1000); // 65000: new step
+        assert_eq!(t.last_update_id(), id + 1);
+        t.set(&ip(1), "b", 1001); // server change: always logged
+        assert_eq!(t.last_update_id(), id + 2);
+        let u = all_updates(&t, id + 1, 1001);
+        assert_eq!(u[0].server.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn untimed_touches_are_not_logged() {
+        let mut t = StickTable::new(TableSpec::from_config(0, 10));
+        t.set(&StickKey::Service, "a", 0);
+        let id = t.last_update_id();
+        t.lookup(&StickKey::Service, 10);
+        t.set(&StickKey::Service, "a", 20);
+        assert_eq!(t.last_update_id(), id);
+        t.set(&StickKey::Service, "b", 30);
+        assert_eq!(t.last_update_id(), id + 1);
+    }
+
+    #[test]
+    fn remove_then_set_supersedes_the_delete() {
+        let mut t = timed(1000, 10);
+        t.set(&ip(1), "a", 0);
+        t.remove(&ip(1), 1);
+        let u = all_updates(&t, 0, 1);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].server, None);
+        assert_eq!(t.stats().tombstones, 1);
+        t.set(&ip(1), "b", 2);
+        let u = all_updates(&t, 0, 2);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].server.as_deref(), Some("b"));
+        assert_eq!(t.stats().tombstones, 0);
+    }
+
+    #[test]
+    fn bounded_log_asks_for_resync() {
+        let mut t = StickTable::with_log_capacity(TableSpec::from_config(0, 100), 3);
+        for i in 0..5 {
+            t.set(&ip(i), "a", 0);
+        }
+        assert_eq!(t.stats().log_items, 3);
+        assert_eq!(t.stats().log_floor, 2);
+        assert!(t.updates_since(0, 10, 0).is_err());
+        assert!(t.updates_since(1, 10, 0).is_err());
+        let ok = t.updates_since(2, 10, 0).unwrap();
+        assert_eq!(ok.updates.len(), 3);
+        assert_eq!(ok.up_to, 5);
+        // Tombstones dropped from the log are forgotten entirely.
+        for i in 0..5 {
+            t.remove(&ip(i), 0);
+        }
+        assert_eq!(t.stats().tombstones, 3);
+        assert_eq!(t.stats().log_items, 3);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn updates_since_in_batches() {
+        let mut t = timed(1000, 100);
+        for i in 0..10 {
+            t.set(&ip(i), "a", 0);
+        }
+        let mut after = 0;
+        let mut got = Vec::new();
+        loop {
+            let batch = t.updates_since(after, 3, 0).unwrap();
+            if batch.updates.is_empty() {
+                break;
+            }
+            after = batch.up_to;
+            got.extend(batch.updates);
+        }
+        assert_eq!(got.len(), 10);
+        assert!(got.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(after, t.last_update_id());
+    }
+
+    #[test]
+    fn expired_items_are_skipped_not_sent() {
+        let mut t = timed(100, 10);
+        t.set(&ip(1), "a", 0);
+        t.set(&ip(2), "a", 50);
+        let batch = t.updates_since(0, 10, 120).unwrap();
+        assert_eq!(batch.updates.len(), 1);
+        assert_eq!(batch.updates[0].key, ip(2));
+        assert_eq!(batch.updates[0].remaining_ms, Some(30));
+        assert_eq!(batch.up_to, 2);
+        t.expire(120);
+        assert_eq!(t.stats().log_items, 1, "expiry unlinks the item");
+    }
+
+    #[test]
+    fn snapshot_in_chunks() {
+        let mut t = timed(1000, 100);
+        for i in 0..10 {
+            t.set(&ip(i), "a", i as u64);
+        }
+        t.remove(&ip(3), 10);
+        let mut cursor = Some(SnapshotCursor::START);
+        let mut entries = Vec::new();
+        while let Some(c) = cursor {
+            let (chunk, next) = t.snapshot_chunk(c, 4, 10);
+            assert!(chunk.len() <= 4);
+            entries.extend(chunk);
+            cursor = next;
+        }
+        assert_eq!(entries.len(), 9);
+        assert!(!entries.iter().any(|e| e.key == ip(3)));
+        let e0 = entries.iter().find(|e| e.key == ip(0)).unwrap();
+        assert_eq!(e0.remaining_ms, Some(990));
+    }
+
+    #[test]
+    fn remote_updates_are_applied_without_logging() {
+        let mut t = timed(1000, 10);
+        let u = Update {
+            id: 7,
+            key: ip(1),
+            server: Some("a".into()),
+            remaining_ms: Some(400),
+        };
+        assert!(t.apply_remote(&u, 100));
+        assert_eq!(t.peek(&ip(1), 100).unwrap().remaining_ms, Some(400));
+        assert_eq!(t.last_update_id(), 0, "nothing logged");
+        assert!(!t.apply_remote(&u, 100), "duplicate ignored");
+        let older = Update { id: 6, ..u.clone() };
+        assert!(!t.apply_remote(&older, 100), "late update ignored");
+        // A local change then a remote one: the remote one wins and takes the item out.
+        t.set(&ip(1), "b", 200);
+        assert_eq!(t.stats().log_items, 1);
+        let del = Update {
+            id: 8,
+            key: ip(1),
+            server: None,
+            remaining_ms: None,
+        };
+        assert!(t.apply_remote(&del, 210));
+        assert!(t.peek(&ip(1), 210).is_none());
+        assert_eq!(t.stats().log_items, 0);
+        assert_eq!(t.stats().tombstones, 0);
+        // Remaining lifetime is capped at our timeout; 0 means already expired.
+        let long = Update {
+            id: 9,
+            key: ip(2),
+            server: Some("a".into()),
+            remaining_ms: Some(50_000),
+        };
+        t.apply_remote(&long, 300);
+        assert_eq!(t.peek(&ip(2), 300).unwrap().remaining_ms, Some(1000));
+        let dead = Update {
+            id: 10,
+            key: ip(2),
+            server: Some("a".into()),
+            remaining_ms: Some(0),
+        };
+        t.apply_remote(&dead, 300);
+        assert!(t.peek(&ip(2), 300).is_none());
+    }
+
+    #[test]
+    fn local_touch_of_a_remote_entry_is_logged() {
+        let mut t = timed(1000, 10);
+        t.apply_remote_entry(
+            &Entry {
+                key: ip(1),
+                server: "a".into(),
+                remaining_ms: Some(10),
+            },
+            0,
+        );
+        assert_eq!(t.last_update_id(), 0);
+        t.lookup(&ip(1), 5);
+        let u = all_updates(&t, 0, 5);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].remaining_ms, Some(1000));
+    }
+
+    #[test]
+    fn resync_drops_what_the_peer_no_longer_has() {
+        let mut t = timed(10_000, 10);
+        let entry = |k: u8| Entry {
+            key: ip(k),
+            server: "a".into(),
+            remaining_ms: Some(5000),
+        };
+        t.apply_remote_entry(&entry(1), 0);
+        t.apply_remote_entry(&entry(2), 0);
+        t.apply_remote_entry(&entry(3), 0);
+        assert_eq!(t.end_resync(), 0, "no resync in progress: nothing dropped");
+        t.begin_resync();
+        t.apply_remote_entry(&entry(1), 10);
+        t.lookup(&ip(3), 10); // used here meanwhile: kept
+        assert!(t.is_resyncing());
+        assert_eq!(t.end_resync(), 1);
+        assert!(t.peek(&ip(2), 10).is_none());
+        assert!(t.peek(&ip(1), 10).is_some());
+        assert!(t.peek(&ip(3), 10).is_some());
+    }
+
+    #[test]
+    fn remote_entries_may_overflow_up_to_twice_the_capacity() {
+        let mut t = timed(10_000, 2);
+        for k in 0..5 {
+            t.apply_remote_entry(
+                &Entry {
+                    key: ip(k),
+                    server: "a".into(),
+                    remaining_ms: Some(1000 + u64::from(k)),
+                },
+                0,
+            );
+        }
+        assert_eq!(t.len(), 4);
+        assert!(t.peek(&ip(0), 0).is_none(), "closest to expiry dropped");
+        // A local insert brings the table back under its capacity.
+        t.set(&ip(9), "a", 1);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn retain_servers_drops_removed_servers() {
+        let mut t = timed(10_000, 10);
+        t.set(&ip(1), "a", 0);
+        t.set(&ip(2), "b", 0);
+        t.set(&ip(3), "c", 0);
+        assert_eq!(t.retain_servers(|l| l != "b"), 1);
+        assert!(t.peek(&ip(2), 0).is_none());
+        assert_eq!(t.retain_servers(|_| true), 0);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn set_spec_retimes_and_resizes_keeping_entries() {
+        let mut t = timed(10_000, 10);
+        for k in 0..5 {
+            t.set(&ip(k), "a", u64::from(k) * 100);
+        }
+        // Shorter timeout: remaining capped.
+        t.set_spec(
+            TableSpec {
+                timeout_ms: Some(1000),
+                capacity: 10,
+            },
+            500,
+        );
+        assert_eq!(t.peek(&ip(0), 500).unwrap().remaining_ms, Some(1000));
+        // Never expire: lifetime is dropped, order (last use) kept.
+        t.set_spec(TableSpec::from_config(0, 10), 600);
+        assert_eq!(t.peek(&ip(0), 600).unwrap().remaining_ms, None);
+        // Smaller: the least recently used go.
+        t.set_spec(TableSpec::from_config(0, 3), 700);
+        assert_eq!(t.len(), 3);
+        assert!(t.peek(&ip(0), 700).is_none());
+        assert!(t.peek(&ip(4), 700).is_some());
+        // Back to a timeout: lifetime counts from the last use (as implied by the capped
+        // deadline 1500 under the 1000 ms timeout: 500).
+        t.set_spec(TableSpec::from_config(2, 3), 800);
+        assert_eq!(
+            t.peek(&ip(4), 800).unwrap().remaining_ms,
+            Some(500 + 2000 - 800)
+        );
+    }
+
+    #[test]
+    fn wire_types_roundtrip_with_bincode() {
+        let u = Update {
+            id: 42,
+            key: StickKey::SourceIp("2001:db8::1".parse().unwrap()),
+            server: Some("Overcloud-controller-1".into()),
+            remaining_ms: Some(12_345),
+        };
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&u, config).unwrap();
+        let (back, _): (Update, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(back, u);
+        let e = Entry {
+            key: StickKey::Service,
+            server: "x".into(),
+            remaining_ms: None,
+        };
+        let bytes = bincode::serde::encode_to_vec(&e, config).unwrap();
+        let (back, _): (Entry, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(back, e);
+    }
+}
