@@ -1,0 +1,70 @@
+//! `tnd-json`: the lab scripts' JSON tool, so they need no jq.
+//!
+//! - `tnd-json obj key=string key:=RAW_JSON ...` prints one compact object (fields in the given order).
+//! - `tnd-json get PATH [FILE]` prints the value at a dotted PATH (`a.b.0.c`) of the JSON in FILE (or stdin):
+//!   strings bare, everything else as JSON, `null` when absent. Exits 1 when the input is not JSON.
+
+use std::io::Read;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+
+fn obj(args: &[String]) -> Result<()> {
+    let mut map = Map::new();
+    for arg in args {
+        if let Some((key, raw)) = arg.split_once(":=") {
+            let value: Value = if raw.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(raw).with_context(|| format!("{key}: not JSON: {raw}"))?
+            };
+            map.insert(key.to_owned(), value);
+        } else if let Some((key, text)) = arg.split_once('=') {
+            map.insert(key.to_owned(), Value::String(text.to_owned()));
+        } else {
+            bail!("expected key=value or key:=json, got {arg}");
+        }
+    }
+    println!("{}", Value::Object(map));
+    Ok(())
+}
+
+fn get(path: &str, file: Option<&String>) -> Result<()> {
+    let mut text = String::new();
+    match file {
+        Some(f) => text = std::fs::read_to_string(f).with_context(|| format!("read {f}"))?,
+        None => {
+            std::io::stdin().read_to_string(&mut text)?;
+        }
+    }
+    // the first JSON value of the input (tolerates trailing lines)
+    let mut stream = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
+    let mut value = match stream.next() {
+        Some(v) => v.context("input is not JSON")?,
+        None => bail!("empty input"),
+    };
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        value = match value {
+            Value::Object(mut m) => m.remove(part).unwrap_or(Value::Null),
+            Value::Array(mut a) => match part.parse::<usize>() {
+                Ok(i) if i < a.len() => a.swap_remove(i),
+                _ => Value::Null,
+            },
+            _ => Value::Null,
+        };
+    }
+    match value {
+        Value::String(s) => println!("{s}"),
+        other => println!("{other}"),
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        Some((cmd, rest)) if cmd == "obj" => obj(rest),
+        Some((cmd, rest)) if cmd == "get" && !rest.is_empty() => get(&rest[0], rest.get(1)),
+        _ => bail!("usage: tnd-json obj key=value key:=json ... | tnd-json get PATH [FILE]"),
+    }
+}

@@ -1,0 +1,266 @@
+# shellcheck shell=bash
+# tandem netns lab: topology, processes and cleanup. Sourced by `lab` and `drill`.
+#
+# Every namespace of one run is named tnd-<pid>-<node> so two runs never collide; a trap kills every process the
+# run started (by pid) and deletes its namespaces on exit, INT and TERM. All waits are bounded.
+#
+# Topology (one /24, the OpenStack guide's addresses, living only inside the namespaces):
+#   tnd-<pid>-br      bridge br0; one veth port per node, named after the node
+#   tnd-<pid>-lb1     eth0 192.168.1.21   (tandem primary)     owns 10.77.0.0/24 route via the client
+#   tnd-<pid>-lb2     eth0 192.168.1.22   (tandem secondary)
+#   tnd-<pid>-client  eth0 192.168.1.10   (+ 10.77.0.0/24 on lo: many source addresses for persistence drills)
+#   tnd-<pid>-gw      eth0 192.168.1.1    (the ping node)
+#   tnd-<pid>-ctl1..3 eth0 192.168.1.150-152 running tnd-backend (every OpenStack port)
+# The VIP 192.168.1.250 floats between lb1 and lb2.
+
+set -euo pipefail
+
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TND_ROOT=$(cd "$LAB_DIR/.." && pwd)
+LAB_ID="tnd-$$"
+LAB_TMP=""
+LAB_KEEP_LOGS=${LAB_KEEP_LOGS:-0}
+LAB_FAILED=0
+VIP=192.168.1.250
+LAB_NODES=(lb1 lb2 client gw ctl1 ctl2 ctl3)
+CLIENT_SOURCES=10.77.0.0/24
+declare -A NODE_IP=(
+  [lb1]=192.168.1.21 [lb2]=192.168.1.22 [client]=192.168.1.10 [gw]=192.168.1.1
+  [ctl1]=192.168.1.150 [ctl2]=192.168.1.151 [ctl3]=192.168.1.152
+)
+declare -A NODE_MAC=(
+  [lb1]=02:7e:00:00:01:21 [lb2]=02:7e:00:00:01:22 [client]=02:7e:00:00:01:10 [gw]=02:7e:00:00:01:01
+  [ctl1]=02:7e:00:00:01:50 [ctl2]=02:7e:00:00:01:51 [ctl3]=02:7e:00:00:01:52
+)
+
+log() { printf '%s [lab] %s\n' "$(date +%T.%3N)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Milliseconds since the epoch, with microsecond decimals, without forking.
+now_ms() { local t=${EPOCHREALTIME/./}; printf '%d.%03d' "$((t / 1000))" "$((t % 1000))"; }
+# Arithmetic on decimal milliseconds (awk: no bc needed).
+calc() { awk "BEGIN { printf \"%.1f\", $* }"; }
+calc_le() { awk "BEGIN { exit !(($1) <= ($2)) }"; }
+
+ns() { printf '%s-%s' "$LAB_ID" "$1"; }
+nsx() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
+
+# ---------------------------------------------------------------- binaries
+pick_bin() { # NAME -> path of target/release/NAME or target/debug/NAME (newest wins)
+  local name=$1 rel="$TND_ROOT/target/release/$1" dbg="$TND_ROOT/target/debug/$1"
+  if [[ -x $rel && ( ! -x $dbg || $rel -nt $dbg ) ]]; then echo "$rel"
+  elif [[ -x $dbg ]]; then echo "$dbg"
+  else echo ""; fi
+}
+
+lab_build() { # build what is missing: the lab tools, and tandem when asked (lab_build tandem)
+  local need=()
+  for b in tnd-backend tnd-probe tnd-watch tnd-json; do [[ -n $(pick_bin "$b") ]] || need=(-p tandem-lab); done
+  if [[ ${1:-} == tandem && -z $(pick_bin tandem) ]]; then need+=(-p tandem); fi
+  if ((${#need[@]})); then
+    log "building ${need[*]}"
+    (cd "$TND_ROOT" && cargo build "${need[@]}" >&2) || die "cargo build ${need[*]} failed"
+  fi
+  BACKEND=$(pick_bin tnd-backend); PROBE=$(pick_bin tnd-probe); WATCH=$(pick_bin tnd-watch); JSON=$(pick_bin tnd-json)
+  TANDEM=$(pick_bin tandem)
+}
+
+# ---------------------------------------------------------------- processes
+# start_bg NAME NODE CMD... : run CMD inside NODE's namespace, log to $LAB_TMP/NAME.log, pid in $LAB_TMP/NAME.pid
+start_bg() {
+  local name=$1 node=$2; shift 2
+  ip netns exec "$(ns "$node")" "$@" >>"$LAB_TMP/$name.log" 2>&1 &
+  echo $! >"$LAB_TMP/$name.pid"
+  disown $! # no "Killed" job notices: the run reaps its own processes through the pid files
+}
+pid_of() { cat "$LAB_TMP/$1.pid" 2>/dev/null || true; }
+alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+# stop_bg NAME [SIGNAL] [TIMEOUT_S]: signal, wait (bounded), then SIGKILL
+stop_bg() {
+  local name=$1 sig=${2:-TERM} limit=${3:-5} p i
+  p=$(pid_of "$name"); [[ -n $p ]] || return 0
+  kill -"$sig" "$p" 2>/dev/null || true
+  for ((i = 0; i < limit * 100; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.01; done
+  if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
+  rm -f "$LAB_TMP/$name.pid"
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: poll CMD every 10 ms until it succeeds; 1 on timeout
+wait_for() {
+  local limit=$1 what=$2 i; shift 2
+  for ((i = 0; i < limit * 100; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.01
+  done
+  log "timed out after ${limit}s waiting for $what"
+  return 1
+}
+
+# ---------------------------------------------------------------- topology
+lab_cleanup() {
+  local rc=$? f p n
+  set +e
+  trap - EXIT INT TERM
+  if [[ -n $LAB_TMP && -d $LAB_TMP ]]; then
+    for f in "$LAB_TMP"/*.pid; do
+      [[ -e $f ]] || continue
+      p=$(cat "$f"); [[ -n $p ]] && kill -TERM "$p" 2>/dev/null
+    done
+    sleep 0.2
+    for f in "$LAB_TMP"/*.pid; do
+      [[ -e $f ]] || continue
+      p=$(cat "$f"); [[ -n $p ]] && kill -KILL "$p" 2>/dev/null
+    done
+  fi
+  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$LAB_ID-" || true); do
+    # anything still running inside one of this run's namespaces was started by this run
+    for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    ip netns delete "$n" 2>/dev/null
+  done
+  if [[ -n $LAB_TMP && -d $LAB_TMP ]]; then
+    if ((rc != 0 || LAB_FAILED != 0 || LAB_KEEP_LOGS != 0)); then
+      log "logs kept in $LAB_TMP"
+    else
+      rm -rf "$LAB_TMP"
+    fi
+  fi
+  exit "$rc"
+}
+
+lab_traps() {
+  trap lab_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# Remove namespaces left by runs that were SIGKILLed (their pid is gone).
+lab_reap_stale() {
+  local n pid p
+  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^tnd-[0-9]+-' || true); do
+    pid=${n#tnd-}; pid=${pid%%-*}
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "removing stale namespace $n"
+      for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+      ip netns delete "$n" 2>/dev/null || true
+    fi
+  done
+}
+
+lab_topology() {
+  [[ $(id -u) == 0 ]] || die "the lab needs root (network namespaces)"
+  LAB_TMP=$(mktemp -d "/tmp/$LAB_ID.XXXXXX")
+  lab_traps
+  lab_reap_stale
+  local br node
+  br=$(ns br)
+  ip netns add "$br"
+  ip -n "$br" link set lo up
+  ip -n "$br" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+  ip -n "$br" link set br0 up
+  for node in "${LAB_NODES[@]}"; do
+    ip netns add "$(ns "$node")"
+    # created inside the bridge namespace, the node end moved straight into its own: the host is never touched
+    ip -n "$br" link add "$node" type veth peer name eth0 netns "$(ns "$node")"
+    ip -n "$br" link set "$node" master br0 up
+    nsx "$node" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$(ns "$node")" link set lo up
+    ip -n "$(ns "$node")" link set eth0 address "${NODE_MAC[$node]}"
+    ip -n "$(ns "$node")" addr add "${NODE_IP[$node]}/24" dev eth0
+    ip -n "$(ns "$node")" link set eth0 up
+  done
+  # the client owns a whole /24 of source addresses on lo (local route), the LBs route it back via the client
+  ip -n "$(ns client)" addr add "$CLIENT_SOURCES" dev lo
+  nsx client sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
+  for node in lb1 lb2; do
+    ip -n "$(ns "$node")" route add "$CLIENT_SOURCES" via "${NODE_IP[client]}"
+  done
+  log "topology $LAB_ID up (logs in $LAB_TMP)"
+}
+
+lab_backends() {
+  local c
+  for c in ctl1 ctl2 ctl3; do
+    start_bg "backend-$c" "$c" "$BACKEND" --name "$c" --address "${NODE_IP[$c]}" --ready-file "$LAB_TMP/backend-$c.ready"
+  done
+  for c in ctl1 ctl2 ctl3; do
+    wait_for 10 "backend $c" test -e "$LAB_TMP/backend-$c.ready" || die "backend $c did not start"
+  done
+}
+
+# vip_on NODE: 0 when NODE holds the VIP
+vip_on() { ip -n "$(ns "$1")" -o -4 addr show dev eth0 2>/dev/null | grep -q " $VIP/"; }
+vip_holders() { local n=0; vip_on lb1 && n=$((n + 1)); vip_on lb2 && n=$((n + 1)); echo "$n"; }
+vip_holder() { if vip_on lb1; then echo lb1; elif vip_on lb2; then echo lb2; else echo none; fi; }
+vip_flush() { local n; for n in lb1 lb2; do ip -n "$(ns "$n")" addr del "$VIP/24" dev eth0 2>/dev/null || true; ip -n "$(ns "$n")" addr del "$VIP/32" dev eth0 2>/dev/null || true; done; }
+
+# client_neigh_mac: the client's ARP entry for the VIP ("" when none)
+client_neigh_mac() { ip -n "$(ns client)" neigh show "$VIP" dev eth0 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1)}'; }
+# point the client's ARP entry for the VIP at NODE and mark it REACHABLE (fresh for ~15-45 s): from now on only an
+# announcement from the new holder can change it
+client_neigh_prime() { ip -n "$(ns client)" neigh replace "$VIP" dev eth0 lladdr "${NODE_MAC[$1]}" nud reachable; }
+
+# ---------------------------------------------------------------- drill instruments
+# watchers: one tnd-watch per LB node, lines {"label","present","at_ms"}
+watch_start() {
+  local n
+  for n in lb1 lb2; do
+    : >"$LAB_TMP/watch-$n.log"
+    start_bg "watch-$n" "$n" "$WATCH" --address "$VIP" --label "$n" --interval-ms 1 --max-duration-ms 900000
+  done
+  wait_for 5 "watchers" test -s "$LAB_TMP/watch-lb1.log" -a -s "$LAB_TMP/watch-lb2.log"
+}
+watch_stop() { stop_bg watch-lb1 TERM 2; stop_bg watch-lb2 TERM 2; }
+# first time (epoch ms) at or after T that NODE's watcher saw the VIP appear/leave ("" if never)
+watch_first() { # NODE present|absent T
+  local want=true; [[ $2 == absent ]] && want=false
+  awk -v want="$want" -v t="$3" -F'[,:}]' '
+    { p = ""; a = "";
+      for (i = 1; i <= NF; i++) { if ($i ~ /"present"/) p = $(i + 1); if ($i ~ /"at_ms"/) a = $(i + 1) }
+      if (p == want && a + 0 >= t + 0) { print a; exit } }' "$LAB_TMP/watch-$1.log"
+}
+# how many times NODE's VIP changed presence after T
+watch_changes() { awk -v t="$2" -F'[,:}]' '{ for (i = 1; i <= NF; i++) if ($i ~ /"at_ms"/ && $(i + 1) + 0 >= t + 0) n++ } END { print n + 0 }' "$LAB_TMP/watch-$1.log"; }
+watch_seen() { [[ -n $(watch_first "$1" "$2" "$3") ]]; }
+# wait until NODE's watcher reports presence (present|absent) after T, bounded by SECONDS
+watch_wait() { wait_for "$4" "VIP $2 on $1" watch_seen "$1" "$2" "$3"; }
+
+# client probe (tnd-probe in the client namespace) against VIP:PORT
+probe_start() { # NAME PORT [extra args]
+  local name=$1 port=$2; shift 2
+  rm -f "$LAB_TMP/$name.stop" "$LAB_TMP/$name.ready" "$LAB_TMP/$name.json"
+  start_bg "$name" client "$PROBE" --target "$VIP:$port" --interval-ms "${PROBE_INTERVAL_MS:-10}" \
+    --timeout-ms "${PROBE_TIMEOUT_MS:-200}" --duration-ms 600000 --stop-file "$LAB_TMP/$name.stop" \
+    --ready-file "$LAB_TMP/$name.ready" --out "$LAB_TMP/$name.json" --events "$LAB_TMP/$name.events" "$@"
+  wait_for 30 "probe $name first success" test -e "$LAB_TMP/$name.ready"
+}
+probe_stop() { # NAME -> summary path
+  local name=$1
+  touch "$LAB_TMP/$name.stop"
+  wait_for 5 "probe $name summary" test -s "$LAB_TMP/$name.json" || true
+  stop_bg "$name" TERM 2
+  echo "$LAB_TMP/$name.json"
+}
+
+# ARP capture on the client: gratuitous announcements seen and requests the client itself sent for the VIP
+arp_capture_start() {
+  : >"$LAB_TMP/arp.log"
+  if command -v tcpdump >/dev/null; then
+    start_bg arp-capture client tcpdump -i eth0 -n -e -l -tt -U arp
+    sleep 0.3 # tcpdump needs a moment before it captures
+  fi
+}
+arp_capture_stop() { if alive arp-capture; then sleep 0.05; stop_bg arp-capture INT 2; fi; }
+# announcements for the VIP from MAC after T (request form "who-has VIP tell VIP", or reply form)
+arp_garps_from() {
+  awk -v t="$2" -v mac="$1" -v vip="$VIP" '
+    BEGIN { gsub(/\./, "\\.", vip) }
+    ($1 * 1000 >= t + 0) && $2 == mac && ($0 ~ ("who-has " vip "( [(][^)]*[)])? tell " vip ",") || $0 ~ ("Reply " vip " is-at")) { n++ }
+    END { print n + 0 }' "$LAB_TMP/arp-capture.log" 2>/dev/null || echo 0
+}
+# ARP requests for the VIP that the client sent after T (it re-resolved instead of being told)
+arp_client_requests() {
+  awk -v t="$1" -v vip="$VIP" -v me="${NODE_IP[client]}" '
+    BEGIN { gsub(/\./, "\\.", vip); gsub(/\./, "\\.", me) }
+    ($1 * 1000 >= t + 0) && $0 ~ ("who-has " vip "( [(][^)]*[)])? tell " me ",") { n++ } END { print n + 0 }' \
+    "$LAB_TMP/arp-capture.log" 2>/dev/null || echo 0
+}
