@@ -1,5 +1,312 @@
 //! Loading, validating, diffing and versioning tandem's two configuration files:
-//! `cluster.toml` (replicated) and `node.toml` (node-local).
+//! `cluster.toml` (replicated to the peer) and `node.toml` (this node only).
+//!
+//! Every problem is reported at once as `file:line:col: reason` ([`Diagnostics`]). An accepted
+//! `cluster.toml` has a canonical form ([`canonical_toml`]) whose SHA-256 is its [`digest`],
+//! and a generation number kept in `state_dir` ([`generation`]). The reference for both files
+//! is `CONFIG.md` in this crate.
 
+mod canonical;
+mod cluster;
+mod diag;
+mod diff;
+pub mod generation;
 pub mod model;
+mod node;
+mod reader;
+mod report;
+pub mod secret;
+
+pub use canonical::{
+    CANONICAL_VERSION, balance_name, canonical_toml, digest, endpoint, garp_form_name, mode_name,
+    persistence_inline, persistence_mode_name,
+};
+pub use cluster::LOCAL_SECTIONS;
+pub use cluster::defaults as cluster_defaults;
+pub use diag::{Diagnostic, Diagnostics};
+pub use diff::{ConfigDiff, ServiceChange, diff};
 pub use model::*;
+pub use node::defaults as node_defaults;
+pub use report::{check_json, check_summary, persistence_json};
+
+use cluster::{ClusterSpans, ParsedCluster};
+use diag::Ctx;
+use node::{NodeSpans, ParsedNode};
+use std::path::{Path, PathBuf};
+
+/// File names inside a config directory.
+pub const CLUSTER_FILE: &str = "cluster.toml";
+pub const NODE_FILE: &str = "node.toml";
+
+/// Both files accepted, with the cluster config's version.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub cluster: ClusterConfig,
+    pub node: NodeConfig,
+    pub cluster_path: PathBuf,
+    pub node_path: PathBuf,
+    /// cluster.toml exactly as read (what the primary pushes to the secondary).
+    pub cluster_text: String,
+    /// SHA-256 hex of the canonical form.
+    pub digest: String,
+    pub generation: u64,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates a cluster.toml text on its own (e.g. received from the peer).
+/// `file_name` names it in diagnostics.
+pub fn parse_cluster_str(text: &str, file_name: &str) -> Result<ClusterConfig, Diagnostics> {
+    let mut ctx = Ctx::new(file_name, text);
+    match cluster::parse(&mut ctx, text) {
+        Some(p) if !ctx.has_errors() => Ok(p.config),
+        _ => Err(finish(ctx.diags)),
+    }
+}
+
+/// Parses a cluster.toml text and checks it against this node's settings too (a ping node or
+/// VIP equal to this node's or the peer's address, ...): what a secondary runs on a pushed
+/// config before accepting it.
+pub fn parse_cluster_for_node(
+    text: &str,
+    file_name: &str,
+    node: &NodeConfig,
+) -> Result<ClusterConfig, Diagnostics> {
+    let mut ctx = Ctx::new(file_name, text);
+    let parsed = cluster::parse(&mut ctx, text);
+    if let Some(p) = &parsed {
+        cross_check(&mut ctx, None, &p.spans, node, None);
+    }
+    match parsed {
+        Some(p) if !ctx.has_errors() => Ok(p.config),
+        _ => Err(finish(ctx.diags)),
+    }
+}
+
+/// Parses and validates a node.toml text. Relative paths in it are resolved against
+/// `base_dir` (the directory holding node.toml) when given.
+pub fn parse_node_str(
+    text: &str,
+    file_name: &str,
+    base_dir: Option<&Path>,
+) -> Result<NodeConfig, Diagnostics> {
+    let mut ctx = Ctx::new(file_name, text);
+    match node::parse(&mut ctx, text, base_dir) {
+        Some(p) if !ctx.has_errors() => Ok(p.config),
+        _ => Err(finish(ctx.diags)),
+    }
+}
+
+/// Validates both files and records the generation in `state_dir` (what `tandem run` and
+/// `tandem reload` use).
+pub fn load(cluster_path: &Path, node_path: &Path) -> Result<Loaded, Diagnostics> {
+    load_inner(cluster_path, node_path, true)
+}
+
+/// Validates both files without writing anything; the generation is the one `load` would
+/// assign (what `tandem check` uses).
+pub fn check(cluster_path: &Path, node_path: &Path) -> Result<Loaded, Diagnostics> {
+    load_inner(cluster_path, node_path, false)
+}
+
+/// `load` on `dir/cluster.toml` and `dir/node.toml`.
+pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
+    load(&dir.join(CLUSTER_FILE), &dir.join(NODE_FILE))
+}
+
+/// `check` on `dir/cluster.toml` and `dir/node.toml`.
+pub fn check_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
+    check(&dir.join(CLUSTER_FILE), &dir.join(NODE_FILE))
+}
+
+fn finish(mut d: Diagnostics) -> Diagnostics {
+    d.sort();
+    d
+}
+
+fn read(path: &Path, diags: &mut Diagnostics) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            diags.errors.push(Diagnostic::whole_file(
+                path.display().to_string(),
+                format!("cannot read: {e}"),
+            ));
+            None
+        }
+    }
+}
+
+fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Loaded, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let cluster_text = read(cluster_path, &mut diags);
+    let node_text = read(node_path, &mut diags);
+    let base_dir = node_path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .and_then(|p| std::path::absolute(p).ok());
+
+    let cluster_name = cluster_path.display().to_string();
+    let node_name = node_path.display().to_string();
+    let mut cctx = Ctx::new(cluster_name, cluster_text.as_deref().unwrap_or(""));
+    let mut nctx = Ctx::new(node_name, node_text.as_deref().unwrap_or(""));
+    let parsed_cluster: Option<ParsedCluster> = cluster_text
+        .as_deref()
+        .and_then(|t| cluster::parse(&mut cctx, t));
+    let parsed_node: Option<ParsedNode> = node_text
+        .as_deref()
+        .and_then(|t| node::parse(&mut nctx, t, base_dir.as_deref()));
+
+    if let (Some(c), Some(n)) = (&parsed_cluster, &parsed_node) {
+        cross_check(
+            &mut cctx,
+            Some(&mut nctx),
+            &c.spans,
+            &n.config,
+            Some(&n.spans),
+        );
+        secret_check(&mut nctx, &n.config, &n.spans);
+    }
+
+    let mut result = None;
+    if let (Some(c), Some(n), Some(text)) = (parsed_cluster, parsed_node, cluster_text.clone())
+        && !cctx.has_errors()
+        && !nctx.has_errors()
+    {
+        let digest = digest(&c.config);
+        let state_dir = &n.config.node.state_dir;
+        let generation = if persist {
+            generation::record(state_dir, &digest)
+        } else {
+            generation::peek(state_dir, &digest).or_else(|e| {
+                // `check` must work on a machine without the state dir's permissions.
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    Ok(1)
+                } else {
+                    Err(e)
+                }
+            })
+        };
+        match generation {
+            Ok(generation) => {
+                result = Some(Loaded {
+                    cluster: c.config,
+                    node: n.config,
+                    cluster_path: cluster_path.to_path_buf(),
+                    node_path: node_path.to_path_buf(),
+                    cluster_text: text,
+                    digest,
+                    generation,
+                    warnings: Vec::new(),
+                })
+            }
+            Err(e) => nctx.error(
+                &n.spans.state_dir,
+                format!(
+                    "cannot record the config generation in {}: {e}",
+                    generation::path(state_dir).display()
+                ),
+            ),
+        }
+    }
+    diags.extend(cctx.diags);
+    diags.extend(nctx.diags);
+    let mut diags = finish(diags);
+    match result {
+        Some(mut loaded) if diags.errors.is_empty() => {
+            loaded.warnings = std::mem::take(&mut diags.warnings);
+            Ok(loaded)
+        }
+        _ => Err(diags),
+    }
+}
+
+/// Checks that need both files.
+fn cross_check(
+    cctx: &mut Ctx<'_>,
+    mut nctx: Option<&mut Ctx<'_>>,
+    cspans: &ClusterSpans,
+    node: &NodeConfig,
+    nspans: Option<&NodeSpans>,
+) {
+    let me = node.node.address;
+    let peer = node.node.peer;
+    let node_file = nctx
+        .as_ref()
+        .map_or("node.toml".to_string(), |n| n.file().to_string());
+    for p in &cspans.ping_nodes {
+        if p.v == me {
+            cctx.error(
+                &p.span,
+                format!(
+                    "ping node {} is this node's own address ({node_file} [node] address)",
+                    p.v
+                ),
+            );
+        } else if Some(p.v) == peer {
+            cctx.error(
+                &p.span,
+                format!(
+                    "ping node {} is the peer ({node_file} [node] peer); ping nodes must be independent of the peer, e.g. the default gateway",
+                    p.v
+                ),
+            );
+        }
+    }
+    for s in &cspans.services {
+        if s.vip.v == me || Some(s.vip.v) == peer {
+            let whose = if s.vip.v == me {
+                "this node's own address"
+            } else {
+                "the peer's address"
+            };
+            cctx.error(
+                &s.vip.span,
+                format!(
+                    "service \"{}\": VIP {} is {whose} ({node_file}); a VIP must be a floating address",
+                    s.label, s.vip.v
+                ),
+            );
+        }
+    }
+    // The admin listener must not take a service's VIP:port.
+    let admin = node.admin.listen;
+    for s in &cspans.services {
+        let same_ip = admin.ip() == s.vip.v
+            || (admin.ip().is_unspecified() && admin.is_ipv4() == s.vip.v.is_ipv4());
+        if !same_ip {
+            continue;
+        }
+        if let Some(p) = s.ports.iter().find(|p| p.v == admin.port()) {
+            let msg = format!(
+                "admin `listen` {admin} takes port {} of service \"{}\"",
+                p.v, s.label
+            );
+            match (
+                nctx.as_deref_mut(),
+                nspans.and_then(|n| n.admin_listen.clone()),
+            ) {
+                (Some(n), Some(span)) => n.error(&span, msg),
+                _ => cctx.error(&p.span, msg),
+            }
+        }
+    }
+}
+
+/// A missing or weak secret is reported by the daemon when it starts; `check` only warns, so
+/// that an example directory without its secret still checks.
+fn secret_check(nctx: &mut Ctx<'_>, node: &NodeConfig, spans: &NodeSpans) {
+    match secret::load_secret(&node.node.secret_file) {
+        Ok(loaded) => {
+            for w in loaded.warnings {
+                nctx.warn(&spans.secret_file, w);
+            }
+        }
+        Err(e) => nctx.warn(&spans.secret_file, e.to_string()),
+    }
+}

@@ -1,0 +1,137 @@
+//! What `tandem check` prints: a human summary and the JSON object of the CLI contract.
+
+use crate::Loaded;
+use crate::canonical::{balance_name, endpoint, mode_name, persistence_mode_name};
+use crate::model::*;
+use serde_json::{Value, json};
+use std::fmt::Write;
+
+/// `persistence` as written in cluster.toml: only the keys its mode uses.
+pub fn persistence_json(p: &Persistence) -> Value {
+    let mode = persistence_mode_name(p.mode);
+    match p.mode {
+        PersistenceMode::None => json!({ "mode": mode }),
+        PersistenceMode::SourceIp | PersistenceMode::LastSuccessful => {
+            json!({ "mode": mode, "timeout_s": p.timeout_s, "table_size": p.table_size })
+        }
+        PersistenceMode::HttpCookie => json!({ "mode": mode, "cookie_name": p.cookie_name }),
+    }
+}
+
+/// The `tandem check --json` object: `cluster`, `node`, `services` (each with `label`, `vip`,
+/// `ports`, `mode`, `persistence`, `servers`, ...), `generation`, `digest`, `warnings`.
+pub fn check_json(loaded: &Loaded) -> Value {
+    let c = &loaded.cluster;
+    let services: Vec<Value> = c
+        .services
+        .iter()
+        .map(|s| {
+            let servers: Vec<Value> = s
+                .servers
+                .iter()
+                .map(|r| {
+                    json!({
+                        "label": r.label,
+                        "address": r.address.to_string(),
+                        "port": r.port,
+                        "weight": r.weight,
+                    })
+                })
+                .collect();
+            json!({
+                "label": s.label,
+                "vip": s.vip.to_string(),
+                "ports": s.ports,
+                "mode": mode_name(s.mode),
+                "balance": balance_name(s.balance),
+                "persistence": persistence_json(&s.persistence),
+                "health_check": s.health_check,
+                "servers": servers,
+            })
+        })
+        .collect();
+    let n = &loaded.node.node;
+    json!({
+        "cluster": c.cluster.name,
+        "node": {
+            "name": n.name,
+            "role": n.role,
+            "address": n.address.to_string(),
+            "peer": n.peer.map(|p| p.to_string()),
+            "interface": n.interface,
+        },
+        "heartbeat": c.heartbeat,
+        "services": services,
+        "generation": loaded.generation,
+        "digest": loaded.digest,
+        "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// The human summary `tandem check` prints when both files are valid.
+pub fn check_summary(loaded: &Loaded) -> String {
+    let c = &loaded.cluster;
+    let n = &loaded.node.node;
+    let mut out = String::new();
+    let role = match n.role {
+        Role::Primary => "primary",
+        Role::Secondary => "secondary",
+    };
+    let peer = n
+        .peer
+        .map_or("none (standalone)".to_string(), |p| p.to_string());
+    let _ = writeln!(
+        out,
+        "OK: cluster \"{}\", node \"{}\" ({role}) at {}, peer {peer}",
+        c.cluster.name, n.name, n.address
+    );
+    let _ = writeln!(
+        out,
+        "config generation {} digest {}",
+        loaded.generation, loaded.digest
+    );
+    let hb = &c.heartbeat;
+    let _ = writeln!(
+        out,
+        "heartbeat every {} ms, dead after {} ms, auto_failback {}; health checks every {} ms rise {} fall {}",
+        hb.interval_ms,
+        hb.dead_ms,
+        hb.auto_failback,
+        c.health_check.interval_ms,
+        c.health_check.rise,
+        c.health_check.fall
+    );
+    let _ = writeln!(out, "{} virtual services:", c.services.len());
+    for s in &c.services {
+        let ports = crate::canonical::port_runs(&s.ports)
+            .iter()
+            .map(|p| p.trim_matches('"').to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = s
+            .servers
+            .iter()
+            .map(|r| {
+                let target = match r.port {
+                    Some(p) => endpoint(r.address, p),
+                    None => r.address.to_string(),
+                };
+                format!("{} {target} w{}", r.label, r.weight)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = writeln!(
+            out,
+            "  {:<20} {}:{:<12} {:<4} {:<16} -> {servers}",
+            s.label,
+            s.vip,
+            ports,
+            mode_name(s.mode),
+            persistence_mode_name(s.persistence.mode),
+        );
+    }
+    for w in &loaded.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
