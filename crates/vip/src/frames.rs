@@ -25,8 +25,8 @@ pub enum ArpMode {
     /// ARP request asking for the VIP itself (RFC 5227 "ARP announcement"): target MAC all zero.
     #[default]
     Request,
-    /// ARP reply from the VIP, target MAC broadcast: Linux treats a reply as gratuitous only when its target
-    /// hardware address is the broadcast address (`arp_is_garp`), which lets it override the lock time.
+    /// ARP reply from the VIP to itself (as `arping -A`): target MAC = sender MAC, because Linux treats a reply as
+    /// gratuitous, and lets it override a recently updated cache entry, only when both are equal (`arp_is_garp`).
     Reply,
 }
 
@@ -34,7 +34,7 @@ pub enum ArpMode {
 pub fn gratuitous_arp(mac: [u8; 6], vip: Ipv4Addr, mode: ArpMode) -> Vec<u8> {
     let (operation, target_mac) = match mode {
         ArpMode::Request => (ArpOperation::REQUEST, [0u8; 6]),
-        ArpMode::Reply => (ArpOperation::REPLY, BROADCAST_MAC),
+        ArpMode::Reply => (ArpOperation::REPLY, mac),
     };
     let arp = ArpEthIpv4Packet {
         operation,
@@ -114,7 +114,7 @@ mod tests {
             &[0x00, 0x01, 0x08, 0x00, 6, 4],
             &[0x00, 0x02],                              // reply
             &MAC, &[10, 0, 0, 1],
-            &BROADCAST_MAC, &[10, 0, 0, 1],             // target: broadcast MAC, the VIP
+            &MAC, &[10, 0, 0, 1],                       // target: our MAC again, the VIP
             &[0u8; 18],
         ].concat();
         assert_eq!(frame, expected);
