@@ -6,8 +6,8 @@
 //! vipctl held     IFACE VIP...     print which VIPs are on the interface
 //! vipctl stale    IFACE VIP...     remove VIPs left behind (what a standby does at start-up)
 //! vipctl link     IFACE            print index, MAC, up, ARP
-//! vipctl announce IFACE VIP...     send the default burst (5 rounds, 200 ms apart); TANDEM_ARP_MODE=reply
-//!                                  selects the reply form of gratuitous ARP
+//! vipctl announce IFACE VIP...     send the default burst (5 rounds, 200 ms apart); TANDEM_ARP_MODE=reply|both
+//!                                  selects the gratuitous ARP form (default request)
 //! ```
 //! A VIP is `ADDR` (/32 or /128) or `ADDR/PREFIX`. Run it inside a lab namespace
 //! (`ip netns exec tnd-... vipctl ...`), never against a production interface by accident.
@@ -66,10 +66,15 @@ async fn run(args: &[String]) -> Result<(), String> {
         }
         "link" => println!("{:?}", manager.link().await.map_err(text)?),
         "announce" => {
-            let mut config = AnnounceConfig::default();
-            if std::env::var("TANDEM_ARP_MODE").is_ok_and(|mode| mode == "reply") {
-                config.arp_mode = ArpMode::Reply;
-            }
+            let arp_mode = match std::env::var("TANDEM_ARP_MODE").as_deref() {
+                Ok("reply") => ArpMode::Reply,
+                Ok("both") => ArpMode::Both,
+                _ => ArpMode::Request,
+            };
+            let config = AnnounceConfig {
+                arp_mode,
+                ..AnnounceConfig::default()
+            };
             let rounds = config.count;
             let announcer = Announcer::new(Arc::new(manager));
             let announcement = announcer.start(vips, &config).await.map_err(text)?;

@@ -83,7 +83,7 @@ impl Announcer {
         Self { manager }
     }
 
-    /// Sends one round: one gratuitous ARP per IPv4 VIP and one unsolicited NA per IPv6 VIP, with the interface's
+    /// Sends one round: gratuitous ARP (one frame, two in `Both` mode) per IPv4 VIP and one unsolicited NA per IPv6 VIP, with the interface's
     /// current MAC. Returns the number of frames sent: 0 on an interface that does not resolve neighbours (no MAC,
     /// IFF_NOARP, not Ethernet), where there is nobody to tell. Stops at the first failure.
     pub async fn announce_once(&self, vips: &[Vip], arp_mode: ArpMode) -> Result<usize, VipError> {
@@ -109,20 +109,28 @@ impl Announcer {
         }
         let socket = PacketSocket::open()
             .map_err(|e| VipError::from_io(interface, VipAction::OpenPacketSocket, e))?;
+        let mut sent = 0;
         for vip in vips {
-            let (frame, destination, ethertype) = match vip.addr() {
+            let (frames, destination, ethertype) = match vip.addr() {
                 IpAddr::V4(addr) => (
-                    frames::gratuitous_arp(mac, addr, arp_mode),
+                    frames::gratuitous_arps(mac, addr, arp_mode),
                     BROADCAST_MAC,
                     ETH_P_ARP,
                 ),
-                IpAddr::V6(addr) => (frames::unsolicited_na(mac, addr), ALL_NODES_MAC, ETH_P_IPV6),
+                IpAddr::V6(addr) => (
+                    vec![frames::unsolicited_na(mac, addr)],
+                    ALL_NODES_MAC,
+                    ETH_P_IPV6,
+                ),
             };
-            socket
-                .send(link.index, destination, ethertype, &frame)
-                .map_err(|e| VipError::from_io(interface, VipAction::Announce(*vip), e))?;
+            for frame in &frames {
+                socket
+                    .send(link.index, destination, ethertype, frame)
+                    .map_err(|e| VipError::from_io(interface, VipAction::Announce(*vip), e))?;
+                sent += 1;
+            }
         }
-        Ok(vips.len())
+        Ok(sent)
     }
 
     /// Starts announcing `vips` on `config`'s schedule. The first round is sent before this returns, so a failure to

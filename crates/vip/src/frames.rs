@@ -19,7 +19,7 @@ pub const NDP_HOP_LIMIT: u8 = 255;
 /// NDP option type "Target Link-Layer Address" (RFC 4861 section 4.6.1).
 const NDP_OPTION_TARGET_LL_ADDR: u8 = 2;
 
-/// Which gratuitous ARP form to send. Some switches and hosts only learn from one of them.
+/// Which gratuitous ARP form(s) to send. Some switches and hosts only learn from one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ArpMode {
     /// ARP request asking for the VIP itself (RFC 5227 "ARP announcement"): target MAC all zero.
@@ -28,14 +28,38 @@ pub enum ArpMode {
     /// ARP reply from the VIP to itself (as `arping -A`): target MAC = sender MAC, because Linux treats a reply as
     /// gratuitous, and lets it override a recently updated cache entry, only when both are equal (`arp_is_garp`).
     Reply,
+    /// A request, then a reply, in every round.
+    Both,
 }
 
-/// A gratuitous ARP for `vip` from `mac`, broadcast, padded to the 60-byte Ethernet minimum.
-pub fn gratuitous_arp(mac: [u8; 6], vip: Ipv4Addr, mode: ArpMode) -> Vec<u8> {
-    let (operation, target_mac) = match mode {
-        ArpMode::Request => (ArpOperation::REQUEST, [0u8; 6]),
-        ArpMode::Reply => (ArpOperation::REPLY, mac),
-    };
+/// The gratuitous ARP frame(s) `mode` sends for `vip` from `mac`, request first.
+pub fn gratuitous_arps(mac: [u8; 6], vip: Ipv4Addr, mode: ArpMode) -> Vec<Vec<u8>> {
+    match mode {
+        ArpMode::Request => vec![gratuitous_arp_request(mac, vip)],
+        ArpMode::Reply => vec![gratuitous_arp_reply(mac, vip)],
+        ArpMode::Both => vec![
+            gratuitous_arp_request(mac, vip),
+            gratuitous_arp_reply(mac, vip),
+        ],
+    }
+}
+
+/// A gratuitous ARP request for `vip` from `mac`, broadcast, padded to the 60-byte Ethernet minimum.
+pub fn gratuitous_arp_request(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
+    gratuitous_arp(mac, vip, ArpOperation::REQUEST, [0; 6])
+}
+
+/// A gratuitous ARP reply for `vip` from `mac` (target MAC = `mac`), broadcast, padded to 60 bytes.
+pub fn gratuitous_arp_reply(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
+    gratuitous_arp(mac, vip, ArpOperation::REPLY, mac)
+}
+
+fn gratuitous_arp(
+    mac: [u8; 6],
+    vip: Ipv4Addr,
+    operation: ArpOperation,
+    target_mac: [u8; 6],
+) -> Vec<u8> {
     let arp = ArpEthIpv4Packet {
         operation,
         sender_mac: mac,
@@ -89,7 +113,7 @@ mod tests {
 
     #[test]
     fn garp_request_bytes() {
-        let frame = gratuitous_arp(MAC, Ipv4Addr::new(192, 168, 1, 250), ArpMode::Request);
+        let frame = gratuitous_arp_request(MAC, Ipv4Addr::new(192, 168, 1, 250));
         #[rustfmt::skip]
         let expected: Vec<u8> = [
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..], // destination: broadcast
@@ -107,7 +131,7 @@ mod tests {
 
     #[test]
     fn garp_reply_bytes() {
-        let frame = gratuitous_arp(MAC, Ipv4Addr::new(10, 0, 0, 1), ArpMode::Reply);
+        let frame = gratuitous_arp_reply(MAC, Ipv4Addr::new(10, 0, 0, 1));
         #[rustfmt::skip]
         let expected: Vec<u8> = [
             &BROADCAST_MAC[..], &MAC, &[0x08, 0x06],
@@ -121,8 +145,28 @@ mod tests {
     }
 
     #[test]
+    fn both_mode_sends_request_then_reply() {
+        let vip = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(
+            gratuitous_arps(MAC, vip, ArpMode::Both),
+            [
+                gratuitous_arp_request(MAC, vip),
+                gratuitous_arp_reply(MAC, vip)
+            ]
+        );
+        assert_eq!(
+            gratuitous_arps(MAC, vip, ArpMode::Request),
+            [gratuitous_arp_request(MAC, vip)]
+        );
+        assert_eq!(
+            gratuitous_arps(MAC, vip, ArpMode::Reply),
+            [gratuitous_arp_reply(MAC, vip)]
+        );
+    }
+
+    #[test]
     fn garp_parses_back() {
-        let frame = gratuitous_arp(MAC, Ipv4Addr::new(192, 168, 1, 250), ArpMode::Reply);
+        let frame = gratuitous_arp_reply(MAC, Ipv4Addr::new(192, 168, 1, 250));
         let arp = ArpPacket::from_slice(&frame[14..])
             .unwrap()
             .try_eth_ipv4()

@@ -560,15 +560,15 @@ fn acquire_sends_garp_requests_and_neighbour_advertisements() {
     }
 }
 
-#[test]
-fn reply_form_garp_is_received() {
-    let lab = Lab::new("garprep");
+/// Receives two rounds in `arp_mode` and checks every ARP frame against the form its opcode claims.
+fn check_arp_form(tag: &str, arp_mode: ArpMode, expected_operations: &[ArpOperation]) {
+    let lab = Lab::new(tag);
     let mac = lab.node_mac();
     let capture = lab.capture(Duration::from_millis(400));
     let config = AnnounceConfig {
         count: 2,
         spacing: Duration::from_millis(50),
-        arp_mode: ArpMode::Reply,
+        arp_mode,
         ..AnnounceConfig::default()
     };
     lab.in_node(move || async move {
@@ -577,14 +577,35 @@ fn reply_form_garp_is_received() {
         tokio::time::sleep(Duration::from_millis(150)).await;
     });
     let arps = arps(&capture.frames());
-    assert_eq!(arps.len(), 2, "{arps:#?}");
+    let operations: Vec<ArpOperation> = arps.iter().map(|arp| arp.operation).collect();
+    assert_eq!(operations, expected_operations, "{arps:#?}");
     for arp in &arps {
-        assert_eq!(arp.operation, ArpOperation::REPLY);
+        assert_eq!(arp.destination, BROADCAST_MAC);
         assert_eq!(arp.sender_mac, mac);
         assert_eq!(arp.sender_ip, Ipv4Addr::new(10, 77, 0, 250));
         assert_eq!(arp.target_ip, Ipv4Addr::new(10, 77, 0, 250));
-        assert_eq!(arp.target_mac, mac);
+        let expected_target = if arp.operation == ArpOperation::REPLY {
+            mac
+        } else {
+            [0; 6]
+        };
+        assert_eq!(arp.target_mac, expected_target);
     }
+}
+
+#[test]
+fn reply_form_garp_is_received() {
+    check_arp_form("garprep", ArpMode::Reply, &[ArpOperation::REPLY; 2]);
+}
+
+#[test]
+fn both_forms_garp_are_received_in_order() {
+    use ArpOperation as Op;
+    check_arp_form(
+        "garpboth",
+        ArpMode::Both,
+        &[Op::REQUEST, Op::REPLY, Op::REQUEST, Op::REPLY],
+    );
 }
 
 /// The point of announcing: a client that had the VIP cached at the old holder's MAC moves to ours at once.
