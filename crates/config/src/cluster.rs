@@ -195,7 +195,9 @@ const SERVER_KEYS: &[&str] = &["label", "address", "port", "weight"];
 const PERSISTENCE_KEYS: &[&str] = &["mode", "timeout_s", "table_size", "cookie_name"];
 
 pub(crate) struct ParsedCluster {
-    pub config: ClusterConfig,
+    /// `None` when cluster.toml has errors.
+    pub config: Option<ClusterConfig>,
+    /// Known even when there are errors (except syntax errors), for the cross-file checks.
     pub spans: ClusterSpans,
 }
 
@@ -263,33 +265,35 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str) -> Option<ParsedCluster> {
     }
     check_services(ctx, &drafts);
 
-    let (Some(name), Some(heartbeat), Some(health)) = (name, heartbeat, health) else {
-        return None;
-    };
-    if ctx.has_errors() {
-        return None;
-    }
-    let mut services = Vec::with_capacity(drafts.len());
-    let mut spans = ClusterSpans {
+    let spans = ClusterSpans {
         ping_nodes: ping_spans,
-        services: Vec::new(),
+        services: drafts
+            .iter()
+            .filter_map(|d| {
+                Some(ServiceSpans {
+                    label: d.label.as_ref()?.v.clone(),
+                    vip: d.vip.clone()?,
+                    ports: d.ports.clone(),
+                })
+            })
+            .collect(),
     };
-    for draft in drafts {
-        let (service, service_spans) = draft.finish()?;
-        services.push(service);
-        spans.services.push(service_spans);
-    }
-    Some(ParsedCluster {
-        config: ClusterConfig {
-            cluster: ClusterSection { name },
-            heartbeat,
-            health_check: health,
-            proxy,
-            fallback,
-            services,
-        },
-        spans,
-    })
+    let config = match (name, heartbeat, health) {
+        (Some(name), Some(heartbeat), Some(health)) if !ctx.has_errors() => drafts
+            .into_iter()
+            .map(ServiceDraft::finish)
+            .collect::<Option<Vec<Service>>>()
+            .map(|services| ClusterConfig {
+                cluster: ClusterSection { name },
+                heartbeat,
+                health_check: health,
+                proxy,
+                fallback,
+                services,
+            }),
+        _ => None,
+    };
+    Some(ParsedCluster { config, spans })
 }
 
 fn no_hint(_: &str) -> Option<String> {
@@ -761,14 +765,14 @@ struct ServiceDraft {
 }
 
 impl ServiceDraft {
-    fn finish(self) -> Option<(Service, ServiceSpans)> {
+    fn finish(self) -> Option<Service> {
         let label = self.label?;
         let vip = self.vip?;
         if !self.ports_ok {
             return None;
         }
-        let service = Service {
-            label: label.v.clone(),
+        Some(Service {
+            label: label.v,
             vip: vip.v,
             ports: self.ports.iter().map(|p| p.v).collect(),
             mode: self.mode?,
@@ -778,15 +782,7 @@ impl ServiceDraft {
             proxy: self.proxy,
             fallback: self.fallback.ok()?,
             servers: self.servers?,
-        };
-        Some((
-            service,
-            ServiceSpans {
-                label: label.v,
-                vip,
-                ports: self.ports,
-            },
-        ))
+        })
     }
 }
 
@@ -1243,6 +1239,10 @@ pub(crate) fn fmt_ip(ip: IpAddr) -> String {
     }
 }
 
+/// A ports entry clashing with another service: (entry span, other service, its span, first
+/// clashing port, how many ports clash).
+type PortClash = (Range<usize>, String, Range<usize>, u16, usize);
+
 /// Duplicate labels and VIP:port claimed by two services.
 fn check_services(ctx: &mut Ctx<'_>, drafts: &[ServiceDraft]) {
     let mut labels: HashMap<&str, Range<usize>> = HashMap::new();
@@ -1269,29 +1269,40 @@ fn check_services(ctx: &mut Ctx<'_>, drafts: &[ServiceDraft]) {
             .label
             .as_ref()
             .map_or("(unlabelled)".to_string(), |l| l.v.clone());
-        // One error per ports entry, naming the first clashing port.
-        let mut reported: Vec<Range<usize>> = Vec::new();
+        // One error per ports entry, naming the first clashing port and counting the rest.
+        let mut clashes: Vec<PortClash> = Vec::new();
         for p in &draft.ports {
             match claimed.get(&(vip.v, p.v)) {
                 Some((other, other_span)) => {
-                    if reported.contains(&p.span) {
-                        continue;
+                    match clashes.iter_mut().find(|c| c.0 == p.span && c.1 == *other) {
+                        Some(c) => c.4 += 1,
+                        None => clashes.push((
+                            p.span.clone(),
+                            other.clone(),
+                            other_span.clone(),
+                            p.v,
+                            1,
+                        )),
                     }
-                    reported.push(p.span.clone());
-                    let line = ctx.line_of(other_span);
-                    ctx.error(
-                        &p.span,
-                        format!(
-                            "{}:{} is already used by service \"{other}\" (line {line})",
-                            fmt_ip(vip.v),
-                            p.v
-                        ),
-                    );
                 }
                 None => {
                     claimed.insert((vip.v, p.v), (me.clone(), p.span.clone()));
                 }
             }
+        }
+        for (span, other, other_span, port, count) in clashes {
+            let line = ctx.line_of(&other_span);
+            let more = match count {
+                1 => String::new(),
+                n => format!(" (and {} more ports of this entry)", n - 1),
+            };
+            ctx.error(
+                &span,
+                format!(
+                    "{}:{port} is already used by service \"{other}\" (line {line}){more}",
+                    fmt_ip(vip.v)
+                ),
+            );
         }
     }
 }

@@ -31,7 +31,7 @@ pub use report::{check_json, check_summary, persistence_json};
 
 use cluster::{ClusterSpans, ParsedCluster};
 use diag::Ctx;
-use node::{NodeSpans, ParsedNode};
+use node::{NodeFacts, NodeSpans, ParsedNode};
 use std::path::{Path, PathBuf};
 
 /// File names inside a config directory.
@@ -57,8 +57,8 @@ pub struct Loaded {
 /// `file_name` names it in diagnostics.
 pub fn parse_cluster_str(text: &str, file_name: &str) -> Result<ClusterConfig, Diagnostics> {
     let mut ctx = Ctx::new(file_name, text);
-    match cluster::parse(&mut ctx, text) {
-        Some(p) if !ctx.has_errors() => Ok(p.config),
+    match cluster::parse(&mut ctx, text).and_then(|p| p.config) {
+        Some(config) if !ctx.has_errors() => Ok(config),
         _ => Err(finish(ctx.diags)),
     }
 }
@@ -74,10 +74,10 @@ pub fn parse_cluster_for_node(
     let mut ctx = Ctx::new(file_name, text);
     let parsed = cluster::parse(&mut ctx, text);
     if let Some(p) = &parsed {
-        cross_check(&mut ctx, None, &p.spans, node, None);
+        cross_check(&mut ctx, None, &p.spans, &NodeFacts::of(node));
     }
-    match parsed {
-        Some(p) if !ctx.has_errors() => Ok(p.config),
+    match parsed.and_then(|p| p.config) {
+        Some(config) if !ctx.has_errors() => Ok(config),
         _ => Err(finish(ctx.diags)),
     }
 }
@@ -90,8 +90,8 @@ pub fn parse_node_str(
     base_dir: Option<&Path>,
 ) -> Result<NodeConfig, Diagnostics> {
     let mut ctx = Ctx::new(file_name, text);
-    match node::parse(&mut ctx, text, base_dir) {
-        Some(p) if !ctx.has_errors() => Ok(p.config),
+    match node::parse(&mut ctx, text, base_dir).and_then(|p| p.config) {
+        Some(config) if !ctx.has_errors() => Ok(config),
         _ => Err(finish(ctx.diags)),
     }
 }
@@ -163,23 +163,35 @@ fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Lo
         .and_then(|t| node::parse(&mut nctx, t, base_dir.as_deref()));
 
     if let (Some(c), Some(n)) = (&parsed_cluster, &parsed_node) {
-        cross_check(
-            &mut cctx,
-            Some(&mut nctx),
-            &c.spans,
-            &n.config,
-            Some(&n.spans),
-        );
-        secret_check(&mut nctx, &n.config, &n.spans);
+        cross_check(&mut cctx, Some(&mut nctx), &c.spans, &n.facts);
+    }
+    if let Some(ParsedNode {
+        config: Some(config),
+        spans: Some(spans),
+        ..
+    }) = &parsed_node
+    {
+        secret_check(&mut nctx, config, spans);
     }
 
     let mut result = None;
-    if let (Some(c), Some(n), Some(text)) = (parsed_cluster, parsed_node, cluster_text.clone())
+    if let (
+        Some(ParsedCluster {
+            config: Some(cluster_config),
+            ..
+        }),
+        Some(ParsedNode {
+            config: Some(node_config),
+            spans: Some(node_spans),
+            ..
+        }),
+        Some(text),
+    ) = (parsed_cluster, parsed_node, cluster_text.clone())
         && !cctx.has_errors()
         && !nctx.has_errors()
     {
-        let digest = digest(&c.config);
-        let state_dir = &n.config.node.state_dir;
+        let digest = digest(&cluster_config);
+        let state_dir = &node_config.node.state_dir;
         let generation = if persist {
             generation::record(state_dir, &digest)
         } else {
@@ -195,8 +207,8 @@ fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Lo
         match generation {
             Ok(generation) => {
                 result = Some(Loaded {
-                    cluster: c.config,
-                    node: n.config,
+                    cluster: cluster_config.clone(),
+                    node: node_config.clone(),
                     cluster_path: cluster_path.to_path_buf(),
                     node_path: node_path.to_path_buf(),
                     cluster_text: text,
@@ -206,7 +218,7 @@ fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Lo
                 })
             }
             Err(e) => nctx.error(
-                &n.spans.state_dir,
+                &node_spans.state_dir,
                 format!(
                     "cannot record the config generation in {}: {e}",
                     generation::path(state_dir).display()
@@ -226,21 +238,18 @@ fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Lo
     }
 }
 
-/// Checks that need both files.
+/// Checks that need both files; they run even when either file has other errors.
 fn cross_check(
     cctx: &mut Ctx<'_>,
     mut nctx: Option<&mut Ctx<'_>>,
     cspans: &ClusterSpans,
-    node: &NodeConfig,
-    nspans: Option<&NodeSpans>,
+    node: &NodeFacts,
 ) {
-    let me = node.node.address;
-    let peer = node.node.peer;
     let node_file = nctx
         .as_ref()
         .map_or("node.toml".to_string(), |n| n.file().to_string());
     for p in &cspans.ping_nodes {
-        if p.v == me {
+        if Some(p.v) == node.address {
             cctx.error(
                 &p.span,
                 format!(
@@ -248,7 +257,7 @@ fn cross_check(
                     p.v
                 ),
             );
-        } else if Some(p.v) == peer {
+        } else if Some(p.v) == node.peer {
             cctx.error(
                 &p.span,
                 format!(
@@ -259,23 +268,25 @@ fn cross_check(
         }
     }
     for s in &cspans.services {
-        if s.vip.v == me || Some(s.vip.v) == peer {
-            let whose = if s.vip.v == me {
-                "this node's own address"
-            } else {
-                "the peer's address"
-            };
-            cctx.error(
-                &s.vip.span,
-                format!(
-                    "service \"{}\": VIP {} is {whose} ({node_file}); a VIP must be a floating address",
-                    s.label, s.vip.v
-                ),
-            );
-        }
+        let whose = if Some(s.vip.v) == node.address {
+            "this node's own address"
+        } else if Some(s.vip.v) == node.peer {
+            "the peer's address"
+        } else {
+            continue;
+        };
+        cctx.error(
+            &s.vip.span,
+            format!(
+                "service \"{}\": VIP {} is {whose} ({node_file}); a VIP must be a floating address",
+                s.label, s.vip.v
+            ),
+        );
     }
     // The admin listener must not take a service's VIP:port.
-    let admin = node.admin.listen;
+    let Some(admin) = node.admin_listen else {
+        return;
+    };
     for s in &cspans.services {
         let same_ip = admin.ip() == s.vip.v
             || (admin.ip().is_unspecified() && admin.is_ipv4() == s.vip.v.is_ipv4());
@@ -287,10 +298,7 @@ fn cross_check(
                 "admin `listen` {admin} takes port {} of service \"{}\"",
                 p.v, s.label
             );
-            match (
-                nctx.as_deref_mut(),
-                nspans.and_then(|n| n.admin_listen.clone()),
-            ) {
+            match (nctx.as_deref_mut(), node.admin_span.clone()) {
                 (Some(n), Some(span)) => n.error(&span, msg),
                 _ => cctx.error(&p.span, msg),
             }

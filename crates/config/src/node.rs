@@ -30,9 +30,32 @@ pub(crate) struct NodeSpans {
     pub secret_file: std::ops::Range<usize>,
 }
 
+/// What cross-file checks need, known even when other parts of node.toml are wrong.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeFacts {
+    pub address: Option<IpAddr>,
+    pub peer: Option<IpAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    /// `None` when the default was used.
+    pub admin_span: Option<std::ops::Range<usize>>,
+}
+
+impl NodeFacts {
+    pub(crate) fn of(node: &NodeConfig) -> Self {
+        Self {
+            address: Some(node.node.address),
+            peer: node.node.peer,
+            admin_listen: Some(node.admin.listen),
+            admin_span: None,
+        }
+    }
+}
+
 pub(crate) struct ParsedNode {
-    pub config: NodeConfig,
-    pub spans: NodeSpans,
+    /// `None` when node.toml has errors.
+    pub config: Option<NodeConfig>,
+    pub spans: Option<NodeSpans>,
+    pub facts: NodeFacts,
 }
 
 const CLUSTER_SECTIONS: &[&str] = &[
@@ -104,8 +127,9 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
     top.extend(LOCAL_SECTIONS.iter().map(|(n, _)| *n));
     root.finish(ctx, &top, &misplaced_top);
 
-    let node = read_node(ctx, &root, base_dir);
-    let admin = read_admin(ctx, root.get("admin"), base_dir);
+    let mut facts = NodeFacts::default();
+    let node = read_node(ctx, &root, base_dir, &mut facts);
+    let admin = read_admin(ctx, root.get("admin"), base_dir, &mut facts);
 
     let mut local = LocalSettings::default();
     for (name, _) in LOCAL_SECTIONS {
@@ -116,15 +140,20 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
         }
     }
 
-    let ((node, mut spans), (admin, admin_span)) = (node?, admin?);
+    let (Some((node, mut spans)), Some((admin, admin_span))) = (node, admin) else {
+        return Some(ParsedNode {
+            config: None,
+            spans: None,
+            facts,
+        });
+    };
     spans.admin_listen = admin_span;
     check_ports(ctx, &node, &admin, &spans);
-    if ctx.has_errors() {
-        return None;
-    }
+    let config = (!ctx.has_errors()).then_some(NodeConfig { node, admin, local });
     Some(ParsedNode {
-        config: NodeConfig { node, admin, local },
-        spans,
+        config,
+        spans: Some(spans),
+        facts,
     })
 }
 
@@ -154,6 +183,7 @@ fn read_node(
     ctx: &mut Ctx<'_>,
     root: &Section<'_, '_>,
     base_dir: Option<&Path>,
+    facts: &mut NodeFacts,
 ) -> Option<(NodeSection, NodeSpans)> {
     let Some(v) = root.get("node") else {
         ctx.error(
@@ -238,6 +268,8 @@ fn read_node(
         None => (Some(PathBuf::from(defaults::STATE_DIR)), s.span.clone()),
     };
 
+    facts.address = address.as_ref().map(|a| a.v);
+    facts.peer = peer.as_ref().and_then(|p| p.as_ref().map(|p| p.v));
     if let (Some(a), Some(Some(p))) = (&address, &peer) {
         if a.v == p.v {
             ctx.error(
@@ -282,8 +314,10 @@ fn read_admin(
     ctx: &mut Ctx<'_>,
     v: Option<&Val<'_>>,
     base_dir: Option<&Path>,
+    facts: &mut NodeFacts,
 ) -> Option<AdminRead> {
     let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9080);
+    facts.admin_listen = Some(default_listen);
     let Some(v) = v else {
         return Some((
             AdminConfig {
@@ -317,6 +351,8 @@ fn read_admin(
         }),
         None => Some((default_listen, None)),
     };
+    facts.admin_listen = listen.as_ref().map(|(a, _)| *a);
+    facts.admin_span = listen.as_ref().and_then(|(_, s)| s.clone());
     let user = match s.get("user") {
         Some(u) => label(ctx, "user", u).map(|a| Some(a.v)),
         None => Some(None),

@@ -94,6 +94,11 @@ impl<'t, 'i> Section<'t, 'i> {
 /// The allowed name closest to `key` by edit distance, when it is plausibly a typo.
 pub(crate) fn nearest<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
     let key_l = key.to_ascii_lowercase().replace('-', "_");
+    if key_l.len() >= 3
+        && let Some(a) = allowed.iter().find(|a| a.starts_with(key_l.as_str()))
+    {
+        return Some(a);
+    }
     allowed
         .iter()
         .map(|a| (edit_distance(&key_l, a), *a))
@@ -372,5 +377,6 @@ mod tests {
         assert_eq!(nearest("deadms", &allowed), Some("dead_ms"));
         assert_eq!(nearest("init-dead-ms", &allowed), Some("init_dead_ms"));
         assert_eq!(nearest("completely_else", &allowed), None);
+        assert_eq!(nearest("dead", &allowed), Some("dead_ms"));
     }
 }
