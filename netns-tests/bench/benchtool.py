@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Helpers for netns-tests/bench/proxy-bench: config generation, wrk output parsing, summaries.
+
+Subcommands (all write to stdout or to files named on the command line; nothing touches the network):
+  wrk-parse FILE                      wrk --latency output -> one JSON object (req/s, requests, latency percentiles)
+  openstack EXAMPLE OUTDIR VIP C1,C2,C3
+                                      rewrite the OpenStack example cluster.toml to loopback addresses: writes
+                                      OUTDIR/cluster.toml, OUTDIR/haproxy.cfg (23 equivalent frontends) and
+                                      OUTDIR/nginx-listen.conf (every controller address x every server port);
+                                      refuses to write anything if a non-loopback address would remain
+  summary JSONL                       per-variant medians, tandem/HAProxy ratios and targets -> table + JSON lines
+  markdown JSONL                      the same summary as a Markdown table (for docs/benchmarks.md)
+"""
+
+import ipaddress
+import json
+import re
+import statistics
+import sys
+import tomllib
+from pathlib import Path
+
+TARGET_REQ_RATIO = 1.1   # tandem req/s >= 1.1x HAProxy
+TARGET_P99_RATIO = 1.0   # tandem p99 <= HAProxy p99
+TARGET_CPU_RATIO = 0.9   # tandem CPU/request <= 0.9x HAProxy
+TARGET_RSS_KIB = 32 * 1024
+NOISY_OTHER_PCT = 20     # % of one core used by other processes during a run
+
+UNIT_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
+
+
+def die(msg: str) -> None:
+    print(f"benchtool: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def to_us(text: str) -> float:
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"unparsable wrk duration {text!r}")
+    return float(m.group(1)) * UNIT_US[m.group(2)]
+
+
+def wrk_parse(path: str) -> None:
+    text = Path(path).read_text(errors="replace")
+    out: dict = {"requests": None, "req_s": None, "socket_errors": 0, "non_2xx_3xx": 0}
+    m = re.search(r"^\s*(\d+) requests in ([0-9.]+\w+)", text, re.M)
+    if m:
+        out["requests"] = int(m.group(1))
+        out["elapsed_s"] = round(to_us(m.group(2)) / 1e6, 3)
+    m = re.search(r"^Requests/sec:\s*([0-9.]+)", text, re.M)
+    if m:
+        out["req_s"] = float(m.group(1))
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s*{pct}%\s+([0-9.]+\w+)", text, re.M)
+        out[f"p{pct}_us"] = round(to_us(m.group(1)), 1) if m else None
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        out["socket_errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        out["non_2xx_3xx"] = int(m.group(1))
+    print(json.dumps(out))
+
+
+# ------------------------------------------------------------------------------------------ openstack (RSS check)
+
+def must_be_loopback(where: str, addr: str) -> None:
+    ip = ipaddress.ip_address(addr)
+    if not ip.is_loopback:
+        die(f"{where}: {addr} is not a loopback address; refusing to run it outside the netns lab")
+
+
+def openstack(example: str, outdir: str, vip: str, controllers_csv: str) -> None:
+    controllers = controllers_csv.split(",")
+    if len(controllers) != 3:
+        die("need exactly three controller addresses")
+    for a in [vip, *controllers]:
+        must_be_loopback("argument", a)
+    src = Path(example).read_text()
+    mapping = {"192.168.1.250": vip, "192.168.1.150": controllers[0],
+               "192.168.1.151": controllers[1], "192.168.1.152": controllers[2]}
+    # Comments go first (they mention other addresses as examples); then the known addresses are mapped.
+    lines = []
+    for line in src.splitlines():
+        stripped = re.sub(r"\s+#.*$", "", line) if not line.lstrip().startswith("#") else ""
+        lines.append(stripped)
+    text = "\n".join(lines) + "\n"
+    for old, new in mapping.items():
+        text = re.sub(rf'"{re.escape(old)}"', f'"{new}"', text)
+    for lit in re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", text):
+        must_be_loopback("rewritten cluster.toml", lit)
+    cfg = tomllib.loads(text)
+    for addr in cfg.get("heartbeat", {}).get("ping_nodes", []):
+        must_be_loopback("ping_nodes", addr)
+    if "fallback" in cfg:
+        must_be_loopback("fallback", cfg["fallback"]["address"])
+    services = cfg.get("service", [])
+    for s in services:
+        must_be_loopback(f"service {s['label']} vip", s["vip"])
+        for srv in s.get("server", []):
+            must_be_loopback(f"service {s['label']} server {srv['label']}", srv["address"])
+        if "fallback" in s:
+            must_be_loopback(f"service {s['label']} fallback", s["fallback"]["address"])
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cluster.toml").write_text(text)
+
+    hc = cfg.get("health_check", {})
+    inter, rise, fall = hc.get("interval_ms", 2000), hc.get("rise", 2), hc.get("fall", 5)
+    px = cfg.get("proxy", {})
+    hap = [
+        "# Generated by netns-tests/bench/benchtool.py openstack: the 23 OpenStack services as HAProxy",
+        "# frontends/backends, equivalent to the rewritten cluster.toml (loopback addresses only).",
+        "global",
+        "    maxconn 4096",
+        "defaults",
+        f"    timeout connect {px.get('connect_timeout_ms', 4000)}ms",
+        f"    timeout client {px.get('client_timeout_ms', 50000)}ms",
+        f"    timeout server {px.get('server_timeout_ms', 50000)}ms",
+    ]
+    listen_pairs = set()
+    for s in services:
+        label = re.sub(r"[^A-Za-z0-9_.-]", "_", s["label"])
+        mode = s.get("mode", "tcp")
+        pers = s.get("persistence", {}).get("mode", "none")
+        balance = "roundrobin" if s.get("balance") == "round-robin" else "leastconn"
+        hap += ["", f"frontend fe_{label}", f"    mode {mode}"]
+        if mode == "http":
+            hap.append("    option forwardfor")
+        for port in s["ports"]:
+            hap.append(f"    bind {s['vip']}:{port}")
+        hap += [f"    default_backend be_{label}", "", f"backend be_{label}", f"    mode {mode}",
+                f"    balance {balance}"]
+        if pers == "http-cookie":
+            cookie = s["persistence"].get("cookie_name", "TANDEMSRV")
+            hap.append(f"    cookie {cookie} insert indirect nocache")
+        elif pers in ("source-ip", "last-successful"):
+            size = s["persistence"].get("table_size", 100000)
+            timeout = s["persistence"].get("timeout_s", 1800) or 86400 * 24
+            if pers == "source-ip":
+                hap += [f"    stick-table type ip size {size} expire {timeout}s", "    stick on src"]
+            else:  # the appliance's "last successful": one shared entry -> stick on a constant key
+                hap += [f"    stick-table type integer size {size} expire {timeout}s", "    stick on int(1)"]
+        for srv in s.get("server", []):
+            port = srv.get("port")
+            target = f"{srv['address']}:{port}" if port else srv["address"]
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", srv["label"])
+            extra = f" cookie {name}" if pers == "http-cookie" else ""
+            hap.append(f"    server {name} {target} weight {srv.get('weight', 100)}{extra}"
+                       f" check inter {inter} rise {rise} fall {fall}")
+            if port:
+                listen_pairs.add((srv["address"], port))
+            else:
+                listen_pairs.update((srv["address"], p) for p in s["ports"])
+    (out / "haproxy.cfg").write_text("\n".join(hap) + "\n")
+    (out / "nginx-listen.conf").write_text(
+        "".join(f"        listen {a}:{p};\n" for a, p in sorted(listen_pairs)))
+    ports = sorted({p for s in services for p in s["ports"]})
+    print(json.dumps({"services": len(services), "vip_ports": len(ports),
+                      "backend_listeners": len(listen_pairs)}))
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+def load(path: str) -> list[dict]:
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+    return rows
+
+
+def med(values):
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(path: str) -> tuple[dict, list[dict]]:
+    rows = [r for r in load(path) if r.get("bench") == "proxy-run"]
+    variants: dict[str, dict] = {}
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == name]
+        variants[name] = {
+            "variant": name, "runs": len(rs),
+            "req_s": med(r["req_s"] for r in rs),
+            "p50_us": med(r["p50_us"] for r in rs),
+            "p99_us": med(r["p99_us"] for r in rs),
+            "proxy_cpu_us_per_req": med(r.get("proxy_cpu_us_per_req") for r in rs),
+            "backend_cpu_us_per_req": med(r.get("backend_cpu_us_per_req") for r in rs),
+            "other_cpu_pct": med(r.get("other_cpu_pct") for r in rs),
+            "errors": sum((r.get("socket_errors") or 0) + (r.get("non_2xx_3xx") or 0) for r in rs),
+        }
+    ratios = []
+    for mode in ("http", "tcp"):
+        t, h = variants.get(f"tandem-{mode}"), variants.get(f"haproxy-{mode}")
+        if not t or not h:
+            continue
+
+        def ratio(key):
+            if t[key] is None or h[key] in (None, 0):
+                return None
+            return round(t[key] / h[key], 3)
+
+        r = {"bench": "proxy-ratio", "mode": mode,
+             "req_s_ratio": ratio("req_s"), "p99_ratio": ratio("p99_us"),
+             "cpu_per_req_ratio": ratio("proxy_cpu_us_per_req")}
+        r["req_s_ok"] = r["req_s_ratio"] is not None and r["req_s_ratio"] >= TARGET_REQ_RATIO
+        r["p99_ok"] = r["p99_ratio"] is not None and r["p99_ratio"] <= TARGET_P99_RATIO
+        r["cpu_ok"] = r["cpu_per_req_ratio"] is not None and r["cpu_per_req_ratio"] <= TARGET_CPU_RATIO
+        ratios.append(r)
+    return variants, ratios
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "-"
+    return f"{v:,.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def summary(path: str) -> None:
+    variants, ratios = summarize(path)
+    hdr = f"{'variant':<14}{'runs':>5}{'req/s':>12}{'p50 us':>10}{'p99 us':>10}{'proxy us/req':>14}" \
+          f"{'nginx us/req':>14}{'other cpu%':>12}{'errors':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for v in variants.values():
+        print(f"{v['variant']:<14}{v['runs']:>5}{fmt(v['req_s'], 0):>12}{fmt(v['p50_us']):>10}"
+              f"{fmt(v['p99_us']):>10}{fmt(v['proxy_cpu_us_per_req'], 2):>14}"
+              f"{fmt(v['backend_cpu_us_per_req'], 2):>14}{fmt(v['other_cpu_pct']):>12}{v['errors']:>8}")
+    for r in ratios:
+        ok = lambda b: "ok" if b else "MISSED"  # noqa: E731
+        print(f"tandem/HAProxy {r['mode']}: req/s x{fmt(r['req_s_ratio'], 3)} (target >= {TARGET_REQ_RATIO}: "
+              f"{ok(r['req_s_ok'])}), p99 x{fmt(r['p99_ratio'], 3)} (target <= {TARGET_P99_RATIO}: "
+              f"{ok(r['p99_ok'])}), CPU/req x{fmt(r['cpu_per_req_ratio'], 3)} (target <= {TARGET_CPU_RATIO}: "
+              f"{ok(r['cpu_ok'])})")
+    noisy = [v["variant"] for v in variants.values() if (v["other_cpu_pct"] or 0) > NOISY_OTHER_PCT]
+    if noisy:
+        print(f"WARNING: other work used > {NOISY_OTHER_PCT}% of a core during {', '.join(noisy)}: "
+              "req/s and latency are distorted (CPU/request much less so); rerun on a quiet machine")
+    for rss in [r for r in load(path) if r.get("bench") == "rss"]:
+        t, h = rss.get("tandem_vmrss_kib"), rss.get("haproxy_vmrss_kib")
+        print(f"RSS idle after {rss['idle_s']} s, {rss['services']} services: tandem "
+              f"{fmt(t / 1024 if t else None)} MiB ({rss.get('tandem_threads')} threads; target <= "
+              f"{TARGET_RSS_KIB // 1024} MiB: {'-' if t is None else ('ok' if t <= TARGET_RSS_KIB else 'MISSED')}), "
+              f"HAProxy {fmt(h / 1024 if h else None)} MiB ({rss.get('haproxy_threads')} threads)")
+    for v in variants.values():
+        print(json.dumps({"bench": "proxy-median", **v}))
+    for r in ratios:
+        print(json.dumps(r))
+
+
+def markdown(path: str) -> None:
+    variants, ratios = summarize(path)
+    print("| variant | runs | req/s | p50 (us) | p99 (us) | proxy CPU/req (us) | nginx CPU/req (us) | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for v in variants.values():
+        print(f"| {v['variant']} | {v['runs']} | {fmt(v['req_s'], 0)} | {fmt(v['p50_us'])} | {fmt(v['p99_us'])} | "
+              f"{fmt(v['proxy_cpu_us_per_req'], 2)} | {fmt(v['backend_cpu_us_per_req'], 2)} | {v['errors']} |")
+    if ratios:
+        print()
+        print("| tandem / HAProxy | req/s (target >= 1.1) | p99 (target <= 1.0) | CPU/request (target <= 0.9) |")
+        print("|---|---:|---:|---:|")
+        for r in ratios:
+            mark = lambda b: "met" if b else "**missed**"  # noqa: E731
+            print(f"| {r['mode']} | {fmt(r['req_s_ratio'], 2)} ({mark(r['req_s_ok'])}) | "
+                  f"{fmt(r['p99_ratio'], 2)} ({mark(r['p99_ok'])}) | "
+                  f"{fmt(r['cpu_per_req_ratio'], 2)} ({mark(r['cpu_ok'])}) |")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2:
+        die(__doc__ or "usage")
+    cmd, args = argv[1], argv[2:]
+    if cmd == "wrk-parse" and len(args) == 1:
+        wrk_parse(args[0])
+    elif cmd == "openstack" and len(args) == 4:
+        openstack(*args)
+    elif cmd == "summary" and len(args) == 1:
+        summary(args[0])
+    elif cmd == "markdown" and len(args) == 1:
+        markdown(args[0])
+    else:
+        die(f"bad usage: {' '.join(argv[1:])}\n{__doc__}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
