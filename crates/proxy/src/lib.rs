@@ -1,8 +1,586 @@
-//! tandem's data plane (WIP)
-#![allow(dead_code)] // WIP: the Proxy that uses these lands next
+//! tandem's data plane: the virtual services of `cluster.toml`, served on tokio.
+//!
+//! This crate owns the listeners on every VIP:port, TCP mode (a byte relay with half-close) and HTTP mode (hyper,
+//! behind the [`HttpEngine`] seam), balancing ([`balance`]), health checks ([`health`]), persistence (tables from
+//! `tandem-stick`, or the http cookie), the per-server Drain/Halt/Online buttons, live reload, and the counters
+//! that the status view and the metrics endpoint read.
+//!
+//! # Behaviour worth knowing
+//! - **Listeners** are bound with IP_FREEBIND (IPV6_FREEBIND) and SO_REUSEADDR, so a VIP that is not (yet) on this
+//!   node can be bound. A port that cannot be bound is recorded on its service ([`ServiceStatus::bind_errors`]) and
+//!   logged naming the service; every other service runs. A reload retries missing listeners.
+//! - **Health**: every real server starts **down** and takes traffic once it has passed `rise` consecutive checks
+//!   (at the default 2 s interval and rise 2, a fresh start needs 2-4 s before a service answers). It goes down
+//!   after `fall` consecutive failures. Checks are spread over the first interval so 69 servers do not fire at once.
+//!   A probe never outlives 90% of the interval.
+//! - **Connection limit** (`max_connections`, per service): at the limit the service stops accepting; further
+//!   clients wait in the kernel's listen backlog (up to [`listener::BACKLOG`], capped by `net.core.somaxconn`) and
+//!   are accepted as connections end; beyond the backlog the kernel drops SYNs and clients retry. Nobody is reset.
+//! - **Retry**: a failed connect to the chosen server moves the client to another usable server (each tried once),
+//!   so a connect failure reaches the client only when no usable server is left.
+//! - **Weight 0** takes no new connections but, like Drain, still serves clients persistent to it.
+//! - **Drain** (and weight 0): only persistent clients get new connections; for `last-successful` the shared entry
+//!   moves away from a drained server, since the point is to move the writer. **Halt**: no new connections;
+//!   existing ones finish, or are closed at once with `close_existing`. Admin states survive reloads.
+//! - **Timeouts** (per service `proxy` settings): `connect_timeout_ms` bounds each connect; in TCP mode the
+//!   connection closes after `client_timeout_ms` of silence while waiting on the client or `server_timeout_ms`
+//!   while waiting on the server (traffic in either direction counts as activity). In HTTP mode
+//!   `server_timeout_ms` bounds the wait for a response (504), `client_timeout_ms` closes idle keep-alive
+//!   connections, and a request head must arrive within min(10 s, client timeout).
+//! - **Counters**: `bytes_in` = bytes from clients, `bytes_out` = bytes to clients. In TCP mode a server's
+//!   `current` counts connections; in HTTP mode it counts requests in flight (what least-connections balances).
+//! - **Reload** ([`Proxy::reload`]): unchanged services are not touched (same runtime, connections, listeners,
+//!   stick table); changed services get a new runtime that keeps the counters, unchanged servers (health state,
+//!   counters, admin state) and the listeners of VIP:ports that remain; established connections are never cut by a
+//!   reload. Removed services stop accepting; their established connections finish.
+//! - **Shutdown** ([`Proxy::shutdown`]) closes the listeners, stops the checks and closes established connections.
+
 pub mod balance;
 pub mod health;
-mod listener;
+mod http;
+mod io;
+pub mod listener;
 mod pool;
 pub mod relay;
+mod route;
 pub mod state;
+mod status;
+mod tcp;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tandem_config::model::{ClusterConfig, HealthCheckConfig, Mode, PersistenceMode, Service};
+use tandem_stick::{Clock, StickTables, TableSpec};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use http::{HttpEngine, HyperEngine, unavailable_page};
+pub use state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
+pub use status::{ProxyStatus, ServerStatus, ServiceStatus};
+
+use crate::balance::Balancer;
+use crate::state::lock;
+
+/// The node's stick tables, shared with the replication session.
+pub type SharedStickTables = Arc<Mutex<StickTables>>;
+
+/// What every connection task needs besides its service.
+#[derive(Clone)]
+pub struct ConnCtx {
+    pub(crate) stick: SharedStickTables,
+    pub(crate) clock: Clock,
+    pub(crate) shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the proxy must be started from within a tokio runtime")]
+    NoRuntime,
+}
+
+/// `set_server_state` named a service or server that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotFound {
+    #[error("no service {0:?}")]
+    Service(String),
+    #[error("service {service:?} has no server {server:?}")]
+    Server { service: String, server: String },
+}
+
+/// What a reload did, by service label.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub removed: Vec<String>,
+    /// Listeners that could not be bound: (service, address, error).
+    pub bind_errors: Vec<(String, SocketAddr, String)>,
+}
+
+/// The running data plane. Cheap to clone; all clones control the same proxy.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: ConnCtx,
+    engine: Arc<dyn HttpEngine>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    cfg: Option<Arc<ClusterConfig>>,
+    services: BTreeMap<String, Arc<ServiceRuntime>>,
+    /// Health-check tasks by (service, server) runtime identity.
+    checks: HashMap<usize, Check>,
+    listeners: HashMap<SocketAddr, ListenerHandle>,
+}
+
+struct Check {
+    cancel: CancellationToken,
+    cfg: HealthCheckConfig,
+    addr: SocketAddr,
+    /// Keeps the runtime alive so the pointer key stays unique while the check runs.
+    _server: Arc<ServerRuntime>,
+}
+
+struct ListenerHandle {
+    service: watch::Sender<Arc<ServiceRuntime>>,
+    cancel: CancellationToken,
+}
+
+impl Proxy {
+    /// Bind every listener and start the health checks, with a fresh stick-table clock.
+    pub fn start(cfg: Arc<ClusterConfig>, stick: SharedStickTables) -> Result<Proxy, StartError> {
+        Self::start_with(cfg, stick, Clock::new(), Arc::new(HyperEngine))
+    }
+
+    /// As [`Proxy::start`], with the clock every user of `stick` shares and the HTTP engine to use.
+    pub fn start_with(
+        cfg: Arc<ClusterConfig>,
+        stick: SharedStickTables,
+        clock: Clock,
+        engine: Arc<dyn HttpEngine>,
+    ) -> Result<Proxy, StartError> {
+        tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let ctx = ConnCtx {
+            stick,
+            clock,
+            shutdown: CancellationToken::new(),
+        };
+        let proxy = Proxy {
+            inner: Arc::new(Inner {
+                ctx,
+                engine,
+                state: Mutex::new(State::default()),
+            }),
+        };
+        proxy.reload(cfg);
+        proxy.spawn_expiry();
+        Ok(proxy)
+    }
+
+    /// The clock of the stick tables' `now` values (the replication session must use the same).
+    pub fn clock(&self) -> Clock {
+        self.inner.ctx.clock
+    }
+
+    pub fn stick_tables(&self) -> SharedStickTables {
+        self.inner.ctx.stick.clone()
+    }
+
+    /// The configuration currently served.
+    pub fn config(&self) -> Option<Arc<ClusterConfig>> {
+        lock(&self.inner.state).cfg.clone()
+    }
+
+    /// Apply a new, already validated configuration. See the crate doc for what is kept.
+    pub fn reload(&self, cfg: Arc<ClusterConfig>) -> ReloadReport {
+        let mut st = lock(&self.inner.state);
+        let mut report = ReloadReport::default();
+        let mut next: BTreeMap<String, Arc<ServiceRuntime>> = BTreeMap::new();
+        for svc in &cfg.services {
+            if next.contains_key(&svc.label) {
+                tracing::error!(service = %svc.label, "duplicate service label; ignoring the second one");
+                continue;
+            }
+            let old = st.services.get(&svc.label);
+            let cluster_fallback = cfg.fallback.clone();
+            let rt = match old {
+                Some(old)
+                    if old.cfg == *svc
+                        && old.fallback == effective_fallback(svc, cluster_fallback.clone()) =>
+                {
+                    report.unchanged.push(svc.label.clone());
+                    old.clone()
+                }
+                Some(old) => {
+                    report.changed.push(svc.label.clone());
+                    Arc::new(build_service(svc, Some(old), cluster_fallback))
+                }
+                None => {
+                    report.added.push(svc.label.clone());
+                    Arc::new(build_service(svc, None, cluster_fallback))
+                }
+            };
+            next.insert(svc.label.clone(), rt);
+        }
+        report.removed = st
+            .services
+            .keys()
+            .filter(|k| !next.contains_key(*k))
+            .cloned()
+            .collect();
+
+        self.reconcile_stick(&cfg);
+        self.reconcile_checks(&mut st, &next);
+        self.reconcile_listeners(&mut st, &next, &mut report);
+        for label in &report.removed {
+            tracing::info!(service = %label, "service removed; established connections finish");
+        }
+        st.services = next;
+        st.cfg = Some(cfg);
+        tracing::info!(
+            added = report.added.len(),
+            changed = report.changed.len(),
+            unchanged = report.unchanged.len(),
+            removed = report.removed.len(),
+            "proxy configuration applied"
+        );
+        report
+    }
+
+    fn reconcile_stick(&self, cfg: &ClusterConfig) {
+        let specs = cfg
+            .services
+            .iter()
+            .filter_map(|s| match s.persistence.mode {
+                PersistenceMode::SourceIp | PersistenceMode::LastSuccessful => Some((
+                    s.label.clone(),
+                    TableSpec::from_config(
+                        s.persistence.timeout_s,
+                        s.persistence.table_size.max(1),
+                    ),
+                )),
+                PersistenceMode::None | PersistenceMode::HttpCookie => None,
+            });
+        let now = self.inner.ctx.clock.now_ms();
+        let mut tables = lock(&self.inner.ctx.stick);
+        tables.reconcile(specs, now);
+        for s in &cfg.services {
+            let labels: Vec<&str> = s.servers.iter().map(|r| r.label.as_str()).collect();
+            tables.retain_servers(&s.label, &labels);
+        }
+    }
+
+    fn reconcile_checks(&self, st: &mut State, next: &BTreeMap<String, Arc<ServiceRuntime>>) {
+        let mut wanted: HashMap<
+            usize,
+            (String, Arc<ServerRuntime>, SocketAddr, HealthCheckConfig),
+        > = HashMap::new();
+        for rt in next.values() {
+            let port0 = rt.cfg.ports.first().copied().unwrap_or(0);
+            for s in &rt.servers {
+                let key = Arc::as_ptr(s) as usize;
+                wanted.insert(
+                    key,
+                    (
+                        rt.cfg.label.clone(),
+                        s.clone(),
+                        s.target(port0),
+                        rt.cfg.health_check.clone(),
+                    ),
+                );
+            }
+        }
+        st.checks.retain(|key, check| {
+            let keep = wanted
+                .get(key)
+                .is_some_and(|(_, _, addr, cfg)| *addr == check.addr && *cfg == check.cfg);
+            if !keep {
+                check.cancel.cancel();
+            }
+            keep
+        });
+        let mut new: Vec<_> = wanted
+            .into_iter()
+            .filter(|(k, _)| !st.checks.contains_key(k))
+            .collect();
+        new.sort_by(|a, b| (&a.1.0, &a.1.1.label).cmp(&(&b.1.0, &b.1.1.label)));
+        let count = new.len();
+        for (i, (key, (service, server, addr, cfg))) in new.into_iter().enumerate() {
+            let cancel = self.inner.ctx.shutdown.child_token();
+            let delay =
+                health::first_check_delay(i, count, Duration::from_millis(cfg.interval_ms.max(1)));
+            tokio::spawn(health::run_checks(
+                service,
+                server.clone(),
+                addr,
+                cfg.clone(),
+                delay,
+                cancel.clone(),
+            ));
+            st.checks.insert(
+                key,
+                Check {
+                    cancel,
+                    cfg,
+                    addr,
+                    _server: server,
+                },
+            );
+        }
+    }
+
+    fn reconcile_listeners(
+        &self,
+        st: &mut State,
+        next: &BTreeMap<String, Arc<ServiceRuntime>>,
+        report: &mut ReloadReport,
+    ) {
+        let mut wanted: HashMap<SocketAddr, Arc<ServiceRuntime>> = HashMap::new();
+        for rt in next.values() {
+            rt.clear_bind_errors();
+            for &port in &rt.cfg.ports {
+                let addr = SocketAddr::new(rt.cfg.vip, port);
+                if wanted.contains_key(&addr) {
+                    let e = format!("{addr} is already used by another service");
+                    tracing::error!(service = %rt.cfg.label, %addr, "cannot listen: {e}");
+                    rt.add_bind_error(e.clone());
+                    report.bind_errors.push((rt.cfg.label.clone(), addr, e));
+                    continue;
+                }
+                wanted.insert(addr, rt.clone());
+            }
+        }
+        st.listeners.retain(|addr, l| match wanted.get(addr) {
+            Some(rt) => {
+                l.service.send_if_modified(|cur| {
+                    if Arc::ptr_eq(cur, rt) {
+                        false
+                    } else {
+                        *cur = rt.clone();
+                        true
+                    }
+                });
+                true
+            }
+            None => {
+                l.cancel.cancel();
+                false
+            }
+        });
+        for (addr, rt) in wanted {
+            if st.listeners.contains_key(&addr) {
+                continue;
+            }
+            match listener::bind(addr) {
+                Ok(l) => {
+                    let (tx, rx) = watch::channel(rt.clone());
+                    let cancel = self.inner.ctx.shutdown.child_token();
+                    tokio::spawn(accept_loop(
+                        l,
+                        addr.port(),
+                        rx,
+                        cancel.clone(),
+                        self.inner.clone(),
+                    ));
+                    st.listeners.insert(
+                        addr,
+                        ListenerHandle {
+                            service: tx,
+                            cancel,
+                        },
+                    );
+                    tracing::info!(service = %rt.cfg.label, %addr, mode = ?rt.cfg.mode, "listening");
+                }
+                Err(e) => {
+                    tracing::error!(service = %rt.cfg.label, %addr, error = %e, "cannot listen");
+                    rt.add_bind_error(format!("{addr}: {e}"));
+                    report
+                        .bind_errors
+                        .push((rt.cfg.label.clone(), addr, e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// The appliance's Drain / Halt / Online buttons for one server. Kept across reloads.
+    pub fn set_server_state(
+        &self,
+        service: &str,
+        server: &str,
+        state: AdminState,
+    ) -> Result<(), NotFound> {
+        let st = lock(&self.inner.state);
+        let svc = st
+            .services
+            .get(service)
+            .ok_or_else(|| NotFound::Service(service.to_string()))?;
+        let srv = svc.server(server).ok_or_else(|| NotFound::Server {
+            service: service.to_string(),
+            server: server.to_string(),
+        })?;
+        srv.set_admin_state(state);
+        tracing::info!(service, server, ?state, "server admin state changed");
+        Ok(())
+    }
+
+    /// Snapshot of every service and server.
+    pub fn status(&self) -> ProxyStatus {
+        let services: Vec<Arc<ServiceRuntime>> =
+            lock(&self.inner.state).services.values().cloned().collect();
+        let tables = lock(&self.inner.ctx.stick);
+        ProxyStatus {
+            services: services
+                .iter()
+                .map(|s| status::service_status(s, tables.get(&s.cfg.label).map_or(0, |t| t.len())))
+                .collect(),
+        }
+    }
+
+    /// The runtime of a service (for the metrics endpoint, which reads the atomic counters directly).
+    pub fn service(&self, label: &str) -> Option<Arc<ServiceRuntime>> {
+        lock(&self.inner.state).services.get(label).cloned()
+    }
+
+    /// Close the listeners, stop the checks and close every established connection.
+    pub async fn shutdown(&self) {
+        self.inner.ctx.shutdown.cancel();
+        {
+            let mut st = lock(&self.inner.state);
+            st.listeners.clear();
+            st.checks.clear();
+        }
+        // Let the connection tasks observe the cancellation.
+        tokio::task::yield_now().await;
+    }
+
+    fn spawn_expiry(&self) {
+        let ctx = self.inner.ctx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let now = ctx.clock.now_ms();
+                let mut tables = lock(&ctx.stick);
+                for (_, t) in tables.iter_mut() {
+                    t.expire(now);
+                }
+            }
+        });
+    }
+}
+
+fn build_service(
+    svc: &Service,
+    old: Option<&Arc<ServiceRuntime>>,
+    cluster_fallback: Option<tandem_config::model::FallbackServer>,
+) -> ServiceRuntime {
+    let servers = svc
+        .servers
+        .iter()
+        .map(|s| {
+            let prev = old.and_then(|o| o.server(&s.label));
+            match prev {
+                Some(p) if p.address == s.address && p.port == s.port => {
+                    p.weight
+                        .store(s.weight, std::sync::atomic::Ordering::Relaxed);
+                    p.clone()
+                }
+                _ => {
+                    let rt = ServerRuntime::new(s.label.clone(), s.address, s.port, s.weight);
+                    if let Some(p) = prev {
+                        rt.set_admin_state(p.admin_state());
+                    }
+                    Arc::new(rt)
+                }
+            }
+        })
+        .collect();
+    let max = svc.proxy.max_connections;
+    let limit = match old {
+        Some(o) if o.cfg.proxy.max_connections == max => o.limit.clone(),
+        _ => (max > 0).then(|| Arc::new(Semaphore::new(max as usize))),
+    };
+    let fallback = effective_fallback(svc, cluster_fallback);
+    let fallback_runtime = fallback.as_ref().map(|f| {
+        Arc::new(ServerRuntime::new(
+            "fallback".into(),
+            f.address,
+            Some(f.port),
+            1,
+        ))
+    });
+    ServiceRuntime {
+        cfg: svc.clone(),
+        servers,
+        balancer: Mutex::new(Balancer::new(svc.balance)),
+        counters: old.map(|o| o.counters.clone()).unwrap_or_default(),
+        failures: old
+            .map(|o| o.failures.clone())
+            .unwrap_or_else(|| Arc::new(AtomicU64::new(0))),
+        limit,
+        fallback,
+        fallback_runtime,
+        bind_errors: Mutex::new(Vec::new()),
+    }
+}
+
+/// HTTP services use their own fallback server, else the cluster's; TCP services have none.
+fn effective_fallback(
+    svc: &Service,
+    cluster: Option<tandem_config::model::FallbackServer>,
+) -> Option<tandem_config::model::FallbackServer> {
+    if svc.mode == Mode::Http {
+        svc.fallback.clone().or(cluster)
+    } else {
+        None
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    vip_port: u16,
+    mut service: watch::Receiver<Arc<ServiceRuntime>>,
+    cancel: CancellationToken,
+    inner: Arc<Inner>,
+) {
+    loop {
+        let svc = service.borrow_and_update().clone();
+        let permit = match &svc.limit {
+            Some(sem) => tokio::select! {
+                p = sem.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                _ = service.changed() => continue,
+                _ = cancel.cancelled() => return,
+            },
+            None => None,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = service.changed() => continue,
+            _ = cancel.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Typically EMFILE/ENFILE: back off instead of spinning.
+                tracing::warn!(service = %svc.cfg.label, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = inner.ctx.clone();
+        match svc.cfg.mode {
+            Mode::Tcp => {
+                tokio::spawn(async move {
+                    tcp::serve(stream, peer, vip_port, svc, ctx).await;
+                    drop(permit);
+                });
+            }
+            Mode::Http => {
+                let fut = inner.engine.serve(stream, peer, vip_port, svc, ctx);
+                tokio::spawn(async move {
+                    fut.await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}

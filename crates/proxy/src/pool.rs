@@ -3,8 +3,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
+use crate::http::Upstream;
 
 use crate::state::lock;
 
@@ -15,12 +14,12 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 
 #[derive(Default, Debug)]
 pub(crate) struct UpstreamPool {
-    idle: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
+    idle: Mutex<Vec<(Upstream, Instant)>>,
 }
 
 impl UpstreamPool {
     /// Most recently used idle connection that is still open and ready, if any.
-    pub(crate) fn take(&self) -> Option<SendRequest<Incoming>> {
+    pub(crate) fn take(&self) -> Option<Upstream> {
         let mut idle = lock(&self.idle);
         let now = Instant::now();
         while let Some((sender, since)) = idle.pop() {
@@ -31,11 +30,18 @@ impl UpstreamPool {
         None
     }
 
-    pub(crate) fn put(&self, sender: SendRequest<Incoming>) {
+    pub(crate) fn put(&self, sender: Upstream) {
         if sender.is_closed() {
             return;
         }
         let mut idle = lock(&self.idle);
+        let now = Instant::now();
+        // Oldest first: drop the ones too old to be reused.
+        let stale = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) >= MAX_IDLE_AGE)
+            .count();
+        idle.drain(..stale);
         if idle.len() < MAX_IDLE {
             idle.push((sender, Instant::now()));
         }

@@ -5,9 +5,10 @@
 //! ten thousand idle connections cost no buffer memory. When one side sends FIN, the write side of the other is shut
 //! down and the opposite direction keeps flowing until it ends too.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -65,7 +66,7 @@ pub async fn relay(
     service: &Counters,
     real: &Counters,
 ) -> RelayEnd {
-    let last = Cell::new(Instant::now());
+    let last = LastActivity::new();
     let up = one_way(
         client,
         server,
@@ -95,7 +96,7 @@ async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     idle: Duration,
-    last: &Cell<Instant>,
+    last: &LastActivity,
     service: &Counters,
     real: &Counters,
     dir: Dir,
@@ -124,7 +125,7 @@ async fn drain(
     to: &TcpStream,
     buf: &mut [u8],
     idle: Duration,
-    last: &Cell<Instant>,
+    last: &LastActivity,
     service: &Counters,
     real: &Counters,
     dir: Dir,
@@ -136,7 +137,7 @@ async fn drain(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         };
-        last.set(Instant::now());
+        last.touch();
         let mut written = 0;
         while written < n {
             match to.try_write(&buf[written..n]) {
@@ -164,8 +165,30 @@ async fn drain(
     }
 }
 
+/// Time of the last byte moved in either direction (atomic only so the relay future is `Send`).
+struct LastActivity {
+    base: Instant,
+    ms: AtomicU64,
+}
+
+impl LastActivity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            ms: AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        self.ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn get(&self) -> Instant {
+        self.base + Duration::from_millis(self.ms.load(Ordering::Relaxed))
+    }
+}
+
 /// Await readiness; time out only when the whole connection (both directions) has been silent for `idle`.
-async fn wait_ready<F>(ready: F, idle: Duration, last: &Cell<Instant>) -> io::Result<()>
+async fn wait_ready<F>(ready: F, idle: Duration, last: &LastActivity) -> io::Result<()>
 where
     F: std::future::Future<Output = io::Result<()>>,
 {

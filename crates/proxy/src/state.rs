@@ -263,6 +263,10 @@ impl ServiceRuntime {
         lock(&self.bind_errors).clone()
     }
 
+    pub(crate) fn clear_bind_errors(&self) {
+        lock(&self.bind_errors).clear();
+    }
+
     pub(crate) fn add_bind_error(&self, e: String) {
         lock(&self.bind_errors).push(e);
     }

@@ -1,0 +1,794 @@
+//! HTTP mode on hyper 1.x, behind the [`HttpEngine`] seam.
+//!
+//! HTTP/1.1 with keep-alive towards clients and servers; idle upstream connections are pooled per real server and
+//! reused. The proxy is transparent except for `X-Forwarded-For` (the client address is appended) and, with
+//! http-cookie persistence, the inserted cookie: no `Via`, hop-by-hop headers (`Connection` and the headers it
+//! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped on both
+//! legs, except that an `Upgrade` (WebSocket) handshake is passed through and then relayed as raw bytes.
+//!
+//! Server choice is per request (persistence, then balancing); a connect failure moves the request to another
+//! server. A body-less request that fails on a reused (possibly stale) upstream connection is retried once on a
+//! fresh one. With no server up, the service's (or the cluster's) fallback server answers, else a 503 page naming
+//! the service. A server that does not answer within the server timeout gives 504; other upstream errors give 502.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tandem_config::model::PersistenceMode;
+use tokio::net::TcpStream;
+
+use crate::ConnCtx;
+use crate::io::{Activity, ClientSink, CountingIo, ServerSink};
+use crate::route::Route;
+use crate::state::{Active, ActiveOwned, ServerRuntime, ServiceRuntime};
+
+/// The seam between the proxy and an HTTP implementation: serve one accepted client connection of `svc` until it
+/// ends. Server choice, persistence and counters come from the service runtime; an engine only speaks HTTP.
+pub trait HttpEngine: Send + Sync + 'static {
+    fn serve(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        vip_port: u16,
+        svc: Arc<ServiceRuntime>,
+        ctx: ConnCtx,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// The hyper-based engine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HyperEngine;
+
+impl HttpEngine for HyperEngine {
+    fn serve(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        vip_port: u16,
+        svc: Arc<ServiceRuntime>,
+        ctx: ConnCtx,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(serve_connection(client, peer, vip_port, svc, ctx))
+    }
+}
+
+/// Most time a client may take to send a complete request head (slowloris guard), capped by the client timeout.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection(
+    client: TcpStream,
+    peer: SocketAddr,
+    vip_port: u16,
+    svc: Arc<ServiceRuntime>,
+    ctx: ConnCtx,
+) {
+    let _svc_active = Active::new(&svc.counters);
+    let activity = Arc::new(Activity::new());
+    let client_idle = Duration::from_millis(svc.cfg.proxy.client_timeout_ms.max(1));
+    let io = TokioIo::new(CountingIo::new(
+        client,
+        ClientSink {
+            counters: svc.counters.clone(),
+            activity: activity.clone(),
+        },
+    ));
+    let req_ctx = Arc::new(RequestCtx {
+        svc: svc.clone(),
+        ctx: ctx.clone(),
+        peer,
+        vip_port,
+        activity: activity.clone(),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let rc = req_ctx.clone();
+        async move { Ok::<_, Infallible>(handle(rc, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT.min(client_idle))
+        .keep_alive(true)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "HTTP connection ended with error");
+        },
+        _ = idle_watchdog(&activity, client_idle) => {
+            tracing::debug!(service = %svc.cfg.label, client = %peer, "client idle timeout");
+        }
+        _ = ctx.shutdown.cancelled() => {}
+    }
+}
+
+/// Resolves when the connection has had no traffic and no request in flight for `idle`.
+async fn idle_watchdog(activity: &Activity, idle: Duration) {
+    let idle_ms = idle.as_millis() as u64;
+    let mut wait = idle;
+    loop {
+        tokio::time::sleep(wait).await;
+        let quiet = activity.idle_ms();
+        if quiet >= idle_ms && activity.in_flight.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        wait = Duration::from_millis(idle_ms.saturating_sub(quiet).max(idle_ms / 4).max(1));
+    }
+}
+
+struct RequestCtx {
+    svc: Arc<ServiceRuntime>,
+    ctx: ConnCtx,
+    peer: SocketAddr,
+    vip_port: u16,
+    activity: Arc<Activity>,
+}
+
+/// Counts a request in flight on the client connection until the response body is done.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Request body sent upstream: the client's, or empty when a body-less request is re-sent.
+pub(crate) enum UpBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpBody::Empty => Poll::Ready(None),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Client(b) => b.is_end_stream(),
+            UpBody::Empty => true,
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Client(b) => b.size_hint(),
+            UpBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+pub(crate) type Upstream = SendRequest<UpBody>;
+
+/// Response body to the client: an upstream body (returning its connection to the pool when complete) or ours.
+pub enum ProxyBody {
+    Upstream {
+        inner: Incoming,
+        done: Option<Finish>,
+    },
+    Local(Full<Bytes>),
+}
+
+/// What to release when an upstream response body ends.
+pub struct Finish {
+    sender: Option<Upstream>,
+    server: Arc<ServerRuntime>,
+    _active: ActiveOwned,
+    _in_flight: InFlight,
+}
+
+impl Finish {
+    fn complete(mut self) {
+        if let Some(s) = self.sender.take() {
+            self.server.pool.put(s);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            ProxyBody::Upstream { inner, done } => {
+                let r = Pin::new(&mut *inner).poll_frame(cx);
+                match &r {
+                    Poll::Ready(None) => {
+                        if let Some(f) = done.take() {
+                            f.complete();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+                        if let Some(f) = done.take() {
+                            f.complete();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        // Broken upstream: never reuse this connection.
+                        if let Some(mut f) = done.take() {
+                            f.sender = None;
+                        }
+                    }
+                    _ => {}
+                }
+                r
+            }
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local(b) => b.is_end_stream(),
+            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local(b) => b.size_hint(),
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+fn local_response(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::Local(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The page served when no real server (and no fallback server) can answer.
+pub fn unavailable_page(service: &str) -> String {
+    let s = html_escape(service);
+    format!(
+        "<html><head><title>503 Service Unavailable</title></head><body><h1>503 Service Unavailable</h1>\
+         <p>No real server is available for service <b>{s}</b>.</p></body></html>\n"
+    )
+}
+
+fn error_page(status: StatusCode, service: &str, what: &str) -> Response<ProxyBody> {
+    let s = html_escape(service);
+    let code = status.as_u16();
+    let reason = status.canonical_reason().unwrap_or("");
+    local_response(
+        status,
+        format!(
+            "<html><body><h1>{code} {reason}</h1><p>{what} (service <b>{s}</b>).</p></body></html>\n"
+        ),
+    )
+}
+
+async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let in_flight = InFlight::new(&rc.activity);
+    let svc = &rc.svc;
+    let mut req_in = req;
+    let upgrade = is_upgrade(req_in.headers());
+    let client_upgrade = if upgrade {
+        Some(hyper::upgrade::on(&mut req_in))
+    } else {
+        None
+    };
+    let (mut parts, body) = req_in.into_parts();
+    let cookie_mode = svc.cfg.persistence.mode == PersistenceMode::HttpCookie;
+    let cookie_label = if cookie_mode {
+        find_cookie(&parts.headers, &svc.cfg.persistence.cookie_name)
+    } else {
+        None
+    };
+    prepare_request(&mut parts, rc.peer.ip(), upgrade);
+    let bodyless = body.is_end_stream();
+    let mut req = Some(Request::from_parts(parts, UpBody::Client(body)));
+
+    let connect_timeout = Duration::from_millis(svc.cfg.proxy.connect_timeout_ms.max(1));
+    let server_timeout = Duration::from_millis(svc.cfg.proxy.server_timeout_ms.max(1));
+    let mut route = Route::new(svc, &rc.ctx, rc.peer.ip());
+    loop {
+        let (server, fallback) = match route.choose(cookie_label.as_deref()) {
+            Some(i) => (svc.servers[i].clone(), false),
+            None => match &svc.fallback_runtime {
+                Some(f) => (f.clone(), true),
+                None => {
+                    svc.failures.fetch_add(1, Ordering::Relaxed);
+                    return local_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        unavailable_page(&svc.cfg.label),
+                    );
+                }
+            },
+        };
+        let index = if fallback {
+            None
+        } else {
+            svc.index_of(&server.label)
+        };
+        let target = server.target(rc.vip_port);
+        let active = ActiveOwned::new(server.clone());
+        let mut fresh_only = false;
+        loop {
+            let pooled = if fresh_only { None } else { server.pool.take() };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => match connect_upstream(&server, target, connect_timeout).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        server.connect_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, "connect to real server failed");
+                        break;
+                    }
+                },
+            };
+            let Some(r) = req.take() else { break };
+            // A reused connection may have been closed by the server just now: keep what is needed to re-send.
+            let backup = if reused && bodyless {
+                Some(clone_head(&r))
+            } else {
+                None
+            };
+            match tokio::time::timeout(server_timeout, sender.try_send_request(r)).await {
+                Ok(Ok(mut resp)) => {
+                    let mut upstream_upgrade = None;
+                    let sender = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        upstream_upgrade = Some(hyper::upgrade::on(&mut resp));
+                        None
+                    } else {
+                        Some(sender)
+                    };
+                    if let (Some(client_up), Some(server_up)) = (client_upgrade, upstream_upgrade) {
+                        spawn_tunnel(client_up, server_up, svc.cfg.label.clone());
+                    }
+                    let insert_cookie = cookie_mode
+                        && !fallback
+                        && cookie_label.as_deref() != Some(server.label.as_str());
+                    return finish_response(
+                        resp,
+                        sender,
+                        server.clone(),
+                        active,
+                        in_flight,
+                        insert_cookie,
+                        svc,
+                        upgrade,
+                    );
+                }
+                Ok(Err(mut e)) => {
+                    tracing::debug!(service = %svc.cfg.label, server = %server.label, error = %e.error(), reused, "upstream request failed");
+                    match (e.take_message(), backup) {
+                        (Some(r), _) if reused => {
+                            req = Some(r);
+                            fresh_only = true;
+                        }
+                        // Refused on a fresh connection: treat like a connect failure.
+                        (Some(r), _) => {
+                            req = Some(r);
+                            break;
+                        }
+                        (None, Some(b)) => {
+                            req = Some(b);
+                            fresh_only = true;
+                        }
+                        (None, None) => {
+                            return error_page(
+                                StatusCode::BAD_GATEWAY,
+                                &svc.cfg.label,
+                                "The real server failed to answer",
+                            );
+                        }
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(service = %svc.cfg.label, server = %server.label, "real server did not answer within the server timeout");
+                    return error_page(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        &svc.cfg.label,
+                        "The real server did not answer in time",
+                    );
+                }
+            }
+        }
+        // Connect failed: try another server (the request was not sent).
+        drop(active);
+        if req.is_none() {
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                &svc.cfg.label,
+                "The real server failed to answer",
+            );
+        }
+        match index {
+            Some(i) => route.failed(i),
+            None => {
+                svc.failures.fetch_add(1, Ordering::Relaxed);
+                return local_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    unavailable_page(&svc.cfg.label),
+                );
+            }
+        }
+    }
+}
+
+/// A copy of a body-less request, to re-send it on a fresh connection.
+fn clone_head(r: &Request<UpBody>) -> Request<UpBody> {
+    let mut c = Request::new(UpBody::Empty);
+    *c.method_mut() = r.method().clone();
+    *c.uri_mut() = r.uri().clone();
+    *c.version_mut() = r.version();
+    *c.headers_mut() = r.headers().clone();
+    c
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_response(
+    resp: Response<Incoming>,
+    sender: Option<Upstream>,
+    server: Arc<ServerRuntime>,
+    active: ActiveOwned,
+    in_flight: InFlight,
+    insert_cookie: bool,
+    svc: &ServiceRuntime,
+    upgrade: bool,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(&mut parts.headers, upgrade && switching);
+    if insert_cookie {
+        let value = format!(
+            "{}={}; Path=/",
+            svc.cfg.persistence.cookie_name,
+            encode_cookie_value(&server.label)
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            parts.headers.append(header::SET_COOKIE, v);
+            add_nocache(&mut parts.headers);
+        }
+    }
+    let finish = Finish {
+        sender,
+        server,
+        _active: active,
+        _in_flight: in_flight,
+    };
+    if body.is_end_stream() {
+        finish.complete();
+        return Response::from_parts(
+            parts,
+            ProxyBody::Upstream {
+                inner: body,
+                done: None,
+            },
+        );
+    }
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream {
+            inner: body,
+            done: Some(finish),
+        },
+    )
+}
+
+/// `Cache-Control: no-cache="set-cookie"` so shared caches never store the persistence cookie.
+fn add_nocache(headers: &mut HeaderMap) {
+    const NOCACHE: &str = "no-cache=\"set-cookie\"";
+    let existing: Vec<String> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    let value = if existing.is_empty() {
+        NOCACHE.to_string()
+    } else {
+        format!("{}, {NOCACHE}", existing.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
+}
+
+async fn connect_upstream(
+    server: &Arc<ServerRuntime>,
+    target: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<Upstream> {
+    let stream = crate::listener::connect(target, timeout).await?;
+    let io = TokioIo::new(CountingIo::new(stream, ServerSink(server.clone())));
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+fn spawn_tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    service: String,
+) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client, server) {
+            Ok((c, s)) => {
+                let mut c = TokioIo::new(c);
+                let mut s = TokioIo::new(s);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
+                    tracing::debug!(service = %service, error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => tracing::debug!(service = %service, error = %e, "upgrade failed"),
+        }
+    });
+}
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Drop hop-by-hop headers; with `keep_upgrade` the `Connection: upgrade` / `Upgrade` pair survives.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade_value = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for token in connection_tokens(headers) {
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP.iter() {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if let Some(v) = upgrade_value {
+        headers.insert(header::UPGRADE, v);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, upgrade: bool) {
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // Absolute-form request targets go upstream in origin form, with Host taken from them if absent.
+    if parts.uri.authority().is_some() {
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        if let Ok(u) = pq.parse() {
+            parts.uri = u;
+        }
+    }
+    append_forwarded_for(&mut parts.headers, client);
+}
+
+/// Append the client address to `X-Forwarded-For` (one header, comma-separated, as HAProxy's `option forwardfor`).
+pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    const XFF: &str = "x-forwarded-for";
+    let existing: Vec<String> = headers
+        .get_all(XFF)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    let value = if existing.is_empty() {
+        client.to_string()
+    } else {
+        format!("{}, {client}", existing.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(XFF, v);
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, decoded.
+pub(crate) fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| decode_cookie_value(v.trim().trim_matches('"')))
+}
+
+/// Server labels are free text; a cookie value must be a token: percent-encode anything else.
+pub(crate) fn encode_cookie_value(label: &str) -> String {
+    let mut out = String::with_capacity(label.len());
+    for b in label.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(crate) fn decode_cookie_value(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(h) = bytes.get(i + 1..i + 3)
+            && let Ok(s) = std::str::from_utf8(h)
+            && let Ok(b) = u8::from_str_radix(s, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("example"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1");
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
+        append_forwarded_for(&mut h, "::1".parse().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 10.0.0.9, ::1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn cookie_lookup_and_nocache() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; SERVERID=Overcloud%20controller-1; b=2"),
+        );
+        assert_eq!(
+            find_cookie(&h, "SERVERID").as_deref(),
+            Some("Overcloud controller-1")
+        );
+        assert_eq!(find_cookie(&h, "c"), None);
+        let mut r = HeaderMap::new();
+        add_nocache(&mut r);
+        assert_eq!(
+            r.get(header::CACHE_CONTROL).unwrap(),
+            "no-cache=\"set-cookie\""
+        );
+        let mut r = HeaderMap::new();
+        r.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        add_nocache(&mut r);
+        assert_eq!(
+            r.get(header::CACHE_CONTROL).unwrap(),
+            "max-age=60, no-cache=\"set-cookie\""
+        );
+    }
+
+    #[test]
+    fn unavailable_page_names_the_service_escaped() {
+        let p = unavailable_page("horizon<x>");
+        assert!(p.contains("horizon&lt;x&gt;"));
+    }
+
+    proptest! {
+        #[test]
+        fn cookie_value_roundtrip(label in ".{0,40}") {
+            let enc = encode_cookie_value(&label);
+            prop_assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+            prop_assert_eq!(decode_cookie_value(&enc), label);
+        }
+    }
+}

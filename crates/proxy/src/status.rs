@@ -1,0 +1,95 @@
+//! The serializable snapshot returned by [`crate::Proxy::status`].
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+use tandem_config::model::{Balance, Mode, Persistence};
+
+use crate::state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyStatus {
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub label: String,
+    pub vip: IpAddr,
+    pub ports: Vec<u16>,
+    pub mode: Mode,
+    pub balance: Balance,
+    pub persistence: Persistence,
+    pub current_connections: u64,
+    pub total_connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Clients turned away (or answered 503) because no real server could take them.
+    pub failures: u64,
+    /// Listeners of this service that could not be bound, with the reason.
+    pub bind_errors: Vec<String>,
+    pub stick_table_size: usize,
+    pub servers: Vec<ServerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStatus {
+    pub label: String,
+    pub address: IpAddr,
+    /// `None` = the port the client connected to.
+    pub port: Option<u16>,
+    pub weight: u32,
+    /// "up" or "down".
+    pub health: &'static str,
+    pub health_reason: String,
+    pub admin_state: AdminState,
+    pub current_connections: u64,
+    pub total_connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub check_failures: u64,
+    pub connect_failures: u64,
+    /// Idle upstream connections kept for reuse (HTTP mode).
+    pub idle_connections: usize,
+    pub last_check: Option<LastCheck>,
+}
+
+pub(crate) fn service_status(s: &ServiceRuntime, stick_table_size: usize) -> ServiceStatus {
+    ServiceStatus {
+        label: s.cfg.label.clone(),
+        vip: s.cfg.vip,
+        ports: s.cfg.ports.clone(),
+        mode: s.cfg.mode,
+        balance: s.cfg.balance,
+        persistence: s.cfg.persistence.clone(),
+        current_connections: s.counters.current.load(Ordering::Relaxed),
+        total_connections: s.counters.total.load(Ordering::Relaxed),
+        bytes_in: s.counters.bytes_in.load(Ordering::Relaxed),
+        bytes_out: s.counters.bytes_out.load(Ordering::Relaxed),
+        failures: s.failures.load(Ordering::Relaxed),
+        bind_errors: s.bind_errors(),
+        stick_table_size,
+        servers: s.servers.iter().map(|r| server_status(r)).collect(),
+    }
+}
+
+fn server_status(r: &ServerRuntime) -> ServerStatus {
+    ServerStatus {
+        label: r.label.clone(),
+        address: r.address,
+        port: r.port,
+        weight: r.weight.load(Ordering::Relaxed),
+        health: if r.is_healthy() { "up" } else { "down" },
+        health_reason: r.health_reason(),
+        admin_state: r.admin_state(),
+        current_connections: r.counters.current.load(Ordering::Relaxed),
+        total_connections: r.counters.total.load(Ordering::Relaxed),
+        bytes_in: r.counters.bytes_in.load(Ordering::Relaxed),
+        bytes_out: r.counters.bytes_out.load(Ordering::Relaxed),
+        check_failures: r.check_failures.load(Ordering::Relaxed),
+        connect_failures: r.connect_failures.load(Ordering::Relaxed),
+        idle_connections: r.pool.len(),
+        last_check: r.last_check(),
+    }
+}

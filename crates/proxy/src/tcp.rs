@@ -1,0 +1,60 @@
+//! TCP mode: pick a server (persistence, balancing, retry on connect failure), then relay bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::ConnCtx;
+use crate::relay::{RelayEnd, relay};
+use crate::route::Route;
+use crate::state::{Active, AdminState, ServiceRuntime};
+
+pub(crate) async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    vip_port: u16,
+    svc: Arc<ServiceRuntime>,
+    ctx: ConnCtx,
+) {
+    let _svc_active = Active::new(&svc.counters);
+    let proxy_cfg = &svc.cfg.proxy;
+    let connect_timeout = Duration::from_millis(proxy_cfg.connect_timeout_ms.max(1));
+    let mut route = Route::new(&svc, &ctx, peer.ip());
+    let (server, upstream) = loop {
+        let Some(i) = route.choose(None) else {
+            svc.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(service = %svc.cfg.label, client = %peer, "no real server available; closing client connection");
+            return;
+        };
+        let server = &svc.servers[i];
+        let target = server.target(vip_port);
+        match crate::listener::connect(target, connect_timeout).await {
+            Ok(s) => break (server.clone(), s),
+            Err(e) => {
+                server.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, "connect to real server failed; trying another");
+                route.failed(i);
+            }
+        }
+    };
+    drop(route);
+    let _srv_active = Active::new(&server.counters);
+    let kill = server.kill_token();
+    if matches!(server.admin_state(), AdminState::Halt { .. }) && kill.is_cancelled() {
+        return;
+    }
+    let client_idle = Duration::from_millis(proxy_cfg.client_timeout_ms.max(1));
+    let server_idle = Duration::from_millis(proxy_cfg.server_timeout_ms.max(1));
+    tokio::select! {
+        end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters) => match end {
+            RelayEnd::Closed => {}
+            RelayEnd::Idle => tracing::debug!(service = %svc.cfg.label, client = %peer, "idle timeout"),
+            RelayEnd::Error(e) => tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "relay ended"),
+        },
+        _ = kill.cancelled() => tracing::info!(service = %svc.cfg.label, server = %server.label, client = %peer, "closed by halt"),
+        _ = ctx.shutdown.cancelled() => {}
+    }
+}

@@ -1,0 +1,295 @@
+//! Shared helpers for the proxy integration tests: config builders and tiny in-process backends.
+//! Every address is on 127.0.0.0/8.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tandem_config::model::*;
+use tandem_proxy::{Proxy, ProxyStatus, SharedStickTables};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn health(interval_ms: u64, rise: u32, fall: u32) -> HealthCheckConfig {
+    HealthCheckConfig {
+        interval_ms,
+        rise,
+        fall,
+        timeout_ms: interval_ms * 8 / 10,
+        check: CheckKind::Connect,
+    }
+}
+
+pub fn proxy_defaults() -> ProxyDefaults {
+    ProxyDefaults {
+        connect_timeout_ms: 1000,
+        client_timeout_ms: 30_000,
+        server_timeout_ms: 30_000,
+        max_connections: 0,
+    }
+}
+
+pub fn server(label: &str, addr: SocketAddr, weight: u32) -> Server {
+    Server {
+        label: label.into(),
+        address: addr.ip(),
+        port: Some(addr.port()),
+        weight,
+    }
+}
+
+pub fn service(label: &str, vip: SocketAddr, mode: Mode, servers: Vec<Server>) -> Service {
+    Service {
+        label: label.into(),
+        vip: vip.ip(),
+        ports: vec![vip.port()],
+        mode,
+        balance: Balance::WeightedLeastConnections,
+        persistence: Persistence {
+            mode: PersistenceMode::None,
+            timeout_s: 0,
+            table_size: 1000,
+            cookie_name: "SERVERID".into(),
+        },
+        health_check: health(50, 1, 2),
+        proxy: proxy_defaults(),
+        fallback: None,
+        servers,
+    }
+}
+
+pub fn persistence(mode: PersistenceMode, timeout_s: u64) -> Persistence {
+    Persistence {
+        mode,
+        timeout_s,
+        table_size: 1000,
+        cookie_name: "SERVERID".into(),
+    }
+}
+
+pub fn cluster(services: Vec<Service>) -> Arc<ClusterConfig> {
+    Arc::new(ClusterConfig {
+        cluster: ClusterSection {
+            name: "test".into(),
+        },
+        heartbeat: HeartbeatConfig {
+            interval_ms: 200,
+            dead_ms: 1000,
+            warn_ms: 500,
+            init_dead_ms: 3000,
+            auto_failback: false,
+            ping_nodes: vec![],
+            garp_count: 3,
+            garp_spacing_ms: 100,
+            garp_refresh_ms: 0,
+            garp_form: GarpForm::Both,
+        },
+        health_check: health(50, 1, 2),
+        proxy: proxy_defaults(),
+        fallback: None,
+        services,
+    })
+}
+
+pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
+    let stick: SharedStickTables = Default::default();
+    Proxy::start(cfg, stick).unwrap()
+}
+
+/// Wait until `pred(status)` holds, or panic after `timeout` with the last status.
+pub async fn wait_for(
+    proxy: &Proxy,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&ProxyStatus) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        let st = proxy.status();
+        if pred(&st) {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out waiting for {what}: {}",
+                serde_json::to_string_pretty(&st).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// True when every listed server of `service` is up.
+pub fn all_up(st: &ProxyStatus, service: &str) -> bool {
+    st.services
+        .iter()
+        .filter(|s| s.label == service)
+        .all(|s| s.servers.iter().all(|r| r.health == "up"))
+}
+
+pub fn server_health<'a>(st: &'a ProxyStatus, service: &str, server: &str) -> &'a str {
+    let s = st.services.iter().find(|s| s.label == service).unwrap();
+    s.servers.iter().find(|r| r.label == server).unwrap().health
+}
+
+/// A TCP backend that writes `name\n` on accept, then echoes everything until EOF, then closes.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str, addr: SocketAddr) -> Backend {
+        let listener = bind_retry(addr).await;
+        let accepted = Arc::new(AtomicU64::new(0));
+        let acc = accepted.clone();
+        let n = name.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                acc.fetch_add(1, Ordering::Relaxed);
+                let n = n.clone();
+                tokio::spawn(async move {
+                    let _ = s.set_nodelay(true);
+                    if s.write_all(format!("{n}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        Backend {
+            name: name.into(),
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    /// Stop accepting (the port is closed: connects are refused). Established connections keep running.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn bind_retry(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_reuseaddr(true).unwrap();
+        if sock.bind(addr).is_ok() {
+            return sock.listen(1024).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot bind backend {addr}");
+}
+
+/// Connect through the proxy and read the backend's name line.
+pub async fn who(vip: SocketAddr) -> std::io::Result<String> {
+    who_from(vip, None).await
+}
+
+/// As [`who`], binding the client to `source` (to act as distinct client addresses).
+pub async fn who_from(vip: SocketAddr, source: Option<IpAddr>) -> std::io::Result<String> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    if let Some(src) = source {
+        sock.bind(SocketAddr::new(src, 0))?;
+    }
+    let mut s = tokio::time::timeout(Duration::from_secs(5), sock.connect(vip)).await??;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await??;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before name",
+            ));
+        }
+        if b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+    }
+    Ok(String::from_utf8(line).unwrap())
+}
+
+/// Open a connection through the proxy, read the name, and keep the connection.
+pub async fn hold(vip: SocketAddr) -> (String, TcpStream) {
+    let mut s = TcpStream::connect(vip).await.unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before name");
+        if b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+    }
+    (String::from_utf8(line).unwrap(), s)
+}
+
+/// Raise RLIMIT_NOFILE (we run as root in CI; fall back to the hard limit otherwise).
+pub fn raise_nofile(want: u64) {
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        let target = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want.max(r.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &target) != 0 {
+            let soft = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+        }
+    }
+}
+
+pub fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
