@@ -97,7 +97,8 @@ pub struct Service {
     pub health_check: HealthCheckConfig,
     /// Effective proxy settings (cluster defaults merged with this service's override).
     pub proxy: ProxyDefaults,
-    /// Per-service fallback server; falls back to the cluster-wide one.
+    /// Effective fallback server: this service's own, else the cluster-wide one (already
+    /// merged by the loader; `None` only when neither is configured).
     pub fallback: Option<FallbackServer>,
     pub servers: Vec<Server>,
 }
@@ -117,6 +118,7 @@ pub enum Balance {
     RoundRobin,
 }
 
+/// Fields that do not apply to `mode` are 0 / empty (e.g. `table_size` for http-cookie).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persistence {
     pub mode: PersistenceMode,
