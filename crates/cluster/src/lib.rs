@@ -7,5 +7,6 @@
 //! It does not touch the VIPs itself: the daemon implements `VipControl` with the vip crate. Protocol and rules are
 //! documented in `PROTOCOL.md`.
 
+pub mod election;
 pub mod epoch;
 pub mod wire;

@@ -1,0 +1,1018 @@
+//! The election: which node of the pair holds the VIPs. Sans-IO: [`Election::handle`] takes an [`Input`] and the
+//! current time in milliseconds (any monotonic origin) and returns [`Action`]s; [`Election::next_timeout`] says when
+//! it next needs a [`Input::Tick`]. See `PROTOCOL.md` for the rules in prose.
+//!
+//! The core safety argument: a node adds the VIPs only when (a) it has not heard its peer for `dead_ms` (or never,
+//! after `init_dead_ms`), or (b) its peer's latest heartbeat says the peer holds no VIPs and grants it the role —
+//! by handing over, by being stopped or in fault, or by acknowledging this node's claim while standing by. So two
+//! nodes that hear each other never both add the VIPs; two that did not (a partition) resolve it as soon as one
+//! heartbeat gets through: the primary (then the lower node name) keeps them, the other drops them.
+
+use std::fmt;
+
+use crate::wire::{Heartbeat, NodeState, PingState, Role};
+
+/// Heartbeat timings (`[heartbeat]` of cluster.toml), all in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// A heartbeat is sent this often (and at once on every change).
+    pub interval_ms: u64,
+    /// The peer is declared dead after this much silence.
+    pub dead_ms: u64,
+    /// Silence longer than this is logged and counted.
+    pub warn_ms: u64,
+    /// At start-up, how long to wait for a peer never heard before taking over.
+    pub init_dead_ms: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 200,
+            dead_ms: 1000,
+            warn_ms: 500,
+            init_dead_ms: 3000,
+        }
+    }
+}
+
+impl Timings {
+    /// The relations the election relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval_ms == 0 {
+            return Err("heartbeat interval_ms must be at least 1".into());
+        }
+        if self.dead_ms <= self.interval_ms {
+            return Err(format!(
+                "dead_ms ({}) must be greater than interval_ms ({}): one lost heartbeat must not kill the peer",
+                self.dead_ms, self.interval_ms
+            ));
+        }
+        if self.warn_ms > self.dead_ms {
+            return Err(format!(
+                "warn_ms ({}) must not exceed dead_ms ({})",
+                self.warn_ms, self.dead_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything the election needs to know about this node, filled by the daemon from cluster.toml and node.toml.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionConfig {
+    /// `[cluster] name`.
+    pub cluster: String,
+    /// `[node] name`.
+    pub node: String,
+    /// `[node] role`.
+    pub role: Role,
+    /// `[node] peer` is set. Without a peer the node becomes active on its own at once.
+    pub has_peer: bool,
+    pub timings: Timings,
+    /// `[heartbeat] auto_failback`: a returning primary takes the active role back once caught up.
+    pub auto_failback: bool,
+    /// `[heartbeat] ping_nodes` is not empty.
+    pub ping_nodes_configured: bool,
+    /// This process's boot epoch (see [`crate::epoch`]).
+    pub boot_epoch: u64,
+    /// In fault, how long to wait before trying again (removing leftover VIPs, then standing by).
+    pub fault_retry_ms: u64,
+}
+
+impl ElectionConfig {
+    /// A config with the defaults for everything not given (no auto-failback, no ping nodes).
+    pub fn new(
+        cluster: &str,
+        node: &str,
+        role: Role,
+        has_peer: bool,
+        timings: Timings,
+        boot_epoch: u64,
+    ) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            node: node.to_owned(),
+            role,
+            has_peer,
+            timings,
+            auto_failback: false,
+            ping_nodes_configured: false,
+            boot_epoch,
+            fault_retry_ms: timings.dead_ms.max(1000),
+        }
+    }
+}
+
+/// What happens to the election.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// An authenticated, replay-checked heartbeat from the peer.
+    PeerHeartbeat(Heartbeat),
+    /// Time passed (call at [`Election::next_timeout`] or more often).
+    Tick,
+    /// Aggregate result of the ping nodes: can this node reach at least one?
+    PingResult {
+        reachable: bool,
+    },
+    /// `tandem takeover`.
+    AdminTakeover,
+    /// `tandem release`.
+    AdminRelease,
+    /// The daemon is stopping (SIGTERM): hand over cleanly, then stop.
+    Shutdown,
+    /// Results of the VIP layer, one per [`Action::AcquireVips`] / [`Action::ReleaseVips`] /
+    /// [`Action::AnnounceVips`], in the order the actions were given.
+    VipsAcquired,
+    VipsReleased,
+    VipsAnnounced,
+    VipFailure {
+        op: VipOp,
+        error: String,
+    },
+    /// Stick tables and config are (or are no longer) caught up with the peer.
+    CaughtUp(bool),
+    /// This node's accepted cluster.toml changed.
+    LocalConfig {
+        generation: u64,
+        digest: [u8; 32],
+    },
+    /// Health summary of the real servers.
+    LocalHealth {
+        up: u32,
+        total: u32,
+    },
+}
+
+/// A VIP-layer operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VipOp {
+    Acquire,
+    Release,
+    Announce,
+}
+
+impl VipOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VipOp::Acquire => "acquire",
+            VipOp::Release => "release",
+            VipOp::Announce => "announce",
+        }
+    }
+}
+
+/// What the election asks of its driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Encode, sign and send this heartbeat to the peer now.
+    SendHeartbeat(Heartbeat),
+    /// Add the VIPs and announce them (gratuitous ARP / unsolicited NA); report with `VipsAcquired` or `VipFailure`.
+    AcquireVips,
+    /// Remove the VIPs; report with `VipsReleased` or `VipFailure`.
+    ReleaseVips,
+    /// Announce the VIPs again; report with `VipsAnnounced` or `VipFailure`.
+    AnnounceVips,
+    /// Something worth a log line, a counter or an alert.
+    Event(Event),
+}
+
+/// Why the state changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Standalone,
+    InitDeadExpired,
+    PeerHeard,
+    PeerDead,
+    PeerStopped,
+    PeerFault,
+    HandoverFromPeer,
+    ClaimStarted,
+    ClaimGranted,
+    ClaimYielded,
+    PeerHoldsVips,
+    AdminTakeover,
+    AdminRelease,
+    PeerRequestedTakeover,
+    PingLost,
+    SplitBrainLost,
+    Shutdown,
+    VipsAcquired,
+    VipsReleased,
+    VipFailure(String),
+    FaultRetry,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Standalone => f.write_str("no peer configured"),
+            Reason::InitDeadExpired => f.write_str("peer not heard within init_dead_ms"),
+            Reason::PeerHeard => f.write_str("peer heard"),
+            Reason::PeerDead => f.write_str("peer silent for dead_ms"),
+            Reason::PeerStopped => f.write_str("peer stopped"),
+            Reason::PeerFault => f.write_str("peer in fault"),
+            Reason::HandoverFromPeer => f.write_str("peer handed over"),
+            Reason::ClaimStarted => f.write_str("no node active: claiming"),
+            Reason::ClaimGranted => f.write_str("peer granted the claim"),
+            Reason::ClaimYielded => f.write_str("peer is preferred"),
+            Reason::PeerHoldsVips => f.write_str("peer holds the VIPs"),
+            Reason::AdminTakeover => f.write_str("admin takeover"),
+            Reason::AdminRelease => f.write_str("admin release"),
+            Reason::PeerRequestedTakeover => f.write_str("peer requested takeover"),
+            Reason::PingLost => f.write_str("ping nodes unreachable here, reachable from peer"),
+            Reason::SplitBrainLost => f.write_str("split brain: peer is preferred"),
+            Reason::Shutdown => f.write_str("shutdown"),
+            Reason::VipsAcquired => f.write_str("VIPs added"),
+            Reason::VipsReleased => f.write_str("VIPs removed"),
+            Reason::VipFailure(e) => write!(f, "VIP operation failed: {e}"),
+            Reason::FaultRetry => f.write_str("retrying after fault"),
+        }
+    }
+}
+
+/// Things the operator wants to know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    StateChanged {
+        from: NodeState,
+        to: NodeState,
+        reason: Reason,
+    },
+    /// The peer is heard (first time, or again after being declared dead).
+    PeerUp { node: String },
+    /// The peer restarted (new boot epoch) without being declared dead in between.
+    PeerRestarted { node: String },
+    /// Peer silent longer than `warn_ms`.
+    PeerSilent { silent_ms: u64 },
+    /// Peer silent longer than `dead_ms`.
+    PeerDead { silent_ms: u64 },
+    /// Both nodes held the VIPs when contact (re)appeared; `won` says whether this node keeps them.
+    SplitBrain { peer: String, won: bool },
+    /// This node asks the peer for the active role (admin takeover or auto-failback).
+    TakeoverRequested { failback: bool },
+    /// A takeover request was not honoured in time.
+    TakeoverRequestExpired,
+    /// An admin command could not be carried out.
+    Refused {
+        command: &'static str,
+        reason: String,
+    },
+}
+
+/// Counters kept by the election.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ElectionStats {
+    /// Times this node became active.
+    pub takeovers: u64,
+    /// Times this node dropped the VIPs.
+    pub releases: u64,
+    pub split_brains: u64,
+    pub heartbeats_built: u64,
+    pub warn_time_exceeded: u64,
+    pub vip_failures: u64,
+}
+
+/// The latest heartbeat of the peer and when it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    pub heartbeat: Heartbeat,
+    pub last_heard_ms: u64,
+}
+
+/// The election state machine of one node.
+#[derive(Clone, Debug)]
+pub struct Election {
+    cfg: ElectionConfig,
+    state: NodeState,
+    started_ms: u64,
+    state_since_ms: u64,
+    seq: u64,
+    peer: Option<PeerView>,
+    peer_warned: bool,
+    peer_dead_reported: bool,
+    ping: PingState,
+    caught_up: bool,
+    config_generation: u64,
+    config_digest: [u8; 32],
+    servers_up: u32,
+    servers_total: u32,
+    /// VIP operations issued and not yet reported, and whether addresses may be on the interface.
+    acquires_pending: u32,
+    releases_pending: u32,
+    announces_pending: u32,
+    addresses_present: bool,
+    /// Where `Releasing` leads once the VIPs are gone.
+    release_then: NodeState,
+    /// This node dropped the VIPs for its peer to take them.
+    handover_pending: bool,
+    /// Sequence number of the heartbeat that announced our claim.
+    claim_seq: Option<u64>,
+    admin_request_until: Option<u64>,
+    request_flag_sent: bool,
+    /// After releasing on purpose, a primary does not fail back until it is active again.
+    failback_suppressed: bool,
+    split_brain_episode: bool,
+    announce_on_contact: bool,
+    fault_since_ms: u64,
+    fault_reason: Option<String>,
+    next_send_ms: u64,
+    send_now: bool,
+    stats: ElectionStats,
+}
+
+impl Election {
+    pub fn new(cfg: ElectionConfig, now_ms: u64) -> Self {
+        let ping = if cfg.ping_nodes_configured {
+            PingState::Reachable
+        } else {
+            PingState::NotConfigured
+        };
+        Self {
+            cfg,
+            state: NodeState::Init,
+            started_ms: now_ms,
+            state_since_ms: now_ms,
+            seq: 0,
+            peer: None,
+            peer_warned: false,
+            peer_dead_reported: false,
+            ping,
+            caught_up: false,
+            config_generation: 0,
+            config_digest: [0; 32],
+            servers_up: 0,
+            servers_total: 0,
+            acquires_pending: 0,
+            releases_pending: 0,
+            announces_pending: 0,
+            addresses_present: false,
+            release_then: NodeState::Standby,
+            handover_pending: false,
+            claim_seq: None,
+            admin_request_until: None,
+            request_flag_sent: false,
+            failback_suppressed: false,
+            split_brain_episode: false,
+            announce_on_contact: false,
+            fault_since_ms: now_ms,
+            fault_reason: None,
+            next_send_ms: now_ms,
+            send_now: true,
+            stats: ElectionStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ElectionConfig {
+        &self.cfg
+    }
+
+    pub fn state(&self) -> NodeState {
+        self.state
+    }
+
+    /// Since when (ms) the node is in its current state.
+    pub fn state_since_ms(&self) -> u64 {
+        self.state_since_ms
+    }
+
+    /// True from the moment this node asks for the VIPs until their removal is confirmed.
+    pub fn holds_vips(&self) -> bool {
+        self.addresses_present || self.acquires_pending > 0
+    }
+
+    pub fn peer(&self) -> Option<&PeerView> {
+        self.peer.as_ref()
+    }
+
+    /// The peer has been heard within `dead_ms`.
+    pub fn peer_alive(&self, now_ms: u64) -> bool {
+        self.live_peer(now_ms).is_some()
+    }
+
+    pub fn ping(&self) -> PingState {
+        self.ping
+    }
+
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
+    pub fn fault_reason(&self) -> Option<&str> {
+        self.fault_reason.as_deref()
+    }
+
+    pub fn stats(&self) -> ElectionStats {
+        self.stats
+    }
+
+    /// The latest time at which the election needs a [`Input::Tick`] (absolute, same clock as `now_ms`).
+    pub fn next_timeout(&self) -> u64 {
+        let t = &self.cfg.timings;
+        let mut next = u64::MAX;
+        if self.cfg.has_peer {
+            next = next.min(if self.send_now { 0 } else { self.next_send_ms });
+        }
+        if let Some(peer) = &self.peer {
+            if !self.peer_warned {
+                next = next.min(peer.last_heard_ms.saturating_add(t.warn_ms));
+            }
+            if !self.peer_dead_reported {
+                next = next.min(peer.last_heard_ms.saturating_add(t.dead_ms));
+            }
+        }
+        match self.state {
+            NodeState::Init => next = next.min(self.started_ms.saturating_add(t.init_dead_ms)),
+            NodeState::Fault => {
+                next = next.min(self.fault_since_ms.saturating_add(self.cfg.fault_retry_ms))
+            }
+            _ => {}
+        }
+        if let Some(until) = self.admin_request_until {
+            next = next.min(until);
+        }
+        next
+    }
+
+    /// Feeds one input; returns what to do, in order.
+    pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.check_silence(now_ms, &mut out);
+        match input {
+            Input::Tick => {}
+            Input::PeerHeartbeat(hb) => self.on_heartbeat(hb, now_ms, &mut out),
+            Input::PingResult { reachable } => {
+                let ping = if reachable {
+                    PingState::Reachable
+                } else {
+                    PingState::Unreachable
+                };
+                if ping != self.ping {
+                    self.ping = ping;
+                    self.send_now = true;
+                }
+            }
+            Input::AdminTakeover => self.on_admin_takeover(now_ms, &mut out),
+            Input::AdminRelease => self.on_admin_release(now_ms, &mut out),
+            Input::Shutdown => self.on_shutdown(now_ms, &mut out),
+            Input::VipsAcquired => {
+                self.acquires_pending = self.acquires_pending.saturating_sub(1);
+                self.addresses_present = true;
+                if self.state == NodeState::Acquiring && self.vip_idle() {
+                    self.stats.takeovers += 1;
+                    self.failback_suppressed = false;
+                    self.admin_request_until = None;
+                    self.set_state(NodeState::Active, Reason::VipsAcquired, now_ms, &mut out);
+                }
+            }
+            Input::VipsReleased => {
+                self.releases_pending = self.releases_pending.saturating_sub(1);
+                if self.acquires_pending == 0 {
+                    self.addresses_present = false;
+                }
+                if self.state == NodeState::Releasing && self.vip_idle() {
+                    self.stats.releases += 1;
+                    let next = self.release_then;
+                    self.set_state(next, Reason::VipsReleased, now_ms, &mut out);
+                }
+            }
+            Input::VipsAnnounced => {
+                self.announces_pending = self.announces_pending.saturating_sub(1);
+            }
+            Input::VipFailure { op, error } => self.on_vip_failure(op, error, now_ms, &mut out),
+            Input::CaughtUp(caught_up) => {
+                if caught_up != self.caught_up {
+                    self.caught_up = caught_up;
+                    self.send_now = true;
+                }
+            }
+            Input::LocalConfig { generation, digest } => {
+                self.config_generation = generation;
+                self.config_digest = digest;
+            }
+            Input::LocalHealth { up, total } => {
+                self.servers_up = up;
+                self.servers_total = total;
+            }
+        }
+        // A decision can enable the next one (init -> standby -> claim); a few passes always settle.
+        for _ in 0..4 {
+            let before = (self.state, self.claim_seq);
+            self.evaluate(now_ms, &mut out);
+            if before == (self.state, self.claim_seq) {
+                break;
+            }
+        }
+        self.update_request_flag(now_ms, &mut out);
+        if self.cfg.has_peer && (self.send_now || now_ms >= self.next_send_ms) {
+            let hb = self.build_heartbeat(now_ms);
+            out.push(Action::SendHeartbeat(hb));
+            self.send_now = false;
+            self.next_send_ms = now_ms.saturating_add(self.cfg.timings.interval_ms);
+        }
+        out
+    }
+
+    /// The heartbeat this node would send now (consumes a sequence number). The driver uses it to repeat the final
+    /// "stopped" heartbeat while shutting down.
+    pub fn build_heartbeat(&mut self, now_ms: u64) -> Heartbeat {
+        self.seq += 1;
+        self.stats.heartbeats_built += 1;
+        let (ack_epoch, ack_seq) = self
+            .peer
+            .as_ref()
+            .map_or((0, 0), |p| (p.heartbeat.boot_epoch, p.heartbeat.seq));
+        let holds = self.holds_vips();
+        Heartbeat {
+            cluster: self.cfg.cluster.clone(),
+            node: self.cfg.node.clone(),
+            role: self.cfg.role,
+            state: self.state,
+            boot_epoch: self.cfg.boot_epoch,
+            seq: self.seq,
+            holds_vips: holds,
+            handover: !holds
+                && (self.state == NodeState::Stopped
+                    || (self.handover_pending && self.state == NodeState::Standby)),
+            takeover_request: self.takeover_request(now_ms),
+            caught_up: self.caught_up,
+            ping: self.ping,
+            ack_epoch,
+            ack_seq,
+            config_generation: self.config_generation,
+            config_digest: self.config_digest,
+            servers_up: self.servers_up,
+            servers_total: self.servers_total,
+        }
+    }
+
+    // ---- inputs -------------------------------------------------------------------------------------------------
+
+    fn check_silence(&mut self, now: u64, out: &mut Vec<Action>) {
+        let t = self.cfg.timings;
+        let Some(peer) = &self.peer else { return };
+        let silent = now.saturating_sub(peer.last_heard_ms);
+        if !self.peer_warned && silent >= t.warn_ms {
+            self.peer_warned = true;
+            self.stats.warn_time_exceeded += 1;
+            out.push(Action::Event(Event::PeerSilent { silent_ms: silent }));
+        }
+        if !self.peer_dead_reported && silent >= t.dead_ms {
+            self.peer_dead_reported = true;
+            out.push(Action::Event(Event::PeerDead { silent_ms: silent }));
+        }
+    }
+
+    fn on_heartbeat(&mut self, hb: Heartbeat, now: u64, out: &mut Vec<Action>) {
+        if hb.node == self.cfg.node || hb.cluster != self.cfg.cluster {
+            return;
+        }
+        let previous = self.peer.take();
+        match &previous {
+            Some(p) if now < p.last_heard_ms.saturating_add(self.cfg.timings.dead_ms) => {
+                if p.heartbeat.boot_epoch != hb.boot_epoch || p.heartbeat.node != hb.node {
+                    out.push(Action::Event(Event::PeerRestarted {
+                        node: hb.node.clone(),
+                    }));
+                    self.send_now = true;
+                }
+                if meaningful(&p.heartbeat) != meaningful(&hb) {
+                    // Answer changes at once: acknowledges claims and handovers within one round trip.
+                    self.send_now = true;
+                }
+            }
+            _ => {
+                out.push(Action::Event(Event::PeerUp {
+                    node: hb.node.clone(),
+                }));
+                self.send_now = true;
+                // The peer may have held and announced the VIPs while we could not hear each other (even if it has
+                // dropped them already): the active node announces again so neighbours point here.
+                self.announce_on_contact = self.state == NodeState::Active;
+            }
+        }
+        self.peer = Some(PeerView {
+            heartbeat: hb,
+            last_heard_ms: now,
+        });
+        self.peer_warned = false;
+        self.peer_dead_reported = false;
+    }
+
+    fn on_admin_takeover(&mut self, now: u64, out: &mut Vec<Action>) {
+        match self.state {
+            NodeState::Active => {
+                self.announce(out);
+            }
+            NodeState::Acquiring => {}
+            NodeState::Releasing | NodeState::Stopped => {
+                refuse(out, "takeover", format!("node is {}", self.state));
+            }
+            NodeState::Init | NodeState::Standby | NodeState::Claiming | NodeState::Fault => {
+                let peer = self.live_peer(now).map(|p| p.ping);
+                match peer {
+                    Some(peer_ping) if !self.ping.ok() && peer_ping.ok() => {
+                        refuse(
+                            out,
+                            "takeover",
+                            "this node cannot reach any ping node and the peer can".into(),
+                        );
+                    }
+                    Some(_) => {
+                        if matches!(self.state, NodeState::Init | NodeState::Fault) {
+                            self.set_state(NodeState::Standby, Reason::AdminTakeover, now, out);
+                        }
+                        let t = self.cfg.timings;
+                        self.admin_request_until = Some(now + t.dead_ms + t.interval_ms);
+                        self.send_now = true;
+                    }
+                    None => self.start_acquire(Reason::AdminTakeover, now, out),
+                }
+            }
+        }
+    }
+
+    fn on_admin_release(&mut self, now: u64, out: &mut Vec<Action>) {
+        if self.state != NodeState::Active {
+            refuse(
+                out,
+                "release",
+                format!("node is {}, not active", self.state),
+            );
+            return;
+        }
+        let my_ping = self.ping;
+        let verdict = match self.live_peer(now) {
+            None => Err("the peer is not heard".to_string()),
+            Some(p) if p.state != NodeState::Standby || p.holds_vips => {
+                Err(format!("the peer is {}, not standby", p.state))
+            }
+            Some(p) if !p.ping.ok() && my_ping.ok() => {
+                Err("the peer cannot reach any ping node".to_string())
+            }
+            Some(_) => Ok(()),
+        };
+        match verdict {
+            Err(reason) => refuse(out, "release", reason),
+            Ok(()) => {
+                self.failback_suppressed = true;
+                self.start_release(Reason::AdminRelease, true, NodeState::Standby, now, out);
+            }
+        }
+    }
+
+    fn on_shutdown(&mut self, now: u64, out: &mut Vec<Action>) {
+        self.admin_request_until = None;
+        match self.state {
+            NodeState::Acquiring | NodeState::Active => {
+                self.start_release(Reason::Shutdown, true, NodeState::Stopped, now, out);
+            }
+            NodeState::Releasing => self.release_then = NodeState::Stopped,
+            NodeState::Fault if self.holds_vips() => {
+                self.start_release(Reason::Shutdown, true, NodeState::Stopped, now, out);
+            }
+            NodeState::Stopped => {}
+            _ => {
+                self.claim_seq = None;
+                self.set_state(NodeState::Stopped, Reason::Shutdown, now, out);
+            }
+        }
+    }
+
+    fn on_vip_failure(&mut self, op: VipOp, error: String, now: u64, out: &mut Vec<Action>) {
+        self.stats.vip_failures += 1;
+        match op {
+            VipOp::Acquire => {
+                self.acquires_pending = self.acquires_pending.saturating_sub(1);
+                // Some addresses may have been added before the failure.
+                self.addresses_present = true;
+            }
+            VipOp::Release => {
+                self.releases_pending = self.releases_pending.saturating_sub(1);
+                self.addresses_present = true;
+            }
+            VipOp::Announce => self.announces_pending = self.announces_pending.saturating_sub(1),
+        }
+        if self.state == NodeState::Stopped {
+            return;
+        }
+        if matches!(
+            self.state,
+            NodeState::Acquiring | NodeState::Active | NodeState::Releasing
+        ) {
+            self.fault_reason = Some(format!("{} failed: {error}", op.as_str()));
+            self.fault_since_ms = now;
+            self.handover_pending = false;
+            self.set_state(NodeState::Fault, Reason::VipFailure(error), now, out);
+            // Never half active: take down whatever got added (retried from the fault state if this fails too).
+            self.issue_release(out);
+        }
+    }
+
+    // ---- decisions ----------------------------------------------------------------------------------------------
+
+    fn evaluate(&mut self, now: u64, out: &mut Vec<Action>) {
+        if let Some(until) = self.admin_request_until
+            && now >= until
+        {
+            self.admin_request_until = None;
+            out.push(Action::Event(Event::TakeoverRequestExpired));
+        }
+        if self.handover_pending && self.state != NodeState::Releasing {
+            // The handover is over once the peer holds the VIPs, or moot if it cannot take them.
+            let over = match self.live_peer(now) {
+                None => true,
+                Some(p) => p.holds_vips || matches!(p.state, NodeState::Fault | NodeState::Stopped),
+            };
+            if over {
+                self.handover_pending = false;
+            }
+        }
+        match self.state {
+            NodeState::Init => {
+                if !self.cfg.has_peer {
+                    self.start_acquire(Reason::Standalone, now, out);
+                } else if self.peer_alive(now) {
+                    self.set_state(NodeState::Standby, Reason::PeerHeard, now, out);
+                } else if now
+                    >= self
+                        .started_ms
+                        .saturating_add(self.cfg.timings.init_dead_ms)
+                {
+                    self.start_acquire(Reason::InitDeadExpired, now, out);
+                }
+            }
+            NodeState::Standby | NodeState::Claiming => self.evaluate_standby(now, out),
+            NodeState::Acquiring | NodeState::Active => self.evaluate_holder(now, out),
+            NodeState::Fault => {
+                if now >= self.fault_since_ms.saturating_add(self.cfg.fault_retry_ms) {
+                    if self.holds_vips() {
+                        if self.releases_pending == 0 {
+                            self.issue_release(out);
+                        }
+                        self.fault_since_ms = now;
+                    } else {
+                        self.fault_reason = None;
+                        self.set_state(NodeState::Standby, Reason::FaultRetry, now, out);
+                    }
+                }
+            }
+            NodeState::Releasing | NodeState::Stopped => {}
+        }
+    }
+
+    fn evaluate_standby(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(peer) = self.live_peer(now).cloned() else {
+            let reason = if self.cfg.has_peer {
+                Reason::PeerDead
+            } else {
+                Reason::Standalone
+            };
+            self.start_acquire(reason, now, out);
+            return;
+        };
+        if peer.holds_vips {
+            if self.state == NodeState::Claiming {
+                self.claim_seq = None;
+                self.set_state(NodeState::Standby, Reason::PeerHoldsVips, now, out);
+            }
+            return;
+        }
+        match peer.state {
+            NodeState::Stopped => return self.start_acquire(Reason::PeerStopped, now, out),
+            NodeState::Fault => return self.start_acquire(Reason::PeerFault, now, out),
+            // Not holding VIPs in these states is transient; wait for the next heartbeat.
+            NodeState::Releasing | NodeState::Acquiring | NodeState::Active => return,
+            NodeState::Init | NodeState::Standby | NodeState::Claiming => {}
+        }
+        if peer.handover {
+            return self.start_acquire(Reason::HandoverFromPeer, now, out);
+        }
+        let wins = !self.handover_pending && self.wins_claim(&peer, now);
+        if !wins {
+            if self.state == NodeState::Claiming {
+                self.claim_seq = None;
+                self.set_state(NodeState::Standby, Reason::ClaimYielded, now, out);
+            }
+            return;
+        }
+        match self.claim_seq {
+            None => {
+                // The claim goes out in the heartbeat sent at the end of this step.
+                self.claim_seq = Some(self.seq + 1);
+                self.send_now = true;
+                self.set_state(NodeState::Claiming, Reason::ClaimStarted, now, out);
+            }
+            Some(claim_seq) => {
+                let granted = matches!(peer.state, NodeState::Init | NodeState::Standby)
+                    && peer.ack_epoch == self.cfg.boot_epoch
+                    && peer.ack_seq >= claim_seq;
+                if granted {
+                    self.start_acquire(Reason::ClaimGranted, now, out);
+                }
+            }
+        }
+    }
+
+    fn evaluate_holder(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(peer) = self.live_peer(now).cloned() else {
+            self.split_brain_episode = false;
+            return;
+        };
+        if peer.holds_vips {
+            // Both hold the VIPs: only a partition can lead here (handovers never overlap). The peer may already be
+            // dropping them (it noticed first): then this node only has to announce.
+            let won = self.wins_split_brain(&peer);
+            if !self.split_brain_episode {
+                self.split_brain_episode = true;
+                self.stats.split_brains += 1;
+                out.push(Action::Event(Event::SplitBrain {
+                    peer: peer.node.clone(),
+                    won,
+                }));
+                if won && self.state == NodeState::Active {
+                    self.announce(out);
+                }
+            }
+            if !won && matches!(peer.state, NodeState::Active | NodeState::Acquiring) {
+                self.start_release(Reason::SplitBrainLost, false, NodeState::Standby, now, out);
+            }
+            return;
+        }
+        if self.announce_on_contact {
+            self.announce_on_contact = false;
+            if self.state == NodeState::Active && !self.split_brain_episode {
+                self.announce(out);
+            }
+        }
+        if self.split_brain_episode && !peer.holds_vips {
+            self.split_brain_episode = false;
+            // The loser has dropped the addresses: make sure every neighbour points here.
+            if self.state == NodeState::Active {
+                self.announce(out);
+            }
+        }
+        if self.state != NodeState::Active || peer.holds_vips || peer.state != NodeState::Standby {
+            return;
+        }
+        if !self.ping.ok() && peer.ping.ok() {
+            self.start_release(Reason::PingLost, true, NodeState::Standby, now, out);
+        } else if peer.takeover_request && (peer.ping.ok() || !self.ping.ok()) {
+            self.failback_suppressed = true;
+            self.start_release(
+                Reason::PeerRequestedTakeover,
+                true,
+                NodeState::Standby,
+                now,
+                out,
+            );
+        }
+    }
+
+    /// Who should claim when neither node holds the VIPs: reachability of the ping nodes first, then an explicit
+    /// takeover request, then the primary, then the lower node name. Both nodes compute the same answer from the
+    /// same two heartbeats.
+    fn wins_claim(&self, peer: &Heartbeat, now: u64) -> bool {
+        let mine = (
+            self.ping.ok(),
+            self.takeover_request(now),
+            self.cfg.role == Role::Primary,
+            std::cmp::Reverse((self.cfg.node.as_str(), self.cfg.boot_epoch)),
+        );
+        let theirs = (
+            peer.ping.ok(),
+            peer.takeover_request,
+            peer.role == Role::Primary,
+            std::cmp::Reverse((peer.node.as_str(), peer.boot_epoch)),
+        );
+        mine > theirs
+    }
+
+    /// Split brain: the primary keeps the VIPs; equal roles fall back to the lower node name.
+    fn wins_split_brain(&self, peer: &Heartbeat) -> bool {
+        let mine = (
+            self.cfg.role == Role::Primary,
+            std::cmp::Reverse((self.cfg.node.as_str(), self.cfg.boot_epoch)),
+        );
+        let theirs = (
+            peer.role == Role::Primary,
+            std::cmp::Reverse((peer.node.as_str(), peer.boot_epoch)),
+        );
+        mine > theirs
+    }
+
+    /// The takeover-request flag: a pending admin takeover, or a caught-up primary failing back.
+    fn takeover_request(&self, now: u64) -> bool {
+        self.admin_request_until.is_some_and(|until| now < until) || self.wants_failback(now)
+    }
+
+    fn wants_failback(&self, now: u64) -> bool {
+        if !(self.cfg.auto_failback
+            && self.cfg.role == Role::Primary
+            && self.caught_up
+            && !self.failback_suppressed
+            && self.state == NodeState::Standby)
+        {
+            return false;
+        }
+        self.live_peer(now).is_some_and(|p| {
+            p.role == Role::Secondary
+                && p.state == NodeState::Active
+                && p.holds_vips
+                && (self.ping.ok() || !p.ping.ok())
+        })
+    }
+
+    fn update_request_flag(&mut self, now: u64, out: &mut Vec<Action>) {
+        let flag = self.takeover_request(now);
+        if flag != self.request_flag_sent {
+            self.request_flag_sent = flag;
+            self.send_now = true;
+            if flag {
+                let failback = self.admin_request_until.is_none();
+                out.push(Action::Event(Event::TakeoverRequested { failback }));
+            }
+        }
+    }
+
+    // ---- transitions --------------------------------------------------------------------------------------------
+
+    fn live_peer(&self, now: u64) -> Option<&Heartbeat> {
+        self.peer
+            .as_ref()
+            .filter(|p| now < p.last_heard_ms.saturating_add(self.cfg.timings.dead_ms))
+            .map(|p| &p.heartbeat)
+    }
+
+    fn vip_idle(&self) -> bool {
+        self.acquires_pending == 0 && self.releases_pending == 0
+    }
+
+    fn start_acquire(&mut self, reason: Reason, now: u64, out: &mut Vec<Action>) {
+        self.claim_seq = None;
+        self.handover_pending = false;
+        self.acquires_pending += 1;
+        out.push(Action::AcquireVips);
+        self.set_state(NodeState::Acquiring, reason, now, out);
+    }
+
+    fn start_release(
+        &mut self,
+        reason: Reason,
+        handover: bool,
+        then: NodeState,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.release_then = then;
+        self.handover_pending = handover;
+        self.issue_release(out);
+        self.set_state(NodeState::Releasing, reason, now, out);
+    }
+
+    fn issue_release(&mut self, out: &mut Vec<Action>) {
+        self.releases_pending += 1;
+        out.push(Action::ReleaseVips);
+    }
+
+    fn announce(&mut self, out: &mut Vec<Action>) {
+        self.announces_pending += 1;
+        out.push(Action::AnnounceVips);
+    }
+
+    fn set_state(&mut self, to: NodeState, reason: Reason, now: u64, out: &mut Vec<Action>) {
+        if to == self.state {
+            return;
+        }
+        out.push(Action::Event(Event::StateChanged {
+            from: self.state,
+            to,
+            reason,
+        }));
+        self.state = to;
+        self.state_since_ms = now;
+        self.send_now = true;
+    }
+}
+
+fn refuse(out: &mut Vec<Action>, command: &'static str, reason: String) {
+    out.push(Action::Event(Event::Refused { command, reason }));
+}
+
+/// The parts of a heartbeat whose change deserves an immediate answer.
+fn meaningful(hb: &Heartbeat) -> (NodeState, bool, bool, bool, bool, PingState, Role) {
+    (
+        hb.state,
+        hb.holds_vips,
+        hb.handover,
+        hb.takeover_request,
+        hb.caught_up,
+        hb.ping,
+        hb.role,
+    )
+}
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;

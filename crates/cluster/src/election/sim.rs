@@ -1,0 +1,606 @@
+//! A deterministic simulation of a pair: two [`Election`]s, a simulated clock, a lossy / reordering / delaying /
+//! cuttable link carrying real encoded and signed datagrams through the replay guard, a serial VIP layer with
+//! latency, crashes, restarts and clean stops. It checks the safety and liveness properties as it runs.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::wire::{HeartbeatCodec, ReplayGuard};
+
+pub const NAMES: [&str; 2] = ["lb1", "lb2"];
+
+/// Small deterministic PRNG (splitmix64): tests must replay exactly from a proptest seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in 0..=max.
+    pub fn upto(&mut self, max: u64) -> u64 {
+        if max == 0 { 0 } else { self.next() % (max + 1) }
+    }
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkMode {
+    /// No loss; delays up to `max_delay_ms` (so reordering happens).
+    Healthy,
+    /// Each datagram lost with this percentage.
+    Lossy(u64),
+    /// Nothing gets through.
+    Cut,
+    /// Datagrams from node `.0` are lost; the other direction works.
+    OneWay(usize),
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    deliver_at: u64,
+    order: u64,
+    to: usize,
+    datagram: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct SimNode {
+    pub election: Option<Election>,
+    pub up_since: u64,
+    pub restarts: u64,
+    /// Independent model of the interface: VIP ops in flight (due time, op, fails) and addresses present.
+    vip_queue: VecDeque<(u64, VipOp, bool)>,
+    vip_busy_until: u64,
+    acquires_in_flight: u32,
+    addresses: bool,
+    /// Stopped and waiting to exit at this time.
+    exit_at: Option<u64>,
+    pub events: Vec<(u64, Event)>,
+    pub heartbeats_sent: u64,
+    /// Fail the next N acquire operations.
+    pub fail_acquires: u32,
+    /// Times an announcement was asked for.
+    pub announces: Vec<u64>,
+}
+
+impl SimNode {
+    pub fn holds(&self) -> bool {
+        self.addresses || self.acquires_in_flight > 0
+    }
+    pub fn state(&self) -> Option<NodeState> {
+        self.election.as_ref().map(Election::state)
+    }
+    pub fn is_active(&self) -> bool {
+        self.state() == Some(NodeState::Active)
+    }
+    pub fn up(&self) -> bool {
+        self.election.is_some()
+    }
+    pub fn e(&self) -> &Election {
+        self.election.as_ref().expect("node is up")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimParams {
+    pub timings: Timings,
+    pub roles: [Role; 2],
+    pub auto_failback: bool,
+    pub ping_configured: bool,
+    pub max_delay_ms: u64,
+    pub vip_latency_ms: u64,
+    pub seed: u64,
+}
+
+impl SimParams {
+    pub fn new(interval_ms: u64) -> Self {
+        Self {
+            timings: Timings {
+                interval_ms,
+                dead_ms: interval_ms * 5,
+                warn_ms: interval_ms * 3,
+                init_dead_ms: interval_ms * 10,
+            },
+            roles: [Role::Primary, Role::Secondary],
+            auto_failback: false,
+            ping_configured: false,
+            max_delay_ms: 0,
+            vip_latency_ms: 1,
+            seed: 1,
+        }
+    }
+
+    /// Time for a split brain to be resolved once the link is healthy (see PROTOCOL.md).
+    pub fn settle_ms(&self) -> u64 {
+        self.timings.interval_ms + 2 * self.max_delay_ms + 2 * self.vip_latency_ms + 2
+    }
+}
+
+/// A property that broke, with the time.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    pub at: u64,
+    pub what: String,
+}
+
+pub struct Sim {
+    pub now: u64,
+    pub params: SimParams,
+    pub nodes: [SimNode; 2],
+    pub mode: LinkMode,
+    pub mode_since: u64,
+    codec: HeartbeatCodec,
+    guards: [ReplayGuard; 2],
+    wire: Vec<InFlight>,
+    order: u64,
+    rng: Rng,
+    pub violations: Vec<Violation>,
+    both_holding_since: Option<u64>,
+    neither_since: Option<u64>,
+    /// (dead node, other node, deadline) for the liveness check.
+    liveness: Vec<(usize, usize, u64)>,
+    pub split_brain_episodes: u64,
+    /// Times a node's state changed away from Active.
+    pub active_exits: [u64; 2],
+    pub check_never_neither: bool,
+}
+
+impl Sim {
+    pub fn new(params: SimParams) -> Self {
+        let rng = Rng::new(params.seed);
+        let mut sim = Self {
+            now: 0,
+            codec: HeartbeatCodec::new("openstack", b"sim secret"),
+            guards: [ReplayGuard::new(), ReplayGuard::new()],
+            nodes: [Self::blank(), Self::blank()],
+            params,
+            mode: LinkMode::Healthy,
+            mode_since: 0,
+            wire: Vec::new(),
+            order: 0,
+            rng,
+            violations: Vec::new(),
+            both_holding_since: None,
+            neither_since: None,
+            liveness: Vec::new(),
+            split_brain_episodes: 0,
+            active_exits: [0, 0],
+            check_never_neither: true,
+        };
+        sim.start(0);
+        sim.start(1);
+        sim
+    }
+
+    fn blank() -> SimNode {
+        SimNode {
+            election: None,
+            up_since: 0,
+            restarts: 0,
+            vip_queue: VecDeque::new(),
+            vip_busy_until: 0,
+            acquires_in_flight: 0,
+            addresses: false,
+            exit_at: None,
+            events: Vec::new(),
+            heartbeats_sent: 0,
+            fail_acquires: 0,
+            announces: Vec::new(),
+        }
+    }
+
+    pub fn config(&self, i: usize) -> ElectionConfig {
+        let p = &self.params;
+        let mut cfg = ElectionConfig::new(
+            "openstack",
+            NAMES[i],
+            p.roles[i],
+            true,
+            p.timings,
+            1_000_000 * (i as u64 + 1) + self.nodes[i].restarts,
+        );
+        cfg.auto_failback = p.auto_failback;
+        cfg.ping_nodes_configured = p.ping_configured;
+        cfg
+    }
+
+    /// Starts (or restarts) node `i`.
+    pub fn start(&mut self, i: usize) {
+        if self.nodes[i].up() {
+            return;
+        }
+        self.nodes[i].restarts += 1;
+        let cfg = self.config(i);
+        let node = &mut self.nodes[i];
+        node.election = Some(Election::new(cfg, self.now));
+        node.up_since = self.now;
+        node.exit_at = None;
+        self.liveness.retain(|(dead, _, _)| *dead != i);
+        // A survivor that restarts gets its own start-up wait again.
+        let restart_deadline =
+            self.now + self.params.timings.init_dead_ms + 2 * self.params.vip_latency_ms + 1;
+        for (_, other, deadline) in &mut self.liveness {
+            if *other == i {
+                *deadline = (*deadline).max(restart_deadline);
+            }
+        }
+        self.feed(i, Input::Tick);
+    }
+
+    /// Kills node `i` (process and host: its addresses vanish, in-flight VIP results are lost).
+    pub fn crash(&mut self, i: usize) {
+        if !self.nodes[i].up() {
+            return;
+        }
+        let node = &mut self.nodes[i];
+        node.election = None;
+        node.vip_queue.clear();
+        node.acquires_in_flight = 0;
+        node.addresses = false;
+        node.vip_busy_until = self.now;
+        self.went_down(i);
+    }
+
+    fn went_down(&mut self, i: usize) {
+        let other = 1 - i;
+        if self.nodes[other].up() {
+            let t = self.params.timings;
+            // The survivor must be active within dead_ms + one interval, or after its own start-up wait.
+            let deadline = (self.now + t.dead_ms + t.interval_ms).max(
+                self.nodes[other].up_since + t.init_dead_ms + 2 * self.params.vip_latency_ms + 1,
+            );
+            self.liveness.push((i, other, deadline));
+        }
+    }
+
+    pub fn set_mode(&mut self, mode: LinkMode) {
+        if mode != self.mode {
+            self.mode = mode;
+            self.mode_since = self.now;
+        }
+    }
+
+    /// Feeds an input to node `i` (if up) and carries out its actions.
+    pub fn feed(&mut self, i: usize, input: Input) {
+        let now = self.now;
+        let Some(election) = self.nodes[i].election.as_mut() else {
+            return;
+        };
+        let before = election.state();
+        let actions = election.handle(input, now);
+        let peer_alive = election.peer_alive(now);
+        let after = election.state();
+        if before == NodeState::Active && after != NodeState::Active {
+            self.active_exits[i] += 1;
+        }
+        for action in actions {
+            match action {
+                Action::SendHeartbeat(hb) => {
+                    self.nodes[i].heartbeats_sent += 1;
+                    let datagram = self.codec.encode(&hb).expect("encodes");
+                    let lost = match self.mode {
+                        LinkMode::Healthy => false,
+                        LinkMode::Lossy(p) => self.rng.chance(p),
+                        LinkMode::Cut => true,
+                        LinkMode::OneWay(from) => from == i,
+                    };
+                    if !lost {
+                        let delay = self.rng.upto(self.params.max_delay_ms);
+                        self.order += 1;
+                        self.wire.push(InFlight {
+                            deliver_at: now + delay,
+                            order: self.order,
+                            to: 1 - i,
+                            datagram,
+                        });
+                    }
+                }
+                Action::AcquireVips => {
+                    // Property 1: two holders only ever start while one of them cannot hear the other.
+                    let other = &self.nodes[1 - i];
+                    if other.holds() && !self.nodes[i].holds() {
+                        let other_hears =
+                            other.election.as_ref().is_some_and(|e| e.peer_alive(now));
+                        if peer_alive && other_hears {
+                            self.violations.push(Violation {
+                                at: now,
+                                what: format!(
+                                    "{} acquired while {} holds and both hear each other",
+                                    NAMES[i],
+                                    NAMES[1 - i]
+                                ),
+                            });
+                        }
+                    }
+                    let fails = if self.nodes[i].fail_acquires > 0 {
+                        self.nodes[i].fail_acquires -= 1;
+                        true
+                    } else {
+                        false
+                    };
+                    self.nodes[i].acquires_in_flight += 1;
+                    self.queue_vip(i, VipOp::Acquire, fails);
+                }
+                Action::ReleaseVips => self.queue_vip(i, VipOp::Release, false),
+                Action::AnnounceVips => {
+                    self.nodes[i].announces.push(now);
+                    self.queue_vip(i, VipOp::Announce, false);
+                }
+                Action::Event(event) => {
+                    if matches!(event, Event::SplitBrain { won: true, .. }) {
+                        self.split_brain_episodes += 1;
+                    }
+                    if matches!(
+                        event,
+                        Event::StateChanged {
+                            to: NodeState::Stopped,
+                            ..
+                        }
+                    ) {
+                        // The daemon lingers a little to repeat its last heartbeat, then exits.
+                        self.nodes[i].exit_at = Some(now + self.params.timings.interval_ms);
+                    }
+                    self.nodes[i].events.push((now, event));
+                }
+            }
+        }
+    }
+
+    fn queue_vip(&mut self, i: usize, op: VipOp, fails: bool) {
+        let node = &mut self.nodes[i];
+        let due = node.vip_busy_until.max(self.now) + self.params.vip_latency_ms;
+        node.vip_busy_until = due;
+        node.vip_queue.push_back((due, op, fails));
+    }
+
+    fn next_event_time(&self) -> u64 {
+        let mut next = u64::MAX;
+        for f in &self.wire {
+            next = next.min(f.deliver_at);
+        }
+        for node in &self.nodes {
+            if let Some(e) = &node.election {
+                next = next.min(e.next_timeout());
+            }
+            if let Some((due, _, _)) = node.vip_queue.front() {
+                next = next.min(*due);
+            }
+            if let Some(exit) = node.exit_at {
+                next = next.min(exit);
+            }
+        }
+        next
+    }
+
+    /// Runs the simulation until `until` (inclusive), checking properties at every step.
+    pub fn run_until(&mut self, until: u64) {
+        loop {
+            let next = self.next_event_time().max(self.now);
+            if next > until {
+                self.now = until;
+                self.check();
+                return;
+            }
+            self.now = next;
+            self.step();
+            self.check();
+        }
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now + ms;
+        self.run_until(until);
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        // VIP results.
+        for i in 0..2 {
+            while let Some(&(due, op, fails)) = self.nodes[i].vip_queue.front() {
+                if due > now {
+                    break;
+                }
+                self.nodes[i].vip_queue.pop_front();
+                let input = match (op, fails) {
+                    (VipOp::Acquire, false) => {
+                        self.nodes[i].acquires_in_flight -= 1;
+                        self.nodes[i].addresses = true;
+                        Input::VipsAcquired
+                    }
+                    (VipOp::Acquire, true) => {
+                        self.nodes[i].acquires_in_flight -= 1;
+                        self.nodes[i].addresses = true;
+                        Input::VipFailure {
+                            op,
+                            error: "simulated failure".into(),
+                        }
+                    }
+                    (VipOp::Release, _) => {
+                        if self.nodes[i].acquires_in_flight == 0 {
+                            self.nodes[i].addresses = false;
+                        }
+                        Input::VipsReleased
+                    }
+                    (VipOp::Announce, _) => Input::VipsAnnounced,
+                };
+                self.feed(i, input);
+            }
+        }
+        // Datagrams, in delivery order (ties by send order).
+        let mut due: Vec<InFlight> = Vec::new();
+        self.wire.retain(|f| {
+            if f.deliver_at <= now {
+                due.push(f.clone());
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_by_key(|f| (f.deliver_at, f.order));
+        for f in due {
+            if !self.nodes[f.to].up() {
+                continue;
+            }
+            let Ok(hb) = self.codec.decode(&f.datagram) else {
+                self.violations.push(Violation {
+                    at: now,
+                    what: "valid datagram rejected".into(),
+                });
+                continue;
+            };
+            if self.guards[f.to].check(&hb).is_ok() {
+                self.feed(f.to, Input::PeerHeartbeat(hb));
+            }
+        }
+        // Exits after a clean stop.
+        for i in 0..2 {
+            if self.nodes[i].exit_at.is_some_and(|t| t <= now) {
+                self.nodes[i].exit_at = None;
+                let node = &mut self.nodes[i];
+                node.election = None;
+                node.vip_queue.clear();
+                node.acquires_in_flight = 0;
+                node.addresses = false;
+                self.went_down(i);
+            }
+        }
+        // Timers.
+        for i in 0..2 {
+            if self.nodes[i]
+                .election
+                .as_ref()
+                .is_some_and(|e| e.next_timeout() <= now)
+            {
+                self.feed(i, Input::Tick);
+            }
+        }
+    }
+
+    fn check(&mut self) {
+        let now = self.now;
+        let p = self.params.clone();
+        let both = self.nodes[0].holds() && self.nodes[1].holds();
+        match (both, self.both_holding_since) {
+            (true, None) => self.both_holding_since = Some(now),
+            (false, Some(_)) => self.both_holding_since = None,
+            _ => {}
+        }
+        // Property 2: with a healthy link, a split brain lasts at most one heartbeat (plus delay and VIP latency).
+        if both && self.mode == LinkMode::Healthy {
+            let since = self.both_holding_since.unwrap_or(now).max(self.mode_since);
+            if now > since + p.settle_ms() {
+                self.violations.push(Violation {
+                    at: now,
+                    what: format!("both hold the VIPs {} ms into a healthy link", now - since),
+                });
+                self.both_holding_since = Some(now);
+            }
+        }
+        // Property 3: a survivor takes over within dead_ms + one interval.
+        let mut broken = Vec::new();
+        self.liveness.retain(|&(dead, other, deadline)| {
+            if self.nodes[dead].up() || !self.nodes[other].up() {
+                return false;
+            }
+            if now >= deadline {
+                if !self.nodes[other].is_active() {
+                    broken.push(format!(
+                        "{} not active {} ms after the deadline for replacing {} ({:?})",
+                        NAMES[other],
+                        now - deadline,
+                        NAMES[dead],
+                        self.nodes[other].state()
+                    ));
+                }
+                return false;
+            }
+            true
+        });
+        for what in broken {
+            self.violations.push(Violation { at: now, what });
+        }
+        // Property 4: with both nodes up on a healthy link, not holding on either node does not last.
+        let both_up = self
+            .nodes
+            .iter()
+            .all(|n| n.up() && !matches!(n.state(), Some(NodeState::Stopped | NodeState::Fault)));
+        let neither = both_up && !self.nodes[0].holds() && !self.nodes[1].holds();
+        if !neither {
+            self.neither_since = None;
+        } else if self.neither_since.is_none() {
+            self.neither_since = Some(now);
+        }
+        if self.check_never_neither
+            && let Some(since) = self.neither_since
+            && self.mode == LinkMode::Healthy
+        {
+            let t = p.timings;
+            let start = since
+                .max(self.mode_since)
+                .max(self.nodes[0].up_since)
+                .max(self.nodes[1].up_since);
+            let bound =
+                t.dead_ms + 2 * t.interval_ms + 4 * p.max_delay_ms + 4 * p.vip_latency_ms + 2;
+            if now > start + bound {
+                self.violations.push(Violation {
+                    at: now,
+                    what: format!(
+                        "neither node holds the VIPs for {} ms on a healthy link",
+                        now - since
+                    ),
+                });
+                self.neither_since = Some(now);
+            }
+        }
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.nodes.iter().filter(|n| n.is_active()).count()
+    }
+
+    pub fn holders(&self) -> usize {
+        self.nodes.iter().filter(|n| n.holds()).count()
+    }
+
+    /// Time of the first event matching `f` on node `i` at or after `since`.
+    pub fn first_event(&self, i: usize, since: u64, f: impl Fn(&Event) -> bool) -> Option<u64> {
+        self.nodes[i]
+            .events
+            .iter()
+            .find(|(t, e)| *t >= since && f(e))
+            .map(|(t, _)| *t)
+    }
+
+    /// When node `i` last became active at or after `since`.
+    pub fn became_active(&self, i: usize, since: u64) -> Option<u64> {
+        self.first_event(i, since, |e| {
+            matches!(
+                e,
+                Event::StateChanged {
+                    to: NodeState::Active,
+                    ..
+                }
+            )
+        })
+    }
+
+    pub fn assert_clean(&self) {
+        let list: Vec<String> = self
+            .violations
+            .iter()
+            .map(|v| format!("at {} ms: {}", v.at, v.what))
+            .collect();
+        assert!(list.is_empty(), "violations: {list:#?}");
+    }
+}

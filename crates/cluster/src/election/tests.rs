@@ -1,0 +1,758 @@
+use proptest::prelude::*;
+
+use super::sim::{LinkMode, NAMES, Sim, SimParams};
+use super::*;
+
+fn started(params: SimParams) -> Sim {
+    let mut sim = Sim::new(params);
+    sim.run_for(100);
+    sim
+}
+
+fn has_event(sim: &Sim, i: usize, f: impl Fn(&Event) -> bool) -> bool {
+    sim.nodes[i].events.iter().any(|(_, e)| f(e))
+}
+
+// ---- single node ----------------------------------------------------------------------------------------------
+
+#[test]
+fn standalone_node_becomes_active_on_its_own() {
+    let cfg = ElectionConfig::new("c", "lb1", Role::Secondary, false, Timings::default(), 1);
+    let mut e = Election::new(cfg, 0);
+    let actions = e.handle(Input::Tick, 0);
+    assert!(actions.contains(&Action::AcquireVips));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SendHeartbeat(_))),
+        "no peer, nothing to send"
+    );
+    e.handle(Input::VipsAcquired, 1);
+    assert_eq!(e.state(), NodeState::Active);
+    assert_eq!(e.next_timeout(), u64::MAX);
+}
+
+#[test]
+fn init_waits_for_a_peer_never_heard() {
+    let t = Timings {
+        interval_ms: 100,
+        dead_ms: 500,
+        warn_ms: 300,
+        init_dead_ms: 3000,
+    };
+    let cfg = ElectionConfig::new("c", "lb2", Role::Secondary, true, t, 1);
+    let mut e = Election::new(cfg, 1000);
+    let first = e.handle(Input::Tick, 1000);
+    assert!(first.iter().any(
+        |a| matches!(a, Action::SendHeartbeat(hb) if hb.state == NodeState::Init && hb.seq == 1)
+    ));
+    let mut now = 1000;
+    while now < 3999 {
+        now = e.next_timeout().clamp(now + 1, 3999);
+        assert!(
+            !e.handle(Input::Tick, now).contains(&Action::AcquireVips),
+            "acquired at {now}"
+        );
+        assert_eq!(e.state(), NodeState::Init);
+    }
+    assert_eq!(e.next_timeout(), 4000);
+    assert!(e.handle(Input::Tick, 4000).contains(&Action::AcquireVips));
+    assert_eq!(e.state(), NodeState::Acquiring);
+}
+
+#[test]
+fn heartbeats_follow_the_interval_and_changes_go_out_at_once() {
+    let t = Timings {
+        interval_ms: 200,
+        dead_ms: 1000,
+        warn_ms: 500,
+        init_dead_ms: 3000,
+    };
+    let cfg = ElectionConfig::new("c", "lb1", Role::Primary, true, t, 7);
+    let mut e = Election::new(cfg, 0);
+    let sent = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::SendHeartbeat(_)))
+            .count()
+    };
+    assert_eq!(sent(&e.handle(Input::Tick, 0)), 1);
+    assert_eq!(sent(&e.handle(Input::Tick, 100)), 0);
+    assert_eq!(e.next_timeout(), 200);
+    assert_eq!(sent(&e.handle(Input::Tick, 200)), 1);
+    // A ping change is news: sent at once.
+    assert_eq!(
+        sent(&e.handle(Input::PingResult { reachable: false }, 250)),
+        1
+    );
+    assert_eq!(e.ping(), PingState::Unreachable);
+}
+
+#[test]
+fn timings_validation() {
+    assert!(Timings::default().validate().is_ok());
+    assert!(
+        Timings {
+            interval_ms: 0,
+            ..Timings::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Timings {
+            dead_ms: 200,
+            ..Timings::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Timings {
+            warn_ms: 2000,
+            ..Timings::default()
+        }
+        .validate()
+        .is_err()
+    );
+}
+
+// ---- the pair -------------------------------------------------------------------------------------------------
+
+#[test]
+fn pair_starts_with_the_primary_active() {
+    let sim = started(SimParams::new(20));
+    assert_eq!(sim.nodes[0].state(), Some(NodeState::Active));
+    assert_eq!(sim.nodes[1].state(), Some(NodeState::Standby));
+    // Both started at 0 and heard each other at once: no init_dead wait, a claim round trip only.
+    assert!(sim.became_active(0, 0).unwrap() < 10);
+    assert_eq!(sim.holders(), 1);
+    sim.assert_clean();
+}
+
+#[test]
+fn equal_roles_break_the_tie_by_name() {
+    let mut p = SimParams::new(20);
+    p.roles = [Role::Secondary, Role::Secondary];
+    let sim = started(p);
+    assert!(sim.nodes[0].is_active(), "lb1 < lb2");
+    let mut p = SimParams::new(20);
+    p.roles = [Role::Secondary, Role::Primary];
+    let sim = started(p);
+    assert!(
+        sim.nodes[1].is_active(),
+        "the primary wins whatever its name"
+    );
+    sim.assert_clean();
+}
+
+#[test]
+fn crashed_active_is_replaced_after_dead_ms() {
+    for interval in [10, 50, 200] {
+        let mut p = SimParams::new(interval);
+        p.max_delay_ms = interval / 5;
+        let mut sim = started(p.clone());
+        sim.run_for(interval * 3 + 7);
+        let crash_at = sim.now;
+        sim.crash(0);
+        sim.run_for(p.timings.dead_ms + p.timings.interval_ms + 10);
+        let took = sim.became_active(1, crash_at).expect("secondary took over") - crash_at;
+        assert!(
+            took <= p.timings.dead_ms + p.vip_latency_ms + 1,
+            "interval {interval}: {took} ms"
+        );
+        assert!(
+            took >= p.timings.dead_ms - p.timings.interval_ms - p.max_delay_ms,
+            "not before dead_ms: {took}"
+        );
+        assert!(has_event(&sim, 1, |e| matches!(e, Event::PeerDead { .. })));
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn clean_stop_hands_over_in_a_few_ms_at_any_interval() {
+    for interval in [10, 200, 1000] {
+        let mut p = SimParams::new(interval);
+        p.max_delay_ms = 1;
+        let mut sim = started(p.clone());
+        sim.run_for(interval * 2 + 3);
+        let stop_at = sim.now;
+        sim.feed(0, Input::Shutdown);
+        sim.run_for(20);
+        let took = sim.became_active(1, stop_at).expect("secondary took over") - stop_at;
+        // release (1 ms) + datagram (<= 1 ms) + acquire (1 ms)
+        assert!(took <= 3, "interval {interval}: {took} ms");
+        let released = sim.first_event(0, stop_at, |e| {
+            matches!(
+                e,
+                Event::StateChanged {
+                    to: NodeState::Stopped,
+                    ..
+                }
+            )
+        });
+        assert!(released.unwrap() <= stop_at + took);
+        sim.run_for(interval * 3);
+        assert!(!sim.nodes[0].up(), "stopped node exited");
+        assert!(sim.nodes[1].is_active());
+        sim.assert_clean(); // includes: never both holding while hearing each other
+    }
+}
+
+#[test]
+fn stopping_the_standby_changes_nothing() {
+    let mut sim = started(SimParams::new(20));
+    sim.feed(1, Input::Shutdown);
+    sim.run_for(200);
+    assert!(sim.nodes[0].is_active());
+    assert_eq!(sim.active_exits[0], 0);
+    sim.assert_clean();
+}
+
+#[test]
+fn admin_release_and_takeover_move_the_role_cleanly() {
+    let mut p = SimParams::new(200);
+    p.max_delay_ms = 1;
+    let mut sim = started(p);
+    let t0 = sim.now;
+    sim.feed(0, Input::AdminRelease);
+    sim.run_for(10);
+    assert!(sim.nodes[1].is_active(), "release hands over at once");
+    assert!(sim.became_active(1, t0).unwrap() - t0 <= 3);
+    assert!(!sim.nodes[0].holds());
+    // auto_failback is off and the primary released on purpose: it stays standby.
+    sim.run_for(2000);
+    assert!(sim.nodes[1].is_active());
+    let t1 = sim.now;
+    sim.feed(0, Input::AdminTakeover);
+    sim.run_for(10);
+    assert!(
+        sim.nodes[0].is_active(),
+        "takeover pulls the role back at once"
+    );
+    assert!(sim.became_active(0, t1).unwrap() - t1 <= 5);
+    sim.run_for(2000);
+    assert!(sim.nodes[0].is_active() && !sim.nodes[1].holds());
+    sim.assert_clean();
+}
+
+#[test]
+fn release_is_refused_without_a_ready_peer() {
+    let mut sim = started(SimParams::new(20));
+    sim.crash(1);
+    sim.run_for(200);
+    sim.feed(0, Input::AdminRelease);
+    sim.run_for(10);
+    assert!(sim.nodes[0].is_active());
+    assert!(has_event(&sim, 0, |e| matches!(
+        e,
+        Event::Refused {
+            command: "release",
+            ..
+        }
+    )));
+    // Not active: release refused too.
+    sim.feed(1, Input::AdminRelease);
+    sim.assert_clean();
+}
+
+#[test]
+fn takeover_on_the_active_node_re_announces() {
+    let mut sim = started(SimParams::new(20));
+    let actions = sim.nodes[0]
+        .election
+        .as_mut()
+        .unwrap()
+        .handle(Input::AdminTakeover, sim.now);
+    assert!(actions.contains(&Action::AnnounceVips));
+}
+
+#[test]
+fn split_brain_is_resolved_within_one_heartbeat_primary_wins() {
+    for interval in [10, 200] {
+        let mut p = SimParams::new(interval);
+        p.max_delay_ms = interval / 10;
+        let mut sim = started(p.clone());
+        sim.set_mode(LinkMode::Cut);
+        sim.run_for(p.timings.dead_ms * 3);
+        assert_eq!(sim.active_count(), 2, "partition: both active");
+        let healed = sim.now;
+        sim.set_mode(LinkMode::Healthy);
+        sim.run_for(p.settle_ms() + 1);
+        assert_eq!(sim.holders(), 1, "interval {interval}");
+        assert!(sim.nodes[0].is_active(), "primary wins");
+        assert!(
+            sim.nodes[0].announces.iter().any(|t| *t >= healed),
+            "the winner announces again"
+        );
+        let episodes: u64 = (0..2).map(|i| sim.nodes[i].e().stats().split_brains).sum();
+        assert!(episodes >= 1, "split brain detected and counted");
+        sim.run_for(1000);
+        assert_eq!(sim.holders(), 1);
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn split_brain_winner_announces_even_if_the_loser_dropped_the_vips_first() {
+    // With the loser's "releasing" heartbeat reordered behind its "standby" one, the winner never sees two holders;
+    // it still announces because the peer came back after being declared dead.
+    let mut sim = started(SimParams::new(20));
+    sim.set_mode(LinkMode::Cut);
+    sim.run_for(300);
+    let healed = sim.now;
+    sim.set_mode(LinkMode::Healthy);
+    sim.run_for(100);
+    assert!(sim.nodes[0].is_active() && !sim.nodes[1].holds());
+    let announces = sim.nodes[0]
+        .announces
+        .iter()
+        .filter(|t| **t >= healed)
+        .count();
+    assert!((1..=2).contains(&announces), "{announces}");
+    sim.assert_clean();
+}
+
+#[test]
+fn warn_time_is_logged_before_dead_time() {
+    let mut sim = started(SimParams::new(20));
+    sim.set_mode(LinkMode::Cut);
+    let cut = sim.now;
+    sim.run_for(150);
+    let warned = sim
+        .first_event(1, cut, |e| matches!(e, Event::PeerSilent { .. }))
+        .unwrap();
+    let dead = sim
+        .first_event(1, cut, |e| matches!(e, Event::PeerDead { .. }))
+        .unwrap();
+    assert!(warned < dead);
+    assert!(
+        warned - cut <= 60 + 1 && warned - cut >= 40,
+        "{}",
+        warned - cut
+    );
+    assert_eq!(sim.nodes[1].e().stats().warn_time_exceeded, 1);
+}
+
+#[test]
+fn returning_primary_does_not_take_over_without_auto_failback() {
+    let mut sim = started(SimParams::new(20));
+    sim.crash(0);
+    sim.run_for(200);
+    assert!(sim.nodes[1].is_active());
+    sim.start(0);
+    sim.feed(0, Input::CaughtUp(true));
+    sim.run_for(2000);
+    assert!(sim.nodes[1].is_active());
+    assert_eq!(sim.nodes[0].state(), Some(NodeState::Standby));
+    assert_eq!(sim.active_exits[1], 0);
+    sim.assert_clean();
+}
+
+#[test]
+fn auto_failback_waits_for_caught_up_then_hands_back_cleanly() {
+    let mut p = SimParams::new(200);
+    p.auto_failback = true;
+    p.max_delay_ms = 1;
+    let mut sim = started(p);
+    sim.crash(0);
+    sim.run_for(1300);
+    assert!(sim.nodes[1].is_active());
+    sim.start(0);
+    sim.run_for(3000);
+    assert!(sim.nodes[1].is_active(), "not caught up yet: no failback");
+    let t = sim.now;
+    sim.feed(0, Input::CaughtUp(true));
+    sim.run_for(20);
+    assert!(sim.nodes[0].is_active(), "failback at once once caught up");
+    assert!(sim.became_active(0, t).unwrap() - t <= 5);
+    assert!(has_event(&sim, 0, |e| matches!(
+        e,
+        Event::TakeoverRequested { failback: true }
+    )));
+    sim.run_for(3000);
+    assert!(sim.nodes[0].is_active() && !sim.nodes[1].holds());
+    sim.assert_clean();
+}
+
+#[test]
+fn admin_release_on_a_failback_primary_does_not_bounce_back() {
+    let mut p = SimParams::new(20);
+    p.auto_failback = true;
+    let mut sim = started(p);
+    sim.feed(0, Input::CaughtUp(true));
+    sim.run_for(50);
+    sim.feed(0, Input::AdminRelease);
+    sim.run_for(1000);
+    assert!(sim.nodes[1].is_active());
+    assert_eq!(sim.active_exits[1], 0);
+    sim.assert_clean();
+}
+
+#[test]
+fn admin_takeover_by_the_secondary_is_not_undone_by_failback() {
+    let mut p = SimParams::new(20);
+    p.auto_failback = true;
+    let mut sim = started(p);
+    sim.feed(0, Input::CaughtUp(true));
+    sim.feed(1, Input::AdminTakeover);
+    sim.run_for(1000);
+    assert!(sim.nodes[1].is_active());
+    assert_eq!(sim.active_exits[1], 0);
+    sim.assert_clean();
+}
+
+#[test]
+fn standby_without_ping_nodes_does_not_take_over_from_a_peer_it_hears() {
+    let mut p = SimParams::new(20);
+    p.ping_configured = true;
+    let mut sim = Sim::new(p);
+    // The primary cannot reach its ping nodes from the start: the secondary becomes active instead.
+    sim.feed(0, Input::PingResult { reachable: false });
+    sim.run_for(500);
+    assert!(sim.nodes[1].is_active());
+    assert!(!sim.nodes[0].holds());
+    sim.assert_clean();
+}
+
+#[test]
+fn active_without_ping_nodes_hands_over_to_a_peer_that_has_them() {
+    let mut p = SimParams::new(200);
+    p.ping_configured = true;
+    p.max_delay_ms = 1;
+    let mut sim = started(p);
+    // The standby loses its ping nodes: nothing moves.
+    sim.feed(1, Input::PingResult { reachable: false });
+    sim.run_for(2000);
+    assert!(sim.nodes[0].is_active());
+    sim.feed(1, Input::PingResult { reachable: true });
+    let t = sim.now;
+    sim.feed(0, Input::PingResult { reachable: false });
+    sim.run_for(10);
+    assert!(sim.nodes[1].is_active(), "steps down with a clean handover");
+    assert!(sim.became_active(1, t).unwrap() - t <= 4);
+    // Both unreachable: no reason to move back.
+    sim.feed(1, Input::PingResult { reachable: false });
+    sim.run_for(2000);
+    assert!(sim.nodes[1].is_active());
+    assert_eq!(sim.active_exits[1], 0);
+    // Ping back on the primary, auto_failback off: stays.
+    sim.feed(0, Input::PingResult { reachable: true });
+    sim.run_for(2000);
+    // Now the active (lb2) cannot reach, lb1 can: lb2 steps down.
+    assert!(sim.nodes[0].is_active());
+    sim.assert_clean();
+}
+
+#[test]
+fn takeover_refused_when_this_node_cannot_reach_ping_nodes() {
+    let mut p = SimParams::new(20);
+    p.ping_configured = true;
+    let mut sim = started(p);
+    sim.feed(1, Input::PingResult { reachable: false });
+    sim.run_for(50);
+    sim.feed(1, Input::AdminTakeover);
+    sim.run_for(200);
+    assert!(sim.nodes[0].is_active());
+    assert!(has_event(&sim, 1, |e| matches!(
+        e,
+        Event::Refused {
+            command: "takeover",
+            ..
+        }
+    )));
+}
+
+#[test]
+fn isolated_standby_still_takes_over_from_a_dead_peer() {
+    let mut p = SimParams::new(20);
+    p.ping_configured = true;
+    let mut sim = started(p);
+    sim.feed(1, Input::PingResult { reachable: false });
+    sim.crash(0);
+    sim.run_for(200);
+    assert!(sim.nodes[1].is_active(), "a dead peer serves nobody");
+}
+
+#[test]
+fn vip_failure_is_a_visible_fault_and_the_peer_takes_over() {
+    let mut sim = Sim::new(SimParams::new(20));
+    sim.nodes[0].fail_acquires = 1;
+    sim.run_for(30);
+    assert!(has_event(&sim, 0, |e| matches!(
+        e,
+        Event::StateChanged {
+            to: NodeState::Fault,
+            ..
+        }
+    )));
+    sim.run_for(100);
+    assert!(
+        sim.nodes[1].is_active(),
+        "the peer takes over from a node in fault"
+    );
+    assert!(!sim.nodes[0].is_active());
+    assert!(
+        sim.nodes[0].e().fault_reason().is_some()
+            || sim.nodes[0].state() == Some(NodeState::Standby)
+    );
+    // After the retry delay the faulty node stands by (the peer is active).
+    sim.run_for(2000);
+    assert_eq!(sim.nodes[0].state(), Some(NodeState::Standby));
+    assert!(sim.nodes[1].is_active());
+    sim.assert_clean();
+}
+
+#[test]
+fn standalone_fault_retries() {
+    let cfg = ElectionConfig::new("c", "lb1", Role::Primary, false, Timings::default(), 1);
+    let mut e = Election::new(cfg, 0);
+    e.handle(Input::Tick, 0);
+    e.handle(
+        Input::VipFailure {
+            op: VipOp::Acquire,
+            error: "no such device".into(),
+        },
+        1,
+    );
+    assert_eq!(e.state(), NodeState::Fault);
+    assert_eq!(e.fault_reason(), Some("acquire failed: no such device"));
+    assert!(e.holds_vips(), "a partial add may have left addresses");
+    e.handle(Input::VipsReleased, 2);
+    assert!(!e.holds_vips());
+    assert_eq!(e.next_timeout(), 1 + 1000);
+    let actions = e.handle(Input::Tick, 1001);
+    assert!(
+        actions.contains(&Action::AcquireVips),
+        "retries: {actions:?}"
+    );
+}
+
+#[test]
+fn standby_restarting_repeatedly_never_makes_the_active_flap() {
+    for roles in [
+        [Role::Primary, Role::Secondary],
+        [Role::Secondary, Role::Primary],
+    ] {
+        let mut p = SimParams::new(20);
+        p.roles = roles;
+        p.max_delay_ms = 3;
+        let mut sim = Sim::new(p);
+        sim.run_for(100);
+        let active = if sim.nodes[0].is_active() { 0 } else { 1 };
+        let standby = 1 - active;
+        if roles[active] == Role::Secondary {
+            unreachable!("the primary starts active");
+        }
+        // Make the secondary the active one when it is not, so both role layouts are covered.
+        let (active, standby) = if roles[0] == Role::Secondary {
+            (active, standby)
+        } else {
+            sim.feed(active, Input::AdminRelease);
+            sim.run_for(50);
+            (standby, active)
+        };
+        assert!(sim.nodes[active].is_active());
+        let exits = sim.active_exits[active];
+        for round in 0..20 {
+            if round % 2 == 0 {
+                sim.crash(standby);
+            } else {
+                sim.feed(standby, Input::Shutdown);
+            }
+            sim.run_for(30 + round * 7);
+            sim.start(standby);
+            sim.feed(standby, Input::CaughtUp(true));
+            sim.run_for(150 + round * 13);
+        }
+        assert_eq!(
+            sim.active_exits[active], exits,
+            "the active node never left active"
+        );
+        assert!(sim.nodes[active].is_active());
+        assert_eq!(sim.nodes[active].e().stats().split_brains, 0);
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn replayed_heartbeats_do_not_move_anything() {
+    // A recorded "stopped, please take over" heartbeat replayed later is refused by the guard.
+    let codec = crate::wire::HeartbeatCodec::new("openstack", b"k");
+    let mut guard = crate::wire::ReplayGuard::new();
+    let t = Timings::default();
+    let mut a = Election::new(
+        ElectionConfig::new("openstack", "lb1", Role::Primary, true, t, 10),
+        0,
+    );
+    let mut hbs = Vec::new();
+    for now in [0, 200, 400] {
+        for action in a.handle(Input::Tick, now) {
+            if let Action::SendHeartbeat(hb) = action {
+                hbs.push(codec.encode(&hb).unwrap());
+            }
+        }
+    }
+    for datagram in &hbs {
+        assert!(guard.check(&codec.decode(datagram).unwrap()).is_ok());
+    }
+    for datagram in &hbs {
+        assert_eq!(
+            guard.check(&codec.decode(datagram).unwrap()),
+            Err(crate::wire::Reject::Replay)
+        );
+    }
+}
+
+// ---- properties -----------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Step {
+    Wait(u64),
+    Link(LinkMode),
+    Crash(usize),
+    Start(usize),
+    Stop(usize),
+    Takeover(usize),
+    Release(usize),
+    Ping(usize, bool),
+    CaughtUp(usize),
+}
+
+fn step_strategy(dead_ms: u64) -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (1..dead_ms * 3).prop_map(Step::Wait),
+        2 => prop_oneof![
+            Just(LinkMode::Healthy),
+            (5u64..60).prop_map(LinkMode::Lossy),
+            Just(LinkMode::Cut),
+            (0usize..2).prop_map(LinkMode::OneWay),
+        ]
+        .prop_map(Step::Link),
+        1 => (0usize..2).prop_map(Step::Crash),
+        2 => (0usize..2).prop_map(Step::Start),
+        1 => (0usize..2).prop_map(Step::Stop),
+        1 => (0usize..2).prop_map(Step::Takeover),
+        1 => (0usize..2).prop_map(Step::Release),
+        1 => ((0usize..2), any::<bool>()).prop_map(|(i, r)| Step::Ping(i, r)),
+        1 => (0usize..2).prop_map(Step::CaughtUp),
+    ]
+}
+
+fn scenario() -> impl Strategy<Value = (SimParams, Vec<Step>)> {
+    (
+        prop_oneof![Just(10u64), Just(20), Just(50), Just(200)],
+        3u64..7,
+        0u64..=25,
+        0u64..=25,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_flat_map(
+            |(interval, dead_factor, delay_pct, vip_pct, failback, ping, equal_roles, seed)| {
+                let mut p = SimParams::new(interval);
+                p.timings.dead_ms = interval * dead_factor;
+                p.timings.warn_ms = p.timings.dead_ms / 2;
+                p.timings.init_dead_ms = p.timings.dead_ms * 2;
+                p.max_delay_ms = interval * delay_pct / 100;
+                p.vip_latency_ms = (interval * vip_pct / 100).max(1);
+                p.auto_failback = failback;
+                p.ping_configured = ping;
+                if equal_roles {
+                    p.roles = [Role::Secondary, Role::Secondary];
+                }
+                p.seed = seed;
+                let dead = p.timings.dead_ms;
+                (
+                    Just(p),
+                    proptest::collection::vec(step_strategy(dead), 10..60),
+                )
+            },
+        )
+}
+
+fn run_scenario(params: SimParams, steps: &[Step]) -> Sim {
+    let mut sim = Sim::new(params);
+    for step in steps {
+        match step {
+            Step::Wait(ms) => sim.run_for(*ms),
+            Step::Link(mode) => sim.set_mode(*mode),
+            Step::Crash(i) => sim.crash(*i),
+            Step::Start(i) => sim.start(*i),
+            Step::Stop(i) => sim.feed(*i, Input::Shutdown),
+            Step::Takeover(i) => sim.feed(*i, Input::AdminTakeover),
+            Step::Release(i) => sim.feed(*i, Input::AdminRelease),
+            Step::Ping(i, reachable) => sim.feed(
+                *i,
+                Input::PingResult {
+                    reachable: *reachable,
+                },
+            ),
+            Step::CaughtUp(i) => sim.feed(*i, Input::CaughtUp(true)),
+        }
+    }
+    // End on a healthy link with both nodes up: the pair must settle on exactly one holder.
+    sim.set_mode(LinkMode::Healthy);
+    let t = sim.params.timings;
+    // Let nodes that are stopping finish and exit first.
+    sim.run_for(t.interval_ms * 2 + 4 * sim.params.vip_latency_ms + 1);
+    sim.start(0);
+    sim.start(1);
+    sim.run_for(t.init_dead_ms + t.dead_ms + 10 * t.interval_ms);
+    sim
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    /// SAFETY (two holders only while one cannot hear the other; a split brain ends within one heartbeat of a
+    /// healthy link), LIVENESS (a survivor is active within dead_ms + one interval; never neither on a healthy
+    /// link) and convergence to exactly one holder, under loss, reordering, delay, partitions, crashes, restarts,
+    /// clean stops, admin commands and ping changes.
+    #[test]
+    fn pair_is_safe_and_live((params, steps) in scenario()) {
+        let sim = run_scenario(params.clone(), &steps);
+        prop_assert!(sim.violations.is_empty(), "{:#?}\n{:?}", sim.violations, params);
+        prop_assert_eq!(sim.holders(), 1, "end: {:?} {:?}", sim.nodes[0].state(), sim.nodes[1].state());
+        prop_assert_eq!(sim.active_count(), 1);
+    }
+
+    /// No flapping: whatever the link does, a standby that restarts over and over never moves the active role
+    /// (auto_failback off).
+    #[test]
+    fn standby_restarts_never_flap(
+        seed in any::<u64>(),
+        interval in prop_oneof![Just(10u64), Just(50), Just(200)],
+        secondary_active in any::<bool>(),
+        downs in proptest::collection::vec((0u64..400, 0u64..600, any::<bool>()), 5..25),
+    ) {
+        let mut p = SimParams::new(interval);
+        p.seed = seed;
+        p.max_delay_ms = interval / 5;
+        let mut sim = Sim::new(p.clone());
+        sim.run_for(interval * 3);
+        if secondary_active {
+            sim.feed(0, Input::AdminRelease);
+            sim.run_for(interval * 3);
+        }
+        let active = usize::from(secondary_active);
+        prop_assert!(sim.nodes[active].is_active());
+        let exits = sim.active_exits[active];
+        for (down_ms, up_ms, clean) in downs {
+            if clean { sim.feed(1 - active, Input::Shutdown) } else { sim.crash(1 - active) }
+            sim.run_for(down_ms);
+            sim.start(1 - active);
+            sim.feed(1 - active, Input::CaughtUp(true));
+            sim.run_for(up_ms);
+        }
+        prop_assert_eq!(sim.active_exits[active], exits);
+        prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+    }
+}
+
+#[test]
+fn names_are_distinct() {
+    assert_ne!(NAMES[0], NAMES[1]);
+}
