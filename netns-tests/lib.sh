@@ -69,19 +69,29 @@ lab_build() { # build what is missing: the lab tools, and tandem when asked (lab
 # start_bg NAME NODE CMD... : run CMD inside NODE's namespace, log to $LAB_TMP/NAME.log, pid in $LAB_TMP/NAME.pid
 start_bg() {
   local name=$1 node=$2; shift 2
-  ip netns exec "$(ns "$node")" "$@" >>"$LAB_TMP/$name.log" 2>&1 &
-  echo $! >"$LAB_TMP/$name.pid"
-  disown $! # no "Killed" job notices: the run reaps its own processes through the pid files
+  # started from a subshell that exits at once: the process is re-parented (reaped by init, no job notices)
+  (
+    ip netns exec "$(ns "$node")" "$@" >>"$LAB_TMP/$name.log" 2>&1 </dev/null &
+    echo $! >"$LAB_TMP/$name.pid"
+  )
 }
 pid_of() { cat "$LAB_TMP/$1.pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+# pid_alive PID: running (a zombie -- dead, not yet reaped by this shell -- counts as gone)
+pid_alive() {
+  local stat
+  [[ -n $1 && -e /proc/$1/stat ]] && { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
+alive() { pid_alive "$(pid_of "$1")"; }
+pid_gone() { ! pid_alive "$1"; }
 # stop_bg NAME [SIGNAL] [TIMEOUT_S]: signal, wait (bounded), then SIGKILL
 stop_bg() {
   local name=$1 sig=${2:-TERM} limit=${3:-5} p i
   p=$(pid_of "$name"); [[ -n $p ]] || return 0
   kill -"$sig" "$p" 2>/dev/null || true
-  for ((i = 0; i < limit * 100; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.01; done
-  if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
+  for ((i = 0; i < limit * 100; i++)); do pid_alive "$p" || break; sleep 0.01; done
+  if pid_alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
   rm -f "$LAB_TMP/$name.pid"
 }
 

@@ -1,0 +1,85 @@
+# shellcheck shell=bash
+# Running tandem on the lab's two LB nodes with the OpenStack example config. Sourced after lib.sh.
+#
+# Each node gets its own config dir $LAB_TMP/tandem/NODE holding cluster.toml (the example's, with [heartbeat]
+# rewritten per drill), node.toml (the example's node-NODE.toml, with state_dir moved into the config dir), the shared
+# secret (`tandem keygen`, one for both nodes) and the admin password file.
+
+EXAMPLE_DIR="$TND_ROOT/deploy/examples/openstack"
+
+# toml_set FILE SECTION KEY VALUE: set KEY = VALUE (VALUE written as TOML) inside [SECTION], adding it if missing
+toml_set() {
+  local file=$1 section=$2 key=$3 value=$4 tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  awk -v section="[$section]" -v key="$key" -v value="$value" '
+    function flush() { if (in_section && !done) { print key " = " value; done = 1 } }
+    /^\[/ { hdr = $1; if (in_section && hdr != section) flush(); in_section = (hdr == section) }
+    in_section && $0 ~ ("^" key "[ \t]*=") { print key " = " value; done = 1; next }
+    { print }
+    END { flush() }' "$file" >"$tmp"
+  mv "$tmp" "$file"
+}
+
+td_dir() { echo "$LAB_TMP/tandem/$1"; }
+
+# td_configure INTERVAL_MS DEAD_MS [KEY=TOML_VALUE ...]: (re)write both nodes' config dirs; extra keys go to
+# [heartbeat] (e.g. auto_failback=true, 'ping_nodes=["192.168.1.1"]')
+td_configure() {
+  local interval=$1 dead=$2 node dir kv warn
+  shift 2
+  warn=$(((interval + dead) / 2))
+  [[ -e $LAB_TMP/tandem/secret ]] || {
+    mkdir -p "$LAB_TMP/tandem"
+    "$TANDEM" keygen "$LAB_TMP/tandem/secret" >&2
+  }
+  for node in lb1 lb2; do
+    dir=$(td_dir "$node")
+    mkdir -p "$dir/state"
+    cp "$EXAMPLE_DIR/cluster.toml" "$dir/cluster.toml"
+    cp "$EXAMPLE_DIR/node-$node.toml" "$dir/node.toml"
+    cp "$LAB_TMP/tandem/secret" "$dir/secret"
+    chmod 600 "$dir/secret"
+    [[ -e $dir/admin-password ]] || { echo "lab-$$" >"$dir/admin-password"; chmod 600 "$dir/admin-password"; }
+    toml_set "$dir/node.toml" node state_dir "\"$dir/state\""
+    toml_set "$dir/node.toml" node manage_vips true
+    toml_set "$dir/cluster.toml" heartbeat interval_ms "$interval"
+    toml_set "$dir/cluster.toml" heartbeat dead_ms "$dead"
+    toml_set "$dir/cluster.toml" heartbeat warn_ms "$warn"
+    for kv in "$@"; do toml_set "$dir/cluster.toml" heartbeat "${kv%%=*}" "${kv#*=}"; done
+  done
+}
+
+td_start() { # NODE
+  local node=$1
+  start_bg "tandem-$node" "$node" env RUST_LOG="${RUST_LOG:-info}" "$TANDEM" run --config-dir "$(td_dir "$node")"
+}
+td_cli() { # NODE ARGS... : the tandem CLI inside NODE's namespace, talking to NODE's admin address
+  local node=$1; shift
+  nsx "$node" "$TANDEM" "$@" --config-dir "$(td_dir "$node")"
+}
+td_status_json() { td_cli "$1" status --json 2>/dev/null; }
+td_state() { td_status_json "$1" | "$JSON" get node.state 2>/dev/null || echo unknown; }
+td_is() { [[ $(td_state "$1") == "$2" ]]; } # NODE STATE
+
+# td_stop NODE [SIGNAL]: stop NODE's daemon (TERM = clean stop), bounded
+td_stop() { stop_bg "tandem-$1" "${2:-TERM}" 10; }
+td_stop_all() { td_stop lb1 TERM; td_stop lb2 TERM; }
+
+# td_wait_state NODE STATE SECONDS
+td_wait_state() { wait_for "$3" "$1 $2" td_is "$1" "$2"; }
+
+# td_pair INTERVAL DEAD [KEYS...]: a fresh pair, lb1 active with the VIP, lb2 standby; returns 1 if it never settles
+td_pair() {
+  td_stop_all
+  vip_flush
+  td_configure "$@"
+  td_start lb1
+  td_start lb2
+  local limit=20
+  td_wait_state lb1 active "$limit" && td_wait_state lb2 standby "$limit" && wait_for 5 "VIP on lb1 only" vip_only lb1 || {
+    log "pair did not settle: lb1=$(td_state lb1) lb2=$(td_state lb2) holders=$(vip_holders)"
+    tail -n 20 "$LAB_TMP/tandem-lb1.log" "$LAB_TMP/tandem-lb2.log" >&2 || true
+    return 1
+  }
+}
+vip_only() { [[ $(vip_holders) == 1 ]] && vip_on "$1"; }
