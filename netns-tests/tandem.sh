@@ -22,12 +22,11 @@ toml_set() {
 
 td_dir() { echo "$LAB_TMP/tandem/$1"; }
 
-# td_configure INTERVAL_MS DEAD_MS [KEY=TOML_VALUE ...]: (re)write both nodes' config dirs; extra keys go to
+# td_configure INTERVAL_MS DEAD_MS [KEY=TOML_VALUE ...] (empty timings keep the example's): (re)write both nodes' config dirs; extra keys go to
 # [heartbeat] (e.g. auto_failback=true, 'ping_nodes=["192.168.1.1"]')
 td_configure() {
   local interval=$1 dead=$2 node dir kv warn
   shift 2
-  warn=$(((interval + dead) / 2))
   [[ -e $LAB_TMP/tandem/secret ]] || {
     mkdir -p "$LAB_TMP/tandem"
     "$TANDEM" keygen "$LAB_TMP/tandem/secret" >&2
@@ -42,9 +41,12 @@ td_configure() {
     [[ -e $dir/admin-password ]] || { echo "lab-$$" >"$dir/admin-password"; chmod 600 "$dir/admin-password"; }
     toml_set "$dir/node.toml" node state_dir "\"$dir/state\""
     toml_set "$dir/node.toml" node manage_vips true
-    toml_set "$dir/cluster.toml" heartbeat interval_ms "$interval"
-    toml_set "$dir/cluster.toml" heartbeat dead_ms "$dead"
-    toml_set "$dir/cluster.toml" heartbeat warn_ms "$warn"
+    if [[ -n $interval ]]; then # empty: keep the example's timings
+      warn=$(((interval + dead) / 2))
+      toml_set "$dir/cluster.toml" heartbeat interval_ms "$interval"
+      toml_set "$dir/cluster.toml" heartbeat dead_ms "$dead"
+      toml_set "$dir/cluster.toml" heartbeat warn_ms "$warn"
+    fi
     for kv in "$@"; do toml_set "$dir/cluster.toml" heartbeat "${kv%%=*}" "${kv#*=}"; done
   done
 }
