@@ -71,21 +71,41 @@ impl AnnounceSchedule {
     }
 }
 
-/// Sends announcements for VIPs on the manager's interface.
+/// Sends announcements for VIPs on the manager's interface. Clones share one packet socket.
 #[derive(Debug, Clone)]
 pub struct Announcer {
     manager: Arc<VipManager>,
+    /// Opened on first use and kept: closing an AF_PACKET socket waits for an RCU grace period (~10 ms), which a
+    /// takeover should not pay on every round.
+    socket: Arc<Mutex<Option<Arc<PacketSocket>>>>,
 }
 
 impl Announcer {
     /// An announcer for the interface of `manager` (which it uses to read the interface index and MAC).
     pub fn new(manager: Arc<VipManager>) -> Self {
-        Self { manager }
+        Self {
+            manager,
+            socket: Arc::new(Mutex::new(None)),
+        }
     }
 
-    /// Sends one round: gratuitous ARP (one frame, two in `Both` mode) per IPv4 VIP and one unsolicited NA per IPv6 VIP, with the interface's
-    /// current MAC. Returns the number of frames sent: 0 on an interface that does not resolve neighbours (no MAC,
-    /// IFF_NOARP, not Ethernet), where there is nobody to tell. Stops at the first failure.
+    fn socket(&self) -> Result<Arc<PacketSocket>, VipError> {
+        let mut cached = self.socket.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(socket) = cached.as_ref() {
+            return Ok(Arc::clone(socket));
+        }
+        let socket = PacketSocket::open().map_err(|e| {
+            VipError::from_io(self.manager.interface(), VipAction::OpenPacketSocket, e)
+        })?;
+        let socket = Arc::new(socket);
+        *cached = Some(Arc::clone(&socket));
+        Ok(socket)
+    }
+
+    /// Sends one round: gratuitous ARP (one frame, two in `Both` mode) per IPv4 VIP and one unsolicited NA per IPv6
+    /// VIP, with the interface's current MAC. Returns the number of frames sent: 0 on an interface that does not
+    /// resolve neighbours (no MAC, IFF_NOARP, not Ethernet), where there is nobody to tell. Stops at the first
+    /// failure.
     pub async fn announce_once(&self, vips: &[Vip], arp_mode: ArpMode) -> Result<usize, VipError> {
         let interface = self.manager.interface();
         let first = vips.first().copied();
@@ -107,8 +127,7 @@ impl Announcer {
                 action,
             });
         }
-        let socket = PacketSocket::open()
-            .map_err(|e| VipError::from_io(interface, VipAction::OpenPacketSocket, e))?;
+        let socket = self.socket()?;
         let mut sent = 0;
         for vip in vips {
             let (frames, destination, ethertype) = match vip.addr() {

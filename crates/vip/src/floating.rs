@@ -13,6 +13,8 @@ pub struct FloatingVips {
     vips: Vec<Vip>,
     config: AnnounceConfig,
     announcement: Option<Announcement>,
+    /// Between an acquire (even a failed one) and a release: the VIPs should be here.
+    holding: bool,
 }
 
 impl FloatingVips {
@@ -33,6 +35,7 @@ impl FloatingVips {
             vips,
             config,
             announcement: None,
+            holding: false,
         })
     }
 
@@ -51,9 +54,10 @@ impl FloatingVips {
     /// failure is returned and the node must treat itself as faulty.
     pub async fn acquire(&mut self) -> Result<(), VipError> {
         self.stop_announcing();
+        self.holding = true;
         let mut first_error = None;
-        for vip in &self.vips {
-            match self.manager.add(vip).await {
+        for (vip, outcome) in self.vips.iter().zip(self.manager.add_all(&self.vips).await) {
+            match outcome {
                 Ok(outcome) => {
                     tracing::info!(interface = self.manager.interface(), %vip, ?outcome, "VIP acquired")
                 }
@@ -89,9 +93,14 @@ impl FloatingVips {
     /// attempted even if one fails; the first failure is returned.
     pub async fn release(&mut self) -> Result<(), VipError> {
         self.stop_announcing();
+        self.holding = false;
         let mut first_error = None;
-        for vip in &self.vips {
-            match self.manager.remove(vip).await {
+        for (vip, outcome) in self
+            .vips
+            .iter()
+            .zip(self.manager.remove_all(&self.vips).await)
+        {
+            match outcome {
                 Ok(outcome) => {
                     tracing::info!(interface = self.manager.interface(), %vip, ?outcome, "VIP released")
                 }
@@ -102,6 +111,47 @@ impl FloatingVips {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether the set is acquired (since the last `acquire`, even a failed one, and until `release`).
+    pub fn holding(&self) -> bool {
+        self.holding
+    }
+
+    /// Replaces the configured VIPs (after a configuration change). While holding, VIPs no longer configured are
+    /// removed and new ones are added and announced at once; otherwise only the list changes. Every change is
+    /// attempted; the first failure is returned.
+    pub async fn update_vips(&mut self, mut vips: Vec<Vip>) -> Result<(), VipError> {
+        let mut seen = std::collections::HashSet::new();
+        vips.retain(|vip| seen.insert(*vip));
+        let old = std::mem::replace(&mut self.vips, vips);
+        if !self.holding {
+            return Ok(());
+        }
+        let mut first_error = None;
+        for gone in old.iter().filter(|vip| !self.vips.contains(vip)) {
+            if let Err(e) = self.manager.remove(gone).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        let added: Vec<Vip> = self
+            .vips
+            .iter()
+            .filter(|vip| !old.contains(vip))
+            .copied()
+            .collect();
+        for vip in &added {
+            if let Err(e) = self.manager.add(vip).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if !added.is_empty() {
+            self.reannounce().await?;
+        }
+        Ok(())
     }
 
     /// Which of the VIPs are on the interface now.

@@ -110,8 +110,45 @@ impl VipManager {
     /// Adds `vip` to the interface. IPv6 VIPs are added with IFA_F_NODAD so they are usable at once (the peer
     /// just dropped the address; waiting for duplicate address detection would only lengthen the outage).
     pub async fn add(&self, vip: &Vip) -> Result<AddOutcome, VipError> {
-        let action = || VipAction::AddAddress(*vip);
-        let index = self.index(action()).await?;
+        let index = self.index(VipAction::AddAddress(*vip)).await?;
+        self.add_on(index, vip).await
+    }
+
+    /// Removes `vip` (same address and prefix length) from the interface. An address with another prefix length is
+    /// left alone: it is not ours.
+    pub async fn remove(&self, vip: &Vip) -> Result<RemoveOutcome, VipError> {
+        let index = self.index(VipAction::RemoveAddress(*vip)).await?;
+        self.remove_on(index, vip).await
+    }
+
+    /// Adds every one of `vips`, all requests in flight at once (a takeover should not pay one round trip per VIP).
+    /// Returns one result per VIP, in order.
+    pub async fn add_all(&self, vips: &[Vip]) -> Vec<Result<AddOutcome, VipError>> {
+        let Some(vip) = vips.first() else {
+            return Vec::new();
+        };
+        match self.index(VipAction::AddAddress(*vip)).await {
+            Ok(index) => {
+                futures::future::join_all(vips.iter().map(|vip| self.add_on(index, vip))).await
+            }
+            Err(e) => vips.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    /// Removes every one of `vips`, all requests in flight at once. Returns one result per VIP, in order.
+    pub async fn remove_all(&self, vips: &[Vip]) -> Vec<Result<RemoveOutcome, VipError>> {
+        let Some(vip) = vips.first() else {
+            return Vec::new();
+        };
+        match self.index(VipAction::RemoveAddress(*vip)).await {
+            Ok(index) => {
+                futures::future::join_all(vips.iter().map(|vip| self.remove_on(index, vip))).await
+            }
+            Err(e) => vips.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    async fn add_on(&self, index: u32, vip: &Vip) -> Result<AddOutcome, VipError> {
         let mut request = self
             .handle
             .address()
@@ -126,22 +163,23 @@ impl VipManager {
         match request.execute().await {
             Ok(()) => Ok(AddOutcome::Added),
             Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => Ok(AddOutcome::AlreadyPresent),
-            Err(e) => Err(self.netlink_error(action(), e)),
+            Err(e) => Err(self.netlink_error(VipAction::AddAddress(*vip), e)),
         }
     }
 
-    /// Removes `vip` (same address and prefix length) from the interface. An address with another prefix length is
-    /// left alone: it is not ours.
-    pub async fn remove(&self, vip: &Vip) -> Result<RemoveOutcome, VipError> {
-        let action = || VipAction::RemoveAddress(*vip);
-        let index = self.index(action()).await?;
-        let message = address_message(index, vip);
-        match self.handle.address().del(message).execute().await {
+    async fn remove_on(&self, index: u32, vip: &Vip) -> Result<RemoveOutcome, VipError> {
+        match self
+            .handle
+            .address()
+            .del(address_message(index, vip))
+            .execute()
+            .await
+        {
             Ok(()) => Ok(RemoveOutcome::Removed),
             Err(e) if netlink_errno(&e) == Some(libc::EADDRNOTAVAIL) => {
                 Ok(RemoveOutcome::NotPresent)
             }
-            Err(e) => Err(self.netlink_error(action(), e)),
+            Err(e) => Err(self.netlink_error(VipAction::RemoveAddress(*vip), e)),
         }
     }
 
@@ -158,11 +196,12 @@ impl VipManager {
     /// Removes every one of `vips` found on the interface and returns those it removed. A node that is not active
     /// calls this at start-up to drop VIPs left behind by a crash of an earlier run.
     pub async fn remove_stale(&self, vips: &[Vip]) -> Result<Vec<Vip>, VipError> {
+        let held = self.held(vips).await?;
         let mut removed = Vec::new();
-        for vip in self.held(vips).await? {
-            if self.remove(&vip).await? == RemoveOutcome::Removed {
+        for (vip, outcome) in held.iter().zip(self.remove_all(&held).await) {
+            if outcome? == RemoveOutcome::Removed {
                 tracing::warn!(interface = %self.interface, %vip, "removed a stale VIP left by an earlier run");
-                removed.push(vip);
+                removed.push(*vip);
             }
         }
         Ok(removed)

@@ -837,3 +837,136 @@ fn nothing_to_announce_on_a_link_without_arp() {
         assert_eq!(sent, 0);
     });
 }
+
+#[test]
+fn update_vips_while_holding_moves_only_the_difference() {
+    let lab = Lab::new("update");
+    let capture = lab.capture(Duration::from_millis(500));
+    lab.in_node(|| async {
+        let config = AnnounceConfig {
+            count: 1,
+            ..AnnounceConfig::default()
+        };
+        let mut vips = FloatingVips::new(
+            NODE_IF,
+            vec![vip("10.77.0.250"), vip("10.77.0.251")],
+            config,
+        )
+        .unwrap();
+        // Not holding: only the list changes.
+        vips.update_vips(vec![
+            vip("10.77.0.250"),
+            vip("10.77.0.251"),
+            vip("10.77.0.250"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            vips.vips(),
+            [vip("10.77.0.250"), vip("10.77.0.251")],
+            "duplicates dropped"
+        );
+        assert_eq!(
+            vips.manager()
+                .held(&[vip("10.77.0.250"), vip("10.77.0.251")])
+                .await
+                .unwrap(),
+            []
+        );
+        vips.acquire().await.unwrap();
+        assert!(vips.holding());
+        vips.update_vips(vec![vip("10.77.0.251"), vip("10.77.0.252")])
+            .await
+            .unwrap();
+        let all = [vip("10.77.0.250"), vip("10.77.0.251"), vip("10.77.0.252")];
+        assert_eq!(
+            vips.manager().held(&all).await.unwrap(),
+            [vip("10.77.0.251"), vip("10.77.0.252")]
+        );
+        vips.release().await.unwrap();
+        assert!(!vips.holding());
+        assert_eq!(vips.manager().held(&all).await.unwrap(), []);
+    });
+    // The new VIP was announced as soon as it was added.
+    let arps = arps(&capture.frames());
+    assert!(
+        arps.iter()
+            .any(|arp| arp.sender_ip == Ipv4Addr::new(10, 77, 0, 252)),
+        "{arps:#?}"
+    );
+}
+
+/// How long a takeover spends in this layer: add every VIP and send the first announcement round. Prints the
+/// figure (run with --nocapture) and bounds it loosely so a regression to seconds cannot pass.
+#[test]
+fn acquire_and_release_latency_for_many_vips() {
+    let lab = Lab::new("latency");
+    let (acquire, release) = lab.in_node(|| async {
+        let many: Vec<Vip> = (1..=23)
+            .map(|i| vip(&format!("10.77.0.{i}")))
+            .chain([vip("fd00:77::250")])
+            .collect();
+        let mut vips = FloatingVips::new(NODE_IF, many.clone(), AnnounceConfig::default()).unwrap();
+        let mut acquire = Vec::new();
+        let mut release = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            vips.acquire().await.unwrap();
+            acquire.push(started.elapsed());
+            assert_eq!(vips.held().await.unwrap().len(), many.len());
+            let started = Instant::now();
+            vips.release().await.unwrap();
+            release.push(started.elapsed());
+        }
+        let mut add_only = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            assert!(
+                vips.manager()
+                    .add_all(&many)
+                    .await
+                    .iter()
+                    .all(Result::is_ok)
+            );
+            add_only.push(started.elapsed());
+            assert!(
+                vips.manager()
+                    .remove_all(&many)
+                    .await
+                    .iter()
+                    .all(Result::is_ok)
+            );
+        }
+        add_only.sort();
+        eprintln!("24 VIPs: add_all alone median {:?}", add_only[2]);
+        let announcer = Announcer::new(std::sync::Arc::new(VipManager::new(NODE_IF).unwrap()));
+        let mut rounds = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            assert_eq!(
+                announcer
+                    .announce_once(&many, ArpMode::Request)
+                    .await
+                    .unwrap(),
+                many.len()
+            );
+            rounds.push(started.elapsed());
+        }
+        rounds.sort();
+        eprintln!("24 VIPs: one announcement round median {:?}", rounds[2]);
+        acquire.sort();
+        release.sort();
+        (acquire[2], release[2])
+    });
+    eprintln!(
+        "24 VIPs: acquire (add + first announcement round) median {acquire:?}, release median {release:?}"
+    );
+    assert!(
+        acquire < Duration::from_millis(250),
+        "acquire took {acquire:?}"
+    );
+    assert!(
+        release < Duration::from_millis(250),
+        "release took {release:?}"
+    );
+}
