@@ -56,6 +56,11 @@ impl Diagnostics {
         self.errors.is_empty()
     }
 
+    /// The errors, in file, line, column order (warnings are in `warnings`).
+    pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
+        self.errors.iter()
+    }
+
     pub(crate) fn extend(&mut self, other: Diagnostics) {
         self.errors.extend(other.errors);
         self.warnings.extend(other.warnings);
@@ -83,6 +88,15 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+impl<'a> IntoIterator for &'a Diagnostics {
+    type Item = &'a Diagnostic;
+    type IntoIter = std::slice::Iter<'a, Diagnostic>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
 
 /// Collects diagnostics for one source text, turning byte spans into line and column.
 pub(crate) struct Ctx<'s> {
