@@ -293,3 +293,174 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap()
 }
+
+/// An HTTP/1.1 backend (hyper) answering every request with its name in the body and what it saw in headers:
+/// `x-backend`, `x-seen-xff`, `x-seen-via`, `x-seen-foo` (a header the client marks hop-by-hop), `x-seen-conn`.
+/// `/big/N` answers N bytes; POST bodies are answered with their length. Counts accepted connections.
+pub struct HttpBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl HttpBackend {
+    pub async fn start(name: &str, addr: SocketAddr) -> HttpBackend {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::{Bytes, Incoming};
+        use hyper::{Request, Response};
+        let listener = bind_retry(addr).await;
+        let connections = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        let n = name.to_string();
+        let dead = tokio_util::sync::CancellationToken::new();
+        let dead2 = dead.clone();
+        let task = tokio::spawn(async move {
+            let _guard = dead2.clone().drop_guard();
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+                let n = n.clone();
+                let r = r.clone();
+                let dead = dead2.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let n = n.clone();
+                        r.fetch_add(1, Ordering::Relaxed);
+                        async move {
+                            let h = |k: &str| {
+                                req.headers()
+                                    .get_all(k)
+                                    .iter()
+                                    .map(|v| v.to_str().unwrap_or("?").to_string())
+                                    .collect::<Vec<_>>()
+                                    .join("|")
+                            };
+                            let (xff, via, foo, conn) =
+                                (h("x-forwarded-for"), h("via"), h("x-foo"), h("connection"));
+                            let path = req.uri().path().to_string();
+                            let body = if let Some(size) = path.strip_prefix("/big/") {
+                                Bytes::from(vec![b'x'; size.parse::<usize>().unwrap()])
+                            } else if req.method() == hyper::Method::POST {
+                                let b = req.into_body().collect().await.unwrap().to_bytes();
+                                Bytes::from(format!("{n} {}", b.len()))
+                            } else {
+                                Bytes::from(n.clone())
+                            };
+                            let resp = Response::builder()
+                                .header("x-backend", n.as_str())
+                                .header("x-seen-xff", xff)
+                                .header("x-seen-via", via)
+                                .header("x-seen-foo", foo)
+                                .header("x-seen-conn", conn)
+                                .body(Full::new(body))
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = dead.cancelled() => {}
+                    }
+                });
+            }
+        });
+        let _ = dead;
+        HttpBackend {
+            name: name.into(),
+            addr,
+            connections,
+            requests,
+            task,
+        }
+    }
+
+    /// Like a crashed process: stop listening and close every connection.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection (hyper) to `addr`.
+pub struct HttpClient {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl HttpClient {
+    pub async fn connect(addr: SocketAddr) -> HttpClient {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        HttpClient { sender }
+    }
+
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request("GET", path, headers, Vec::new()).await
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        use http_body_util::BodyExt;
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "test");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+/// Fail (not skip) when a required external tool is missing.
+pub fn require_binary(name: &str) -> std::path::PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/usr/local/bin"] {
+        let p = std::path::Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "required binary `{name}` is not installed (apt-get install redis-server redis-tools curl)"
+    );
+}
