@@ -12,6 +12,25 @@
 //! Every failure is a typed [`VipError`] naming the action and the interface; none is swallowed, because the daemon
 //! must show `fault` rather than claim to be active without its addresses.
 //!
+//! ```no_run
+//! # async fn daemon() -> Result<(), tandem_vip::VipError> {
+//! use tandem_vip::{AnnounceConfig, FloatingVips, Vip};
+//!
+//! let vips: Vec<Vip> = vec!["192.168.1.250".parse()?];
+//! let mut floating = FloatingVips::new("eth0", vips, AnnounceConfig::default())?;
+//! floating.remove_stale().await?; // start-up, not active
+//! floating.acquire().await?;      // became active: add all, announce (first round sent before this returns)
+//! if let Some(e) = floating.announce_error() {
+//!     eprintln!("a later announcement round failed: {e}"); // -> fault
+//! }
+//! floating.release().await?;      // handing over: stop announcing, remove all
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Dropping a `FloatingVips` stops its announcements but leaves the addresses as they are: a clean stop calls
+//! `release` first, and a crash is cleaned up by `remove_stale` on the next start.
+//!
 //! Sockets live in the network namespace of the thread that creates them, which is how the tests run everything
 //! inside a throw-away namespace.
 

@@ -71,12 +71,20 @@ impl VipManager {
     /// Opens an rtnetlink connection for `interface`. The interface need not exist yet: each operation looks it up
     /// and reports [`VipError::InterfaceNotFound`] when it is missing.
     ///
-    /// The socket lives in the network namespace of the calling thread.
+    /// Must be called inside a tokio runtime (an error otherwise). The socket lives in the network namespace of the
+    /// calling thread.
     pub fn new(interface: &str) -> Result<Self, VipError> {
         validate_interface_name(interface)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| VipError::Netlink {
+            interface: interface.to_owned(),
+            action: VipAction::OpenNetlink,
+            detail: "VipManager::new must be called inside a tokio runtime".to_owned(),
+        })?;
+        // Entering the runtime: the netlink socket registers with its reactor.
+        let _guard = runtime.enter();
         let (connection, handle, _messages) = rtnetlink::new_connection()
             .map_err(|e| VipError::from_io(interface, VipAction::OpenNetlink, e))?;
-        let connection = tokio::spawn(connection);
+        let connection = runtime.spawn(connection);
         Ok(Self {
             interface: interface.to_owned(),
             handle,
@@ -318,6 +326,12 @@ fn link_info(msg: &LinkMessage) -> LinkInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let e = VipManager::new("eth0").unwrap_err();
+        assert!(e.to_string().contains("tokio runtime"), "{e}");
+    }
 
     #[test]
     fn interface_names() {
