@@ -340,7 +340,7 @@ impl HttpBackend {
                                     .collect::<Vec<_>>()
                                     .join("|")
                             };
-                            let (xff, via, foo, conn) =
+                            let (xff, via, hop, conn) =
                                 (h("x-forwarded-for"), h("via"), h("x-foo"), h("connection"));
                             let path = req.uri().path().to_string();
                             let body = if let Some(size) = path.strip_prefix("/big/") {
@@ -355,7 +355,7 @@ impl HttpBackend {
                                 .header("x-backend", n.as_str())
                                 .header("x-seen-xff", xff)
                                 .header("x-seen-via", via)
-                                .header("x-seen-foo", foo)
+                                .header("x-seen-foo", hop)
                                 .header("x-seen-conn", conn)
                                 .body(Full::new(body))
                                 .unwrap();
