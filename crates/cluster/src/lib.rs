@@ -7,6 +7,8 @@
 //! It does not touch the VIPs itself: the daemon implements `VipControl` with the vip crate. Protocol and rules are
 //! documented in `PROTOCOL.md`.
 
+pub mod driver;
 pub mod election;
 pub mod epoch;
+pub mod ping;
 pub mod wire;

@@ -1,0 +1,578 @@
+//! The UDP driver: one tokio task around the [`Election`]. It owns the heartbeat socket, the timers, the replay
+//! guard and the counters; VIP operations run one at a time on a separate task (through [`VipControl`]) so
+//! heartbeats keep flowing while addresses are added; ping nodes are probed on a third.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::election::{Action, Election, ElectionConfig, Event, Input, VipOp};
+use crate::ping::{PingConfig, PingVerdict};
+use crate::wire::{
+    HeartbeatCodec, MAX_DATAGRAM, NodeState, PingState, Reject, RejectCounts, ReplayGuard, Role,
+};
+
+/// The VIP layer, implemented by the daemon with the vip crate (or by nothing when `manage_vips = false`).
+/// Calls are made one at a time, in the order the election asked for them.
+pub trait VipControl: Send + 'static {
+    /// Add every VIP and announce it (gratuitous ARP / unsolicited NA). Idempotent.
+    fn acquire(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Remove every VIP (and stop any announcement still running). Idempotent.
+    fn release(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Announce the VIPs again.
+    fn announce(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Everything the driver needs.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub election: ElectionConfig,
+    /// `[node] address` : `heartbeat_port`.
+    pub bind: SocketAddr,
+    /// `[node] peer` : the peer's heartbeat port (the same port unless overridden, e.g. two nodes on one host).
+    pub peer: Option<SocketAddr>,
+    /// Content of the shared-secret file.
+    pub secret: Vec<u8>,
+    /// `[heartbeat] ping_nodes`.
+    pub ping_nodes: Vec<IpAddr>,
+    pub ping: PingConfig,
+    /// A VIP operation that takes longer counts as failed.
+    pub vip_timeout: Duration,
+    /// After a clean stop, how long to keep repeating the last heartbeat until the peer confirms it took over.
+    pub shutdown_linger: Duration,
+}
+
+impl DriverConfig {
+    /// A config with default ping pacing, VIP timeout (5 s) and shutdown linger (one dead time, at most 1 s).
+    pub fn new(
+        election: ElectionConfig,
+        bind: SocketAddr,
+        peer: Option<SocketAddr>,
+        secret: Vec<u8>,
+    ) -> Self {
+        let interval = election.timings.interval_ms;
+        let dead = election.timings.dead_ms;
+        let ping_period = Duration::from_millis(interval.max(100));
+        Self {
+            election,
+            bind,
+            peer,
+            secret,
+            ping_nodes: Vec::new(),
+            ping: PingConfig {
+                period: ping_period,
+                timeout: ping_period,
+                fail_after: 3,
+            },
+            vip_timeout: Duration::from_secs(5),
+            shutdown_linger: Duration::from_millis(dead.min(1000)),
+        }
+    }
+}
+
+/// Commands from the daemon / admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Takeover,
+    Release,
+    /// Hand over cleanly and stop the driver (the task ends once done).
+    Shutdown,
+    /// Stick tables and config caught up with the peer (or not any more).
+    CaughtUp(bool),
+    LocalConfig {
+        generation: u64,
+        digest: [u8; 32],
+    },
+    LocalHealth {
+        up: u32,
+        total: u32,
+    },
+}
+
+/// What the peer last said, for `tandem status` and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub name: String,
+    pub role: Role,
+    pub state: NodeState,
+    pub holds_vips: bool,
+    pub ping: PingState,
+    pub caught_up: bool,
+    pub config_generation: u64,
+    pub config_digest: [u8; 32],
+    pub servers_up: u32,
+    pub servers_total: u32,
+    pub last_heard: Instant,
+    /// Heard within dead_ms.
+    pub alive: bool,
+}
+
+/// Heartbeat counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatCounters {
+    pub sent: u64,
+    pub send_errors: u64,
+    pub received: u64,
+    pub rejected: RejectCounts,
+}
+
+/// The cluster as this node sees it; published on a `watch` after every change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node: String,
+    pub role: Role,
+    pub state: NodeState,
+    pub state_since: Instant,
+    pub holds_vips: bool,
+    pub ping: PingState,
+    pub caught_up: bool,
+    /// Why the node is in fault.
+    pub fault: Option<String>,
+    pub peer: Option<PeerStatus>,
+    pub takeovers: u64,
+    pub releases: u64,
+    pub split_brains: u64,
+    pub warn_time_exceeded: u64,
+    pub vip_failures: u64,
+    pub heartbeats: HeartbeatCounters,
+    /// The last noteworthy event, as logged.
+    pub last_event: Option<String>,
+}
+
+impl ClusterStatus {
+    /// How long ago the peer was last heard.
+    pub fn peer_last_heard_age(&self) -> Option<Duration> {
+        self.peer.as_ref().map(|p| p.last_heard.elapsed())
+    }
+}
+
+/// The running driver.
+#[derive(Debug)]
+pub struct ClusterHandle {
+    pub commands: mpsc::Sender<Command>,
+    pub status: watch::Receiver<ClusterStatus>,
+    /// The address the heartbeat socket is bound to.
+    pub local_addr: SocketAddr,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl ClusterHandle {
+    /// Clean stop: hands over (if active) and waits for the driver to finish.
+    pub async fn shutdown(self) -> io::Result<()> {
+        let _ = self.commands.send(Command::Shutdown).await;
+        self.join().await
+    }
+
+    /// Waits for the driver task to end.
+    pub async fn join(self) -> io::Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(io::Error::other(format!("cluster driver task: {e}"))),
+        }
+    }
+
+    /// Stops the task dead, like a crash (no handover; VIPs stay wherever the VIP layer left them).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Binds the heartbeat socket (`cfg.bind`) and starts the driver.
+pub async fn spawn(cfg: DriverConfig, vips: impl VipControl) -> io::Result<ClusterHandle> {
+    let socket = UdpSocket::bind(cfg.bind).await?;
+    spawn_on(cfg, socket, vips)
+}
+
+/// Starts the driver on a socket bound by the caller (`cfg.bind` is not used).
+pub fn spawn_on(
+    cfg: DriverConfig,
+    socket: UdpSocket,
+    vips: impl VipControl,
+) -> io::Result<ClusterHandle> {
+    let local_addr = socket.local_addr()?;
+    let (command_tx, command_rx) = mpsc::channel(16);
+    let origin = Instant::now();
+    let election = Election::new(cfg.election.clone(), 0);
+    let status = status_of(&election, origin, &HeartbeatCounters::default(), None, 0);
+    let (status_tx, status_rx) = watch::channel(status);
+    let driver = Driver {
+        codec: HeartbeatCodec::new(&cfg.election.cluster, &cfg.secret),
+        guard: ReplayGuard::new(),
+        election,
+        socket,
+        origin,
+        counters: HeartbeatCounters::default(),
+        status_tx,
+        last_event: None,
+        cfg,
+    };
+    let task = tokio::spawn(driver.run(command_rx, vips));
+    Ok(ClusterHandle {
+        commands: command_tx,
+        status: status_rx,
+        local_addr,
+        task,
+    })
+}
+
+struct Driver {
+    cfg: DriverConfig,
+    codec: HeartbeatCodec,
+    guard: ReplayGuard,
+    election: Election,
+    socket: UdpSocket,
+    origin: Instant,
+    counters: HeartbeatCounters,
+    status_tx: watch::Sender<ClusterStatus>,
+    last_event: Option<String>,
+}
+
+impl Driver {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        vips: impl VipControl,
+    ) -> io::Result<()> {
+        let (vip_tx, vip_rx) = mpsc::unbounded_channel::<VipOp>();
+        let (result_tx, mut results) = mpsc::unbounded_channel::<Input>();
+        let vip_task = tokio::spawn(run_vips(
+            vips,
+            vip_rx,
+            result_tx.clone(),
+            self.cfg.vip_timeout,
+        ));
+        let ping_task = (!self.cfg.ping_nodes.is_empty()).then(|| {
+            tokio::spawn(run_ping(
+                self.cfg.ping_nodes.clone(),
+                self.cfg.ping,
+                result_tx.clone(),
+            ))
+        });
+        let cap = Duration::from_millis(self.cfg.election.timings.interval_ms.clamp(1, 10));
+        let mut buf = vec![0u8; 2048];
+        let mut commands_open = true;
+        let mut stopping_since: Option<Instant> = None;
+        let mut last_resend = Instant::now();
+        let mut input = Some(Input::Tick);
+        loop {
+            if let Some(inp) = input.take() {
+                let now = self.now_ms();
+                let actions = self.election.handle(inp, now);
+                self.execute(actions, &vip_tx).await;
+                self.publish();
+            }
+            if self.election.state() == NodeState::Stopped {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                let peer_took_over = self.election.peer().is_some_and(|p| {
+                    p.heartbeat.holds_vips && p.heartbeat.state != NodeState::Stopped
+                });
+                if self.cfg.peer.is_none()
+                    || peer_took_over
+                    || since.elapsed() >= self.cfg.shutdown_linger
+                {
+                    break;
+                }
+                // Repeat "stopped, take over" every few ms until the peer confirms: a lost datagram costs ms.
+                if last_resend.elapsed() >= Duration::from_millis(5) {
+                    last_resend = Instant::now();
+                    let hb = self.election.build_heartbeat(self.now_ms());
+                    self.send(&hb).await;
+                }
+            }
+            let next_ms = self.election.next_timeout();
+            let mut deadline = Instant::now() + cap;
+            if next_ms != u64::MAX {
+                deadline = deadline.min(self.origin + Duration::from_millis(next_ms));
+            }
+            if stopping_since.is_some() {
+                deadline = deadline.min(last_resend + Duration::from_millis(5));
+            }
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => input = self.accept(&buf[..len], from),
+                    Err(e) => tracing::debug!(error = %e, "heartbeat socket receive error"),
+                },
+                Some(result) = results.recv() => input = Some(result),
+                command = commands.recv(), if commands_open => match command {
+                    Some(c) => input = Some(command_input(c)),
+                    None => commands_open = false,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => input = Some(Input::Tick),
+            }
+        }
+        if let Some(task) = ping_task {
+            task.abort();
+        }
+        drop(vip_tx);
+        // Let the VIP task finish what it was doing (it ends when the queue is empty and closed).
+        let _ = tokio::time::timeout(self.cfg.vip_timeout, vip_task).await;
+        self.publish();
+        Ok(())
+    }
+
+    /// Checks one datagram; returns the heartbeat as an input if it is acceptable.
+    fn accept(&mut self, datagram: &[u8], from: SocketAddr) -> Option<Input> {
+        let verdict = (|| {
+            if datagram.len() > MAX_DATAGRAM {
+                return Err(Reject::Oversize);
+            }
+            if let Some(peer) = self.cfg.peer
+                && canonical(peer.ip()) != canonical(from.ip())
+            {
+                return Err(Reject::UnexpectedSource);
+            }
+            let hb = self.codec.decode(datagram)?;
+            if hb.node == self.cfg.election.node {
+                return Err(Reject::OwnName);
+            }
+            self.guard.check(&hb)?;
+            Ok(hb)
+        })();
+        match verdict {
+            Ok(hb) => {
+                self.counters.received += 1;
+                Some(Input::PeerHeartbeat(hb))
+            }
+            Err(reason) => {
+                self.counters.rejected.add(reason);
+                tracing::debug!(%from, reason = reason.label(), "heartbeat dropped");
+                self.publish();
+                None
+            }
+        }
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>, vip_tx: &mpsc::UnboundedSender<VipOp>) {
+        for action in actions {
+            match action {
+                Action::SendHeartbeat(hb) => self.send(&hb).await,
+                Action::AcquireVips => {
+                    let _ = vip_tx.send(VipOp::Acquire);
+                }
+                Action::ReleaseVips => {
+                    let _ = vip_tx.send(VipOp::Release);
+                }
+                Action::AnnounceVips => {
+                    let _ = vip_tx.send(VipOp::Announce);
+                }
+                Action::Event(event) => self.log(&event),
+            }
+        }
+    }
+
+    async fn send(&mut self, hb: &crate::wire::Heartbeat) {
+        let Some(peer) = self.cfg.peer else { return };
+        match self.codec.encode(hb) {
+            Ok(datagram) => match self.socket.send_to(&datagram, peer).await {
+                Ok(_) => self.counters.sent += 1,
+                Err(e) => {
+                    self.counters.send_errors += 1;
+                    tracing::debug!(error = %e, %peer, "heartbeat send failed");
+                }
+            },
+            Err(e) => {
+                self.counters.send_errors += 1;
+                tracing::error!(error = %e, "heartbeat cannot be encoded");
+            }
+        }
+    }
+
+    fn log(&mut self, event: &Event) {
+        let node = &self.cfg.election.node;
+        let text = match event {
+            Event::StateChanged { from, to, reason } => {
+                let text = format!("{from} -> {to}: {reason}");
+                tracing::info!(node = %node, %from, %to, %reason, "cluster state changed");
+                text
+            }
+            Event::PeerUp { node: peer } => {
+                tracing::info!(node = %node, %peer, "peer heard");
+                format!("peer {peer} heard")
+            }
+            Event::PeerRestarted { node: peer } => {
+                tracing::info!(node = %node, %peer, "peer restarted");
+                format!("peer {peer} restarted")
+            }
+            Event::PeerSilent { silent_ms } => {
+                tracing::warn!(node = %node, silent_ms, "peer silent longer than warn_ms");
+                format!("peer silent for {silent_ms} ms (warn_ms)")
+            }
+            Event::PeerDead { silent_ms } => {
+                tracing::warn!(node = %node, silent_ms, "peer declared dead");
+                format!("peer silent for {silent_ms} ms: declared dead")
+            }
+            Event::SplitBrain { peer, won } => {
+                tracing::error!(node = %node, %peer, won, "split brain: both nodes held the VIPs");
+                format!(
+                    "split brain with {peer}: {}",
+                    if *won {
+                        "kept the VIPs"
+                    } else {
+                        "dropped the VIPs"
+                    }
+                )
+            }
+            Event::TakeoverRequested { failback } => {
+                tracing::info!(node = %node, failback, "asking the peer for the active role");
+                format!(
+                    "takeover requested{}",
+                    if *failback { " (auto-failback)" } else { "" }
+                )
+            }
+            Event::TakeoverRequestExpired => {
+                tracing::warn!(node = %node, "takeover request not honoured by the peer");
+                "takeover request expired".to_string()
+            }
+            Event::Refused { command, reason } => {
+                tracing::warn!(node = %node, command, %reason, "command refused");
+                format!("{command} refused: {reason}")
+            }
+        };
+        self.last_event = Some(text);
+    }
+
+    fn publish(&mut self) {
+        let now = self.now_ms();
+        let status = status_of(
+            &self.election,
+            self.origin,
+            &self.counters,
+            self.last_event.clone(),
+            now,
+        );
+        self.status_tx.send_if_modified(|old| {
+            if *old == status {
+                false
+            } else {
+                *old = status;
+                true
+            }
+        });
+    }
+}
+
+fn command_input(command: Command) -> Input {
+    match command {
+        Command::Takeover => Input::AdminTakeover,
+        Command::Release => Input::AdminRelease,
+        Command::Shutdown => Input::Shutdown,
+        Command::CaughtUp(c) => Input::CaughtUp(c),
+        Command::LocalConfig { generation, digest } => Input::LocalConfig { generation, digest },
+        Command::LocalHealth { up, total } => Input::LocalHealth { up, total },
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare equal to their IPv4 form.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn status_of(
+    election: &Election,
+    origin: Instant,
+    counters: &HeartbeatCounters,
+    last_event: Option<String>,
+    now_ms: u64,
+) -> ClusterStatus {
+    let cfg = election.config();
+    let stats = election.stats();
+    let peer = election.peer().map(|p| {
+        let hb = &p.heartbeat;
+        PeerStatus {
+            name: hb.node.clone(),
+            role: hb.role,
+            state: hb.state,
+            holds_vips: hb.holds_vips,
+            ping: hb.ping,
+            caught_up: hb.caught_up,
+            config_generation: hb.config_generation,
+            config_digest: hb.config_digest,
+            servers_up: hb.servers_up,
+            servers_total: hb.servers_total,
+            last_heard: origin + Duration::from_millis(p.last_heard_ms),
+            alive: election.peer_alive(now_ms),
+        }
+    });
+    ClusterStatus {
+        node: cfg.node.clone(),
+        role: cfg.role,
+        state: election.state(),
+        state_since: origin + Duration::from_millis(election.state_since_ms()),
+        holds_vips: election.holds_vips(),
+        ping: election.ping(),
+        caught_up: election.caught_up(),
+        fault: election.fault_reason().map(str::to_owned),
+        peer,
+        takeovers: stats.takeovers,
+        releases: stats.releases,
+        split_brains: stats.split_brains,
+        warn_time_exceeded: stats.warn_time_exceeded,
+        vip_failures: stats.vip_failures,
+        heartbeats: *counters,
+        last_event,
+    }
+}
+
+/// Runs VIP operations one at a time, in order, and reports each result.
+async fn run_vips(
+    mut vips: impl VipControl,
+    mut ops: mpsc::UnboundedReceiver<VipOp>,
+    results: mpsc::UnboundedSender<Input>,
+    timeout: Duration,
+) {
+    while let Some(op) = ops.recv().await {
+        let outcome = match op {
+            VipOp::Acquire => tokio::time::timeout(timeout, vips.acquire()).await,
+            VipOp::Release => tokio::time::timeout(timeout, vips.release()).await,
+            VipOp::Announce => tokio::time::timeout(timeout, vips.announce()).await,
+        };
+        let input = match outcome {
+            Ok(Ok(())) => match op {
+                VipOp::Acquire => Input::VipsAcquired,
+                VipOp::Release => Input::VipsReleased,
+                VipOp::Announce => Input::VipsAnnounced,
+            },
+            Ok(Err(error)) => Input::VipFailure { op, error },
+            Err(_) => Input::VipFailure {
+                op,
+                error: format!("no answer within {timeout:?}"),
+            },
+        };
+        if results.send(input).is_err() {
+            return;
+        }
+    }
+}
+
+/// Probes the ping nodes forever, reporting the debounced verdict after every round.
+async fn run_ping(nodes: Vec<IpAddr>, cfg: PingConfig, results: mpsc::UnboundedSender<Input>) {
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut verdict = PingVerdict::new(cfg.fail_after);
+    let mut ticker = tokio::time::interval(cfg.period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq: u16 = 0;
+    loop {
+        ticker.tick().await;
+        seq = seq.wrapping_add(1);
+        let answered = crate::ping::probe_any(&nodes, cfg.timeout, id, seq).await;
+        let reachable = verdict.record(answered);
+        if results.send(Input::PingResult { reachable }).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

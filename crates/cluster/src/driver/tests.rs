@@ -1,0 +1,351 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::election::Timings;
+
+/// Records every VIP call with its time; shared between the two nodes to check ordering.
+#[derive(Clone, Default)]
+struct Journal(Arc<Mutex<Vec<Call>>>);
+
+/// (when, node, operation)
+type Call = (Instant, String, &'static str);
+
+impl Journal {
+    fn calls(&self, node: &str, op: &str) -> Vec<Instant> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n, o)| n == node && *o == op)
+            .map(|(t, _, _)| *t)
+            .collect()
+    }
+}
+
+struct FakeVips {
+    node: String,
+    journal: Journal,
+    fail_acquire: bool,
+}
+
+impl FakeVips {
+    fn record(&self, op: &'static str) {
+        self.journal
+            .0
+            .lock()
+            .unwrap()
+            .push((Instant::now(), self.node.clone(), op));
+    }
+}
+
+impl VipControl for FakeVips {
+    async fn acquire(&mut self) -> Result<(), String> {
+        self.record("acquire");
+        if self.fail_acquire {
+            Err("simulated: no such device".into())
+        } else {
+            Ok(())
+        }
+    }
+    async fn release(&mut self) -> Result<(), String> {
+        self.record("release");
+        Ok(())
+    }
+    async fn announce(&mut self) -> Result<(), String> {
+        self.record("announce");
+        Ok(())
+    }
+}
+
+const SECRET: &[u8] = b"test secret for the pair";
+
+fn timings() -> Timings {
+    Timings {
+        interval_ms: 10,
+        dead_ms: 50,
+        warn_ms: 30,
+        init_dead_ms: 300,
+    }
+}
+
+async fn pair(journal: &Journal) -> (ClusterHandle, ClusterHandle) {
+    let s1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a1, a2) = (s1.local_addr().unwrap(), s2.local_addr().unwrap());
+    let c1 = ElectionConfig::new(
+        "openstack",
+        "lb1",
+        Role::Primary,
+        true,
+        timings(),
+        crate::epoch::clock_epoch(),
+    );
+    let c2 = ElectionConfig::new(
+        "openstack",
+        "lb2",
+        Role::Secondary,
+        true,
+        timings(),
+        crate::epoch::clock_epoch(),
+    );
+    let d1 = DriverConfig::new(c1, a1, Some(a2), SECRET.to_vec());
+    let d2 = DriverConfig::new(c2, a2, Some(a1), SECRET.to_vec());
+    let v1 = FakeVips {
+        node: "lb1".into(),
+        journal: journal.clone(),
+        fail_acquire: false,
+    };
+    let v2 = FakeVips {
+        node: "lb2".into(),
+        journal: journal.clone(),
+        fail_acquire: false,
+    };
+    (spawn_on(d1, s1, v1).unwrap(), spawn_on(d2, s2, v2).unwrap())
+}
+
+async fn wait_for(
+    rx: &mut watch::Receiver<ClusterStatus>,
+    within: Duration,
+    f: impl Fn(&ClusterStatus) -> bool,
+) -> ClusterStatus {
+    let result = tokio::time::timeout(within, rx.wait_for(|s| f(s)))
+        .await
+        .map(|r| r.map(|s| s.clone()));
+    match result {
+        Ok(Ok(status)) => status,
+        _ => panic!(
+            "condition not reached within {within:?}: {:#?}",
+            *rx.borrow()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_elects_the_primary_and_reports_the_peer() {
+    let journal = Journal::default();
+    let (mut n1, mut n2) = pair(&journal).await;
+    let s1 = wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    let s2 = wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Standby
+            && s.peer
+                .as_ref()
+                .is_some_and(|p| p.state == NodeState::Active)
+    })
+    .await;
+    assert!(s1.holds_vips && !s2.holds_vips);
+    assert_eq!(s2.peer.as_ref().unwrap().name, "lb1");
+    assert!(s2.peer_last_heard_age().unwrap() < Duration::from_millis(50));
+    let s1 = wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+        s.heartbeats.received > 5
+    })
+    .await;
+    assert!(s1.heartbeats.sent > 5);
+    assert_eq!(s1.heartbeats.rejected.total(), 0);
+    assert_eq!(journal.calls("lb2", "acquire").len(), 0);
+    n1.abort();
+    n2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_of_the_active_is_taken_over_within_dead_time() {
+    let journal = Journal::default();
+    let (mut n1, mut n2) = pair(&journal).await;
+    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| s.peer.is_some()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let crashed = Instant::now();
+    n1.abort();
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    let took = journal.calls("lb2", "acquire")[0] - crashed;
+    let t = timings();
+    eprintln!(
+        "crash takeover: {took:?} (dead_ms {} interval_ms {})",
+        t.dead_ms, t.interval_ms
+    );
+    assert!(
+        took >= Duration::from_millis(t.dead_ms - t.interval_ms),
+        "too early: {took:?}"
+    );
+    // dead_ms + one interval, plus scheduling slack on a loaded 2-core test machine.
+    assert!(
+        took <= Duration::from_millis(t.dead_ms + t.interval_ms + 20),
+        "too late: {took:?}"
+    );
+    n2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_shutdown_hands_over_in_under_50_ms_release_first() {
+    let journal = Journal::default();
+    let (mut n1, mut n2) = pair(&journal).await;
+    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| s.peer.is_some()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stop = Instant::now();
+    n1.shutdown().await.unwrap();
+    let stopped_in = stop.elapsed();
+    wait_for(&mut n2.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    let released = journal.calls("lb1", "release")[0];
+    let acquired = journal.calls("lb2", "acquire")[0];
+    eprintln!(
+        "clean stop: release after {:?}, peer acquire after {:?}",
+        released - stop,
+        acquired - stop
+    );
+    assert!(
+        released <= acquired,
+        "the stopping node dropped the VIPs before the peer added them"
+    );
+    assert!(
+        acquired - stop < Duration::from_millis(50),
+        "handover took {:?}",
+        acquired - stop
+    );
+    assert!(
+        stopped_in < Duration::from_millis(500),
+        "the driver lingers only until the peer took over"
+    );
+    n2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_and_takeover_commands_move_the_role() {
+    let journal = Journal::default();
+    let (mut n1, mut n2) = pair(&journal).await;
+    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| s.peer.is_some()).await;
+    let t = Instant::now();
+    n1.commands.send(Command::Release).await.unwrap();
+    wait_for(&mut n2.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    let acquired = journal.calls("lb2", "acquire")[0];
+    assert!(journal.calls("lb1", "release")[0] <= acquired);
+    assert!(acquired - t < Duration::from_millis(50));
+    let t = Instant::now();
+    n1.commands.send(Command::Takeover).await.unwrap();
+    wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Active && s.takeovers == 2
+    })
+    .await;
+    let reacquired = journal.calls("lb1", "acquire")[1];
+    assert!(journal.calls("lb2", "release")[0] <= reacquired);
+    assert!(reacquired - t < Duration::from_millis(50));
+    let s2 = wait_for(&mut n2.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Standby
+    })
+    .await;
+    assert_eq!(s2.releases, 1);
+    n1.abort();
+    n2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_garbage_datagrams_are_counted_and_ignored() {
+    let journal = Journal::default();
+    let (mut n1, n2) = pair(&journal).await;
+    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    // A forger on the peer's address family, with the wrong key, claiming to be lb2 stopping.
+    let forger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut hb = Election::new(
+        ElectionConfig::new("openstack", "lb2", Role::Primary, true, timings(), u64::MAX),
+        0,
+    )
+    .build_heartbeat(0);
+    hb.state = NodeState::Active;
+    hb.holds_vips = true;
+    let forged = HeartbeatCodec::new("openstack", b"wrong key")
+        .encode(&hb)
+        .unwrap();
+    forger.send_to(&forged, n1.local_addr).await.unwrap();
+    forger.send_to(b"hello", n1.local_addr).await.unwrap();
+    forger.send_to(&[0u8; 1000], n1.local_addr).await.unwrap();
+    let s1 = wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+        s.heartbeats.rejected.get(Reject::BadMac) == 1
+            && s.heartbeats.rejected.get(Reject::Truncated) == 1
+            && s.heartbeats.rejected.get(Reject::Oversize) == 1
+    })
+    .await;
+    assert_eq!(
+        s1.state,
+        NodeState::Active,
+        "a forged split brain moves nothing"
+    );
+    assert_eq!(s1.split_brains, 0);
+    n1.abort();
+    n2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_node_is_active_and_failing_vips_show_as_fault() {
+    let journal = Journal::default();
+    let cfg = ElectionConfig::new("openstack", "solo", Role::Primary, false, timings(), 1);
+    let driver_cfg = DriverConfig::new(cfg, "127.0.0.1:0".parse().unwrap(), None, SECRET.to_vec());
+    let vips = FakeVips {
+        node: "solo".into(),
+        journal: journal.clone(),
+        fail_acquire: true,
+    };
+    let mut n = spawn(driver_cfg, vips).await.unwrap();
+    let s = wait_for(&mut n.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Fault
+    })
+    .await;
+    assert_eq!(
+        s.fault.as_deref(),
+        Some("acquire failed: simulated: no such device")
+    );
+    assert_eq!(s.vip_failures, 1);
+    n.shutdown().await.unwrap();
+
+    let cfg = ElectionConfig::new("openstack", "solo", Role::Primary, false, timings(), 2);
+    let mut driver_cfg =
+        DriverConfig::new(cfg, "127.0.0.1:0".parse().unwrap(), None, SECRET.to_vec());
+    driver_cfg.ping_nodes = vec!["127.0.0.1".parse().unwrap()];
+    driver_cfg.election.ping_nodes_configured = true;
+    let vips = FakeVips {
+        node: "solo2".into(),
+        journal: journal.clone(),
+        fail_acquire: false,
+    };
+    let mut n = spawn(driver_cfg, vips).await.unwrap();
+    let s = wait_for(&mut n.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    assert!(s.holds_vips);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        n.status.borrow().ping,
+        PingState::Reachable,
+        "loopback answers ping"
+    );
+    n.shutdown().await.unwrap();
+    assert_eq!(
+        journal.calls("solo2", "release").len(),
+        1,
+        "a clean stop drops the VIPs"
+    );
+}
