@@ -101,7 +101,6 @@ const LOCAL_ALIASES: &[(&str, &str)] = &[
 const NODE_KEYS: &[&str] = &[
     "node",
     "admin",
-    "name_of_node",
     "role",
     "peer",
     "interface",

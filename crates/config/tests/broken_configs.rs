@@ -155,3 +155,51 @@ fn truncated_configs_never_panic() {
         }
     }
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    fn example(name: &str) -> String {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/examples/openstack");
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    /// Replaces `len` characters at `at` (a fraction of the text) with `insert`.
+    fn mutate(text: &str, at: f64, len: usize, insert: &str) -> String {
+        let chars: Vec<char> = text.chars().collect();
+        let start = ((chars.len() as f64) * at) as usize;
+        let end = (start + len).min(chars.len());
+        let mut out: String = chars[..start].iter().collect();
+        out.push_str(insert);
+        out.extend(&chars[end..]);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn mutated_examples_never_panic_and_errors_have_positions(
+            at in 0.0f64..1.0,
+            len in 0usize..40,
+            insert in r#"[ -~\n]{0,30}|(= |\[\[|\]|"|0|-1|70000|"a-b"|true|\{|\}){1,4}"#,
+        ) {
+            let cluster = mutate(&example("cluster.toml"), at, len, &insert);
+            if let Err(d) = tandem_config::parse_cluster_str(&cluster, "c") {
+                prop_assert!(!d.errors.is_empty());
+                for e in &d.errors {
+                    prop_assert!(e.line.is_some() && e.col.is_some(), "{}", e);
+                }
+            }
+            let node = mutate(&example("node-lb1.toml"), at, len, &insert);
+            let _ = tandem_config::parse_node_str(&node, "n", None);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = tandem_config::parse_cluster_str(&text, "c");
+            let _ = tandem_config::parse_node_str(&text, "n", None);
+        }
+    }
+}
