@@ -317,4 +317,19 @@ fn secret_check(nctx: &mut Ctx<'_>, node: &NodeConfig, spans: &NodeSpans) {
         }
         Err(e) => nctx.warn(&spans.secret_file, e.to_string()),
     }
+    if let Some(pw) = &node.admin.password_file
+        && !pw.exists()
+    {
+        let span = spans
+            .admin_listen
+            .clone()
+            .unwrap_or(spans.secret_file.clone());
+        nctx.warn(
+            &span,
+            format!(
+                "{}: admin password file not found; the admin API will refuse state-changing requests",
+                pw.display()
+            ),
+        );
+    }
 }
