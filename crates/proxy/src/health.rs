@@ -69,6 +69,14 @@ impl RiseFall {
         }
     }
 
+    /// Continue from a known state (a check restarted by a reload must not forget that its server is up).
+    pub fn with_state(rise: u32, fall: u32, up: bool) -> Self {
+        Self {
+            up,
+            ..Self::new(rise, fall)
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up
     }
@@ -185,7 +193,7 @@ pub(crate) async fn run_checks(
 ) {
     let interval = Duration::from_millis(cfg.interval_ms.max(1));
     let timeout = probe_timeout(&cfg);
-    let mut rf = RiseFall::new(cfg.rise, cfg.fall);
+    let mut rf = RiseFall::with_state(cfg.rise, cfg.fall, server.is_healthy());
     let mut next = tokio::time::Instant::now() + first_delay;
     loop {
         tokio::select! {
@@ -253,6 +261,14 @@ mod tests {
         );
         assert_eq!(rf.record(true), None);
         assert_eq!(rf.record(true), Some(Transition::Up));
+    }
+
+    #[test]
+    fn restarted_counter_keeps_an_up_server_up() {
+        let mut rf = RiseFall::with_state(2, 2, true);
+        assert!(rf.is_up());
+        assert_eq!(rf.record(false), None);
+        assert_eq!(rf.record(false), Some(Transition::Down));
     }
 
     #[test]

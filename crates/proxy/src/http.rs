@@ -376,7 +376,12 @@ async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBo
                         Some(sender)
                     };
                     if let (Some(client_up), Some(server_up)) = (client_upgrade, upstream_upgrade) {
-                        spawn_tunnel(client_up, server_up, svc.cfg.label.clone());
+                        spawn_tunnel(
+                            client_up,
+                            server_up,
+                            svc.cfg.label.clone(),
+                            server.kill_token(),
+                        );
                     }
                     let insert_cookie = cookie_mode
                         && !fallback
@@ -539,8 +544,13 @@ async fn connect_upstream(
         .handshake(io)
         .await
         .map_err(std::io::Error::other)?;
+    // Halt with close_existing cuts upstream connections (and so the responses streaming on them).
+    let kill = server.kill_token();
     tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
+        tokio::select! {
+            _ = conn.with_upgrades() => {}
+            _ = kill.cancelled() => {}
+        }
     });
     Ok(sender)
 }
@@ -549,14 +559,18 @@ fn spawn_tunnel(
     client: hyper::upgrade::OnUpgrade,
     server: hyper::upgrade::OnUpgrade,
     service: String,
+    kill: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(async move {
         match tokio::try_join!(client, server) {
             Ok((c, s)) => {
                 let mut c = TokioIo::new(c);
                 let mut s = TokioIo::new(s);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
-                    tracing::debug!(service = %service, error = %e, "upgraded connection ended");
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut c, &mut s) => if let Err(e) = r {
+                        tracing::debug!(service = %service, error = %e, "upgraded connection ended");
+                    },
+                    _ = kill.cancelled() => {}
                 }
             }
             Err(e) => tracing::debug!(service = %service, error = %e, "upgrade failed"),

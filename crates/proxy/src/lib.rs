@@ -135,6 +135,16 @@ struct Check {
 struct ListenerHandle {
     service: watch::Sender<Arc<ServiceRuntime>>,
     cancel: CancellationToken,
+    socket: Arc<TcpListener>,
+}
+
+impl ListenerHandle {
+    /// Stop listening now. shutdown(2) takes the socket out of LISTEN synchronously, so the same VIP:port can be
+    /// bound again at once (a reload that removes and re-adds it), while the accept task exits on its own.
+    fn close(&self) {
+        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Both);
+        self.cancel.cancel();
+    }
 }
 
 impl Proxy {
@@ -354,7 +364,7 @@ impl Proxy {
                 true
             }
             None => {
-                l.cancel.cancel();
+                l.close();
                 false
             }
         });
@@ -364,10 +374,11 @@ impl Proxy {
             }
             match listener::bind(addr) {
                 Ok(l) => {
+                    let socket = Arc::new(l);
                     let (tx, rx) = watch::channel(rt.clone());
                     let cancel = self.inner.ctx.shutdown.child_token();
                     tokio::spawn(accept_loop(
-                        l,
+                        socket.clone(),
                         addr.port(),
                         rx,
                         cancel.clone(),
@@ -378,6 +389,7 @@ impl Proxy {
                         ListenerHandle {
                             service: tx,
                             cancel,
+                            socket,
                         },
                     );
                     tracing::info!(service = %rt.cfg.label, %addr, mode = ?rt.cfg.mode, "listening");
@@ -437,6 +449,9 @@ impl Proxy {
         self.inner.ctx.shutdown.cancel();
         {
             let mut st = lock(&self.inner.state);
+            for l in st.listeners.values() {
+                l.close();
+            }
             st.listeners.clear();
             st.checks.clear();
         }
@@ -532,7 +547,7 @@ fn effective_fallback(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     vip_port: u16,
     mut service: watch::Receiver<Arc<ServiceRuntime>>,
     cancel: CancellationToken,
@@ -552,9 +567,10 @@ async fn accept_loop(
             None => None,
         };
         let accepted = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
             r = listener.accept() => r,
             _ = service.changed() => continue,
-            _ = cancel.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
