@@ -1,0 +1,809 @@
+//! `tandem run`: wires config, proxy, election, VIPs, replication and the admin endpoint together.
+//! Every decision lives in the crates; this module only connects their inputs and outputs.
+
+use crate::metrics;
+use anyhow::{Context, Result, anyhow};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tandem_admin::{ActionError, ActionResult, AdminBackend, Credentials, ServerAction};
+use tandem_cluster::driver::{ClusterHandle, ClusterStatus, Command, DriverConfig, VipControl};
+use tandem_cluster::election::{ElectionConfig, Timings};
+use tandem_config::{ClusterConfig, GarpForm, Loaded, NodeConfig};
+use tandem_proxy::{AdminState, Proxy, SharedStickTables};
+use tandem_stick::StickTables;
+use tandem_vip::{AnnounceConfig, ArpMode, FloatingVips, Vip};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The configuration being served, with its version.
+#[derive(Clone)]
+pub struct Current {
+    pub cluster: Arc<ClusterConfig>,
+    pub text: String,
+    pub digest: String,
+    pub generation: u64,
+}
+
+pub struct Daemon {
+    node: NodeConfig,
+    cluster_path: PathBuf,
+    node_path: PathBuf,
+    current: Mutex<Current>,
+    proxy: Proxy,
+    cluster: ClusterHandle,
+    vips: Arc<tokio::sync::Mutex<VipState>>,
+    /// Addresses found on the interface at the last look (what `status` calls "VIPs held").
+    vips_seen: Mutex<Vec<IpAddr>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    started: Instant,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point of `tandem run`.
+pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
+    init_tracing();
+    let loaded = match tandem_config::load(&cluster_path, &node_path) {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            for diagnostic in diagnostics.iter() {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!("tandem: configuration rejected, not starting");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    // Worker threads: TANDEM_WORKERS, else one per core (benchmarks pin it for fairness).
+    let workers = std::env::var("TANDEM_WORKERS")
+        .ok()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|w| *w > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async_main(loaded, cluster_path, node_path))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn secret_for(node: &NodeConfig) -> Result<Vec<u8>> {
+    match tandem_config::secret::load_secret(&node.node.secret_file) {
+        Ok(loaded) => {
+            for warning in loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            Ok(loaded.secret.as_bytes().to_vec())
+        }
+        Err(error) if node.node.peer.is_some() => Err(anyhow!(
+            "{error} (create it with `tandem keygen {}` and copy it to the peer)",
+            node.node.secret_file.display()
+        )),
+        Err(_) => {
+            // A standalone node talks to nobody; a throw-away key keeps the code path identical.
+            let mut key = vec![0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| anyhow!("no system randomness"))?;
+            Ok(key)
+        }
+    }
+}
+
+async fn async_main(loaded: Loaded, cluster_path: PathBuf, node_path: PathBuf) -> Result<()> {
+    let secret = secret_for(&loaded.node)?;
+    let admin_listener = tokio::net::TcpListener::bind(loaded.node.admin.listen)
+        .await
+        .with_context(|| format!("binding the admin address {}", loaded.node.admin.listen))?;
+    let credentials = admin_credentials(&loaded.node)?;
+    let daemon = Daemon::start(loaded, cluster_path, node_path, secret).await?;
+    let admin = tokio::spawn(tandem_admin::serve(
+        admin_listener,
+        daemon.clone(),
+        credentials,
+    ));
+    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                match daemon.reload_from_disk().await {
+                    Ok(message) => tracing::info!("SIGHUP reload: {message}"),
+                    Err(error) => tracing::error!("SIGHUP reload refused: {}", error.message),
+                }
+            }
+            _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
+        }
+    }
+    admin.abort();
+    daemon.stop().await;
+    Ok(())
+}
+
+fn admin_credentials(node: &NodeConfig) -> Result<Option<Credentials>> {
+    let Some(user) = &node.admin.user else {
+        return Ok(None);
+    };
+    let password = node
+        .admin
+        .password_file
+        .as_ref()
+        .and_then(|path| match std::fs::read_to_string(path) {
+            Ok(password) if !password.trim().is_empty() => Some(password.trim().to_owned()),
+            Ok(_) | Err(_) => {
+                tracing::error!(
+                    path = %path.display(),
+                    "admin password file missing or empty: state-changing admin requests will be refused"
+                );
+                None
+            }
+        });
+    // No usable password: an unguessable one, so actions are refused rather than left open.
+    let password = match password {
+        Some(password) => password,
+        None => {
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| anyhow!("no system randomness"))?;
+            hex_encode(&key)
+        }
+    };
+    Ok(Some(Credentials {
+        user: user.clone(),
+        password,
+    }))
+}
+
+/// The VIP layer as the election drives it; with `manage_vips = false` it only records the role.
+struct VipState {
+    floating: Option<FloatingVips>,
+    holding: bool,
+}
+
+#[derive(Clone)]
+struct DaemonVips(Arc<tokio::sync::Mutex<VipState>>);
+
+impl VipControl for DaemonVips {
+    async fn acquire(&mut self) -> Result<(), String> {
+        let mut state = self.0.lock().await;
+        state.holding = true;
+        match state.floating.as_mut() {
+            Some(floating) => floating.acquire().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+    async fn release(&mut self) -> Result<(), String> {
+        let mut state = self.0.lock().await;
+        state.holding = false;
+        match state.floating.as_mut() {
+            Some(floating) => floating.release().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+    async fn announce(&mut self) -> Result<(), String> {
+        let mut state = self.0.lock().await;
+        match state.floating.as_mut() {
+            Some(floating) => floating.reannounce().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every distinct VIP of the services, in configuration order.
+fn service_vips(cluster: &ClusterConfig) -> Vec<IpAddr> {
+    let mut vips: Vec<IpAddr> = Vec::new();
+    for service in &cluster.services {
+        if !vips.contains(&service.vip) {
+            vips.push(service.vip);
+        }
+    }
+    vips
+}
+
+fn announce_config(cluster: &ClusterConfig) -> AnnounceConfig {
+    let heartbeat = &cluster.heartbeat;
+    AnnounceConfig {
+        count: heartbeat.garp_count,
+        spacing: Duration::from_millis(heartbeat.garp_spacing_ms),
+        arp_mode: match heartbeat.garp_form {
+            GarpForm::Request => ArpMode::Request,
+            GarpForm::Reply => ArpMode::Reply,
+            GarpForm::Both => ArpMode::Both,
+        },
+        refresh: (heartbeat.garp_refresh_ms > 0)
+            .then(|| Duration::from_millis(heartbeat.garp_refresh_ms)),
+    }
+}
+
+fn floating_vips(node: &NodeConfig, cluster: &ClusterConfig) -> Result<FloatingVips> {
+    let vips = service_vips(cluster)
+        .into_iter()
+        .map(Vip::host)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(FloatingVips::new(
+        &node.node.interface,
+        vips,
+        announce_config(cluster),
+    )?)
+}
+
+pub fn digest_bytes(digest_hex: &str) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    if let Ok(decoded) = hex_decode(digest_hex)
+        && decoded.len() == 32
+    {
+        bytes.copy_from_slice(&decoded);
+    }
+    bytes
+}
+
+fn hex_decode(text: &str) -> Result<Vec<u8>, ()> {
+    if !text.len().is_multiple_of(2) {
+        return Err(());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or(())
+        })
+        .collect()
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Daemon {
+    async fn start(
+        loaded: Loaded,
+        cluster_path: PathBuf,
+        node_path: PathBuf,
+        secret: Vec<u8>,
+    ) -> Result<Arc<Daemon>> {
+        let node = loaded.node.clone();
+        let cluster = Arc::new(loaded.cluster.clone());
+        tracing::info!(
+            node = %node.node.name,
+            role = ?node.node.role,
+            generation = loaded.generation,
+            digest = %loaded.digest,
+            services = cluster.services.len(),
+            "starting"
+        );
+
+        // VIPs first: a node that is not active yet must not keep addresses a crash left behind.
+        let floating = if node.node.manage_vips {
+            let floating = floating_vips(&node, &cluster)?;
+            match floating.remove_stale().await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::warn!(?removed, "removed VIPs left behind by an earlier run")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "could not check for leftover VIPs"),
+            }
+            Some(floating)
+        } else {
+            None
+        };
+        let vips = Arc::new(tokio::sync::Mutex::new(VipState {
+            floating,
+            holding: false,
+        }));
+
+        let stick: SharedStickTables = Arc::new(Mutex::new(StickTables::new()));
+        let proxy = Proxy::start(cluster.clone(), stick).map_err(|e| anyhow!("{e}"))?;
+
+        let heartbeat = &cluster.heartbeat;
+        let state_dir = node.node.state_dir.clone();
+        let boot_epoch = tandem_cluster::epoch::next_boot_epoch(&state_dir.join("boot-epoch"))
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot persist the boot epoch; using the clock");
+                tandem_cluster::epoch::clock_epoch()
+            });
+        let role = match node.node.role {
+            tandem_config::Role::Primary => tandem_cluster::wire::Role::Primary,
+            tandem_config::Role::Secondary => tandem_cluster::wire::Role::Secondary,
+        };
+        let mut election = ElectionConfig::new(
+            &cluster.cluster.name,
+            &node.node.name,
+            role,
+            node.node.peer.is_some(),
+            Timings {
+                interval_ms: heartbeat.interval_ms,
+                dead_ms: heartbeat.dead_ms,
+                warn_ms: heartbeat.warn_ms,
+                init_dead_ms: heartbeat.init_dead_ms,
+            },
+            boot_epoch,
+        );
+        election.auto_failback = heartbeat.auto_failback;
+        election.ping_nodes_configured = !heartbeat.ping_nodes.is_empty();
+        let bind = SocketAddr::new(node.node.address, node.node.heartbeat_port);
+        let peer = node
+            .node
+            .peer
+            .map(|peer| SocketAddr::new(peer, peer_port(node.node.heartbeat_port)));
+        let mut driver = DriverConfig::new(election, bind, peer, secret);
+        driver.ping_nodes = heartbeat.ping_nodes.clone();
+        let cluster_handle = tandem_cluster::driver::spawn(driver, DaemonVips(vips.clone()))
+            .await
+            .with_context(|| format!("starting the heartbeat on {bind}"))?;
+        let _ = cluster_handle
+            .commands
+            .send(Command::LocalConfig {
+                generation: loaded.generation,
+                digest: digest_bytes(&loaded.digest),
+            })
+            .await;
+
+        let daemon = Arc::new(Daemon {
+            node,
+            cluster_path,
+            node_path,
+            current: Mutex::new(Current {
+                cluster,
+                text: loaded.cluster_text,
+                digest: loaded.digest,
+                generation: loaded.generation,
+            }),
+            proxy,
+            cluster: cluster_handle,
+            vips,
+            vips_seen: Mutex::new(Vec::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+        });
+        daemon.clone().spawn_watchers();
+        Ok(daemon)
+    }
+
+    /// Background upkeep: health summary for the heartbeat, and which VIPs are really on the interface.
+    fn spawn_watchers(self: Arc<Self>) {
+        let daemon = Arc::downgrade(&self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(daemon) = daemon.upgrade() else {
+                    break;
+                };
+                let status = daemon.proxy.status();
+                let (mut up, mut total) = (0u32, 0u32);
+                for service in &status.services {
+                    for server in &service.servers {
+                        total = total.saturating_add(1);
+                        if server.health == "up" {
+                            up = up.saturating_add(1);
+                        }
+                    }
+                }
+                let _ = daemon
+                    .cluster
+                    .commands
+                    .try_send(Command::LocalHealth { up, total });
+                let seen = {
+                    let state = daemon.vips.lock().await;
+                    match state.floating.as_ref() {
+                        Some(floating) => floating
+                            .held()
+                            .await
+                            .map(|held| held.iter().map(|vip| vip.addr()).collect())
+                            .unwrap_or_default(),
+                        None if state.holding => service_vips(&daemon.current().cluster),
+                        None => Vec::new(),
+                    }
+                };
+                if let Ok(mut slot) = daemon.vips_seen.lock() {
+                    *slot = seen;
+                }
+            }
+        });
+    }
+
+    pub fn current(&self) -> Current {
+        match self.current.lock() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn cluster_status(&self) -> ClusterStatus {
+        self.cluster.status.borrow().clone()
+    }
+
+    /// `tandem reload` / SIGHUP: validate cluster.toml from disk and apply it live.
+    async fn reload_from_disk(&self) -> ActionResult {
+        let _serialised = self.reload_lock.lock().await;
+        let current = self.current();
+        if self.node.node.role == tandem_config::Role::Secondary && self.node.node.peer.is_some() {
+            let text = std::fs::read_to_string(&self.cluster_path).map_err(|e| {
+                ActionError::invalid(format!("{}: cannot read: {e}", self.cluster_path.display()))
+            })?;
+            if text != current.text {
+                return Err(ActionError::refused(format!(
+                    "this node is the secondary: its cluster.toml comes from the primary and was edited here; \
+                     edit {} on the primary and run `tandem reload` there (the running config is unchanged)",
+                    self.cluster_path.display()
+                )));
+            }
+            return Ok(format!(
+                "cluster.toml unchanged (generation {}, digest {})",
+                current.generation,
+                &current.digest[..current.digest.len().min(16)]
+            ));
+        }
+        let loaded =
+            tandem_config::load(&self.cluster_path, &self.node_path).map_err(|diagnostics| {
+                ActionError::invalid(format!(
+                    "configuration rejected, the running config is unchanged:\n{}",
+                    diagnostics
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ))
+            })?;
+        if loaded.node != self.node {
+            tracing::warn!("node.toml changed: its settings take effect at the next restart");
+        }
+        if loaded.digest == current.digest {
+            return Ok(format!(
+                "cluster.toml unchanged (generation {})",
+                current.generation
+            ));
+        }
+        let message = self
+            .apply(
+                loaded.cluster,
+                loaded.cluster_text,
+                loaded.digest,
+                loaded.generation,
+            )
+            .await;
+        Ok(message)
+    }
+
+    /// Serve a validated configuration: proxy, VIP set, heartbeat's config version.
+    async fn apply(
+        &self,
+        cluster: ClusterConfig,
+        text: String,
+        digest: String,
+        generation: u64,
+    ) -> String {
+        let cluster = Arc::new(cluster);
+        let previous = self.current();
+        if previous.cluster.heartbeat != cluster.heartbeat {
+            tracing::warn!("[heartbeat] changed: new timings take effect at the next restart");
+        }
+        let report = self.proxy.reload(cluster.clone());
+        if service_vips(&previous.cluster) != service_vips(&cluster) {
+            self.replace_vips(&cluster).await;
+        }
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Current {
+                cluster,
+                text,
+                digest: digest.clone(),
+                generation,
+            };
+        }
+        let _ = self
+            .cluster
+            .commands
+            .send(Command::LocalConfig {
+                generation,
+                digest: digest_bytes(&digest),
+            })
+            .await;
+        let message = format!(
+            "applied generation {generation} (digest {}): {} added, {} changed, {} removed, {} unchanged{}",
+            &digest[..digest.len().min(16)],
+            report.added.len(),
+            report.changed.len(),
+            report.removed.len(),
+            report.unchanged.len(),
+            if report.bind_errors.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; bind errors: {}",
+                    report
+                        .bind_errors
+                        .iter()
+                        .map(|(service, addr, error)| format!("{service} {addr}: {error}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        tracing::info!("{message}");
+        message
+    }
+
+    /// The set of VIPs changed: move only the difference if this node holds them.
+    async fn replace_vips(&self, cluster: &ClusterConfig) {
+        let mut state = self.vips.lock().await;
+        let Some(floating) = state.floating.as_mut() else {
+            return;
+        };
+        let vips = match service_vips(cluster)
+            .into_iter()
+            .map(Vip::host)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(vips) => vips,
+            Err(error) => {
+                tracing::error!(%error, "cannot use the new VIP set; keeping the old one");
+                return;
+            }
+        };
+        if let Err(error) = floating.update_vips(vips).await {
+            tracing::error!(%error, "moving to the new VIP set failed");
+        }
+    }
+
+    /// Clean stop: the election hands the VIPs over (released before the peer adds them).
+    async fn stop(&self) {
+        let _ = self.cluster.commands.send(Command::Shutdown).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut status = self.cluster.status.clone();
+        while Instant::now() < deadline {
+            let state = status.borrow().state;
+            if state == tandem_cluster::wire::NodeState::Stopped {
+                break;
+            }
+            if tokio::time::timeout(Duration::from_millis(100), status.changed())
+                .await
+                .is_ok_and(|changed| changed.is_err())
+            {
+                break;
+            }
+        }
+        // Whatever the election managed, never leave our addresses behind on a stopped node.
+        let mut vips = self.vips.lock().await;
+        if let Some(floating) = vips.floating.as_mut()
+            && let Err(error) = floating.release().await
+        {
+            tracing::error!(%error, "could not remove the VIPs at stop");
+        }
+        self.proxy.shutdown().await;
+        tracing::info!("stopped");
+    }
+
+    fn server_action_inner(
+        &self,
+        service: &str,
+        server: &str,
+        action: ServerAction,
+    ) -> ActionResult {
+        let state = match action {
+            ServerAction::Online => AdminState::Online,
+            ServerAction::Drain => AdminState::Drain,
+            ServerAction::Halt { close_existing } => AdminState::Halt { close_existing },
+        };
+        self.proxy
+            .set_server_state(service, server, state)
+            .map_err(|error| ActionError::not_found(error.to_string()))?;
+        Ok(format!(
+            "{service}/{server}: {}",
+            match action {
+                ServerAction::Online => "online",
+                ServerAction::Drain =>
+                    "drain (persistent clients only; existing connections finish)",
+                ServerAction::Halt {
+                    close_existing: false,
+                } => "halt (no new connections; existing ones finish)",
+                ServerAction::Halt {
+                    close_existing: true,
+                } => "halt (no new connections; existing ones closed)",
+            }
+        ))
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let cluster = self.cluster_status();
+        let current = self.current();
+        let vips_held = self
+            .vips_seen
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or_default();
+        let peer = cluster.peer.as_ref().map(|peer| {
+            serde_json::json!({
+                "name": peer.name,
+                "address": self.node.node.peer,
+                "role": peer.role.as_str(),
+                "state": if peer.alive { peer.state.as_str() } else { "dead" },
+                "alive": peer.alive,
+                "last_heard_ms": peer.last_heard.elapsed().as_millis() as u64,
+                "holds_vips": peer.holds_vips,
+                "config_generation": peer.config_generation,
+                "config_digest": hex_encode(&peer.config_digest),
+                "servers_up": peer.servers_up,
+                "servers_total": peer.servers_total,
+            })
+        });
+        let peer_digest = cluster
+            .peer
+            .as_ref()
+            .map(|peer| hex_encode(&peer.config_digest));
+        let sync = match (&self.node.node.peer, &cluster.peer, peer_digest) {
+            (None, _, _) => "standalone".to_owned(),
+            (Some(_), None, _) => "peer not heard yet".to_owned(),
+            (Some(_), Some(_), Some(digest)) if digest == current.digest => "in sync".to_owned(),
+            (Some(_), Some(peer), _) => format!(
+                "config out of sync: peer runs generation {}",
+                peer.config_generation
+            ),
+        };
+        let mut services = serde_json::to_value(self.proxy.status())
+            .ok()
+            .and_then(|status| status.get("services").cloned())
+            .unwrap_or(serde_json::Value::Null);
+        flatten_admin_states(&mut services);
+        serde_json::json!({
+            "node": {
+                "name": self.node.node.name,
+                "role": role_name(self.node.node.role),
+                "address": self.node.node.address,
+                "state": cluster.state.as_str(),
+                "state_since_ms": cluster.state_since.elapsed().as_millis() as u64,
+                "fault": cluster.fault,
+                "ping": format!("{:?}", cluster.ping).to_lowercase(),
+                "manage_vips": self.node.node.manage_vips,
+                "interface": self.node.node.interface,
+                "vips": service_vips(&current.cluster),
+                "vips_held": vips_held,
+                "uptime_s": self.started.elapsed().as_secs(),
+                "peer": peer,
+            },
+            "config": {
+                "generation": current.generation,
+                "digest": current.digest,
+                "sync": sync,
+            },
+            "cluster": {
+                "takeovers": cluster.takeovers,
+                "releases": cluster.releases,
+                "split_brains": cluster.split_brains,
+                "warn_time_exceeded": cluster.warn_time_exceeded,
+                "vip_failures": cluster.vip_failures,
+                "last_event": cluster.last_event,
+                "heartbeats": {
+                    "sent": cluster.heartbeats.sent,
+                    "send_errors": cluster.heartbeats.send_errors,
+                    "received": cluster.heartbeats.received,
+                    "rejected": cluster.heartbeats.rejected.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                },
+            },
+            "services": services,
+        })
+    }
+}
+
+/// `admin_state` reads as "online" / "drain" / "halt" in the status document, like the appliance's buttons.
+fn flatten_admin_states(services: &mut serde_json::Value) {
+    let Some(services) = services.as_array_mut() else {
+        return;
+    };
+    for server in services
+        .iter_mut()
+        .filter_map(|service| service.get_mut("servers").and_then(|s| s.as_array_mut()))
+        .flatten()
+    {
+        if let Some(state) = server
+            .get("admin_state")
+            .and_then(|admin| admin.get("state"))
+            .cloned()
+        {
+            server["admin_state"] = state;
+        }
+    }
+}
+
+fn role_name(role: tandem_config::Role) -> &'static str {
+    match role {
+        tandem_config::Role::Primary => "primary",
+        tandem_config::Role::Secondary => "secondary",
+    }
+}
+
+/// Both nodes use the same heartbeat port, except when a test runs two nodes on one host and sets
+/// `TANDEM_PEER_HEARTBEAT_PORT`.
+fn peer_port(own: u16) -> u16 {
+    std::env::var("TANDEM_PEER_HEARTBEAT_PORT")
+        .ok()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(own)
+}
+
+impl AdminBackend for Daemon {
+    fn status(&self) -> serde_json::Value {
+        self.status_json()
+    }
+
+    fn metrics(&self) -> String {
+        metrics::render(
+            &self.cluster_status(),
+            &self.proxy.status(),
+            &self.current(),
+            &self.status_json(),
+        )
+    }
+
+    fn server_action(&self, service: &str, server: &str, action: ServerAction) -> ActionResult {
+        self.server_action_inner(service, server, action)
+    }
+
+    async fn takeover(&self) -> ActionResult {
+        if self.node.node.peer.is_none() {
+            return Ok("standalone node: it is always active".into());
+        }
+        self.cluster
+            .commands
+            .send(Command::Takeover)
+            .await
+            .map_err(|_| ActionError::refused("the election is not running"))?;
+        self.wait_for_state(&["active"], "takeover").await
+    }
+
+    async fn release(&self) -> ActionResult {
+        if self.node.node.peer.is_none() {
+            return Err(ActionError::refused(
+                "standalone node: there is no peer to hand over to",
+            ));
+        }
+        self.cluster
+            .commands
+            .send(Command::Release)
+            .await
+            .map_err(|_| ActionError::refused("the election is not running"))?;
+        self.wait_for_state(&["standby"], "release").await
+    }
+
+    async fn reload(&self) -> ActionResult {
+        self.reload_from_disk().await
+    }
+}
+
+impl Daemon {
+    /// Wait (bounded) until the election reaches one of `states`, so the CLI reports the outcome.
+    async fn wait_for_state(&self, states: &[&str], what: &str) -> ActionResult {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut status = self.cluster.status.clone();
+        loop {
+            let state = status.borrow().state.as_str();
+            if states.contains(&state) {
+                return Ok(format!("{what}: this node is now {state}"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let last = status.borrow().last_event.clone().unwrap_or_default();
+                return Err(ActionError::refused(format!(
+                    "{what} did not complete within 5 s: this node is {state} ({last})"
+                )));
+            }
+            let _ = tokio::time::timeout(left, status.changed()).await;
+        }
+    }
+}

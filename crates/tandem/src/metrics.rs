@@ -1,0 +1,336 @@
+//! Prometheus exposition for `/metrics`: cluster state, heartbeats, config version, services,
+//! servers and stick tables. Every metric is documented in `docs/metrics.md`.
+//!
+//! Values are read from the parts' own counters at scrape time into a fresh registry, so the data
+//! path never touches a Prometheus type.
+
+use crate::daemon::Current;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tandem_cluster::driver::ClusterStatus;
+use tandem_cluster::wire::NodeState;
+use tandem_proxy::{AdminState, ProxyStatus};
+
+struct Builder {
+    registry: Registry,
+}
+
+impl Builder {
+    fn gauge(&self, name: &str, help: &str, value: f64) {
+        if let Ok(gauge) = Gauge::new(name, help) {
+            gauge.set(value);
+            let _ = self.registry.register(Box::new(gauge));
+        }
+    }
+    fn int_gauge(&self, name: &str, help: &str, value: i64) {
+        if let Ok(gauge) = IntGauge::new(name, help) {
+            gauge.set(value);
+            let _ = self.registry.register(Box::new(gauge));
+        }
+    }
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> Option<IntGaugeVec> {
+        let vec = IntGaugeVec::new(Opts::new(name, help), labels).ok()?;
+        self.registry.register(Box::new(vec.clone())).ok()?;
+        Some(vec)
+    }
+    fn float_vec(&self, name: &str, help: &str, labels: &[&str]) -> Option<GaugeVec> {
+        let vec = GaugeVec::new(Opts::new(name, help), labels).ok()?;
+        self.registry.register(Box::new(vec.clone())).ok()?;
+        Some(vec)
+    }
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
+        let vec = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
+        self.registry.register(Box::new(vec.clone())).ok()?;
+        Some(vec)
+    }
+    fn counter(&self, name: &str, help: &str, value: u64) {
+        if let Some(vec) = self.counter_vec(name, help, &[]) {
+            vec.with_label_values::<&str>(&[]).inc_by(value);
+        }
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Render every metric of this node.
+pub fn render(
+    cluster: &ClusterStatus,
+    proxy: &ProxyStatus,
+    current: &Current,
+    status: &serde_json::Value,
+) -> String {
+    let b = Builder {
+        registry: Registry::new(),
+    };
+    if let Some(states) = b.gauge_vec(
+        "tandem_node_state",
+        "1 for the state this node is in, 0 for the others (like keepalived_vrrp_state)",
+        &["state"],
+    ) {
+        for state in NodeState::ALL {
+            states
+                .with_label_values(&[state.as_str()])
+                .set(i64::from(cluster.state == state));
+        }
+    }
+    if let Some(info) = b.gauge_vec(
+        "tandem_node_info",
+        "Constant 1, labelled with this node's name and configured role",
+        &["node", "role"],
+    ) {
+        info.with_label_values(&[cluster.node.as_str(), cluster.role.as_str()])
+            .set(1);
+    }
+    let peer_up = cluster.peer.as_ref().is_some_and(|peer| peer.alive);
+    b.int_gauge(
+        "tandem_peer_up",
+        "1 while the peer's heartbeats arrive within dead_ms",
+        i64::from(peer_up),
+    );
+    b.gauge(
+        "tandem_peer_last_heard_seconds",
+        "Seconds since the last valid heartbeat from the peer (-1: never heard)",
+        cluster
+            .peer_last_heard_age()
+            .map_or(-1.0, |age| age.as_secs_f64()),
+    );
+    let held = status["node"]["vips_held"].as_array().map_or(0, Vec::len);
+    b.int_gauge(
+        "tandem_vips_held",
+        "Number of VIPs present on this node's interface",
+        held as i64,
+    );
+    b.counter(
+        "tandem_takeovers_total",
+        "Times this node became active",
+        cluster.takeovers,
+    );
+    b.counter(
+        "tandem_releases_total",
+        "Times this node gave up the active role",
+        cluster.releases,
+    );
+    b.counter(
+        "tandem_split_brain_total",
+        "Times both nodes were found active when contact returned",
+        cluster.split_brains,
+    );
+    b.counter(
+        "tandem_heartbeat_warn_total",
+        "Times the peer stayed silent longer than warn_ms",
+        cluster.warn_time_exceeded,
+    );
+    b.counter(
+        "tandem_vip_failures_total",
+        "Failed VIP add/remove/announce operations",
+        cluster.vip_failures,
+    );
+    b.counter(
+        "tandem_heartbeats_sent_total",
+        "Heartbeat datagrams sent",
+        cluster.heartbeats.sent,
+    );
+    b.counter(
+        "tandem_heartbeat_send_errors_total",
+        "Heartbeat datagrams the kernel refused to send",
+        cluster.heartbeats.send_errors,
+    );
+    b.counter(
+        "tandem_heartbeats_received_total",
+        "Valid heartbeat datagrams received",
+        cluster.heartbeats.received,
+    );
+    if let Some(rejected) = b.counter_vec(
+        "tandem_heartbeats_rejected_total",
+        "Heartbeat datagrams dropped, by reason",
+        &["reason"],
+    ) {
+        for (reason, count) in cluster.heartbeats.rejected.iter() {
+            rejected.with_label_values(&[reason]).inc_by(count);
+        }
+    }
+    b.int_gauge(
+        "tandem_config_generation",
+        "Generation of the cluster.toml this node serves",
+        to_i64(current.generation),
+    );
+    b.int_gauge(
+        "tandem_config_in_sync",
+        "1 when the peer serves the same cluster.toml digest (standalone: 1)",
+        i64::from(matches!(
+            status["config"]["sync"].as_str(),
+            Some("in sync") | Some("standalone")
+        )),
+    );
+
+    let service_labels = &["service"];
+    let server_labels = &["service", "server"];
+    let svc_current = b.gauge_vec(
+        "tandem_service_connections",
+        "Open client connections",
+        service_labels,
+    );
+    let svc_total = b.counter_vec(
+        "tandem_service_connections_total",
+        "Client connections accepted",
+        service_labels,
+    );
+    let svc_in = b.counter_vec(
+        "tandem_service_bytes_in_total",
+        "Bytes received from clients",
+        service_labels,
+    );
+    let svc_out = b.counter_vec(
+        "tandem_service_bytes_out_total",
+        "Bytes sent to clients",
+        service_labels,
+    );
+    let svc_up = b.gauge_vec(
+        "tandem_service_servers_up",
+        "Real servers passing health checks",
+        service_labels,
+    );
+    let svc_stick = b.gauge_vec(
+        "tandem_stick_table_entries",
+        "Entries in the service's stick table",
+        service_labels,
+    );
+    let svc_bind = b.gauge_vec(
+        "tandem_service_listen_errors",
+        "Listeners of the service that could not be bound",
+        service_labels,
+    );
+    let srv_up = b.gauge_vec(
+        "tandem_server_up",
+        "1 while the real server passes its health checks",
+        server_labels,
+    );
+    let srv_state = b.gauge_vec(
+        "tandem_server_admin_state",
+        "1 for the server's admin state (online, drain, halt)",
+        &["service", "server", "state"],
+    );
+    let srv_weight = b.gauge_vec("tandem_server_weight", "Configured weight", server_labels);
+    let srv_current = b.gauge_vec(
+        "tandem_server_connections",
+        "Open connections (HTTP: requests in flight)",
+        server_labels,
+    );
+    let srv_total = b.counter_vec(
+        "tandem_server_connections_total",
+        "Connections sent to the server",
+        server_labels,
+    );
+    let srv_in = b.counter_vec(
+        "tandem_server_bytes_in_total",
+        "Bytes from clients relayed to the server",
+        server_labels,
+    );
+    let srv_out = b.counter_vec(
+        "tandem_server_bytes_out_total",
+        "Bytes from the server relayed to clients",
+        server_labels,
+    );
+    let srv_checks = b.counter_vec(
+        "tandem_server_check_failures_total",
+        "Failed health checks",
+        server_labels,
+    );
+    let srv_connect = b.counter_vec(
+        "tandem_server_connect_failures_total",
+        "Failed connects to the server",
+        server_labels,
+    );
+    let srv_check_age = b.float_vec(
+        "tandem_server_last_check_timestamp_seconds",
+        "Unix time of the last completed health check",
+        server_labels,
+    );
+    for service in &proxy.services {
+        let label = [service.label.as_str()];
+        if let Some(m) = &svc_current {
+            m.with_label_values(&label)
+                .set(to_i64(service.current_connections));
+        }
+        if let Some(m) = &svc_total {
+            m.with_label_values(&label)
+                .inc_by(service.total_connections);
+        }
+        if let Some(m) = &svc_in {
+            m.with_label_values(&label).inc_by(service.bytes_in);
+        }
+        if let Some(m) = &svc_out {
+            m.with_label_values(&label).inc_by(service.bytes_out);
+        }
+        if let Some(m) = &svc_stick {
+            m.with_label_values(&label)
+                .set(service.stick_table_size as i64);
+        }
+        if let Some(m) = &svc_bind {
+            m.with_label_values(&label)
+                .set(service.bind_errors.len() as i64);
+        }
+        let mut up = 0;
+        for server in &service.servers {
+            let labels = [service.label.as_str(), server.label.as_str()];
+            let is_up = server.health == "up";
+            up += i64::from(is_up);
+            if let Some(m) = &srv_up {
+                m.with_label_values(&labels).set(i64::from(is_up));
+            }
+            if let Some(m) = &srv_state {
+                let admin = match server.admin_state {
+                    AdminState::Online => "online",
+                    AdminState::Drain => "drain",
+                    AdminState::Halt { .. } => "halt",
+                };
+                for state in ["online", "drain", "halt"] {
+                    m.with_label_values(&[labels[0], labels[1], state])
+                        .set(i64::from(admin == state));
+                }
+            }
+            if let Some(m) = &srv_weight {
+                m.with_label_values(&labels).set(i64::from(server.weight));
+            }
+            if let Some(m) = &srv_current {
+                m.with_label_values(&labels)
+                    .set(to_i64(server.current_connections));
+            }
+            if let Some(m) = &srv_total {
+                m.with_label_values(&labels)
+                    .inc_by(server.total_connections);
+            }
+            if let Some(m) = &srv_in {
+                m.with_label_values(&labels).inc_by(server.bytes_in);
+            }
+            if let Some(m) = &srv_out {
+                m.with_label_values(&labels).inc_by(server.bytes_out);
+            }
+            if let Some(m) = &srv_checks {
+                m.with_label_values(&labels).inc_by(server.check_failures);
+            }
+            if let Some(m) = &srv_connect {
+                m.with_label_values(&labels).inc_by(server.connect_failures);
+            }
+            if let (Some(m), Some(check)) = (&srv_check_age, &server.last_check) {
+                m.with_label_values(&labels)
+                    .set(check.at_unix_ms as f64 / 1000.0);
+            }
+        }
+        if let Some(m) = &svc_up {
+            m.with_label_values(&label).set(up);
+        }
+    }
+
+    let mut out = Vec::new();
+    if TextEncoder::new()
+        .encode(&b.registry.gather(), &mut out)
+        .is_err()
+    {
+        return String::from("# encoding failed\n");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
