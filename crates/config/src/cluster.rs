@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
-/// Defaults of `cluster.toml` (documented in CONFIG.md).
+/// Defaults of `cluster.toml` (documented in docs/configuration.md).
 pub mod defaults {
     pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
     /// `dead_ms` defaults to this many intervals (200 ms -> 1000 ms).
@@ -949,7 +949,7 @@ fn parse_range(ctx: &mut Ctx<'_>, s: &str, span: &Range<usize>) -> Option<(u16, 
     Some((lo, hi))
 }
 
-/// Persistence with the fields that do not apply to `mode` zeroed (see CONFIG.md).
+/// Persistence with the fields that do not apply to `mode` zeroed (see docs/configuration.md).
 pub(crate) fn persistence_for(mode: PersistenceMode) -> Persistence {
     match mode {
         PersistenceMode::None => Persistence {

@@ -4,7 +4,7 @@
 //! Every problem is reported at once as `file:line:col: reason` ([`Diagnostics`]). An accepted
 //! `cluster.toml` has a canonical form ([`canonical_toml`]) whose SHA-256 is its [`digest`],
 //! and a generation number kept in `state_dir` ([`generation`]). The reference for both files
-//! is `CONFIG.md` in this crate.
+//! is `docs/configuration.md`.
 
 mod canonical;
 mod cluster;

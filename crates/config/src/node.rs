@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use toml::de::DeTable;
 
-/// Defaults of `node.toml` (documented in CONFIG.md).
+/// Defaults of `node.toml` (documented in docs/configuration.md).
 pub mod defaults {
     pub const HEARTBEAT_PORT: u16 = 6694;
     pub const SYNC_PORT: u16 = 7778;
