@@ -130,6 +130,11 @@ fn default_log_capacity(capacity: usize) -> usize {
     capacity + capacity / 4 + 1024
 }
 
+/// Most live entries remote applies may bring (see `apply_remote_state`).
+fn remote_limit(capacity: usize) -> usize {
+    capacity.saturating_mul(4).saturating_add(1024)
+}
+
 fn default_touch_granularity(timeout_ms: Option<u64>) -> u64 {
     timeout_ms.map_or(0, |t| (t / 64).min(1000))
 }
@@ -453,6 +458,10 @@ impl StickTable {
     /// Applies an update read from the peer's log, keeping its remaining lifetime, without
     /// entering it in this table's log. Returns false (and changes nothing) when its id is not
     /// above the last one applied since [`Self::begin_resync`]: a duplicate or a late re-send.
+    ///
+    /// Remote entries do not evict others for capacity (the peer, with the same capacity,
+    /// sends its evictions as deletes); only a memory guard of 4 x capacity + 1024 entries
+    /// applies. The next local insert brings the table back under its capacity.
     pub fn apply_remote(&mut self, update: &Update, now: u64) -> bool {
         if update.id <= self.peer_high_id {
             return false;
@@ -767,10 +776,11 @@ impl StickTable {
                 self.insert_slot(key.clone(), label, deadline);
             }
         }
-        // Remote entries may overflow the capacity up to twice (during a resync, entries the
-        // peer has since deleted arrive before their deletes); beyond that, drop the entries
-        // closest to expiry, unlogged.
-        while self.live > self.spec.capacity.saturating_mul(2) {
+        // Remote entries do not evict for capacity: while a resync is under way, entries the
+        // peer has since deleted arrive before their deletes, and evicting then could drop an
+        // entry the peer still has and will not send again. The peer's own capacity bounds
+        // what it sends; this limit only guards memory against a misbehaving peer.
+        while self.live > remote_limit(self.spec.capacity) {
             let Some(&(_, _, victim)) = self.order.first() else {
                 break;
             };
@@ -1129,20 +1139,21 @@ mod tests {
     }
 
     #[test]
-    fn remote_entries_may_overflow_up_to_twice_the_capacity() {
+    fn remote_entries_may_overflow_the_capacity_up_to_a_memory_guard() {
         let mut t = timed(10_000, 2);
-        for k in 0..5 {
+        for k in 0..=1032u32 {
             t.apply_remote_entry(
                 &Entry {
-                    key: ip(k),
+                    key: StickKey::SourceIp(std::net::IpAddr::from(k.to_be_bytes())),
                     server: "a".into(),
                     remaining_ms: Some(1000 + u64::from(k)),
                 },
                 0,
             );
         }
-        assert_eq!(t.len(), 4);
-        assert!(t.peek(&ip(0), 0).is_none(), "closest to expiry dropped");
+        assert_eq!(t.len(), 1032, "4 x capacity + 1024");
+        let first = StickKey::SourceIp(std::net::IpAddr::from(0u32.to_be_bytes()));
+        assert!(t.peek(&first, 0).is_none(), "closest to expiry dropped");
         // A local insert brings the table back under its capacity.
         t.set(&ip(9), "a", 1);
         assert_eq!(t.len(), 2);
