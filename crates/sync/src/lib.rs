@@ -9,6 +9,7 @@ pub mod config_push;
 pub mod frame;
 pub mod handshake;
 pub mod reject;
+pub mod replication;
 pub mod secret;
 pub mod wire;
 
