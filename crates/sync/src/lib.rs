@@ -6,14 +6,19 @@
 //! and applies a pushed `cluster.toml`, and reads back a [`SyncStatus`]. See `PROTOCOL.md`.
 
 pub mod config_push;
+pub mod driver;
 pub mod frame;
 pub mod handshake;
 pub mod reject;
 pub mod replication;
 pub mod secret;
+pub mod session;
+pub mod status;
 pub mod wire;
 
 pub use config_push::{ConfigRole, ConfigSink, ConfigSyncState, ConfigVersion, LocalConfig};
+pub use driver::{SharedTables, SyncHandle, SyncParams, SyncSettings, dials, spawn_sync};
 pub use handshake::Identity;
 pub use reject::{RejectCounters, RejectReason, Rejection};
 pub use secret::{Secret, SecretError};
+pub use status::{ConfigStatus, SyncCounters, SyncStatus, TableSyncStatus};
