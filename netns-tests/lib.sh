@@ -95,12 +95,16 @@ stop_bg() {
   rm -f "$LAB_TMP/$name.pid"
 }
 
-# wait_for SECONDS DESCRIPTION CMD...: poll CMD every 10 ms until it succeeds; 1 on timeout
+# wait_for SECONDS DESCRIPTION CMD...: poll CMD (every WAIT_STEP seconds, 0.01, plus its own run time) until it succeeds; 1 once
+# SECONDS of wall-clock time have passed
 wait_for() {
-  local limit=$1 what=$2 i; shift 2
-  for ((i = 0; i < limit * 100; i++)); do
+  local limit=$1 what=$2 deadline now; shift 2
+  deadline=$(( ${EPOCHREALTIME/./} + ${limit%.*} * 1000000 ))
+  while :; do
     if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.01
+    now=${EPOCHREALTIME/./}
+    if ((now >= deadline)); then break; fi
+    sleep "${WAIT_STEP:-0.01}"
   done
   log "timed out after ${limit}s waiting for $what"
   return 1
@@ -234,13 +238,20 @@ watch_seen() { [[ -n $(watch_first "$1" "$2" "$3") ]]; }
 # wait until NODE's watcher reports presence (present|absent) after T, bounded by SECONDS
 watch_wait() { wait_for "$4" "VIP $2 on $1" watch_seen "$1" "$2" "$3"; }
 
+# vip_serves PORT: one short probe from the client gets an answer from a controller through the VIP
+vip_serves() {
+  local n
+  n=$(nsx client "$PROBE" --target "$VIP:$1" --interval-ms 10 --duration-ms 25 --timeout-ms 200 2>/dev/null | "$JSON" get successes)
+  [[ -n $n && $n != 0 ]]
+}
+
 # client probe (tnd-probe in the client namespace) against VIP:PORT
 probe_start() { # NAME PORT [extra args]
   local name=$1 port=$2; shift 2
   rm -f "$LAB_TMP/$name.stop" "$LAB_TMP/$name.ready" "$LAB_TMP/$name.json"
   start_bg "$name" client "$PROBE" --target "$VIP:$port" --interval-ms "${PROBE_INTERVAL_MS:-10}" \
     --timeout-ms "${PROBE_TIMEOUT_MS:-200}" --duration-ms 600000 --stop-file "$LAB_TMP/$name.stop" \
-    --ready-file "$LAB_TMP/$name.ready" --out "$LAB_TMP/$name.json" --events "$LAB_TMP/$name.events" "$@"
+    --ready-file "$LAB_TMP/$name.ready" --out "$LAB_TMP/$name.json" --events "$LAB_TMP/$name.events" --warmup "$@"
   wait_for 30 "probe $name first success" test -e "$LAB_TMP/$name.ready"
 }
 probe_stop() { # NAME -> summary path

@@ -48,6 +48,10 @@ td_configure() {
       toml_set "$dir/cluster.toml" heartbeat warn_ms "$warn"
     fi
     for kv in "$@"; do toml_set "$dir/cluster.toml" heartbeat "${kv%%=*}" "${kv#*=}"; done
+    if [[ -n ${TD_HEALTH_INTERVAL_MS:-} ]]; then # drills: servers rise sooner after each fresh start
+      toml_set "$dir/cluster.toml" health_check interval_ms "$TD_HEALTH_INTERVAL_MS"
+      toml_set "$dir/cluster.toml" health_check timeout_ms "$((TD_HEALTH_INTERVAL_MS * 4 / 5))"
+    fi
   done
 }
 
@@ -67,8 +71,14 @@ td_is() { [[ $(td_state "$1") == "$2" ]]; } # NODE STATE
 td_stop() { stop_bg "tandem-$1" "${2:-TERM}" 10; }
 td_stop_all() { td_stop lb1 TERM; td_stop lb2 TERM; }
 
-# td_wait_state NODE STATE SECONDS
-td_wait_state() { wait_for "$3" "$1 $2" td_is "$1" "$2"; }
+# td_wait_state NODE STATE SECONDS (gives up early when the daemon has exited)
+td_is_or_dead() { td_is "$1" "$2" && return 0; alive "tandem-$1" || { TD_DEAD=1; return 0; }; return 1; }
+td_wait_state() {
+  TD_DEAD=0
+  # the CLI is a process start per poll: 10 polls a second keep the lab's CPUs for the daemons
+  WAIT_STEP=0.1 wait_for "$3" "$1 $2" td_is_or_dead "$1" "$2" || return 1
+  if ((TD_DEAD)); then log "tandem on $1 is not running:"; tail -n 5 "$LAB_TMP/tandem-$1.log" >&2; return 1; fi
+}
 
 # td_pair INTERVAL DEAD [KEYS...]: a fresh pair, lb1 active with the VIP, lb2 standby; returns 1 if it never settles
 td_pair() {

@@ -57,6 +57,9 @@ struct Args {
     /// include the per-source controller map in the summary (with --sources)
     #[arg(long)]
     source_map: bool,
+    /// leave out the attempts started before the first successful one (the service was still coming up)
+    #[arg(long)]
+    warmup: bool,
 }
 
 fn classify(err: &std::io::Error) -> FailureKind {
@@ -247,6 +250,14 @@ async fn main() -> Result<()> {
             _ => break,
         }
     }
+    let mut discarded = 0;
+    if args.warmup
+        && let Some(first_ok) = log.iter().filter(|a| a.ok).map(|a| a.start_us).min()
+    {
+        let before = log.len();
+        log.retain(|a| a.start_us >= first_ok);
+        discarded = before - log.len();
+    }
     if let Some(out) = events.as_mut() {
         use std::io::Write;
         let mut sorted: Vec<&Attempt> = log.iter().collect();
@@ -270,7 +281,13 @@ async fn main() -> Result<()> {
     if !args.source_map {
         summary.source_map = None;
     }
-    let json = serde_json::to_string(&summary)?;
+    let mut json = serde_json::to_value(&summary)?;
+    if args.warmup
+        && let Some(map) = json.as_object_mut()
+    {
+        map.insert("warmup_discarded".into(), discarded.into());
+    }
+    let json = json.to_string();
     println!("{json}");
     if let Some(path) = &args.out {
         std::fs::write(path, format!("{json}\n"))
