@@ -434,9 +434,15 @@ impl Driver {
                         }
                     }
                 }
-                None => match session_rx.recv().await {
-                    Some(auth) => auth,
-                    None => return,
+                // Waiting for the peer to dial: keep the status (rejection counters) fresh.
+                None => loop {
+                    tokio::select! {
+                        auth = session_rx.recv() => match auth {
+                            Some(auth) => break auth,
+                            None => return,
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => self.publish(),
+                    }
                 },
             };
             backoff = self.params.settings.backoff_initial;

@@ -1,0 +1,224 @@
+//! Hostile or broken peers against a real acceptor on 127.0.0.0/8: garbage, wrong secret, a
+//! replayed recorded session, an oversize frame, a peer that stops reading. Each is rejected
+//! (and counted) or bounded; the acceptor keeps working for the real peer.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use ring::rand::SystemRandom;
+use tandem_sync::handshake::DialerHandshake;
+use tandem_sync::{ConfigRole, RejectReason, SyncStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An accepting node B on 127.0.0.3 whose peer is 127.0.0.2.
+async fn acceptor(port: u16, entries: u32) -> Node {
+    let t = tables();
+    {
+        let mut g = t.lock().unwrap();
+        let nova = g.get_mut("nova_novncproxy").unwrap();
+        for i in 0..entries {
+            nova.set(&client(i), SERVERS[(i % 3) as usize], 0);
+        }
+    }
+    start(NodeSpec {
+        local: SocketAddr::new(ip(3), port),
+        peer: SocketAddr::new(ip(2), port),
+        secret: SECRET.to_vec(),
+        role: ConfigRole::Primary,
+        config: Some(config(1, "# c")),
+        active: true,
+        tables: t,
+        settings: settings(),
+    })
+    .await
+}
+
+fn rejected(s: &SyncStatus, reason: RejectReason) -> u64 {
+    s.counters
+        .rejected
+        .get(reason.as_str())
+        .copied()
+        .unwrap_or(0)
+}
+
+/// A real dialer on 127.0.0.2 with `secret`.
+async fn dialer(port: u16, secret: &[u8]) -> Node {
+    start(NodeSpec {
+        local: SocketAddr::new(ip(2), port),
+        peer: SocketAddr::new(ip(3), port),
+        secret: secret.to_vec(),
+        role: ConfigRole::Secondary,
+        config: None,
+        active: false,
+        tables: tables(),
+        settings: settings(),
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_oversize_wrong_secret_and_wrong_source_are_rejected() {
+    let port = free_port(ip(3)).await;
+    let b = acceptor(port, 100).await;
+    let target = SocketAddr::new(ip(3), port);
+
+    // Garbage bytes as a frame.
+    let mut s = raw_connect(ip(2), target).await;
+    s.write_all(&[0, 0, 0, 12]).await.unwrap();
+    s.write_all(b"GET / HTTP/1").await.unwrap();
+    wait_for("garbage counted", Duration::from_secs(5), || {
+        rejected(&b.status(), RejectReason::Garbage) >= 1
+    })
+    .await;
+
+    // An HTTP request: its first 4 bytes read as a ~1.2 GB length.
+    let mut s = raw_connect(ip(2), target).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for("oversize counted", Duration::from_secs(5), || {
+        rejected(&b.status(), RejectReason::FrameTooLarge) >= 1
+    })
+    .await;
+
+    // A frame just over the limit.
+    let mut s = raw_connect(ip(2), target).await;
+    let len = (settings().max_frame as u32) + 1;
+    s.write_all(&len.to_be_bytes()).await.unwrap();
+    let _ = s.write_all(&vec![0u8; 4096]).await;
+    wait_for("oversize counted twice", Duration::from_secs(5), || {
+        rejected(&b.status(), RejectReason::FrameTooLarge) >= 2
+    })
+    .await;
+
+    // Random bytes of every length from a connection that then closes.
+    for n in [1usize, 3, 5, 40, 300] {
+        let mut s = raw_connect(ip(2), target).await;
+        let junk: Vec<u8> = (0..n).map(|i| (i * 97 + 13) as u8).collect();
+        let _ = s.write_all(&junk).await;
+    }
+
+    // A connection from an address other than the peer's.
+    let _s = raw_connect(ip(9), target).await;
+    wait_for("unexpected source counted", Duration::from_secs(5), || {
+        rejected(&b.status(), RejectReason::UnexpectedSource) >= 1
+    })
+    .await;
+
+    // The wrong secret: both sides refuse the proof.
+    let wrong = dialer(port, b"this is not the cluster secret!!").await;
+    wait_for("bad proof on the dialer", Duration::from_secs(5), || {
+        rejected(&wrong.status(), RejectReason::BadProof) >= 1
+    })
+    .await;
+    assert!(!wrong.status().connected && !b.status().connected);
+    drop(wrong);
+
+    // After all that, the real peer still gets a session and the tables.
+    let good = dialer(port, SECRET).await;
+    wait_for("real peer synced", Duration::from_secs(10), || {
+        good.status().connected
+            && good
+                .status()
+                .tables
+                .iter()
+                .any(|t| t.label == "nova_novncproxy" && t.local_entries == 100)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_recorded_session_is_refused() {
+    let port = free_port(ip(3)).await;
+    let b = acceptor(port, 50).await;
+    // Record a genuine session through a relay on 127.0.0.2 (B's expected peer address).
+    let relay_addr = SocketAddr::new(ip(2), port);
+    let relay = Relay::start(relay_addr, SocketAddr::new(ip(3), port)).await;
+    let a = start(NodeSpec {
+        local: SocketAddr::new(ip(1), port),
+        peer: relay_addr,
+        secret: SECRET.to_vec(),
+        role: ConfigRole::Secondary,
+        config: None,
+        active: false,
+        tables: tables(),
+        settings: settings(),
+    })
+    .await;
+    wait_for("recorded session synced", Duration::from_secs(10), || {
+        a.status().tables.iter().any(|t| t.local_entries == 50)
+    })
+    .await;
+    drop(a);
+    let recorded = relay.to_acceptor.lock().unwrap().clone();
+    drop(relay);
+    assert!(recorded.len() > 100);
+    let proofs_before = rejected(&b.status(), RejectReason::BadProof);
+
+    // Replay every byte the dialer sent to a fresh session on the acceptor.
+    let mut s = raw_connect(ip(2), SocketAddr::new(ip(3), port)).await;
+    let _ = s.write_all(&recorded).await;
+    let mut buf = vec![0u8; 64 * 1024];
+    // The acceptor answers the replayed hello with a fresh challenge, then closes on the proof.
+    let mut got = 0;
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert!(
+        got < 1024,
+        "no table data was sent to the replayer ({got} bytes)"
+    );
+    wait_for("replay refused", Duration::from_secs(5), || {
+        rejected(&b.status(), RejectReason::BadProof) > proofs_before
+    })
+    .await;
+    assert!(!b.status().connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_that_stops_reading_is_dropped_with_bounded_memory() {
+    let port = free_port(ip(3)).await;
+    // 300k entries: far more than the socket buffers, so the acceptor's writes block.
+    let b = acceptor(port, 300_000).await;
+    // A peer with the secret that opens the session and then never reads nor writes.
+    let s = raw_connect(ip(2), SocketAddr::new(ip(3), port)).await;
+    let (r, w) = s.into_split();
+    let mut reader =
+        tokio_util::codec::FramedRead::new(r, tandem_sync::wire::length_codec(1 << 20));
+    let mut writer =
+        tokio_util::codec::FramedWrite::new(w, tandem_sync::wire::length_codec(1 << 20));
+    use futures::{SinkExt, StreamExt};
+    let (hs, hello) = DialerHandshake::start(&identity(SECRET), &SystemRandom::new()).unwrap();
+    writer.send(bytes::Bytes::from(hello)).await.unwrap();
+    let challenge = reader.next().await.unwrap().unwrap();
+    let (proof, _keys) = hs.on_challenge(&challenge).unwrap();
+    writer.send(bytes::Bytes::from(proof)).await.unwrap();
+    wait_for("session open", Duration::from_secs(5), || {
+        b.status().connected
+    })
+    .await;
+    // Now stop reading. The acceptor fills the socket, stops reading its tables, and closes the
+    // session after the silence/stall timeout (1.5 s here) instead of queueing 300k entries.
+    wait_for("stalled session closed", Duration::from_secs(10), || {
+        let s = b.status();
+        !s.connected
+            && (rejected(&s, RejectReason::PeerTimeout) + rejected(&s, RejectReason::PeerStalled))
+                >= 1
+    })
+    .await;
+    let s = b.status();
+    let sent = s.counters.bytes_sent;
+    // Snapshot of 300k entries is ~12 MB; only what fit in the socket buffers went out.
+    assert!(
+        sent < 8 * 1024 * 1024,
+        "sent {sent} bytes to a peer that reads nothing"
+    );
+    drop(reader);
+}

@@ -1,0 +1,245 @@
+//! Two real sync drivers on 127.0.0.0/8 (through a recording relay): replication, resume,
+//! config push, and what is (not) on the wire.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tandem_stick::StickKey;
+use tandem_sync::ConfigRole;
+
+struct Pair {
+    a: Node,
+    b: Node,
+    relay: Relay,
+}
+
+/// A (127.0.0.1, dials) -> relay (127.0.0.2) -> B (127.0.0.3, accepts).
+async fn pair(
+    a_cfg: (bool, Option<tandem_sync::LocalConfig>),
+    b_cfg: (bool, Option<tandem_sync::LocalConfig>),
+    a_tables: tandem_sync::SharedTables,
+) -> Pair {
+    let port = free_port(ip(3)).await;
+    let relay_addr = SocketAddr::new(ip(2), port);
+    let b_addr = SocketAddr::new(ip(3), port);
+    let relay = Relay::start(relay_addr, b_addr).await;
+    let b = start(NodeSpec {
+        local: b_addr,
+        peer: relay_addr,
+        secret: SECRET.to_vec(),
+        role: ConfigRole::Secondary,
+        config: b_cfg.1,
+        active: b_cfg.0,
+        tables: tables(),
+        settings: settings(),
+    })
+    .await;
+    let a = start(NodeSpec {
+        local: SocketAddr::new(ip(1), port),
+        peer: relay_addr,
+        secret: SECRET.to_vec(),
+        role: ConfigRole::Primary,
+        config: a_cfg.1,
+        active: a_cfg.0,
+        tables: a_tables,
+        settings: settings(),
+    })
+    .await;
+    Pair { a, b, relay }
+}
+
+fn fill(tables: &tandem_sync::SharedTables, from: u32, to: u32, now: u64) {
+    let mut t = tables.lock().unwrap();
+    let nova = t.get_mut("nova_novncproxy").unwrap();
+    for i in from..to {
+        nova.set(&client(i), SERVERS[(i % 3) as usize], now);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_resync_then_incremental_then_resume_after_a_cut() {
+    let a_tables = tables();
+    let clock_hint = tandem_stick::Clock::new();
+    fill(&a_tables, 0, 20_000, clock_hint.now_ms());
+    a_tables
+        .lock()
+        .unwrap()
+        .get_mut("mysql")
+        .unwrap()
+        .set(&StickKey::Service, SERVERS[1], 0);
+    let p = pair((true, Some(config(1, "a"))), (false, None), a_tables).await;
+    let keys = || (0..20_100).map(client).chain([StickKey::Service]);
+
+    wait_for("full resync", Duration::from_secs(10), || {
+        same_entries(&p.a.tables, &p.b.tables, p.a.now(), p.b.now(), keys())
+    })
+    .await;
+    wait_for("status caught up", Duration::from_secs(5), || {
+        let s = p.b.status();
+        s.connected
+            && s.caught_up
+            && s.tables
+                .iter()
+                .any(|t| t.label == "nova_novncproxy" && t.local_entries == 20_000)
+    })
+    .await;
+    wait_for("peer sizes reported", Duration::from_secs(5), || {
+        p.a.status()
+            .tables
+            .iter()
+            .any(|t| t.peer_entries == Some(20_000))
+    })
+    .await;
+
+    // Incremental: new clients and a moved MySQL writer.
+    fill(&p.a.tables, 20_000, 20_100, p.a.now());
+    p.a.tables.lock().unwrap().get_mut("mysql").unwrap().set(
+        &StickKey::Service,
+        SERVERS[2],
+        p.a.now(),
+    );
+    wait_for("incremental updates", Duration::from_secs(5), || {
+        same_entries(&p.a.tables, &p.b.tables, p.a.now(), p.b.now(), keys())
+    })
+    .await;
+    wait_for("ack", Duration::from_secs(5), || {
+        p.a.status().last_ack_age_ms.is_some_and(|age| age < 2_000)
+    })
+    .await;
+    let resyncs_before = p.b.status().counters.replication.resyncs_received;
+    let sent_before = p.a.status().counters.replication.resyncs_sent;
+
+    // Cut the connection, change things meanwhile, and let the dialer reconnect.
+    p.relay.cut();
+    fill(&p.a.tables, 30_000, 30_050, p.a.now());
+    p.a.tables
+        .lock()
+        .unwrap()
+        .get_mut("nova_novncproxy")
+        .unwrap()
+        .remove(&client(5), p.a.now());
+    wait_for("reconnect", Duration::from_secs(10), || {
+        p.a.status().counters.sessions_opened >= 2 && p.a.status().connected
+    })
+    .await;
+    let keys2 = || {
+        (0..20_100)
+            .chain(30_000..30_050)
+            .map(client)
+            .chain([StickKey::Service])
+    };
+    wait_for("resumed updates", Duration::from_secs(5), || {
+        same_entries(&p.a.tables, &p.b.tables, p.a.now(), p.b.now(), keys2())
+    })
+    .await;
+    assert_eq!(
+        p.b.status().counters.replication.resyncs_received,
+        resyncs_before,
+        "resumed from the ack, no resync"
+    );
+    assert_eq!(p.a.status().counters.replication.resyncs_sent, sent_before);
+    assert!(p.a.status().counters.frames_sent > 0 && p.b.status().counters.frames_received > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_push_accepted_then_refused_then_accepted() {
+    let p = pair(
+        (
+            true,
+            Some(config(5, "[cluster]\nname = \"openstack\"\n# v5\n")),
+        ),
+        (false, Some(config(4, "old"))),
+        tables(),
+    )
+    .await;
+    wait_for("config in sync", Duration::from_secs(5), || {
+        p.a.status().config.in_sync && p.b.status().config.in_sync
+    })
+    .await;
+    {
+        let offers = p.b.sink.offers.lock().unwrap();
+        assert_eq!(offers.len(), 1);
+        assert_eq!(offers[0].1, 5);
+        assert!(String::from_utf8_lossy(&offers[0].0).contains("# v5"));
+    }
+    assert_eq!(p.b.status().config.local.unwrap().generation, 5);
+    assert_eq!(p.a.status().config.peer.unwrap().generation, 5);
+
+    // An invalid file: refused, both report out of sync with the reason, B keeps generation 5.
+    p.a.handle.set_local_config(config(6, "INVALID = 1"));
+    wait_for("refusal reported", Duration::from_secs(5), || {
+        let s = p.a.status();
+        !s.config.in_sync
+            && s.config
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("unknown field"))
+    })
+    .await;
+    let b = p.b.status();
+    assert!(!b.config.in_sync);
+    assert_eq!(b.config.local.unwrap().generation, 5);
+
+    // Fixed on the primary: pushed and applied.
+    p.a.handle.set_local_config(config(7, "# v7"));
+    wait_for("in sync again", Duration::from_secs(5), || {
+        p.a.status().config.in_sync && p.b.status().config.local.is_some_and(|v| v.generation == 7)
+    })
+    .await;
+    assert_eq!(p.b.sink.offers.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_node_local_ever_crosses_the_wire() {
+    // The daemon reads node.toml and the secret file; the sync task gets only the parsed values.
+    const MARKER: &str = "NODE-LOCAL-MARKER-7f3a";
+    let node_toml = format!(
+        "[node]\nname = \"{MARKER}\"\nrole = \"primary\"\nsecret_file = \"/etc/tandem/secret\"\n[admin]\nlisten = \"127.0.0.1:9080\"\npassword = \"{MARKER}-password\"\n"
+    );
+    assert!(node_toml.contains(MARKER));
+    let cluster_toml = "[cluster]\nname = \"openstack\"\n# CLUSTER-MARKER\n";
+    let a_tables = tables();
+    fill(&a_tables, 0, 500, 0);
+    let p = pair(
+        (true, Some(config(9, cluster_toml))),
+        (false, Some(config(8, "x"))),
+        a_tables,
+    )
+    .await;
+    wait_for("synced", Duration::from_secs(5), || {
+        p.b.status().config.in_sync && p.b.status().tables.iter().any(|t| t.local_entries == 500)
+    })
+    .await;
+    p.a.handle
+        .set_local_config(config(10, "# CLUSTER-MARKER second"));
+    wait_for("pushed", Duration::from_secs(5), || {
+        p.b.status()
+            .config
+            .local
+            .is_some_and(|v| v.generation == 10)
+    })
+    .await;
+    drop(p.a);
+    drop(p.b);
+    let mut wire = p.relay.to_acceptor.lock().unwrap().clone();
+    wire.extend_from_slice(&p.relay.to_dialer.lock().unwrap());
+    assert!(wire.len() > 10_000, "the session carried data");
+    let contains = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        contains(b"# CLUSTER-MARKER"),
+        "positive control: cluster.toml is sent"
+    );
+    assert!(
+        !contains(SECRET),
+        "the shared secret must never be on the wire"
+    );
+    assert!(!contains(&SECRET[..12]), "not even part of it");
+    assert!(
+        !contains(MARKER.as_bytes()),
+        "node.toml content must never be on the wire"
+    );
+}
