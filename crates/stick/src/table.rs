@@ -1,15 +1,19 @@
-//! One stick table: a slab of entries, a hash index over it, an ordered set for expiry and
-//! eviction, and the change log threaded through the slab as a linked list.
+//! One stick table: a slab of entries, a hash index over it, an expiry/eviction order, and the
+//! change log threaded through the slab as a linked list.
 //!
 //! Layout, and why:
 //! - `slots`: every entry lives in one `Slot` (about 56 bytes) addressed by a `u32`; freed slots
 //!   are chained for reuse. Server labels are interned, so an entry holds a `u32`, not a string.
 //! - `index`: a `hashbrown::HashTable<u32>` of slot numbers (5 bytes a bucket), hashed with std's
 //!   randomly keyed SipHash because source addresses are chosen by clients.
-//! - `order`: a `BTreeSet<(deadline, seq, slot)>`. For a table with a timeout the deadline is the
-//!   expiry instant; without, it is the last-use instant. The smallest element is both the next
-//!   entry to expire and the eviction victim; `seq` (a per-table use counter) breaks ties so
-//!   entries used in the same millisecond still leave in use order. O(log n) per use.
+//! - the order: entries are ordered by `(deadline, seq)`. For a table with a timeout the deadline
+//!   is the expiry instant; without, it is the last-use instant; `seq` (a per-table use counter)
+//!   breaks ties so entries used in the same millisecond still leave in use order. The smallest
+//!   is both the next entry to expire and the eviction victim. A local use always makes an entry
+//!   the largest (time never goes back for a table: a `now` below one already seen counts as
+//!   that one), so locally used entries sit in an intrusive list, newest at the head: O(1) per
+//!   use. Entries from the peer carry any remaining lifetime, so those that would not be the
+//!   newest go to a `BTreeSet<(deadline, seq, slot)>` instead (O(log n)), until used here.
 //! - the change log: live entries and *tombstones* (deleted keys whose delete is not yet read
 //!   out) are linked in update-id order. A change unlinks the key's item and appends it at the
 //!   tail with a fresh id (O(1)), so the log holds at most one item per key. Items carry no
@@ -17,7 +21,7 @@
 //!   bounded: past `log_capacity` items the oldest are dropped and `log_floor` rises; a reader
 //!   behind the floor gets [`ResyncNeeded`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
@@ -31,6 +35,8 @@ const NIL: u32 = u32::MAX;
 const TOMBSTONE: u32 = u32::MAX;
 /// `Slot::server` of an unused slot.
 const FREE: u32 = u32::MAX - 1;
+/// Every log id that is a multiple of this is an anchor (see `StickTable::anchors`).
+const ANCHOR_EVERY: u64 = 64;
 /// Largest capacity accepted (slot numbers are u32; live + remote overflow + tombstones fit).
 const MAX_CAPACITY: usize = 1 << 28;
 
@@ -43,11 +49,16 @@ struct Slot {
     seq: u32,
     /// Interned label id, or [`TOMBSTONE`] / [`FREE`].
     server: u32,
+    /// Neighbours in the recent list (unused while `in_tree`).
+    newer: u32,
+    older: u32,
     log_prev: u32,
     /// Next item in the log, or next free slot for a free slot.
     log_next: u32,
     /// Resync generation this entry was last confirmed in (see `begin_resync`).
     generation: u32,
+    /// Ordered by the remote tree rather than the recent list.
+    in_tree: bool,
     key: StickKey,
 }
 
@@ -98,7 +109,13 @@ pub struct StickTable {
     free_head: u32,
     index: HashTable<u32>,
     hasher: RandomState,
-    order: BTreeSet<(u64, u32, u32)>,
+    /// Newest and oldest of the recent list.
+    recent_head: u32,
+    recent_tail: u32,
+    /// Entries from the peer that were not the newest when they came.
+    remote_order: BTreeSet<(u64, u32, u32)>,
+    /// Latest `now` seen (time never goes back for the table).
+    clock: u64,
     labels: Labels,
     live: usize,
     tombstones: usize,
@@ -108,6 +125,10 @@ pub struct StickTable {
     log_tail: u32,
     log_len: usize,
     log_floor: u64,
+    /// Log items whose id is a multiple of [`ANCHOR_EVERY`], by id: where a read of the log
+    /// starts its walk, so finding the first item after an id is O(log n + ANCHOR_EVERY)
+    /// rather than a walk over the whole backlog. An anchor leaves with its item.
+    anchors: BTreeMap<u64, u32>,
     log_capacity: usize,
     log_capacity_explicit: bool,
     touch_granularity_ms: u64,
@@ -149,7 +170,10 @@ impl StickTable {
             free_head: NIL,
             index: HashTable::new(),
             hasher: RandomState::new(),
-            order: BTreeSet::new(),
+            recent_head: NIL,
+            recent_tail: NIL,
+            remote_order: BTreeSet::new(),
+            clock: 0,
             labels: Labels::default(),
             live: 0,
             tombstones: 0,
@@ -159,6 +183,7 @@ impl StickTable {
             log_tail: NIL,
             log_len: 0,
             log_floor: 0,
+            anchors: BTreeMap::new(),
             log_capacity: default_log_capacity(spec.capacity),
             log_capacity_explicit: false,
             touch_granularity_ms: default_touch_granularity(spec.timeout_ms),
@@ -236,6 +261,7 @@ impl StickTable {
     /// The server `key` sticks to, touching the entry (its lifetime starts again) — what the
     /// proxy calls for every new connection. An expired entry is dropped and `None` returned.
     pub fn lookup(&mut self, key: &StickKey, now: u64) -> Option<ServerLabel> {
+        let now = self.advance_clock(now);
         let s = self.find(key)?;
         if !self.slots[s as usize].is_live() {
             return None;
@@ -251,6 +277,7 @@ impl StickTable {
 
     /// The entry for `key` without touching it (status, tests).
     pub fn peek(&self, key: &StickKey, now: u64) -> Option<Entry> {
+        let now = now.max(self.clock);
         let s = self.find(key)?;
         self.live_entry(s, now)
     }
@@ -259,6 +286,7 @@ impl StickTable {
     /// server a key already has is just a touch. A new key in a full table first evicts the
     /// entry closest to expiry (replicated as a delete).
     pub fn set(&mut self, key: &StickKey, server: &str, now: u64) {
+        let now = self.advance_clock(now);
         if let Some(s) = self.find(key) {
             let slot = &self.slots[s as usize];
             if slot.is_live() && !self.is_expired(s, now) {
@@ -291,6 +319,7 @@ impl StickTable {
 
     /// Deletes `key` (replicated as a delete) and returns the server it stuck to.
     pub fn remove(&mut self, key: &StickKey, now: u64) -> Option<ServerLabel> {
+        let now = self.advance_clock(now);
         let s = self.find(key)?;
         if !self.slots[s as usize].is_live() {
             return None;
@@ -308,11 +337,12 @@ impl StickTable {
     /// Drops every entry expired at `now`; returns how many. Not replicated: the peer holds the
     /// same remaining lifetime and expires its copy itself.
     pub fn expire(&mut self, now: u64) -> usize {
+        let now = self.advance_clock(now);
         if self.spec.timeout_ms.is_none() {
             return 0;
         }
         let mut dropped = 0;
-        while let Some(&(deadline, _, s)) = self.order.first() {
+        while let Some((deadline, _, s)) = self.order_first() {
             if deadline > now {
                 break;
             }
@@ -338,11 +368,14 @@ impl StickTable {
     /// smaller capacity drops the entries closest to expiry. Not logged (the peer reloads the
     /// same configuration).
     pub fn set_spec(&mut self, spec: TableSpec, now: u64) {
+        let now = self.advance_clock(now);
         let spec = normalized(spec);
         let old = self.spec;
         self.spec = spec;
         if old.timeout_ms != spec.timeout_ms {
-            let mut order = Vec::with_capacity(self.live);
+            // Every mapping below is monotonic in the deadline, so the recent list stays in
+            // order; only the tree's keys need rebuilding.
+            let mut tree = Vec::with_capacity(self.remote_order.len());
             for (s, slot) in self.slots.iter_mut().enumerate() {
                 if !slot.is_live() {
                     continue;
@@ -353,9 +386,11 @@ impl StickTable {
                     (None, Some(new)) => slot.deadline.saturating_add(new),
                     (None, None) => slot.deadline,
                 };
-                order.push((slot.deadline, slot.seq, s as u32));
+                if slot.in_tree {
+                    tree.push((slot.deadline, slot.seq, s as u32));
+                }
             }
-            self.order = order.into_iter().collect();
+            self.remote_order = tree.into_iter().collect();
         }
         if !self.log_capacity_explicit {
             self.log_capacity = default_log_capacity(spec.capacity);
@@ -364,7 +399,7 @@ impl StickTable {
             self.touch_granularity_ms = default_touch_granularity(spec.timeout_ms);
         }
         while self.live > spec.capacity {
-            let Some(&(_, _, victim)) = self.order.first() else {
+            let Some((_, _, victim)) = self.order_first() else {
                 break;
             };
             self.evicted += 1;
@@ -389,20 +424,27 @@ impl StickTable {
         max: usize,
         now: u64,
     ) -> Result<UpdateBatch, ResyncNeeded> {
+        let now = now.max(self.clock);
         if after < self.log_floor {
             return Err(ResyncNeeded {
                 requested: after,
                 floor: self.log_floor,
             });
         }
-        // Items are in id order: walk back from the newest to the first one after `after`
-        // (cost: the items returned plus the backlog after them).
-        let mut first = NIL;
-        let mut s = self.log_tail;
-        while s != NIL && self.slots[s as usize].log_id > after {
-            first = s;
-            s = self.slots[s as usize].log_prev;
-        }
+        // Items are in id order: start from the nearest anchor at or before `after` and walk
+        // forward to the first item after it.
+        let first = if self.log_tail == NIL || self.slots[self.log_tail as usize].log_id <= after {
+            NIL
+        } else {
+            let mut s = match self.anchors.range(..=after).next_back() {
+                Some((_, &anchor)) => anchor,
+                None => self.log_head,
+            };
+            while s != NIL && self.slots[s as usize].log_id <= after {
+                s = self.slots[s as usize].log_next;
+            }
+            s
+        };
         let mut updates = Vec::new();
         let mut up_to = after;
         let mut s = first;
@@ -440,6 +482,7 @@ impl StickTable {
         max: usize,
         now: u64,
     ) -> (Vec<Entry>, Option<SnapshotCursor>) {
+        let now = now.max(self.clock);
         let max = max.max(1);
         let mut entries = Vec::with_capacity(max.min(self.live));
         let mut s = cursor.0 as usize;
@@ -508,6 +551,72 @@ impl StickTable {
 
     // ---------------------------------------------------------------- internals
 
+    fn advance_clock(&mut self, now: u64) -> u64 {
+        self.clock = self.clock.max(now);
+        self.clock
+    }
+
+    /// The entry closest to expiry (the eviction victim): `(deadline, seq, slot)`.
+    fn order_first(&self) -> Option<(u64, u32, u32)> {
+        let oldest_recent = (self.recent_tail != NIL).then(|| {
+            let slot = &self.slots[self.recent_tail as usize];
+            (slot.deadline, slot.seq, self.recent_tail)
+        });
+        match (oldest_recent, self.remote_order.first().copied()) {
+            (Some(recent), Some(remote)) => Some(if (remote.0, remote.1) < (recent.0, recent.1) {
+                remote
+            } else {
+                recent
+            }),
+            (recent, remote) => recent.or(remote),
+        }
+    }
+
+    /// Orders a live slot by its `(deadline, seq)`: at the head of the recent list when it is
+    /// the newest (every local use), in the tree otherwise.
+    fn order_insert(&mut self, s: u32) {
+        let head = self.recent_head;
+        let slot = &self.slots[s as usize];
+        let newest = head == NIL || {
+            let h = &self.slots[head as usize];
+            (h.deadline, h.seq) <= (slot.deadline, slot.seq)
+        };
+        if !newest {
+            self.remote_order.insert((slot.deadline, slot.seq, s));
+            self.slots[s as usize].in_tree = true;
+            return;
+        }
+        let slot = &mut self.slots[s as usize];
+        slot.in_tree = false;
+        slot.newer = NIL;
+        slot.older = head;
+        match head {
+            NIL => self.recent_tail = s,
+            h => self.slots[h as usize].newer = s,
+        }
+        self.recent_head = s;
+    }
+
+    fn order_remove(&mut self, s: u32) {
+        let slot = &mut self.slots[s as usize];
+        if slot.in_tree {
+            slot.in_tree = false;
+            self.remote_order.remove(&(slot.deadline, slot.seq, s));
+            return;
+        }
+        let (newer, older) = (slot.newer, slot.older);
+        slot.newer = NIL;
+        slot.older = NIL;
+        match newer {
+            NIL => self.recent_head = older,
+            n => self.slots[n as usize].older = older,
+        }
+        match older {
+            NIL => self.recent_tail = newer,
+            o => self.slots[o as usize].newer = newer,
+        }
+    }
+
     fn find(&self, key: &StickKey) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
         self.index
@@ -549,13 +658,14 @@ impl StickTable {
         let deadline = self.fresh_deadline(now);
         let seq = self.next_seq();
         let generation = self.generation;
+        self.order_remove(s);
         let slot = &mut self.slots[s as usize];
         let old_deadline = slot.deadline;
-        self.order.remove(&(slot.deadline, slot.seq, s));
         slot.deadline = deadline;
         slot.seq = seq;
         slot.generation = generation;
-        self.order.insert((deadline, seq, s));
+        self.order_insert(s);
+        let slot = &self.slots[s as usize];
         let granularity = self.touch_granularity_ms;
         let log = force_log
             || (self.spec.timeout_ms.is_some()
@@ -572,7 +682,7 @@ impl StickTable {
     /// is simply expired.
     fn make_room(&mut self, now: u64, limit: usize) {
         while self.live >= limit {
-            let Some(&(_, _, victim)) = self.order.first() else {
+            let Some((_, _, victim)) = self.order_first() else {
                 return;
             };
             if self.is_expired(victim, now) {
@@ -592,9 +702,12 @@ impl StickTable {
             log_id: 0,
             seq,
             server,
+            newer: NIL,
+            older: NIL,
             log_prev: NIL,
             log_next: NIL,
             generation: self.generation,
+            in_tree: false,
             key,
         };
         let s = if self.free_head != NIL {
@@ -614,15 +727,15 @@ impl StickTable {
         } = self;
         let hash = hasher.hash_one(&slots[s as usize].key);
         index.insert_unique(hash, s, |&x| hasher.hash_one(&slots[x as usize].key));
-        self.order.insert((deadline, seq, s));
+        self.order_insert(s);
         self.live += 1;
         s
     }
 
     /// Turns a live entry into a logged delete.
     fn tombstone(&mut self, s: u32) {
+        self.order_remove(s);
         let slot = &mut self.slots[s as usize];
-        self.order.remove(&(slot.deadline, slot.seq, s));
         self.labels.release(slot.server);
         slot.server = TOMBSTONE;
         self.live -= 1;
@@ -635,8 +748,9 @@ impl StickTable {
     fn remove_silently(&mut self, s: u32) {
         let slot = &self.slots[s as usize];
         if slot.is_live() {
-            self.order.remove(&(slot.deadline, slot.seq, s));
-            self.labels.release(slot.server);
+            let server = slot.server;
+            self.order_remove(s);
+            self.labels.release(server);
             self.live -= 1;
         } else if slot.server == TOMBSTONE {
             self.tombstones -= 1;
@@ -679,6 +793,9 @@ impl StickTable {
             return;
         }
         let (prev, next) = (slot.log_prev, slot.log_next);
+        if slot.log_id.is_multiple_of(ANCHOR_EVERY) {
+            self.anchors.remove(&slot.log_id);
+        }
         match prev {
             NIL => self.log_head = next,
             p => self.slots[p as usize].log_next = next,
@@ -710,10 +827,19 @@ impl StickTable {
         }
         self.log_tail = s;
         self.log_len += 1;
+        if id.is_multiple_of(ANCHOR_EVERY) {
+            self.anchors.insert(id, s);
+        }
     }
 
     fn enforce_log_capacity(&mut self) {
-        while self.log_len > self.log_capacity && self.log_head != NIL {
+        let tombstone_limit = self
+            .log_capacity
+            .saturating_sub(self.spec.capacity)
+            .max(1024);
+        while (self.log_len > self.log_capacity || self.tombstones > tombstone_limit)
+            && self.log_head != NIL
+        {
             let s = self.log_head;
             self.log_floor = self.log_floor.max(self.slots[s as usize].log_id);
             if self.slots[s as usize].server == TOMBSTONE {
@@ -731,6 +857,7 @@ impl StickTable {
         remaining_ms: Option<u64>,
         now: u64,
     ) {
+        let now = self.advance_clock(now);
         let existing = self.find(key);
         let deadline = match (server, self.spec.timeout_ms) {
             (None, _) => None,
@@ -753,7 +880,8 @@ impl StickTable {
                 let generation = self.generation;
                 let slot = &self.slots[s as usize];
                 if slot.is_live() {
-                    self.order.remove(&(slot.deadline, slot.seq, s));
+                    self.order_remove(s);
+                    let slot = &self.slots[s as usize];
                     if self.labels.name(slot.server).is_none_or(|l| &**l != server) {
                         let old = slot.server;
                         self.labels.release(old);
@@ -768,7 +896,7 @@ impl StickTable {
                 slot.deadline = deadline;
                 slot.seq = seq;
                 slot.generation = generation;
-                self.order.insert((deadline, seq, s));
+                self.order_insert(s);
                 self.log_unlink(s);
             }
             None => {
@@ -781,7 +909,7 @@ impl StickTable {
         // entry the peer still has and will not send again. The peer's own capacity bounds
         // what it sends; this limit only guards memory against a misbehaving peer.
         while self.live > remote_limit(self.spec.capacity) {
-            let Some(&(_, _, victim)) = self.order.first() else {
+            let Some((_, _, victim)) = self.order_first() else {
                 break;
             };
             self.evicted += 1;
@@ -993,6 +1121,43 @@ mod tests {
         assert_eq!(t.stats().tombstones, 3);
         assert_eq!(t.stats().log_items, 3);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn reads_from_any_position_match_a_full_read() {
+        // Enough churn that anchors come and go, items move and the log overflows.
+        let mut t = StickTable::with_log_capacity(TableSpec::from_config(0, 700), 900);
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for now in 0..20_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let k = ip((state % 251) as u8);
+            let k = if state.is_multiple_of(7) {
+                StickKey::Service
+            } else {
+                k
+            };
+            match (state >> 8) % 4 {
+                0 => {
+                    t.remove(&k, now);
+                }
+                1 => t.set(&k, "b", now),
+                _ => t.set(&k, "a", now),
+            }
+        }
+        let floor = t.stats().log_floor;
+        let all = all_updates(&t, floor, 20_000);
+        assert_eq!(all.len(), t.stats().log_items);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        for after in floor..=t.last_update_id() + 1 {
+            let want: Vec<u64> = all.iter().map(|u| u.id).filter(|&id| id > after).collect();
+            let got: Vec<u64> = all_updates(&t, after, 20_000)
+                .iter()
+                .map(|u| u.id)
+                .collect();
+            assert_eq!(got, want, "after {after}");
+        }
     }
 
     #[test]

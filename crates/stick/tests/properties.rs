@@ -31,6 +31,8 @@ enum Op {
     Peek(u8),
     Expire,
     Advance(u64),
+    /// An update from the peer: server (None = delete) and remaining lifetime.
+    Remote(u8, Option<usize>, u64),
 }
 
 fn op(keys: u8) -> impl Strategy<Value = Op> {
@@ -41,6 +43,15 @@ fn op(keys: u8) -> impl Strategy<Value = Op> {
         1 => (0..keys).prop_map(Op::Peek),
         1 => Just(Op::Expire),
         3 => prop_oneof![Just(0u64), 1..40u64, 40..400u64].prop_map(Op::Advance),
+    ]
+}
+
+/// Local operations mixed with updates from the peer (arbitrary remaining lifetimes).
+fn model_op(keys: u8) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => op(keys),
+        2 => (0..keys, prop::option::weighted(0.8, 0..SERVERS.len()), 0..700u64)
+            .prop_map(|(k, s, remaining)| Op::Remote(k, s, remaining)),
     ]
 }
 
@@ -122,6 +133,24 @@ impl Model {
         }
         Some((server, self.spec.timeout_ms.map(|_| deadline - now)))
     }
+    fn remote(&mut self, k: u8, server: Option<usize>, remaining: u64, now: u64) {
+        let deadline = match (server, self.spec.timeout_ms) {
+            (None, _) => None,
+            (Some(_), Some(timeout)) => {
+                (remaining.min(timeout) > 0).then(|| now + remaining.min(timeout))
+            }
+            (Some(_), None) => Some(now),
+        };
+        match (server, deadline) {
+            (Some(server), Some(deadline)) => {
+                self.seq += 1;
+                self.entries.insert(k, (server, deadline, self.seq));
+            }
+            _ => {
+                self.entries.remove(&k);
+            }
+        }
+    }
     fn expire(&mut self, now: u64) -> usize {
         let before = self.entries.len();
         if self.spec.timeout_ms.is_some() {
@@ -139,10 +168,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn table_matches_reference_model(spec in spec(), ops in prop::collection::vec(op(10), 1..200)) {
+    fn table_matches_reference_model(spec in spec(), ops in prop::collection::vec(model_op(10), 1..200)) {
         let mut table = StickTable::new(spec);
         let mut model = Model { spec, entries: HashMap::new(), seq: 0, evicted: 0 };
         let mut now = 1_000u64;
+        let mut remote_id = 0;
         for op in ops {
             match op {
                 Op::Set(k, s) => {
@@ -163,9 +193,19 @@ proptest! {
                 }
                 Op::Expire => prop_assert_eq!(table.expire(now), model.expire(now)),
                 Op::Advance(dt) => now += dt,
+                Op::Remote(k, s, remaining) => {
+                    remote_id += 1;
+                    let update = Update {
+                        id: remote_id,
+                        key: key(k),
+                        server: s.map(|s| SERVERS[s].into()),
+                        remaining_ms: spec.timeout_ms.map(|_| remaining),
+                    };
+                    prop_assert!(table.apply_remote(&update, now));
+                    model.remote(k, s, remaining, now);
+                }
             }
             prop_assert_eq!(table.len(), model.entries.len());
-            prop_assert!(table.len() <= spec.capacity);
             prop_assert_eq!(table.stats().evicted, model.evicted);
         }
         for k in 0..10 {
@@ -344,6 +384,7 @@ fn apply_local(table: &mut StickTable, op: &Op, now: &mut u64) {
             table.expire(*now);
         }
         Op::Advance(dt) => *now += dt,
+        Op::Remote(..) => unreachable!("the source only changes locally"),
     }
 }
 
