@@ -139,11 +139,13 @@ pub struct Attempt {
 /// What `tnd-probe` prints at the end.
 ///
 /// `client_outage_ms` is the longest time the client went without a working service, measured on attempt start
-/// times: the largest gap between the starts of two consecutive *successful* attempts, minus the probe interval
-/// (so an undisturbed run reports 0, and one window of `n` failed attempts reports about `n * interval`). Failures
-/// before the first success count from the first attempt; failures after the last success (no recovery) count up
-/// to the last attempt and set `recovered = false`. Attempts are launched on a fixed clock and run concurrently,
-/// so a slow or timed-out attempt does not delay the next one.
+/// times: the largest gap between the starts of two consecutive *successful* attempts that has at least one failed
+/// attempt in it, minus the probe interval (so an undisturbed run reports 0, and one window of `n` failed attempts
+/// reports about `n * interval`). Failures before the first success count from the first attempt; failures after
+/// the last success (no recovery) count up to the last attempt and set `recovered = false`. Attempts are launched
+/// on a fixed clock and run concurrently, so a slow or timed-out attempt does not delay the next one. A gap with no
+/// failed attempt in it means the probe itself was not scheduled (a busy machine): it is not an outage and is
+/// reported as `probe_stall_ms` instead.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub target: String,
@@ -154,6 +156,8 @@ pub struct Summary {
     pub successes: u64,
     pub failed_requests: u64,
     pub client_outage_ms: f64,
+    /// the longest gap between successes with no failure in it, minus the interval (the probe was not scheduled)
+    pub probe_stall_ms: f64,
     /// last success before / first success after the longest outage (epoch ms)
     pub outage_from_ms: Option<f64>,
     pub outage_to_ms: Option<f64>,
@@ -192,6 +196,8 @@ pub fn summarize(
     let interval_us = interval_ms.saturating_mul(1000);
 
     let mut longest_gap_us: u64 = 0;
+    let mut longest_stall_us: u64 = 0;
+    let mut failed_in_gap = false;
     let mut outage_bounds: (Option<u64>, Option<u64>) = (None, None);
     let mut prev_success: Option<u64> = None;
     let mut failure_runs = 0;
@@ -212,10 +218,13 @@ pub fn summarize(
             // a virtual success one interval before the first attempt makes leading failures count
             let prev = prev_success.unwrap_or(first_start.saturating_sub(interval_us));
             let gap = a.start_us.saturating_sub(prev);
-            if gap > longest_gap_us {
+            if !failed_in_gap {
+                longest_stall_us = longest_stall_us.max(gap);
+            } else if gap > longest_gap_us {
                 longest_gap_us = gap;
                 outage_bounds = (prev_success, Some(a.start_us));
             }
+            failed_in_gap = false;
             prev_success = Some(a.start_us);
             if first_failure.is_some() && first_recovery.is_none() {
                 first_recovery = Some(a.start_us);
@@ -230,6 +239,7 @@ pub fn summarize(
                 entry.1 = name;
             }
         } else {
+            failed_in_gap = true;
             if !in_run {
                 failure_runs += 1;
                 in_run = true;
@@ -274,6 +284,7 @@ pub fn summarize(
         successes,
         failed_requests: sorted.len() as u64 - successes,
         client_outage_ms: us_to_ms(longest_gap_us.saturating_sub(interval_us)),
+        probe_stall_ms: us_to_ms(longest_stall_us.saturating_sub(interval_us)),
         outage_from_ms: outage_bounds.0.map(us_to_ms),
         outage_to_ms: outage_bounds.1.map(us_to_ms),
         recovered,
@@ -354,6 +365,17 @@ mod tests {
         assert_eq!(s.outage_from_ms, Some(1390.0));
         assert_eq!(s.outage_to_ms, Some(1440.0));
         assert_eq!(s.failure_runs, 1);
+    }
+
+    #[test]
+    fn a_gap_without_failures_is_a_probe_stall_not_an_outage() {
+        let mut log: Vec<_> = (0..50).map(|i| attempt(i, 1000 + i * 10, true)).collect();
+        log.extend((50..100).map(|i| attempt(i, 1080 + i * 10, true))); // 80 ms without any attempt
+        log[70].ok = false;
+        let s = summarize("t", "tcp", 10, 100, &log);
+        assert_eq!(s.probe_stall_ms, 80.0);
+        assert_eq!(s.client_outage_ms, 10.0);
+        assert_eq!(s.failed_requests, 1);
     }
 
     #[test]
