@@ -57,6 +57,7 @@ def wrk_parse(path: str) -> None:
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     if m:
         out["socket_errors"] = sum(int(x) for x in m.groups())
+        out["socket_errors_detail"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     if m:
         out["non_2xx_3xx"] = int(m.group(1))
