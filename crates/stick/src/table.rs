@@ -21,6 +21,8 @@
 //!   bounded: past `log_capacity` items the oldest are dropped and `log_floor` rises; a reader
 //!   behind the floor gets [`ResyncNeeded`].
 
+#[cfg(test)]
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 
@@ -914,6 +916,236 @@ impl StickTable {
             };
             self.evicted += 1;
             self.remove_silently(victim);
+        }
+    }
+}
+
+#[cfg(test)]
+impl StickTable {
+    /// Every structural invariant, checked the slow way.
+    fn check_invariants(&self) -> Result<(), String> {
+        let mut live = 0;
+        let mut tombstones = 0;
+        let mut in_tree = 0;
+        let mut refs: HashMap<u32, u32> = HashMap::new();
+        for (s, slot) in self.slots.iter().enumerate() {
+            let s = s as u32;
+            if slot.server == FREE {
+                continue;
+            }
+            if self.find(&slot.key) != Some(s) {
+                return Err(format!("slot {s} not found by its key"));
+            }
+            if slot.is_live() {
+                live += 1;
+                *refs.entry(slot.server).or_default() += 1;
+                if slot.in_tree {
+                    in_tree += 1;
+                    if !self.remote_order.contains(&(slot.deadline, slot.seq, s)) {
+                        return Err(format!("slot {s} missing from the tree"));
+                    }
+                }
+            } else {
+                tombstones += 1;
+                if slot.log_id == 0 {
+                    return Err(format!("tombstone {s} not in the log"));
+                }
+            }
+        }
+        if live != self.live || tombstones != self.tombstones {
+            return Err(format!(
+                "counts {live}/{tombstones} vs {}/{}",
+                self.live, self.tombstones
+            ));
+        }
+        if self.index.len() != live + tombstones {
+            return Err("index size".into());
+        }
+        if in_tree != self.remote_order.len() {
+            return Err("tree size".into());
+        }
+        for (id, count) in &refs {
+            let name = self.labels.name(*id).ok_or("label gone")?;
+            let _ = (name, count);
+        }
+        if refs.len() != self.labels.len() {
+            return Err(format!(
+                "{} labels used, {} interned",
+                refs.len(),
+                self.labels.len()
+            ));
+        }
+        // Recent list: consistent links, oldest to newest in (deadline, seq) order.
+        let mut n = 0;
+        let mut s = self.recent_tail;
+        let mut prev: Option<(u64, u32)> = None;
+        let mut newer_of_prev = NIL;
+        while s != NIL {
+            let slot = &self.slots[s as usize];
+            if slot.in_tree || !slot.is_live() {
+                return Err(format!("slot {s} in the recent list"));
+            }
+            if slot.older != newer_of_prev {
+                return Err(format!("slot {s} back link"));
+            }
+            if prev.is_some_and(|p| p > (slot.deadline, slot.seq)) {
+                return Err(format!("recent list out of order at {s}"));
+            }
+            prev = Some((slot.deadline, slot.seq));
+            newer_of_prev = s;
+            n += 1;
+            s = slot.newer;
+        }
+        if newer_of_prev != self.recent_head || n + in_tree != live {
+            return Err("recent list head or length".into());
+        }
+        // Log: ids increasing above the floor, anchors exact.
+        let mut n = 0;
+        let mut s = self.log_head;
+        let mut last = self.log_floor;
+        let mut prev_slot = NIL;
+        while s != NIL {
+            let slot = &self.slots[s as usize];
+            if slot.log_id <= last || slot.log_prev != prev_slot {
+                return Err(format!("log order/link at slot {s}"));
+            }
+            if slot.log_id.is_multiple_of(ANCHOR_EVERY)
+                != (self.anchors.get(&slot.log_id) == Some(&s))
+            {
+                return Err(format!("anchor of {}", slot.log_id));
+            }
+            last = slot.log_id;
+            prev_slot = s;
+            n += 1;
+            s = slot.log_next;
+        }
+        if prev_slot != self.log_tail || n != self.log_len || self.anchors.len() > n {
+            return Err("log tail, length or stray anchors".into());
+        }
+        if last >= self.next_id || self.log_len > self.log_capacity {
+            return Err("log ids or capacity".into());
+        }
+        if self.live > remote_limit(self.spec.capacity) {
+            return Err("memory guard".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Call {
+        Set(u8, u8),
+        Lookup(u8),
+        Remove(u8),
+        Expire,
+        Advance(u64),
+        Back(u64),
+        Remote(u64, u8, Option<u8>, Option<u64>),
+        Entry(u8, u8, Option<u64>),
+        BeginResync,
+        EndResync,
+        Spec(Option<u64>, usize),
+        LogCapacity(usize),
+        Granularity(u64),
+        Retain(u8),
+        Read(u64, usize),
+        Snapshot(u32, usize),
+    }
+
+    fn call() -> impl Strategy<Value = Call> {
+        let k = 0..20u8;
+        let srv = 0..4u8;
+        prop_oneof![
+            6 => (k.clone(), srv.clone()).prop_map(|(k, s)| Call::Set(k, s)),
+            4 => k.clone().prop_map(Call::Lookup),
+            2 => k.clone().prop_map(Call::Remove),
+            1 => Just(Call::Expire),
+            3 => (0..300u64).prop_map(Call::Advance),
+            1 => (0..300u64).prop_map(Call::Back),
+            4 => (0..40u64, k.clone(), prop::option::of(srv.clone()), prop::option::of(0..2000u64))
+                .prop_map(|(id, k, s, r)| Call::Remote(id, k, s, r)),
+            2 => (k.clone(), srv.clone(), prop::option::of(0..2000u64)).prop_map(|(k, s, r)| Call::Entry(k, s, r)),
+            1 => Just(Call::BeginResync),
+            1 => Just(Call::EndResync),
+            1 => (prop::option::of(0..1000u64), 0..12usize).prop_map(|(t, c)| Call::Spec(t, c)),
+            1 => (0..30usize).prop_map(Call::LogCapacity),
+            1 => (0..100u64).prop_map(Call::Granularity),
+            1 => srv.clone().prop_map(Call::Retain),
+            2 => (0..200u64, 0..10usize).prop_map(|(a, m)| Call::Read(a, m)),
+            1 => (0..40u32, 0..10usize).prop_map(|(c, m)| Call::Snapshot(c, m)),
+        ]
+    }
+
+    fn key(k: u8) -> StickKey {
+        if k == 0 {
+            StickKey::Service
+        } else {
+            StickKey::SourceIp(std::net::IpAddr::from([10, 0, 0, k]))
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any sequence of any calls keeps every structural invariant (and never panics).
+        #[test]
+        fn any_call_sequence_keeps_invariants(
+            timeout in prop::option::of(1..1000u64),
+            capacity in 0..10usize,
+            calls in prop::collection::vec(call(), 1..300),
+        ) {
+            let mut t = StickTable::new(TableSpec { timeout_ms: timeout, capacity });
+            let mut now = 100u64;
+            let servers = ["a", "b", "c", "d"];
+            for call in calls {
+                match call {
+                    Call::Set(k, s) => t.set(&key(k), servers[s as usize], now),
+                    Call::Lookup(k) => { t.lookup(&key(k), now); }
+                    Call::Remove(k) => { t.remove(&key(k), now); }
+                    Call::Expire => { t.expire(now); }
+                    Call::Advance(d) => now += d,
+                    Call::Back(d) => now = now.saturating_sub(d),
+                    Call::Remote(id, k, s, r) => {
+                        t.apply_remote(&Update {
+                            id,
+                            key: key(k),
+                            server: s.map(|s| servers[s as usize].into()),
+                            remaining_ms: r,
+                        }, now);
+                    }
+                    Call::Entry(k, s, r) => t.apply_remote_entry(&Entry {
+                        key: key(k),
+                        server: servers[s as usize].into(),
+                        remaining_ms: r,
+                    }, now),
+                    Call::BeginResync => t.begin_resync(),
+                    Call::EndResync => { t.end_resync(); }
+                    Call::Spec(timeout_ms, capacity) => t.set_spec(TableSpec { timeout_ms, capacity }, now),
+                    Call::LogCapacity(n) => t.set_log_capacity(n),
+                    Call::Granularity(g) => t.set_touch_granularity_ms(g),
+                    Call::Retain(s) => { t.retain_servers(|l| l != servers[s as usize]); }
+                    Call::Read(after, max) => {
+                        if let Ok(batch) = t.updates_since(after, max, now) {
+                            prop_assert!(batch.updates.len() <= max);
+                            prop_assert!(batch.updates.iter().all(|u| u.id > after && u.id <= batch.up_to));
+                            prop_assert!(batch.updates.windows(2).all(|w| w[0].id < w[1].id));
+                        }
+                    }
+                    Call::Snapshot(c, max) => {
+                        let (entries, _) = t.snapshot_chunk(SnapshotCursor(c), max, now);
+                        prop_assert!(entries.len() <= max.max(1));
+                        prop_assert!(entries.iter().all(|e| e.remaining_ms.is_none_or(|r| r > 0)));
+                    }
+                }
+                if let Err(e) = t.check_invariants() {
+                    return Err(TestCaseError::fail(format!("after {call:?}: {e}")));
+                }
+            }
         }
     }
 }
