@@ -19,7 +19,9 @@
 //! A lookup *touches* the entry: its lifetime counts again from that use. When the table is full
 //! a new key evicts the entry closest to expiry, which for a table with one timeout is the least
 //! recently used one. Call [`StickTable::expire`] now and then (say every second) to free the
-//! memory of expired entries; lookups never return an expired entry either way.
+//! memory of expired entries; lookups never return an expired entry either way. Time never goes
+//! back for a table: a `now` below one it has already seen counts as that one, so callers that
+//! read the clock before taking a lock are fine.
 //!
 //! # Replicating a table (the sync session)
 //! Every local change (set, a touch that moves the expiry, remove, eviction) gives the key a
@@ -57,7 +59,15 @@
 //! `begin_resync` (duplicates, late re-sends) are ignored.
 //!
 //! Expiry is not replicated: both sides hold the remaining lifetime and expire on their own. An
-//! eviction or a remove is replicated as a delete.
+//! eviction or a remove is replicated as a delete. Entries from the peer never evict others for
+//! capacity (mid-resync the peer's deleted entries arrive before their deletes); a memory guard of
+//! 4 x capacity + 1024 entries applies, and the next local insert brings the table back under
+//! its capacity. Changes that both nodes make from the same configuration
+//! ([`StickTables::reconcile`], [`StickTables::retain_servers`]) are not logged.
+//!
+//! Cost: every local operation is O(1) (hash index, intrusive lists), except that entries from
+//! the peer whose lifetime is shorter than a fresh one are kept in an O(log n) ordered set until
+//! used here. `examples/stick_bench.rs` measures throughput and bytes per entry at 1M entries.
 
 mod clock;
 mod labels;
@@ -81,10 +91,19 @@ pub type ServerLabel = Arc<str>;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StickKey {
-    /// `source-ip` persistence: the client's address.
+    /// `source-ip` persistence: the client's address (build it with [`StickKey::source_ip`] so
+    /// an IPv4 client seen on an IPv6 socket gets the same key).
     SourceIp(IpAddr),
     /// `last-successful` persistence: the one entry the whole service shares.
     Service,
+}
+
+impl StickKey {
+    /// The `source-ip` key of a client, with IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`)
+    /// turned into plain IPv4, so one client has one key whichever socket it came through.
+    pub fn source_ip(client: IpAddr) -> Self {
+        Self::SourceIp(client.to_canonical())
+    }
 }
 
 /// Size and lifetime of one table.

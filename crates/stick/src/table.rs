@@ -1601,6 +1601,14 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_clients_share_the_ipv4_key() {
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(StickKey::source_ip(mapped), ip(1));
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(StickKey::source_ip(v6), StickKey::SourceIp(v6));
+    }
+
+    #[test]
     fn wire_types_roundtrip_with_bincode() {
         let u = Update {
             id: 42,
