@@ -11,15 +11,16 @@
 //! ```
 //! use tandem_stick::{StickKey, StickTable, TableSpec};
 //! let mut table = StickTable::new(TableSpec::from_config(300, 10_000)); // timeout_s, table_size
-//! let key = StickKey::SourceIp("10.0.0.7".parse().unwrap());
+//! let key = StickKey::source_ip("10.0.0.7".parse().unwrap());
 //! assert_eq!(table.lookup(&key, 1_000), None);          // no entry: balance, then remember
 //! table.set(&key, "Overcloud-controller-1", 1_000);
 //! assert_eq!(table.lookup(&key, 2_000).as_deref(), Some("Overcloud-controller-1"));
 //! ```
 //! A lookup *touches* the entry: its lifetime counts again from that use. When the table is full
 //! a new key evicts the entry closest to expiry, which for a table with one timeout is the least
-//! recently used one. Call [`StickTable::expire`] now and then (say every second) to free the
-//! memory of expired entries; lookups never return an expired entry either way. Time never goes
+//! recently used one. Call [`StickTable::expire_up_to`] now and then (say every second, at most
+//! 10k entries a call) to free the memory of expired entries; lookups never return an expired
+//! entry either way. Time never goes
 //! back for a table: a `now` below one it has already seen counts as that one, so callers that
 //! read the clock before taking a lock are fine.
 //!
@@ -32,7 +33,10 @@
 //! Touches that only refresh the expiry are further coalesced: they get a new id only when the
 //! expiry crosses a multiple of the table's touch granularity
 //! ([`StickTable::set_touch_granularity_ms`]; by default timeout/64, at most 1 s), so the peer's
-//! copy of an entry may expire up to that much earlier than ours, never later.
+//! copy of an entry may expire up to that much earlier than ours, never later. The log is bounded
+//! (by default `capacity + capacity/4 + 1024` items, of which at most `capacity/4 + 1024` deletes,
+//! see [`StickTable::with_log_capacity`]); a reader that falls behind what it still holds gets
+//! [`ResyncNeeded`].
 //!
 //! Sender, on connect (full resync), then forever (incremental):
 //! ```
