@@ -3,6 +3,9 @@
 //! - `tnd-json obj key=string key:=RAW_JSON ...` prints one compact object (fields in the given order).
 //! - `tnd-json get PATH [FILE]` prints the value at a dotted PATH (`a.b.0.c`) of the JSON in FILE (or stdin):
 //!   strings bare, everything else as JSON, `null` when absent. Exits 1 when the input is not JSON.
+//! - `tnd-json mapdiff PATH BEFORE AFTER` compares the objects at PATH in two JSON files (e.g. the probe's
+//!   `source_map`) and prints `{"before":n,"after":n,"compared":n,"changed":n,"missing":n}`: `changed` counts keys
+//!   present in both with different values, `missing` keys of BEFORE absent from AFTER.
 
 use std::io::Read;
 
@@ -29,7 +32,7 @@ fn obj(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn get(path: &str, file: Option<&String>) -> Result<()> {
+fn read_input(file: Option<&String>) -> Result<String> {
     let mut text = String::new();
     match file {
         Some(f) => text = std::fs::read_to_string(f).with_context(|| format!("read {f}"))?,
@@ -37,8 +40,13 @@ fn get(path: &str, file: Option<&String>) -> Result<()> {
             std::io::stdin().read_to_string(&mut text)?;
         }
     }
+    Ok(text)
+}
+
+/// The value at a dotted path of the first JSON value in `text`.
+fn lookup(text: &str, path: &str) -> Result<Value> {
     // the first JSON value of the input (tolerates trailing lines)
-    let mut stream = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     let mut value = match stream.next() {
         Some(v) => v.context("input is not JSON")?,
         None => bail!("empty input"),
@@ -53,10 +61,40 @@ fn get(path: &str, file: Option<&String>) -> Result<()> {
             _ => Value::Null,
         };
     }
+    Ok(value)
+}
+
+fn get(path: &str, file: Option<&String>) -> Result<()> {
+    let value = lookup(&read_input(file)?, path)?;
     match value {
         Value::String(s) => println!("{s}"),
         other => println!("{other}"),
     }
+    Ok(())
+}
+
+fn mapdiff(path: &str, before: &String, after: &String) -> Result<()> {
+    let empty = Map::new();
+    let a = lookup(&read_input(Some(before))?, path)?;
+    let b = lookup(&read_input(Some(after))?, path)?;
+    let a = a.as_object().unwrap_or(&empty);
+    let b = b.as_object().unwrap_or(&empty);
+    let (mut compared, mut changed, mut missing) = (0u64, 0u64, 0u64);
+    for (key, value) in a {
+        match b.get(key) {
+            Some(other) => {
+                compared += 1;
+                if other != value {
+                    changed += 1;
+                }
+            }
+            None => missing += 1,
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"before": a.len(), "after": b.len(), "compared": compared, "changed": changed, "missing": missing})
+    );
     Ok(())
 }
 
@@ -65,6 +103,9 @@ fn main() -> Result<()> {
     match args.split_first() {
         Some((cmd, rest)) if cmd == "obj" => obj(rest),
         Some((cmd, rest)) if cmd == "get" && !rest.is_empty() => get(&rest[0], rest.get(1)),
-        _ => bail!("usage: tnd-json obj key=value key:=json ... | tnd-json get PATH [FILE]"),
+        Some((cmd, [path, before, after])) if cmd == "mapdiff" => mapdiff(path, before, after),
+        _ => bail!(
+            "usage: tnd-json obj key=value key:=json ... | get PATH [FILE] | mapdiff PATH BEFORE AFTER"
+        ),
     }
 }
