@@ -14,6 +14,9 @@ use tandem_cluster::election::{ElectionConfig, Timings};
 use tandem_config::{ClusterConfig, GarpForm, Loaded, NodeConfig};
 use tandem_proxy::{AdminState, Proxy, SharedStickTables};
 use tandem_stick::StickTables;
+use tandem_sync::{
+    ConfigRole, ConfigSink, ConfigVersion, LocalConfig, SyncHandle, SyncParams, SyncStatus,
+};
 use tandem_vip::{AnnounceConfig, ArpMode, FloatingVips, Vip};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -38,6 +41,8 @@ pub struct Daemon {
     vips_seen: Mutex<Vec<IpAddr>>,
     reload_lock: tokio::sync::Mutex<()>,
     started: Instant,
+    /// The TCP 7778 session; absent on a standalone node.
+    sync: std::sync::OnceLock<SyncHandle>,
 }
 
 fn init_tracing() {
@@ -342,6 +347,7 @@ impl Daemon {
             .node
             .peer
             .map(|peer| SocketAddr::new(peer, peer_port(node.node.heartbeat_port)));
+        let sync_secret = secret.clone();
         let mut driver = DriverConfig::new(election, bind, peer, secret);
         driver.ping_nodes = heartbeat.ping_nodes.clone();
         let cluster_handle = tandem_cluster::driver::spawn(driver, DaemonVips(vips.clone()))
@@ -371,13 +377,161 @@ impl Daemon {
             vips_seen: Mutex::new(Vec::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
+            sync: std::sync::OnceLock::new(),
         });
+        daemon.clone().start_sync(sync_secret).await?;
         daemon.clone().spawn_watchers();
         Ok(daemon)
     }
 
+    /// Open the replication/config session to the peer (nothing to do on a standalone node).
+    async fn start_sync(self: Arc<Self>, secret: Vec<u8>) -> Result<()> {
+        let Some(peer) = self.node.node.peer else {
+            return Ok(());
+        };
+        let current = self.current();
+        let secret = tandem_sync::Secret::new(secret).map_err(|e| anyhow!("shared secret: {e}"))?;
+        let params = SyncParams {
+            local: SocketAddr::new(self.node.node.address, self.node.node.sync_port),
+            peer: SocketAddr::new(peer, peer_sync_port(self.node.node.sync_port)),
+            identity: tandem_sync::Identity::new(current.cluster.cluster.name.clone(), secret),
+            role: match self.node.node.role {
+                tandem_config::Role::Primary => ConfigRole::Primary,
+                tandem_config::Role::Secondary => ConfigRole::Secondary,
+            },
+            settings: Default::default(),
+        };
+        let local = params.local;
+        let handle = tandem_sync::spawn_sync(
+            params,
+            self.proxy.stick_tables(),
+            self.proxy.clock(),
+            Box::new(PushedConfigSink(Arc::downgrade(&self))),
+            Some(local_config(&current)),
+            false,
+        )
+        .await
+        .with_context(|| format!("starting the sync session on {local}"))?;
+        let _ = self.sync.set(handle);
+        Ok(())
+    }
+
+    fn sync_status(&self) -> Option<SyncStatus> {
+        self.sync.get().map(|sync| sync.status().borrow().clone())
+    }
+
+    /// The secondary's side of a config push: validate like `tandem check`, write atomically
+    /// (previous kept as `cluster.toml.prev`), take the primary's generation, apply live.
+    fn accept_pushed_config(
+        &self,
+        bytes: &[u8],
+        generation: u64,
+        digest: &str,
+    ) -> Result<(), String> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| "cluster.toml from the peer is not UTF-8".to_owned())?;
+        let name = format!("{} (from the primary)", self.cluster_path.display());
+        let cluster = tandem_config::parse_cluster_for_node(text, &name, &self.node).map_err(
+            |diagnostics| {
+                diagnostics
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        )?;
+        let computed = tandem_config::digest(&cluster);
+        if computed != digest {
+            return Err(format!(
+                "digest mismatch: the primary said {digest}, the bytes give {computed}"
+            ));
+        }
+        let current = self.current();
+        if current.digest == digest && current.generation == generation {
+            return Ok(());
+        }
+        write_atomically(&self.cluster_path, bytes)
+            .map_err(|e| format!("writing {}: {e}", self.cluster_path.display()))?;
+        tandem_config::generation::adopt(&self.node.node.state_dir, generation, digest)
+            .map_err(|e| format!("recording generation {generation}: {e}"))?;
+        let proxy_report = self.proxy.reload(Arc::new(cluster.clone()));
+        let vips_changed = service_vips(&current.cluster) != service_vips(&cluster);
+        let cluster = Arc::new(cluster);
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Current {
+                cluster: cluster.clone(),
+                text: text.to_owned(),
+                digest: digest.to_owned(),
+                generation,
+            };
+        }
+        let _ = self.cluster.commands.try_send(Command::LocalConfig {
+            generation,
+            digest: digest_bytes(digest),
+        });
+        if let Some(sync) = self.sync.get() {
+            sync.set_local_config(local_config(&self.current()));
+        }
+        if vips_changed {
+            let vips = self.vips.clone();
+            tokio::spawn(async move { replace_vips(&vips, &cluster).await });
+        }
+        tracing::info!(
+            generation,
+            digest,
+            added = proxy_report.added.len(),
+            changed = proxy_report.changed.len(),
+            removed = proxy_report.removed.len(),
+            "applied cluster.toml pushed by the primary"
+        );
+        Ok(())
+    }
+
     /// Background upkeep: health summary for the heartbeat, and which VIPs are really on the interface.
     fn spawn_watchers(self: Arc<Self>) {
+        if let Some(sync) = self.sync.get() {
+            // Replication caught up -> the election (auto-failback waits for it).
+            let mut sync_status = sync.status();
+            let commands = self.cluster.commands.clone();
+            tokio::spawn(async move {
+                let mut last = None;
+                loop {
+                    let caught_up = sync_status.borrow_and_update().caught_up;
+                    if last != Some(caught_up) {
+                        last = Some(caught_up);
+                        if commands.send(Command::CaughtUp(caught_up)).await.is_err() {
+                            break;
+                        }
+                    }
+                    if sync_status.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+            // Active role -> the sync session (the active node's tables are authoritative).
+            let mut cluster_status = self.cluster.status.clone();
+            let daemon = Arc::downgrade(&self);
+            tokio::spawn(async move {
+                let mut last = None;
+                loop {
+                    let active = cluster_status.borrow_and_update().state
+                        == tandem_cluster::wire::NodeState::Active;
+                    if last != Some(active) {
+                        last = Some(active);
+                        match daemon
+                            .upgrade()
+                            .and_then(|d| d.sync.get().map(|s| s.set_active(active)))
+                        {
+                            Some(()) => {}
+                            None => break,
+                        }
+                    }
+                    if cluster_status.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let daemon = Arc::downgrade(&self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -497,7 +651,7 @@ impl Daemon {
         }
         let report = self.proxy.reload(cluster.clone());
         if service_vips(&previous.cluster) != service_vips(&cluster) {
-            self.replace_vips(&cluster).await;
+            replace_vips(&self.vips, &cluster).await;
         }
         if let Ok(mut slot) = self.current.lock() {
             *slot = Current {
@@ -515,6 +669,9 @@ impl Daemon {
                 digest: digest_bytes(&digest),
             })
             .await;
+        if let Some(sync) = self.sync.get() {
+            sync.set_local_config(local_config(&self.current()));
+        }
         let message = format!(
             "applied generation {generation} (digest {}): {} added, {} changed, {} removed, {} unchanged{}",
             &digest[..digest.len().min(16)],
@@ -538,28 +695,6 @@ impl Daemon {
         );
         tracing::info!("{message}");
         message
-    }
-
-    /// The set of VIPs changed: move only the difference if this node holds them.
-    async fn replace_vips(&self, cluster: &ClusterConfig) {
-        let mut state = self.vips.lock().await;
-        let Some(floating) = state.floating.as_mut() else {
-            return;
-        };
-        let vips = match service_vips(cluster)
-            .into_iter()
-            .map(Vip::host)
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(vips) => vips,
-            Err(error) => {
-                tracing::error!(%error, "cannot use the new VIP set; keeping the old one");
-                return;
-            }
-        };
-        if let Err(error) = floating.update_vips(vips).await {
-            tracing::error!(%error, "moving to the new VIP set failed");
-        }
     }
 
     /// Clean stop: the election hands the VIPs over (released before the peer adds them).
@@ -647,11 +782,31 @@ impl Daemon {
             .peer
             .as_ref()
             .map(|peer| hex_encode(&peer.config_digest));
-        let sync = match (&self.node.node.peer, &cluster.peer, peer_digest) {
-            (None, _, _) => "standalone".to_owned(),
-            (Some(_), None, _) => "peer not heard yet".to_owned(),
-            (Some(_), Some(_), Some(digest)) if digest == current.digest => "in sync".to_owned(),
-            (Some(_), Some(peer), _) => format!(
+        let sync_status = self.sync_status();
+        let sync = match (
+            &self.node.node.peer,
+            &sync_status,
+            &cluster.peer,
+            peer_digest,
+        ) {
+            (None, _, _, _) => "standalone".to_owned(),
+            // The sync session knows best once it has heard the peer's version.
+            (Some(_), Some(sync), _, _) if sync.config.peer.is_some() => {
+                if sync.config.in_sync {
+                    "in sync".to_owned()
+                } else {
+                    format!(
+                        "config out of sync: {}",
+                        sync.config
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "versions differ".into())
+                    )
+                }
+            }
+            (Some(_), _, None, _) => "peer not heard yet".to_owned(),
+            (Some(_), _, Some(_), Some(digest)) if digest == current.digest => "in sync".to_owned(),
+            (Some(_), _, Some(peer), _) => format!(
                 "config out of sync: peer runs generation {}",
                 peer.config_generation
             ),
@@ -696,6 +851,7 @@ impl Daemon {
                     "rejected": cluster.heartbeats.rejected.iter().collect::<std::collections::BTreeMap<_, _>>(),
                 },
             },
+            "replication": sync_status,
             "services": services,
         })
     }
@@ -719,6 +875,85 @@ fn flatten_admin_states(services: &mut serde_json::Value) {
             server["admin_state"] = state;
         }
     }
+}
+
+/// The set of VIPs changed: move only the difference if this node holds them.
+async fn replace_vips(vips: &tokio::sync::Mutex<VipState>, cluster: &ClusterConfig) {
+    let mut state = vips.lock().await;
+    let Some(floating) = state.floating.as_mut() else {
+        return;
+    };
+    let next = match service_vips(cluster)
+        .into_iter()
+        .map(Vip::host)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(next) => next,
+        Err(error) => {
+            tracing::error!(%error, "cannot use the new VIP set; keeping the old one");
+            return;
+        }
+    };
+    if let Err(error) = floating.update_vips(next).await {
+        tracing::error!(%error, "moving to the new VIP set failed");
+    }
+}
+
+fn local_config(current: &Current) -> LocalConfig {
+    LocalConfig {
+        bytes: current.text.clone().into_bytes(),
+        version: ConfigVersion {
+            generation: current.generation,
+            digest: current.digest.clone(),
+        },
+    }
+}
+
+/// temp file, fsync, keep the previous as `.prev`, rename, fsync the directory.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    if path.exists() {
+        std::fs::copy(path, dir.join(format!("{name}.prev")))?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The sync session hands pushed configs to the daemon through this.
+struct PushedConfigSink(std::sync::Weak<Daemon>);
+
+impl ConfigSink for PushedConfigSink {
+    fn offer(&mut self, bytes: &[u8], generation: u64, digest: &str) -> Result<(), String> {
+        match self.0.upgrade() {
+            Some(daemon) => {
+                let result = daemon.accept_pushed_config(bytes, generation, digest);
+                if let Err(reason) = &result {
+                    tracing::error!(generation, %reason, "refused cluster.toml pushed by the primary; running config unchanged");
+                }
+                result
+            }
+            None => Err("the node is stopping".into()),
+        }
+    }
+}
+
+/// Like the heartbeat port: the same on both nodes unless a test overrides it.
+fn peer_sync_port(own: u16) -> u16 {
+    std::env::var("TANDEM_PEER_SYNC_PORT")
+        .ok()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(own)
 }
 
 fn role_name(role: tandem_config::Role) -> &'static str {
@@ -746,6 +981,7 @@ impl AdminBackend for Daemon {
         metrics::render(
             &self.cluster_status(),
             &self.proxy.status(),
+            self.sync_status().as_ref(),
             &self.current(),
             &self.status_json(),
         )

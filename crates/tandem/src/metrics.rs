@@ -11,6 +11,7 @@ use prometheus::{
 use tandem_cluster::driver::ClusterStatus;
 use tandem_cluster::wire::NodeState;
 use tandem_proxy::{AdminState, ProxyStatus};
+use tandem_sync::SyncStatus;
 
 struct Builder {
     registry: Registry,
@@ -55,10 +56,107 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Replication and config push on TCP 7778.
+fn render_sync(b: &Builder, sync: &SyncStatus) {
+    b.int_gauge(
+        "tandem_sync_connected",
+        "1 while the authenticated session to the peer is open",
+        i64::from(sync.connected),
+    );
+    b.int_gauge(
+        "tandem_sync_caught_up",
+        "1 when connected and no snapshot of the peer's tables is in progress",
+        i64::from(sync.caught_up),
+    );
+    b.gauge(
+        "tandem_sync_last_ack_age_seconds",
+        "Seconds since the peer last acknowledged updates (-1: never)",
+        sync.last_ack_age_ms.map_or(-1.0, |ms| ms as f64 / 1000.0),
+    );
+    if let Some(entries) = b.gauge_vec(
+        "tandem_sync_table_entries",
+        "Stick-table entries per service on this node (side=local) and as the peer last reported (side=peer)",
+        &["service", "side"],
+    ) {
+        for table in &sync.tables {
+            entries
+                .with_label_values(&[table.label.as_str(), "local"])
+                .set(to_i64(table.local_entries));
+            if let Some(peer) = table.peer_entries {
+                entries.with_label_values(&[table.label.as_str(), "peer"]).set(to_i64(peer));
+            }
+        }
+    }
+    let c = &sync.counters;
+    b.counter(
+        "tandem_sync_sessions_total",
+        "Sync sessions opened",
+        c.sessions_opened,
+    );
+    b.counter(
+        "tandem_sync_frames_sent_total",
+        "Sync frames sent",
+        c.frames_sent,
+    );
+    b.counter(
+        "tandem_sync_frames_received_total",
+        "Sync frames received and authenticated",
+        c.frames_received,
+    );
+    b.counter(
+        "tandem_sync_bytes_sent_total",
+        "Sync bytes sent",
+        c.bytes_sent,
+    );
+    b.counter(
+        "tandem_sync_bytes_received_total",
+        "Sync bytes received",
+        c.bytes_received,
+    );
+    if let Some(rejected) = b.counter_vec(
+        "tandem_sync_rejected_total",
+        "Sync connections or frames rejected (session closed), by reason",
+        &["reason"],
+    ) {
+        for (reason, count) in &c.rejected {
+            rejected
+                .with_label_values(&[reason.as_str()])
+                .inc_by(*count);
+        }
+    }
+    let r = &c.replication;
+    b.counter(
+        "tandem_sync_updates_sent_total",
+        "Stick-table updates sent to the peer",
+        r.updates_sent,
+    );
+    b.counter(
+        "tandem_sync_updates_applied_total",
+        "Stick-table updates from the peer applied",
+        r.updates_applied,
+    );
+    b.counter(
+        "tandem_sync_resyncs_sent_total",
+        "Full table snapshots sent",
+        r.resyncs_sent,
+    );
+    b.counter(
+        "tandem_sync_resyncs_received_total",
+        "Full table snapshots received",
+        r.resyncs_received,
+    );
+    b.counter(
+        "tandem_sync_resync_fallbacks_total",
+        "Snapshots sent because the peer fell behind the change log or was too slow",
+        r.resync_fallbacks,
+    );
+}
+
 /// Render every metric of this node.
 pub fn render(
     cluster: &ClusterStatus,
     proxy: &ProxyStatus,
+    sync: Option<&SyncStatus>,
     current: &Current,
     status: &serde_json::Value,
 ) -> String {
@@ -165,6 +263,10 @@ pub fn render(
             Some("in sync") | Some("standalone")
         )),
     );
+
+    if let Some(sync) = sync {
+        render_sync(&b, sync);
+    }
 
     let service_labels = &["service"];
     let server_labels = &["service", "server"];

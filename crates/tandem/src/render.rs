@@ -58,14 +58,34 @@ pub fn status_text(status: &Value) -> String {
     if !replication.is_null() {
         let _ = writeln!(
             out,
-            "sync      {}, last ack {} ms ago",
+            "sync      {} ({}), last ack {} ms ago",
             if replication["connected"].as_bool() == Some(true) {
                 "connected"
             } else {
                 "not connected"
             },
-            field(replication, "last_ack_ms")
+            if replication["caught_up"].as_bool() == Some(true) {
+                "caught up"
+            } else {
+                "catching up"
+            },
+            field(replication, "last_ack_age_ms")
         );
+    }
+    if let Some(tables) = replication["tables"].as_array().filter(|t| !t.is_empty()) {
+        let line = tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {}/{}",
+                    field(t, "label"),
+                    field(t, "local_entries"),
+                    field(t, "peer_entries")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "tables    local/peer entries: {line}");
     }
     let _ = writeln!(out);
     let _ = writeln!(
