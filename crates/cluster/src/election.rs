@@ -308,6 +308,8 @@ pub struct Election {
     handover_pending: bool,
     /// Sequence number of the heartbeat that announced our claim.
     claim_seq: Option<u64>,
+    /// Sequence number of our latest heartbeat that allowed the peer to take the VIPs.
+    grant_seq: u64,
     admin_request_until: Option<u64>,
     request_flag_sent: bool,
     /// After releasing on purpose, a primary does not fail back until it is active again.
@@ -350,6 +352,7 @@ impl Election {
             release_then: NodeState::Standby,
             handover_pending: false,
             claim_seq: None,
+            grant_seq: 0,
             admin_request_until: None,
             request_flag_sent: false,
             failback_suppressed: false,
@@ -523,7 +526,7 @@ impl Election {
             .as_ref()
             .map_or((0, 0), |p| (p.heartbeat.boot_epoch, p.heartbeat.seq));
         let holds = self.holds_vips();
-        Heartbeat {
+        let hb = Heartbeat {
             cluster: self.cfg.cluster.clone(),
             node: self.cfg.node.clone(),
             role: self.cfg.role,
@@ -543,7 +546,21 @@ impl Election {
             config_digest: self.config_digest,
             servers_up: self.servers_up,
             servers_total: self.servers_total,
+        };
+        // Remember the last heartbeat with which the peer may take the VIPs (handover, stopped, fault, or
+        // acknowledging its claim): news from the peer older than that is not trusted to mean "it did not".
+        let peer_claims = self
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.heartbeat.state == NodeState::Claiming);
+        let grants = !holds
+            && (hb.handover
+                || matches!(self.state, NodeState::Stopped | NodeState::Fault)
+                || (matches!(self.state, NodeState::Init | NodeState::Standby) && peer_claims));
+        if grants {
+            self.grant_seq = self.seq;
         }
+        hb
     }
 
     // ---- inputs -------------------------------------------------------------------------------------------------
@@ -624,6 +641,15 @@ impl Election {
                         }
                         let t = self.cfg.timings;
                         self.admin_request_until = Some(now + t.dead_ms + t.interval_ms);
+                        self.send_now = true;
+                    }
+                    // Still starting and the peer not heard yet: acquiring blind could overlap with a peer whose
+                    // heartbeats are on their way. The request stands; init ends as usual (peer heard, or
+                    // init_dead_ms), and the request then wins the claim.
+                    None if self.state == NodeState::Init => {
+                        let t = self.cfg.timings;
+                        self.admin_request_until =
+                            Some(now + t.init_dead_ms.max(t.dead_ms) + t.interval_ms);
                         self.send_now = true;
                     }
                     None => self.start_acquire(Reason::AdminTakeover, now, out),
@@ -778,6 +804,13 @@ impl Election {
             }
             return;
         }
+        let grant_from_peer =
+            peer.handover || matches!(peer.state, NodeState::Stopped | NodeState::Fault);
+        if grant_from_peer && !self.peer_saw_my_grant(&peer) {
+            // The peer wrote this before it saw the role we offered it (or an older incarnation of the peer wrote
+            // it): it may be taking the VIPs right now. Wait for news that acknowledges our offer.
+            return;
+        }
         match peer.state {
             NodeState::Stopped => return self.start_acquire(Reason::PeerStopped, now, out),
             NodeState::Fault => return self.start_acquire(Reason::PeerFault, now, out),
@@ -886,6 +919,12 @@ impl Election {
             std::cmp::Reverse((peer.node.as_str(), peer.boot_epoch)),
         );
         mine > theirs
+    }
+
+    /// Has the peer seen our latest heartbeat that let it take the VIPs?
+    fn peer_saw_my_grant(&self, peer: &Heartbeat) -> bool {
+        // The epoch check also discards news from a peer that has not heard this incarnation of us yet.
+        peer.ack_epoch == self.cfg.boot_epoch && peer.ack_seq >= self.grant_seq
     }
 
     /// Split brain: the primary keeps the VIPs; equal roles fall back to the lower node name.

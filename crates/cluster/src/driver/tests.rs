@@ -349,3 +349,41 @@ async fn standalone_node_is_active_and_failing_vips_show_as_fault() {
         "a clean stop drops the VIPs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_works_over_ipv6_loopback() {
+    let (Ok(s1), Ok(s2)) = (
+        UdpSocket::bind("[::1]:0").await,
+        UdpSocket::bind("[::1]:0").await,
+    ) else {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    };
+    let journal = Journal::default();
+    let (a1, a2) = (s1.local_addr().unwrap(), s2.local_addr().unwrap());
+    let c1 = ElectionConfig::new("openstack", "lb1", Role::Secondary, true, timings(), 5);
+    let c2 = ElectionConfig::new("openstack", "lb2", Role::Secondary, true, timings(), 6);
+    let v1 = FakeVips {
+        node: "lb1".into(),
+        journal: journal.clone(),
+        fail_acquire: false,
+    };
+    let v2 = FakeVips {
+        node: "lb2".into(),
+        journal: journal.clone(),
+        fail_acquire: false,
+    };
+    let mut n1 = spawn_on(DriverConfig::new(c1, a1, Some(a2), SECRET.to_vec()), s1, v1).unwrap();
+    let mut n2 = spawn_on(DriverConfig::new(c2, a2, Some(a1), SECRET.to_vec()), s2, v2).unwrap();
+    // Equal roles: the lower name wins.
+    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Standby && s.peer.as_ref().is_some_and(|p| p.alive)
+    })
+    .await;
+    n1.abort();
+    n2.abort();
+}

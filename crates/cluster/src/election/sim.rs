@@ -72,6 +72,8 @@ pub struct SimNode {
     pub fail_acquires: u32,
     /// Times an announcement was asked for.
     pub announces: Vec<u64>,
+    /// Told to shut down.
+    pub stopping: bool,
 }
 
 impl SimNode {
@@ -197,6 +199,7 @@ impl Sim {
             heartbeats_sent: 0,
             fail_acquires: 0,
             announces: Vec::new(),
+            stopping: false,
         }
     }
 
@@ -226,6 +229,7 @@ impl Sim {
         node.election = Some(Election::new(cfg, self.now));
         node.up_since = self.now;
         node.exit_at = None;
+        node.stopping = false;
         self.liveness.retain(|(dead, _, _)| *dead != i);
         // A survivor that restarts gets its own start-up wait again.
         let restart_deadline =
@@ -261,6 +265,14 @@ impl Sim {
                 self.nodes[other].up_since + t.init_dead_ms + 2 * self.params.vip_latency_ms + 1,
             );
             self.liveness.push((i, other, deadline));
+        }
+    }
+
+    /// Clean stop of node `i` (SIGTERM): it hands over, then exits.
+    pub fn stop(&mut self, i: usize) {
+        if self.nodes[i].up() {
+            self.nodes[i].stopping = true;
+            self.feed(i, Input::Shutdown);
         }
     }
 
@@ -510,7 +522,8 @@ impl Sim {
         // Property 3: a survivor takes over within dead_ms + one interval.
         let mut broken = Vec::new();
         self.liveness.retain(|&(dead, other, deadline)| {
-            if self.nodes[dead].up() || !self.nodes[other].up() {
+            // Only a survivor that is running normally must take over (not one that is itself stopping).
+            if self.nodes[dead].up() || !self.nodes[other].up() || self.nodes[other].stopping {
                 return false;
             }
             if now >= deadline {

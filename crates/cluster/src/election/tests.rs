@@ -177,7 +177,7 @@ fn clean_stop_hands_over_in_a_few_ms_at_any_interval() {
         let mut sim = started(p.clone());
         sim.run_for(interval * 2 + 3);
         let stop_at = sim.now;
-        sim.feed(0, Input::Shutdown);
+        sim.stop(0);
         sim.run_for(20);
         let took = sim.became_active(1, stop_at).expect("secondary took over") - stop_at;
         // release (1 ms) + datagram (<= 1 ms) + acquire (1 ms)
@@ -202,7 +202,7 @@ fn clean_stop_hands_over_in_a_few_ms_at_any_interval() {
 #[test]
 fn stopping_the_standby_changes_nothing() {
     let mut sim = started(SimParams::new(20));
-    sim.feed(1, Input::Shutdown);
+    sim.stop(1);
     sim.run_for(200);
     assert!(sim.nodes[0].is_active());
     assert_eq!(sim.active_exits[0], 0);
@@ -558,7 +558,7 @@ fn standby_restarting_repeatedly_never_makes_the_active_flap() {
             if round % 2 == 0 {
                 sim.crash(standby);
             } else {
-                sim.feed(standby, Input::Shutdown);
+                sim.stop(standby);
             }
             sim.run_for(30 + round * 7);
             sim.start(standby);
@@ -602,6 +602,14 @@ fn replayed_heartbeats_do_not_move_anything() {
             Err(crate::wire::Reject::Replay)
         );
     }
+}
+
+/// `PROPTEST_CASES` overrides the default number of cases (long runs: `PROPTEST_CASES=20000 cargo test --release`).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 // ---- properties -----------------------------------------------------------------------------------------------
@@ -681,7 +689,7 @@ fn run_scenario(params: SimParams, steps: &[Step]) -> Sim {
             Step::Link(mode) => sim.set_mode(*mode),
             Step::Crash(i) => sim.crash(*i),
             Step::Start(i) => sim.start(*i),
-            Step::Stop(i) => sim.feed(*i, Input::Shutdown),
+            Step::Stop(i) => sim.stop(*i),
             Step::Takeover(i) => sim.feed(*i, Input::AdminTakeover),
             Step::Release(i) => sim.feed(*i, Input::AdminRelease),
             Step::Ping(i, reachable) => sim.feed(
@@ -705,7 +713,7 @@ fn run_scenario(params: SimParams, steps: &[Step]) -> Sim {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(300), .. ProptestConfig::default() })]
 
     /// SAFETY (two holders only while one cannot hear the other; a split brain ends within one heartbeat of a
     /// healthy link), LIVENESS (a survivor is active within dead_ms + one interval; never neither on a healthy
@@ -741,7 +749,7 @@ proptest! {
         prop_assert!(sim.nodes[active].is_active());
         let exits = sim.active_exits[active];
         for (down_ms, up_ms, clean) in downs {
-            if clean { sim.feed(1 - active, Input::Shutdown) } else { sim.crash(1 - active) }
+            if clean { sim.stop(1 - active) } else { sim.crash(1 - active) }
             sim.run_for(down_ms);
             sim.start(1 - active);
             sim.feed(1 - active, Input::CaughtUp(true));
@@ -755,4 +763,34 @@ proptest! {
 #[test]
 fn names_are_distinct() {
     assert_ne!(NAMES[0], NAMES[1]);
+}
+
+/// Found by the property test: the old incarnation's delayed "stopped" heartbeat arrives after this node handed
+/// over to the peer's new incarnation (whose first heartbeats were lost); it must not be taken as "the peer will not
+/// take the VIPs".
+#[test]
+fn late_heartbeat_of_an_old_incarnation_does_not_undo_a_handover() {
+    let mut p = SimParams::new(50);
+    p.timings = Timings {
+        interval_ms: 50,
+        dead_ms: 300,
+        warn_ms: 150,
+        init_dead_ms: 600,
+    };
+    p.ping_configured = true;
+    p.max_delay_ms = 7;
+    p.vip_latency_ms = 3;
+    p.seed = 9076437157631394244;
+    let steps = vec![
+        Step::Wait(79),
+        Step::Stop(1),
+        Step::Crash(1),
+        Step::Link(LinkMode::Cut),
+        Step::Start(1),
+        Step::Ping(0, false),
+        Step::Ping(1, false),
+    ];
+    let sim = run_scenario(p, &steps);
+    sim.assert_clean();
+    assert_eq!(sim.holders(), 1);
 }
