@@ -142,6 +142,9 @@ pub struct ClusterStatus {
     pub heartbeats: HeartbeatCounters,
     /// The last noteworthy event, as logged.
     pub last_event: Option<String>,
+    /// The driver task has ended (after a clean stop: the final heartbeats are out and the peer took over, or the
+    /// linger time passed). A daemon that stops waits for this before exiting.
+    pub driver_finished: bool,
 }
 
 impl ClusterStatus {
@@ -275,8 +278,11 @@ impl Driver {
                 let peer_took_over = self.election.peer().is_some_and(|p| {
                     p.heartbeat.holds_vips && p.heartbeat.state != NodeState::Stopped
                 });
+                // Nobody to hand over to: a peer not heard for dead_ms will not confirm anything.
+                let peer_gone = !self.election.peer_alive(self.now_ms());
                 if self.cfg.peer.is_none()
                     || peer_took_over
+                    || peer_gone
                     || since.elapsed() >= self.cfg.shutdown_linger
                 {
                     break;
@@ -316,6 +322,7 @@ impl Driver {
         // Let the VIP task finish what it was doing (it ends when the queue is empty and closed).
         let _ = tokio::time::timeout(self.cfg.vip_timeout, vip_task).await;
         self.publish();
+        self.status_tx.send_modify(|s| s.driver_finished = true);
         Ok(())
     }
 
@@ -522,6 +529,7 @@ fn status_of(
         vip_failures: stats.vip_failures,
         heartbeats: *counters,
         last_event,
+        driver_finished: false,
     }
 }
 

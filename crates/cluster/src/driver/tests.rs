@@ -342,12 +342,15 @@ async fn standalone_node_is_active_and_failing_vips_show_as_fault() {
         PingState::Reachable,
         "loopback answers ping"
     );
+    let mut status = n.status.clone();
     n.shutdown().await.unwrap();
     assert_eq!(
         journal.calls("solo2", "release").len(),
         1,
         "a clean stop drops the VIPs"
     );
+    let last = status.borrow_and_update().clone();
+    assert!(last.driver_finished && last.state == NodeState::Stopped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
