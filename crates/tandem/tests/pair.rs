@@ -1,0 +1,258 @@
+#![allow(clippy::unwrap_used)]
+//! Two `tandem run` processes on loopback (127.0.0.71 primary, 127.0.0.72 secondary, VIPs not
+//! managed): election, config push over TCP 7778, the secondary refusing a local edit, a pushed
+//! config that fails validation on the secondary, takeover and release through the CLI, and the
+//! node-local file never reaching the peer.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn tandem() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+struct Node {
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Node {
+    fn cli(&self, args: &[&str]) -> Output {
+        tandem()
+            .arg("--config-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn status(&self) -> serde_json::Value {
+        let output = self.cli(&["status", "--json"]);
+        if !output.status.success() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&output.stdout).unwrap_or_default()
+    }
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("log")).unwrap();
+        self.child = Some(
+            tandem()
+                .arg("run")
+                .arg("--config-dir")
+                .arg(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    fn sigterm(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "no exit after SIGTERM");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cluster_toml(extra: &str) -> String {
+    format!(
+        r#"[cluster]
+name = "pair-test"
+[heartbeat]
+interval_ms = 50
+dead_ms = 250
+warn_ms = 150
+init_dead_ms = 500
+[health_check]
+interval_ms = 200
+rise = 1
+fall = 2
+[[service]]
+label = "web"
+vip = "127.0.0.75"
+ports = [41080]
+mode = "tcp"
+[[service.server]]
+label = "ctl-1"
+address = "127.0.0.76"
+port = 41080
+{extra}"#
+    )
+}
+
+fn node(root: &Path, name: &str, role: &str, address: &str, peer: &str, admin: u16) -> Node {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cluster.toml"), cluster_toml("")).unwrap();
+    std::fs::copy(root.join("secret"), dir.join("secret")).unwrap();
+    std::fs::write(
+        dir.join("node.toml"),
+        format!(
+            "[node]\nname = \"{name}\"\nrole = \"{role}\"\ninterface = \"lo\"\naddress = \"{address}\"\n\
+             peer = \"{peer}\"\nheartbeat_port = 46694\nsync_port = 47778\nmanage_vips = false\n\
+             state_dir = \"state\"\n[admin]\nlisten = \"{address}:{admin}\"\n\
+             [snmp]\ncommunity = \"node-local-marker-{name}\"\n"
+        ),
+    )
+    .unwrap();
+    Node { dir, child: None }
+}
+
+#[test]
+fn a_pair_elects_pushes_config_and_hands_over() {
+    let root = tempfile::tempdir().unwrap();
+    let keygen = tandem()
+        .arg("keygen")
+        .arg(root.path().join("secret"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let mut lb1 = node(
+        root.path(),
+        "lb1",
+        "primary",
+        "127.0.0.71",
+        "127.0.0.72",
+        49080,
+    );
+    let mut lb2 = node(
+        root.path(),
+        "lb2",
+        "secondary",
+        "127.0.0.72",
+        "127.0.0.71",
+        49080,
+    );
+    lb1.start();
+    lb2.start();
+
+    wait_for("one active, one standby", || {
+        lb1.status()["node"]["state"] == "active" && lb2.status()["node"]["state"] == "standby"
+    });
+    wait_for("config in sync", || {
+        lb1.status()["config"]["sync"] == "in sync" && lb2.status()["config"]["sync"] == "in sync"
+    });
+    let status = lb2.status();
+    assert_eq!(status["node"]["peer"]["name"], "lb1");
+    assert_eq!(status["replication"]["connected"], true);
+
+    // A reload on the primary reaches the secondary: same generation and digest, file written.
+    let edited = cluster_toml(
+        "[[service]]\nlabel = \"extra\"\nvip = \"127.0.0.75\"\nports = [41081]\n\
+         [[service.server]]\nlabel = \"ctl-1\"\naddress = \"127.0.0.76\"\n",
+    );
+    std::fs::write(lb1.dir.join("cluster.toml"), &edited).unwrap();
+    let output = lb1.cli(&["reload"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let primary = lb1.status()["config"].clone();
+    wait_for("the secondary to apply the pushed config", || {
+        let secondary = lb2.status()["config"].clone();
+        secondary["digest"] == primary["digest"] && secondary["generation"] == primary["generation"]
+    });
+    assert_eq!(
+        std::fs::read_to_string(lb2.dir.join("cluster.toml")).unwrap(),
+        edited
+    );
+    assert!(lb2.dir.join("cluster.toml.prev").exists());
+    assert_eq!(lb2.status()["services"].as_array().unwrap().len(), 2);
+    // node.toml never travelled: the secondary's copy has only its own marker.
+    let lb2_node = std::fs::read_to_string(lb2.dir.join("node.toml")).unwrap();
+    assert!(!lb2_node.contains("node-local-marker-lb1"));
+
+    // A local edit on the secondary is refused and changes nothing.
+    std::fs::write(lb2.dir.join("cluster.toml"), cluster_toml("")).unwrap();
+    let output = lb2.cli(&["reload"]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("primary"), "{}", text(&output));
+    assert_eq!(lb2.status()["config"]["digest"], primary["digest"]);
+    std::fs::write(lb2.dir.join("cluster.toml"), &edited).unwrap();
+
+    // A config that passes the primary but fails on the secondary's own checks (a VIP equal to
+    // the secondary's address) is refused there: both report out of sync, nothing changes on lb2.
+    let clash = cluster_toml(
+        "[[service]]\nlabel = \"clash\"\nvip = \"127.0.0.72\"\nports = [41082]\n\
+         [[service.server]]\nlabel = \"ctl-1\"\naddress = \"127.0.0.76\"\n",
+    );
+    std::fs::write(lb1.dir.join("cluster.toml"), &clash).unwrap();
+    let output = lb1.cli(&["reload"]);
+    if output.status.success() {
+        wait_for("both nodes to report out of sync", || {
+            lb1.status()["config"]["sync"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("config out of sync"))
+                && lb2.status()["config"]["digest"] == primary["digest"]
+        });
+        assert_eq!(
+            std::fs::read_to_string(lb2.dir.join("cluster.toml")).unwrap(),
+            edited
+        );
+        std::fs::write(lb1.dir.join("cluster.toml"), &edited).unwrap();
+        let output = lb1.cli(&["reload"]);
+        assert!(output.status.success(), "{}", text(&output));
+        wait_for("back in sync", || {
+            lb1.status()["config"]["sync"] == "in sync"
+        });
+    }
+
+    // takeover on the secondary, then release back: always exactly one active.
+    let output = lb2.cli(&["takeover"]);
+    assert!(output.status.success(), "{}", text(&output));
+    wait_for("lb2 active, lb1 standby", || {
+        lb2.status()["node"]["state"] == "active" && lb1.status()["node"]["state"] == "standby"
+    });
+    let output = lb2.cli(&["release"]);
+    assert!(output.status.success(), "{}", text(&output));
+    wait_for("lb1 active again", || {
+        lb1.status()["node"]["state"] == "active" && lb2.status()["node"]["state"] == "standby"
+    });
+
+    // A clean stop of the active node hands over at once.
+    let stopped = Instant::now();
+    lb1.sigterm();
+    wait_for("lb2 active after lb1 stopped", || {
+        lb2.status()["node"]["state"] == "active"
+    });
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "handover took {:?}",
+        stopped.elapsed()
+    );
+
+    // The secondary restarted while the primary is down runs its last synced config.
+    lb2.sigterm();
+    lb2.start();
+    wait_for("lb2 active alone with the synced config", || {
+        let status = lb2.status();
+        status["node"]["state"] == "active" && status["config"]["digest"] == primary["digest"]
+    });
+}
