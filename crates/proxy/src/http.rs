@@ -76,8 +76,53 @@ async fn serve_connection(
     ctx: ConnCtx,
 ) {
     let _svc_active = Active::new(&svc.counters);
-    let activity = Arc::new(Activity::new());
     let client_idle = Duration::from_millis(svc.cfg.proxy.client_timeout_ms.max(1));
+    // Until the first byte arrives, an idle client costs only this small future: hyper's buffers and connection
+    // state are allocated (boxed) afterwards.
+    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT.min(client_idle);
+    loop {
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, client.readable()) => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(service = %svc.cfg.label, client = %peer, "no request within the header timeout");
+                    return;
+                }
+            },
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        // Readiness can be spurious: peek, and go back to waiting (readiness cleared) if nothing is there.
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match client.try_io(tokio::io::Interest::READABLE, || {
+            socket2::SockRef::from(&client).peek(&mut probe)
+        }) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
+    }
+    // A separate statement: a temporary in the awaited expression would keep its slot in this future.
+    let http = Box::pin(serve_http(
+        client,
+        peer,
+        vip_port,
+        svc.clone(),
+        ctx,
+        client_idle,
+    ));
+    http.await;
+}
+
+async fn serve_http(
+    client: TcpStream,
+    peer: SocketAddr,
+    vip_port: u16,
+    svc: Arc<ServiceRuntime>,
+    ctx: ConnCtx,
+    client_idle: Duration,
+) {
+    let activity = Arc::new(Activity::new());
     let io = TokioIo::new(CountingIo::new(
         client,
         ClientSink {

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use crate::state::Counters;
 
-const BUF_SIZE: usize = 64 * 1024;
-const POOL_MAX: usize = 64;
+const BUF_SIZE: usize = 32 * 1024;
+const POOL_MAX: usize = 16;
 
 thread_local! {
     static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };

@@ -207,7 +207,7 @@ pub async fn bind_retry(addr: SocketAddr) -> TcpListener {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.set_reuseaddr(true).unwrap();
         if sock.bind(addr).is_ok() {
-            return sock.listen(1024).unwrap();
+            return sock.listen(4096).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
