@@ -35,7 +35,8 @@ ka_start() { # NODE ADVERT_S
   local node=$1
   ka_config "$node" "$2"
   rm -f "$LAB_TMP/keepalived-$node.ppid" "$LAB_TMP/keepalived-$node.vrrp.pid"
-  start_bg "keepalived-$node" "$node" keepalived --dont-fork --log-console --log-detail --no-syslog --vrrp \
+  # shellcheck disable=SC2046
+  start_bg "keepalived-$node" "$node" $(rt_prefix daemon) keepalived --dont-fork --log-console --log-detail --no-syslog --vrrp \
     --use-file "$LAB_TMP/keepalived-$node.conf" --pid "$LAB_TMP/keepalived-$node.ppid" \
     --vrrp_pid "$LAB_TMP/keepalived-$node.vrrp.pid"
 }

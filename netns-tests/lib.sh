@@ -33,6 +33,17 @@ declare -A NODE_MAC=(
   [ctl1]=02:7e:00:00:01:50 [ctl2]=02:7e:00:00:01:51 [ctl3]=02:7e:00:00:01:52
 )
 
+# The instruments (probe, watchers) run with a real-time priority so that a busy machine delays what is measured,
+# not the measuring; LAB_RT=0 turns that off. LAB_RT_DAEMONS=1 gives tandem and keepalived one too (a deployment
+# choice, like corosync's), for low-noise figures on a loaded machine.
+LAB_RT=${LAB_RT:-1}
+LAB_RT_DAEMONS=${LAB_RT_DAEMONS:-0}
+rt_prefix() { # LEVEL(instrument|daemon) -> words to put before a command
+  local want=$LAB_RT prio=20
+  [[ $1 == daemon ]] && want=$LAB_RT_DAEMONS prio=10
+  if [[ $want == 1 ]] && command -v chrt >/dev/null; then echo "chrt -f $prio"; fi
+}
+
 log() { printf '%s [lab] %s\n' "$(date +%T.%3N)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -219,7 +230,8 @@ watch_start() {
   local n
   for n in lb1 lb2; do
     : >"$LAB_TMP/watch-$n.log"
-    start_bg "watch-$n" "$n" "$WATCH" --address "$VIP" --label "$n" --interval-ms 1 --max-duration-ms 900000
+    # shellcheck disable=SC2046
+    start_bg "watch-$n" "$n" $(rt_prefix instrument) "$WATCH" --address "$VIP" --label "$n" --interval-ms 1 --max-duration-ms 900000
   done
   wait_for 5 "watchers" test -s "$LAB_TMP/watch-lb1.log" -a -s "$LAB_TMP/watch-lb2.log"
 }
@@ -241,7 +253,7 @@ watch_wait() { wait_for "$4" "VIP $2 on $1" watch_seen "$1" "$2" "$3"; }
 # vip_serves PORT: one short probe from the client gets an answer from a controller through the VIP
 vip_serves() {
   local n
-  n=$(nsx client "$PROBE" --target "$VIP:$1" --interval-ms 10 --duration-ms 25 --timeout-ms 200 2>/dev/null | "$JSON" get successes)
+  n=$(nsx client "$PROBE" --target "$VIP:$1" --mode "${PROBE_MODE:-tcp}" --interval-ms 10 --duration-ms 25 --timeout-ms 200 2>/dev/null | "$JSON" get successes)
   [[ -n $n && $n != 0 ]]
 }
 
@@ -249,7 +261,8 @@ vip_serves() {
 probe_start() { # NAME PORT [extra args]
   local name=$1 port=$2; shift 2
   rm -f "$LAB_TMP/$name.stop" "$LAB_TMP/$name.ready" "$LAB_TMP/$name.json"
-  start_bg "$name" client "$PROBE" --target "$VIP:$port" --interval-ms "${PROBE_INTERVAL_MS:-10}" \
+  # shellcheck disable=SC2046
+  start_bg "$name" client $(rt_prefix instrument) "$PROBE" --target "$VIP:$port" --interval-ms "${PROBE_INTERVAL_MS:-10}" \
     --timeout-ms "${PROBE_TIMEOUT_MS:-200}" --duration-ms 600000 --stop-file "$LAB_TMP/$name.stop" \
     --ready-file "$LAB_TMP/$name.ready" --out "$LAB_TMP/$name.json" --events "$LAB_TMP/$name.events" --warmup "$@"
   wait_for 30 "probe $name first success" test -e "$LAB_TMP/$name.ready"

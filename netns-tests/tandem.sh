@@ -57,7 +57,8 @@ td_configure() {
 
 td_start() { # NODE
   local node=$1
-  start_bg "tandem-$node" "$node" env RUST_LOG="${RUST_LOG:-info}" "$TANDEM" run --config-dir "$(td_dir "$node")"
+  # shellcheck disable=SC2046
+  start_bg "tandem-$node" "$node" $(rt_prefix daemon) env RUST_LOG="${RUST_LOG:-info}" "$TANDEM" run --config-dir "$(td_dir "$node")"
 }
 td_cli() { # NODE ARGS... : the tandem CLI inside NODE's namespace, talking to NODE's admin address
   local node=$1; shift
