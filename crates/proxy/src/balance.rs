@@ -48,35 +48,43 @@ impl Balancer {
     /// Weighted least connections picks the lowest `active / weight`; servers tied on that ratio share by smooth
     /// weighted round robin, so sequential short connections (always tied at zero) still follow the weights.
     pub fn pick(&mut self, candidates: &[Candidate]) -> Option<usize> {
-        if self.current.len() != candidates.len() {
-            self.current = vec![0; candidates.len()];
+        self.pick_with(candidates.len(), |i| candidates[i])
+    }
+
+    /// As [`Balancer::pick`], reading candidate `i` through `candidate(i)` (no allocation on the hot path).
+    pub fn pick_with(&mut self, n: usize, candidate: impl Fn(usize) -> Candidate) -> Option<usize> {
+        if self.current.len() != n {
+            self.current = vec![0; n];
         }
         match self.algorithm {
-            Balance::RoundRobin => self.smooth_wrr(candidates, |c| c.usable()),
+            Balance::RoundRobin => self.smooth_wrr(n, |i| {
+                let c = candidate(i);
+                c.usable().then_some(c.weight)
+            }),
             Balance::WeightedLeastConnections => {
-                let best = candidates
-                    .iter()
-                    .filter(|c| c.usable())
-                    .min_by(|a, b| ratio_cmp(a, b))?;
-                let best = *best;
-                self.smooth_wrr(candidates, |c| c.usable() && ratio_cmp(c, &best).is_eq())
+                let mut best: Option<Candidate> = None;
+                for i in 0..n {
+                    let c = candidate(i);
+                    if c.usable() && best.is_none_or(|b| ratio_cmp(&c, &b).is_lt()) {
+                        best = Some(c);
+                    }
+                }
+                let best = best?;
+                self.smooth_wrr(n, |i| {
+                    let c = candidate(i);
+                    (c.usable() && ratio_cmp(&c, &best).is_eq()).then_some(c.weight)
+                })
             }
         }
     }
 
-    /// nginx's smooth weighted round robin restricted to the candidates accepted by `member`.
-    fn smooth_wrr(
-        &mut self,
-        candidates: &[Candidate],
-        member: impl Fn(&Candidate) -> bool,
-    ) -> Option<usize> {
+    /// nginx's smooth weighted round robin over the members (`Some(weight)`) given by `member`.
+    fn smooth_wrr(&mut self, n: usize, member: impl Fn(usize) -> Option<u32>) -> Option<usize> {
         let mut total: i64 = 0;
         let mut chosen: Option<usize> = None;
-        for (i, c) in candidates.iter().enumerate() {
-            if !member(c) {
-                continue;
-            }
-            let w = i64::from(c.weight);
+        for i in 0..n {
+            let Some(weight) = member(i) else { continue };
+            let w = i64::from(weight);
             self.current[i] += w;
             total += w;
             if chosen.is_none_or(|b| self.current[i] > self.current[b]) {

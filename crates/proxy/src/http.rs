@@ -634,20 +634,17 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && connection_tokens(headers)
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
-fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_string())
+        .map(str::trim)
         .filter(|t| !t.is_empty())
-        .collect()
 }
 
 /// Drop hop-by-hop headers; with `keep_upgrade` the `Connection: upgrade` / `Upgrade` pair survives.
@@ -657,10 +654,17 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         None
     };
-    for token in connection_tokens(headers) {
-        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-            headers.remove(name);
-        }
+    // Headers named by Connection (the usual "keep-alive"/"close" name none; no allocation then).
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("keep-alive")
+                && !t.eq_ignore_ascii_case("close")
+                && !t.eq_ignore_ascii_case("upgrade")
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in HOP_BY_HOP.iter() {
         headers.remove(name);
@@ -698,6 +702,12 @@ fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, upgrade: bo
 /// Append the client address to `X-Forwarded-For` (one header, comma-separated, as HAProxy's `option forwardfor`).
 pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     const XFF: &str = "x-forwarded-for";
+    if !headers.contains_key(XFF) {
+        if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+            headers.insert(XFF, v);
+        }
+        return;
+    }
     let existing: Vec<String> = headers
         .get_all(XFF)
         .iter()

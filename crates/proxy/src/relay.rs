@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -56,8 +56,11 @@ enum Dir {
 }
 
 /// Relay until both directions are closed, an error occurs, or the connection is idle too long.
-/// `client_idle` bounds silence while waiting on the client, `server_idle` while waiting on the server; a direction
-/// that waits is not idle while the other still moves bytes.
+///
+/// Idle means no byte moved in either direction for `client_idle` while both directions are open (the smaller of
+/// the two timeouts applies then, as the proxy waits on both sides), `server_idle` once the client has finished
+/// sending, or `client_idle` once the server has. One watchdog timer per connection implements this, so the data
+/// path itself arms no timer per read or write.
 pub async fn relay(
     client: &TcpStream,
     server: &TcpStream,
@@ -67,44 +70,59 @@ pub async fn relay(
     real: &Counters,
 ) -> RelayEnd {
     let last = LastActivity::new();
-    let up = one_way(
-        client,
-        server,
-        client_idle,
-        &last,
-        service,
-        real,
-        Dir::ClientToServer,
-    );
-    let down = one_way(
-        server,
-        client,
-        server_idle,
-        &last,
-        service,
-        real,
-        Dir::ServerToClient,
-    );
-    match tokio::try_join!(up, down) {
-        Ok(((), ())) => RelayEnd::Closed,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => RelayEnd::Idle,
-        Err(e) => RelayEnd::Error(e),
+    let up_done = AtomicBool::new(false);
+    let down_done = AtomicBool::new(false);
+    let up = async {
+        let r = one_way(client, server, &last, service, real, Dir::ClientToServer).await;
+        up_done.store(true, Ordering::Relaxed);
+        r
+    };
+    let down = async {
+        let r = one_way(server, client, &last, service, real, Dir::ServerToClient).await;
+        down_done.store(true, Ordering::Relaxed);
+        r
+    };
+    let idle_limit = || {
+        if up_done.load(Ordering::Relaxed) {
+            server_idle
+        } else if down_done.load(Ordering::Relaxed) {
+            client_idle
+        } else {
+            client_idle.min(server_idle)
+        }
+    };
+    tokio::select! {
+        r = async { tokio::try_join!(up, down) } => match r {
+            Ok(((), ())) => RelayEnd::Closed,
+            Err(e) => RelayEnd::Error(e),
+        },
+        () = watchdog(&last, idle_limit) => RelayEnd::Idle,
+    }
+}
+
+/// Resolves once the connection has been silent for the current idle limit.
+async fn watchdog(last: &LastActivity, limit: impl Fn() -> Duration) {
+    loop {
+        let deadline = last.get() + limit();
+        if deadline <= Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
     }
 }
 
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
-    idle: Duration,
     last: &LastActivity,
     service: &Counters,
     real: &Counters,
     dir: Dir,
 ) -> io::Result<()> {
     loop {
-        wait_ready(from.readable(), idle, last).await?;
+        from.readable().await?;
         let mut buf = take_buffer();
-        let result = drain(from, to, &mut buf, idle, last, service, real, dir).await;
+        let result = drain(from, to, &mut buf, last, service, real, dir).await;
         give_buffer(buf);
         match result {
             Ok(true) => {
@@ -119,12 +137,10 @@ async fn one_way(
 }
 
 /// Copy what is available now. Ok(true) on EOF, Ok(false) when `from` has no more data for the moment.
-#[allow(clippy::too_many_arguments)]
 async fn drain(
     from: &TcpStream,
     to: &TcpStream,
     buf: &mut [u8],
-    idle: Duration,
     last: &LastActivity,
     service: &Counters,
     real: &Counters,
@@ -143,7 +159,9 @@ async fn drain(
             match to.try_write(&buf[written..n]) {
                 Ok(w) => written += w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait_ready(to.writable(), idle, last).await?
+                    to.writable().await?;
+                    // Waiting for the peer to drain counts as activity: bytes are still moving.
+                    last.touch();
                 }
                 Err(e) => return Err(e),
             }
@@ -184,24 +202,5 @@ impl LastActivity {
     }
     fn get(&self) -> Instant {
         self.base + Duration::from_millis(self.ms.load(Ordering::Relaxed))
-    }
-}
-
-/// Await readiness; time out only when the whole connection (both directions) has been silent for `idle`.
-async fn wait_ready<F>(ready: F, idle: Duration, last: &LastActivity) -> io::Result<()>
-where
-    F: std::future::Future<Output = io::Result<()>>,
-{
-    tokio::pin!(ready);
-    loop {
-        let deadline = last.get() + idle;
-        match tokio::time::timeout_at(deadline, &mut ready).await {
-            Ok(r) => return r,
-            Err(_) => {
-                if last.get() + idle <= Instant::now() {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
-                }
-            }
-        }
     }
 }

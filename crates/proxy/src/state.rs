@@ -277,13 +277,9 @@ impl ServiceRuntime {
 
     /// Balance among servers usable for a new connection, skipping `exclude` (servers whose connect just failed).
     pub(crate) fn balance(&self, exclude: &[usize]) -> Option<usize> {
-        let cands: Vec<Candidate> = self
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.candidate(exclude.contains(&i)))
-            .collect();
-        lock(&self.balancer).pick(&cands)
+        lock(&self.balancer).pick_with(self.servers.len(), |i| {
+            self.servers[i].candidate(exclude.contains(&i))
+        })
     }
 
     pub(crate) fn index_of(&self, label: &str) -> Option<usize> {
