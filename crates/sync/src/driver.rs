@@ -688,7 +688,7 @@ impl Driver {
             v.sort_by(|a, b| a.label.cmp(&b.label));
             v
         };
-        let caught_up = self.connected && tables_status.iter().all(|t| !t.resyncing);
+        let caught_up = self.replicator.caught_up(&lock(&self.tables));
         let state = self.config.state();
         let rejected = lock(&self.rejects)
             .by_name()

@@ -174,6 +174,7 @@ pub struct Replicator {
     queue: VecDeque<ReplMsg>,
     rr_next: Option<String>,
     peer_sizes: BTreeMap<String, u64>,
+    sizes_heard: bool,
     last_ack_ms: Option<u64>,
     counters: ReplCounters,
 }
@@ -229,6 +230,7 @@ impl Replicator {
             queue: VecDeque::new(),
             rr_next: None,
             peer_sizes: BTreeMap::new(),
+            sizes_heard: false,
             last_ack_ms: None,
             counters: ReplCounters::default(),
         }
@@ -248,14 +250,15 @@ impl Replicator {
         self.last_ack_ms
     }
 
-    /// Whether every table of ours the peer has is fully sent and acknowledged, and every table
-    /// of the peer's we have is past its snapshot (what a returning primary waits for).
+    /// Connected, the peer's table sizes heard, and every table both nodes have is past its
+    /// snapshot (what a returning primary waits for before taking over again).
     pub fn caught_up(&self, tables: &StickTables) -> bool {
-        let inbound_done = local_labels(tables).iter().all(|label| {
-            matches!(self.inbound.get(label), Some(InState::Streaming { .. }))
-                || self.resume.contains_key(label)
-        });
-        inbound_done && self.connected
+        self.connected
+            && self.sizes_heard
+            && local_labels(tables)
+                .iter()
+                .filter(|label| self.peer_sizes.contains_key(*label))
+                .all(|label| matches!(self.inbound.get(label), Some(InState::Streaming { .. })))
     }
 
     /// Labels of the peer's tables currently being received as a snapshot.
@@ -335,6 +338,9 @@ impl Replicator {
             );
         }
         self.queue.push_back(ReplMsg::Resume { points });
+        self.sizes_heard = false;
+        let sizes = self.sizes_message(tables);
+        self.queue.push_back(sizes);
     }
 
     pub fn on_session_closed(&mut self) {
@@ -489,6 +495,7 @@ impl Replicator {
                 Ok(())
             }
             ReplMsg::Sizes { tables: sizes } => {
+                self.sizes_heard = true;
                 self.peer_sizes = sizes.into_iter().collect();
                 Ok(())
             }
@@ -1167,6 +1174,22 @@ mod tests {
         settle(&mut a, &mut b, 3);
         assert!(a.repl.counters().resync_fallbacks >= 1);
         assert_mirrored(&a, &b, 3);
+    }
+
+    #[test]
+    fn caught_up_only_after_every_shared_table_is_snapshotted() {
+        let mut a = node(1, &specs());
+        let mut b = node(2, &specs());
+        a.tables
+            .get_mut("nova")
+            .unwrap()
+            .set(&key(1), SERVERS[0], 0);
+        open(&mut a, &mut b);
+        assert!(!b.repl.caught_up(&b.tables));
+        settle(&mut a, &mut b, 0);
+        assert!(b.repl.caught_up(&b.tables) && a.repl.caught_up(&a.tables));
+        close(&mut a, &mut b);
+        assert!(!b.repl.caught_up(&b.tables));
     }
 
     #[test]
