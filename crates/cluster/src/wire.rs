@@ -443,6 +443,7 @@ mod tests {
     #[test]
     fn typical_heartbeat_is_small() {
         let bytes = codec().encode(&sample(u64::MAX)).unwrap();
+        eprintln!("typical heartbeat: {} bytes", bytes.len());
         assert!(bytes.len() < 160, "{} bytes", bytes.len());
     }
 

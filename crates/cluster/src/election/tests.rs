@@ -625,6 +625,7 @@ enum Step {
     Release(usize),
     Ping(usize, bool),
     CaughtUp(usize),
+    FailNextAcquire(usize),
 }
 
 fn step_strategy(dead_ms: u64) -> impl Strategy<Value = Step> {
@@ -644,6 +645,7 @@ fn step_strategy(dead_ms: u64) -> impl Strategy<Value = Step> {
         1 => (0usize..2).prop_map(Step::Release),
         1 => ((0usize..2), any::<bool>()).prop_map(|(i, r)| Step::Ping(i, r)),
         1 => (0usize..2).prop_map(Step::CaughtUp),
+        1 => (0usize..2).prop_map(Step::FailNextAcquire),
     ]
 }
 
@@ -699,6 +701,11 @@ fn run_scenario(params: SimParams, steps: &[Step]) -> Sim {
                 },
             ),
             Step::CaughtUp(i) => sim.feed(*i, Input::CaughtUp(true)),
+            Step::FailNextAcquire(i) => {
+                // A node in fault is not expected to take over in time: liveness is not checked from here on.
+                sim.nodes[*i].fail_acquires += 1;
+                sim.check_liveness = false;
+            }
         }
     }
     // End on a healthy link with both nodes up: the pair must settle on exactly one holder.
@@ -708,7 +715,11 @@ fn run_scenario(params: SimParams, steps: &[Step]) -> Sim {
     sim.run_for(t.interval_ms * 2 + 4 * sim.params.vip_latency_ms + 1);
     sim.start(0);
     sim.start(1);
-    sim.run_for(t.init_dead_ms + t.dead_ms + 10 * t.interval_ms);
+    // The VIP layer works again; nodes in fault recover at their next retry.
+    sim.nodes[0].fail_acquires = 0;
+    sim.nodes[1].fail_acquires = 0;
+    // Room for fault retries (max(dead_ms, 1 s) each) when VIP failures were injected.
+    sim.run_for(t.init_dead_ms + t.dead_ms + 10 * t.interval_ms + 3 * t.dead_ms.max(1000));
     sim
 }
 
