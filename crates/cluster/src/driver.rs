@@ -183,6 +183,12 @@ impl ClusterHandle {
     pub fn abort(self) {
         self.task.abort();
     }
+
+    /// Like [`ClusterHandle::abort`], and waits until the task is gone (its socket closed).
+    pub async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 /// Binds the heartbeat socket (`cfg.bind`) and starts the driver.

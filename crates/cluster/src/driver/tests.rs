@@ -390,3 +390,98 @@ async fn pair_works_over_ipv6_loopback() {
     n1.abort();
     n2.abort();
 }
+
+fn node(
+    name: &str,
+    role: Role,
+    me: SocketAddr,
+    peer: SocketAddr,
+    journal: &Journal,
+) -> (DriverConfig, FakeVips) {
+    let mut cfg = ElectionConfig::new(
+        "openstack",
+        name,
+        role,
+        true,
+        timings(),
+        crate::epoch::clock_epoch(),
+    );
+    cfg.auto_failback = true;
+    let vips = FakeVips {
+        node: name.into(),
+        journal: journal.clone(),
+        fail_acquire: false,
+    };
+    (
+        DriverConfig::new(cfg, me, Some(peer), SECRET.to_vec()),
+        vips,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_standby_never_moves_the_active_and_failback_waits_for_caught_up() {
+    let journal = Journal::default();
+    let s1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a1, a2) = (s1.local_addr().unwrap(), s2.local_addr().unwrap());
+    // lb2 (secondary) starts alone and becomes active after init_dead_ms.
+    let (c2, v2) = node("lb2", Role::Secondary, a2, a1, &journal);
+    let mut n2 = spawn_on(c2, s2, v2).unwrap();
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    drop(s1);
+    // The primary restarts ten times, crashing or stopping cleanly, never caught up: lb2 never moves.
+    for round in 0..10 {
+        let s1 = UdpSocket::bind(a1).await.unwrap();
+        let (c1, v1) = node("lb1", Role::Primary, a1, a2, &journal);
+        let mut n1 = spawn_on(c1, s1, v1).unwrap();
+        wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+            s.state == NodeState::Standby
+                && s.peer
+                    .as_ref()
+                    .is_some_and(|p| p.state == NodeState::Active)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(20 + round * 5)).await;
+        if round % 2 == 0 {
+            n1.crash().await;
+        } else {
+            n1.shutdown().await.unwrap();
+        }
+    }
+    let s2_status = n2.status.borrow().clone();
+    assert_eq!(s2_status.state, NodeState::Active);
+    assert_eq!(s2_status.takeovers, 1, "lb2 never left active");
+    assert!(journal.calls("lb1", "acquire").is_empty());
+    // Now the primary returns and reports caught up: auto-failback hands the role back cleanly.
+    let s1 = UdpSocket::bind(a1).await.unwrap();
+    let (c1, v1) = node("lb1", Role::Primary, a1, a2, &journal);
+    let mut n1 = spawn_on(c1, s1, v1).unwrap();
+    wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Standby && s.peer.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        n1.status.borrow().state,
+        NodeState::Standby,
+        "no failback before caught up"
+    );
+    let t = Instant::now();
+    n1.commands.send(Command::CaughtUp(true)).await.unwrap();
+    wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    let acquired = journal.calls("lb1", "acquire")[0];
+    assert!(
+        journal.calls("lb2", "release")[0] <= acquired,
+        "released before the primary added them"
+    );
+    eprintln!("failback after caught-up: {:?}", acquired - t);
+    assert!(acquired - t < Duration::from_millis(50));
+    n1.abort();
+    n2.abort();
+}
