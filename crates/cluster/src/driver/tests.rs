@@ -293,7 +293,15 @@ async fn forged_and_garbage_datagrams_are_counted_and_ignored() {
         NodeState::Active,
         "a forged split brain moves nothing"
     );
-    assert_eq!(s1.split_brains, 0);
+    // Had the forged heartbeat (boot epoch u64::MAX) been accepted, every genuine one would now be "stale".
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let s1 = n1.status.borrow().clone();
+    assert_eq!(s1.heartbeats.rejected.get(Reject::Stale), 0);
+    assert!(
+        s1.peer
+            .as_ref()
+            .is_some_and(|p| p.alive && p.role == Role::Secondary)
+    );
     n1.abort();
     n2.abort();
 }
