@@ -7,11 +7,14 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::Shutdown;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::state::Counters;
@@ -62,8 +65,8 @@ enum Dir {
 /// sending, or `client_idle` once the server has. One watchdog timer per connection implements this, so the data
 /// path itself arms no timer per read or write.
 pub async fn relay(
-    client: &TcpStream,
-    server: &TcpStream,
+    client: &mut TcpStream,
+    server: &mut TcpStream,
     client_idle: Duration,
     server_idle: Duration,
     service: &Counters,
@@ -72,13 +75,31 @@ pub async fn relay(
     let last = LastActivity::new();
     let up_done = AtomicBool::new(false);
     let down_done = AtomicBool::new(false);
+    let (mut client_r, mut client_w) = client.split();
+    let (mut server_r, mut server_w) = server.split();
     let up = async {
-        let r = one_way(client, server, &last, service, real, Dir::ClientToServer).await;
+        let r = one_way(
+            &mut client_r,
+            &mut server_w,
+            &last,
+            service,
+            real,
+            Dir::ClientToServer,
+        )
+        .await;
         up_done.store(true, Ordering::Relaxed);
         r
     };
     let down = async {
-        let r = one_way(server, client, &last, service, real, Dir::ServerToClient).await;
+        let r = one_way(
+            &mut server_r,
+            &mut client_w,
+            &last,
+            service,
+            real,
+            Dir::ServerToClient,
+        )
+        .await;
         down_done.store(true, Ordering::Relaxed);
         r
     };
@@ -111,9 +132,22 @@ async fn watchdog(last: &LastActivity, limit: impl Fn() -> Duration) {
     }
 }
 
+/// One read attempt: `None` when the socket has nothing right now (readiness is then cleared and the task will be
+/// woken by the next data). Reading through `poll_read` (not `try_read`) lets tokio clear readiness after a short
+/// read, which saves the `EAGAIN` read that would otherwise follow every message.
+async fn read_now(from: &mut ReadHalf<'_>, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    let mut rb = ReadBuf::new(buf);
+    std::future::poll_fn(|cx| match Pin::new(&mut *from).poll_read(cx, &mut rb) {
+        Poll::Pending => Poll::Ready(None),
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+    })
+    .await
+    .map(|r| r.map(|()| rb.filled().len()))
+}
+
 async fn one_way(
-    from: &TcpStream,
-    to: &TcpStream,
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
     last: &LastActivity,
     service: &Counters,
     real: &Counters,
@@ -124,22 +158,18 @@ async fn one_way(
         let mut buf = take_buffer();
         let result = drain(from, to, &mut buf, last, service, real, dir).await;
         give_buffer(buf);
-        match result {
-            Ok(true) => {
-                // EOF from `from`: pass the FIN on and let the other direction finish.
-                let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
-                return Ok(());
-            }
-            Ok(false) => {}
-            Err(e) => return Err(e),
+        if result? {
+            // EOF from `from`: pass the FIN on and let the other direction finish.
+            let _ = to.shutdown().await;
+            return Ok(());
         }
     }
 }
 
 /// Copy what is available now. Ok(true) on EOF, Ok(false) when `from` has no more data for the moment.
 async fn drain(
-    from: &TcpStream,
-    to: &TcpStream,
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
     buf: &mut [u8],
     last: &LastActivity,
     service: &Counters,
@@ -147,24 +177,22 @@ async fn drain(
     dir: Dir,
 ) -> io::Result<bool> {
     loop {
-        let n = match from.try_read(buf) {
-            Ok(0) => return Ok(true),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
+        let n = match read_now(from, buf).await {
+            None => return Ok(false),
+            Some(Ok(0)) => return Ok(true),
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(e),
         };
         last.touch();
         let mut written = 0;
         while written < n {
-            match to.try_write(&buf[written..n]) {
-                Ok(w) => written += w,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    to.writable().await?;
-                    // Waiting for the peer to drain counts as activity: bytes are still moving.
-                    last.touch();
-                }
-                Err(e) => return Err(e),
+            let w = to.write(&buf[written..n]).await?;
+            if w == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
+            written += w;
+            // Waiting for the peer to drain counts as activity: bytes are still moving.
+            last.touch();
         }
         match dir {
             Dir::ClientToServer => {
@@ -177,7 +205,7 @@ async fn drain(
             }
         }
         if n < buf.len() {
-            // Short read: the socket is most likely empty; go back to waiting without holding the buffer.
+            // Short read: the socket is empty (tokio cleared its readiness); wait without holding the buffer.
             return Ok(false);
         }
     }
