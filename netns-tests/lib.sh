@@ -23,7 +23,8 @@ LAB_KEEP_LOGS=${LAB_KEEP_LOGS:-0}
 LAB_FAILED=0
 VIP=192.168.1.250
 LAB_NODES=(lb1 lb2 client gw ctl1 ctl2 ctl3)
-CLIENT_SOURCES=10.77.0.0/24
+CLIENT_SOURCES=10.77.0.0/24   # persistence drills: 254 clients
+BULK_SOURCES=10.64.0.0/12     # resync-large: a million clients
 declare -A NODE_IP=(
   [lb1]=192.168.1.21 [lb2]=192.168.1.22 [client]=192.168.1.10 [gw]=192.168.1.1
   [ctl1]=192.168.1.150 [ctl2]=192.168.1.151 [ctl3]=192.168.1.152
@@ -195,9 +196,13 @@ lab_topology() {
   done
   # the client owns a whole /24 of source addresses on lo (local route), the LBs route it back via the client
   ip -n "$(ns client)" addr add "$CLIENT_SOURCES" dev lo
+  ip -n "$(ns client)" addr add "$BULK_SOURCES" dev lo
   nsx client sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
   for node in lb1 lb2; do
     ip -n "$(ns "$node")" route add "$CLIENT_SOURCES" via "${NODE_IP[client]}"
+    ip -n "$(ns "$node")" route add "$BULK_SOURCES" via "${NODE_IP[client]}"
+    # the proxy's connections to the controllers close first on the LB side: let TIME_WAIT ports be reused
+    nsx "$node" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
   done
   log "topology $LAB_ID up (logs in $LAB_TMP)"
 }

@@ -48,6 +48,7 @@ td_configure() {
       toml_set "$dir/cluster.toml" heartbeat warn_ms "$warn"
     fi
     for kv in "$@"; do toml_set "$dir/cluster.toml" heartbeat "${kv%%=*}" "${kv#*=}"; done
+    if [[ -n ${TD_CLUSTER_SED:-} ]]; then sed -i "$TD_CLUSTER_SED" "$dir/cluster.toml"; fi # a drill's own edit
     if [[ -n ${TD_HEALTH_INTERVAL_MS:-} ]]; then # drills: servers rise sooner after each fresh start
       toml_set "$dir/cluster.toml" health_check interval_ms "$TD_HEALTH_INTERVAL_MS"
       toml_set "$dir/cluster.toml" health_check timeout_ms "$((TD_HEALTH_INTERVAL_MS * 4 / 5))"
@@ -66,6 +67,8 @@ td_cli() { # NODE ARGS... : the tandem CLI inside NODE's namespace, talking to N
 }
 td_status_json() { td_cli "$1" status --json 2>/dev/null; }
 td_state() { td_status_json "$1" | "$JSON" get node.state 2>/dev/null || echo unknown; }
+# td_table_entries NODE LABEL: entries of LABEL's persistence table on NODE (from the replication status)
+td_table_entries() { td_status_json "$1" | "$JSON" get "replication.tables.label=$2.local_entries" 2>/dev/null || echo null; }
 td_is() { [[ $(td_state "$1") == "$2" ]]; } # NODE STATE
 
 # td_stop NODE [SIGNAL]: stop NODE's daemon (TERM = clean stop), bounded

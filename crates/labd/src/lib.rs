@@ -56,9 +56,9 @@ pub fn us_to_ms(us: u64) -> f64 {
 
 /// Parse a `--sources` specification into the list of local addresses to bind:
 /// `10.77.0.0/24` (every host address of the prefix), `10.77.0.1-10.77.0.200` (inclusive range), or a
-/// comma-separated mix of those and single addresses. At most 65536 addresses.
+/// comma-separated mix of those and single addresses. At most 2^21 addresses (a /12 is 2^20).
 pub fn parse_sources(spec: &str) -> Result<Vec<Ipv4Addr>, String> {
-    const LIMIT: usize = 65_536;
+    const LIMIT: usize = 1 << 21;
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some((net, len)) = part.split_once('/') {
@@ -68,8 +68,8 @@ pub fn parse_sources(spec: &str) -> Result<Vec<Ipv4Addr>, String> {
             let len: u32 = len
                 .parse()
                 .map_err(|e| format!("{part}: bad prefix length: {e}"))?;
-            if !(16..=32).contains(&len) {
-                return Err(format!("{part}: prefix length must be 16..=32"));
+            if !(12..=32).contains(&len) {
+                return Err(format!("{part}: prefix length must be 12..=32"));
             }
             let base = u32::from(net) & (u32::MAX.checked_shl(32 - len).unwrap_or(0));
             let size = 1u64 << (32 - len);
@@ -416,6 +416,10 @@ mod tests {
         );
         assert!(parse_sources("10.0.0.9-10.0.0.1").is_err());
         assert!(parse_sources("10.0.0.0/8").is_err());
+        assert_eq!(
+            parse_sources("10.64.0.0/12").map(|v| v.len()),
+            Ok((1 << 20) - 2)
+        );
         assert!(parse_sources("").is_err());
         assert!(parse_sources("nope").is_err());
     }

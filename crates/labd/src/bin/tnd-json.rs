@@ -1,7 +1,8 @@
 //! `tnd-json`: the lab scripts' JSON tool, so they need no jq.
 //!
 //! - `tnd-json obj key=string key:=RAW_JSON ...` prints one compact object (fields in the given order).
-//! - `tnd-json get PATH [FILE]` prints the value at a dotted PATH (`a.b.0.c`) of the JSON in FILE (or stdin):
+//! - `tnd-json get PATH [FILE]` prints the value at a dotted PATH (`a.b.0.c`; `tables.label=mysql.size` picks the
+//!   array element whose `label` is `mysql`) of the JSON in FILE (or stdin):
 //!   strings bare, everything else as JSON, `null` when absent. Exits 1 when the input is not JSON.
 //! - `tnd-json mapdiff PATH BEFORE AFTER` compares the objects at PATH in two JSON files (e.g. the probe's
 //!   `source_map`) and prints `{"before":n,"after":n,"compared":n,"changed":n,"missing":n}`: `changed` counts keys
@@ -54,8 +55,22 @@ fn lookup(text: &str, path: &str) -> Result<Value> {
     for part in path.split('.').filter(|p| !p.is_empty()) {
         value = match value {
             Value::Object(mut m) => m.remove(part).unwrap_or(Value::Null),
-            Value::Array(mut a) => match part.parse::<usize>() {
-                Ok(i) if i < a.len() => a.swap_remove(i),
+            Value::Array(mut a) => match (part.parse::<usize>(), part.split_once('=')) {
+                (Ok(i), _) if i < a.len() => a.swap_remove(i),
+                // `key=value`: the first element whose `key` is that string (or number)
+                (Err(_), Some((key, want))) => a
+                    .into_iter()
+                    .find(|item| {
+                        item.get(key).is_some_and(|v| match v {
+                            Value::String(s) => s == want,
+                            Value::Number(n) => {
+                                want.parse::<serde_json::Number>().is_ok_and(|w| &w == n)
+                            }
+                            Value::Bool(b) => want.parse::<bool>().is_ok_and(|w| w == *b),
+                            _ => false,
+                        })
+                    })
+                    .unwrap_or(Value::Null),
                 _ => Value::Null,
             },
             _ => Value::Null,

@@ -2,6 +2,9 @@
 //! concurrently, each bounded by `--timeout-ms`), until `--duration-ms` passes, `--stop-file` appears, or SIGTERM /
 //! SIGINT arrives; then prints the JSON summary defined by `tandem_lab::Summary`.
 //!
+//! With `--fill N` it is a load generator instead: N attempts as fast as `--concurrency` allows, each from the
+//! next `--sources` address (to fill persistence tables), printing only counts and the rate.
+//!
 //! An attempt in `tcp` mode: connect, read the banner line (it names the controller), send a line and read its echo.
 //! In `http` mode: one `GET /` with `Connection: close`, expecting `200` and a body naming the controller.
 
@@ -60,6 +63,55 @@ struct Args {
     /// leave out the attempts started before the first successful one (the service was still coming up)
     #[arg(long)]
     warmup: bool,
+    /// load mode: make exactly this many attempts as fast as possible, then print counts only
+    #[arg(long)]
+    fill: Option<u64>,
+    /// attempts in flight at once in `--fill` mode
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+/// `--fill`: N attempts, `concurrency` at a time, sources round-robin; counts only (no per-attempt log).
+async fn fill(args: &Args, sources: Option<Vec<Ipv4Addr>>, total: u64) -> Result<()> {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let sources = std::sync::Arc::new(sources.unwrap_or_default());
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(args.duration_ms);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut launched: u64 = 0;
+    while launched < total && Instant::now() < deadline {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let source =
+            (!sources.is_empty()).then(|| sources[(launched % sources.len() as u64) as usize]);
+        let (mode, target, ok) = (args.mode, args.target, ok.clone());
+        tasks.spawn(async move {
+            if attempt(mode, target, source, launched, timeout).await.ok {
+                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+        launched += 1;
+        // reap finished tasks as we go so the set stays small
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let successes = ok.load(std::sync::atomic::Ordering::Relaxed);
+    let json = serde_json::json!({
+        "target": args.target.to_string(), "fill": total, "attempts": launched, "successes": successes,
+        "failed_requests": launched - successes, "elapsed_ms": (elapsed * 1000.0).round(),
+        "rate_per_s": if elapsed > 0.0 { (launched as f64 / elapsed).round() } else { 0.0 },
+    });
+    println!("{json}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn classify(err: &std::io::Error) -> FailureKind {
@@ -190,6 +242,9 @@ async fn main() -> Result<()> {
         Some(spec) => Some(parse_sources(spec).map_err(|e| anyhow::anyhow!("--sources: {e}"))?),
         None => None,
     };
+    if let Some(total) = args.fill {
+        return fill(&args, sources, total).await;
+    }
     let timeout = Duration::from_millis(args.timeout_ms);
     let deadline = Instant::now() + Duration::from_millis(args.duration_ms);
     let mut ticker = tokio::time::interval(Duration::from_millis(args.interval_ms));
