@@ -210,6 +210,59 @@ impl VipControl for DaemonVips {
     }
 }
 
+/// The election runs on its own OS thread with its own runtime, at real-time priority when the
+/// kernel allows it: a proxy busy with thousands of connections (or a loaded machine) must not
+/// delay heartbeats, or a healthy peer would be declared dead at short dead times.
+async fn spawn_heartbeat_thread(driver: DriverConfig, vips: DaemonVips) -> Result<ClusterHandle> {
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tandem-heartbeat".into())
+        .spawn(move || {
+            raise_to_realtime();
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = handle_tx.send(Err(anyhow!("heartbeat runtime: {error}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let started = tandem_cluster::driver::spawn(driver, vips)
+                    .await
+                    .map_err(anyhow::Error::from);
+                let failed = started.is_err();
+                let _ = handle_tx.send(started);
+                if !failed {
+                    // The driver's task lives on this runtime for as long as the process does.
+                    std::future::pending::<()>().await;
+                }
+            });
+        })
+        .context("starting the heartbeat thread")?;
+    handle_rx
+        .await
+        .map_err(|_| anyhow!("the heartbeat thread ended before starting"))?
+}
+
+/// SCHED_RR for the calling thread; without CAP_SYS_NICE it stays a normal thread.
+fn raise_to_realtime() {
+    if std::env::var("TANDEM_HEARTBEAT_RT").as_deref() == Ok("0") {
+        return;
+    }
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sched_setscheduler(0, ..) only changes the calling thread's policy; `param` is valid.
+    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
+    if result != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "heartbeat thread stays at normal priority"
+        );
+    }
+}
+
 /// Every distinct VIP of the services, in configuration order.
 fn service_vips(cluster: &ClusterConfig) -> Vec<IpAddr> {
     let mut vips: Vec<IpAddr> = Vec::new();
@@ -350,7 +403,7 @@ impl Daemon {
         let sync_secret = secret.clone();
         let mut driver = DriverConfig::new(election, bind, peer, secret);
         driver.ping_nodes = heartbeat.ping_nodes.clone();
-        let cluster_handle = tandem_cluster::driver::spawn(driver, DaemonVips(vips.clone()))
+        let cluster_handle = spawn_heartbeat_thread(driver, DaemonVips(vips.clone()))
             .await
             .with_context(|| format!("starting the heartbeat on {bind}"))?;
         let _ = cluster_handle
@@ -489,25 +542,7 @@ impl Daemon {
 
     /// Background upkeep: health summary for the heartbeat, and which VIPs are really on the interface.
     fn spawn_watchers(self: Arc<Self>) {
-        if let Some(sync) = self.sync.get() {
-            // Replication caught up -> the election (auto-failback waits for it).
-            let mut sync_status = sync.status();
-            let commands = self.cluster.commands.clone();
-            tokio::spawn(async move {
-                let mut last = None;
-                loop {
-                    let caught_up = sync_status.borrow_and_update().caught_up;
-                    if last != Some(caught_up) {
-                        last = Some(caught_up);
-                        if commands.send(Command::CaughtUp(caught_up)).await.is_err() {
-                            break;
-                        }
-                    }
-                    if sync_status.changed().await.is_err() {
-                        break;
-                    }
-                }
-            });
+        if self.sync.get().is_some() {
             // Active role -> the sync session (the active node's tables are authoritative).
             let mut cluster_status = self.cluster.status.clone();
             let daemon = Arc::downgrade(&self);
@@ -534,43 +569,91 @@ impl Daemon {
         }
         let daemon = Arc::downgrade(&self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut last_health = None;
+            let mut last_caught_up = None;
+            let mut rounds = 0u64;
             loop {
                 tick.tick().await;
                 let Some(daemon) = daemon.upgrade() else {
                     break;
                 };
-                let status = daemon.proxy.status();
-                let (mut up, mut total) = (0u32, 0u32);
-                for service in &status.services {
-                    for server in &service.servers {
-                        total = total.saturating_add(1);
-                        if server.health == "up" {
-                            up = up.saturating_add(1);
-                        }
-                    }
+                let (up, total) = daemon.health_summary();
+                if last_health != Some((up, total))
+                    && daemon
+                        .cluster
+                        .commands
+                        .try_send(Command::LocalHealth { up, total })
+                        .is_ok()
+                {
+                    last_health = Some((up, total));
                 }
-                let _ = daemon
-                    .cluster
-                    .commands
-                    .try_send(Command::LocalHealth { up, total });
-                let seen = {
-                    let state = daemon.vips.lock().await;
-                    match state.floating.as_ref() {
-                        Some(floating) => floating
-                            .held()
-                            .await
-                            .map(|held| held.iter().map(|vip| vip.addr()).collect())
-                            .unwrap_or_default(),
-                        None if state.holding => service_vips(&daemon.current().cluster),
-                        None => Vec::new(),
-                    }
-                };
-                if let Ok(mut slot) = daemon.vips_seen.lock() {
-                    *slot = seen;
+                let caught_up = daemon.caught_up(up);
+                if last_caught_up != Some(caught_up)
+                    && daemon
+                        .cluster
+                        .commands
+                        .try_send(Command::CaughtUp(caught_up))
+                        .is_ok()
+                {
+                    last_caught_up = Some(caught_up);
                 }
+                if rounds.is_multiple_of(5) {
+                    daemon.refresh_vips_seen().await;
+                }
+                rounds += 1;
             }
         });
+    }
+
+    /// Real servers passing their health checks, and all real servers, over every service.
+    fn health_summary(&self) -> (u32, u32) {
+        let status = self.proxy.status();
+        let (mut up, mut total) = (0u32, 0u32);
+        for server in status.services.iter().flat_map(|service| &service.servers) {
+            total = total.saturating_add(1);
+            up = up.saturating_add(u32::from(server.health == "up"));
+        }
+        (up, total)
+    }
+
+    /// Ready to take the active role back from a healthy peer (auto-failback): stick tables and
+    /// config caught up, and this node's health checks see at least as many servers up as the
+    /// peer's do — a node fresh from a restart has every server down until `rise` checks pass, and
+    /// would otherwise take the VIPs only to refuse the clients.
+    fn caught_up(&self, local_up: u32) -> bool {
+        let replicated = self
+            .sync
+            .get()
+            .is_none_or(|sync| sync.status().borrow().caught_up);
+        let peer_up = self
+            .cluster
+            .status
+            .borrow()
+            .peer
+            .as_ref()
+            .filter(|peer| peer.alive)
+            .map_or(0, |peer| peer.servers_up);
+        replicated && local_up >= peer_up
+    }
+
+    /// Which VIPs are really on the interface (for status and metrics).
+    async fn refresh_vips_seen(&self) {
+        let seen = {
+            let state = self.vips.lock().await;
+            match state.floating.as_ref() {
+                Some(floating) => floating
+                    .held()
+                    .await
+                    .map(|held| held.iter().map(|vip| vip.addr()).collect())
+                    .unwrap_or_default(),
+                None if state.holding => service_vips(&self.current().cluster),
+                None => Vec::new(),
+            }
+        };
+        if let Ok(mut slot) = self.vips_seen.lock() {
+            *slot = seen;
+        }
     }
 
     pub fn current(&self) -> Current {
