@@ -125,6 +125,23 @@ pub async fn spawn_sync(
     local_config: Option<LocalConfig>,
     active: bool,
 ) -> std::io::Result<SyncHandle> {
+    let mut params = params;
+    if params.local == params.peer {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "sync: this node and its peer have the same address {}",
+                params.local
+            ),
+        ));
+    }
+    // Messages of entries/updates must fit a frame with room for the envelope.
+    let settings = &mut params.settings;
+    settings.replication.max_message_bytes = settings
+        .replication
+        .max_message_bytes
+        .min(settings.max_frame / 4)
+        .max(1);
     let listener = if dials(params.local, params.peer) {
         None
     } else {
@@ -502,7 +519,11 @@ impl Driver {
                 .set_active(*self.active_rx.borrow_and_update(), &tables);
             self.replicator.on_session_open(&tables);
         }
-        self.config_rx.borrow_and_update();
+        // A reload accepted while disconnected is offered now.
+        let latest = self.config_rx.borrow_and_update().clone();
+        if let Some(local) = latest {
+            let _ = self.config.set_local(local);
+        }
         let actions = self.config.on_session_open();
         self.handle_config_actions(actions, &mut outbox);
         let mut tick = tokio::time::interval(self.params.settings.batch_interval);

@@ -243,3 +243,97 @@ async fn nothing_node_local_ever_crosses_the_wire() {
         "node.toml content must never be on the wire"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_while_disconnected_is_pushed_on_reconnect() {
+    let p = pair((true, Some(config(1, "# one"))), (false, None), tables()).await;
+    wait_for("in sync", Duration::from_secs(5), || {
+        p.b.status().config.in_sync
+    })
+    .await;
+    // Break the link for good while the primary reloads.
+    p.relay.cut();
+    p.a.handle.set_local_config(config(2, "# two"));
+    wait_for("reconnected and pushed", Duration::from_secs(10), || {
+        p.b.status().config.local.is_some_and(|v| v.generation == 2) && p.a.status().config.in_sync
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_then_restart_of_the_old_active_keeps_every_entry() {
+    let a_tables = tables();
+    fill(&a_tables, 0, 2_000, 0);
+    a_tables
+        .lock()
+        .unwrap()
+        .get_mut("mysql")
+        .unwrap()
+        .set(&StickKey::Service, SERVERS[0], 0);
+    let port = free_port(ip(3)).await;
+    let b_addr = SocketAddr::new(ip(3), port);
+    let a_addr = SocketAddr::new(ip(1), port);
+    let b = start(NodeSpec {
+        local: b_addr,
+        peer: a_addr,
+        secret: SECRET.to_vec(),
+        role: ConfigRole::Secondary,
+        config: None,
+        active: false,
+        tables: tables(),
+        settings: settings(),
+    })
+    .await;
+    let spec_a = |t| NodeSpec {
+        local: a_addr,
+        peer: b_addr,
+        secret: SECRET.to_vec(),
+        role: ConfigRole::Primary,
+        config: None,
+        active: true,
+        tables: t,
+        settings: settings(),
+    };
+    let a = start(spec_a(a_tables.clone())).await;
+    let keys = || (0..2_100).map(client).chain([StickKey::Service]);
+    wait_for("replicated", Duration::from_secs(10), || {
+        same_entries(&a.tables, &b.tables, a.now(), b.now(), keys())
+    })
+    .await;
+
+    // The active node dies; B takes over and serves new clients.
+    drop(a);
+    b.handle.set_active(true);
+    fill(&b.tables, 2_000, 2_100, b.now());
+
+    // The old active comes back empty, as standby: it gets everything, B loses nothing.
+    let a2 = start(NodeSpec {
+        active: false,
+        ..spec_a(tables())
+    })
+    .await;
+    wait_for("restarted node caught up", Duration::from_secs(10), || {
+        a2.status().caught_up && same_entries(&b.tables, &a2.tables, b.now(), a2.now(), keys())
+    })
+    .await;
+    let b_nova = b
+        .tables
+        .lock()
+        .unwrap()
+        .get("nova_novncproxy")
+        .unwrap()
+        .len();
+    assert_eq!(b_nova, 2_100);
+    let writer = b
+        .tables
+        .lock()
+        .unwrap()
+        .get("mysql")
+        .unwrap()
+        .peek(&StickKey::Service, b.now())
+        .unwrap();
+    assert_eq!(
+        &*writer.server, SERVERS[0],
+        "all MySQL connections still go to one controller"
+    );
+}
