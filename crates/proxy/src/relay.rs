@@ -7,14 +7,13 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::pin::Pin;
+use std::io::Read as _;
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::state::Counters;
@@ -65,8 +64,8 @@ enum Dir {
 /// sending, or `client_idle` once the server has. One watchdog timer per connection implements this, so the data
 /// path itself arms no timer per read or write.
 pub async fn relay(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
+    client: &TcpStream,
+    server: &TcpStream,
     client_idle: Duration,
     server_idle: Duration,
     service: &Counters,
@@ -75,31 +74,13 @@ pub async fn relay(
     let last = LastActivity::new();
     let up_done = AtomicBool::new(false);
     let down_done = AtomicBool::new(false);
-    let (mut client_r, mut client_w) = client.split();
-    let (mut server_r, mut server_w) = server.split();
     let up = async {
-        let r = one_way(
-            &mut client_r,
-            &mut server_w,
-            &last,
-            service,
-            real,
-            Dir::ClientToServer,
-        )
-        .await;
+        let r = one_way(client, server, &last, service, real, Dir::ClientToServer).await;
         up_done.store(true, Ordering::Relaxed);
         r
     };
     let down = async {
-        let r = one_way(
-            &mut server_r,
-            &mut client_w,
-            &last,
-            service,
-            real,
-            Dir::ServerToClient,
-        )
-        .await;
+        let r = one_way(server, client, &last, service, real, Dir::ServerToClient).await;
         down_done.store(true, Ordering::Relaxed);
         r
     };
@@ -132,22 +113,57 @@ async fn watchdog(last: &LastActivity, limit: impl Fn() -> Duration) {
     }
 }
 
-/// One read attempt: `None` when the socket has nothing right now (readiness is then cleared and the task will be
-/// woken by the next data). Reading through `poll_read` (not `try_read`) lets tokio clear readiness after a short
-/// read, which saves the `EAGAIN` read that would otherwise follow every message.
-async fn read_now(from: &mut ReadHalf<'_>, buf: &mut [u8]) -> Option<io::Result<usize>> {
-    let mut rb = ReadBuf::new(buf);
-    std::future::poll_fn(|cx| match Pin::new(&mut *from).poll_read(cx, &mut rb) {
-        Poll::Pending => Poll::Ready(None),
-        Poll::Ready(r) => Poll::Ready(Some(r)),
-    })
-    .await
-    .map(|r| r.map(|()| rb.filled().len()))
+/// Outcome of one non-blocking read.
+enum Read {
+    Data(usize),
+    /// Nothing there right now; tokio's readiness is cleared so the next wait really waits.
+    Empty,
+    Eof,
+}
+
+/// Read what is there without blocking. A short read means the socket is drained: the read then reports
+/// `WouldBlock` to tokio's `try_io` so that it clears the readiness *of the event seen before the read* (data that
+/// arrives meanwhile raises a new event and is not lost). This saves the `EAGAIN` read that would otherwise follow
+/// every message.
+fn read_now(from: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
+    let mut short = None;
+    let r = from.try_io(Interest::READABLE, || {
+        let mut sock: &socket2::Socket = &socket2::SockRef::from(from);
+        let n = sock.read(buf)?;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (r, short) {
+        (_, Some(n)) => Ok(Read::Data(n)),
+        (Ok(0), None) => Ok(Read::Eof),
+        (Ok(n), None) => Ok(Read::Data(n)),
+        (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Empty),
+        (Err(e), None) => Err(e),
+    }
+}
+
+async fn write_all(to: &TcpStream, mut data: &[u8], last: &LastActivity) -> io::Result<()> {
+    while !data.is_empty() {
+        match to.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(w) => data = &data[w..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                to.writable().await?;
+                // Waiting for the peer to drain counts as activity: bytes are still moving.
+                last.touch();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn one_way(
-    from: &mut ReadHalf<'_>,
-    to: &mut WriteHalf<'_>,
+    from: &TcpStream,
+    to: &TcpStream,
     last: &LastActivity,
     service: &Counters,
     real: &Counters,
@@ -160,7 +176,7 @@ async fn one_way(
         give_buffer(buf);
         if result? {
             // EOF from `from`: pass the FIN on and let the other direction finish.
-            let _ = to.shutdown().await;
+            let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
             return Ok(());
         }
     }
@@ -168,8 +184,8 @@ async fn one_way(
 
 /// Copy what is available now. Ok(true) on EOF, Ok(false) when `from` has no more data for the moment.
 async fn drain(
-    from: &mut ReadHalf<'_>,
-    to: &mut WriteHalf<'_>,
+    from: &TcpStream,
+    to: &TcpStream,
     buf: &mut [u8],
     last: &LastActivity,
     service: &Counters,
@@ -177,23 +193,13 @@ async fn drain(
     dir: Dir,
 ) -> io::Result<bool> {
     loop {
-        let n = match read_now(from, buf).await {
-            None => return Ok(false),
-            Some(Ok(0)) => return Ok(true),
-            Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(e),
+        let n = match read_now(from, buf)? {
+            Read::Empty => return Ok(false),
+            Read::Eof => return Ok(true),
+            Read::Data(n) => n,
         };
         last.touch();
-        let mut written = 0;
-        while written < n {
-            let w = to.write(&buf[written..n]).await?;
-            if w == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            written += w;
-            // Waiting for the peer to drain counts as activity: bytes are still moving.
-            last.touch();
-        }
+        write_all(to, &buf[..n], last).await?;
         match dir {
             Dir::ClientToServer => {
                 service.add_in(n);
@@ -205,9 +211,10 @@ async fn drain(
             }
         }
         if n < buf.len() {
-            // Short read: the socket is empty (tokio cleared its readiness); wait without holding the buffer.
             return Ok(false);
         }
+        // A long transfer must not starve the other tasks of this worker.
+        tokio::task::consume_budget().await;
     }
 }
 

@@ -13,7 +13,7 @@ use crate::route::Route;
 use crate::state::{Active, AdminState, ServiceRuntime};
 
 pub(crate) async fn serve(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     vip_port: u16,
     svc: Arc<ServiceRuntime>,
@@ -23,7 +23,7 @@ pub(crate) async fn serve(
     let proxy_cfg = &svc.cfg.proxy;
     let connect_timeout = Duration::from_millis(proxy_cfg.connect_timeout_ms.max(1));
     let mut route = Route::new(&svc, &ctx, peer.ip());
-    let (server, mut upstream) = loop {
+    let (server, upstream) = loop {
         let Some(i) = route.choose(None) else {
             svc.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(service = %svc.cfg.label, client = %peer, "no real server available; closing client connection");
@@ -50,7 +50,7 @@ pub(crate) async fn serve(
     let client_idle = Duration::from_millis(proxy_cfg.client_timeout_ms.max(1));
     let server_idle = Duration::from_millis(proxy_cfg.server_timeout_ms.max(1));
     tokio::select! {
-        end = relay(&mut client, &mut upstream, client_idle, server_idle, &svc.counters, &server.counters) => match end {
+        end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters) => match end {
             RelayEnd::Closed => {}
             RelayEnd::Idle => tracing::debug!(service = %svc.cfg.label, client = %peer, "idle timeout"),
             RelayEnd::Error(e) => tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "relay ended"),
