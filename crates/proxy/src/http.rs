@@ -34,6 +34,7 @@ use crate::ConnCtx;
 use crate::io::{Activity, ClientSink, CountingIo, ServerSink};
 use crate::route::Route;
 use crate::state::{Active, ActiveOwned, ServerRuntime, ServiceRuntime};
+use crate::woken::OnlyWhenWoken;
 
 /// The seam between the proxy and an HTTP implementation: serve one accepted client connection of `svc` until it
 /// ends. Server choice, persistence and counters come from the service runtime; an engine only speaks HTTP.
@@ -147,14 +148,21 @@ async fn serve_http(
         .keep_alive(true)
         .serve_connection(io, service)
         .with_upgrades();
+    // Idle timeout and shutdown, polled only when they fire (not on every I/O wake-up of the connection).
+    let stop = OnlyWhenWoken::new(async {
+        tokio::select! {
+            _ = idle_watchdog(&activity, client_idle) => true,
+            _ = ctx.shutdown.cancelled() => false,
+        }
+    });
     tokio::select! {
+        biased;
         r = conn => if let Err(e) = r {
             tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "HTTP connection ended with error");
         },
-        _ = idle_watchdog(&activity, client_idle) => {
+        idle = stop => if idle {
             tracing::debug!(service = %svc.cfg.label, client = %peer, "client idle timeout");
-        }
-        _ = ctx.shutdown.cancelled() => {}
+        },
     }
 }
 

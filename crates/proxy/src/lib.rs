@@ -46,6 +46,7 @@ mod route;
 pub mod state;
 mod status;
 mod tcp;
+mod woken;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

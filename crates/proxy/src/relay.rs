@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::state::Counters;
+use crate::woken::OnlyWhenWoken;
 
 const BUF_SIZE: usize = 32 * 1024;
 const POOL_MAX: usize = 16;
@@ -94,11 +95,12 @@ pub async fn relay(
         }
     };
     tokio::select! {
+        biased;
         r = async { tokio::try_join!(up, down) } => match r {
             Ok(((), ())) => RelayEnd::Closed,
             Err(e) => RelayEnd::Error(e),
         },
-        () = watchdog(&last, idle_limit) => RelayEnd::Idle,
+        () = OnlyWhenWoken::new(watchdog(&last, idle_limit)) => RelayEnd::Idle,
     }
 }
 

@@ -11,6 +11,7 @@ use crate::ConnCtx;
 use crate::relay::{RelayEnd, relay};
 use crate::route::Route;
 use crate::state::{Active, AdminState, ServiceRuntime};
+use crate::woken::OnlyWhenWoken;
 
 pub(crate) async fn serve(
     client: TcpStream,
@@ -49,13 +50,22 @@ pub(crate) async fn serve(
     }
     let client_idle = Duration::from_millis(proxy_cfg.client_timeout_ms.max(1));
     let server_idle = Duration::from_millis(proxy_cfg.server_timeout_ms.max(1));
+    // Halt-with-close and shutdown, polled only when they fire (not on every I/O wake-up of the relay).
+    let halted = OnlyWhenWoken::new(async {
+        tokio::select! {
+            _ = kill.cancelled() => true,
+            _ = ctx.shutdown.cancelled() => false,
+        }
+    });
     tokio::select! {
+        biased;
         end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters) => match end {
             RelayEnd::Closed => {}
             RelayEnd::Idle => tracing::debug!(service = %svc.cfg.label, client = %peer, "idle timeout"),
             RelayEnd::Error(e) => tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "relay ended"),
         },
-        _ = kill.cancelled() => tracing::info!(service = %svc.cfg.label, server = %server.label, client = %peer, "closed by halt"),
-        _ = ctx.shutdown.cancelled() => {}
+        by_halt = halted => if by_halt {
+            tracing::info!(service = %svc.cfg.label, server = %server.label, client = %peer, "closed by halt");
+        },
     }
 }
