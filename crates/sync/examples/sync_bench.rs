@@ -87,19 +87,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Clients whose entries the lag test keeps updating (a steady-state table: no growth).
+const LAG_KEYS: u32 = 50_000;
+
 async fn lag(rate: u32, seconds: u32, port: u16) {
     let clock = Clock::new();
     let (a, b) = (tables(), tables());
-    let (ha, _hb) = start_pair(port, a.clone(), b.clone(), clock).await;
-    let mut st = ha.status();
-    tokio::time::timeout(Duration::from_secs(5), st.wait_for(|s| s.connected))
-        .await
-        .unwrap()
-        .unwrap();
+    {
+        let mut t = a.lock().unwrap();
+        let table = t.get_mut("nova_novncproxy").unwrap();
+        for i in 0..LAG_KEYS {
+            table.set(&key(i), "Overcloud-controller-1", 0);
+        }
+    }
+    let (ha, hb) = start_pair(port, a.clone(), b.clone(), clock).await;
+    let mut st = hb.status();
+    let ready = tokio::time::timeout(
+        Duration::from_secs(10),
+        st.wait_for(|s| s.caught_up && s.tables[0].local_entries == LAG_KEYS as u64),
+    )
+    .await
+    .is_ok();
+    assert!(ready, "initial resync did not finish");
     let base = Instant::now();
     let total = rate * seconds;
     let stop = Arc::new(AtomicBool::new(false));
-    // Producer: every millisecond, the updates due by now, labelled with their send time (µs).
+    // Producer: every half millisecond, the updates due by now. Update n moves client n % K to
+    // a server label carrying n and its send time (µs).
     let producer = {
         let a = a.clone();
         std::thread::spawn(move || {
@@ -110,9 +124,9 @@ async fn lag(rate: u32, seconds: u32, port: u16) {
                     let mut t = a.lock().unwrap();
                     let table = t.get_mut("nova_novncproxy").unwrap();
                     let now = clock.now_ms();
-                    for i in sent..due {
+                    for n in sent..due {
                         let us = base.elapsed().as_micros();
-                        table.set(&key(i), &format!("t{us}"), now);
+                        table.set(&key(n % LAG_KEYS), &format!("{n}:{us}"), now);
                     }
                     sent = due;
                 }
@@ -120,7 +134,7 @@ async fn lag(rate: u32, seconds: u32, port: u16) {
             }
         })
     };
-    // Observer: updates arrive in log order; follow the keys in order and time each arrival.
+    // Observer: updates arrive in log order; follow them in order and time each arrival.
     let observer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -133,11 +147,19 @@ async fn lag(rate: u32, seconds: u32, port: u16) {
                     let table = t.get("nova_novncproxy").unwrap();
                     let now = clock.now_ms();
                     while next < total {
-                        let Some(e) = table.peek(&key(next), now) else {
+                        let Some(e) = table.peek(&key(next % LAG_KEYS), now) else {
                             break;
                         };
-                        let sent_us: u128 = e.server[1..].parse().unwrap();
-                        lags.push((base.elapsed().as_micros() - sent_us) as f64 / 1000.0);
+                        let Some((n, us)) = e.server.split_once(':') else {
+                            break;
+                        };
+                        let (n, sent_us): (u32, u128) = (n.parse().unwrap(), us.parse().unwrap());
+                        if n < next {
+                            break;
+                        }
+                        lags.push(
+                            (base.elapsed().as_micros().saturating_sub(sent_us)) as f64 / 1000.0,
+                        );
                         next += 1;
                     }
                 }
@@ -152,12 +174,15 @@ async fn lag(rate: u32, seconds: u32, port: u16) {
         .unwrap();
     stop.store(true, Ordering::Relaxed);
     lags.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let s = ha.status().borrow().clone();
     println!(
-        "lag at {rate:>6} updates/s for {seconds} s: applied {}/{total}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "lag at {rate:>6} updates/s for {seconds} s: applied {}/{total}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} frames, {:.1} MB sent)",
         lags.len(),
         percentile(&lags, 0.50),
         percentile(&lags, 0.99),
-        lags.last().copied().unwrap_or(f64::NAN)
+        lags.last().copied().unwrap_or(f64::NAN),
+        s.counters.frames_sent,
+        s.counters.bytes_sent as f64 / 1e6,
     );
 }
 
