@@ -4,6 +4,40 @@
 //! stick-table replication and `cluster.toml` push (sans-IO state machines) and the thin tokio
 //! driver that runs them. The daemon gives it the stick tables, a [`ConfigSink`] that validates
 //! and applies a pushed `cluster.toml`, and reads back a [`SyncStatus`]. See `PROTOCOL.md`.
+//!
+//! # Wiring it into the daemon
+//! ```no_run
+//! # async fn example(tables: tandem_sync::SharedTables, clock: tandem_stick::Clock) -> std::io::Result<()> {
+//! use tandem_sync::*;
+//! struct Sink; // the daemon's: validate like `tandem check`, write atomically, apply live
+//! impl ConfigSink for Sink {
+//!     fn offer(&mut self, bytes: &[u8], generation: u64, digest: &str) -> Result<(), String> {
+//!         # let _ = (bytes, generation, digest);
+//!         Ok(())
+//!     }
+//! }
+//! let secret = Secret::from_file_contents(&std::fs::read("/etc/tandem/secret")?)
+//!     .map_err(std::io::Error::other)?;
+//! let params = SyncParams {
+//!     local: "192.168.1.21:7778".parse().unwrap(),   // node.address : node.sync_port
+//!     peer: "192.168.1.22:7778".parse().unwrap(),    // node.peer : node.sync_port
+//!     identity: Identity::new("openstack", secret),  // [cluster] name
+//!     role: ConfigRole::Primary,                     // node.role
+//!     settings: SyncSettings::default(),
+//! };
+//! let running = LocalConfig {
+//!     bytes: std::fs::read("/etc/tandem/cluster.toml")?,
+//!     version: ConfigVersion { generation: 7, digest: "ab12…".into() },
+//! };
+//! let handle = spawn_sync(params, tables, clock, Box::new(Sink), Some(running), false).await?;
+//! handle.set_active(true);            // from the election
+//! let connected = handle.status().borrow().connected; // copy out: never hold the borrow
+//! # let _ = connected;
+//! # Ok(()) }
+//! ```
+//! `ConfigSink::offer` runs on the sync task: keep it to validation, one small file write and
+//! handing the new configuration to the proxy. Never keep a `borrow()` of the status channel
+//! across an `.await` (it blocks the publisher).
 
 pub mod config_push;
 pub mod driver;
