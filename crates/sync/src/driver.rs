@@ -530,6 +530,7 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_publish = now;
         let mut full_since: Option<u64> = None;
+        let mut last_sizes = now;
         let (sent_base_frames, sent_base_bytes) =
             (self.counters.frames_sent, self.counters.bytes_sent);
         let end = loop {
@@ -549,12 +550,16 @@ impl Driver {
                 };
                 let message = if outbox.is_empty() {
                     let tables = lock(&self.tables);
-                    match self.replicator.poll_message(&tables, now) {
-                        Some(m) => Message::Repl(m),
-                        None if session.keepalive_due(now) => {
-                            Message::Repl(self.replicator.sizes_message(&tables))
+                    // Table sizes go out every keepalive interval, busy or idle: they are the
+                    // keepalive and keep the peer's view of our entry counts fresh.
+                    if now.saturating_sub(last_sizes) >= self.params.settings.timers.keepalive_ms {
+                        last_sizes = now;
+                        Message::Repl(self.replicator.sizes_message(&tables))
+                    } else {
+                        match self.replicator.poll_message(&tables, now) {
+                            Some(m) => Message::Repl(m),
+                            None => break,
                         }
-                        None => break,
                     }
                 } else {
                     outbox.remove(0)
