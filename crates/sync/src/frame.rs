@@ -89,3 +89,41 @@ impl Opener {
         self.expected_seq
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pair() -> (Sealer, Opener) {
+        let key = || hmac::Key::new(hmac::HMAC_SHA256, b"test key of some length");
+        (Sealer::new(key()), Opener::new(key()))
+    }
+
+    proptest! {
+        /// Any change to a sealed frame (a flipped bit, a cut, extra bytes) is refused, and
+        /// arbitrary input never panics.
+        #[test]
+        fn tampered_frames_never_open(
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            flip in any::<usize>(),
+            bit in 0u8..8,
+            cut in any::<usize>(),
+            junk in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let (mut sealer, _) = pair();
+            let frame = sealer.seal(&payload).unwrap();
+            let mut flipped = frame.clone();
+            let i = flip % flipped.len();
+            flipped[i] ^= 1 << bit;
+            prop_assert!(pair().1.open::<Vec<u8>>(&flipped).is_err());
+            let cut = cut % frame.len();
+            prop_assert!(pair().1.open::<Vec<u8>>(&frame[..cut]).is_err());
+            let mut longer = frame.clone();
+            longer.push(0);
+            prop_assert!(pair().1.open::<Vec<u8>>(&longer).is_err());
+            let _ = pair().1.open::<Vec<u8>>(&junk);
+            prop_assert_eq!(pair().1.open::<Vec<u8>>(&frame).unwrap(), payload);
+        }
+    }
+}
