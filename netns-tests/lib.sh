@@ -75,6 +75,7 @@ lab_build() { # build what is missing: the lab tools, and tandem when asked (lab
   fi
   BACKEND=$(pick_bin tnd-backend); PROBE=$(pick_bin tnd-probe); WATCH=$(pick_bin tnd-watch); JSON=$(pick_bin tnd-json)
   TANDEM=$(pick_bin tandem)
+  log "using ${TANDEM:-no tandem binary} and $PROBE"
 }
 
 # ---------------------------------------------------------------- processes
