@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub use page::render_overview;
+pub use page::{render_overview, urlencode};
 
 /// What an operator can do to one real server (the appliance's buttons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -155,7 +155,8 @@ button{{margin-right:.3em}} .meta td{{border:none;padding:.1em .6em}}
     html
 }
 
-fn urlencode(text: &str) -> String {
+/// Percent-encode a label for a URL path segment (unreserved characters kept).
+pub fn urlencode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

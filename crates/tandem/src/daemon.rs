@@ -301,32 +301,17 @@ fn floating_vips(node: &NodeConfig, cluster: &ClusterConfig) -> Result<FloatingV
     )?)
 }
 
+/// The config digest as the heartbeat carries it (hex as the config crate prints it).
 pub fn digest_bytes(digest_hex: &str) -> [u8; 32] {
     let mut bytes = [0u8; 32];
-    if let Ok(decoded) = hex_decode(digest_hex)
-        && decoded.len() == 32
-    {
-        bytes.copy_from_slice(&decoded);
+    if hex::decode_to_slice(digest_hex, &mut bytes).is_err() {
+        tracing::error!(digest_hex, "config digest is not 64 hex digits");
     }
     bytes
 }
 
-fn hex_decode(text: &str) -> Result<Vec<u8>, ()> {
-    if !text.len().is_multiple_of(2) {
-        return Err(());
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                .ok_or(())
-        })
-        .collect()
-}
-
 fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 impl Daemon {

@@ -142,8 +142,8 @@ fn execute(cli: &Cli) -> Result<ExitCode> {
             };
             let path = format!(
                 "/api/servers/{}/{}/{action}{}",
-                urlencode(service),
-                urlencode(server),
+                tandem_admin::urlencode(service),
+                tandem_admin::urlencode(server),
                 if *close { "?close=1" } else { "" }
             );
             post(cli, &path)
@@ -193,16 +193,4 @@ fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-fn urlencode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
