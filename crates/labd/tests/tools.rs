@@ -1,0 +1,205 @@
+//! The lab programs end to end on loopback: a backend, the probe against it (TCP and HTTP), the probe against a
+//! closed port, the fill mode, and tnd-json.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Backend(Child);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Three ports nobody else in this test run uses (derived from the pid, in a high range).
+fn ports() -> [u16; 3] {
+    let base = 40_000 + (std::process::id() % 5_000) as u16 * 3;
+    [base, base + 1, base + 2]
+}
+
+fn start_backend(dir: &tempfile::TempDir, tcp: u16, http: u16) -> Backend {
+    let ready = dir.path().join("ready");
+    let child = Command::new(env!("CARGO_BIN_EXE_tnd-backend"))
+        .args(["--name", "ctl9", "--address", "127.0.0.1"])
+        .args([
+            "--ports",
+            &format!("{tcp},{http}"),
+            "--http-ports",
+            &http.to_string(),
+        ])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let backend = Backend(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "backend never became ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    backend
+}
+
+fn probe(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tnd-probe"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn probe_measures_a_backend_over_tcp_and_http_and_a_closed_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let [tcp, http, closed] = ports();
+    let _backend = start_backend(&dir, tcp, http);
+
+    let tcp_target = format!("127.0.0.1:{tcp}");
+    let s = probe(&[
+        "--target",
+        &tcp_target,
+        "--interval-ms",
+        "5",
+        "--duration-ms",
+        "300",
+    ]);
+    assert!(s["attempts"].as_u64().unwrap() >= 20, "{s}");
+    assert_eq!(s["failed_requests"], 0, "{s}");
+    assert_eq!(s["client_outage_ms"], 0.0, "{s}");
+    assert_eq!(s["answered_by"]["ctl9"], s["successes"], "{s}");
+
+    let http_target = format!("127.0.0.1:{http}");
+    let s = probe(&[
+        "--target",
+        &http_target,
+        "--mode",
+        "http",
+        "--interval-ms",
+        "5",
+        "--duration-ms",
+        "300",
+    ]);
+    assert_eq!(s["failed_requests"], 0, "{s}");
+    assert_eq!(s["answered_by"]["ctl9"], s["successes"], "{s}");
+
+    // the wrong protocol on a port is a bad answer, not a success
+    let s = probe(&[
+        "--target",
+        &http_target,
+        "--interval-ms",
+        "20",
+        "--duration-ms",
+        "100",
+    ]);
+    assert_eq!(s["successes"], 0, "{s}");
+
+    let closed_target = format!("127.0.0.1:{closed}");
+    let s = probe(&[
+        "--target",
+        &closed_target,
+        "--interval-ms",
+        "10",
+        "--duration-ms",
+        "100",
+    ]);
+    assert_eq!(s["successes"], 0, "{s}");
+    assert_eq!(s["recovered"], false, "{s}");
+    assert!(s["failures"]["refused"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["client_outage_ms"].as_f64().unwrap() >= 90.0, "{s}");
+
+    let s = probe(&[
+        "--target",
+        &tcp_target,
+        "--fill",
+        "300",
+        "--concurrency",
+        "16",
+    ]);
+    assert_eq!(s["attempts"], 300, "{s}");
+    assert_eq!(s["successes"], 300, "{s}");
+}
+
+#[test]
+fn probe_stops_on_its_stop_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop: PathBuf = dir.path().join("stop");
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tnd-probe"))
+        .args([
+            "--target",
+            "127.0.0.1:9",
+            "--interval-ms",
+            "10",
+            "--duration-ms",
+            "20000",
+            "--stop-file",
+        ])
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&stop, b"").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn json_tool_builds_reads_and_compares() {
+    let json = env!("CARGO_BIN_EXE_tnd-json");
+    let out = Command::new(json)
+        .args(["obj", "a=x", "n:=3", "m:={\"k\":[1,2]}"])
+        .output()
+        .unwrap();
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        built,
+        serde_json::json!({"a": "x", "n": 3, "m": {"k": [1, 2]}})
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let before = dir.path().join("before.json");
+    let after = dir.path().join("after.json");
+    std::fs::write(
+        &before,
+        r#"{"t":[{"label":"a","n":1}],"map":{"x":"1","y":"2","z":"3"}}"#,
+    )
+    .unwrap();
+    std::fs::write(&after, r#"{"map":{"x":"1","y":"9"}}"#).unwrap();
+    let get = Command::new(json)
+        .args(["get", "t.label=a.n"])
+        .arg(&before)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "1");
+    let diff = Command::new(json)
+        .args(["mapdiff", "map"])
+        .arg(&before)
+        .arg(&after)
+        .output()
+        .unwrap();
+    let diff: Value = serde_json::from_slice(&diff.stdout).unwrap();
+    assert_eq!(
+        diff,
+        serde_json::json!({"before": 3, "after": 2, "compared": 2, "changed": 1, "missing": 1})
+    );
+    let bad = Command::new(json)
+        .args(["get", "a"])
+        .arg(dir.path().join("missing.json"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
