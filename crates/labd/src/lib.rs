@@ -6,6 +6,7 @@
 //!   summary (failed requests, client outage, which controllers answered).
 //! - `tnd-watch` watches one address on the local interfaces and prints a timestamped line each time it appears or
 //!   disappears, so drills can time a takeover to the millisecond and count flaps.
+//! - `tnd-json` builds and reads the drills' JSON lines (so the scripts need no jq).
 //!
 //! This library holds what can be tested without sockets: the port table, the banner format, the `--sources`
 //! parser and the attempt-log summary (the definition of `client_outage_ms`).
