@@ -310,6 +310,7 @@ pub struct Election {
     claim_seq: Option<u64>,
     /// Sequence number of our latest heartbeat that allowed the peer to take the VIPs.
     grant_seq: u64,
+    last_sent_granting: bool,
     admin_request_until: Option<u64>,
     request_flag_sent: bool,
     /// After releasing on purpose, a primary does not fail back until it is active again.
@@ -353,6 +354,7 @@ impl Election {
             handover_pending: false,
             claim_seq: None,
             grant_seq: 0,
+            last_sent_granting: false,
             admin_request_until: None,
             request_flag_sent: false,
             failback_suppressed: false,
@@ -549,18 +551,25 @@ impl Election {
         };
         // Remember the last heartbeat with which the peer may take the VIPs (handover, stopped, fault, or
         // acknowledging its claim): news from the peer older than that is not trusted to mean "it did not".
+        let grants = self.granting();
+        if grants {
+            self.grant_seq = self.seq;
+        }
+        self.last_sent_granting = grants;
+        hb
+    }
+
+    /// Would a heartbeat built now let the peer take the VIPs (handover, stopped, fault, or acknowledging its
+    /// claim while standing by)?
+    fn granting(&self) -> bool {
         let peer_claims = self
             .peer
             .as_ref()
             .is_some_and(|p| p.heartbeat.state == NodeState::Claiming);
-        let grants = !holds
-            && (hb.handover
-                || matches!(self.state, NodeState::Stopped | NodeState::Fault)
-                || (matches!(self.state, NodeState::Init | NodeState::Standby) && peer_claims));
-        if grants {
-            self.grant_seq = self.seq;
-        }
-        hb
+        !self.holds_vips()
+            && (matches!(self.state, NodeState::Stopped | NodeState::Fault)
+                || (self.handover_pending && self.state == NodeState::Standby)
+                || (matches!(self.state, NodeState::Init | NodeState::Standby) && peer_claims))
     }
 
     // ---- inputs -------------------------------------------------------------------------------------------------
@@ -924,7 +933,14 @@ impl Election {
     /// Has the peer seen our latest heartbeat that let it take the VIPs?
     fn peer_saw_my_grant(&self, peer: &Heartbeat) -> bool {
         // The epoch check also discards news from a peer that has not heard this incarnation of us yet.
-        peer.ack_epoch == self.cfg.boot_epoch && peer.ack_seq >= self.grant_seq
+        // An offer decided but not sent yet cannot have been seen: both nodes offering the role to each other at
+        // once (each reading the other's older offer) must not both take it.
+        let required = if self.granting() && !self.last_sent_granting {
+            self.seq + 1
+        } else {
+            self.grant_seq
+        };
+        peer.ack_epoch == self.cfg.boot_epoch && peer.ack_seq >= required
     }
 
     /// Split brain: the primary keeps the VIPs; equal roles fall back to the lower node name.

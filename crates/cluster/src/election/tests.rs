@@ -805,3 +805,35 @@ fn late_heartbeat_of_an_old_incarnation_does_not_undo_a_handover() {
     sim.assert_clean();
     assert_eq!(sim.holders(), 1);
 }
+
+/// Found on loopback: `tandem takeover` processed before the peer's "acquiring" heartbeat arrived left both nodes
+/// offering the role to each other; each read the other's older offer and the role bounced back and forth.
+#[test]
+fn takeover_right_after_release_does_not_ping_pong() {
+    for delay in 0..4 {
+        for gap in 1..8 {
+            let mut p = SimParams::new(200);
+            p.max_delay_ms = delay;
+            p.vip_latency_ms = 1;
+            let mut sim = started(p);
+            sim.feed(0, Input::AdminRelease);
+            sim.run_for(gap);
+            sim.feed(0, Input::AdminTakeover);
+            sim.run_for(1000);
+            let flips = sim.nodes[1].e().stats().takeovers;
+            if !sim.nodes[0].is_active() || flips > 1 {
+                for (name, node) in NAMES.iter().zip(&sim.nodes) {
+                    for (t, e) in node.events.iter().filter(|(t, _)| *t >= 90) {
+                        eprintln!("{name} {t:5} {e:?}");
+                    }
+                }
+            }
+            assert!(sim.nodes[0].is_active(), "delay {delay} gap {gap}");
+            assert!(
+                flips <= 1,
+                "delay {delay} gap {gap}: lb2 took over {flips} times"
+            );
+            sim.assert_clean();
+        }
+    }
+}
