@@ -137,6 +137,7 @@ async fn serve_http(
         peer,
         vip_port,
         activity: activity.clone(),
+        client_ip: HeaderValue::from_str(&peer.ip().to_string()).ok(),
     });
     let service = hyper::service::service_fn(move |req| {
         let rc = req_ctx.clone();
@@ -186,6 +187,8 @@ struct RequestCtx {
     peer: SocketAddr,
     vip_port: u16,
     activity: Arc<Activity>,
+    /// The client address as a header value, built once per connection for X-Forwarded-For.
+    client_ip: Option<HeaderValue>,
 }
 
 /// Counts a request in flight on the client connection until the response body is done.
@@ -369,7 +372,7 @@ async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBo
     } else {
         None
     };
-    prepare_request(&mut parts, rc.peer.ip(), upgrade);
+    prepare_request(&mut parts, rc.peer.ip(), rc.client_ip.as_ref(), upgrade);
     let bodyless = body.is_end_stream();
     let mut req = Some(Request::from_parts(parts, UpBody::Client(body)));
 
@@ -436,9 +439,14 @@ async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBo
                             server.kill_token(),
                         );
                     }
-                    let insert_cookie = cookie_mode
+                    let insert_cookie = if cookie_mode
                         && !fallback
-                        && cookie_label.as_deref() != Some(server.label.as_str());
+                        && cookie_label.as_deref() != Some(server.label.as_str())
+                    {
+                        index.and_then(|i| svc.cookie_value(i))
+                    } else {
+                        None
+                    };
                     return finish_response(
                         resp,
                         sender,
@@ -446,7 +454,6 @@ async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBo
                         active,
                         in_flight,
                         insert_cookie,
-                        svc,
                         upgrade,
                     );
                 }
@@ -524,23 +531,15 @@ fn finish_response(
     server: Arc<ServerRuntime>,
     active: ActiveOwned,
     in_flight: InFlight,
-    insert_cookie: bool,
-    svc: &ServiceRuntime,
+    insert_cookie: Option<HeaderValue>,
     upgrade: bool,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(&mut parts.headers, upgrade && switching);
-    if insert_cookie {
-        let value = format!(
-            "{}={}; Path=/",
-            svc.cfg.persistence.cookie_name,
-            encode_cookie_value(&server.label)
-        );
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            parts.headers.append(header::SET_COOKIE, v);
-            add_nocache(&mut parts.headers);
-        }
+    if let Some(v) = insert_cookie {
+        parts.headers.append(header::SET_COOKIE, v);
+        add_nocache(&mut parts.headers);
     }
     let finish = Finish {
         sender,
@@ -570,6 +569,10 @@ fn finish_response(
 /// `Cache-Control: no-cache="set-cookie"` so shared caches never store the persistence cookie.
 fn add_nocache(headers: &mut HeaderMap) {
     const NOCACHE: &str = "no-cache=\"set-cookie\"";
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NOCACHE));
+        return;
+    }
     let existing: Vec<String> = headers
         .get_all(header::CACHE_CONTROL)
         .iter()
@@ -685,7 +688,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, upgrade: bool) {
+fn prepare_request(
+    parts: &mut http::request::Parts,
+    client: IpAddr,
+    client_value: Option<&HeaderValue>,
+    upgrade: bool,
+) {
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // Absolute-form request targets go upstream in origin form, with Host taken from them if absent.
     if parts.uri.authority().is_some() {
@@ -704,7 +712,12 @@ fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, upgrade: bo
             parts.uri = u;
         }
     }
-    append_forwarded_for(&mut parts.headers, client);
+    match client_value {
+        Some(v) if !parts.headers.contains_key("x-forwarded-for") => {
+            parts.headers.insert("x-forwarded-for", v.clone());
+        }
+        _ => append_forwarded_for(&mut parts.headers, client),
+    }
 }
 
 /// Append the client address to `X-Forwarded-For` (one header, comma-separated, as HAProxy's `option forwardfor`).

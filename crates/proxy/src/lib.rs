@@ -532,6 +532,18 @@ fn build_service(
         fallback,
         fallback_runtime,
         bind_errors: Mutex::new(Vec::new()),
+        cookies: svc
+            .servers
+            .iter()
+            .map(|s| {
+                ::http::HeaderValue::from_str(&format!(
+                    "{}={}; Path=/",
+                    svc.persistence.cookie_name,
+                    crate::http::encode_cookie_value(&s.label)
+                ))
+                .ok()
+            })
+            .collect(),
     }
 }
 

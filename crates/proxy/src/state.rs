@@ -256,6 +256,8 @@ pub struct ServiceRuntime {
     pub fallback: Option<FallbackServer>,
     pub(crate) fallback_runtime: Option<Arc<ServerRuntime>>,
     pub(crate) bind_errors: Mutex<Vec<String>>,
+    /// Per server (same order): `NAME=label; Path=/` for http-cookie persistence.
+    pub(crate) cookies: Vec<Option<::http::HeaderValue>>,
 }
 
 impl ServiceRuntime {
@@ -280,6 +282,11 @@ impl ServiceRuntime {
         lock(&self.balancer).pick_with(self.servers.len(), |i| {
             self.servers[i].candidate(exclude.contains(&i))
         })
+    }
+
+    /// The `Set-Cookie` value naming server `i` (http-cookie persistence), built once per service.
+    pub(crate) fn cookie_value(&self, i: usize) -> Option<::http::HeaderValue> {
+        self.cookies.get(i).cloned().flatten()
     }
 
     pub(crate) fn index_of(&self, label: &str) -> Option<usize> {
