@@ -308,9 +308,10 @@ pub struct Election {
     handover_pending: bool,
     /// Sequence number of the heartbeat that announced our claim.
     claim_seq: Option<u64>,
-    /// Sequence number of our latest heartbeat that allowed the peer to take the VIPs.
-    grant_seq: u64,
-    last_sent_granting: bool,
+    /// Sequence number of the first heartbeat of the current run of heartbeats that do (or do not) let the peer
+    /// take the VIPs: a grant from the peer counts only if it acknowledges it.
+    status_seq: u64,
+    last_sent_status: (bool, bool),
     admin_request_until: Option<u64>,
     request_flag_sent: bool,
     /// After releasing on purpose, a primary does not fail back until it is active again.
@@ -353,8 +354,8 @@ impl Election {
             release_then: NodeState::Standby,
             handover_pending: false,
             claim_seq: None,
-            grant_seq: 0,
-            last_sent_granting: false,
+            status_seq: 0,
+            last_sent_status: (false, false),
             admin_request_until: None,
             request_flag_sent: false,
             failback_suppressed: false,
@@ -549,14 +550,21 @@ impl Election {
             servers_up: self.servers_up,
             servers_total: self.servers_total,
         };
-        // Remember the last heartbeat with which the peer may take the VIPs (handover, stopped, fault, or
-        // acknowledging its claim): news from the peer older than that is not trusted to mean "it did not".
-        let grants = self.granting();
-        if grants {
-            self.grant_seq = self.seq;
+        // Remember where the current run of offering (or not offering) heartbeats began: news from the peer
+        // older than that is not trusted as a grant.
+        let status = self.offer_status();
+        if status != self.last_sent_status {
+            self.status_seq = self.seq;
         }
-        self.last_sent_granting = grants;
+        self.last_sent_status = status;
         hb
+    }
+
+    /// (may hold the VIPs, lets the peer take them): a grant from the peer is only trusted if it was written after
+    /// the peer saw our current value. Holding in between makes an older offer of the peer stale: it is not taken
+    /// twice.
+    fn offer_status(&self) -> (bool, bool) {
+        (self.holds_vips(), self.granting())
     }
 
     /// Would a heartbeat built now let the peer take the VIPs (handover, stopped, fault, or acknowledging its
@@ -650,6 +658,8 @@ impl Election {
                         }
                         let t = self.cfg.timings;
                         self.admin_request_until = Some(now + t.dead_ms + t.interval_ms);
+                        // Asking for the role withdraws any offer of it still standing.
+                        self.handover_pending = false;
                         self.send_now = true;
                     }
                     // Still starting and the peer not heard yet: acquiring blind could overlap with a peer whose
@@ -815,9 +825,15 @@ impl Election {
         }
         let grant_from_peer =
             peer.handover || matches!(peer.state, NodeState::Stopped | NodeState::Fault);
-        if grant_from_peer && !self.peer_saw_my_grant(&peer) {
-            // The peer wrote this before it saw the role we offered it (or an older incarnation of the peer wrote
-            // it): it may be taking the VIPs right now. Wait for news that acknowledges our offer.
+        let mutual_offer = peer.handover && self.handover_pending;
+        if mutual_offer {
+            // Both nodes offer the role to each other (each released before seeing the other's release): taking
+            // the peer's offer could overlap with the peer taking ours. Withdraw ours; the claim below decides,
+            // and a later offer of the peer counts once it acknowledges the withdrawal.
+            self.handover_pending = false;
+        } else if grant_from_peer && !self.peer_saw_my_status(&peer) {
+            // The peer wrote this before it saw our current offer status (or an older incarnation of the peer wrote
+            // it): it may be taking the VIPs right now. Wait for news that acknowledges it.
             return;
         }
         match peer.state {
@@ -827,7 +843,7 @@ impl Election {
             NodeState::Releasing | NodeState::Acquiring | NodeState::Active => return,
             NodeState::Init | NodeState::Standby | NodeState::Claiming => {}
         }
-        if peer.handover {
+        if peer.handover && !mutual_offer {
             return self.start_acquire(Reason::HandoverFromPeer, now, out);
         }
         let wins = !self.handover_pending && self.wins_claim(&peer, now);
@@ -931,15 +947,14 @@ impl Election {
     }
 
     /// Has the peer seen our latest heartbeat that let it take the VIPs?
-    fn peer_saw_my_grant(&self, peer: &Heartbeat) -> bool {
-        // The epoch check also discards news from a peer that has not heard this incarnation of us yet.
-        // An offer decided but not sent yet cannot have been seen: both nodes offering the role to each other at
-        // once (each reading the other's older offer) must not both take it.
-        let required = if self.granting() && !self.last_sent_granting {
+    fn peer_saw_my_status(&self, peer: &Heartbeat) -> bool {
+        // A change of offer decided but not sent yet cannot have been seen.
+        let required = if self.offer_status() != self.last_sent_status {
             self.seq + 1
         } else {
-            self.grant_seq
+            self.status_seq
         };
+        // The epoch check also discards news from a peer that has not heard this incarnation of us yet.
         peer.ack_epoch == self.cfg.boot_epoch && peer.ack_seq >= required
     }
 

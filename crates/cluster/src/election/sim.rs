@@ -473,7 +473,21 @@ impl Sim {
                 });
                 continue;
             };
-            if self.guards[f.to].check(&hb).is_ok() {
+            let verdict = self.guards[f.to].check(&hb);
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!(
+                    "{now:5} {} <- seq {} {:?} holds={} handover={} req={} ack={} {}",
+                    NAMES[f.to],
+                    hb.seq,
+                    hb.state,
+                    hb.holds_vips,
+                    hb.handover,
+                    hb.takeover_request,
+                    hb.ack_seq,
+                    if verdict.is_ok() { "" } else { "DROPPED" }
+                );
+            }
+            if verdict.is_ok() {
                 self.feed(f.to, Input::PeerHeartbeat(hb));
             }
         }

@@ -738,6 +738,31 @@ proptest! {
         prop_assert_eq!(sim.active_count(), 1);
     }
 
+    /// Admin commands move the role at most once each, whatever their timing against heartbeats in flight.
+    #[test]
+    fn admin_commands_never_bounce_the_role(
+        seed in any::<u64>(),
+        interval in prop_oneof![Just(10u64), Just(50), Just(200)],
+        delay_pct in 0u64..=30,
+        commands in proptest::collection::vec((0usize..2, any::<bool>(), 0u64..30), 1..20),
+    ) {
+        let mut p = SimParams::new(interval);
+        p.seed = seed;
+        p.max_delay_ms = interval * delay_pct / 100;
+        let mut sim = Sim::new(p.clone());
+        sim.run_for(interval * 3);
+        let before: u64 = (0..2).map(|i| sim.nodes[i].e().stats().takeovers).sum();
+        for (i, takeover, gap) in &commands {
+            sim.feed(*i, if *takeover { Input::AdminTakeover } else { Input::AdminRelease });
+            sim.run_for(*gap);
+        }
+        sim.run_for(p.timings.dead_ms * 3);
+        let after: u64 = (0..2).map(|i| sim.nodes[i].e().stats().takeovers).sum();
+        prop_assert!(after - before <= commands.len() as u64, "{} moves for {} commands", after - before, commands.len());
+        prop_assert_eq!(sim.holders(), 1);
+        prop_assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    }
+
     /// No flapping: whatever the link does, a standby that restarts over and over never moves the active role
     /// (auto_failback off).
     #[test]
