@@ -455,6 +455,12 @@ impl Proxy {
             }
             st.listeners.clear();
             st.checks.clear();
+            // Idle upstream HTTP connections close when their handles go.
+            for svc in st.services.values() {
+                for server in svc.servers.iter().chain(svc.fallback_runtime.iter()) {
+                    server.pool.clear();
+                }
+            }
         }
         // Let the connection tasks observe the cancellation.
         tokio::task::yield_now().await;

@@ -748,3 +748,28 @@ async fn unbindable_port_is_a_service_error_and_others_run() {
     assert_eq!(who(sa("127.20.11.1:7005")).await.unwrap(), "a");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_listeners_and_established_connections() {
+    init_tracing();
+    let a = Backend::start("a", sa("127.20.12.11:7001")).await;
+    let vip = sa("127.20.12.1:7000");
+    let proxy = start(cluster(vec![service(
+        "bye",
+        vip,
+        Mode::Tcp,
+        vec![server("a", a.addr, 1)],
+    )]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "bye")).await;
+    let (_, mut held) = hold(vip).await;
+    proxy.shutdown().await;
+    let mut one = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(2), held.read(&mut one))
+        .await
+        .unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert!(
+        TcpStream::connect(vip).await.is_err(),
+        "listener closed at once"
+    );
+}
