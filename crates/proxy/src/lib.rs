@@ -22,9 +22,10 @@
 //! - **Drain** (and weight 0): only persistent clients get new connections; for `last-successful` the shared entry
 //!   moves away from a drained server, since the point is to move the writer. **Halt**: no new connections;
 //!   existing ones finish, or are closed at once with `close_existing`. Admin states survive reloads.
-//! - **Timeouts** (per service `proxy` settings): `connect_timeout_ms` bounds each connect; in TCP mode the
-//!   connection closes after `client_timeout_ms` of silence while waiting on the client or `server_timeout_ms`
-//!   while waiting on the server (traffic in either direction counts as activity). In HTTP mode
+//! - **Timeouts** (per service `proxy` settings): `connect_timeout_ms` bounds each connect; in TCP mode a
+//!   connection with no byte moving in either direction is closed after the smaller of `client_timeout_ms` and
+//!   `server_timeout_ms` (after `server_timeout_ms` once the client has half-closed, `client_timeout_ms` once the
+//!   server has); a peer that stops reading counts as silence too. In HTTP mode
 //!   `server_timeout_ms` bounds the wait for a response (504), `client_timeout_ms` closes idle keep-alive
 //!   connections, and a request head must arrive within min(10 s, client timeout).
 //! - **Counters**: `bytes_in` = bytes from clients, `bytes_out` = bytes to clients. In TCP mode a server's
@@ -34,6 +35,15 @@
 //!   counters, admin state) and the listeners of VIP:ports that remain; established connections are never cut by a
 //!   reload. Removed services stop accepting; their established connections finish.
 //! - **Shutdown** ([`Proxy::shutdown`]) closes the listeners, stops the checks and closes established connections.
+//! - **Stick tables**: `source-ip` and `last-successful` services get a table in the shared [`SharedStickTables`]
+//!   (reconciled on every reload, entries naming removed servers dropped, expired entries swept every second);
+//!   all `now` values come from [`Proxy::clock`], which the replication session must share.
+//!
+//! # Public API (what the daemon calls)
+//! [`Proxy::start`] / [`Proxy::start_with`], [`Proxy::reload`] -> [`ReloadReport`],
+//! [`Proxy::set_server_state`] with [`AdminState`], [`Proxy::status`] -> [`ProxyStatus`] (serde),
+//! [`Proxy::service`] (live atomic counters for metrics), [`Proxy::stick_tables`], [`Proxy::clock`],
+//! [`Proxy::shutdown`].
 
 pub mod balance;
 pub mod health;
