@@ -6,6 +6,11 @@ mod metrics;
 mod render;
 
 use anyhow::Result;
+
+// The proxy allocates per request (hyper's request/response objects); mimalloc's thread-local
+// free lists cost less than glibc malloc there (malloc/free were ~6% of the HTTP profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};
 use client::AdminTarget;
 use std::path::PathBuf;
