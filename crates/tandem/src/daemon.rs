@@ -770,9 +770,10 @@ impl Daemon {
         let _ = self.cluster.commands.send(Command::Shutdown).await;
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut status = self.cluster.status.clone();
+        // The driver finishes once the peer confirmed it took over (or after its linger), so
+        // the last "stopped" heartbeats reach the peer before the process exits.
         while Instant::now() < deadline {
-            let state = status.borrow().state;
-            if state == tandem_cluster::wire::NodeState::Stopped {
+            if status.borrow().driver_finished {
                 break;
             }
             if tokio::time::timeout(Duration::from_millis(100), status.changed())
