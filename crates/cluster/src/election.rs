@@ -1,6 +1,6 @@
 //! The election: which node of the pair holds the VIPs. Sans-IO: [`Election::handle`] takes an [`Input`] and the
 //! current time in milliseconds (any monotonic origin) and returns [`Action`]s; [`Election::next_timeout`] says when
-//! it next needs a [`Input::Tick`]. See `PROTOCOL.md` for the rules in prose.
+//! it next needs a [`Input::Tick`]. See `docs/protocol.md` for the rules in prose.
 //!
 //! The core safety argument: a node adds the VIPs only when (a) it has not heard its peer for `dead_ms` (or never,
 //! after `init_dead_ms`), or (b) its peer's latest heartbeat says the peer holds no VIPs and grants it the role —

@@ -5,7 +5,7 @@
 //! - `driver`: the thin tokio task around both (socket, timers, ping nodes, status watch, admin commands).
 //!
 //! It does not touch the VIPs itself: the daemon implements `VipControl` with the vip crate. Protocol and rules are
-//! documented in `PROTOCOL.md`.
+//! documented in `docs/protocol.md`.
 
 pub mod driver;
 pub mod election;

@@ -3,7 +3,7 @@
 //! Owns the sync wire format ([`wire`], [`frame`]), the session opening ([`handshake`]),
 //! stick-table replication and `cluster.toml` push (sans-IO state machines) and the thin tokio
 //! driver that runs them. The daemon gives it the stick tables, a [`ConfigSink`] that validates
-//! and applies a pushed `cluster.toml`, and reads back a [`SyncStatus`]. See `PROTOCOL.md`.
+//! and applies a pushed `cluster.toml`, and reads back a [`SyncStatus`]. See `docs/protocol.md`.
 //!
 //! # Wiring it into the daemon
 //! ```no_run

@@ -45,7 +45,7 @@ pub struct SyncCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SyncStatus {
     pub connected: bool,
-    /// `"dial"` or `"accept"` (see `PROTOCOL.md` for the rule).
+    /// `"dial"` or `"accept"` (see `docs/protocol.md` for the rule).
     pub direction: String,
     pub peer: String,
     /// Protocol version of the current session.

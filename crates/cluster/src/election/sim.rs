@@ -123,7 +123,7 @@ impl SimParams {
         }
     }
 
-    /// Time for a split brain to be resolved once the link is healthy (see PROTOCOL.md).
+    /// Time for a split brain to be resolved once the link is healthy (see docs/protocol.md).
     pub fn settle_ms(&self) -> u64 {
         self.timings.interval_ms + 2 * self.max_delay_ms + 2 * self.vip_latency_ms + 2
     }
