@@ -824,40 +824,18 @@ impl Daemon {
         ))
     }
 
-    pub fn status_json(&self) -> serde_json::Value {
-        let cluster = self.cluster_status();
-        let current = self.current();
-        let vips_held = self
-            .vips_seen
-            .lock()
-            .map(|seen| seen.clone())
-            .unwrap_or_default();
-        let peer = cluster.peer.as_ref().map(|peer| {
-            serde_json::json!({
-                "name": peer.name,
-                "address": self.node.node.peer,
-                "role": peer.role.as_str(),
-                "state": if peer.alive { peer.state.as_str() } else { "dead" },
-                "alive": peer.alive,
-                "last_heard_ms": peer.last_heard.elapsed().as_millis() as u64,
-                "holds_vips": peer.holds_vips,
-                "config_generation": peer.config_generation,
-                "config_digest": hex_encode(&peer.config_digest),
-                "servers_up": peer.servers_up,
-                "servers_total": peer.servers_total,
-            })
-        });
+    /// "standalone", "peer not heard yet", "in sync" or "config out of sync: why".
+    fn config_sync_text(
+        &self,
+        cluster: &ClusterStatus,
+        current: &Current,
+        sync: Option<&SyncStatus>,
+    ) -> String {
         let peer_digest = cluster
             .peer
             .as_ref()
             .map(|peer| hex_encode(&peer.config_digest));
-        let sync_status = self.sync_status();
-        let sync = match (
-            &self.node.node.peer,
-            &sync_status,
-            &cluster.peer,
-            peer_digest,
-        ) {
+        match (&self.node.node.peer, &sync, &cluster.peer, peer_digest) {
             (None, _, _, _) => "standalone".to_owned(),
             // The sync session knows best once it has heard the peer's version.
             (Some(_), Some(sync), _, _) if sync.config.peer.is_some() => {
@@ -879,7 +857,37 @@ impl Daemon {
                 "config out of sync: peer runs generation {}",
                 peer.config_generation
             ),
-        };
+        }
+    }
+
+    fn vips_held(&self) -> Vec<IpAddr> {
+        self.vips_seen
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let cluster = self.cluster_status();
+        let current = self.current();
+        let vips_held = self.vips_held();
+        let peer = cluster.peer.as_ref().map(|peer| {
+            serde_json::json!({
+                "name": peer.name,
+                "address": self.node.node.peer,
+                "role": peer.role.as_str(),
+                "state": if peer.alive { peer.state.as_str() } else { "dead" },
+                "alive": peer.alive,
+                "last_heard_ms": peer.last_heard.elapsed().as_millis() as u64,
+                "holds_vips": peer.holds_vips,
+                "config_generation": peer.config_generation,
+                "config_digest": hex_encode(&peer.config_digest),
+                "servers_up": peer.servers_up,
+                "servers_total": peer.servers_total,
+            })
+        });
+        let sync_status = self.sync_status();
+        let sync = self.config_sync_text(&cluster, &current, sync_status.as_ref());
         let mut services = serde_json::to_value(self.proxy.status())
             .ok()
             .and_then(|status| status.get("services").cloned())
@@ -1047,13 +1055,18 @@ impl AdminBackend for Daemon {
     }
 
     fn metrics(&self) -> String {
-        metrics::render(
-            &self.cluster_status(),
-            &self.proxy.status(),
-            self.sync_status().as_ref(),
-            &self.current(),
-            &self.status_json(),
-        )
+        let cluster = self.cluster_status();
+        let current = self.current();
+        let sync = self.sync_status();
+        let config_sync = self.config_sync_text(&cluster, &current, sync.as_ref());
+        metrics::render(&metrics::Inputs {
+            cluster: &cluster,
+            proxy: &self.proxy.status(),
+            sync: sync.as_ref(),
+            current: &current,
+            vips_held: self.vips_held().len(),
+            config_in_sync: config_sync == "in sync" || config_sync == "standalone",
+        })
     }
 
     fn server_action(&self, service: &str, server: &str, action: ServerAction) -> ActionResult {

@@ -152,14 +152,26 @@ fn render_sync(b: &Builder, sync: &SyncStatus) {
     );
 }
 
+/// What one scrape reads.
+pub struct Inputs<'a> {
+    pub cluster: &'a ClusterStatus,
+    pub proxy: &'a ProxyStatus,
+    pub sync: Option<&'a SyncStatus>,
+    pub current: &'a Current,
+    pub vips_held: usize,
+    pub config_in_sync: bool,
+}
+
 /// Render every metric of this node.
-pub fn render(
-    cluster: &ClusterStatus,
-    proxy: &ProxyStatus,
-    sync: Option<&SyncStatus>,
-    current: &Current,
-    status: &serde_json::Value,
-) -> String {
+pub fn render(inputs: &Inputs<'_>) -> String {
+    let Inputs {
+        cluster,
+        proxy,
+        sync,
+        current,
+        vips_held,
+        config_in_sync,
+    } = *inputs;
     let b = Builder {
         registry: Registry::new(),
     };
@@ -195,11 +207,10 @@ pub fn render(
             .peer_last_heard_age()
             .map_or(-1.0, |age| age.as_secs_f64()),
     );
-    let held = status["node"]["vips_held"].as_array().map_or(0, Vec::len);
     b.int_gauge(
         "tandem_vips_held",
         "Number of VIPs present on this node's interface",
-        held as i64,
+        vips_held as i64,
     );
     b.counter(
         "tandem_takeovers_total",
@@ -258,10 +269,7 @@ pub fn render(
     b.int_gauge(
         "tandem_config_in_sync",
         "1 when the peer serves the same cluster.toml digest (standalone: 1)",
-        i64::from(matches!(
-            status["config"]["sync"].as_str(),
-            Some("in sync") | Some("standalone")
-        )),
+        i64::from(config_in_sync),
     );
 
     if let Some(sync) = sync {
