@@ -62,18 +62,21 @@ impl Balancer {
                 c.usable().then_some(c.weight)
             }),
             Balance::WeightedLeastConnections => {
-                let mut best: Option<Candidate> = None;
+                let mut best: Option<(usize, Candidate)> = None;
                 for i in 0..n {
                     let c = candidate(i);
-                    if c.usable() && best.is_none_or(|b| ratio_cmp(&c, &b).is_lt()) {
-                        best = Some(c);
+                    if c.usable() && best.is_none_or(|(_, b)| ratio_cmp(&c, &b).is_lt()) {
+                        best = Some((i, c));
                     }
                 }
-                let best = best?;
+                let (best_index, best) = best?;
+                // Connection counts move under us (other workers); if none ties any more on the
+                // second read, the least-loaded server of the first read is still a right answer.
                 self.smooth_wrr(n, |i| {
                     let c = candidate(i);
                     (c.usable() && ratio_cmp(&c, &best).is_eq()).then_some(c.weight)
                 })
+                .or(Some(best_index))
             }
         }
     }
@@ -115,6 +118,19 @@ mod tests {
             active,
             eligible: true,
         }
+    }
+
+    #[test]
+    fn least_connections_still_picks_when_counts_move_between_reads() {
+        // Another worker opens a connection between the two reads of the only server's count: the
+        // second read no longer ties with the first, and the answer must still be that server.
+        let mut b = Balancer::new(Balance::WeightedLeastConnections);
+        let reads = std::cell::Cell::new(0u64);
+        let picked = b.pick_with(1, |_| {
+            reads.set(reads.get() + 1);
+            c(1, 1998 + reads.get())
+        });
+        assert_eq!(picked, Some(0));
     }
 
     #[test]
