@@ -159,7 +159,8 @@ const TOP_KEYS: &[&str] = &[
     "fallback",
     "service",
 ];
-const HEARTBEAT_KEYS: &[&str] = &[
+/// Keys of `[heartbeat]` (also how node.toml recognises a heartbeat setting put in the wrong file).
+pub(crate) const HEARTBEAT_KEYS: &[&str] = &[
     "interval_ms",
     "dead_ms",
     "warn_ms",

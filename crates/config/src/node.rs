@@ -79,18 +79,6 @@ const NODE_KEYS: &[&str] = &[
     "secret_file",
     "state_dir",
 ];
-const HEARTBEAT_TIMING_KEYS: &[&str] = &[
-    "interval_ms",
-    "dead_ms",
-    "warn_ms",
-    "init_dead_ms",
-    "auto_failback",
-    "ping_nodes",
-    "garp_count",
-    "garp_spacing_ms",
-    "garp_refresh_ms",
-    "garp_form",
-];
 
 fn misplaced_top(key: &str) -> Option<String> {
     CLUSTER_SECTIONS.contains(&key).then(|| {
@@ -99,7 +87,7 @@ fn misplaced_top(key: &str) -> Option<String> {
 }
 
 fn misplaced_in_node(key: &str) -> Option<String> {
-    if HEARTBEAT_TIMING_KEYS.contains(&key) {
+    if crate::cluster::HEARTBEAT_KEYS.contains(&key) {
         return Some(format!(
             "`{key}` belongs in cluster.toml [heartbeat]: both nodes must use the same timings"
         ));

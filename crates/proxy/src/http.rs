@@ -573,19 +573,24 @@ fn add_nocache(headers: &mut HeaderMap) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NOCACHE));
         return;
     }
+    append_to_list(headers, header::CACHE_CONTROL, NOCACHE);
+}
+
+/// Fold every existing `name` header into one comma-separated value ending with `item`.
+fn append_to_list(headers: &mut HeaderMap, name: header::HeaderName, item: &str) {
     let existing: Vec<String> = headers
-        .get_all(header::CACHE_CONTROL)
+        .get_all(&name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::to_owned)
         .collect();
     let value = if existing.is_empty() {
-        NOCACHE.to_string()
+        item.to_string()
     } else {
-        format!("{}, {NOCACHE}", existing.join(", "))
+        format!("{}, {item}", existing.join(", "))
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(header::CACHE_CONTROL, v);
+        headers.insert(name, v);
     }
 }
 
@@ -729,20 +734,11 @@ pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
         }
         return;
     }
-    let existing: Vec<String> = headers
-        .get_all(XFF)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect();
-    let value = if existing.is_empty() {
-        client.to_string()
-    } else {
-        format!("{}, {client}", existing.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(XFF, v);
-    }
+    append_to_list(
+        headers,
+        header::HeaderName::from_static(XFF),
+        &client.to_string(),
+    );
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers, decoded.
