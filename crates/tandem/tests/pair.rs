@@ -159,12 +159,14 @@ fn a_pair_elects_pushes_config_and_hands_over() {
     wait_for("one active, one standby", || {
         lb1.status()["node"]["state"] == "active" && lb2.status()["node"]["state"] == "standby"
     });
-    wait_for("config in sync", || {
-        lb1.status()["config"]["sync"] == "in sync" && lb2.status()["config"]["sync"] == "in sync"
+    // The heartbeat carries both digests at once; the sync session follows within its first dial.
+    wait_for("config in sync and the sync session up", || {
+        let (s1, s2) = (lb1.status(), lb2.status());
+        s1["config"]["sync"] == "in sync"
+            && s2["config"]["sync"] == "in sync"
+            && s2["replication"]["connected"] == true
     });
-    let status = lb2.status();
-    assert_eq!(status["node"]["peer"]["name"], "lb1");
-    assert_eq!(status["replication"]["connected"], true);
+    assert_eq!(lb2.status()["node"]["peer"]["name"], "lb1");
 
     // A reload on the primary reaches the secondary: same generation and digest, file written.
     let edited = cluster_toml(
