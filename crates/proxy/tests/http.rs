@@ -292,14 +292,7 @@ async fn garbage_slowloris_and_stuck_server_do_not_hurt() {
     init_tracing();
     let a = HttpBackend::start("a", sa("127.21.6.11:8001")).await;
     let mute_addr = sa("127.21.6.12:8001");
-    let mute = bind_retry(mute_addr).await;
-    let mute_task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            let (s, _) = mute.accept().await.unwrap();
-            held.push(s);
-        }
-    });
+    let mute_task = mute_backend(mute_addr).await;
     let vip = sa("127.21.6.1:8000");
     let mut svc = service("web", vip, Mode::Http, vec![server("a", a.addr, 1)]);
     svc.proxy.client_timeout_ms = 500;

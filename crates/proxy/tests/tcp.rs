@@ -638,14 +638,7 @@ async fn connection_limit_queues_in_backlog_and_timeouts_close_idle_and_stuck() 
     let a = Backend::start("a", sa("127.20.10.11:7001")).await;
     // A backend that accepts and never answers.
     let mute_addr = sa("127.20.10.12:7001");
-    let mute = bind_retry(mute_addr).await;
-    let mute_task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            let (s, _) = mute.accept().await.unwrap();
-            held.push(s);
-        }
-    });
+    let mute_task = mute_backend(mute_addr).await;
     let vip = sa("127.20.10.1:7000");
     let mut limited = service("limited", vip, Mode::Tcp, vec![server("a", a.addr, 1)]);
     limited.proxy.max_connections = 2;

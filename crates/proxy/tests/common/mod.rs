@@ -464,3 +464,14 @@ pub fn require_binary(name: &str) -> std::path::PathBuf {
         "required binary `{name}` is not installed (apt-get install redis-server redis-tools curl)"
     );
 }
+
+/// A backend that accepts connections and never answers (keeps them open until aborted).
+pub async fn mute_backend(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let listener = bind_retry(addr).await;
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    })
+}
