@@ -264,6 +264,14 @@ impl StickTable {
     /// proxy calls for every new connection. An expired entry is dropped and `None` returned.
     pub fn lookup(&mut self, key: &StickKey, now: u64) -> Option<ServerLabel> {
         let now = self.advance_clock(now);
+        let s = self.unexpired_slot(key, now)?;
+        self.touch(s, now, false);
+        self.labels.name(self.slots[s as usize].server).cloned()
+    }
+
+    /// The live slot of `key` at `now`; an entry found expired is dropped on the way (not
+    /// replicated: the peer expires its own copy).
+    fn unexpired_slot(&mut self, key: &StickKey, now: u64) -> Option<u32> {
         let s = self.find(key)?;
         if !self.slots[s as usize].is_live() {
             return None;
@@ -273,8 +281,7 @@ impl StickTable {
             self.remove_silently(s);
             return None;
         }
-        self.touch(s, now, false);
-        self.labels.name(self.slots[s as usize].server).cloned()
+        Some(s)
     }
 
     /// The entry for `key` without touching it (status, tests).
@@ -322,15 +329,7 @@ impl StickTable {
     /// Deletes `key` (replicated as a delete) and returns the server it stuck to.
     pub fn remove(&mut self, key: &StickKey, now: u64) -> Option<ServerLabel> {
         let now = self.advance_clock(now);
-        let s = self.find(key)?;
-        if !self.slots[s as usize].is_live() {
-            return None;
-        }
-        if self.is_expired(s, now) {
-            self.expired += 1;
-            self.remove_silently(s);
-            return None;
-        }
+        let s = self.unexpired_slot(key, now)?;
         let label = self.labels.name(self.slots[s as usize].server).cloned();
         self.tombstone(s);
         label
