@@ -166,7 +166,7 @@ fn admin_credentials(node: &NodeConfig) -> Result<Option<Credentials>> {
             let mut key = [0u8; 32];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
                 .map_err(|_| anyhow!("no system randomness"))?;
-            hex_encode(&key)
+            hex::encode(key)
         }
     };
     Ok(Some(Credentials {
@@ -308,10 +308,6 @@ pub fn digest_bytes(digest_hex: &str) -> [u8; 32] {
         tracing::error!(digest_hex, "config digest is not 64 hex digits");
     }
     bytes
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    hex::encode(bytes)
 }
 
 impl Daemon {
@@ -834,7 +830,7 @@ impl Daemon {
         let peer_digest = cluster
             .peer
             .as_ref()
-            .map(|peer| hex_encode(&peer.config_digest));
+            .map(|peer| hex::encode(peer.config_digest));
         match (&self.node.node.peer, &sync, &cluster.peer, peer_digest) {
             (None, _, _, _) => "standalone".to_owned(),
             // The sync session knows best once it has heard the peer's version.
@@ -881,7 +877,7 @@ impl Daemon {
                 "last_heard_ms": peer.last_heard.elapsed().as_millis() as u64,
                 "holds_vips": peer.holds_vips,
                 "config_generation": peer.config_generation,
-                "config_digest": hex_encode(&peer.config_digest),
+                "config_digest": hex::encode(peer.config_digest),
                 "servers_up": peer.servers_up,
                 "servers_total": peer.servers_total,
             })
