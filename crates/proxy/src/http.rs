@@ -80,28 +80,16 @@ async fn serve_connection(
     let client_idle = Duration::from_millis(svc.cfg.proxy.client_timeout_ms.max(1));
     // Until the first byte arrives, an idle client costs only this small future: hyper's buffers and connection
     // state are allocated (boxed) afterwards.
-    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT.min(client_idle);
-    loop {
-        tokio::select! {
-            r = tokio::time::timeout_at(deadline, client.readable()) => match r {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::debug!(service = %svc.cfg.label, client = %peer, "no request within the header timeout");
-                    return;
-                }
-            },
-            _ = ctx.shutdown.cancelled() => return,
-        }
-        // Readiness can be spurious: peek, and go back to waiting (readiness cleared) if nothing is there.
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match client.try_io(tokio::io::Interest::READABLE, || {
-            socket2::SockRef::from(&client).peek(&mut probe)
-        }) {
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        }
+    if !wait_first_byte(
+        &client,
+        HEADER_READ_TIMEOUT.min(client_idle),
+        &ctx,
+        &svc,
+        peer,
+    )
+    .await
+    {
+        return;
     }
     // A separate statement: a temporary in the awaited expression would keep its slot in this future.
     let http = Box::pin(serve_http(
@@ -113,6 +101,40 @@ async fn serve_connection(
         client_idle,
     ));
     http.await;
+}
+
+/// Waits (holding nothing) until the client's first byte is there; false when the connection is to be dropped
+/// instead (closed, no request within `limit`, shutdown).
+pub(crate) async fn wait_first_byte(
+    client: &TcpStream,
+    limit: Duration,
+    ctx: &ConnCtx,
+    svc: &ServiceRuntime,
+    peer: SocketAddr,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, client.readable()) => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    tracing::debug!(service = %svc.cfg.label, client = %peer, "no request within the header timeout");
+                    return false;
+                }
+            },
+            _ = ctx.shutdown.cancelled() => return false,
+        }
+        // Readiness can be spurious: peek, and go back to waiting (readiness cleared) if nothing is there.
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match client.try_io(tokio::io::Interest::READABLE, || {
+            socket2::SockRef::from(client).peek(&mut probe)
+        }) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return false,
+        }
+    }
 }
 
 async fn serve_http(
@@ -242,6 +264,15 @@ impl Body for UpBody {
 
 pub(crate) type Upstream = SendRequest<UpBody>;
 
+impl crate::pool::Reusable for Upstream {
+    fn usable_now(&mut self) -> bool {
+        self.is_ready()
+    }
+    fn worth_keeping(&mut self) -> bool {
+        !self.is_closed()
+    }
+}
+
 /// Response body to the client: an upstream body (returning its connection to the pool when complete) or ours.
 pub enum ProxyBody {
     Upstream {
@@ -343,16 +374,17 @@ pub fn unavailable_page(service: &str) -> String {
     )
 }
 
-fn error_page(status: StatusCode, service: &str, what: &str) -> Response<ProxyBody> {
+/// The page of a proxy error (`what` happened, on `service`).
+pub(crate) fn error_html(code: u16, reason: &str, service: &str, what: &str) -> String {
     let s = html_escape(service);
-    let code = status.as_u16();
-    let reason = status.canonical_reason().unwrap_or("");
-    local_response(
-        status,
-        format!(
-            "<html><body><h1>{code} {reason}</h1><p>{what} (service <b>{s}</b>).</p></body></html>\n"
-        ),
+    format!(
+        "<html><body><h1>{code} {reason}</h1><p>{what} (service <b>{s}</b>).</p></body></html>\n"
     )
+}
+
+fn error_page(status: StatusCode, service: &str, what: &str) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    local_response(status, error_html(status.as_u16(), reason, service, what))
 }
 
 async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBody> {

@@ -46,6 +46,7 @@
 //! [`Proxy::shutdown`].
 
 pub mod balance;
+mod h1;
 pub mod health;
 mod http;
 mod io;
@@ -70,6 +71,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use h1::H1Engine;
 pub use http::{HttpEngine, HyperEngine, unavailable_page};
 pub use state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
 pub use status::{ProxyStatus, ServerStatus, ServiceStatus};
@@ -161,7 +163,7 @@ impl ListenerHandle {
 impl Proxy {
     /// Bind every listener and start the health checks, with a fresh stick-table clock.
     pub fn start(cfg: Arc<ClusterConfig>, stick: SharedStickTables) -> Result<Proxy, StartError> {
-        Self::start_with(cfg, stick, Clock::new(), Arc::new(HyperEngine))
+        Self::start_with(cfg, stick, Clock::new(), Arc::new(H1Engine))
     }
 
     /// As [`Proxy::start`], with the clock every user of `stick` shares and the HTTP engine to use.
@@ -468,7 +470,7 @@ impl Proxy {
             // Idle upstream HTTP connections close when their handles go.
             for svc in st.services.values() {
                 for server in svc.servers.iter().chain(svc.fallback_runtime.iter()) {
-                    server.pool.clear();
+                    server.clear_pools();
                 }
             }
         }

@@ -26,13 +26,13 @@ thread_local! {
     static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_buffer() -> Box<[u8]> {
+pub(crate) fn take_buffer() -> Box<[u8]> {
     BUFFERS
         .with(|b| b.borrow_mut().pop())
         .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
 }
 
-fn give_buffer(buf: Box<[u8]>) {
+pub(crate) fn give_buffer(buf: Box<[u8]>) {
     BUFFERS.with(|b| {
         let mut b = b.borrow_mut();
         if b.len() < POOL_MAX {
@@ -116,7 +116,7 @@ async fn watchdog(last: &LastActivity, limit: impl Fn() -> Duration) {
 }
 
 /// Outcome of one non-blocking read.
-enum Read {
+pub(crate) enum Read {
     Data(usize),
     /// Nothing there right now; tokio's readiness is cleared so the next wait really waits.
     Empty,
@@ -127,7 +127,7 @@ enum Read {
 /// `WouldBlock` to tokio's `try_io` so that it clears the readiness *of the event seen before the read* (data that
 /// arrives meanwhile raises a new event and is not lost). This saves the `EAGAIN` read that would otherwise follow
 /// every message.
-fn read_now(from: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
+pub(crate) fn read_now(from: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
     let mut short = None;
     let r = from.try_io(Interest::READABLE, || {
         let mut sock: &socket2::Socket = &socket2::SockRef::from(from);

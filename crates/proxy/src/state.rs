@@ -85,8 +85,9 @@ pub struct ServerRuntime {
     pub counters: Counters,
     pub check_failures: AtomicU64,
     pub connect_failures: AtomicU64,
-    /// Idle upstream HTTP connections (HTTP mode).
-    pub(crate) pool: UpstreamPool,
+    /// Idle upstream HTTP connections (HTTP mode), of the hyper engine and of the native one.
+    pub(crate) pool: UpstreamPool<crate::http::Upstream>,
+    pub(crate) h1_pool: UpstreamPool<crate::h1::UpConn>,
 }
 
 impl ServerRuntime {
@@ -105,6 +106,7 @@ impl ServerRuntime {
             check_failures: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             pool: UpstreamPool::default(),
+            h1_pool: UpstreamPool::default(),
         }
     }
 
@@ -124,7 +126,7 @@ impl ServerRuntime {
         self.healthy.store(up, Ordering::Release);
         *lock(&self.health_reason) = reason;
         if !up {
-            self.pool.clear();
+            self.clear_pools();
         }
     }
 
@@ -177,8 +179,19 @@ impl ServerRuntime {
             *kill = CancellationToken::new();
         }
         if v == ADMIN_HALT {
-            self.pool.clear();
+            self.clear_pools();
         }
+    }
+
+    /// Closes every idle upstream connection (server down, halted, removed).
+    pub(crate) fn clear_pools(&self) {
+        self.pool.clear();
+        self.h1_pool.clear();
+    }
+
+    /// Idle upstream connections kept for reuse.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.len() + self.h1_pool.len()
     }
 
     /// Token cancelled when this server is halted with `close_existing`.

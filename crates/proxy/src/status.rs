@@ -89,7 +89,7 @@ fn server_status(r: &ServerRuntime) -> ServerStatus {
         bytes_out: r.counters.bytes_out.load(Ordering::Relaxed),
         check_failures: r.check_failures.load(Ordering::Relaxed),
         connect_failures: r.connect_failures.load(Ordering::Relaxed),
-        idle_connections: r.pool.len(),
+        idle_connections: r.idle_connections(),
         last_check: r.last_check(),
     }
 }
