@@ -17,34 +17,68 @@ impl Drop for Backend {
     }
 }
 
-/// Three ports nobody else in this test run uses (derived from the pid, in a high range).
-fn ports() -> [u16; 3] {
-    let base = 40_000 + (std::process::id() % 5_000) as u16 * 3;
-    [base, base + 1, base + 2]
+/// Two loopback ports the kernel hands out, both free right now. Fixed ports (this test used pid-derived ones in
+/// 40000-55000) sit inside the ephemeral range, where any outgoing connection on the machine may hold them.
+fn free_ports() -> [u16; 2] {
+    // Both listeners live until both ports are read, so the two differ.
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    [
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    ]
 }
 
-fn start_backend(dir: &tempfile::TempDir, tcp: u16, http: u16) -> Backend {
-    let ready = dir.path().join("ready");
-    let child = Command::new(env!("CARGO_BIN_EXE_tnd-backend"))
-        .args(["--name", "ctl9", "--address", "127.0.0.1"])
-        .args([
-            "--ports",
-            &format!("{tcp},{http}"),
-            "--http-ports",
-            &http.to_string(),
-        ])
-        .arg("--ready-file")
-        .arg(&ready)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let backend = Backend(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "backend never became ready");
-        std::thread::sleep(Duration::from_millis(10));
+/// A loopback port that refuses connections while the socket lives: bound, so nobody else can take it, but not
+/// listening.
+fn refusing_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any_port.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
+/// Starts tnd-backend on two free ports and waits for its ready file; returns it and its (tcp, http) ports. A port
+/// taken by someone else between choosing it and the backend's bind makes the backend exit: that is retried on
+/// fresh ports (bounded), any other early exit fails with the backend's own message.
+fn start_backend(dir: &tempfile::TempDir) -> (Backend, u16, u16) {
+    for attempt in 1..=5 {
+        let [tcp, http] = free_ports();
+        let ready = dir.path().join(format!("ready-{attempt}"));
+        let log = dir.path().join(format!("backend-{attempt}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tnd-backend"))
+            .args(["--name", "ctl9", "--address", "127.0.0.1"])
+            .args([
+                "--ports",
+                &format!("{tcp},{http}"),
+                "--http-ports",
+                &http.to_string(),
+            ])
+            .arg("--ready-file")
+            .arg(&ready)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut backend = Backend(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            if let Some(status) = backend.0.try_wait().unwrap() {
+                let message = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(
+                    message.contains("Address already in use"),
+                    "backend exited ({status}) before it was ready: {message}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "backend never became ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if ready.exists() {
+            return (backend, tcp, http);
+        }
     }
-    backend
+    panic!("every port pair chosen for the backend was taken before it could bind");
 }
 
 fn probe(args: &[&str]) -> Value {
@@ -63,8 +97,8 @@ fn probe(args: &[&str]) -> Value {
 #[test]
 fn probe_measures_a_backend_over_tcp_and_http_and_a_closed_port() {
     let dir = tempfile::tempdir().unwrap();
-    let [tcp, http, closed] = ports();
-    let _backend = start_backend(&dir, tcp, http);
+    let (_backend, tcp, http) = start_backend(&dir);
+    let (_closed_socket, closed) = refusing_port();
 
     let tcp_target = format!("127.0.0.1:{tcp}");
     let s = probe(&[
