@@ -351,6 +351,11 @@ impl Timer {
         }
     }
 
+    /// Enters `phase`, keeping the current deadline.
+    fn enter(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
     /// Enters a phase without a deadline of ours.
     fn clear(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Relaxed);
@@ -791,7 +796,8 @@ impl Conn<'_> {
                 return self.gateway_error(info, body).await;
             }
         };
-        self.timer.set(Phase::ResponseBody, self.server_timeout);
+        // From here on a timeout must not answer 504: the response has begun.
+        self.timer.enter(Phase::ResponseBody);
         if self
             .write_client(&self.down_head, &up_buf.filled()[..first])
             .await
@@ -806,6 +812,7 @@ impl Conn<'_> {
             return self.tunnel(up, up_buf, server, &kill).await;
         }
         if !down.done {
+            self.timer.set(Phase::ResponseBody, self.server_timeout);
             match self
                 .relay_response_body(&up.stream, &mut up_buf, &mut down, server, &kill)
                 .await
