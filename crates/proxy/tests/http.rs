@@ -1,5 +1,5 @@
 //! HTTP mode end to end: keep-alive and upstream reuse, headers, cookie persistence (also with curl), fallback and
-//! 503, bad clients and stuck servers.
+//! 503, bad clients and stuck servers; every scenario on both HTTP engines.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -12,12 +12,11 @@ use tandem_proxy::AdminState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_alive_reuse_forwarded_for_and_hop_by_hop() {
+async fn keep_alive_reuse_forwarded_for_and_hop_by_hop(e: Engine) {
     init_tracing();
-    let a = HttpBackend::start("a", sa("127.21.1.11:8001")).await;
-    let vip = sa("127.21.1.1:8000");
-    let proxy = start(cluster(vec![service(
+    let a = HttpBackend::start("a", e.sa("127.21.1.11:8001")).await;
+    let vip = e.sa("127.21.1.1:8000");
+    let proxy = e.start(cluster(vec![service(
         "web",
         vip,
         Mode::Http,
@@ -75,12 +74,11 @@ async fn keep_alive_reuse_forwarded_for_and_hop_by_hop() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cookie_persistence_inserts_label_with_nocache_and_honours_it() {
+async fn cookie_persistence_inserts_label_with_nocache_and_honours_it(e: Engine) {
     init_tracing();
-    let a = HttpBackend::start("Overcloud-controller-1", sa("127.21.2.11:8001")).await;
-    let b = HttpBackend::start("Overcloud-controller-2", sa("127.21.2.12:8001")).await;
-    let vip = sa("127.21.2.1:80");
+    let a = HttpBackend::start("Overcloud-controller-1", e.sa("127.21.2.11:8001")).await;
+    let b = HttpBackend::start("Overcloud-controller-2", e.sa("127.21.2.12:8001")).await;
+    let vip = e.sa("127.21.2.1:80");
     let mut svc = service(
         "horizon",
         vip,
@@ -91,7 +89,7 @@ async fn cookie_persistence_inserts_label_with_nocache_and_honours_it() {
         ],
     );
     svc.persistence = persistence(PersistenceMode::HttpCookie, 0);
-    let proxy = start(cluster(vec![svc]));
+    let proxy = e.start(cluster(vec![svc]));
     wait_for(&proxy, Duration::from_secs(5), "up", |s| {
         all_up(s, "horizon")
     })
@@ -153,13 +151,12 @@ async fn cookie_persistence_inserts_label_with_nocache_and_honours_it() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_with_cookie_jar_stays_on_one_server() {
+async fn curl_with_cookie_jar_stays_on_one_server(e: Engine) {
     init_tracing();
     let curl = require_binary("curl");
-    let a = HttpBackend::start("web-a", sa("127.21.3.11:8001")).await;
-    let b = HttpBackend::start("web-b", sa("127.21.3.12:8001")).await;
-    let vip = sa("127.21.3.1:8080");
+    let a = HttpBackend::start("web-a", e.sa("127.21.3.11:8001")).await;
+    let b = HttpBackend::start("web-b", e.sa("127.21.3.12:8001")).await;
+    let vip = e.sa("127.21.3.1:8080");
     let mut svc = service(
         "horizon",
         vip,
@@ -168,7 +165,7 @@ async fn curl_with_cookie_jar_stays_on_one_server() {
     );
     svc.persistence = persistence(PersistenceMode::HttpCookie, 0);
     svc.balance = tandem_config::model::Balance::RoundRobin;
-    let proxy = start(cluster(vec![svc]));
+    let proxy = e.start(cluster(vec![svc]));
     wait_for(&proxy, Duration::from_secs(5), "up", |s| {
         all_up(s, "horizon")
     })
@@ -211,18 +208,17 @@ async fn curl_with_cookie_jar_stays_on_one_server() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_server_up_gives_fallback_then_503_naming_the_service() {
+async fn no_server_up_gives_fallback_then_503_naming_the_service(e: Engine) {
     init_tracing();
-    let fb = HttpBackend::start("sorry-server", sa("127.21.4.20:8001")).await;
-    let vip = sa("127.21.4.1:8000");
-    let vip2 = sa("127.21.4.1:8002");
+    let fb = HttpBackend::start("sorry-server", e.sa("127.21.4.20:8001")).await;
+    let vip = e.sa("127.21.4.1:8000");
+    let vip2 = e.sa("127.21.4.1:8002");
     // Real servers that do not exist (nothing listens there).
     let mut with_fb = service(
         "keystone",
         vip,
         Mode::Http,
-        vec![server("a", sa("127.21.4.11:8001"), 1)],
+        vec![server("a", e.sa("127.21.4.11:8001"), 1)],
     );
     with_fb.fallback = Some(FallbackServer {
         address: fb.addr.ip(),
@@ -232,9 +228,9 @@ async fn no_server_up_gives_fallback_then_503_naming_the_service() {
         "glance",
         vip2,
         Mode::Http,
-        vec![server("a", sa("127.21.4.11:8001"), 1)],
+        vec![server("a", e.sa("127.21.4.11:8001"), 1)],
     );
-    let proxy = start(cluster(vec![with_fb, without]));
+    let proxy = e.start(cluster(vec![with_fb, without]));
     let mut c = HttpClient::connect(vip).await;
     let r = c.get("/", &[]).await;
     assert_eq!(r.status, 200);
@@ -248,12 +244,11 @@ async fn no_server_up_gives_fallback_then_503_naming_the_service() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_connect_failure_moves_the_request_to_another_server() {
+async fn http_connect_failure_moves_the_request_to_another_server(e: Engine) {
     init_tracing();
-    let a = HttpBackend::start("a", sa("127.21.5.11:8001")).await;
-    let b = HttpBackend::start("b", sa("127.21.5.12:8001")).await;
-    let vip = sa("127.21.5.1:8000");
+    let a = HttpBackend::start("a", e.sa("127.21.5.11:8001")).await;
+    let b = HttpBackend::start("b", e.sa("127.21.5.12:8001")).await;
+    let vip = e.sa("127.21.5.1:8000");
     let mut svc = service(
         "api",
         vip,
@@ -262,7 +257,7 @@ async fn http_connect_failure_moves_the_request_to_another_server() {
     );
     svc.health_check = health(5000, 1, 3);
     svc.balance = tandem_config::model::Balance::RoundRobin;
-    let proxy = start(cluster(vec![svc]));
+    let proxy = e.start(cluster(vec![svc]));
     // First checks are spread over the interval: wait for both.
     wait_for(&proxy, Duration::from_secs(8), "up", |s| all_up(s, "api")).await;
     let mut c = HttpClient::connect(vip).await;
@@ -287,16 +282,15 @@ async fn http_connect_failure_moves_the_request_to_another_server() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_slowloris_and_stuck_server_do_not_hurt() {
+async fn garbage_slowloris_and_stuck_server_do_not_hurt(e: Engine) {
     init_tracing();
-    let a = HttpBackend::start("a", sa("127.21.6.11:8001")).await;
-    let mute_addr = sa("127.21.6.12:8001");
+    let a = HttpBackend::start("a", e.sa("127.21.6.11:8001")).await;
+    let mute_addr = e.sa("127.21.6.12:8001");
     let mute_task = mute_backend(mute_addr).await;
-    let vip = sa("127.21.6.1:8000");
+    let vip = e.sa("127.21.6.1:8000");
     let mut svc = service("web", vip, Mode::Http, vec![server("a", a.addr, 1)]);
     svc.proxy.client_timeout_ms = 500;
-    let stuck_vip = sa("127.21.6.1:8002");
+    let stuck_vip = e.sa("127.21.6.1:8002");
     let mut stuck = service(
         "stuck",
         stuck_vip,
@@ -304,7 +298,7 @@ async fn garbage_slowloris_and_stuck_server_do_not_hurt() {
         vec![server("m", mute_addr, 1)],
     );
     stuck.proxy.server_timeout_ms = 300;
-    let proxy = start(cluster(vec![svc, stuck]));
+    let proxy = e.start(cluster(vec![svc, stuck]));
     wait_for(&proxy, Duration::from_secs(5), "up", |s| {
         all_up(s, "web") && all_up(s, "stuck")
     })
@@ -376,11 +370,10 @@ async fn garbage_slowloris_and_stuck_server_do_not_hurt() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_style_upgrade_is_tunnelled() {
+async fn websocket_style_upgrade_is_tunnelled(e: Engine) {
     init_tracing();
     // A raw backend that answers an Upgrade with 101 and then echoes bytes.
-    let baddr = sa("127.21.7.11:8001");
+    let baddr = e.sa("127.21.7.11:8001");
     let listener = bind_retry(baddr).await;
     tokio::spawn(async move {
         loop {
@@ -404,8 +397,8 @@ async fn websocket_style_upgrade_is_tunnelled() {
             });
         }
     });
-    let vip = sa("127.21.7.1:6080");
-    let proxy = start(cluster(vec![service(
+    let vip = e.sa("127.21.7.1:6080");
+    let proxy = e.start(cluster(vec![service(
         "novnc",
         vip,
         Mode::Http,
@@ -434,3 +427,13 @@ async fn websocket_style_upgrade_is_tunnelled() {
     assert_eq!(&buf, b"hello tunnel");
     proxy.shutdown().await;
 }
+
+on_both_engines!(
+    keep_alive_reuse_forwarded_for_and_hop_by_hop,
+    cookie_persistence_inserts_label_with_nocache_and_honours_it,
+    curl_with_cookie_jar_stays_on_one_server,
+    no_server_up_gives_fallback_then_503_naming_the_service,
+    http_connect_failure_moves_the_request_to_another_server,
+    garbage_slowloris_and_stuck_server_do_not_hurt,
+    websocket_style_upgrade_is_tunnelled,
+);

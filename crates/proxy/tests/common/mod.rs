@@ -114,6 +114,62 @@ pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
     Proxy::start(cfg, stick).unwrap()
 }
 
+/// The HTTP engines; HTTP-mode scenarios run on each. Each engine gets its own loopback range (127.X.y.z of the
+/// scenario becomes 127.(X+100).y.z for hyper) so that both versions of a scenario can run at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Native,
+    Hyper,
+}
+
+impl Engine {
+    pub fn sa(self, s: &str) -> SocketAddr {
+        let a = sa(s);
+        match (self, a) {
+            (Engine::Native, _) => a,
+            (Engine::Hyper, SocketAddr::V4(v4)) => {
+                let [x, b, c, d] = v4.ip().octets();
+                assert_eq!(x, 127);
+                assert!(b < 100, "scenario addresses must stay below 127.100");
+                SocketAddr::new(IpAddr::V4([127, b + 100, c, d].into()), v4.port())
+            }
+            (Engine::Hyper, v6) => v6,
+        }
+    }
+
+    pub fn start(self, cfg: Arc<ClusterConfig>) -> Proxy {
+        let stick: SharedStickTables = Default::default();
+        let engine: Arc<dyn tandem_proxy::HttpEngine> = match self {
+            Engine::Native => Arc::new(tandem_proxy::H1Engine),
+            Engine::Hyper => Arc::new(tandem_proxy::HyperEngine),
+        };
+        Proxy::start_with(cfg, stick, tandem_stick::Clock::new(), engine).unwrap()
+    }
+}
+
+/// Runs each listed `async fn(Engine)` scenario as one test per HTTP engine (modules `native` and `hyper_engine`).
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod native {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Engine::Native).await
+                }
+            )*
+        }
+        mod hyper_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Engine::Hyper).await
+                }
+            )*
+        }
+    };
+}
+
 /// Wait until `pred(status)` holds, or panic after `timeout` with the last status.
 pub async fn wait_for(
     proxy: &Proxy,
@@ -296,7 +352,8 @@ pub fn rss_kib() -> u64 {
 
 /// An HTTP/1.1 backend (hyper) answering every request with its name in the body and what it saw in headers:
 /// `x-backend`, `x-seen-xff`, `x-seen-via`, `x-seen-foo` (a header the client marks hop-by-hop), `x-seen-conn`.
-/// `/big/N` answers N bytes; POST bodies are answered with their length. Counts accepted connections.
+/// `/big/N` answers N bytes, `/chunked/N` N bytes with no length (chunked); POST bodies are answered with their
+/// length. Counts accepted connections.
 pub struct HttpBackend {
     pub name: String,
     pub addr: SocketAddr,
@@ -343,6 +400,23 @@ impl HttpBackend {
                             let (xff, via, hop, conn) =
                                 (h("x-forwarded-for"), h("via"), h("x-foo"), h("connection"));
                             let path = req.uri().path().to_string();
+                            if let Some(size) = path.strip_prefix("/chunked/") {
+                                // Unknown length: hyper sends it chunked, in 1000-byte chunks.
+                                let size: usize = size.parse().unwrap();
+                                let frames = (0..size.div_ceil(1000)).map(move |i| {
+                                    let n = (size - i * 1000).min(1000);
+                                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                        Bytes::from(vec![b'c'; n]),
+                                    ))
+                                });
+                                let body =
+                                    http_body_util::StreamBody::new(futures::stream::iter(frames));
+                                let resp = Response::builder()
+                                    .header("x-backend", n.as_str())
+                                    .body(http_body_util::Either::Right(body))
+                                    .unwrap();
+                                return Ok::<_, std::convert::Infallible>(resp);
+                            }
                             let body = if let Some(size) = path.strip_prefix("/big/") {
                                 Bytes::from(vec![b'x'; size.parse::<usize>().unwrap()])
                             } else if req.method() == hyper::Method::POST {
@@ -357,7 +431,7 @@ impl HttpBackend {
                                 .header("x-seen-via", via)
                                 .header("x-seen-foo", hop)
                                 .header("x-seen-conn", conn)
-                                .body(Full::new(body))
+                                .body(http_body_util::Either::Left(Full::new(body)))
                                 .unwrap();
                             Ok::<_, std::convert::Infallible>(resp)
                         }
