@@ -348,7 +348,18 @@ impl Daemon {
         }));
 
         let stick: SharedStickTables = Arc::new(Mutex::new(StickTables::new()));
-        let proxy = Proxy::start(cluster.clone(), stick).map_err(|e| anyhow!("{e}"))?;
+        // HTTP mode runs on the native engine; TANDEM_HTTP_ENGINE=hyper selects the hyper one (a fallback should a
+        // client or server ever disagree with the native engine).
+        let engine: Arc<dyn tandem_proxy::HttpEngine> =
+            match std::env::var("TANDEM_HTTP_ENGINE").as_deref() {
+                Ok("hyper") => {
+                    tracing::info!("HTTP mode on the hyper engine (TANDEM_HTTP_ENGINE=hyper)");
+                    Arc::new(tandem_proxy::HyperEngine)
+                }
+                _ => Arc::new(tandem_proxy::H1Engine),
+            };
+        let proxy = Proxy::start_with(cluster.clone(), stick, tandem_stick::Clock::new(), engine)
+            .map_err(|e| anyhow!("{e}"))?;
 
         let heartbeat = &cluster.heartbeat;
         let state_dir = node.node.state_dir.clone();
