@@ -417,6 +417,7 @@ impl Future for Watchdog<'_> {
 // ------------------------------------------------------------------------------------------------ bodies
 
 /// Where a body being relayed stands.
+#[derive(Clone)]
 struct Body {
     framing: Framing,
     remaining: u64,
@@ -725,6 +726,9 @@ impl Conn<'_> {
         let kill = server.kill_token();
         let replayable = info.framing == Framing::Empty;
         // The head and the body bytes already here, in one write.
+        // Nothing of the client's is consumed until the first write succeeds: until then the request can go to
+        // another connection as it is.
+        let unsent = body.clone();
         let first = match &self.buf {
             Some(buf) => match body.take(buf.filled()) {
                 Ok(n) => n,
@@ -736,13 +740,12 @@ impl Conn<'_> {
         let first_bytes = self.buf.as_ref().map_or(empty, |b| &b.filled()[..first]);
         if let Err(e) = write_two(&up.stream, &self.up_head, first_bytes).await {
             tracing::debug!(service = %svc.cfg.label, server = %server.label, error = %e, reused, "upstream write failed");
-            if reused && replayable {
-                return Outcome::RetryFresh;
-            }
-            if first == 0 && !reused {
-                return Outcome::Unreachable;
-            }
-            return self.gateway_error(info, body).await;
+            *body = unsent;
+            return if reused {
+                Outcome::RetryFresh
+            } else {
+                Outcome::Unreachable
+            };
         }
         server.counters.add_in(self.up_head.len() + first);
         if let Some(buf) = &mut self.buf {
@@ -766,7 +769,8 @@ impl Conn<'_> {
                 .await
             {
                 Ok(r) if r.is_interim() => {
-                    if self.write_client(&self.down_head, &[]).await.is_err() {
+                    // HTTP/1.0 clients do not know 1xx responses: those are dropped.
+                    if !info.http10 && self.write_client(&self.down_head, &[]).await.is_err() {
                         return Outcome::Done { keep: false };
                     }
                     if let Some(b) = &mut up.buf {
