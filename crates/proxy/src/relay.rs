@@ -20,7 +20,10 @@ use crate::state::Counters;
 use crate::woken::OnlyWhenWoken;
 
 const BUF_SIZE: usize = 32 * 1024;
-const POOL_MAX: usize = 16;
+/// Buffers kept per worker thread for reuse (at most 4 MiB). HTTP mode holds two per request in flight (client and
+/// server side); with fewer kept than requests in flight, every request paid for a fresh zeroed 32 KiB buffer
+/// (`memset` was 4% of the proxy's CPU at 64 concurrent requests with 16 kept).
+const POOL_MAX: usize = 128;
 
 thread_local! {
     static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
