@@ -14,8 +14,9 @@ use tandem_sync::handshake::DialerHandshake;
 use tandem_sync::{ConfigRole, RejectReason, SyncStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// An accepting node B on 127.0.0.3 whose peer is 127.0.0.2.
-async fn acceptor(port: u16, entries: u32) -> Node {
+/// An accepting node B on 127.0.0.3 (at a port free there) whose peer is 127.0.0.2; returns it
+/// with its listening address.
+async fn acceptor(entries: u32) -> (Node, SocketAddr) {
     let t = tables();
     {
         let mut g = t.lock().unwrap();
@@ -24,14 +25,14 @@ async fn acceptor(port: u16, entries: u32) -> Node {
             nova.set(&client(i), SERVERS[(i % 3) as usize], 0);
         }
     }
-    start(NodeSpec {
+    start_accepting(ip(3), |port| NodeSpec {
         local: SocketAddr::new(ip(3), port),
         peer: SocketAddr::new(ip(2), port),
         secret: SECRET.to_vec(),
         role: ConfigRole::Primary,
         config: Some(config(1, "# c")),
         active: true,
-        tables: t,
+        tables: t.clone(),
         settings: settings(),
     })
     .await
@@ -45,11 +46,12 @@ fn rejected(s: &SyncStatus, reason: RejectReason) -> u64 {
         .unwrap_or(0)
 }
 
-/// A real dialer on 127.0.0.2 with `secret`.
-async fn dialer(port: u16, secret: &[u8]) -> Node {
-    start(NodeSpec {
-        local: SocketAddr::new(ip(2), port),
-        peer: SocketAddr::new(ip(3), port),
+/// A real dialer on 127.0.0.2 with `secret`, for the acceptor at `target` (it dials from port 0;
+/// its configured port, the acceptor's as in `node.toml`, is never bound).
+async fn dialer(target: SocketAddr, secret: &[u8]) -> Node {
+    start_dialing(NodeSpec {
+        local: SocketAddr::new(ip(2), target.port()),
+        peer: target,
         secret: secret.to_vec(),
         role: ConfigRole::Secondary,
         config: None,
@@ -62,9 +64,7 @@ async fn dialer(port: u16, secret: &[u8]) -> Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_oversize_wrong_secret_and_wrong_source_are_rejected() {
-    let port = free_port(ip(3)).await;
-    let b = acceptor(port, 100).await;
-    let target = SocketAddr::new(ip(3), port);
+    let (b, target) = acceptor(100).await;
 
     // Garbage bytes as a frame.
     let mut s = raw_connect(ip(2), target).await;
@@ -110,7 +110,7 @@ async fn garbage_oversize_wrong_secret_and_wrong_source_are_rejected() {
     .await;
 
     // The wrong secret: both sides refuse the proof.
-    let wrong = dialer(port, b"this is not the cluster secret!!").await;
+    let wrong = dialer(target, b"this is not the cluster secret!!").await;
     wait_for("bad proof on the dialer", Duration::from_secs(5), || {
         rejected(&wrong.status(), RejectReason::BadProof) >= 1
     })
@@ -119,7 +119,7 @@ async fn garbage_oversize_wrong_secret_and_wrong_source_are_rejected() {
     drop(wrong);
 
     // After all that, the real peer still gets a session and the tables.
-    let good = dialer(port, SECRET).await;
+    let good = dialer(target, SECRET).await;
     wait_for("real peer synced", Duration::from_secs(10), || {
         good.status().connected
             && good
@@ -133,13 +133,13 @@ async fn garbage_oversize_wrong_secret_and_wrong_source_are_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_recorded_session_is_refused() {
-    let port = free_port(ip(3)).await;
-    let b = acceptor(port, 50).await;
+    let (b, target) = acceptor(50).await;
     // Record a genuine session through a relay on 127.0.0.2 (B's expected peer address).
-    let relay_addr = SocketAddr::new(ip(2), port);
-    let relay = Relay::start(relay_addr, SocketAddr::new(ip(3), port)).await;
-    let a = start(NodeSpec {
-        local: SocketAddr::new(ip(1), port),
+    let relay_listener = listen_any_port(ip(2)).await;
+    let relay_addr = relay_listener.local_addr().unwrap();
+    let relay = Relay::start(relay_listener, target);
+    let a = start_dialing(NodeSpec {
+        local: SocketAddr::new(ip(1), target.port()),
         peer: relay_addr,
         secret: SECRET.to_vec(),
         role: ConfigRole::Secondary,
@@ -160,7 +160,7 @@ async fn replayed_recorded_session_is_refused() {
     let proofs_before = rejected(&b.status(), RejectReason::BadProof);
 
     // Replay every byte the dialer sent to a fresh session on the acceptor.
-    let mut s = raw_connect(ip(2), SocketAddr::new(ip(3), port)).await;
+    let mut s = raw_connect(ip(2), target).await;
     let _ = s.write_all(&recorded).await;
     let mut buf = vec![0u8; 64 * 1024];
     // The acceptor answers the replayed hello with a fresh challenge, then closes on the proof.
@@ -184,11 +184,10 @@ async fn replayed_recorded_session_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_that_stops_reading_is_dropped_with_bounded_memory() {
-    let port = free_port(ip(3)).await;
     // 300k entries: far more than the socket buffers, so the acceptor's writes block.
-    let b = acceptor(port, 300_000).await;
+    let (b, target) = acceptor(300_000).await;
     // A peer with the secret that opens the session and then never reads nor writes.
-    let s = raw_connect(ip(2), SocketAddr::new(ip(3), port)).await;
+    let s = raw_connect(ip(2), target).await;
     let (r, w) = s.into_split();
     let mut reader =
         tokio_util::codec::FramedRead::new(r, tandem_sync::wire::length_codec(1 << 20));

@@ -17,29 +17,29 @@ struct Pair {
     relay: Relay,
 }
 
-/// A (127.0.0.1, dials) -> relay (127.0.0.2) -> B (127.0.0.3, accepts).
+/// A (127.0.0.1, dials) -> relay (127.0.0.2) -> B (127.0.0.3, accepts). Each listener gets a
+/// port free on its own address; A dials from port 0, so its configured port is never bound.
 async fn pair(
     a_cfg: (bool, Option<tandem_sync::LocalConfig>),
     b_cfg: (bool, Option<tandem_sync::LocalConfig>),
     a_tables: tandem_sync::SharedTables,
 ) -> Pair {
-    let port = free_port(ip(3)).await;
-    let relay_addr = SocketAddr::new(ip(2), port);
-    let b_addr = SocketAddr::new(ip(3), port);
-    let relay = Relay::start(relay_addr, b_addr).await;
-    let b = start(NodeSpec {
-        local: b_addr,
+    let relay_listener = listen_any_port(ip(2)).await;
+    let relay_addr = relay_listener.local_addr().unwrap();
+    let (b, b_addr) = start_accepting(ip(3), |port| NodeSpec {
+        local: SocketAddr::new(ip(3), port),
         peer: relay_addr,
         secret: SECRET.to_vec(),
         role: ConfigRole::Secondary,
-        config: b_cfg.1,
+        config: b_cfg.1.clone(),
         active: b_cfg.0,
         tables: tables(),
         settings: settings(),
     })
     .await;
-    let a = start(NodeSpec {
-        local: SocketAddr::new(ip(1), port),
+    let relay = Relay::start(relay_listener, b_addr);
+    let a = start_dialing(NodeSpec {
+        local: SocketAddr::new(ip(1), b_addr.port()),
         peer: relay_addr,
         secret: SECRET.to_vec(),
         role: ConfigRole::Primary,
@@ -270,12 +270,9 @@ async fn failover_then_restart_of_the_old_active_keeps_every_entry() {
         .get_mut("mysql")
         .unwrap()
         .set(&StickKey::Service, SERVERS[0], 0);
-    let port = free_port(ip(3)).await;
-    let b_addr = SocketAddr::new(ip(3), port);
-    let a_addr = SocketAddr::new(ip(1), port);
-    let b = start(NodeSpec {
-        local: b_addr,
-        peer: a_addr,
+    let (b, b_addr) = start_accepting(ip(3), |port| NodeSpec {
+        local: SocketAddr::new(ip(3), port),
+        peer: SocketAddr::new(ip(1), port),
         secret: SECRET.to_vec(),
         role: ConfigRole::Secondary,
         config: None,
@@ -284,6 +281,8 @@ async fn failover_then_restart_of_the_old_active_keeps_every_entry() {
         settings: settings(),
     })
     .await;
+    // A dials (from port 0), so its configured port is never bound.
+    let a_addr = SocketAddr::new(ip(1), b_addr.port());
     let spec_a = |t| NodeSpec {
         local: a_addr,
         peer: b_addr,
@@ -294,7 +293,7 @@ async fn failover_then_restart_of_the_old_active_keeps_every_entry() {
         tables: t,
         settings: settings(),
     };
-    let a = start(spec_a(a_tables.clone())).await;
+    let a = start_dialing(spec_a(a_tables.clone())).await;
     let keys = || (0..2_100).map(client).chain([StickKey::Service]);
     wait_for("replicated", Duration::from_secs(10), || {
         same_entries(&a.tables, &b.tables, a.now(), b.now(), keys())
@@ -307,7 +306,7 @@ async fn failover_then_restart_of_the_old_active_keeps_every_entry() {
     fill(&b.tables, 2_000, 2_100, b.now());
 
     // The old active comes back empty, as standby: it gets everything, B loses nothing.
-    let a2 = start(NodeSpec {
+    let a2 = start_dialing(NodeSpec {
         active: false,
         ..spec_a(tables())
     })

@@ -10,7 +10,7 @@ use tandem_stick::{Clock, StickKey, StickTables, TableSpec};
 use tandem_sync::session::SessionTimers;
 use tandem_sync::{
     ConfigRole, ConfigSink, ConfigVersion, Identity, LocalConfig, Secret, SharedTables, SyncHandle,
-    SyncParams, SyncSettings, SyncStatus, spawn_sync,
+    SyncParams, SyncSettings, SyncStatus, dials, spawn_sync,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -23,14 +23,22 @@ pub fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-/// A port free on the given loopback address right now.
-pub async fn free_port(on: IpAddr) -> u16 {
+/// A port free on the given loopback address right now (it may be taken again before it is
+/// bound: use [`start_accepting`], which retries).
+async fn free_port(on: IpAddr) -> u16 {
     TcpListener::bind(SocketAddr::new(on, 0))
         .await
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A listener on `ip` at a port the kernel picks, so it is free on that very address and held
+/// from now on (a port checked free on another address may be in use here by a test's outgoing
+/// connection).
+pub async fn listen_any_port(ip: IpAddr) -> TcpListener {
+    TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap()
 }
 
 pub fn identity(secret: &[u8]) -> Identity {
@@ -137,6 +145,10 @@ pub struct NodeSpec {
 }
 
 pub async fn start(spec: NodeSpec) -> Node {
+    try_start(spec).await.unwrap()
+}
+
+async fn try_start(spec: NodeSpec) -> std::io::Result<Node> {
     let clock = Clock::new();
     let sink = RecordingSink::default();
     let params = SyncParams {
@@ -154,14 +166,55 @@ pub async fn start(spec: NodeSpec) -> Node {
         spec.config,
         spec.active,
     )
-    .await
-    .unwrap();
-    Node {
+    .await?;
+    Ok(Node {
         handle,
         tables: spec.tables,
         clock,
         sink,
+    })
+}
+
+/// Starts a node that dials. It never binds its own `local` port (it dials from port 0 of its
+/// address), so that port needs not be free; checked here so the tests notice if that changes.
+pub async fn start_dialing(spec: NodeSpec) -> Node {
+    assert!(
+        dials(spec.local, spec.peer),
+        "{} should dial {}",
+        spec.local,
+        spec.peer
+    );
+    start(spec).await
+}
+
+/// How many ports [`start_accepting`] tries before giving up.
+const BIND_ATTEMPTS: usize = 20;
+
+/// Starts a node that accepts on `ip` at a port free there, and returns it with its listening
+/// address. `spec(port)` must put the node's `local` on `ip:port`. The port is checked free and
+/// then bound by the driver; if something took it in between, another port is tried.
+pub async fn start_accepting(
+    ip: IpAddr,
+    mut spec: impl FnMut(u16) -> NodeSpec,
+) -> (Node, SocketAddr) {
+    for _ in 0..BIND_ATTEMPTS {
+        let port = free_port(ip).await;
+        let spec = spec(port);
+        let local = SocketAddr::new(ip, port);
+        assert_eq!(spec.local, local, "the spec must listen on the port given");
+        assert!(
+            !dials(spec.local, spec.peer),
+            "{} should accept from {}",
+            spec.local,
+            spec.peer
+        );
+        match try_start(spec).await {
+            Ok(node) => return (node, local),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("starting the accepting node on {local}: {e}"),
+        }
     }
+    panic!("no port on {ip} stayed free long enough in {BIND_ATTEMPTS} attempts");
 }
 
 /// Polls `check` every 10 ms until true or `timeout` (bounded).
@@ -202,7 +255,7 @@ pub fn same_entries(
 }
 
 /// A TCP relay between the dialer and the acceptor that records both directions and can cut
-/// every connection. Listens on `listen`, connects to `target` from `source`.
+/// every connection. Accepts on `listener`, connects to `target` from the listener's address.
 pub struct Relay {
     pub to_acceptor: Arc<Mutex<Vec<u8>>>,
     pub to_dialer: Arc<Mutex<Vec<u8>>>,
@@ -211,8 +264,8 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub async fn start(listen: SocketAddr, target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind(listen).await.unwrap();
+    pub fn start(listener: TcpListener, target: SocketAddr) -> Relay {
+        let source = listener.local_addr().unwrap().ip();
         let to_acceptor = Arc::new(Mutex::new(Vec::new()));
         let to_dialer = Arc::new(Mutex::new(Vec::new()));
         let (cut, cut_rx) = watch::channel(0u64);
@@ -223,7 +276,7 @@ impl Relay {
                     return;
                 };
                 let socket = TcpSocket::new_v4().unwrap();
-                socket.bind(SocketAddr::new(listen.ip(), 0)).unwrap();
+                socket.bind(SocketAddr::new(source, 0)).unwrap();
                 let Ok(outbound) = socket.connect(target).await else {
                     continue;
                 };
