@@ -8,6 +8,7 @@
 //! nodes that hear each other never both add the VIPs; two that did not (a partition) resolve it as soon as one
 //! heartbeat gets through: the primary (then the lower node name) keeps them, the other drops them.
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use crate::wire::{Heartbeat, NodeState, PingState, Role};
@@ -311,6 +312,9 @@ pub struct Election {
     /// Sequence number of the first heartbeat of the current run of heartbeats that do (or do not) let the peer
     /// take the VIPs: a grant from the peer counts only if it acknowledges it.
     status_seq: u64,
+    /// When our recent heartbeats were built (sequence number, ms), oldest first, for about `dead_ms`: tells how
+    /// fresh the peer's news of us is.
+    sent_at: VecDeque<(u64, u64)>,
     last_sent_status: (bool, bool),
     admin_request_until: Option<u64>,
     request_flag_sent: bool,
@@ -355,6 +359,7 @@ impl Election {
             handover_pending: false,
             claim_seq: None,
             status_seq: 0,
+            sent_at: VecDeque::new(),
             last_sent_status: (false, false),
             admin_request_until: None,
             request_flag_sent: false,
@@ -557,7 +562,27 @@ impl Election {
             self.status_seq = self.seq;
         }
         self.last_sent_status = status;
+        self.sent_at.push_back((self.seq, now_ms));
+        let keep_from = now_ms.saturating_sub(self.cfg.timings.dead_ms);
+        while self.sent_at.len() > 1 && self.sent_at.front().is_some_and(|&(_, at)| at < keep_from)
+        {
+            self.sent_at.pop_front();
+        }
         hb
+    }
+
+    /// Did the peer write this after hearing from us less than `dead_ms` ago (by our heartbeat it acknowledges)?
+    /// Until `dead_ms` after that heartbeat left, the peer cannot have given us up as dead and taken the VIPs back,
+    /// so an offer it makes cannot be one it has already withdrawn that way.
+    fn peer_news_is_fresh(&self, peer: &Heartbeat, now: u64) -> bool {
+        if peer.ack_epoch != self.cfg.boot_epoch {
+            return false;
+        }
+        self.sent_at
+            .iter()
+            .rev()
+            .find(|&&(seq, _)| seq <= peer.ack_seq)
+            .is_some_and(|&(_, at)| now < at.saturating_add(self.cfg.timings.dead_ms))
     }
 
     /// (may hold the VIPs, lets the peer take them): a grant from the peer is only trusted if it was written after
@@ -843,7 +868,9 @@ impl Election {
             NodeState::Releasing | NodeState::Acquiring | NodeState::Active => return,
             NodeState::Init | NodeState::Standby | NodeState::Claiming => {}
         }
-        if peer.handover && !mutual_offer {
+        // An offer written on old news of us may already be withdrawn (the peer gave us up as dead and took the
+        // VIPs back while it was on its way): then only the claim below, which the peer must grant, may move them.
+        if peer.handover && !mutual_offer && self.peer_news_is_fresh(&peer, now) {
             return self.start_acquire(Reason::HandoverFromPeer, now, out);
         }
         let wins = !self.handover_pending && self.wins_claim(&peer, now);

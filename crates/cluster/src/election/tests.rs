@@ -862,3 +862,49 @@ fn takeover_right_after_release_does_not_ping_pong() {
         }
     }
 }
+
+/// Found by a x60 stress run of `pair_is_safe_and_live`: "lb2 acquired while lb1 holds and both hear each other".
+#[test]
+fn lossy_takeover_stop_crash_restart_never_holds_twice() {
+    let params = SimParams {
+        timings: Timings {
+            interval_ms: 200,
+            dead_ms: 800,
+            warn_ms: 400,
+            init_dead_ms: 1600,
+        },
+        roles: [Role::Secondary, Role::Secondary],
+        auto_failback: true,
+        ping_configured: true,
+        max_delay_ms: 44,
+        vip_latency_ms: 22,
+        seed: 5463324995364838390,
+    };
+    let steps = [
+        Step::Link(LinkMode::Healthy),
+        Step::Link(LinkMode::Lossy(35)),
+        Step::Wait(2329),
+        Step::Wait(583),
+        Step::Link(LinkMode::Lossy(57)),
+        Step::Takeover(1),
+        Step::Stop(1),
+        Step::Wait(1408),
+        Step::Crash(0),
+        Step::Start(0),
+        Step::Wait(981),
+        Step::Start(1),
+        Step::Wait(133),
+        Step::Wait(1549),
+        Step::Ping(0, false),
+    ];
+    let sim = run_scenario(params, &steps);
+    if !sim.violations.is_empty() {
+        for (name, node) in NAMES.iter().zip(&sim.nodes) {
+            for (t, e) in node.events.iter().filter(|(t, _)| (5000..7100).contains(t)) {
+                eprintln!("{name} {t:5} {e:?}");
+            }
+        }
+    }
+    sim.assert_clean();
+    assert_eq!(sim.holders(), 1);
+}
