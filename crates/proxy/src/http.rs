@@ -775,10 +775,18 @@ pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
 
 /// The value of cookie `name` in the request's `Cookie` headers, decoded.
 pub(crate) fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    cookie_in(
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        name,
+    )
+}
+
+/// The value of cookie `name` among `Cookie` field values, decoded.
+pub(crate) fn cookie_in<'a>(values: impl Iterator<Item = &'a str>, name: &str) -> Option<String> {
+    values
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| k.trim() == name)

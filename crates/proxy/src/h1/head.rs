@@ -50,6 +50,16 @@ impl HeadError {
             HeadError::Method(_) => 405,
         }
     }
+
+    /// The reason phrase of [`Self::status`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HeadError::Invalid(_) => "Bad Request",
+            HeadError::Version => "HTTP Version Not Supported",
+            HeadError::TooManyHeaders => "Request Header Fields Too Large",
+            HeadError::Method(_) => "Method Not Allowed",
+        }
+    }
 }
 
 /// What the engine needs to know about a parsed request.
@@ -324,14 +334,13 @@ pub fn parse_request(
 
 /// The decoded value of cookie `name` in the `Cookie` fields.
 fn find_cookie(headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
-    headers
-        .iter()
-        .filter(|h| eq(h.name, "cookie"))
-        .filter_map(|h| std::str::from_utf8(h.value).ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| crate::http::decode_cookie_value(v.trim().trim_matches('"')))
+    crate::http::cookie_in(
+        headers
+            .iter()
+            .filter(|h| eq(h.name, "cookie"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok()),
+        name,
+    )
 }
 
 /// What the engine needs to know about a parsed response.

@@ -137,17 +137,11 @@ async fn serve_requests(
     match fired {
         Some(Phase::WaitingResponse) => {
             tracing::warn!(service = %svc.cfg.label, client = %peer, "real server did not answer within the server timeout");
-            let page = head::local_response(
+            let page = closing_error(
                 504,
                 "Gateway Timeout",
-                &error_html(
-                    504,
-                    "Gateway Timeout",
-                    &svc.cfg.label,
-                    "The real server did not answer in time",
-                ),
-                false,
-                false,
+                &svc.cfg.label,
+                "The real server did not answer in time",
             );
             if let Ok(n) = client.try_write(&page) {
                 svc.counters.add_out(n);
@@ -158,6 +152,17 @@ async fn serve_requests(
         }
         None => {}
     }
+}
+
+/// An error page after which the connection closes.
+fn closing_error(status: u16, reason: &str, service: &str, what: &str) -> Vec<u8> {
+    head::local_response(
+        status,
+        reason,
+        &error_html(status, reason, service, what),
+        false,
+        false,
+    )
 }
 
 // ------------------------------------------------------------------------------------------------ buffers and I/O
@@ -535,13 +540,7 @@ impl Conn<'_> {
                     }
                     Err(e) => {
                         tracing::debug!(service = %self.svc.cfg.label, client = %self.peer, error = %e, "bad request");
-                        let reason = match e.status() {
-                            505 => "HTTP Version Not Supported",
-                            431 => "Request Header Fields Too Large",
-                            405 => "Method Not Allowed",
-                            _ => "Bad Request",
-                        };
-                        self.reject(e.status(), reason).await;
+                        self.reject(e.status(), e.reason()).await;
                         return None;
                     }
                 }
@@ -561,17 +560,11 @@ impl Conn<'_> {
 
     /// Answers a bad request and closes.
     async fn reject(&mut self, status: u16, reason: &str) {
-        let page = head::local_response(
+        let page = closing_error(
             status,
             reason,
-            &error_html(
-                status,
-                reason,
-                &self.svc.cfg.label,
-                "The request could not be understood",
-            ),
-            false,
-            false,
+            &self.svc.cfg.label,
+            "The request could not be understood",
         );
         let _ = self.write_client(&page, &[]).await;
         self.linger_close().await;
@@ -841,17 +834,11 @@ impl Conn<'_> {
 
     async fn bad_body(&mut self, e: ChunkError) -> Outcome {
         tracing::debug!(service = %self.svc.cfg.label, client = %self.peer, error = %e, "bad request body");
-        let page = head::local_response(
+        let page = closing_error(
             400,
             "Bad Request",
-            &error_html(
-                400,
-                "Bad Request",
-                &self.svc.cfg.label,
-                "The request body is malformed",
-            ),
-            false,
-            false,
+            &self.svc.cfg.label,
+            "The request body is malformed",
         );
         let _ = self.write_client(&page, &[]).await;
         Outcome::Done { keep: false }
