@@ -67,7 +67,7 @@ impl HttpEngine for HyperEngine {
 }
 
 /// Most time a client may take to send a complete request head (slowloris guard), capped by the client timeout.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn serve_connection(
     client: TcpStream,

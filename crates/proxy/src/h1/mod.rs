@@ -34,7 +34,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::ConnCtx;
-use crate::http::{HttpEngine, error_html, unavailable_page, wait_first_byte};
+use crate::http::{HEADER_READ_TIMEOUT, HttpEngine, error_html, unavailable_page, wait_first_byte};
 use crate::pool::Reusable;
 use crate::relay::{Read, read_now};
 use crate::route::Route;
@@ -42,9 +42,6 @@ use crate::state::{Active, ActiveOwned, ServerRuntime, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
 use chunked::{ChunkError, ChunkedScanner};
 use head::{Framing, RequestInfo, ResponseInfo};
-
-/// Most time a client may take to send a complete request head (slowloris guard), capped by the client timeout.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most time spent reading what a client still sends after we decided to close (so our last response is not cut
 /// by a reset), and most bytes read then.
 const LINGER: Duration = Duration::from_secs(1);
