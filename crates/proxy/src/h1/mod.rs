@@ -42,6 +42,7 @@ use crate::state::{Active, ActiveOwned, ServerRuntime, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
 use chunked::{ChunkError, ChunkedScanner};
 use head::{Framing, RequestInfo, ResponseInfo};
+
 /// Most time spent reading what a client still sends after we decided to close (so our last response is not cut
 /// by a reset), and most bytes read then.
 const LINGER: Duration = Duration::from_secs(1);

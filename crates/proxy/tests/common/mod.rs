@@ -360,6 +360,8 @@ pub struct HttpBackend {
     pub connections: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
     task: JoinHandle<()>,
+    listener: Arc<TcpListener>,
+    dead: tokio_util::sync::CancellationToken,
 }
 
 impl HttpBackend {
@@ -367,7 +369,8 @@ impl HttpBackend {
         use http_body_util::{BodyExt, Full};
         use hyper::body::{Bytes, Incoming};
         use hyper::{Request, Response};
-        let listener = bind_retry(addr).await;
+        let listener = Arc::new(bind_retry(addr).await);
+        let accepting = listener.clone();
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let (c, r) = (connections.clone(), requests.clone());
@@ -377,7 +380,12 @@ impl HttpBackend {
         let task = tokio::spawn(async move {
             let _guard = dead2.clone().drop_guard();
             loop {
-                let Ok((s, _)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    biased;
+                    _ = dead2.cancelled() => return,
+                    a = accepting.accept() => a,
+                };
+                let Ok((s, _)) = accepted else {
                     continue;
                 };
                 c.fetch_add(1, Ordering::Relaxed);
@@ -438,25 +446,31 @@ impl HttpBackend {
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(s), svc);
+                    // Once killed, never another answer (even to a request already on its way).
                     tokio::select! {
-                        _ = conn => {}
+                        biased;
                         _ = dead.cancelled() => {}
+                        _ = conn => {}
                     }
                 });
             }
         });
-        let _ = dead;
         HttpBackend {
             name: name.into(),
             addr,
             connections,
             requests,
             task,
+            listener,
+            dead,
         }
     }
 
-    /// Like a crashed process: stop listening and close every connection.
+    /// Like a crashed process: stop listening and close every connection. Takes effect before it returns (new
+    /// connections are refused, open ones answer nothing more), not whenever the runtime gets to the aborted tasks.
     pub fn kill(&self) {
+        self.dead.cancel();
+        let _ = socket2::SockRef::from(&*self.listener).shutdown(std::net::Shutdown::Both);
         self.task.abort();
     }
 }
