@@ -310,6 +310,21 @@ async fn accept_handshake(
     })
 }
 
+/// A handshake (either side) bounded by `limit`; running out of time is a rejection like any other.
+async fn within_handshake_timeout<T>(
+    limit: Duration,
+    handshake: impl Future<Output = Result<T, Rejection>>,
+) -> Result<T, Rejection> {
+    tokio::time::timeout(limit, handshake)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Rejection::new(
+                RejectReason::HandshakeTimeout,
+                "handshake not finished in time",
+            ))
+        })
+}
+
 fn record(rejects: &Mutex<RejectCounters>, rejection: &Rejection, peer: &str) {
     lock(rejects).count(rejection.reason);
     warn!(peer, reason = rejection.reason.as_str(), detail = %rejection.detail, "sync session rejected");
@@ -354,17 +369,11 @@ async fn accept_loop(
         let sessions = sessions.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let result = tokio::time::timeout(
+            let result = within_handshake_timeout(
                 settings.handshake_timeout,
                 accept_handshake(stream, &identity, settings.max_frame),
             )
-            .await
-            .unwrap_or_else(|_| {
-                Err(Rejection::new(
-                    RejectReason::HandshakeTimeout,
-                    "handshake not finished in time",
-                ))
-            });
+            .await;
             match result {
                 Ok(auth) => {
                     let _ = sessions.send(auth).await;
@@ -426,14 +435,8 @@ impl Driver {
                         .await
                     };
                     let result =
-                        tokio::time::timeout(self.params.settings.handshake_timeout, attempt)
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(Rejection::new(
-                                    RejectReason::HandshakeTimeout,
-                                    "handshake not finished in time",
-                                ))
-                            });
+                        within_handshake_timeout(self.params.settings.handshake_timeout, attempt)
+                            .await;
                     match result {
                         Ok(auth) => auth,
                         Err(rejection) => {
