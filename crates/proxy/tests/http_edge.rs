@@ -74,10 +74,13 @@ async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec
     }
 }
 
-async fn curl_clients_http10_head_chunked_and_expect(e: Engine) {
-    init_tracing();
-    let a = HttpBackend::start("a", e.sa("127.23.1.11:8001")).await;
-    let vip = e.sa("127.23.1.1:8000");
+/// Backend "a" on 127.23.NET.11:8001 behind HTTP service "web" on 127.23.NET.1:8000, up.
+async fn one_server(
+    e: Engine,
+    net: u8,
+) -> (HttpBackend, std::net::SocketAddr, tandem_proxy::Proxy) {
+    let a = HttpBackend::start("a", e.sa(&format!("127.23.{net}.11:8001"))).await;
+    let vip = e.sa(&format!("127.23.{net}.1:8000"));
     let proxy = e.start(cluster(vec![service(
         "web",
         vip,
@@ -85,6 +88,12 @@ async fn curl_clients_http10_head_chunked_and_expect(e: Engine) {
         vec![server("a", a.addr, 1)],
     )]));
     wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "web")).await;
+    (a, vip, proxy)
+}
+
+async fn curl_clients_http10_head_chunked_and_expect(e: Engine) {
+    init_tracing();
+    let (_backend, vip, proxy) = one_server(e, 1).await;
     let url = format!("http://{vip}");
 
     // HTTP/1.0 client.
@@ -134,15 +143,7 @@ async fn curl_clients_http10_head_chunked_and_expect(e: Engine) {
 
 async fn pipelined_requests_are_answered_in_order(e: Engine) {
     init_tracing();
-    let a = HttpBackend::start("a", e.sa("127.23.2.11:8001")).await;
-    let vip = e.sa("127.23.2.1:8000");
-    let proxy = e.start(cluster(vec![service(
-        "web",
-        vip,
-        Mode::Http,
-        vec![server("a", a.addr, 1)],
-    )]));
-    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "web")).await;
+    let (_backend, vip, proxy) = one_server(e, 2).await;
     let mut s = TcpStream::connect(vip).await.unwrap();
     s.write_all(
         b"GET /big/3 HTTP/1.1\r\nHost: x\r\n\r\nPOST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /big/7 HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -167,15 +168,7 @@ async fn pipelined_requests_are_answered_in_order(e: Engine) {
 
 async fn smuggling_attempts_are_refused(e: Engine) {
     init_tracing();
-    let a = HttpBackend::start("a", e.sa("127.23.3.11:8001")).await;
-    let vip = e.sa("127.23.3.1:8000");
-    let proxy = e.start(cluster(vec![service(
-        "web",
-        vip,
-        Mode::Http,
-        vec![server("a", a.addr, 1)],
-    )]));
-    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "web")).await;
+    let (a, vip, proxy) = one_server(e, 3).await;
     let both_lengths = &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"[..];
     // hyper follows RFC 9112 6.3 for that one (chunked wins, the length is dropped, the rest is the next request):
     // not ambiguous upstream either, but the native engine refuses it outright, as HAProxy does.
