@@ -53,6 +53,7 @@ mod io;
 pub mod listener;
 mod pool;
 pub mod relay;
+mod relay_loop;
 mod route;
 pub mod state;
 mod status;
@@ -88,12 +89,26 @@ pub struct ConnCtx {
     pub(crate) stick: SharedStickTables,
     pub(crate) clock: Clock,
     pub(crate) shutdown: CancellationToken,
+    /// TCP mode relays on these threads when set (see [`TcpRelay`]).
+    pub(crate) relay_loops: Option<Arc<relay_loop::RelayLoops>>,
+}
+
+/// How TCP-mode connections are relayed once both sides are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpRelay {
+    /// In the tokio task of the connection.
+    Tasks,
+    /// On this many dedicated threads, each one poll loop over its pairs: less CPU per message (no task wake-up per
+    /// read); the connection's task only waits for the end, a halt with close or shutdown.
+    Loops(usize),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("the proxy must be started from within a tokio runtime")]
     NoRuntime,
+    #[error("cannot start the TCP relay threads: {0}")]
+    RelayThreads(std::io::Error),
 }
 
 /// `set_server_state` named a service or server that does not exist.
@@ -166,6 +181,23 @@ impl Proxy {
         Self::start_with(cfg, stick, Clock::new(), Arc::new(H1Engine))
     }
 
+    /// As [`Proxy::start_with`], choosing how TCP mode relays.
+    pub fn start_with_relay(
+        cfg: Arc<ClusterConfig>,
+        stick: SharedStickTables,
+        clock: Clock,
+        engine: Arc<dyn HttpEngine>,
+        tcp: TcpRelay,
+    ) -> Result<Proxy, StartError> {
+        let relay_loops = match tcp {
+            TcpRelay::Tasks => None,
+            TcpRelay::Loops(threads) => Some(Arc::new(
+                relay_loop::RelayLoops::start(threads).map_err(StartError::RelayThreads)?,
+            )),
+        };
+        Self::start_inner(cfg, stick, clock, engine, relay_loops)
+    }
+
     /// As [`Proxy::start`], with the clock every user of `stick` shares and the HTTP engine to use.
     pub fn start_with(
         cfg: Arc<ClusterConfig>,
@@ -173,11 +205,22 @@ impl Proxy {
         clock: Clock,
         engine: Arc<dyn HttpEngine>,
     ) -> Result<Proxy, StartError> {
+        Self::start_inner(cfg, stick, clock, engine, None)
+    }
+
+    fn start_inner(
+        cfg: Arc<ClusterConfig>,
+        stick: SharedStickTables,
+        clock: Clock,
+        engine: Arc<dyn HttpEngine>,
+        relay_loops: Option<Arc<relay_loop::RelayLoops>>,
+    ) -> Result<Proxy, StartError> {
         tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let ctx = ConnCtx {
             stick,
             clock,
             shutdown: CancellationToken::new(),
+            relay_loops,
         };
         let proxy = Proxy {
             inner: Arc::new(Inner {

@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::ConnCtx;
 use crate::relay::{RelayEnd, relay};
+use crate::relay_loop::Job;
 use crate::route::Route;
 use crate::state::{Active, AdminState, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
@@ -57,15 +58,46 @@ pub(crate) async fn serve(
             _ = ctx.shutdown.cancelled() => false,
         }
     });
+    let log_end = |end: RelayEnd| match end {
+        RelayEnd::Closed => {}
+        RelayEnd::Idle => tracing::debug!(service = %svc.cfg.label, client = %peer, "idle timeout"),
+        RelayEnd::Error(e) => {
+            tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "relay ended")
+        }
+    };
+    let log_halt = |by_halt: bool| {
+        if by_halt {
+            tracing::info!(service = %svc.cfg.label, server = %server.label, client = %peer, "closed by halt");
+        }
+    };
+    if let Some(loops) = &ctx.relay_loops {
+        let (client, upstream) = match (client.into_std(), upstream.into_std()) {
+            (Ok(c), Ok(u)) => (c, u),
+            (Err(e), _) | (_, Err(e)) => return log_end(RelayEnd::Error(e)),
+        };
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let id = loops.hand_over(Job {
+            client,
+            server: upstream,
+            client_idle,
+            server_idle,
+            service: svc.clone(),
+            real: server.clone(),
+            done,
+        });
+        tokio::select! {
+            biased;
+            end = ended => log_end(end.unwrap_or(RelayEnd::Closed)),
+            by_halt = halted => {
+                loops.close(id);
+                log_halt(by_halt);
+            }
+        }
+        return;
+    }
     tokio::select! {
         biased;
-        end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters) => match end {
-            RelayEnd::Closed => {}
-            RelayEnd::Idle => tracing::debug!(service = %svc.cfg.label, client = %peer, "idle timeout"),
-            RelayEnd::Error(e) => tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "relay ended"),
-        },
-        by_halt = halted => if by_halt {
-            tracing::info!(service = %svc.cfg.label, server = %server.label, client = %peer, "closed by halt");
-        },
+        end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters) => log_end(end),
+        by_halt = halted => log_halt(by_halt),
     }
 }

@@ -72,19 +72,22 @@ pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    // Worker threads: TANDEM_WORKERS, else one per core (benchmarks pin it for fairness).
-    let workers = std::env::var("TANDEM_WORKERS")
-        .ok()
-        .and_then(|w| w.parse::<usize>().ok())
-        .filter(|w| *w > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(worker_count())
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async_main(loaded, cluster_path, node_path))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Worker threads: TANDEM_WORKERS, else one per core (benchmarks pin it for fairness).
+fn worker_count() -> usize {
+    std::env::var("TANDEM_WORKERS")
+        .ok()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|w| *w > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 fn secret_for(node: &NodeConfig) -> Result<Vec<u8>> {
@@ -358,8 +361,23 @@ impl Daemon {
                 }
                 _ => Arc::new(tandem_proxy::H1Engine),
             };
-        let proxy = Proxy::start_with(cluster.clone(), stick, tandem_stick::Clock::new(), engine)
-            .map_err(|e| anyhow!("{e}"))?;
+        // TCP mode relays established pairs on one poll-loop thread per worker; TANDEM_TCP_RELAY=tasks relays in the
+        // connection tasks instead (the earlier way, kept as a fallback).
+        let tcp_relay = match std::env::var("TANDEM_TCP_RELAY").as_deref() {
+            Ok("tasks") => {
+                tracing::info!("TCP mode relays in the connection tasks (TANDEM_TCP_RELAY=tasks)");
+                tandem_proxy::TcpRelay::Tasks
+            }
+            _ => tandem_proxy::TcpRelay::Loops(worker_count()),
+        };
+        let proxy = Proxy::start_with_relay(
+            cluster.clone(),
+            stick,
+            tandem_stick::Clock::new(),
+            engine,
+            tcp_relay,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
 
         let heartbeat = &cluster.heartbeat;
         let state_dir = node.node.state_dir.clone();

@@ -109,9 +109,22 @@ pub fn cluster(services: Vec<Service>) -> Arc<ClusterConfig> {
     })
 }
 
+/// Starts a proxy on the native HTTP engine. TCP mode relays on two poll-loop threads as the daemon does, or in
+/// the connection tasks when `TANDEM_TEST_TCP_RELAY=tasks` (tests/run-all runs the TCP scenarios both ways).
 pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
     let stick: SharedStickTables = Default::default();
-    Proxy::start(cfg, stick).unwrap()
+    let tcp = match std::env::var("TANDEM_TEST_TCP_RELAY").as_deref() {
+        Ok("tasks") => tandem_proxy::TcpRelay::Tasks,
+        _ => tandem_proxy::TcpRelay::Loops(2),
+    };
+    Proxy::start_with_relay(
+        cfg,
+        stick,
+        tandem_stick::Clock::new(),
+        Arc::new(tandem_proxy::H1Engine),
+        tcp,
+    )
+    .unwrap()
 }
 
 /// The HTTP engines; HTTP-mode scenarios run on each. Each engine gets its own loopback range (127.X.y.z of the
