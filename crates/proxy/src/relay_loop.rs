@@ -163,6 +163,8 @@ impl Pair {
             if !self.pending[from].is_empty() {
                 return Ok(());
             }
+            // Drained: give the buffer back, so pairs that were once slow do not each keep one.
+            self.pending[from] = Vec::new();
         }
         if self.eof[from] {
             self.pass_fin(to);
