@@ -766,3 +766,50 @@ async fn shutdown_closes_listeners_and_established_connections() {
         "listener closed at once"
     );
 }
+
+/// A client that sends without end to a server that never reads is held back by TCP flow control through the proxy:
+/// what it manages to write is bounded by the socket buffers on the way (the proxy keeps at most one read buffer per
+/// blocked direction), not by how long it keeps trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_to_a_server_that_never_reads_is_held_back() {
+    init_tracing();
+    let baddr = sa("127.20.13.11:7001");
+    let listener = bind_retry(baddr).await;
+    let (keep_tx, mut keep_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            // Accept and hold the connection open without ever reading.
+            let _ = keep_tx.send(s);
+        }
+    });
+    let vip = sa("127.20.13.1:7000");
+    let proxy = start(cluster(vec![service(
+        "flood",
+        vip,
+        Mode::Tcp,
+        vec![server("a", baddr, 1)],
+    )]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "flood")).await;
+    let mut c = TcpStream::connect(vip).await.unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut written = 0usize;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        match tokio::time::timeout(Duration::from_millis(1500), c.write_all(&chunk)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => break, // blocked: flow control reached the client
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the client could write for 6 s without being held back ({written} bytes)"
+    );
+    assert!(
+        written < 64 << 20,
+        "{written} bytes got in before the client was held back"
+    );
+    while keep_rx.try_recv().is_ok() {}
+    proxy.shutdown().await;
+}
