@@ -19,25 +19,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "probe.h"
+
 int main(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: %s LISTEN_IP LISTEN_PORT UPSTREAM_IP UPSTREAM_PORT SECONDS\n", argv[0]);
-    return 2;
-  }
-  struct sockaddr_in listen_at = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-  struct sockaddr_in upstream = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[4]))};
-  if (inet_pton(AF_INET, argv[1], &listen_at.sin_addr) != 1 || inet_pton(AF_INET, argv[3], &upstream.sin_addr) != 1) {
-    fprintf(stderr, "bad address\n");
-    return 2;
-  }
-  alarm((unsigned)atoi(argv[5]));  // bounded: SIGALRM ends the probe
+  struct probe probe = probe_start(argc, argv);
+  struct sockaddr_in upstream = probe.upstream;
+  int listener = probe.listener;
   int one = 1;
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(listener, (struct sockaddr *)&listen_at, sizeof listen_at) || listen(listener, 1024)) {
-    perror("listen");
-    return 1;
-  }
   int ep = epoll_create1(0);
   struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
   epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev);

@@ -25,6 +25,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "probe.h"
+
 static long bpf(int cmd, union bpf_attr *attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
 
 #define INSN(c, d, s, o, i) ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
@@ -48,17 +50,9 @@ static uint64_t cookie_of(int fd) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6) {
-    fprintf(stderr, "usage: %s LISTEN_IP LISTEN_PORT UPSTREAM_IP UPSTREAM_PORT SECONDS\n", argv[0]);
-    return 2;
-  }
-  struct sockaddr_in listen_at = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-  struct sockaddr_in upstream = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[4]))};
-  if (inet_pton(AF_INET, argv[1], &listen_at.sin_addr) != 1 || inet_pton(AF_INET, argv[3], &upstream.sin_addr) != 1) {
-    fprintf(stderr, "bad address\n");
-    return 2;
-  }
-  alarm((unsigned)atoi(argv[5]));  // bounded: SIGALRM ends the probe
+  struct probe probe = probe_start(argc, argv);
+  struct sockaddr_in upstream = probe.upstream;
+  int listener = probe.listener;
 
   union bpf_attr a;
   memset(&a, 0, sizeof a);
@@ -113,12 +107,6 @@ int main(int argc, char **argv) {
   }
 
   int one = 1;
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(listener, (struct sockaddr *)&listen_at, sizeof listen_at) || listen(listener, 1024)) {
-    perror("listen");
-    return 1;
-  }
   int ep = epoll_create1(0);
   struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
   epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev);
