@@ -181,6 +181,17 @@ impl Proxy {
         Self::start_with(cfg, stick, Clock::new(), Arc::new(H1Engine))
     }
 
+    /// As [`Proxy::start`], with the clock every user of `stick` shares and the HTTP engine to use; TCP mode relays
+    /// in the connection tasks.
+    pub fn start_with(
+        cfg: Arc<ClusterConfig>,
+        stick: SharedStickTables,
+        clock: Clock,
+        engine: Arc<dyn HttpEngine>,
+    ) -> Result<Proxy, StartError> {
+        Self::start_with_relay(cfg, stick, clock, engine, TcpRelay::Tasks)
+    }
+
     /// As [`Proxy::start_with`], choosing how TCP mode relays.
     pub fn start_with_relay(
         cfg: Arc<ClusterConfig>,
@@ -189,33 +200,13 @@ impl Proxy {
         engine: Arc<dyn HttpEngine>,
         tcp: TcpRelay,
     ) -> Result<Proxy, StartError> {
+        tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let relay_loops = match tcp {
             TcpRelay::Tasks => None,
             TcpRelay::Loops(threads) => Some(Arc::new(
                 relay_loop::RelayLoops::start(threads).map_err(StartError::RelayThreads)?,
             )),
         };
-        Self::start_inner(cfg, stick, clock, engine, relay_loops)
-    }
-
-    /// As [`Proxy::start`], with the clock every user of `stick` shares and the HTTP engine to use.
-    pub fn start_with(
-        cfg: Arc<ClusterConfig>,
-        stick: SharedStickTables,
-        clock: Clock,
-        engine: Arc<dyn HttpEngine>,
-    ) -> Result<Proxy, StartError> {
-        Self::start_inner(cfg, stick, clock, engine, None)
-    }
-
-    fn start_inner(
-        cfg: Arc<ClusterConfig>,
-        stick: SharedStickTables,
-        clock: Clock,
-        engine: Arc<dyn HttpEngine>,
-        relay_loops: Option<Arc<relay_loop::RelayLoops>>,
-    ) -> Result<Proxy, StartError> {
-        tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let ctx = ConnCtx {
             stick,
             clock,

@@ -80,26 +80,35 @@ impl RelayLoops {
         })
     }
 
-    /// Hands a pair to one of the loops (round robin). Returns its id for [`Self::close`].
-    pub(crate) fn hand_over(&self, job: Job) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let n = self.next_loop.fetch_add(1, Ordering::Relaxed) % self.loops.len();
-        let target = &self.loops[n];
+    /// Hands a pair to one of the loops (round robin). The returned id is for [`Self::close`].
+    pub(crate) fn hand_over(&self, job: Job) -> PairId {
+        let pair = PairId {
+            loop_index: self.next_loop.fetch_add(1, Ordering::Relaxed) % self.loops.len(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        };
         // A loop that is gone drops the job, and with it `done`: the waiting task sees the pair end.
-        if target.commands.send(Command::Add(id, job)).is_ok() {
-            let _ = target.waker.wake();
-        }
-        id
+        self.send(pair.loop_index, Command::Add(pair.id, job));
+        pair
     }
 
-    /// Closes pair `id` now (halt with close, shutdown). Nothing happens if it has ended already.
-    pub(crate) fn close(&self, id: u64) {
-        for target in &self.loops {
-            if target.commands.send(Command::Close(id)).is_ok() {
-                let _ = target.waker.wake();
-            }
+    /// Closes a pair now (halt with close, shutdown). Nothing happens if it has ended already.
+    pub(crate) fn close(&self, pair: PairId) {
+        self.send(pair.loop_index, Command::Close(pair.id));
+    }
+
+    fn send(&self, loop_index: usize, command: Command) {
+        let target = &self.loops[loop_index];
+        if target.commands.send(command).is_ok() {
+            let _ = target.waker.wake();
         }
     }
+}
+
+/// Which loop relays a pair, and the pair's id there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PairId {
+    loop_index: usize,
+    id: u64,
 }
 
 struct Pair {
