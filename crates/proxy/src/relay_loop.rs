@@ -160,14 +160,21 @@ impl Pair {
 
     /// Moves bytes from side `from` to the other side: first what is pending, then what can be read now.
     /// `fin_seen`: the poll reported the peer's FIN, so reading goes on to the end of stream even after a short read.
-    fn pump(&mut self, from: usize, buf: &mut [u8], fin_seen: bool) -> io::Result<()> {
+    /// `now`: when the poll returned (one clock read per wake-up, not per message; idle limits are coarser).
+    fn pump(
+        &mut self,
+        from: usize,
+        buf: &mut [u8],
+        fin_seen: bool,
+        now: Instant,
+    ) -> io::Result<()> {
         let to = 1 - from;
         if !self.pending[from].is_empty() {
             let written = write_now(&self.streams[to], &self.pending[from])?;
             if written > 0 {
                 self.pending[from].drain(..written);
                 // Waiting for the peer to take bytes counts as activity: bytes are still moving.
-                self.last_activity = Instant::now();
+                self.last_activity = now;
             }
             if !self.pending[from].is_empty() {
                 return Ok(());
@@ -191,7 +198,7 @@ impl Pair {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.last_activity = Instant::now();
+            self.last_activity = now;
             self.count(from, n);
             let written = write_now(&self.streams[to], &buf[..n])?;
             if written < n {
@@ -259,6 +266,7 @@ impl RelayLoop {
                 self.close_all();
                 return;
             }
+            let now = Instant::now();
             for event in events.iter() {
                 if event.token() == WAKER {
                     continue;
@@ -267,15 +275,15 @@ impl RelayLoop {
                 let side = event.token().0 % 2;
                 let fin_seen = event.is_read_closed() || event.is_error();
                 let incoming = event.is_readable() || fin_seen;
-                self.on_ready(id, side, incoming, fin_seen);
+                self.on_ready(id, side, incoming, fin_seen, now);
             }
             if !self.take_commands() {
                 self.close_all();
                 return;
             }
-            if last_scan.elapsed() >= TICK {
-                last_scan = Instant::now();
-                self.close_idle(last_scan);
+            if now.duration_since(last_scan) >= TICK {
+                last_scan = now;
+                self.close_idle(now);
             }
         }
     }
@@ -326,7 +334,7 @@ impl RelayLoop {
         // Registration reports what is already readable; nothing to read by hand.
     }
 
-    fn on_ready(&mut self, id: u64, side: usize, incoming: bool, fin_seen: bool) {
+    fn on_ready(&mut self, id: u64, side: usize, incoming: bool, fin_seen: bool, now: Instant) {
         let Some(pair) = self.pairs.get_mut(&id) else {
             return;
         };
@@ -335,10 +343,10 @@ impl RelayLoop {
         // edge was spent while it waited.
         if !pair.pending[1 - side].is_empty() {
             // Its last read may have been short with the FIN behind it: read on to the end.
-            result = pair.pump(1 - side, &mut self.buf, true);
+            result = pair.pump(1 - side, &mut self.buf, true, now);
         }
         if result.is_ok() && incoming {
-            result = pair.pump(side, &mut self.buf, fin_seen);
+            result = pair.pump(side, &mut self.buf, fin_seen, now);
         }
         let finished = result.is_ok() && pair.finished();
         match result {
