@@ -24,12 +24,14 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::oneshot;
 
 use crate::relay::RelayEnd;
-use crate::state::{Counters, ServerRuntime, ServiceRuntime};
+use crate::state::{Counters, ServerRuntime};
 
 const WAKER: Token = Token(usize::MAX);
 /// How often idle pairs are looked for.
 const TICK: Duration = Duration::from_millis(250);
 const READ_SIZE: usize = 32 * 1024;
+/// Reads of one side per turn (512 KiB): a bulk transfer then lets the loop's other pairs have their turn.
+const READS_PER_TURN: usize = 16;
 const CLIENT: usize = 0;
 const SERVER: usize = 1;
 
@@ -39,7 +41,8 @@ pub(crate) struct Job {
     pub server: std::net::TcpStream,
     pub client_idle: Duration,
     pub server_idle: Duration,
-    pub service: Arc<ServiceRuntime>,
+    /// The service's counters.
+    pub service: Arc<Counters>,
     pub real: Arc<ServerRuntime>,
     pub done: oneshot::Sender<RelayEnd>,
 }
@@ -123,7 +126,7 @@ struct Pair {
     client_idle: Duration,
     server_idle: Duration,
     last_activity: Instant,
-    service: Arc<ServiceRuntime>,
+    service: Arc<Counters>,
     real: Arc<ServerRuntime>,
     done: Option<oneshot::Sender<RelayEnd>>,
 }
@@ -154,20 +157,22 @@ impl Pair {
                 c.add_out(n)
             }
         };
-        add(&self.service.counters);
+        add(&self.service);
         add(&self.real.counters);
     }
 
     /// Moves bytes from side `from` to the other side: first what is pending, then what can be read now.
     /// `fin_seen`: the poll reported the peer's FIN, so reading goes on to the end of stream even after a short read.
     /// `now`: when the poll returned (one clock read per wake-up, not per message; idle limits are coarser).
+    /// `Ok(true)`: stopped after [`READS_PER_TURN`] reads with more perhaps waiting; the loop comes back to it (no
+    /// new edge will say so).
     fn pump(
         &mut self,
         from: usize,
         buf: &mut [u8],
         fin_seen: bool,
         now: Instant,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let to = 1 - from;
         if !self.pending[from].is_empty() {
             let written = write_now(&self.streams[to], &self.pending[from])?;
@@ -177,24 +182,24 @@ impl Pair {
                 self.last_activity = now;
             }
             if !self.pending[from].is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             // Drained: give the buffer back, so pairs that were once slow do not each keep one.
             self.pending[from] = Vec::new();
         }
         if self.eof[from] {
             self.pass_fin(to);
-            return Ok(());
+            return Ok(false);
         }
-        loop {
+        for _ in 0..READS_PER_TURN {
             let n = match (&self.streams[from]).read(buf) {
                 Ok(0) => {
                     self.eof[from] = true;
                     self.pass_fin(to);
-                    return Ok(());
+                    return Ok(false);
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
@@ -204,13 +209,14 @@ impl Pair {
             if written < n {
                 // The other side is full: keep the rest and stop reading this side until it drains.
                 self.pending[from].extend_from_slice(&buf[written..n]);
-                return Ok(());
+                return Ok(false);
             }
             if n < buf.len() && !fin_seen {
                 // A short read emptied the socket; the next byte (or the FIN) raises a new edge.
-                return Ok(());
+                return Ok(false);
             }
         }
+        Ok(true)
     }
 
     fn pass_fin(&mut self, to: usize) {
@@ -241,6 +247,8 @@ struct RelayLoop {
     inbox: mpsc::Receiver<Command>,
     pairs: HashMap<u64, Pair>,
     buf: Box<[u8]>,
+    /// Sides that stopped at [`READS_PER_TURN`] with data perhaps left: read again next turn.
+    again: Vec<(u64, usize)>,
 }
 
 impl RelayLoop {
@@ -250,6 +258,7 @@ impl RelayLoop {
             inbox,
             pairs: HashMap::new(),
             buf: vec![0u8; READ_SIZE].into_boxed_slice(),
+            again: Vec::new(),
         }
     }
 
@@ -257,7 +266,11 @@ impl RelayLoop {
         let mut events = Events::with_capacity(1024);
         let mut last_scan = Instant::now();
         loop {
-            let timeout = (!self.pairs.is_empty()).then_some(TICK);
+            let timeout = if !self.again.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                (!self.pairs.is_empty()).then_some(TICK)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -267,6 +280,9 @@ impl RelayLoop {
                 return;
             }
             let now = Instant::now();
+            for (id, side) in std::mem::take(&mut self.again) {
+                self.on_ready(id, side, true, true, now);
+            }
             for event in events.iter() {
                 if event.token() == WAKER {
                     continue;
@@ -343,10 +359,14 @@ impl RelayLoop {
         // edge was spent while it waited.
         if !pair.pending[1 - side].is_empty() {
             // Its last read may have been short with the FIN behind it: read on to the end.
-            result = pair.pump(1 - side, &mut self.buf, true, now);
+            result = pair
+                .pump(1 - side, &mut self.buf, true, now)
+                .map(|more| self.again.extend(more.then_some((id, 1 - side))));
         }
         if result.is_ok() && incoming {
-            result = pair.pump(side, &mut self.buf, fin_seen, now);
+            result = pair
+                .pump(side, &mut self.buf, fin_seen, now)
+                .map(|more| self.again.extend(more.then_some((id, side))));
         }
         let finished = result.is_ok() && pair.finished();
         match result {
@@ -386,5 +406,68 @@ impl RelayLoop {
         for id in ids {
             self.finish(id, RelayEnd::Closed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream as StdStream};
+
+    /// A connected loopback pair: (the end given to the relay, the far end).
+    fn connected() -> (TcpStream, StdStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let far = StdStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (near, _) = listener.accept().unwrap();
+        near.set_nonblocking(true).unwrap();
+        (TcpStream::from_std(near), far)
+    }
+
+    #[test]
+    fn a_long_read_stops_after_its_turn_and_resumes() {
+        let (src, mut client) = connected();
+        let (dst, mut server) = connected();
+        let (done, _ended) = oneshot::channel();
+        let mut pair = Pair {
+            streams: [src, dst],
+            pending: [Vec::new(), Vec::new()],
+            eof: [false; 2],
+            shut: [false; 2],
+            client_idle: Duration::from_secs(60),
+            server_idle: Duration::from_secs(60),
+            last_activity: Instant::now(),
+            service: Arc::new(Counters::default()),
+            real: Arc::new(ServerRuntime::new(
+                "s".into(),
+                [127, 0, 0, 1].into(),
+                Some(1),
+                1,
+            )),
+            done: Some(done),
+        };
+        const SENT: usize = 64 * 1024;
+        client.write_all(&[7u8; SENT]).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; SENT];
+            server.read_exact(&mut got).unwrap();
+            got
+        });
+        std::thread::sleep(Duration::from_millis(200)); // all of it in the relay's receive queue
+        // With 1 KiB reads a turn moves 16 KiB and says there is more.
+        let mut buf = [0u8; 1024];
+        assert!(pair.pump(CLIENT, &mut buf, true, Instant::now()).unwrap());
+        assert_eq!(pair.service.bytes_in.load(Ordering::Relaxed), 16 * 1024);
+        let mut turns = 1;
+        while pair.pump(CLIENT, &mut buf, true, Instant::now()).unwrap() {
+            turns += 1;
+            assert!(turns < 100, "never ran dry");
+        }
+        assert_eq!(turns, 4);
+        assert_eq!(pair.service.bytes_in.load(Ordering::Relaxed), SENT as u64);
+        assert_eq!(
+            pair.real.counters.bytes_in.load(Ordering::Relaxed),
+            SENT as u64
+        );
+        assert_eq!(reader.join().unwrap(), vec![7u8; SENT]);
     }
 }

@@ -81,7 +81,7 @@ pub(crate) async fn serve(
             server: upstream,
             client_idle,
             server_idle,
-            service: svc.clone(),
+            service: svc.counters.clone(),
             real: server.clone(),
             done,
         });
