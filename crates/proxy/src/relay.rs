@@ -89,13 +89,12 @@ pub async fn relay(
         r
     };
     let idle_limit = || {
-        if up_done.load(Ordering::Relaxed) {
-            server_idle
-        } else if down_done.load(Ordering::Relaxed) {
-            client_idle
-        } else {
-            client_idle.min(server_idle)
-        }
+        idle_limit(
+            up_done.load(Ordering::Relaxed),
+            down_done.load(Ordering::Relaxed),
+            client_idle,
+            server_idle,
+        )
     };
     tokio::select! {
         biased;
@@ -104,6 +103,23 @@ pub async fn relay(
             Err(e) => RelayEnd::Error(e),
         },
         () = OnlyWhenWoken::new(watchdog(&last, idle_limit)) => RelayEnd::Idle,
+    }
+}
+
+/// How long a relayed connection may stay silent, given which sides have finished sending (the rule on [`relay`];
+/// the relay loops apply it too).
+pub(crate) fn idle_limit(
+    client_done: bool,
+    server_done: bool,
+    client_idle: Duration,
+    server_idle: Duration,
+) -> Duration {
+    if client_done {
+        server_idle
+    } else if server_done {
+        client_idle
+    } else {
+        client_idle.min(server_idle)
     }
 }
 
