@@ -80,10 +80,6 @@ pub struct RequestInfo {
     pub cookie: Option<String>,
 }
 
-fn eq(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
-}
-
 /// The header fields this module acts on. A head's names are classified once (by length, then one comparison)
 /// instead of being compared with every known name in every pass: those comparisons were the biggest user-space
 /// cost of a request after parsing itself.
@@ -104,7 +100,7 @@ enum Field {
 
 impl Field {
     fn of(name: &str) -> Field {
-        let is = |known: &str| eq(name, known);
+        let is = |known: &str| token_is(name.as_bytes(), known);
         match name.len() {
             2 if is("te") => Field::OtherHopByHop,
             4 if is("host") => Field::Host,
@@ -170,8 +166,17 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// ASCII case-insensitive comparison of a field name or token with a known one.
 fn token_is(token: &[u8], known: &str) -> bool {
     token.eq_ignore_ascii_case(known.as_bytes())
+}
+
+/// Appends one item to a comma-separated field value (repeated fields folded into one).
+fn append_item(list: &mut Vec<u8>, item: &[u8]) {
+    if !list.is_empty() {
+        list.extend_from_slice(b", ");
+    }
+    list.extend_from_slice(item);
 }
 
 /// What the `Connection` fields of a head say.
@@ -350,11 +355,7 @@ pub fn parse_request(
             Field::TransferEncoding | Field::ContentLength => continue,
             k if k.is_hop_by_hop() => continue,
             Field::XForwardedFor => {
-                let v = forwarded_for.get_or_insert_with(Vec::new);
-                if !v.is_empty() {
-                    v.extend_from_slice(b", ");
-                }
-                v.extend_from_slice(h.value);
+                append_item(forwarded_for.get_or_insert_with(Vec::new), h.value);
                 continue;
             }
             _ => {}
@@ -385,8 +386,7 @@ pub fn parse_request(
     }
     match forwarded_for {
         Some(mut v) => {
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(client_ip.as_bytes());
+            append_item(&mut v, client_ip.as_bytes());
             push_header(out, "X-Forwarded-For", &v);
         }
         None => push_header(out, "X-Forwarded-For", client_ip.as_bytes()),
@@ -523,11 +523,7 @@ pub fn parse_response(
             continue;
         }
         if set_cookie.is_some() && kind == Field::CacheControl {
-            let v = cache_control.get_or_insert_with(Vec::new);
-            if !v.is_empty() {
-                v.extend_from_slice(b", ");
-            }
-            v.extend_from_slice(h.value);
+            append_item(cache_control.get_or_insert_with(Vec::new), h.value);
             continue;
         }
         push_header(out, name, h.value);
@@ -548,8 +544,7 @@ pub fn parse_response(
         const NOCACHE: &[u8] = b"no-cache=\"set-cookie\"";
         match cache_control {
             Some(mut v) => {
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(NOCACHE);
+                append_item(&mut v, NOCACHE);
                 push_header(out, "Cache-Control", &v);
             }
             None => push_header(out, "Cache-Control", NOCACHE),
