@@ -190,16 +190,7 @@ async fn redis_benchmark_through_tcp_mode_has_no_errors() {
             .unwrap(),
     );
     let vip = sa("127.23.100.1:6379");
-    let proxy = start(cluster(vec![service(
-        "redis",
-        vip,
-        Mode::Tcp,
-        vec![server("redis-1", redis_addr, 1)],
-    )]));
-    wait_for(&proxy, Duration::from_secs(10), "redis up", |s| {
-        all_up(s, "redis")
-    })
-    .await;
+    let proxy = start_tcp_one("redis", vip, redis_addr, Duration::from_secs(10)).await;
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bench_bin)
             .args([

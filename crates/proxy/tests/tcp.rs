@@ -613,13 +613,7 @@ async fn half_close_keeps_the_other_direction_open() {
         }
     });
     let vip = sa("127.20.9.1:7000");
-    let proxy = start(cluster(vec![service(
-        "half",
-        vip,
-        Mode::Tcp,
-        vec![server("a", baddr, 1)],
-    )]));
-    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "half")).await;
+    let proxy = start_tcp_one("half", vip, baddr, Duration::from_secs(5)).await;
     let mut s = TcpStream::connect(vip).await.unwrap();
     s.write_all(&[7u8; 12345]).await.unwrap();
     s.shutdown().await.unwrap();
@@ -747,13 +741,7 @@ async fn shutdown_closes_listeners_and_established_connections() {
     init_tracing();
     let a = Backend::start("a", sa("127.20.12.11:7001")).await;
     let vip = sa("127.20.12.1:7000");
-    let proxy = start(cluster(vec![service(
-        "bye",
-        vip,
-        Mode::Tcp,
-        vec![server("a", a.addr, 1)],
-    )]));
-    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "bye")).await;
+    let proxy = start_tcp_one("bye", vip, a.addr, Duration::from_secs(5)).await;
     let (_, mut held) = hold(vip).await;
     proxy.shutdown().await;
     let mut one = [0u8; 1];
@@ -784,13 +772,7 @@ async fn flood_to_a_server_that_never_reads_is_held_back() {
         }
     });
     let vip = sa("127.20.13.1:7000");
-    let proxy = start(cluster(vec![service(
-        "flood",
-        vip,
-        Mode::Tcp,
-        vec![server("a", baddr, 1)],
-    )]));
-    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "flood")).await;
+    let proxy = start_tcp_one("flood", vip, baddr, Duration::from_secs(5)).await;
     let mut c = TcpStream::connect(vip).await.unwrap();
     let chunk = vec![0x5au8; 1 << 20];
     let mut written = 0usize;

@@ -127,6 +127,24 @@ pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
     .unwrap()
 }
 
+/// Starts a proxy with one TCP-mode service `label` on `vip` in front of one server at `backend`, and waits up to
+/// `within` for the server to be up.
+pub async fn start_tcp_one(
+    label: &str,
+    vip: SocketAddr,
+    backend: SocketAddr,
+    within: Duration,
+) -> Proxy {
+    let proxy = start(cluster(vec![service(
+        label,
+        vip,
+        Mode::Tcp,
+        vec![server("a", backend, 1)],
+    )]));
+    wait_for(&proxy, within, "up", |s| all_up(s, label)).await;
+    proxy
+}
+
 /// The HTTP engines; HTTP-mode scenarios run on each. Each engine gets its own loopback range (127.X.y.z of the
 /// scenario becomes 127.(X+100).y.z for hyper) so that both versions of a scenario can run at the same time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
