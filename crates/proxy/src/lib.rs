@@ -54,6 +54,7 @@ pub mod listener;
 mod pool;
 pub mod relay;
 mod relay_loop;
+mod relay_uring;
 mod route;
 pub mod state;
 mod status;
@@ -101,6 +102,10 @@ pub enum TcpRelay {
     /// On this many dedicated threads, each one poll loop over its pairs: less CPU per message (no task wake-up per
     /// read); the connection's task only waits for the end, a halt with close or shutdown.
     Loops(usize),
+    /// On this many dedicated threads, each one io_uring ring over its pairs: as `Loops`, with the `recv`/`send`
+    /// system calls batched into one `io_uring_enter` per batch. Where io_uring cannot be set up (old kernel,
+    /// `kernel.io_uring_disabled`, a container's seccomp filter) it falls back to `Loops`, with a warning.
+    Uring(usize),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +211,15 @@ impl Proxy {
             TcpRelay::Loops(threads) => Some(Arc::new(
                 relay_loop::RelayLoops::start(threads).map_err(StartError::RelayThreads)?,
             )),
+            TcpRelay::Uring(threads) => Some(Arc::new(
+                match relay_loop::RelayLoops::start_uring(threads) {
+                    Ok(loops) => loops,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "io_uring unavailable; TCP mode relays on poll loops instead");
+                        relay_loop::RelayLoops::start(threads).map_err(StartError::RelayThreads)?
+                    }
+                },
+            )),
         };
         let ctx = ConnCtx {
             stick,
@@ -226,6 +240,16 @@ impl Proxy {
     }
 
     /// The clock of the stick tables' `now` values (the replication session must use the same).
+    /// How TCP mode relays: as asked in `start_with_relay`, except `Uring` where io_uring could not be set up
+    /// (then `Loops`).
+    pub fn tcp_relay(&self) -> TcpRelay {
+        match &self.inner.ctx.relay_loops {
+            None => TcpRelay::Tasks,
+            Some(loops) if loops.uring => TcpRelay::Uring(loops.len()),
+            Some(loops) => TcpRelay::Loops(loops.len()),
+        }
+    }
+
     pub fn clock(&self) -> Clock {
         self.inner.ctx.clock
     }

@@ -24,16 +24,17 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::oneshot;
 
 use crate::relay::{RelayEnd, idle_limit};
+use crate::relay_uring::{EventFd, UringLoop};
 use crate::state::{Counters, ServerRuntime};
 
 const WAKER: Token = Token(usize::MAX);
 /// How often idle pairs are looked for.
-const TICK: Duration = Duration::from_millis(250);
+pub(crate) const TICK: Duration = Duration::from_millis(250);
 const READ_SIZE: usize = 32 * 1024;
 /// Reads of one side per turn (512 KiB): a bulk transfer then lets the loop's other pairs have their turn.
 const READS_PER_TURN: usize = 16;
-const CLIENT: usize = 0;
-const SERVER: usize = 1;
+pub(crate) const CLIENT: usize = 0;
+pub(crate) const SERVER: usize = 1;
 
 /// A connected pair to relay until it ends; `done` gets why it ended.
 pub(crate) struct Job {
@@ -47,14 +48,31 @@ pub(crate) struct Job {
     pub done: oneshot::Sender<RelayEnd>,
 }
 
-enum Command {
+pub(crate) enum Command {
     Add(u64, Job),
     Close(u64),
 }
 
 struct LoopHandle {
     commands: mpsc::Sender<Command>,
-    waker: Arc<Waker>,
+    waker: LoopWaker,
+}
+
+/// How a loop is woken for a command: its poll's waker, or its ring's eventfd.
+enum LoopWaker {
+    Poll(Arc<Waker>),
+    Uring(Arc<EventFd>),
+}
+
+impl LoopWaker {
+    fn wake(&self) {
+        match self {
+            LoopWaker::Poll(waker) => {
+                let _ = waker.wake();
+            }
+            LoopWaker::Uring(eventfd) => eventfd.wake(),
+        }
+    }
 }
 
 /// The relay threads of one proxy. Dropping the last handle ends them (their pairs are closed).
@@ -62,6 +80,8 @@ pub(crate) struct RelayLoops {
     loops: Vec<LoopHandle>,
     /// Pair ids, given in turn; pair `id` goes to loop `id % loops.len()` (round robin).
     next_id: AtomicU64,
+    /// The threads run io_uring rings, not poll loops.
+    pub(crate) uring: bool,
 }
 
 impl RelayLoops {
@@ -74,12 +94,53 @@ impl RelayLoops {
             std::thread::Builder::new()
                 .name(format!("tandem-relay-{i}"))
                 .spawn(move || RelayLoop::new(poll, inbox).run())?;
-            loops.push(LoopHandle { commands, waker });
+            loops.push(LoopHandle {
+                commands,
+                waker: LoopWaker::Poll(waker),
+            });
         }
         Ok(RelayLoops {
             loops,
             next_id: AtomicU64::new(0),
+            uring: false,
         })
+    }
+
+    /// As [`Self::start`], each thread running an io_uring ring ([`crate::relay_uring`]) instead of a poll loop.
+    /// Fails where io_uring cannot be set up; the threads started so far then end.
+    pub(crate) fn start_uring(threads: usize) -> io::Result<RelayLoops> {
+        let mut relay = RelayLoops {
+            loops: Vec::new(),
+            next_id: AtomicU64::new(0),
+            uring: true,
+        };
+        for i in 0..threads.max(1) {
+            let (commands, inbox) = mpsc::channel();
+            let (ready, set_up) = mpsc::sync_channel(1);
+            std::thread::Builder::new()
+                .name(format!("tandem-ring-{i}"))
+                .spawn(move || match UringLoop::new(inbox) {
+                    Ok(ring) => {
+                        let _ = ready.send(Ok(ring.waker()));
+                        ring.run();
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                })?;
+            let eventfd = set_up
+                .recv()
+                .map_err(|_| io::Error::other("relay ring thread ended while setting up"))??;
+            relay.loops.push(LoopHandle {
+                commands,
+                waker: LoopWaker::Uring(eventfd),
+            });
+        }
+        Ok(relay)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.loops.len()
     }
 
     /// Hands a pair to one of the loops (round robin). The returned id is for [`Self::close`].
@@ -99,7 +160,29 @@ impl RelayLoops {
     fn send(&self, id: u64, command: Command) {
         let target = &self.loops[(id % self.loops.len() as u64) as usize];
         if target.commands.send(command).is_ok() {
-            let _ = target.waker.wake();
+            target.waker.wake();
+        }
+    }
+}
+
+impl Drop for RelayLoops {
+    fn drop(&mut self) {
+        // Each loop ends when it finds its command channel closed; wake it to look (an idle loop waits without a
+        // timeout).
+        for LoopHandle { commands, waker } in self.loops.drain(..) {
+            drop(commands);
+            waker.wake();
+        }
+    }
+}
+
+/// Counts `n` bytes read from side `from` on the service's and the server's counters.
+pub(crate) fn count(service: &Counters, real: &ServerRuntime, from: usize, n: usize) {
+    for counters in [service, &real.counters] {
+        if from == CLIENT {
+            counters.add_in(n)
+        } else {
+            counters.add_out(n)
         }
     }
 }
@@ -136,18 +219,6 @@ impl Pair {
             self.client_idle,
             self.server_idle,
         )
-    }
-
-    fn count(&self, from: usize, n: usize) {
-        let add = |c: &Counters| {
-            if from == CLIENT {
-                c.add_in(n)
-            } else {
-                c.add_out(n)
-            }
-        };
-        add(&self.service);
-        add(&self.real.counters);
     }
 
     /// Moves bytes from side `from` to the other side: first what is pending, then what can be read now.
@@ -193,7 +264,7 @@ impl Pair {
                 Err(e) => return Err(e),
             };
             self.last_activity = now;
-            self.count(from, n);
+            count(&self.service, &self.real, from, n);
             let written = write_now(&self.streams[to], &buf[..n])?;
             if written < n {
                 // The other side is full: keep the rest and stop reading this side until it drains.

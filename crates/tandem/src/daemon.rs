@@ -368,6 +368,7 @@ impl Daemon {
                 tracing::info!("TCP mode relays in the connection tasks (TANDEM_TCP_RELAY=tasks)");
                 tandem_proxy::TcpRelay::Tasks
             }
+            Ok("uring") => tandem_proxy::TcpRelay::Uring(worker_count()),
             _ => tandem_proxy::TcpRelay::Loops(worker_count()),
         };
         let proxy = Proxy::start_with_relay(

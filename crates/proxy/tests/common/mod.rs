@@ -109,22 +109,31 @@ pub fn cluster(services: Vec<Service>) -> Arc<ClusterConfig> {
     })
 }
 
-/// Starts a proxy on the native HTTP engine. TCP mode relays on two poll-loop threads as the daemon does, or in
-/// the connection tasks when `TANDEM_TEST_TCP_RELAY=tasks` (tests/run-all runs the TCP scenarios both ways).
+/// Starts a proxy on the native HTTP engine. TCP mode relays on two poll-loop threads, on two io_uring rings when
+/// `TANDEM_TEST_TCP_RELAY=uring`, or in the connection tasks when it is `tasks` (tests/run-all runs the TCP
+/// scenarios every way).
 pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
     let stick: SharedStickTables = Default::default();
     let tcp = match std::env::var("TANDEM_TEST_TCP_RELAY").as_deref() {
         Ok("tasks") => tandem_proxy::TcpRelay::Tasks,
+        Ok("uring") => tandem_proxy::TcpRelay::Uring(2),
         _ => tandem_proxy::TcpRelay::Loops(2),
     };
-    Proxy::start_with_relay(
+    let proxy = Proxy::start_with_relay(
         cfg,
         stick,
         tandem_stick::Clock::new(),
         Arc::new(tandem_proxy::H1Engine),
         tcp,
     )
-    .unwrap()
+    .unwrap();
+    // A ring that could not be set up falls back to poll loops: that would test the wrong relay, so say so.
+    assert_eq!(
+        proxy.tcp_relay(),
+        tcp,
+        "the TCP relay asked for did not start"
+    );
+    proxy
 }
 
 /// Starts a proxy with one TCP-mode service `label` on `vip` in front of one server at `backend`, and waits up to
