@@ -39,6 +39,10 @@ const BATCH: usize = 1024;
 const BUFFERS: u16 = 256;
 const BUF_SIZE: usize = 16 * 1024;
 const BUF_GROUP: u16 = 0;
+/// `IORING_RECVSEND_POLL_FIRST`: wait for bytes before trying to read. A side is read again right after its last
+/// bytes were passed on, when the other end is almost always still waiting for an answer: trying first would cost
+/// a `tcp_recvmsg` that finds nothing, every time.
+const RECV_POLL_FIRST: u16 = 1;
 /// `user_data` of the wake-up read and of cancellations; a pair's operations are `key << 2 | op`.
 const WAKE: u64 = u64::MAX;
 const CANCEL: u64 = u64::MAX - 1;
@@ -557,6 +561,7 @@ impl UringLoop {
             BUF_SIZE as u32,
         )
         .buf_group(BUF_GROUP)
+        .ioprio(RECV_POLL_FIRST)
         .build()
         .flags(squeue::Flags::BUFFER_SELECT)
         .user_data((key as u64) << 2 | (RECV + side as u64));
