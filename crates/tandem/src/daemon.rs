@@ -361,15 +361,19 @@ impl Daemon {
                 }
                 _ => Arc::new(tandem_proxy::H1Engine),
             };
-        // TCP mode relays established pairs on one poll-loop thread per worker; TANDEM_TCP_RELAY=tasks relays in the
-        // connection tasks instead (the earlier way, kept as a fallback).
+        // TCP mode relays established pairs on one io_uring thread per worker (poll loops where io_uring cannot be
+        // set up); TANDEM_TCP_RELAY=poll forces the poll loops, =tasks relays in the connection tasks (the earliest
+        // way, kept as a fallback).
         let tcp_relay = match std::env::var("TANDEM_TCP_RELAY").as_deref() {
             Ok("tasks") => {
                 tracing::info!("TCP mode relays in the connection tasks (TANDEM_TCP_RELAY=tasks)");
                 tandem_proxy::TcpRelay::Tasks
             }
-            Ok("uring") => tandem_proxy::TcpRelay::Uring(worker_count()),
-            _ => tandem_proxy::TcpRelay::Loops(worker_count()),
+            Ok("poll") => {
+                tracing::info!("TCP mode relays on poll loops (TANDEM_TCP_RELAY=poll)");
+                tandem_proxy::TcpRelay::Loops(worker_count())
+            }
+            _ => tandem_proxy::TcpRelay::Uring(worker_count()),
         };
         let proxy = Proxy::start_with_relay(
             cluster.clone(),
