@@ -36,6 +36,7 @@ use crate::state::{Counters, ServerRuntime};
 const ENTRIES: u32 = 4096;
 const BATCH: usize = 1024;
 /// Provided read buffers per ring (a power of two): 256 x 16 KiB = 4 MiB of address space, touched only as used.
+/// A buffer is held only from a read until the send of its bytes, which is tried at once (see [`Held`]).
 const BUFFERS: u16 = 256;
 const BUF_SIZE: usize = 16 * 1024;
 const BUF_GROUP: u16 = 0;
@@ -85,20 +86,30 @@ struct Buffers {
     entries_layout: Layout,
     data: NonNull<u8>,
     data_layout: Layout,
+    /// Buffers in the ring (a power of two).
+    count: u16,
+    /// Buffers the kernel may pick now.
+    free: usize,
     /// Our copy of the ring's tail; published to the kernel with [`Buffers::publish`].
     tail: u16,
 }
 
 impl Buffers {
-    fn new(ring: &IoUring) -> io::Result<Buffers> {
+    fn new(ring: &IoUring, count: u16) -> io::Result<Buffers> {
+        if !count.is_power_of_two() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two",
+            ));
+        }
         let oom = || io::Error::from(io::ErrorKind::OutOfMemory);
         let entries_layout = Layout::from_size_align(
-            BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>(),
+            count as usize * std::mem::size_of::<types::BufRingEntry>(),
             4096,
         )
         .map_err(|_| oom())?;
         let data_layout =
-            Layout::from_size_align(BUFFERS as usize * BUF_SIZE, 4096).map_err(|_| oom())?;
+            Layout::from_size_align(count as usize * BUF_SIZE, 4096).map_err(|_| oom())?;
         // SAFETY: both layouts have a non-zero size.
         let entries: NonNull<types::BufRingEntry> =
             NonNull::new(unsafe { alloc_zeroed(entries_layout) }.cast()).ok_or_else(oom)?;
@@ -112,18 +123,20 @@ impl Buffers {
             entries_layout,
             data,
             data_layout,
+            count,
+            free: 0,
             tail: 0,
         };
         // SAFETY: the entries stay allocated until `buffers` is dropped, which `UringLoop` does after the ring.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries.as_ptr() as u64,
-                BUFFERS,
+                count,
                 BUF_GROUP,
                 0,
             )?;
         }
-        for bid in 0..BUFFERS {
+        for bid in 0..count {
             buffers.put(bid);
         }
         buffers.publish();
@@ -131,7 +144,7 @@ impl Buffers {
     }
 
     fn addr(&self, bid: u16, offset: u32) -> *const u8 {
-        // SAFETY: `bid < BUFFERS` and `offset <= BUF_SIZE`: inside the data allocation.
+        // SAFETY: `bid < count` and `offset <= BUF_SIZE`: inside the data allocation.
         unsafe {
             self.data
                 .as_ptr()
@@ -141,14 +154,22 @@ impl Buffers {
 
     /// Queues buffer `bid` for the kernel again (seen once published).
     fn put(&mut self, bid: u16) {
-        let slot = (self.tail & (BUFFERS - 1)) as usize;
-        // SAFETY: `slot < BUFFERS`; the kernel reads only entries between its head and the published tail, and
+        let slot = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: `slot < count`; the kernel reads only entries between its head and the published tail, and
         // this one is beyond the published tail.
         let entry = unsafe { &mut *self.entries.as_ptr().add(slot) };
         entry.set_addr(self.addr(bid, 0) as u64);
         entry.set_len(BUF_SIZE as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
+        self.free += 1;
+    }
+
+    /// Bytes `start..end` of buffer `bid`.
+    fn bytes(&self, bid: u16, start: u32, end: u32) -> &[u8] {
+        // SAFETY: inside buffer `bid` (`end <= BUF_SIZE`), which the kernel filled and no longer writes to: it is
+        // ours until given back.
+        unsafe { std::slice::from_raw_parts(self.addr(bid, start), (end - start) as usize) }
     }
 
     fn publish(&self) {
@@ -169,11 +190,22 @@ impl Drop for Buffers {
     }
 }
 
-/// Bytes read from one side, being sent to the other: buffer `bid`, `start..end` still to send.
+/// Bytes read from one side, being sent to the other: `start..end` of `bytes` still to send.
 struct Chunk {
-    bid: u16,
+    bytes: Held,
     start: u32,
     end: u32,
+}
+
+/// Where a chunk's bytes are.
+enum Held {
+    /// In provided buffer `bid`, sent without waiting (`MSG_DONTWAIT`): the buffer is back in the ring as soon as
+    /// that send completes.
+    Ring(u16),
+    /// Copied out of the ring because the peer did not take everything at once. A stalled direction thus keeps
+    /// only its own copy, never one of the ring's shared buffers: peers that stop reading cannot use up the ring
+    /// and stall every other pair of the thread.
+    Owned(Box<[u8]>),
 }
 
 struct Pair {
@@ -247,6 +279,10 @@ impl UringLoop {
     /// Sets up a ring with its buffers; fails where io_uring is missing or forbidden (kernel before 5.19,
     /// `kernel.io_uring_disabled`, a seccomp filter), and the caller falls back to the poll loop.
     pub(crate) fn new(inbox: mpsc::Receiver<Command>) -> io::Result<UringLoop> {
+        Self::with_buffers(inbox, BUFFERS)
+    }
+
+    fn with_buffers(inbox: mpsc::Receiver<Command>, buffers: u16) -> io::Result<UringLoop> {
         let ring = IoUring::builder()
             .setup_cqsize(ENTRIES * 4)
             .setup_single_issuer()
@@ -260,7 +296,7 @@ impl UringLoop {
                 "io_uring lacks wait timeouts or no-drop completions (kernel too old)",
             ));
         }
-        let buffers = Buffers::new(&ring)?;
+        let buffers = Buffers::new(&ring, buffers)?;
         Ok(UringLoop {
             ring,
             buffers,
@@ -316,6 +352,7 @@ impl UringLoop {
             }
             let now = Instant::now();
             self.complete(now);
+            self.rearm_starved();
             if !closing && !self.take_commands() {
                 closing = true;
                 let keys: Vec<usize> = self.pairs.iter().map(|(key, _)| key).collect();
@@ -388,6 +425,9 @@ impl UringLoop {
         let key = (user_data >> 2) as usize;
         let op = user_data & 3;
         let bid = cqueue::buffer_select(flags);
+        if bid.is_some() {
+            self.buffers.free = self.buffers.free.saturating_sub(1);
+        }
         let Some(pair) = self.pairs.get_mut(key) else {
             // Cannot happen (a pair stays until its last completion); never lose a buffer over it.
             if let Some(bid) = bid {
@@ -436,7 +476,7 @@ impl UringLoop {
                 pair.last_activity = now;
                 count(&pair.service, &pair.real, side, n as usize);
                 pair.sending[side] = Some(Chunk {
-                    bid,
+                    bytes: Held::Ring(bid),
                     start: 0,
                     end: n as u32,
                 });
@@ -448,28 +488,40 @@ impl UringLoop {
         }
     }
 
-    /// A send to side `to` completed: the rest of the chunk goes next, or the other side is read again.
+    /// A send to side `to` completed: the rest of the chunk goes next (copied out of the ring first), or the other
+    /// side is read again.
     fn on_sent(&mut self, key: usize, to: usize, result: i32, now: Instant) {
         let from = 1 - to;
         let pair = &mut self.pairs[key];
         let Some(chunk) = pair.sending[from].as_mut() else {
             return;
         };
-        let retry = result == -libc::EINTR || result == -libc::EAGAIN;
         if result > 0 {
             chunk.start += result as u32;
             // Waiting for the peer to take bytes counts as activity: bytes are still moving.
             pair.last_activity = now;
         }
-        let chunk_over =
-            pair.ending.is_some() || chunk.start >= chunk.end || (result <= 0 && !retry);
-        if !chunk_over {
+        // A partial send, or none at all (EAGAIN: the peer's window is full): the rest waits for the peer.
+        let goes_on = result > 0 || result == -libc::EAGAIN || result == -libc::EINTR;
+        if pair.ending.is_none() && goes_on && chunk.start < chunk.end {
+            if let Held::Ring(bid) = chunk.bytes {
+                let rest = self.buffers.bytes(bid, chunk.start, chunk.end);
+                chunk.bytes = Held::Owned(rest.into());
+                chunk.end -= chunk.start;
+                chunk.start = 0;
+                self.give_back(bid);
+            }
             return self.push_send(key, from);
         }
-        let bid = chunk.bid;
-        pair.sending[from] = None;
-        let (ending, eof) = (pair.ending.is_some(), pair.eof[from]);
-        self.give_back(bid);
+        let ending = pair.ending.is_some();
+        let eof = pair.eof[from];
+        if let Some(Chunk {
+            bytes: Held::Ring(bid),
+            ..
+        }) = pair.sending[from].take()
+        {
+            self.give_back(bid);
+        }
         match result {
             _ if ending => {}
             e if e < 0 => self.finish(key, RelayEnd::Error(io::Error::from_raw_os_error(-e))),
@@ -596,14 +648,22 @@ impl UringLoop {
     fn give_back(&mut self, bid: u16) {
         self.buffers.put(bid);
         self.buffers.publish();
-        while let Some((key, id, side)) = self.starved.pop_front() {
+    }
+
+    /// Reads again the sides that found no free buffer, as many as there are free buffers now.
+    fn rearm_starved(&mut self) {
+        let mut free = self.buffers.free;
+        while free > 0 {
+            let Some((key, id, side)) = self.starved.pop_front() else {
+                return;
+            };
             if self
                 .pairs
                 .get(key)
                 .is_some_and(|p| p.id == id && p.ending.is_none())
             {
                 self.push_recv(key, side);
-                return;
+                free -= 1;
             }
         }
     }
@@ -631,12 +691,22 @@ impl UringLoop {
         };
         let to = 1 - from;
         self.woke_local |= pair.local[to];
+        let (data, flags) = match &chunk.bytes {
+            // Never wait while holding a ring buffer: `on_sent` copies what the peer did not take.
+            Held::Ring(bid) => (
+                self.buffers.addr(*bid, chunk.start),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            ),
+            // SAFETY (of the pointer's use by the kernel): the boxed bytes stay where they are until this send
+            // completes; the pair, and with it the chunk, goes only when nothing of it is in flight.
+            Held::Owned(bytes) => (bytes[chunk.start as usize..].as_ptr(), libc::MSG_NOSIGNAL),
+        };
         let send = opcode::Send::new(
             types::Fd(pair.streams[to].as_raw_fd()),
-            self.buffers.addr(chunk.bid, chunk.start),
+            data,
             chunk.end - chunk.start,
         )
-        .flags(libc::MSG_NOSIGNAL)
+        .flags(flags)
         .build()
         .user_data((key as u64) << 2 | (SEND + to as u64));
         self.push_for(key, send);
@@ -679,5 +749,119 @@ impl UringLoop {
             tracing::error!("relay ring's submission queue stays full");
         }
         pushed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A connected loopback pair: (the end given to the relay, the far end).
+    fn connected() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (near, _) = listener.accept().unwrap();
+        (near, far)
+    }
+
+    /// A ring thread with `buffers` provided buffers; `None` where io_uring cannot be set up.
+    fn ring(buffers: u16) -> Option<(mpsc::Sender<Command>, Arc<EventFd>)> {
+        let (commands, inbox) = mpsc::channel();
+        let (ready, set_up) = mpsc::channel();
+        // The ring is set up on its own thread, as in `RelayLoops::start_uring` (it is single-issuer).
+        std::thread::spawn(move || match UringLoop::with_buffers(inbox, buffers) {
+            Ok(ring) => {
+                ready.send(Ok(ring.waker())).unwrap();
+                ring.run();
+            }
+            Err(e) => ready.send(Err(e)).unwrap(),
+        });
+        match set_up.recv().unwrap() {
+            Ok(wake) => Some((commands, wake)),
+            Err(e) => {
+                eprintln!("io_uring cannot be set up here ({e}); nothing to test");
+                None
+            }
+        }
+    }
+
+    /// Hands a client/server pair (the relay's ends) to the ring; returns the channel that tells how it ended.
+    fn relay(
+        ring: &(mpsc::Sender<Command>, Arc<EventFd>),
+        id: u64,
+        client: TcpStream,
+        server: TcpStream,
+    ) -> tokio::sync::oneshot::Receiver<RelayEnd> {
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let job = crate::relay_loop::Job {
+            client,
+            server,
+            client_idle: Duration::from_secs(60),
+            server_idle: Duration::from_secs(60),
+            service: Arc::new(Counters::default()),
+            real: Arc::new(ServerRuntime::new(
+                "s".into(),
+                [127, 0, 0, 1].into(),
+                Some(1),
+                1,
+            )),
+            done,
+        };
+        ring.0.send(Command::Add(id, job)).unwrap();
+        ring.1.wake();
+        ended
+    }
+
+    #[test]
+    fn servers_that_stop_reading_do_not_use_up_the_ring() {
+        let Some(ring) = ring(4) else { return };
+        // Six pairs (more than the ring's 4 buffers) whose servers never read and whose relay-side sockets are
+        // already full: the first bytes each client sends find no room on the way to its server.
+        let mut held = Vec::new();
+        for id in 0..6 {
+            let (client_near, mut client_far) = connected();
+            let (mut server_near, server_far) = connected();
+            socket2::SockRef::from(&server_far)
+                .set_recv_buffer_size(4096)
+                .unwrap();
+            server_near.set_nonblocking(true).unwrap();
+            let fill = [0u8; 64 * 1024];
+            let mut quiet = 0;
+            while quiet < 3 {
+                match server_near.write(&fill) {
+                    Ok(n) if n > 0 => quiet = 0,
+                    _ => {
+                        quiet += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+            let ended = relay(&ring, id, client_near, server_near);
+            client_far.write_all(&[1u8; 100]).unwrap();
+            held.push((client_far, server_far, ended));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // A seventh pair still gets its bytes through both ways.
+        let (client_near, mut client_far) = connected();
+        let (server_near, mut server_far) = connected();
+        let _ended = relay(&ring, 6, client_near, server_near);
+        let echo = std::thread::spawn(move || {
+            let mut got = [0u8; 4];
+            server_far.read_exact(&mut got).unwrap();
+            server_far.write_all(&got).unwrap();
+        });
+        client_far
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client_far.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        client_far
+            .read_exact(&mut got)
+            .expect("a pair behind stalled ones got no buffer");
+        assert_eq!(&got, b"ping");
+        echo.join().unwrap();
+        drop(held);
     }
 }
