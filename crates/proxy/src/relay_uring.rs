@@ -15,7 +15,6 @@
 //! finished pair cancels what is in flight, waits for those completions, and only then closes its sockets and
 //! reports how it ended.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, TcpStream};
@@ -83,9 +82,9 @@ impl EventFd {
 /// Written by hand: the io-uring crate gives the entry type and the registration call but not the ring itself.
 struct Buffers {
     entries: NonNull<types::BufRingEntry>,
-    entries_layout: Layout,
     data: NonNull<u8>,
-    data_layout: Layout,
+    /// Where `entries` and `data` live: anonymous mappings, so that buffers never used are never in memory.
+    _maps: [memmap2::MmapMut; 2],
     /// Buffers in the ring (a power of two).
     count: u16,
     /// Buffers the kernel may pick now.
@@ -102,32 +101,25 @@ impl Buffers {
                 "buffer count must be a power of two",
             ));
         }
-        let oom = || io::Error::from(io::ErrorKind::OutOfMemory);
-        let entries_layout = Layout::from_size_align(
-            count as usize * std::mem::size_of::<types::BufRingEntry>(),
-            4096,
-        )
-        .map_err(|_| oom())?;
-        let data_layout =
-            Layout::from_size_align(count as usize * BUF_SIZE, 4096).map_err(|_| oom())?;
-        // SAFETY: both layouts have a non-zero size.
-        let entries: NonNull<types::BufRingEntry> =
-            NonNull::new(unsafe { alloc_zeroed(entries_layout) }.cast()).ok_or_else(oom)?;
-        let Some(data) = NonNull::new(unsafe { alloc_zeroed(data_layout) }) else {
-            // SAFETY: allocated just above with this layout.
-            unsafe { dealloc(entries.as_ptr().cast(), entries_layout) };
-            return Err(oom());
-        };
+        let entries_len = count as usize * std::mem::size_of::<types::BufRingEntry>();
+        let mut entries_map = memmap2::MmapOptions::new().len(entries_len).map_anon()?;
+        let mut data_map = memmap2::MmapOptions::new()
+            .len(count as usize * BUF_SIZE)
+            .map_anon()?;
+        let entries = NonNull::new(entries_map.as_mut_ptr().cast::<types::BufRingEntry>())
+            .ok_or_else(|| io::Error::other("empty mapping"))?;
+        let data =
+            NonNull::new(data_map.as_mut_ptr()).ok_or_else(|| io::Error::other("empty mapping"))?;
         let mut buffers = Buffers {
             entries,
-            entries_layout,
             data,
-            data_layout,
+            _maps: [entries_map, data_map],
             count,
             free: 0,
             tail: 0,
         };
-        // SAFETY: the entries stay allocated until `buffers` is dropped, which `UringLoop` does after the ring.
+        // SAFETY: the entries stay mapped (page-aligned, zeroed) until `buffers` is dropped, which `UringLoop`
+        // does after the ring.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries.as_ptr() as u64,
@@ -177,16 +169,6 @@ impl Buffers {
         let tail =
             unsafe { &*types::BufRingEntry::tail(self.entries.as_ptr()).cast::<AtomicU16>() };
         tail.store(self.tail, Ordering::Release);
-    }
-}
-
-impl Drop for Buffers {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the ring that used them is gone.
-        unsafe {
-            dealloc(self.entries.as_ptr().cast(), self.entries_layout);
-            dealloc(self.data.as_ptr(), self.data_layout);
-        }
     }
 }
 
