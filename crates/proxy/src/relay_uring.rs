@@ -43,8 +43,10 @@ const BUF_GROUP: u16 = 0;
 /// bytes were passed on, when the other end is almost always still waiting for an answer: trying first would cost
 /// a `tcp_recvmsg` that finds nothing, every time.
 const RECV_POLL_FIRST: u16 = 1;
-/// A yield that kept this thread off the CPU longer than this means a task that is not answering us holds the
-/// core (a CPU-bound neighbour): yielding then stops for [`YIELD_BACKOFF`], as it would only add latency.
+/// Yields that keep this thread off the CPU longer than this on average (a backend answering a batch takes well
+/// under a millisecond) mean a CPU-bound neighbour that is not answering us holds the core: yielding then stops for
+/// [`YIELD_BACKOFF`], as it would only add latency. An average, so that one long yield (a timer, a page fault in
+/// the backend) does not turn it off.
 const YIELD_LIMIT: Duration = Duration::from_millis(2);
 const YIELD_BACKOFF: Duration = Duration::from_secs(1);
 /// `user_data` of the wake-up read and of cancellations; a pair's operations are `key << 2 | op`.
@@ -253,6 +255,8 @@ pub(crate) struct UringLoop {
     woke_local: bool,
     /// No yielding before this (see [`YIELD_LIMIT`]).
     yield_after: Instant,
+    /// How long yields kept this thread off the CPU, moving average (weight 1/8 for the newest).
+    yield_average: Duration,
     /// `TANDEM_RELAY_YIELD=off` turns [`Self::yield_to_local`] off.
     yield_on: bool,
 }
@@ -291,6 +295,7 @@ impl UringLoop {
             completions: Vec::with_capacity(BATCH),
             woke_local: false,
             yield_after: Instant::now(),
+            yield_average: Duration::ZERO,
             yield_on: std::env::var("TANDEM_RELAY_YIELD").as_deref() != Ok("off"),
         })
     }
@@ -305,15 +310,8 @@ impl UringLoop {
         let mut last_scan = Instant::now();
         let mut closing = false;
         loop {
-            let waited = if self.pairs.is_empty() {
-                self.ring.submitter().submit_and_wait(1)
-            } else {
-                self.yield_to_local();
-                let args = types::SubmitArgs::new().timespec(&tick);
-                self.ring.submitter().submit_with_args(1, &args)
-            };
-            match waited {
-                Ok(_) => {}
+            match self.wait(&tick) {
+                Ok(()) => {}
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
@@ -352,18 +350,31 @@ impl UringLoop {
         }
     }
 
+    /// Submits what is queued and waits until there are completions (at most [`TICK`] while pairs are open).
+    fn wait(&mut self, tick: &types::Timespec) -> io::Result<()> {
+        if self.pairs.is_empty() {
+            return self.ring.submitter().submit_and_wait(1).map(drop);
+        }
+        // Most turns end here: the sends complete as they are submitted, and a plain submit also runs completion
+        // work that is pending (the TASKRUN flag tells), so there is something to do without waiting.
+        let pending_work = self.ring.submission().taskrun();
+        if !self.ring.submission().is_empty() || pending_work {
+            self.ring.submit()?;
+        }
+        if !self.ring.completion().is_empty() {
+            return Ok(());
+        }
+        self.yield_to_local();
+        let args = types::SubmitArgs::new().timespec(tick);
+        self.ring.submitter().submit_with_args(1, &args).map(drop)
+    }
+
     /// Before waiting: if bytes went to a process on this host (typically a backend sharing the core), let it
     /// run first instead of going to sleep and being woken by its answer. The answers of a whole batch are then
     /// taken in one go: on a core shared with the backend this cut the relay's CPU per request by ~17% and raised
     /// req/s by ~7% (docs/benchmarks.md). Where nothing else is runnable the yield returns at once.
     fn yield_to_local(&mut self) {
         if !self.woke_local || !self.yield_on {
-            return;
-        }
-        // Hand the queued sends to the kernel (the peer only gets its bytes now); completions already there are
-        // taken first.
-        let _ = self.ring.submit();
-        if !self.ring.completion().is_empty() {
             return;
         }
         self.woke_local = false;
@@ -374,8 +385,10 @@ impl UringLoop {
         // SAFETY: no arguments, no memory involved.
         unsafe { libc::sched_yield() };
         let back = Instant::now();
-        if back.duration_since(started) > YIELD_LIMIT {
+        self.yield_average = (self.yield_average * 7 + back.duration_since(started)) / 8;
+        if self.yield_average > YIELD_LIMIT {
             self.yield_after = back + YIELD_BACKOFF;
+            self.yield_average = Duration::ZERO;
         }
     }
 
