@@ -6,10 +6,11 @@
 //! `recv` and `send` is a queued entry: one `io_uring_enter` submits all the sends and receives that a batch of
 //! completions produced and waits for the next batch.
 //!
-//! Per direction at most one read is in flight or being sent, so a side whose peer does not take bytes is not read
-//! further (TCP flow control holds the sender back), as in the poll loop. Reads land in a ring of provided buffers
-//! the kernel picks from only when bytes arrive, so idle connections hold no buffer (10k idle pairs cost no memory
-//! beyond their sockets).
+//! Each side has one multishot read armed while its bytes are taken up: the kernel completes it once per arrival
+//! of bytes without it being queued again. A direction whose peer does not keep up (a partial send, or more than
+//! [`MAX_QUEUED`] chunks waiting) has its read cancelled until what it holds is sent, so TCP flow control holds the
+//! sender back, as in the poll loop. Reads land in a ring of provided buffers the kernel picks from only when bytes
+//! arrive, so idle connections hold no buffer (10k idle pairs cost no memory beyond their sockets).
 //!
 //! The sockets stay owned by the pair (`std::net::TcpStream`) until every operation on them has completed; a
 //! finished pair cancels what is in flight, waits for those completions, and only then closes its sockets and
@@ -39,10 +40,8 @@ const BATCH: usize = 1024;
 const BUFFERS: u16 = 256;
 const BUF_SIZE: usize = 16 * 1024;
 const BUF_GROUP: u16 = 0;
-/// `IORING_RECVSEND_POLL_FIRST`: wait for bytes before trying to read. A side is read again right after its last
-/// bytes were passed on, when the other end is almost always still waiting for an answer: trying first would cost
-/// a `tcp_recvmsg` that finds nothing, every time.
-const RECV_POLL_FIRST: u16 = 1;
+/// Chunks a direction may have queued behind the one being sent before its side stops being read.
+const MAX_QUEUED: usize = 4;
 /// Yields that keep this thread off the CPU longer than this on average (a backend answering a batch takes well
 /// under a millisecond) mean a CPU-bound neighbour that is not answering us holds the core: yielding then stops for
 /// [`YIELD_BACKOFF`], as it would only add latency. An average, so that one long yield (a timer, a page fault in
@@ -196,8 +195,15 @@ struct Pair {
     id: u64,
     /// `CLIENT`, `SERVER`.
     streams: [TcpStream; 2],
-    /// What was read from side i and is being sent to the other side.
-    sending: [Option<Chunk>; 2],
+    /// What was read from side i and not yet all sent to the other side, oldest first. Only the first may be in a
+    /// ring buffer (it is being sent); chunks queued behind it are copied out.
+    queued: [VecDeque<Chunk>; 2],
+    /// The first chunk of `queued[i]` is being sent.
+    send_busy: [bool; 2],
+    /// A multishot read is active on side i (until its last completion).
+    reading: [bool; 2],
+    /// Side i's read was asked to stop (its peer is not keeping up); it is read again once its queue is drained.
+    pausing: [bool; 2],
     /// Side i has sent its FIN.
     eof: [bool; 2],
     /// The FIN was passed on to side i.
@@ -218,7 +224,11 @@ struct Pair {
 
 impl Pair {
     fn finished(&self) -> bool {
-        self.eof[CLIENT] && self.eof[SERVER] && self.sending.iter().all(Option::is_none)
+        self.eof[CLIENT]
+            && self.eof[SERVER]
+            && self.queued.iter().all(VecDeque::is_empty)
+            && !self.send_busy[CLIENT]
+            && !self.send_busy[SERVER]
     }
 
     fn pass_fin(&mut self, to: usize) {
@@ -262,7 +272,7 @@ pub(crate) struct UringLoop {
 }
 
 impl UringLoop {
-    /// Sets up a ring with its buffers; fails where io_uring is missing or forbidden (kernel before 5.19,
+    /// Sets up a ring with its buffers; fails where io_uring is missing or forbidden (kernel before 6.1,
     /// `kernel.io_uring_disabled`, a seccomp filter), and the caller falls back to the poll loop.
     pub(crate) fn new(inbox: mpsc::Receiver<Command>) -> io::Result<UringLoop> {
         Self::with_buffers(inbox, BUFFERS)
@@ -317,18 +327,11 @@ impl UringLoop {
                         e.raw_os_error(),
                         Some(libc::ETIME | libc::EINTR | libc::EBUSY)
                     ) => {}
-                Err(e) => {
-                    // Nothing can complete any more; leak the ring and buffers rather than free memory the
-                    // kernel may still write to. Dropping the pairs closes their sockets.
-                    tracing::error!(error = %e, "relay ring cannot submit; closing its connections");
-                    for (_, pair) in std::mem::take(&mut self.pairs) {
-                        let _ = pair
-                            .done
-                            .send(RelayEnd::Error(io::Error::new(e.kind(), e.to_string())));
-                    }
-                    std::mem::forget(self);
-                    return;
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => {
+                    // The kernel is short of memory for now: try again shortly rather than give up the thread.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
+                Err(e) => return self.abandon(e),
             }
             let now = Instant::now();
             self.complete(now);
@@ -338,6 +341,7 @@ impl UringLoop {
                 let keys: Vec<usize> = self.pairs.iter().map(|(key, _)| key).collect();
                 for key in keys {
                     self.finish(key, RelayEnd::Closed);
+                    self.settle(key);
                 }
             }
             if closing && self.pairs.is_empty() {
@@ -348,6 +352,34 @@ impl UringLoop {
                 self.close_idle(now);
             }
         }
+    }
+
+    /// The ring cannot be entered any more, so nothing in flight will complete: closes every connection and
+    /// leaks only what the kernel may still write to or read from (the ring, its buffers, the bytes of sends).
+    /// The command channel is dropped, so the handles' later jobs fail at once instead of waiting forever.
+    fn abandon(self, e: io::Error) {
+        tracing::error!(error = %e, "relay ring cannot submit; closing its connections");
+        let UringLoop {
+            ring,
+            buffers,
+            inbox,
+            pairs,
+            ..
+        } = self;
+        drop(inbox);
+        for (_, pair) in pairs {
+            let Pair {
+                streams,
+                queued,
+                done,
+                ..
+            } = pair;
+            std::mem::forget(queued);
+            drop(streams);
+            let _ = done.send(RelayEnd::Error(io::Error::new(e.kind(), e.to_string())));
+        }
+        std::mem::forget(ring);
+        std::mem::forget(buffers);
     }
 
     /// Submits what is queued and waits until there are completions (at most [`TICK`] while pairs are open).
@@ -392,22 +424,17 @@ impl UringLoop {
         }
     }
 
+    /// Handles at most one batch of completions: what is left waits for the next turn, so commands, the idle scan
+    /// and starved reads are seen between batches even under a load that never lets the queue empty.
     fn complete(&mut self, now: Instant) {
-        loop {
-            self.completions.clear();
-            for cqe in self.ring.completion().take(BATCH) {
-                self.completions
-                    .push((cqe.user_data(), cqe.result(), cqe.flags()));
-            }
-            for i in 0..self.completions.len() {
-                let (user_data, result, flags) = self.completions[i];
-                self.on_completion(user_data, result, flags, now);
-            }
-            if self.completions.len() < BATCH {
-                return;
-            }
-            // A full batch: hand its entries to the kernel before taking the next one.
-            let _ = self.ring.submit();
+        self.completions.clear();
+        for cqe in self.ring.completion().take(BATCH) {
+            self.completions
+                .push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        for i in 0..self.completions.len() {
+            let (user_data, result, flags) = self.completions[i];
+            self.on_completion(user_data, result, flags, now);
         }
     }
 
@@ -430,21 +457,31 @@ impl UringLoop {
             }
             return;
         };
-        pair.inflight -= 1;
+        // A multishot read stays in flight until a completion without F_MORE.
+        let last = op >= SEND || !cqueue::more(flags);
+        if last {
+            pair.inflight -= 1;
+        }
         if op < SEND {
-            self.on_received(key, op as usize, result, bid, now);
+            if last {
+                pair.reading[op as usize] = false;
+                pair.pausing[op as usize] = false;
+            }
+            self.on_received(key, op as usize, result, bid, last, now);
         } else {
             self.on_sent(key, (op - SEND) as usize, result, now);
         }
         self.settle(key);
     }
 
+    /// A read of side `side` completed (`last`: its multishot read is over).
     fn on_received(
         &mut self,
         key: usize,
         side: usize,
         result: i32,
         bid: Option<u16>,
+        last: bool,
         now: Instant,
     ) {
         if let Some(bid) = bid
@@ -459,7 +496,9 @@ impl UringLoop {
         match result {
             0 => {
                 pair.eof[side] = true;
-                pair.pass_fin(1 - side);
+                if pair.queued[side].is_empty() && !pair.send_busy[side] {
+                    pair.pass_fin(1 - side);
+                }
             }
             n if n > 0 => {
                 let Some(bid) = bid else {
@@ -470,25 +509,43 @@ impl UringLoop {
                 };
                 pair.last_activity = now;
                 count(&pair.service, &pair.real, side, n as usize);
-                pair.sending[side] = Some(Chunk {
+                let mut chunk = Chunk {
                     bytes: Held::Ring(bid),
                     start: 0,
                     end: n as u32,
-                });
-                self.push_send(key, side);
+                };
+                if pair.queued[side].is_empty() {
+                    pair.queued[side].push_back(chunk);
+                    self.push_send(key, side);
+                } else {
+                    // Behind bytes still being sent: out of the ring, so the buffer is free again at once.
+                    chunk.bytes = Held::Owned(self.buffers.bytes(bid, 0, n as u32).into());
+                    pair.queued[side].push_back(chunk);
+                    let too_much = pair.queued[side].len() > MAX_QUEUED;
+                    self.give_back(bid);
+                    if too_much {
+                        self.pause_read(key, side);
+                    }
+                }
             }
             e if -e == libc::ENOBUFS => self.starved.push_back((key, pair.id, side)),
-            e if -e == libc::EINTR || -e == libc::EAGAIN => self.push_recv(key, side),
-            e => self.finish(key, RelayEnd::Error(io::Error::from_raw_os_error(-e))),
+            e if -e == libc::ECANCELED || -e == libc::EINTR || -e == libc::EAGAIN => {}
+            e => return self.finish(key, RelayEnd::Error(io::Error::from_raw_os_error(-e))),
+        }
+        // The read is over but the side goes on (the kernel ended it by itself, or a pause was cancelled after
+        // the queue had drained): read again unless bytes are still queued, whose last send does it.
+        if last && result != 0 && -result != libc::ENOBUFS {
+            self.read_on(key, side);
         }
     }
 
-    /// A send to side `to` completed: the rest of the chunk goes next (copied out of the ring first), or the other
-    /// side is read again.
+    /// A send to side `to` completed: the rest of the chunk goes next (copied out of the ring first), then the
+    /// next chunk; once all is sent, the FIN follows if one came, or the side is read again if it was paused.
     fn on_sent(&mut self, key: usize, to: usize, result: i32, now: Instant) {
         let from = 1 - to;
         let pair = &mut self.pairs[key];
-        let Some(chunk) = pair.sending[from].as_mut() else {
+        pair.send_busy[from] = false;
+        let Some(chunk) = pair.queued[from].front_mut() else {
             return;
         };
         if result > 0 {
@@ -506,24 +563,55 @@ impl UringLoop {
                 chunk.start = 0;
                 self.give_back(bid);
             }
+            // The peer is not keeping up: stop reading the other side until it has taken everything.
+            self.pause_read(key, from);
             return self.push_send(key, from);
         }
+        let pair = &mut self.pairs[key];
         let ending = pair.ending.is_some();
-        let eof = pair.eof[from];
         if let Some(Chunk {
             bytes: Held::Ring(bid),
             ..
-        }) = pair.sending[from].take()
+        }) = pair.queued[from].pop_front()
         {
             self.give_back(bid);
         }
+        let pair = &mut self.pairs[key];
         match result {
             _ if ending => {}
             e if e < 0 => self.finish(key, RelayEnd::Error(io::Error::from_raw_os_error(-e))),
             0 => self.finish(key, RelayEnd::Error(io::ErrorKind::WriteZero.into())),
-            _ if !eof => self.push_recv(key, from),
-            _ => {}
+            _ if !pair.queued[from].is_empty() => self.push_send(key, from),
+            _ if pair.eof[from] => pair.pass_fin(to),
+            _ => self.read_on(key, from),
         }
+    }
+
+    /// Starts reading side `side` again if it is not being read, has not ended and has nothing queued.
+    fn read_on(&mut self, key: usize, side: usize) {
+        let pair = &self.pairs[key];
+        if pair.ending.is_none()
+            && !pair.eof[side]
+            && !pair.reading[side]
+            && pair.queued[side].is_empty()
+        {
+            self.push_recv(key, side);
+        }
+    }
+
+    /// Asks side `side`'s multishot read to stop (its completion without F_MORE follows).
+    fn pause_read(&mut self, key: usize, side: usize) {
+        let pair = &mut self.pairs[key];
+        if !pair.reading[side] || pair.pausing[side] {
+            return;
+        }
+        pair.pausing[side] = true;
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(
+            (key as u64) << 2 | (RECV + side as u64),
+        ))
+        .build()
+        .user_data(CANCEL);
+        let _ = self.push(cancel);
     }
 
     /// Removes a pair whose last operation completed, or starts finishing one that is done.
@@ -539,12 +627,19 @@ impl UringLoop {
             let Pair {
                 id,
                 streams,
+                queued,
                 ending,
                 done,
                 ..
             } = self.pairs.remove(key);
             self.keys.remove(&id);
             drop(streams);
+            // Bytes read but never sent (the pair ended first): their buffers go back to the ring.
+            for chunk in queued.into_iter().flatten() {
+                if let Held::Ring(bid) = chunk.bytes {
+                    self.give_back(bid);
+                }
+            }
             if let Some(end) = ending {
                 let _ = done.send(end);
             }
@@ -560,6 +655,12 @@ impl UringLoop {
             return;
         }
         pair.ending = Some(end);
+        self.cancel_inflight(key);
+    }
+
+    /// Cancels every operation of pair `key` still in flight; their completions then come at once.
+    fn cancel_inflight(&mut self, key: usize) {
+        let pair = &self.pairs[key];
         if pair.inflight > 0 {
             let fds = [
                 pair.streams[CLIENT].as_raw_fd(),
@@ -575,19 +676,27 @@ impl UringLoop {
         }
     }
 
+    /// Ends pairs idle past their timeout. Also looks after ended pairs, which normally go within a turn: one
+    /// with nothing in flight (a failed push ended it where no completion follows to settle it) is removed, and
+    /// one still waiting for completions has its operations cancelled again (in case a cancellation did not fit
+    /// in the queue).
     fn close_idle(&mut self, now: Instant) {
-        let idle: Vec<usize> = self
+        let due: Vec<usize> = self
             .pairs
             .iter()
             .filter(|(_, p)| {
-                p.ending.is_none()
-                    && now.duration_since(p.last_activity)
+                p.ending.is_some()
+                    || now.duration_since(p.last_activity)
                         >= idle_limit(p.eof[CLIENT], p.eof[SERVER], p.client_idle, p.server_idle)
             })
             .map(|(key, _)| key)
             .collect();
-        for key in idle {
-            self.finish(key, RelayEnd::Idle);
+        for key in due {
+            if self.pairs[key].ending.is_some() {
+                self.cancel_inflight(key);
+            } else {
+                self.finish(key, RelayEnd::Idle);
+            }
             self.settle(key);
         }
     }
@@ -611,7 +720,10 @@ impl UringLoop {
                     let key = self.pairs.insert(Pair {
                         id,
                         streams: [job.client, job.server],
-                        sending: [None, None],
+                        queued: [VecDeque::new(), VecDeque::new()],
+                        send_busy: [false; 2],
+                        reading: [false; 2],
+                        pausing: [false; 2],
                         eof: [false; 2],
                         shut: [false; 2],
                         local,
@@ -627,6 +739,7 @@ impl UringLoop {
                     self.keys.insert(id, key);
                     self.push_recv(key, CLIENT);
                     self.push_recv(key, SERVER);
+                    self.settle(key);
                 }
                 Ok(Command::Close(id)) => {
                     if let Some(&key) = self.keys.get(&id) {
@@ -658,32 +771,41 @@ impl UringLoop {
                 .is_some_and(|p| p.id == id && p.ending.is_none())
             {
                 self.push_recv(key, side);
+                self.settle(key);
                 free -= 1;
             }
         }
     }
 
+    /// Arms a multishot read of side `side`: one completion per arrival of bytes, into a ring buffer, until it is
+    /// cancelled or the side ends.
     fn push_recv(&mut self, key: usize, side: usize) {
         let pair = &self.pairs[key];
-        let recv = opcode::Recv::new(
-            types::Fd(pair.streams[side].as_raw_fd()),
-            std::ptr::null_mut(),
-            BUF_SIZE as u32,
-        )
-        .buf_group(BUF_GROUP)
-        .ioprio(RECV_POLL_FIRST)
-        .build()
-        .flags(squeue::Flags::BUFFER_SELECT)
-        .user_data((key as u64) << 2 | (RECV + side as u64));
-        self.push_for(key, recv);
+        if pair.ending.is_some() {
+            return;
+        }
+        let recv = opcode::RecvMulti::new(types::Fd(pair.streams[side].as_raw_fd()), BUF_GROUP)
+            .build()
+            .user_data((key as u64) << 2 | (RECV + side as u64));
+        if self.push(recv) {
+            let pair = &mut self.pairs[key];
+            pair.inflight += 1;
+            pair.reading[side] = true;
+        } else {
+            self.finish(key, RelayEnd::Error(io::ErrorKind::OutOfMemory.into()));
+        }
     }
 
     /// Sends (the rest of) what was read from side `from` to the other side.
     fn push_send(&mut self, key: usize, from: usize) {
-        let pair = &self.pairs[key];
-        let Some(chunk) = &pair.sending[from] else {
+        let pair = &mut self.pairs[key];
+        if pair.ending.is_some() {
+            return;
+        }
+        let Some(chunk) = pair.queued[from].front() else {
             return;
         };
+        pair.send_busy[from] = true;
         let to = 1 - from;
         self.woke_local |= pair.local[to];
         let (data, flags) = match &chunk.bytes {
@@ -858,5 +980,43 @@ mod tests {
         assert_eq!(&got, b"ping");
         echo.join().unwrap();
         drop(held);
+    }
+
+    #[test]
+    fn a_slow_server_gets_every_byte_in_order_then_the_fin() {
+        let Some(ring) = ring(BUFFERS) else { return };
+        let (client_near, mut client_far) = connected();
+        let (server_near, mut server_far) = connected();
+        let ended = relay(&ring, 1, client_near, server_near);
+        // 4 MiB, far more than the sockets hold: the relay's sends go partial and its reads are paused and resumed.
+        let sent: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let expected = sent.clone();
+        let writer = std::thread::spawn(move || {
+            client_far.write_all(&sent).unwrap();
+            client_far.shutdown(Shutdown::Write).unwrap();
+            let mut answer = Vec::new();
+            client_far.read_to_end(&mut answer).unwrap();
+            answer
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut got = Vec::new();
+        let mut piece = [0u8; 1000];
+        loop {
+            let n = server_far.read(&mut piece).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&piece[..n]);
+            if got.len() < 256 * 1024 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes reordered or changed on the way");
+        server_far.write_all(b"done").unwrap();
+        drop(server_far);
+        assert_eq!(writer.join().unwrap(), b"done");
+        let end = ended.blocking_recv().unwrap();
+        assert!(matches!(end, RelayEnd::Closed), "ended with {end:?}");
     }
 }
