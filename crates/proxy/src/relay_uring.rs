@@ -6,10 +6,12 @@
 //! `recv` and `send` is a queued entry: one `io_uring_enter` submits all the sends and receives that a batch of
 //! completions produced and waits for the next batch.
 //!
-//! Each side has one multishot read armed while its bytes are taken up: the kernel completes it once per arrival
-//! of bytes without it being queued again. A direction whose peer does not keep up (a partial send, or more than
-//! [`MAX_QUEUED`] chunks waiting) has its read cancelled until what it holds is sent, so TCP flow control holds the
-//! sender back, as in the poll loop. Reads land in a ring of provided buffers the kernel picks from only when bytes
+//! Each side starts with one multishot read: the kernel completes it once per arrival of bytes without it being
+//! queued again, which suits request/response traffic. A direction whose peer does not keep up (a partial send, or
+//! more than [`MAX_QUEUED`] chunks waiting) has that read cancelled and is from then on read one chunk at a time,
+//! the next read only once the last chunk was sent, so TCP flow control holds the sender back, as in the poll loop.
+//! (A multishot read cannot be held back so tightly: the kernel completes up to 32 reads in a row before a
+//! cancellation is seen.) Reads land in a ring of provided buffers the kernel picks from only when bytes
 //! arrive, so idle connections hold no buffer (10k idle pairs cost no memory beyond their sockets).
 //!
 //! The sockets stay owned by the pair (`std::net::TcpStream`) until every operation on them has completed; a
@@ -200,10 +202,10 @@ struct Pair {
     queued: [VecDeque<Chunk>; 2],
     /// The first chunk of `queued[i]` is being sent.
     send_busy: [bool; 2],
-    /// A multishot read is active on side i (until its last completion).
+    /// A read of side i is in flight (a multishot one until its last completion).
     reading: [bool; 2],
-    /// Side i's read was asked to stop (its peer is not keeping up); it is read again once its queue is drained.
-    pausing: [bool; 2],
+    /// Side i's peer fell behind once: its multishot read was cancelled, and it is read one chunk at a time.
+    single: [bool; 2],
     /// Side i has sent its FIN.
     eof: [bool; 2],
     /// The FIN was passed on to side i.
@@ -465,7 +467,6 @@ impl UringLoop {
         if op < SEND {
             if last {
                 pair.reading[op as usize] = false;
-                pair.pausing[op as usize] = false;
             }
             self.on_received(key, op as usize, result, bid, last, now);
         } else {
@@ -522,6 +523,12 @@ impl UringLoop {
                     chunk.bytes = Held::Owned(self.buffers.bytes(bid, 0, n as u32).into());
                     pair.queued[side].push_back(chunk);
                     let too_much = pair.queued[side].len() > MAX_QUEUED;
+                    // Some more come between a pause and its cancellation (the kernel completes up to 32 reads in
+                    // a row), never many.
+                    debug_assert!(
+                        pair.queued[side].len() <= MAX_QUEUED + 48,
+                        "a paused side is still being read"
+                    );
                     self.give_back(bid);
                     if too_much {
                         self.pause_read(key, side);
@@ -583,35 +590,43 @@ impl UringLoop {
             0 => self.finish(key, RelayEnd::Error(io::ErrorKind::WriteZero.into())),
             _ if !pair.queued[from].is_empty() => self.push_send(key, from),
             _ if pair.eof[from] => pair.pass_fin(to),
-            _ => self.read_on(key, from),
+            _ => {
+                self.read_on(key, from);
+            }
         }
     }
 
-    /// Starts reading side `side` again if it is not being read, has not ended and has nothing queued.
-    fn read_on(&mut self, key: usize, side: usize) {
+    /// Starts reading side `side` again if it is not being read, has not ended and has nothing queued. `true` if
+    /// a read was armed.
+    fn read_on(&mut self, key: usize, side: usize) -> bool {
         let pair = &self.pairs[key];
-        if pair.ending.is_none()
+        pair.ending.is_none()
             && !pair.eof[side]
             && !pair.reading[side]
             && pair.queued[side].is_empty()
-        {
-            self.push_recv(key, side);
-        }
+            && self.push_recv(key, side)
     }
 
-    /// Asks side `side`'s multishot read to stop (its completion without F_MORE follows).
+    /// Side `side`'s peer is not keeping up: the side is read one chunk at a time from now on, and a multishot
+    /// read still armed is cancelled (its completion without F_MORE follows; the side is read again once what it
+    /// holds is sent).
     fn pause_read(&mut self, key: usize, side: usize) {
         let pair = &mut self.pairs[key];
-        if !pair.reading[side] || pair.pausing[side] {
+        if pair.single[side] {
             return;
         }
-        pair.pausing[side] = true;
+        pair.single[side] = true;
+        if !pair.reading[side] {
+            return;
+        }
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(
             (key as u64) << 2 | (RECV + side as u64),
         ))
         .build()
         .user_data(CANCEL);
-        let _ = self.push(cancel);
+        if !self.push(cancel) {
+            self.finish(key, RelayEnd::Error(io::ErrorKind::OutOfMemory.into()));
+        }
     }
 
     /// Removes a pair whose last operation completed, or starts finishing one that is done.
@@ -723,7 +738,7 @@ impl UringLoop {
                         queued: [VecDeque::new(), VecDeque::new()],
                         send_busy: [false; 2],
                         reading: [false; 2],
-                        pausing: [false; 2],
+                        single: [false; 2],
                         eof: [false; 2],
                         shut: [false; 2],
                         local,
@@ -737,8 +752,8 @@ impl UringLoop {
                         done: job.done,
                     });
                     self.keys.insert(id, key);
-                    self.push_recv(key, CLIENT);
-                    self.push_recv(key, SERVER);
+                    self.read_on(key, CLIENT);
+                    self.read_on(key, SERVER);
                     self.settle(key);
                 }
                 Ok(Command::Close(id)) => {
@@ -765,34 +780,44 @@ impl UringLoop {
             let Some((key, id, side)) = self.starved.pop_front() else {
                 return;
             };
-            if self
-                .pairs
-                .get(key)
-                .is_some_and(|p| p.id == id && p.ending.is_none())
-            {
-                self.push_recv(key, side);
-                self.settle(key);
+            // A side that has bytes queued, or was read again meanwhile, is left to `on_sent`, which reads it
+            // once they are sent.
+            if self.pairs.get(key).is_some_and(|p| p.id == id) && self.read_on(key, side) {
                 free -= 1;
+            }
+            if self.pairs.get(key).is_some_and(|p| p.id == id) {
+                self.settle(key);
             }
         }
     }
 
-    /// Arms a multishot read of side `side`: one completion per arrival of bytes, into a ring buffer, until it is
-    /// cancelled or the side ends.
-    fn push_recv(&mut self, key: usize, side: usize) {
+    /// Arms a read of side `side` into a ring buffer: a multishot one (one completion per arrival of bytes, until
+    /// it is cancelled or the side ends), or a single one once the side's peer fell behind.
+    fn push_recv(&mut self, key: usize, side: usize) -> bool {
         let pair = &self.pairs[key];
-        if pair.ending.is_some() {
-            return;
+        // Two reads armed on one side would each deliver bytes, and a pause would stop only one of them.
+        debug_assert!(!pair.reading[side], "a second read armed on one side");
+        if pair.ending.is_some() || pair.reading[side] {
+            return false;
         }
-        let recv = opcode::RecvMulti::new(types::Fd(pair.streams[side].as_raw_fd()), BUF_GROUP)
-            .build()
-            .user_data((key as u64) << 2 | (RECV + side as u64));
+        let fd = types::Fd(pair.streams[side].as_raw_fd());
+        let recv = if pair.single[side] {
+            opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+                .buf_group(BUF_GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            opcode::RecvMulti::new(fd, BUF_GROUP).build()
+        }
+        .user_data((key as u64) << 2 | (RECV + side as u64));
         if self.push(recv) {
             let pair = &mut self.pairs[key];
             pair.inflight += 1;
             pair.reading[side] = true;
+            true
         } else {
             self.finish(key, RelayEnd::Error(io::ErrorKind::OutOfMemory.into()));
+            false
         }
     }
 
@@ -984,7 +1009,17 @@ mod tests {
 
     #[test]
     fn a_slow_server_gets_every_byte_in_order_then_the_fin() {
-        let Some(ring) = ring(BUFFERS) else { return };
+        slow_server(BUFFERS);
+    }
+
+    #[test]
+    fn a_slow_server_gets_every_byte_with_buffers_running_out() {
+        // Two buffers: reads keep finding none (their multishot ends with ENOBUFS) while sends still hold one.
+        slow_server(2);
+    }
+
+    fn slow_server(buffers: u16) {
+        let Some(ring) = ring(buffers) else { return };
         let (client_near, mut client_far) = connected();
         let (server_near, mut server_far) = connected();
         let ended = relay(&ring, 1, client_near, server_near);
