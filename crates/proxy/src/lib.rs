@@ -51,6 +51,7 @@ pub mod health;
 mod http;
 mod io;
 pub mod listener;
+mod local_yield;
 mod pool;
 pub mod relay;
 mod relay_loop;

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
+use crate::local_yield::YieldGovernor;
 use crate::relay::{RelayEnd, idle_limit};
 use crate::relay_loop::{CLIENT, Command, SERVER, TICK, count};
 use crate::state::{Counters, ServerRuntime};
@@ -44,12 +45,6 @@ const BUF_SIZE: usize = 16 * 1024;
 const BUF_GROUP: u16 = 0;
 /// Chunks a direction may have queued behind the one being sent before its side stops being read.
 const MAX_QUEUED: usize = 4;
-/// Yields that keep this thread off the CPU longer than this on average (a backend answering a batch takes well
-/// under a millisecond) mean a CPU-bound neighbour that is not answering us holds the core: yielding then stops for
-/// [`YIELD_BACKOFF`], as it would only add latency. An average, so that one long yield (a timer, a page fault in
-/// the backend) does not turn it off.
-const YIELD_LIMIT: Duration = Duration::from_millis(2);
-const YIELD_BACKOFF: Duration = Duration::from_secs(1);
 /// `user_data` of the wake-up read and of cancellations; a pair's operations are `key << 2 | op`.
 const WAKE: u64 = u64::MAX;
 const CANCEL: u64 = u64::MAX - 1;
@@ -263,14 +258,8 @@ pub(crate) struct UringLoop {
     /// Sides whose read found no free buffer: (key, pair id, side), read again as buffers come back.
     starved: VecDeque<(usize, u64, usize)>,
     completions: Vec<(u64, i32, u32)>,
-    /// Bytes were sent to a peer on this host since the last yield: it has work and will likely answer soon.
-    woke_local: bool,
-    /// No yielding before this (see [`YIELD_LIMIT`]).
-    yield_after: Instant,
-    /// How long yields kept this thread off the CPU, moving average (weight 1/8 for the newest).
-    yield_average: Duration,
-    /// `TANDEM_RELAY_YIELD=off` turns [`Self::yield_to_local`] off.
-    yield_on: bool,
+    /// Whether to yield before sleeping (`TANDEM_RELAY_YIELD=off` turns it off).
+    yields: YieldGovernor,
 }
 
 impl UringLoop {
@@ -305,10 +294,7 @@ impl UringLoop {
             keys: HashMap::new(),
             starved: VecDeque::new(),
             completions: Vec::with_capacity(BATCH),
-            woke_local: false,
-            yield_after: Instant::now(),
-            yield_average: Duration::ZERO,
-            yield_on: std::env::var("TANDEM_RELAY_YIELD").as_deref() != Ok("off"),
+            yields: YieldGovernor::new(std::env::var("TANDEM_RELAY_YIELD").as_deref() != Ok("off")),
         })
     }
 
@@ -406,24 +392,18 @@ impl UringLoop {
     /// Before waiting: if bytes went to a process on this host (typically a backend sharing the core), let it
     /// run first instead of going to sleep and being woken by its answer. The answers of a whole batch are then
     /// taken in one go: on a core shared with the backend this cut the relay's CPU per request by ~17% and raised
-    /// req/s by ~7% (docs/benchmarks.md). Where nothing else is runnable the yield returns at once.
+    /// req/s by ~7% (docs/benchmarks.md). Where nothing else is runnable the yield returns at once; where a
+    /// CPU-bound process holds the core, [`YieldGovernor`] stops yielding for a while.
     fn yield_to_local(&mut self) {
-        if !self.woke_local || !self.yield_on {
-            return;
-        }
-        self.woke_local = false;
         let started = Instant::now();
-        if started < self.yield_after {
+        let Some(budget) = self.yields.before_sleep(started) else {
             return;
-        }
+        };
         // SAFETY: no arguments, no memory involved.
         unsafe { libc::sched_yield() };
         let back = Instant::now();
-        self.yield_average = (self.yield_average * 7 + back.duration_since(started)) / 8;
-        if self.yield_average > YIELD_LIMIT {
-            self.yield_after = back + YIELD_BACKOFF;
-            self.yield_average = Duration::ZERO;
-        }
+        self.yields
+            .yielded(budget, back.duration_since(started), back);
     }
 
     /// Handles at most one batch of completions: what is left waits for the next turn, so commands, the idle scan
@@ -832,7 +812,9 @@ impl UringLoop {
         };
         pair.send_busy[from] = true;
         let to = 1 - from;
-        self.woke_local |= pair.local[to];
+        if pair.local[to] {
+            self.yields.sent_local();
+        }
         let (data, flags) = match &chunk.bytes {
             // Never wait while holding a ring buffer: `on_sent` copies what the peer did not take.
             Held::Ring(bid) => (
