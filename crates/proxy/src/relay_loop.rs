@@ -471,15 +471,21 @@ impl RelayLoop {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream as StdStream};
 
-    /// A connected loopback pair: (the end given to the relay, the far end).
-    fn connected() -> (TcpStream, StdStream) {
+    /// A connected loopback pair: (the end given to a relay, the far end).
+    pub(crate) fn loopback_pair() -> (StdStream, StdStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let far = StdStream::connect(listener.local_addr().unwrap()).unwrap();
         let (near, _) = listener.accept().unwrap();
+        (near, far)
+    }
+
+    /// [`loopback_pair`] with the relay's end ready for the poll loop.
+    fn connected() -> (TcpStream, StdStream) {
+        let (near, far) = loopback_pair();
         near.set_nonblocking(true).unwrap();
         (TcpStream::from_std(near), far)
     }

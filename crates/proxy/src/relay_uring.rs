@@ -195,8 +195,6 @@ struct Pair {
     /// What was read from side i and not yet all sent to the other side, oldest first. Only the first may be in a
     /// ring buffer (it is being sent); chunks queued behind it are copied out.
     queued: [VecDeque<Chunk>; 2],
-    /// The first chunk of `queued[i]` is being sent.
-    send_busy: [bool; 2],
     /// A read of side i is in flight (a multishot one until its last completion).
     reading: [bool; 2],
     /// Side i's peer fell behind once: its multishot read was cancelled, and it is read one chunk at a time.
@@ -221,11 +219,7 @@ struct Pair {
 
 impl Pair {
     fn finished(&self) -> bool {
-        self.eof[CLIENT]
-            && self.eof[SERVER]
-            && self.queued.iter().all(VecDeque::is_empty)
-            && !self.send_busy[CLIENT]
-            && !self.send_busy[SERVER]
+        self.eof[CLIENT] && self.eof[SERVER] && self.queued.iter().all(VecDeque::is_empty)
     }
 
     fn pass_fin(&mut self, to: usize) {
@@ -477,7 +471,7 @@ impl UringLoop {
         match result {
             0 => {
                 pair.eof[side] = true;
-                if pair.queued[side].is_empty() && !pair.send_busy[side] {
+                if pair.queued[side].is_empty() {
                     pair.pass_fin(1 - side);
                 }
             }
@@ -531,7 +525,6 @@ impl UringLoop {
     fn on_sent(&mut self, key: usize, to: usize, result: i32, now: Instant) {
         let from = 1 - to;
         let pair = &mut self.pairs[key];
-        pair.send_busy[from] = false;
         let Some(chunk) = pair.queued[from].front_mut() else {
             return;
         };
@@ -716,7 +709,6 @@ impl UringLoop {
                         id,
                         streams: [job.client, job.server],
                         queued: [VecDeque::new(), VecDeque::new()],
-                        send_busy: [false; 2],
                         reading: [false; 2],
                         single: [false; 2],
                         eof: [false; 2],
@@ -810,7 +802,6 @@ impl UringLoop {
         let Some(chunk) = pair.queued[from].front() else {
             return;
         };
-        pair.send_busy[from] = true;
         let to = 1 - from;
         if pair.local[to] {
             self.yields.sent_local();
@@ -879,16 +870,8 @@ impl UringLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay_loop::tests::loopback_pair as connected;
     use std::io::{Read, Write};
-    use std::net::TcpListener;
-
-    /// A connected loopback pair: (the end given to the relay, the far end).
-    fn connected() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let far = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (near, _) = listener.accept().unwrap();
-        (near, far)
-    }
 
     /// A ring thread with `buffers` provided buffers; `None` where io_uring cannot be set up.
     fn ring(buffers: u16) -> Option<(mpsc::Sender<Command>, Arc<EventFd>)> {
