@@ -483,6 +483,16 @@ pub(crate) mod tests {
         (near, far)
     }
 
+    /// The real server a test pair's bytes are counted for.
+    pub(crate) fn test_server() -> Arc<ServerRuntime> {
+        Arc::new(ServerRuntime::new(
+            "s".into(),
+            [127, 0, 0, 1].into(),
+            Some(1),
+            1,
+        ))
+    }
+
     /// [`loopback_pair`] with the relay's end ready for the poll loop.
     fn connected() -> (TcpStream, StdStream) {
         let (near, far) = loopback_pair();
@@ -504,12 +514,7 @@ pub(crate) mod tests {
             server_idle: Duration::from_secs(60),
             last_activity: Instant::now(),
             service: Arc::new(Counters::default()),
-            real: Arc::new(ServerRuntime::new(
-                "s".into(),
-                [127, 0, 0, 1].into(),
-                Some(1),
-                1,
-            )),
+            real: test_server(),
             done,
         };
         const SENT: usize = 64 * 1024;

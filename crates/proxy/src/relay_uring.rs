@@ -870,7 +870,7 @@ impl UringLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay_loop::tests::loopback_pair as connected;
+    use crate::relay_loop::tests::{loopback_pair as connected, test_server};
     use std::io::{Read, Write};
 
     /// A ring thread with `buffers` provided buffers; `None` where io_uring cannot be set up.
@@ -908,12 +908,7 @@ mod tests {
             client_idle: Duration::from_secs(60),
             server_idle: Duration::from_secs(60),
             service: Arc::new(Counters::default()),
-            real: Arc::new(ServerRuntime::new(
-                "s".into(),
-                [127, 0, 0, 1].into(),
-                Some(1),
-                1,
-            )),
+            real: test_server(),
             done,
         };
         ring.0.send(Command::Add(id, job)).unwrap();
