@@ -240,7 +240,6 @@ impl Proxy {
         Ok(proxy)
     }
 
-    /// The clock of the stick tables' `now` values (the replication session must use the same).
     /// How TCP mode relays: as asked in `start_with_relay`, except `Uring` where io_uring could not be set up
     /// (then `Loops`).
     pub fn tcp_relay(&self) -> TcpRelay {
@@ -251,6 +250,7 @@ impl Proxy {
         }
     }
 
+    /// The clock of the stick tables' `now` values (the replication session must use the same).
     pub fn clock(&self) -> Clock {
         self.inner.ctx.clock
     }

@@ -40,12 +40,54 @@ pub(crate) const SERVER: usize = 1;
 pub(crate) struct Job {
     pub client: std::net::TcpStream,
     pub server: std::net::TcpStream,
+    pub traffic: Traffic,
+    pub done: oneshot::Sender<RelayEnd>,
+}
+
+/// What either relay (poll loop or io_uring ring) keeps of a pair besides its sockets and bytes: its idle limits,
+/// when bytes last moved, and the counters they go to.
+pub(crate) struct Traffic {
     pub client_idle: Duration,
     pub server_idle: Duration,
+    pub last_activity: Instant,
     /// The service's counters.
     pub service: Arc<Counters>,
     pub real: Arc<ServerRuntime>,
-    pub done: oneshot::Sender<RelayEnd>,
+}
+
+impl Traffic {
+    pub(crate) fn new(
+        client_idle: Duration,
+        server_idle: Duration,
+        service: Arc<Counters>,
+        real: Arc<ServerRuntime>,
+    ) -> Self {
+        Traffic {
+            client_idle,
+            server_idle,
+            last_activity: Instant::now(),
+            service,
+            real,
+        }
+    }
+
+    /// `n` bytes were read from side `from` at `now`: counted on the service's and the server's counters.
+    pub(crate) fn read(&mut self, from: usize, n: usize, now: Instant) {
+        self.last_activity = now;
+        for counters in [&*self.service, &self.real.counters] {
+            if from == CLIENT {
+                counters.add_in(n)
+            } else {
+                counters.add_out(n)
+            }
+        }
+    }
+
+    /// Quiet past its limit at `now`, given which sides have sent their FIN (`eof`).
+    pub(crate) fn idle(&self, eof: [bool; 2], now: Instant) -> bool {
+        now.duration_since(self.last_activity)
+            >= idle_limit(eof[CLIENT], eof[SERVER], self.client_idle, self.server_idle)
+    }
 }
 
 pub(crate) enum Command {
@@ -176,17 +218,6 @@ impl Drop for RelayLoops {
     }
 }
 
-/// Counts `n` bytes read from side `from` on the service's and the server's counters.
-pub(crate) fn count(service: &Counters, real: &ServerRuntime, from: usize, n: usize) {
-    for counters in [service, &real.counters] {
-        if from == CLIENT {
-            counters.add_in(n)
-        } else {
-            counters.add_out(n)
-        }
-    }
-}
-
 struct Pair {
     /// `CLIENT`, `SERVER`.
     streams: [TcpStream; 2],
@@ -196,11 +227,7 @@ struct Pair {
     eof: [bool; 2],
     /// The FIN was passed on to side i (its write side is shut down).
     shut: [bool; 2],
-    client_idle: Duration,
-    server_idle: Duration,
-    last_activity: Instant,
-    service: Arc<Counters>,
-    real: Arc<ServerRuntime>,
+    traffic: Traffic,
     done: oneshot::Sender<RelayEnd>,
 }
 
@@ -210,15 +237,6 @@ impl Pair {
             && self.eof[SERVER]
             && self.pending[CLIENT].is_empty()
             && self.pending[SERVER].is_empty()
-    }
-
-    fn idle_limit(&self) -> Duration {
-        idle_limit(
-            self.eof[CLIENT],
-            self.eof[SERVER],
-            self.client_idle,
-            self.server_idle,
-        )
     }
 
     /// Moves bytes from side `from` to the other side: first what is pending, then what can be read now.
@@ -239,7 +257,7 @@ impl Pair {
             if written > 0 {
                 self.pending[from].drain(..written);
                 // Waiting for the peer to take bytes counts as activity: bytes are still moving.
-                self.last_activity = now;
+                self.traffic.last_activity = now;
             }
             if !self.pending[from].is_empty() {
                 return Ok(false);
@@ -263,8 +281,7 @@ impl Pair {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.last_activity = now;
-            count(&self.service, &self.real, from, n);
+            self.traffic.read(from, n, now);
             let written = write_now(&self.streams[to], &buf[..n])?;
             if written < n {
                 // The other side is full: keep the rest and stop reading this side until it drains.
@@ -399,11 +416,7 @@ impl RelayLoop {
                 pending: [Vec::new(), Vec::new()],
                 eof: [false; 2],
                 shut: [false; 2],
-                client_idle: job.client_idle,
-                server_idle: job.server_idle,
-                last_activity: Instant::now(),
-                service: job.service,
-                real: job.real,
+                traffic: job.traffic,
                 done: job.done,
             },
         );
@@ -440,7 +453,7 @@ impl RelayLoop {
         let idle: Vec<u64> = self
             .pairs
             .iter()
-            .filter(|(_, p)| now.duration_since(p.last_activity) >= p.idle_limit())
+            .filter(|(_, p)| p.traffic.idle(p.eof, now))
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
@@ -483,14 +496,19 @@ pub(crate) mod tests {
         (near, far)
     }
 
-    /// The real server a test pair's bytes are counted for.
-    pub(crate) fn test_server() -> Arc<ServerRuntime> {
-        Arc::new(ServerRuntime::new(
-            "s".into(),
-            [127, 0, 0, 1].into(),
-            Some(1),
-            1,
-        ))
+    /// A test pair's timeouts (60 s) and counters (a service and a server of their own).
+    pub(crate) fn test_traffic() -> Traffic {
+        Traffic::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Arc::new(Counters::default()),
+            Arc::new(ServerRuntime::new(
+                "s".into(),
+                [127, 0, 0, 1].into(),
+                Some(1),
+                1,
+            )),
+        )
     }
 
     /// [`loopback_pair`] with the relay's end ready for the poll loop.
@@ -510,11 +528,7 @@ pub(crate) mod tests {
             pending: [Vec::new(), Vec::new()],
             eof: [false; 2],
             shut: [false; 2],
-            client_idle: Duration::from_secs(60),
-            server_idle: Duration::from_secs(60),
-            last_activity: Instant::now(),
-            service: Arc::new(Counters::default()),
-            real: test_server(),
+            traffic: test_traffic(),
             done,
         };
         const SENT: usize = 64 * 1024;
@@ -528,16 +542,22 @@ pub(crate) mod tests {
         // With 1 KiB reads a turn moves 16 KiB and says there is more.
         let mut buf = [0u8; 1024];
         assert!(pair.pump(CLIENT, &mut buf, true, Instant::now()).unwrap());
-        assert_eq!(pair.service.bytes_in.load(Ordering::Relaxed), 16 * 1024);
+        assert_eq!(
+            pair.traffic.service.bytes_in.load(Ordering::Relaxed),
+            16 * 1024
+        );
         let mut turns = 1;
         while pair.pump(CLIENT, &mut buf, true, Instant::now()).unwrap() {
             turns += 1;
             assert!(turns < 100, "never ran dry");
         }
         assert_eq!(turns, 4);
-        assert_eq!(pair.service.bytes_in.load(Ordering::Relaxed), SENT as u64);
         assert_eq!(
-            pair.real.counters.bytes_in.load(Ordering::Relaxed),
+            pair.traffic.service.bytes_in.load(Ordering::Relaxed),
+            SENT as u64
+        );
+        assert_eq!(
+            pair.traffic.real.counters.bytes_in.load(Ordering::Relaxed),
             SENT as u64
         );
         assert_eq!(reader.join().unwrap(), vec![7u8; SENT]);

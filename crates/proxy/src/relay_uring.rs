@@ -31,9 +31,8 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 
 use crate::local_yield::YieldGovernor;
-use crate::relay::{RelayEnd, idle_limit};
-use crate::relay_loop::{CLIENT, Command, SERVER, TICK, count};
-use crate::state::{Counters, ServerRuntime};
+use crate::relay::RelayEnd;
+use crate::relay_loop::{CLIENT, Command, SERVER, TICK, Traffic};
 
 /// Submission queue size; completions are handled at most [`BATCH`] at a time so that what they queue always fits.
 const ENTRIES: u32 = 4096;
@@ -209,11 +208,7 @@ struct Pair {
     inflight: u32,
     /// Set once the pair is finishing: why it ended.
     ending: Option<RelayEnd>,
-    client_idle: Duration,
-    server_idle: Duration,
-    last_activity: Instant,
-    service: Arc<Counters>,
-    real: Arc<ServerRuntime>,
+    traffic: Traffic,
     done: tokio::sync::oneshot::Sender<RelayEnd>,
 }
 
@@ -482,8 +477,7 @@ impl UringLoop {
                         RelayEnd::Error(io::Error::other("read without a buffer")),
                     );
                 };
-                pair.last_activity = now;
-                count(&pair.service, &pair.real, side, n as usize);
+                pair.traffic.read(side, n as usize, now);
                 let mut chunk = Chunk {
                     bytes: Held::Ring(bid),
                     start: 0,
@@ -531,7 +525,7 @@ impl UringLoop {
         if result > 0 {
             chunk.start += result as u32;
             // Waiting for the peer to take bytes counts as activity: bytes are still moving.
-            pair.last_activity = now;
+            pair.traffic.last_activity = now;
         }
         // A partial send, or none at all (EAGAIN: the peer's window is full): the rest waits for the peer.
         let goes_on = result > 0 || result == -libc::EAGAIN || result == -libc::EINTR;
@@ -672,11 +666,7 @@ impl UringLoop {
         let due: Vec<usize> = self
             .pairs
             .iter()
-            .filter(|(_, p)| {
-                p.ending.is_some()
-                    || now.duration_since(p.last_activity)
-                        >= idle_limit(p.eof[CLIENT], p.eof[SERVER], p.client_idle, p.server_idle)
-            })
+            .filter(|(_, p)| p.ending.is_some() || p.traffic.idle(p.eof, now))
             .map(|(key, _)| key)
             .collect();
         for key in due {
@@ -716,11 +706,7 @@ impl UringLoop {
                         local,
                         inflight: 0,
                         ending: None,
-                        client_idle: job.client_idle,
-                        server_idle: job.server_idle,
-                        last_activity: Instant::now(),
-                        service: job.service,
-                        real: job.real,
+                        traffic: job.traffic,
                         done: job.done,
                     });
                     self.keys.insert(id, key);
@@ -870,7 +856,7 @@ impl UringLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay_loop::tests::{loopback_pair as connected, test_server};
+    use crate::relay_loop::tests::{loopback_pair as connected, test_traffic};
     use std::io::{Read, Write};
 
     /// A ring thread with `buffers` provided buffers; `None` where io_uring cannot be set up.
@@ -905,10 +891,7 @@ mod tests {
         let job = crate::relay_loop::Job {
             client,
             server,
-            client_idle: Duration::from_secs(60),
-            server_idle: Duration::from_secs(60),
-            service: Arc::new(Counters::default()),
-            real: test_server(),
+            traffic: test_traffic(),
             done,
         };
         ring.0.send(Command::Add(id, job)).unwrap();

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::ConnCtx;
 use crate::relay::{RelayEnd, relay};
-use crate::relay_loop::Job;
+use crate::relay_loop::{Job, Traffic};
 use crate::route::Route;
 use crate::state::{Active, AdminState, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
@@ -79,10 +79,12 @@ pub(crate) async fn serve(
         let id = loops.hand_over(Job {
             client,
             server: upstream,
-            client_idle,
-            server_idle,
-            service: svc.counters.clone(),
-            real: server.clone(),
+            traffic: Traffic::new(
+                client_idle,
+                server_idle,
+                svc.counters.clone(),
+                server.clone(),
+            ),
             done,
         });
         tokio::select! {
