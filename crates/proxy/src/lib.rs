@@ -184,7 +184,7 @@ impl ListenerHandle {
 impl Proxy {
     /// Bind every listener and start the health checks, with a fresh stick-table clock.
     pub fn start(cfg: Arc<ClusterConfig>, stick: SharedStickTables) -> Result<Proxy, StartError> {
-        Self::start_with(cfg, stick, Clock::new(), Arc::new(H1Engine))
+        Self::start_with(cfg, stick, Clock::new(), Arc::new(H1Engine::in_runtime()))
     }
 
     /// As [`Proxy::start`], with the clock every user of `stick` shares and the HTTP engine to use; TCP mode relays

@@ -351,16 +351,24 @@ impl Daemon {
         }));
 
         let stick: SharedStickTables = Arc::new(Mutex::new(StickTables::new()));
-        // HTTP mode runs on the native engine; TANDEM_HTTP_ENGINE=hyper selects the hyper one (a fallback should a
+        // HTTP mode runs on the native engine, on one thread of its own per worker (small writes batched through
+        // io_uring); TANDEM_HTTP_ENGINE=hyper selects the hyper one (a fallback should a
         // client or server ever disagree with the native engine).
-        let engine: Arc<dyn tandem_proxy::HttpEngine> =
-            match std::env::var("TANDEM_HTTP_ENGINE").as_deref() {
-                Ok("hyper") => {
-                    tracing::info!("HTTP mode on the hyper engine (TANDEM_HTTP_ENGINE=hyper)");
-                    Arc::new(tandem_proxy::HyperEngine)
+        let engine: Arc<dyn tandem_proxy::HttpEngine> = match std::env::var("TANDEM_HTTP_ENGINE")
+            .as_deref()
+        {
+            Ok("hyper") => {
+                tracing::info!("HTTP mode on the hyper engine (TANDEM_HTTP_ENGINE=hyper)");
+                Arc::new(tandem_proxy::HyperEngine)
+            }
+            _ => match tandem_proxy::H1Engine::on_threads(worker_count()) {
+                Ok(engine) => Arc::new(engine),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start the HTTP threads; HTTP mode runs in the main runtime");
+                    Arc::new(tandem_proxy::H1Engine::in_runtime())
                 }
-                _ => Arc::new(tandem_proxy::H1Engine),
-            };
+            },
+        };
         // TCP mode relays established pairs on one io_uring thread per worker (poll loops where io_uring cannot be
         // set up); TANDEM_TCP_RELAY=poll forces the poll loops, =tasks relays in the connection tasks (the earliest
         // way, kept as a fallback).

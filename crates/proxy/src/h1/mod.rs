@@ -15,8 +15,10 @@
 //! 502 on other upstream failures; `Upgrade` (WebSocket) handshakes become a raw tunnel after the 101. The head
 //! rules (what is forwarded, framing, keep-alive) are in [`head`].
 
+mod batch;
 mod chunked;
 pub(crate) mod head;
+mod threads;
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -49,8 +51,31 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// The native engine.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct H1Engine;
+#[derive(Debug, Default, Clone)]
+pub struct H1Engine {
+    threads: Option<Arc<threads::H1Threads>>,
+}
+
+impl H1Engine {
+    /// Serves connections in tasks of the runtime that accepted them; every write is its own system call.
+    pub fn in_runtime() -> Self {
+        H1Engine { threads: None }
+    }
+
+    /// Serves connections on `threads` threads of its own, where the small writes of a batch go out in one
+    /// `io_uring_enter` (see `h1/batch.rs`); where io_uring cannot be set up the threads write with plain system
+    /// calls, with a warning.
+    pub fn on_threads(threads: usize) -> std::io::Result<Self> {
+        Ok(H1Engine {
+            threads: Some(Arc::new(threads::H1Threads::start(threads)?)),
+        })
+    }
+
+    /// How many of the engine's threads batch their writes through io_uring (0 when it serves in the runtime).
+    pub fn rings(&self) -> usize {
+        self.threads.as_ref().map_or(0, |t| t.rings)
+    }
+}
 
 impl HttpEngine for H1Engine {
     fn serve(
@@ -61,7 +86,10 @@ impl HttpEngine for H1Engine {
         svc: Arc<ServiceRuntime>,
         ctx: ConnCtx,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(serve_connection(client, peer, vip_port, svc, ctx))
+        match &self.threads {
+            Some(threads) => threads.serve(client, peer, vip_port, svc, ctx),
+            None => Box::pin(serve_connection(client, peer, vip_port, svc, ctx)),
+        }
     }
 }
 
@@ -220,8 +248,28 @@ impl Buf {
     }
 }
 
-/// Writes `a` then `b`, in one `writev` when the socket takes both.
+/// Writes `a` then `b`: small writes through this thread's ring when it has one (see [`batch`]), else in one
+/// `writev` when the socket takes both.
 async fn write_two(to: &TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+    let total = a.len() + b.len();
+    if total > 0
+        && total <= batch::MAX_BATCHED
+        && let Some(send) = batch::send(std::os::fd::AsRawFd::as_raw_fd(to), a, b)
+    {
+        // `to` outlives `send`: the borrow of this function keeps the descriptor open.
+        let res = send.await;
+        if res < 0 {
+            return Err(io::Error::from_raw_os_error(-res));
+        }
+        // Short only when an error (reported by the next write) cut the send short.
+        let sent = usize::try_from(res).unwrap_or(0).min(total);
+        if sent == total {
+            return Ok(());
+        }
+        let from_a = sent.min(a.len());
+        a = &a[from_a..];
+        b = &b[sent - from_a..];
+    }
     while !a.is_empty() || !b.is_empty() {
         let r = if a.is_empty() {
             to.try_write(b)

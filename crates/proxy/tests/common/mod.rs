@@ -109,7 +109,25 @@ pub fn cluster(services: Vec<Service>) -> Arc<ClusterConfig> {
     })
 }
 
-/// Starts a proxy on the native HTTP engine. TCP mode relays as the daemon does, on two io_uring rings; on two
+/// The native HTTP engine as the daemon runs it: on two threads of its own, writes batched through io_uring where it
+/// can be set up; in the test's runtime when `TANDEM_TEST_H1=runtime` (tests/run-all runs the HTTP scenarios both
+/// ways).
+pub fn native_engine() -> tandem_proxy::H1Engine {
+    if std::env::var("TANDEM_TEST_H1").as_deref() == Ok("runtime") {
+        return tandem_proxy::H1Engine::in_runtime();
+    }
+    let engine = tandem_proxy::H1Engine::on_threads(2).unwrap();
+    if io_uring_available() {
+        assert_eq!(
+            engine.rings(),
+            2,
+            "io_uring works here: the engine's threads must use it"
+        );
+    }
+    engine
+}
+
+/// Starts a proxy on the native HTTP engine ([`native_engine`]). TCP mode relays as the daemon does, on two io_uring rings; on two
 /// poll loops when `TANDEM_TEST_TCP_RELAY=poll`, in the connection tasks when it is `tasks` (tests/run-all runs the
 /// TCP scenarios every way).
 pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
@@ -123,7 +141,7 @@ pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
         cfg,
         stick,
         tandem_stick::Clock::new(),
-        Arc::new(tandem_proxy::H1Engine),
+        Arc::new(native_engine()),
         tcp,
     )
     .unwrap();
@@ -197,7 +215,7 @@ impl Engine {
     pub fn start(self, cfg: Arc<ClusterConfig>) -> Proxy {
         let stick: SharedStickTables = Default::default();
         let engine: Arc<dyn tandem_proxy::HttpEngine> = match self {
-            Engine::Native => Arc::new(tandem_proxy::H1Engine),
+            Engine::Native => Arc::new(native_engine()),
             Engine::Hyper => Arc::new(tandem_proxy::HyperEngine),
         };
         Proxy::start_with(cfg, stick, tandem_stick::Clock::new(), engine).unwrap()

@@ -1,0 +1,558 @@
+//! Batched small writes for the h1 engine's threads ([`super::threads`]): one `io_uring_enter` per batch.
+//!
+//! Why: in HTTP mode nearly every write is a small head (a request to the server, a response to the client), and
+//! each `send` to a process on this host wakes it. With one system call per write, the woken process (the real
+//! server, say) often preempts the proxy on the way back from that call, with one request to handle; then the
+//! proxy runs again for one more request, and so on. Queuing the writes of a batch and issuing them together in
+//! one `io_uring_enter`, just before the thread would sleep, lets the proxy finish its batch and the peer take
+//! many requests per wake-up (benchmarked in `docs/benchmarks.md`).
+//!
+//! How: a writer copies its bytes into a buffer owned here and waits; the thread's `on_thread_park` hook
+//! ([`flush`]) issues every queued send in one call and takes the completions (a send with room in the socket
+//! completes within that call), which wake the writers. A send that has to wait for room completes later, while the
+//! thread may be asleep in the reactor: the kernel's completion work interrupts that sleep, and the ring's descriptor
+//! is also registered with the reactor (readable when a completion is ready), so the thread wakes either way; the
+//! `on_thread_unpark` hook ([`reap`]) then takes it. Sends use `MSG_WAITALL`, so the kernel sends all of it or
+//! fails.
+//!
+//! A write given up before it was issued (its task was cancelled) is removed from the queue, so nothing is ever
+//! issued on a descriptor that may have been closed and reused since; one given up after it was issued is cancelled
+//! and its buffer kept until the kernel has finished with it. Threads without a ring (io_uring unavailable, or any
+//! thread other than the engine's own) write with plain system calls: [`send`] returns `None` there.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{IoUring, opcode, squeue, types};
+use tokio::io::unix::AsyncFd;
+
+/// Writes up to this size go through the ring; larger ones (bulk bodies) are written directly, without a copy.
+pub(super) const MAX_BATCHED: usize = 4096;
+/// Submission queue size: a flush issues more in several calls.
+const ENTRIES: u32 = 256;
+/// Completion queue size, so that completions of many connections' sends seldom overflow it (the kernel keeps
+/// overflowed ones anyway, see `flush`).
+const CQ_ENTRIES: u32 = 4096;
+/// Buffers kept for reuse per thread.
+const SPARE_MAX: usize = 256;
+/// `user_data` of cancellation requests (their completions carry nothing we need).
+const CANCEL: u64 = u64::MAX;
+
+thread_local! {
+    static RING: RefCell<Option<SendRing>> = const { RefCell::new(None) };
+}
+
+/// The descriptor of a ring, registered with the reactor only so that a completion wakes the sleeping thread.
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+enum Slot {
+    Free,
+    /// Queued (not yet issued) or issued; `waker` is the writer's.
+    Waiting {
+        buf: Vec<u8>,
+        issued: bool,
+        waker: Option<Waker>,
+    },
+    /// The kernel's result (bytes sent, or `-errno`), not yet taken by the writer.
+    Done {
+        res: i32,
+        buf: Vec<u8>,
+    },
+    /// The writer gave up after the send was issued: the buffer stays until the kernel is done with it.
+    Abandoned {
+        buf: Vec<u8>,
+    },
+}
+
+struct SendRing {
+    /// Dropped before `ring` (field order), so the descriptor leaves the reactor before it closes.
+    _registration: AsyncFd<RingFd>,
+    ring: IoUring,
+    /// Sends (with their slot) and cancellations (`None`) waiting for the next flush, in order. They enter the
+    /// submission queue only then, so that a cancelled writer's entry can still be taken back.
+    queued: Vec<(Option<u32>, squeue::Entry)>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    spare: Vec<Vec<u8>>,
+    /// Completions being handled (kept for its allocation).
+    done: Vec<(u64, i32)>,
+}
+
+/// Sets up this thread's ring; call within the thread's runtime (its reactor gets the ring's descriptor). After
+/// this, [`send`] on this thread queues sends for [`flush`].
+pub(super) fn install() -> io::Result<()> {
+    let ring = IoUring::builder()
+        .setup_cqsize(CQ_ENTRIES)
+        .setup_clamp()
+        .build(ENTRIES)?;
+    // SAFETY: the ring's descriptor stays open while the registration lives: `SendRing` drops its registration
+    // before its ring.
+    let registration = unsafe {
+        AsyncFd::register_with_interest(RingFd(ring.as_raw_fd()), tokio::io::Interest::READABLE)
+    }?;
+    RING.with(|cell| {
+        *cell.borrow_mut() = Some(SendRing {
+            _registration: registration,
+            ring,
+            queued: Vec::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            spare: Vec::new(),
+            done: Vec::new(),
+        });
+    });
+    Ok(())
+}
+
+/// Removes this thread's ring. Buffers of sends still in the kernel are leaked on purpose (the kernel may read
+/// them until it has cancelled them); this happens only when the engine stops.
+pub(super) fn uninstall() {
+    let ring = RING.with(|cell| cell.borrow_mut().take());
+    if let Some(mut ring) = ring {
+        for slot in ring.slots.drain(..) {
+            match slot {
+                Slot::Waiting {
+                    buf, issued: true, ..
+                }
+                | Slot::Abandoned { buf } => std::mem::forget(buf),
+                _ => {}
+            }
+        }
+        drop(ring);
+    }
+}
+
+/// Queues `a` then `b` (together at most [`MAX_BATCHED`] bytes) for one send on `fd`; `None` where this thread has
+/// no ring. The returned future gives the kernel's result: bytes sent (all of them unless an error cut the send
+/// short) or `-errno`. `fd` must stay open while the future lives (it borrows nothing, so the caller makes sure).
+pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
+    let len = a.len() + b.len();
+    debug_assert!(len <= MAX_BATCHED);
+    let len32 = u32::try_from(len).ok()?;
+    RING.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let ring = cell.as_mut()?;
+        let mut buf = ring.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(len);
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b);
+        let slot = match ring.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                let s = u32::try_from(ring.slots.len()).ok()?;
+                ring.slots.push(Slot::Free);
+                s
+            }
+        };
+        // The buffer's heap allocation does not move when the Vec moves into the slot.
+        let entry = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len32)
+            .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(u64::from(slot));
+        ring.slots[slot as usize] = Slot::Waiting {
+            buf,
+            issued: false,
+            waker: None,
+        };
+        ring.queued.push((Some(slot), entry));
+        Some(Send {
+            slot,
+            finished: false,
+        })
+    })
+}
+
+/// One queued send; resolves to the kernel's result.
+pub(super) struct Send {
+    slot: u32,
+    finished: bool,
+}
+
+impl Future for Send {
+    type Output = i32;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<i32> {
+        let slot = self.slot as usize;
+        let result = RING.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let Some(ring) = cell.as_mut() else {
+                // The ring is gone (the engine is stopping): report the send as failed.
+                return Poll::Ready(-libc::ECANCELED);
+            };
+            match &mut ring.slots[slot] {
+                Slot::Done { .. } => {
+                    let Slot::Done { res, buf } =
+                        std::mem::replace(&mut ring.slots[slot], Slot::Free)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    ring.release(slot, buf);
+                    Poll::Ready(res)
+                }
+                Slot::Waiting { waker, .. } => {
+                    match waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+                Slot::Free | Slot::Abandoned { .. } => Poll::Ready(-libc::ECANCELED),
+            }
+        });
+        if result.is_ready() {
+            self.finished = true;
+        }
+        result
+    }
+}
+
+impl Drop for Send {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let slot = self.slot as usize;
+        // `try_with`: the thread may be ending, its ring already gone.
+        let _ = RING.try_with(|cell| {
+            let Ok(mut cell) = cell.try_borrow_mut() else {
+                return;
+            };
+            let Some(ring) = cell.as_mut() else {
+                return;
+            };
+            match std::mem::replace(&mut ring.slots[slot], Slot::Free) {
+                Slot::Waiting {
+                    buf, issued: false, ..
+                } => {
+                    ring.queued.retain(|(s, _)| *s != Some(slot as u32));
+                    ring.release(slot, buf);
+                }
+                Slot::Waiting {
+                    buf, issued: true, ..
+                } => {
+                    ring.slots[slot] = Slot::Abandoned { buf };
+                    ring.queued.push((
+                        None,
+                        opcode::AsyncCancel::new(slot as u64)
+                            .build()
+                            .user_data(CANCEL),
+                    ));
+                }
+                Slot::Done { buf, .. } => ring.release(slot, buf),
+                other => ring.slots[slot] = other,
+            }
+        });
+    }
+}
+
+impl SendRing {
+    fn release(&mut self, slot: usize, buf: Vec<u8>) {
+        self.slots[slot] = Slot::Free;
+        self.free_slots.push(slot as u32);
+        if self.spare.len() < SPARE_MAX && buf.capacity() <= MAX_BATCHED {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Issues everything queued, in as few calls as the submission queue allows.
+    fn issue(&mut self, wakers: &mut Vec<Waker>) {
+        let mut queued = std::mem::take(&mut self.queued);
+        let mut entries = queued.iter().peekable();
+        while entries.peek().is_some() {
+            {
+                let mut sq = self.ring.submission();
+                while let Some((slot, entry)) = entries.peek() {
+                    // SAFETY: a send's buffer lives in its slot until its completion is taken (an abandoned
+                    // send's too), and `fd` is open: a writer's descriptor outlives its queued entry (dropping the
+                    // writer takes the entry back).
+                    if unsafe { sq.push(entry) }.is_err() {
+                        break;
+                    }
+                    if let Some(slot) = slot
+                        && let Slot::Waiting { issued, .. } = &mut self.slots[*slot as usize]
+                    {
+                        *issued = true;
+                    }
+                    entries.next();
+                }
+            }
+            self.submit_all(wakers);
+        }
+        // Keep the allocation for the next batch.
+        queued.clear();
+        self.queued = queued;
+    }
+
+    /// Has the kernel take every entry of the submission queue. Taking completions in between makes room when the
+    /// completion queue is full (the kernel then refuses new work with `EBUSY`).
+    fn submit_all(&mut self, wakers: &mut Vec<Waker>) {
+        for _ in 0..64 {
+            match self.ring.submit() {
+                Ok(_) if self.ring.submission().is_empty() => return,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "io_uring submit");
+                }
+            }
+            self.take_completions(wakers);
+        }
+        // Not reached in practice; entries left in the queue go with the next submission.
+        tracing::warn!(
+            "io_uring: the kernel kept refusing queued sends; retrying at the next batch"
+        );
+    }
+
+    fn take_completions(&mut self, wakers: &mut Vec<Waker>) {
+        let mut done = std::mem::take(&mut self.done);
+        done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for (user_data, res) in done.drain(..) {
+            if user_data == CANCEL {
+                continue;
+            }
+            let Some(slot) = usize::try_from(user_data)
+                .ok()
+                .filter(|s| *s < self.slots.len())
+            else {
+                continue;
+            };
+            match std::mem::replace(&mut self.slots[slot], Slot::Free) {
+                Slot::Waiting { buf, waker, .. } => {
+                    self.slots[slot] = Slot::Done { res, buf };
+                    if let Some(w) = waker {
+                        wakers.push(w);
+                    }
+                }
+                Slot::Abandoned { buf } => self.release(slot, buf),
+                other => self.slots[slot] = other,
+            }
+        }
+        self.done = done;
+    }
+}
+
+/// The `on_thread_park` hook: issues the queued sends, then takes the completions that are ready (most sends
+/// complete within the issuing call) and wakes their writers, so the runtime runs them before sleeping.
+pub(super) fn flush() {
+    let mut wakers = Vec::new();
+    RING.with(|cell| {
+        let Ok(mut cell) = cell.try_borrow_mut() else {
+            return;
+        };
+        if let Some(ring) = cell.as_mut() {
+            if !ring.queued.is_empty() {
+                ring.issue(&mut wakers);
+            }
+            ring.take_completions(&mut wakers);
+        }
+    });
+    wakers.into_iter().for_each(Waker::wake);
+}
+
+/// The `on_thread_unpark` hook: takes completions that arrived while the thread slept.
+pub(super) fn reap() {
+    let mut wakers = Vec::new();
+    RING.with(|cell| {
+        let Ok(mut cell) = cell.try_borrow_mut() else {
+            return;
+        };
+        if let Some(ring) = cell.as_mut() {
+            ring.take_completions(&mut wakers);
+        }
+    });
+    wakers.into_iter().for_each(Waker::wake);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use futures::FutureExt as _;
+
+    use super::*;
+
+    /// A current-thread runtime with this module's hooks, as the engine's threads run; `None` where io_uring cannot
+    /// be set up (then there is nothing to test here).
+    fn with_ring<F: Future<Output = ()>>(test: impl FnOnce() -> F) -> bool {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(flush)
+            .on_thread_unpark(reap)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            if install().is_err() {
+                eprintln!("io_uring cannot be set up here; skipped");
+                return false;
+            }
+            test().await;
+            let free = RING.with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .map(|r| r.slots.iter().all(|s| matches!(s, Slot::Free)))
+            });
+            assert_eq!(free, Some(true), "every slot is given back");
+            uninstall();
+            true
+        })
+    }
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        (client, server)
+    }
+
+    /// Fills `client`'s send buffer and the peer's receive buffer; returns how many bytes that took.
+    fn fill(client: &TcpStream) -> usize {
+        client.set_nonblocking(true).unwrap();
+        let chunk = [7u8; 65536];
+        let mut sent = 0;
+        loop {
+            match (&*client).write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn read_all(server: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match server.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return got;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sends_of_a_batch_arrive_whole_and_in_order() {
+        with_ring(|| async {
+            let (client, mut server) = pair();
+            let fd = client.as_raw_fd();
+            let first = send(fd, b"GET / HTTP/1.1\r\n", b"Host: a\r\n\r\n").unwrap();
+            assert_eq!(first.await, 27);
+            let second = send(fd, b"", b"second").unwrap();
+            assert_eq!(second.await, 6);
+            assert_eq!(
+                read_all(&mut server),
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\nsecond"
+            );
+        });
+    }
+
+    /// A writer cancelled before its send was issued leaves nothing behind: its descriptor number, reused for
+    /// another connection, must not get the stale bytes.
+    #[test]
+    fn a_send_given_up_before_the_flush_never_reaches_a_reused_descriptor() {
+        with_ring(|| async {
+            let (old, _old_server) = pair();
+            let (new, mut new_server) = pair();
+            let fd = old.as_raw_fd();
+            // Polled once (queued), then dropped, as when a select! picks another branch.
+            assert!(send(fd, b"stale", b"").unwrap().now_or_never().is_none());
+            // The number now names the new connection (dup2 replaces it atomically; no other test can take it).
+            // SAFETY: both descriptors are open and owned by this test.
+            assert_eq!(unsafe { libc::dup2(new.as_raw_fd(), fd) }, fd);
+            let fresh = send(fd, b"fresh", b"").unwrap();
+            assert_eq!(fresh.await, 5);
+            drop(new);
+            assert_eq!(read_all(&mut new_server), b"fresh");
+            // `old` closes `fd`, now the duplicate of `new`.
+            drop(old);
+        });
+    }
+
+    /// A send that must wait for room completes later, while the thread sleeps: the ring's descriptor wakes it.
+    #[test]
+    fn a_send_waiting_for_room_completes_when_the_peer_reads() {
+        with_ring(|| async {
+            let (client, mut server) = pair();
+            let filled = fill(&client);
+            let reader = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                let mut total = 0;
+                let mut buf = [0u8; 65536];
+                server
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                while total < filled + 100 {
+                    match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+                total
+            });
+            let late = send(client.as_raw_fd(), &[1u8; 100], b"").unwrap();
+            let started = std::time::Instant::now();
+            let res = tokio::time::timeout(Duration::from_secs(5), late).await;
+            assert_eq!(res, Ok(100), "the send completes once the peer reads");
+            // The reader starts after 200 ms; the thread must wake for the completion, not for the timeout.
+            assert!(
+                started.elapsed() < Duration::from_millis(2500),
+                "woken only after {:?}",
+                started.elapsed()
+            );
+            assert_eq!(reader.join().unwrap(), filled + 100);
+        });
+    }
+
+    /// A writer that gives up after its send was issued (a timeout) cancels it; the slot comes back once the
+    /// kernel reports the cancellation, and nothing of it is sent afterwards.
+    #[test]
+    fn a_send_given_up_after_it_was_issued_is_cancelled() {
+        with_ring(|| async {
+            let (client, mut server) = pair();
+            let filled = fill(&client);
+            let late = send(client.as_raw_fd(), &[1u8; 100], b"").unwrap();
+            let res = tokio::time::timeout(Duration::from_millis(50), late).await;
+            assert!(res.is_err(), "no room: the send cannot have completed");
+            // The next park issues the cancellation; its completion gives the slot back.
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let free = RING.with(|c| {
+                    c.borrow()
+                        .as_ref()
+                        .is_some_and(|r| r.slots.iter().all(|s| matches!(s, Slot::Free)))
+                });
+                if free {
+                    break;
+                }
+            }
+            server
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            assert_eq!(read_all(&mut server).len(), filled);
+        });
+    }
+}

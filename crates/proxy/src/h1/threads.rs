@@ -1,0 +1,146 @@
+//! The h1 engine's own threads: each runs a current-thread tokio runtime whose small writes are batched through
+//! an io_uring ring ([`super::batch`]).
+//!
+//! Why threads of its own: the batch is issued by the runtime's `on_thread_park` hook, which must wake the writers
+//! on the same thread and run them before the thread sleeps. A current-thread runtime does exactly that; the
+//! multi-thread runtime's hook runs without its worker's queue, and tasks move between workers while the ring is per
+//! thread. The accepting task hands each HTTP connection over (round robin) and waits for it to end, so connection
+//! limits and counters stay where they were.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{batch, serve_connection};
+use crate::ConnCtx;
+use crate::state::ServiceRuntime;
+
+/// A connection handed to a thread; `done` is dropped when it is served.
+struct Job {
+    client: std::net::TcpStream,
+    peer: SocketAddr,
+    vip_port: u16,
+    svc: Arc<ServiceRuntime>,
+    ctx: ConnCtx,
+    done: oneshot::Sender<()>,
+}
+
+/// The threads of one engine. Dropping it ends them once their connections are served or dropped.
+#[derive(Debug)]
+pub(crate) struct H1Threads {
+    inboxes: Vec<mpsc::UnboundedSender<Job>>,
+    next: AtomicUsize,
+    /// How many threads have an io_uring ring (the others write with plain system calls).
+    pub(crate) rings: usize,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("peer", &self.peer).finish()
+    }
+}
+
+impl H1Threads {
+    pub(crate) fn start(threads: usize) -> io::Result<H1Threads> {
+        let mut inboxes = Vec::new();
+        let mut rings = 0;
+        for i in 0..threads.max(1) {
+            let (inbox_tx, inbox) = mpsc::unbounded_channel::<Job>();
+            let (ready_tx, ready) = std::sync::mpsc::sync_channel::<io::Result<bool>>(1);
+            std::thread::Builder::new()
+                .name(format!("tandem-http-{i}"))
+                .spawn(move || run_thread(inbox, ready_tx))?;
+            let has_ring = ready
+                .recv()
+                .map_err(|_| io::Error::other("HTTP thread ended while starting"))??;
+            rings += usize::from(has_ring);
+            inboxes.push(inbox_tx);
+        }
+        Ok(H1Threads {
+            inboxes,
+            next: AtomicUsize::new(0),
+            rings,
+        })
+    }
+
+    pub(crate) fn serve(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        vip_port: u16,
+        svc: Arc<ServiceRuntime>,
+        ctx: ConnCtx,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (done, finished) = oneshot::channel();
+        let handed = client.into_std().map_err(|_| ()).and_then(|client| {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
+            self.inboxes[i]
+                .send(Job {
+                    client,
+                    peer,
+                    vip_port,
+                    svc,
+                    ctx,
+                    done,
+                })
+                .map_err(|_| ())
+        });
+        Box::pin(async move {
+            if handed.is_ok() {
+                // An error only means the thread dropped the connection (it is stopping).
+                let _ = finished.await;
+            }
+        })
+    }
+}
+
+fn run_thread(
+    mut inbox: mpsc::UnboundedReceiver<Job>,
+    ready: std::sync::mpsc::SyncSender<io::Result<bool>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(batch::flush)
+        .on_thread_unpark(batch::reap)
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let has_ring = match batch::install() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable; HTTP mode writes with plain system calls");
+                false
+            }
+        };
+        let _ = ready.send(Ok(has_ring));
+        while let Some(job) = inbox.recv().await {
+            tokio::spawn(async move {
+                let Job {
+                    client,
+                    peer,
+                    vip_port,
+                    svc,
+                    ctx,
+                    done,
+                } = job;
+                if let Ok(client) = TcpStream::from_std(client) {
+                    serve_connection(client, peer, vip_port, svc, ctx).await;
+                }
+                drop(done);
+            });
+        }
+        batch::uninstall();
+    });
+}
