@@ -1,6 +1,7 @@
 //! Idle upstream HTTP/1.1 connections of one real server, reused across client requests (one pool per engine kind).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::state::lock;
@@ -16,6 +17,19 @@ pub(crate) trait Reusable {
     fn usable_now(&mut self) -> bool;
     /// Checked when given back: not closed.
     fn worth_keeping(&mut self) -> bool;
+    /// The [`thread_tag`] of the thread whose reactor reports the connection's readiness (0: none in particular).
+    fn home(&self) -> u64 {
+        0
+    }
+}
+
+/// A number naming the current thread, for [`Reusable::home`] (cheaper than `std::thread::current().id()`).
+pub(crate) fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|t| *t)
 }
 
 #[derive(Debug)]
@@ -32,16 +46,23 @@ impl<T> Default for UpstreamPool<T> {
 }
 
 impl<T: Reusable> UpstreamPool<T> {
-    /// Most recently used idle connection that is still open and ready, if any.
+    /// Most recently used idle connection that is still open and ready, if any; one at home on this thread first.
+    /// A connection from another thread works as well, but each of its readiness events then wakes this thread from
+    /// the other (HTTP mode runs one runtime per thread, each with its own reactor).
     pub(crate) fn take(&self) -> Option<T> {
+        let here = thread_tag();
         let mut idle = lock(&self.idle);
         let now = Instant::now();
-        while let Some((mut conn, since)) = idle.pop() {
+        loop {
+            let pick = idle
+                .iter()
+                .rposition(|(conn, _)| conn.home() == here)
+                .or_else(|| idle.len().checked_sub(1))?;
+            let (mut conn, since) = idle.remove(pick);
             if now.duration_since(since) < MAX_IDLE_AGE && conn.usable_now() {
                 return Some(conn);
             }
         }
-        None
     }
 
     pub(crate) fn put(&self, mut conn: T) {
@@ -69,5 +90,49 @@ impl<T> UpstreamPool<T> {
 
     pub(crate) fn len(&self) -> usize {
         lock(&self.idle).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Conn {
+        home: u64,
+        id: u32,
+        open: bool,
+    }
+
+    impl Reusable for Conn {
+        fn usable_now(&mut self) -> bool {
+            self.open
+        }
+        fn worth_keeping(&mut self) -> bool {
+            true
+        }
+        fn home(&self) -> u64 {
+            self.home
+        }
+    }
+
+    #[test]
+    fn connections_of_this_thread_are_taken_first_then_the_most_recent() {
+        let elsewhere = std::thread::spawn(thread_tag).join().unwrap();
+        let here = thread_tag();
+        assert_ne!(here, elsewhere);
+        let pool = UpstreamPool::default();
+        for (home, id, open) in [
+            (elsewhere, 1, true),
+            (here, 2, true),
+            (here, 3, false),
+            (elsewhere, 4, true),
+        ] {
+            pool.put(Conn { home, id, open });
+        }
+        // 3 is this thread's most recent but closed: dropped, and 2 is taken before the more recent 4.
+        assert_eq!(pool.take().map(|c| c.id), Some(2));
+        assert_eq!(pool.take().map(|c| c.id), Some(4));
+        assert_eq!(pool.take().map(|c| c.id), Some(1));
+        assert!(pool.take().is_none());
     }
 }

@@ -305,6 +305,8 @@ async fn readable(stream: &TcpStream, kill: &CancellationToken) -> io::Result<()
 pub(crate) struct UpConn {
     stream: TcpStream,
     buf: Option<Buf>,
+    /// The thread whose reactor has the stream (it was connected there).
+    home: u64,
 }
 
 impl std::fmt::Debug for UpConn {
@@ -331,6 +333,9 @@ impl Reusable for UpConn {
             b.give();
         }
         self.usable_now()
+    }
+    fn home(&self) -> u64 {
+        self.home
     }
 }
 
@@ -709,7 +714,11 @@ impl Conn<'_> {
                     None => {
                         let target = server.target(self.vip_port);
                         match crate::listener::connect(target, self.connect_timeout).await {
-                            Ok(stream) => UpConn { stream, buf: None },
+                            Ok(stream) => UpConn {
+                                stream,
+                                buf: None,
+                                home: crate::pool::thread_tag(),
+                            },
                             Err(e) => {
                                 server.connect_failures.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, "connect to real server failed");
