@@ -352,14 +352,20 @@ impl Daemon {
 
         let stick: SharedStickTables = Arc::new(Mutex::new(StickTables::new()));
         // HTTP mode runs on the native engine, on one thread of its own per worker (small writes batched through
-        // io_uring); TANDEM_HTTP_ENGINE=hyper selects the hyper one (a fallback should a
-        // client or server ever disagree with the native engine).
+        // io_uring); TANDEM_HTTP_ENGINE=tasks serves it in the main runtime's tasks without batching, =hyper on the
+        // hyper engine (a fallback should a client or server ever disagree with the native engine).
         let engine: Arc<dyn tandem_proxy::HttpEngine> = match std::env::var("TANDEM_HTTP_ENGINE")
             .as_deref()
         {
             Ok("hyper") => {
                 tracing::info!("HTTP mode on the hyper engine (TANDEM_HTTP_ENGINE=hyper)");
                 Arc::new(tandem_proxy::HyperEngine)
+            }
+            Ok("tasks") => {
+                tracing::info!(
+                    "HTTP mode in the runtime's tasks, writes not batched (TANDEM_HTTP_ENGINE=tasks)"
+                );
+                Arc::new(tandem_proxy::H1Engine::in_runtime())
             }
             _ => match tandem_proxy::H1Engine::on_threads(worker_count()) {
                 Ok(engine) => Arc::new(engine),
