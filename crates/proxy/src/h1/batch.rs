@@ -4,21 +4,22 @@
 //! each `send` to a process on this host wakes it. With one system call per write, the woken process (the real
 //! server, say) often preempts the proxy on the way back from that call, with one request to handle; then the
 //! proxy runs again for one more request, and so on. Queuing the writes of a batch and issuing them together in
-//! one `io_uring_enter`, just before the thread would sleep, lets the proxy finish its batch and the peer take
-//! many requests per wake-up (benchmarked in `docs/benchmarks.md`).
+//! one `io_uring_enter` lets the proxy finish its batch and the peer take many requests per wake-up (benchmarked in
+//! `docs/benchmarks.md`).
 //!
-//! How: a writer copies its bytes into a buffer owned here and waits; the thread's `on_thread_park` hook
-//! ([`flush`]) issues every queued send in one call and takes the completions (a send with room in the socket
-//! completes within that call), which wake the writers. A send that has to wait for room completes later, while the
-//! thread may be asleep in the reactor: the kernel's completion work interrupts that sleep, and the ring's descriptor
-//! is also registered with the reactor (readable when a completion is ready), so the thread wakes either way; the
-//! `on_thread_unpark` hook ([`reap`]) then takes it. Sends use `MSG_WAITALL`, so the kernel sends all of it or
-//! fails.
+//! How: a writer copies its bytes into a buffer owned here and waits. The first write of a batch wakes this
+//! thread's flusher task, which the current-thread runtime runs after the tasks already runnable (its queue is
+//! first in, first out): it issues every queued send in one call and takes the completions (a send with room in the
+//! socket completes within that call), which wake the writers. The runtime's park hook ([`flush`]) does the same
+//! before the thread sleeps. A send that has to wait for room completes later: the flusher also waits on the ring's
+//! descriptor (registered with the reactor, readable when a completion is ready), and the unpark hook ([`reap`])
+//! takes completions after every sleep. Sends use `MSG_WAITALL`, so the kernel sends all of it or fails.
 //!
 //! A write given up before it was issued (its task was cancelled) is removed from the queue, so nothing is ever
 //! issued on a descriptor that may have been closed and reused since; one given up after it was issued is cancelled
 //! and its buffer kept until the kernel has finished with it. Threads without a ring (io_uring unavailable, or any
-//! thread other than the engine's own) write with plain system calls: [`send`] returns `None` there.
+//! thread other than the engine's own) write with plain system calls: [`send`] returns `None` there. A ring the
+//! kernel stops taking work from is dropped (its waiting writers fail) and the thread goes on with plain calls.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -26,6 +27,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use io_uring::{IoUring, opcode, squeue, types};
 use tokio::io::unix::AsyncFd;
@@ -35,18 +37,21 @@ pub(super) const MAX_BATCHED: usize = 4096;
 /// Submission queue size: a flush issues more in several calls.
 const ENTRIES: u32 = 256;
 /// Completion queue size, so that completions of many connections' sends seldom overflow it (the kernel keeps
-/// overflowed ones anyway, see `flush`).
+/// overflowed ones, handed over on the next `io_uring_enter`: see `take_completions`).
 const CQ_ENTRIES: u32 = 4096;
 /// Buffers kept for reuse per thread.
 const SPARE_MAX: usize = 256;
 /// `user_data` of cancellation requests (their completions carry nothing we need).
 const CANCEL: u64 = u64::MAX;
+/// Refusals (`EAGAIN`, `ENOMEM`, `EBUSY`) retried at once, then with a 1 ms pause, before the ring is given up.
+const QUICK_RETRIES: u32 = 64;
+const SLOW_RETRIES: u32 = 1000;
 
 thread_local! {
     static RING: RefCell<Option<SendRing>> = const { RefCell::new(None) };
 }
 
-/// The descriptor of a ring, registered with the reactor only so that a completion wakes the sleeping thread.
+/// The descriptor of a ring, registered with the reactor so that a completion wakes the thread and the flusher.
 struct RingFd(RawFd);
 
 impl AsRawFd for RingFd {
@@ -76,20 +81,43 @@ enum Slot {
 
 struct SendRing {
     /// Dropped before `ring` (field order), so the descriptor leaves the reactor before it closes.
-    _registration: AsyncFd<RingFd>,
+    registration: AsyncFd<RingFd>,
     ring: IoUring,
     /// Sends (with their slot) and cancellations (`None`) waiting for the next flush, in order. They enter the
     /// submission queue only then, so that a cancelled writer's entry can still be taken back.
     queued: Vec<(Option<u32>, squeue::Entry)>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
+    /// Sends issued whose completion has not been taken yet.
+    in_flight: usize,
     spare: Vec<Vec<u8>>,
     /// Completions being handled (kept for its allocation).
     done: Vec<(u64, i32)>,
+    /// The flusher task, and whether it has been woken for the current batch.
+    flusher: Option<Waker>,
+    flush_wanted: bool,
+    /// Set when the kernel stopped taking work: the ring is then dropped by whoever holds it next.
+    broken: Option<io::Error>,
 }
 
-/// Sets up this thread's ring; call within the thread's runtime (its reactor gets the ring's descriptor). After
-/// this, [`send`] on this thread queues sends for [`flush`].
+impl Drop for SendRing {
+    /// Buffers of sends the kernel may still read are leaked on purpose: closing the ring cancels those sends, but
+    /// asynchronously. This happens only when a thread ends or its ring breaks.
+    fn drop(&mut self) {
+        for slot in self.slots.drain(..) {
+            match slot {
+                Slot::Waiting {
+                    buf, issued: true, ..
+                }
+                | Slot::Abandoned { buf } => std::mem::forget(buf),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Sets up this thread's ring and spawns its flusher task; call within the thread's current-thread runtime. After
+/// this, [`send`] on this thread queues sends.
 pub(super) fn install() -> io::Result<()> {
     let ring = IoUring::builder()
         .setup_cqsize(CQ_ENTRIES)
@@ -102,34 +130,27 @@ pub(super) fn install() -> io::Result<()> {
     }?;
     RING.with(|cell| {
         *cell.borrow_mut() = Some(SendRing {
-            _registration: registration,
+            registration,
             ring,
             queued: Vec::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
+            in_flight: 0,
             spare: Vec::new(),
             done: Vec::new(),
+            flusher: None,
+            flush_wanted: false,
+            broken: None,
         });
     });
+    tokio::spawn(flusher());
     Ok(())
 }
 
-/// Removes this thread's ring. Buffers of sends still in the kernel are leaked on purpose (the kernel may read
-/// them until it has cancelled them); this happens only when the engine stops.
+/// Removes this thread's ring (see `Drop for SendRing`); its writers then fail with `ECANCELED`.
 pub(super) fn uninstall() {
     let ring = RING.with(|cell| cell.borrow_mut().take());
-    if let Some(mut ring) = ring {
-        for slot in ring.slots.drain(..) {
-            match slot {
-                Slot::Waiting {
-                    buf, issued: true, ..
-                }
-                | Slot::Abandoned { buf } => std::mem::forget(buf),
-                _ => {}
-            }
-        }
-        drop(ring);
-    }
+    drop(ring);
 }
 
 /// Queues `a` then `b` (together at most [`MAX_BATCHED`] bytes) for one send on `fd`; `None` where this thread has
@@ -139,7 +160,7 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
     let len = a.len() + b.len();
     debug_assert!(len <= MAX_BATCHED);
     let len32 = u32::try_from(len).ok()?;
-    RING.with(|cell| {
+    let (send, flusher) = RING.with(|cell| {
         let mut cell = cell.borrow_mut();
         let ring = cell.as_mut()?;
         let mut buf = ring.spare.pop().unwrap_or_default();
@@ -166,16 +187,31 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
             waker: None,
         };
         ring.queued.push((Some(slot), entry));
-        Some(Send {
+        // The first write of a batch schedules the flusher, behind the tasks already runnable.
+        let flusher = if ring.flush_wanted {
+            None
+        } else {
+            ring.flush_wanted = true;
+            ring.flusher.take()
+        };
+        let send = Send {
             slot,
+            home: crate::pool::thread_tag(),
             finished: false,
-        })
-    })
+        };
+        Some((send, flusher))
+    })?;
+    if let Some(flusher) = flusher {
+        flusher.wake();
+    }
+    Some(send)
 }
 
 /// One queued send; resolves to the kernel's result.
 pub(super) struct Send {
     slot: u32,
+    /// The thread whose ring has the slot (the engine's tasks never move between threads).
+    home: u64,
     finished: bool,
 }
 
@@ -183,15 +219,20 @@ impl Future for Send {
     type Output = i32;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<i32> {
+        debug_assert_eq!(
+            self.home,
+            crate::pool::thread_tag(),
+            "polled off its ring's thread"
+        );
         let slot = self.slot as usize;
         let result = RING.with(|cell| {
             let mut cell = cell.borrow_mut();
             let Some(ring) = cell.as_mut() else {
-                // The ring is gone (the engine is stopping): report the send as failed.
+                // The ring is gone (the engine is stopping, or the ring broke): report the send as failed.
                 return Poll::Ready(-libc::ECANCELED);
             };
-            match &mut ring.slots[slot] {
-                Slot::Done { .. } => {
+            match ring.slots.get_mut(slot) {
+                Some(Slot::Done { .. }) => {
                     let Slot::Done { res, buf } =
                         std::mem::replace(&mut ring.slots[slot], Slot::Free)
                     else {
@@ -200,14 +241,14 @@ impl Future for Send {
                     ring.release(slot, buf);
                     Poll::Ready(res)
                 }
-                Slot::Waiting { waker, .. } => {
+                Some(Slot::Waiting { waker, .. }) => {
                     match waker {
                         Some(w) if w.will_wake(cx.waker()) => {}
                         _ => *waker = Some(cx.waker().clone()),
                     }
                     Poll::Pending
                 }
-                Slot::Free | Slot::Abandoned { .. } => Poll::Ready(-libc::ECANCELED),
+                _ => Poll::Ready(-libc::ECANCELED),
             }
         });
         if result.is_ready() {
@@ -222,16 +263,26 @@ impl Drop for Send {
         if self.finished {
             return;
         }
+        debug_assert_eq!(
+            self.home,
+            crate::pool::thread_tag(),
+            "dropped off its ring's thread"
+        );
         let slot = self.slot as usize;
         // `try_with`: the thread may be ending, its ring already gone.
         let _ = RING.try_with(|cell| {
             let Ok(mut cell) = cell.try_borrow_mut() else {
+                // Never dropped while this module holds the ring (wakers are called after it lets go).
+                debug_assert!(false, "a send dropped while its ring is in use");
                 return;
             };
             let Some(ring) = cell.as_mut() else {
                 return;
             };
-            match std::mem::replace(&mut ring.slots[slot], Slot::Free) {
+            let Some(state) = ring.slots.get_mut(slot) else {
+                return;
+            };
+            match std::mem::replace(state, Slot::Free) {
                 Slot::Waiting {
                     buf, issued: false, ..
                 } => {
@@ -269,13 +320,14 @@ impl SendRing {
     fn issue(&mut self, wakers: &mut Vec<Waker>) {
         let mut queued = std::mem::take(&mut self.queued);
         let mut entries = queued.iter().peekable();
-        while entries.peek().is_some() {
+        while entries.peek().is_some() && self.broken.is_none() {
             {
                 let mut sq = self.ring.submission();
                 while let Some((slot, entry)) = entries.peek() {
                     // SAFETY: a send's buffer lives in its slot until its completion is taken (an abandoned
-                    // send's too), and `fd` is open: a writer's descriptor outlives its queued entry (dropping the
-                    // writer takes the entry back).
+                    // send's too, and a dropped ring leaks it), and `fd` is open: a writer's descriptor outlives
+                    // its queued entry (dropping the writer takes the entry back), and an entry that entered the
+                    // submission queue is either taken by the kernel now or never (the ring is dropped).
                     if unsafe { sq.push(entry) }.is_err() {
                         break;
                     }
@@ -283,6 +335,7 @@ impl SendRing {
                         && let Slot::Waiting { issued, .. } = &mut self.slots[*slot as usize]
                     {
                         *issued = true;
+                        self.in_flight += 1;
                     }
                     entries.next();
                 }
@@ -295,28 +348,52 @@ impl SendRing {
     }
 
     /// Has the kernel take every entry of the submission queue. Taking completions in between makes room when the
-    /// completion queue is full (the kernel then refuses new work with `EBUSY`).
+    /// completion queue is full; short refusals are retried. If the kernel keeps refusing, the ring is marked
+    /// broken: entries left in its submission queue then never reach the kernel (the ring is dropped).
     fn submit_all(&mut self, wakers: &mut Vec<Waker>) {
-        for _ in 0..64 {
+        let mut refusals = 0;
+        loop {
             match self.ring.submit() {
-                Ok(_) if self.ring.submission().is_empty() => return,
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY | libc::ENOMEM)
+                    ) =>
+                {
+                    refusals += 1;
+                    if refusals > QUICK_RETRIES + SLOW_RETRIES {
+                        self.broken = Some(e);
+                        return;
+                    }
+                    if refusals > QUICK_RETRIES {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
                 Err(e) => {
-                    tracing::debug!(error = %e, "io_uring submit");
+                    self.broken = Some(e);
+                    return;
                 }
             }
             self.take_completions(wakers);
+            if self.ring.submission().is_empty() {
+                return;
+            }
         }
-        // Not reached in practice; entries left in the queue go with the next submission.
-        tracing::warn!(
-            "io_uring: the kernel kept refusing queued sends; retrying at the next batch"
-        );
     }
 
     fn take_completions(&mut self, wakers: &mut Vec<Waker>) {
         let mut done = std::mem::take(&mut self.done);
-        done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for _ in 0..16 {
+            done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            // Completions that did not fit are kept by the kernel and handed over by the next `io_uring_enter`.
+            if !self.ring.submission().cq_overflow() {
+                break;
+            }
+            if let Err(e) = self.ring.submit() {
+                tracing::debug!(error = %e, "io_uring: taking overflowed completions");
+            }
+        }
         for (user_data, res) in done.drain(..) {
             if user_data == CANCEL {
                 continue;
@@ -329,49 +406,106 @@ impl SendRing {
             };
             match std::mem::replace(&mut self.slots[slot], Slot::Free) {
                 Slot::Waiting { buf, waker, .. } => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
                     self.slots[slot] = Slot::Done { res, buf };
                     if let Some(w) = waker {
                         wakers.push(w);
                     }
                 }
-                Slot::Abandoned { buf } => self.release(slot, buf),
+                Slot::Abandoned { buf } => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.release(slot, buf);
+                }
                 other => self.slots[slot] = other,
             }
         }
         self.done = done;
     }
+
+    /// The wakers of every writer still waiting (when the ring is given up).
+    fn all_waiting(&mut self, wakers: &mut Vec<Waker>) {
+        for slot in &mut self.slots {
+            if let Slot::Waiting { waker, .. } = slot
+                && let Some(w) = waker.take()
+            {
+                wakers.push(w);
+            }
+        }
+    }
 }
 
-/// The `on_thread_park` hook: issues the queued sends, then takes the completions that are ready (most sends
-/// complete within the issuing call) and wakes their writers, so the runtime runs them before sleeping.
-pub(super) fn flush() {
+/// Runs `work` on this thread's ring, then drops the ring if it broke, then wakes the writers concerned (after
+/// letting go of the ring, so that they may use it). `None` where the thread has no ring.
+fn with_ring<T>(work: impl FnOnce(&mut SendRing, &mut Vec<Waker>) -> T) -> Option<T> {
     let mut wakers = Vec::new();
-    RING.with(|cell| {
+    let mut broken = None;
+    let out = RING.with(|cell| {
+        // Callers (hooks, the flusher) never run inside another use of the ring.
         let Ok(mut cell) = cell.try_borrow_mut() else {
-            return;
+            debug_assert!(false, "the ring is already in use");
+            return None;
         };
-        if let Some(ring) = cell.as_mut() {
-            if !ring.queued.is_empty() {
-                ring.issue(&mut wakers);
-            }
-            ring.take_completions(&mut wakers);
+        let ring = cell.as_mut()?;
+        let out = work(ring, &mut wakers);
+        if ring.broken.is_some() {
+            ring.all_waiting(&mut wakers);
+            broken = cell.take();
         }
+        Some(out)
     });
+    if let Some(mut ring) = broken {
+        let error = ring.broken.take();
+        tracing::error!(error = ?error, "io_uring refuses the HTTP thread's sends; it writes with plain system calls from now on");
+        drop(ring);
+    }
     wakers.into_iter().for_each(Waker::wake);
+    out
+}
+
+/// The flusher task of a ring: issues the batch it was woken for, and takes completions whenever the ring's
+/// descriptor reports some. The park hooks do not run while the thread stays busy (the runtime then only polls the
+/// reactor between tasks), so without this task a batch could wait behind a connection that keeps its thread busy.
+async fn flusher() {
+    std::future::poll_fn(|cx| {
+        let alive = with_ring(|ring, wakers| {
+            ring.flush_wanted = false;
+            if !ring.queued.is_empty() {
+                ring.issue(wakers);
+            }
+            // Clear the recorded readiness before taking completions: one arriving after the take then makes the
+            // descriptor ready again, which wakes this task.
+            while let Poll::Ready(Ok(mut ready)) = ring.registration.poll_read_ready(cx) {
+                ready.clear_ready();
+            }
+            ring.take_completions(wakers);
+            match &ring.flusher {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => ring.flusher = Some(cx.waker().clone()),
+            }
+        });
+        match alive {
+            Some(()) => Poll::Pending,
+            // The ring is gone (uninstalled, or broken).
+            None => Poll::Ready(()),
+        }
+    })
+    .await
+}
+
+/// The `on_thread_park` hook: issues what is still queued and takes the completions that are ready (most sends
+/// complete within the issuing call), waking their writers so that the runtime runs them before sleeping.
+pub(super) fn flush() {
+    with_ring(|ring, wakers| {
+        if !ring.queued.is_empty() {
+            ring.issue(wakers);
+        }
+        ring.take_completions(wakers);
+    });
 }
 
 /// The `on_thread_unpark` hook: takes completions that arrived while the thread slept.
 pub(super) fn reap() {
-    let mut wakers = Vec::new();
-    RING.with(|cell| {
-        let Ok(mut cell) = cell.try_borrow_mut() else {
-            return;
-        };
-        if let Some(ring) = cell.as_mut() {
-            ring.take_completions(&mut wakers);
-        }
-    });
-    wakers.into_iter().for_each(Waker::wake);
+    with_ring(|ring, wakers| ring.take_completions(wakers));
 }
 
 #[cfg(test)]
@@ -380,13 +514,16 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use futures::FutureExt as _;
 
     use super::*;
 
     /// A current-thread runtime with this module's hooks, as the engine's threads run; `None` where io_uring cannot
     /// be set up (then there is nothing to test here).
-    fn with_ring<F: Future<Output = ()>>(test: impl FnOnce() -> F) -> bool {
+    fn on_ring_thread<F: Future<Output = ()>>(test: impl FnOnce() -> F) -> bool {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .on_thread_park(flush)
@@ -456,7 +593,7 @@ mod tests {
 
     #[test]
     fn sends_of_a_batch_arrive_whole_and_in_order() {
-        with_ring(|| async {
+        on_ring_thread(|| async {
             let (client, mut server) = pair();
             let fd = client.as_raw_fd();
             let first = send(fd, b"GET / HTTP/1.1\r\n", b"Host: a\r\n\r\n").unwrap();
@@ -474,7 +611,7 @@ mod tests {
     /// another connection, must not get the stale bytes.
     #[test]
     fn a_send_given_up_before_the_flush_never_reaches_a_reused_descriptor() {
-        with_ring(|| async {
+        on_ring_thread(|| async {
             let (old, _old_server) = pair();
             let (new, mut new_server) = pair();
             let fd = old.as_raw_fd();
@@ -495,7 +632,7 @@ mod tests {
     /// A send that must wait for room completes later, while the thread sleeps: the ring's descriptor wakes it.
     #[test]
     fn a_send_waiting_for_room_completes_when_the_peer_reads() {
-        with_ring(|| async {
+        on_ring_thread(|| async {
             let (client, mut server) = pair();
             let filled = fill(&client);
             let reader = std::thread::spawn(move || {
@@ -531,7 +668,7 @@ mod tests {
     /// kernel reports the cancellation, and nothing of it is sent afterwards.
     #[test]
     fn a_send_given_up_after_it_was_issued_is_cancelled() {
-        with_ring(|| async {
+        on_ring_thread(|| async {
             let (client, mut server) = pair();
             let filled = fill(&client);
             let late = send(client.as_raw_fd(), &[1u8; 100], b"").unwrap();
@@ -553,6 +690,91 @@ mod tests {
                 .set_read_timeout(Some(Duration::from_millis(300)))
                 .unwrap();
             assert_eq!(read_all(&mut server).len(), filled);
+        });
+    }
+
+    /// A task that never lets its thread sleep (it keeps yielding): the park hooks never run while it spins.
+    fn spinner() -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinning = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut turns = 0;
+            while !spinning.load(Ordering::Relaxed) {
+                turns += 1;
+                tokio::task::yield_now().await;
+            }
+            turns
+        });
+        (stop, task)
+    }
+
+    #[test]
+    fn a_busy_thread_still_issues_its_batches() {
+        on_ring_thread(|| async {
+            // Let the flusher start and wait (as it does between batches).
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let (stop, spinning) = spinner();
+            let (client, mut server) = pair();
+            let sent = send(client.as_raw_fd(), b"while busy", b"").unwrap();
+            let res = tokio::time::timeout(Duration::from_secs(2), sent).await;
+            stop.store(true, Ordering::Relaxed);
+            assert!(spinning.await.unwrap() > 0);
+            assert_eq!(res, Ok(10), "issued although the thread never parked");
+            drop(client);
+            assert_eq!(read_all(&mut server), b"while busy");
+        });
+    }
+
+    /// Likewise, a send that waited for room is taken while the thread stays busy (the ring's descriptor wakes the
+    /// flusher; the unpark hook does not run).
+    #[test]
+    fn a_busy_thread_takes_late_completions() {
+        on_ring_thread(|| async {
+            // Let the flusher start and wait (as it does between batches).
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let (stop, spinning) = spinner();
+            let (client, mut server) = pair();
+            let filled = fill(&client);
+            let late = send(client.as_raw_fd(), &[1u8; 100], b"").unwrap();
+            let reader = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                server
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .unwrap();
+                let mut total = 0;
+                let mut buf = [0u8; 65536];
+                while total < filled + 100 {
+                    match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+                total
+            });
+            let res = tokio::time::timeout(Duration::from_secs(2), late).await;
+            stop.store(true, Ordering::Relaxed);
+            assert!(spinning.await.unwrap() > 0);
+            assert_eq!(res, Ok(100), "completed while the thread stayed busy");
+            assert_eq!(reader.join().unwrap(), filled + 100);
+        });
+    }
+
+    /// More sends than the submission queue holds, queued together: issued in several calls, in order.
+    #[test]
+    fn a_batch_larger_than_the_submission_queue_arrives_in_order() {
+        on_ring_thread(|| async {
+            let (client, mut server) = pair();
+            let fd = client.as_raw_fd();
+            let count = ENTRIES as usize * 2 + 17;
+            let lines: Vec<String> = (0..count).map(|i| format!("{i:05}\n")).collect();
+            let sends: Vec<Send> = lines
+                .iter()
+                .map(|l| send(fd, l.as_bytes(), b"").unwrap())
+                .collect();
+            let results = futures::future::join_all(sends).await;
+            assert!(results.iter().all(|r| *r == 6));
+            drop(client);
+            assert_eq!(read_all(&mut server), lines.concat().into_bytes());
         });
     }
 }

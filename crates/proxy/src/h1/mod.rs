@@ -258,11 +258,15 @@ async fn write_two(to: &TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Result<()>
     {
         // `to` outlives `send`: the borrow of this function keeps the descriptor open.
         let res = send.await;
-        if res < 0 {
+        // A kernel that does not retry the send itself reports `EAGAIN`: the loop below waits for room instead.
+        let sent = if res == -libc::EAGAIN || res == -libc::EINTR {
+            0
+        } else if res < 0 {
             return Err(io::Error::from_raw_os_error(-res));
-        }
-        // Short only when an error (reported by the next write) cut the send short.
-        let sent = usize::try_from(res).unwrap_or(0).min(total);
+        } else {
+            // Short when an error cut the send short (the loop below reports it) or the kernel did not retry.
+            usize::try_from(res).unwrap_or(0).min(total)
+        };
         if sent == total {
             return Ok(());
         }

@@ -31,7 +31,8 @@ struct Job {
     done: oneshot::Sender<()>,
 }
 
-/// The threads of one engine. Dropping it ends them once their connections are served or dropped.
+/// The threads of one engine. Dropping it ends them: connections still open on them are closed (the daemon keeps its
+/// engine for its whole life, across reloads).
 #[derive(Debug)]
 pub(crate) struct H1Threads {
     inboxes: Vec<mpsc::UnboundedSender<Job>>,
@@ -78,19 +79,27 @@ impl H1Threads {
         ctx: ConnCtx,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let (done, finished) = oneshot::channel();
-        let handed = client.into_std().map_err(|_| ()).and_then(|client| {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
-            self.inboxes[i]
-                .send(Job {
+        let handed = match client.into_std() {
+            Ok(client) => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
+                let job = Job {
                     client,
                     peer,
                     vip_port,
                     svc,
                     ctx,
                     done,
+                };
+                self.inboxes[i].send(job).map_err(|refused| {
+                    let error = format!("HTTP thread {i} has ended");
+                    (refused.0.svc, error)
                 })
-                .map_err(|_| ())
-        });
+            }
+            Err(e) => Err((svc, e.to_string())),
+        };
+        if let Err((svc, error)) = &handed {
+            tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot hand the connection to an HTTP thread; closed");
+        }
         Box::pin(async move {
             if handed.is_ok() {
                 // An error only means the thread dropped the connection (it is stopping).
