@@ -88,8 +88,6 @@ struct SendRing {
     queued: Vec<(Option<u32>, squeue::Entry)>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
-    /// Sends issued whose completion has not been taken yet.
-    in_flight: usize,
     spare: Vec<Vec<u8>>,
     /// Completions being handled (kept for its allocation).
     done: Vec<(u64, i32)>,
@@ -135,7 +133,6 @@ pub(super) fn install() -> io::Result<()> {
             queued: Vec::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            in_flight: 0,
             spare: Vec::new(),
             done: Vec::new(),
             flusher: None,
@@ -335,7 +332,6 @@ impl SendRing {
                         && let Slot::Waiting { issued, .. } = &mut self.slots[*slot as usize]
                     {
                         *issued = true;
-                        self.in_flight += 1;
                     }
                     entries.next();
                 }
@@ -406,16 +402,12 @@ impl SendRing {
             };
             match std::mem::replace(&mut self.slots[slot], Slot::Free) {
                 Slot::Waiting { buf, waker, .. } => {
-                    self.in_flight = self.in_flight.saturating_sub(1);
                     self.slots[slot] = Slot::Done { res, buf };
                     if let Some(w) = waker {
                         wakers.push(w);
                     }
                 }
-                Slot::Abandoned { buf } => {
-                    self.in_flight = self.in_flight.saturating_sub(1);
-                    self.release(slot, buf);
-                }
+                Slot::Abandoned { buf } => self.release(slot, buf),
                 other => self.slots[slot] = other,
             }
         }

@@ -1,11 +1,12 @@
 //! The h1 engine's own threads: each runs a current-thread tokio runtime whose small writes are batched through
 //! an io_uring ring ([`super::batch`]).
 //!
-//! Why threads of its own: the batch is issued by the runtime's `on_thread_park` hook, which must wake the writers
-//! on the same thread and run them before the thread sleeps. A current-thread runtime does exactly that; the
-//! multi-thread runtime's hook runs without its worker's queue, and tasks move between workers while the ring is per
-//! thread. The accepting task hands each HTTP connection over (round robin) and waits for it to end, so connection
-//! limits and counters stay where they were.
+//! Why threads of its own: the ring is per thread, and a batch is issued by a flusher task that must run after the
+//! writers of the batch, on their thread (and by the park hook, which must wake them before the thread sleeps). A
+//! current-thread runtime keeps every task on its thread and runs them first in, first out; the multi-thread
+//! runtime moves tasks between workers, and its hooks run without the worker's queue. The accepting task hands each
+//! HTTP connection over (round robin) and waits for it to end, so connection limits and counters stay where they
+//! were.
 
 use std::future::Future;
 use std::io;
@@ -144,8 +145,11 @@ fn run_thread(
                     ctx,
                     done,
                 } = job;
-                if let Ok(client) = TcpStream::from_std(client) {
-                    serve_connection(client, peer, vip_port, svc, ctx).await;
+                match TcpStream::from_std(client) {
+                    Ok(client) => serve_connection(client, peer, vip_port, svc, ctx).await,
+                    Err(error) => {
+                        tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot register the connection on its HTTP thread; closed");
+                    }
                 }
                 drop(done);
             });
