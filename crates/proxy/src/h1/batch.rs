@@ -10,10 +10,10 @@
 //! How: a writer copies its bytes into a buffer owned here and waits. The first write of a batch wakes this
 //! thread's flusher task, which the current-thread runtime runs after the tasks already runnable (its queue is
 //! first in, first out): it issues every queued send in one call and takes the completions (a send with room in the
-//! socket completes within that call), which wake the writers. The runtime's park hook ([`flush`]) does the same
-//! before the thread sleeps. A send that has to wait for room completes later: the flusher also waits on the ring's
-//! descriptor (registered with the reactor, readable when a completion is ready), and the unpark hook ([`reap`])
-//! takes completions after every sleep. Sends use `MSG_WAITALL`, so the kernel sends all of it or fails.
+//! socket completes within that call), which wake the writers. A send that has to wait for room completes later:
+//! the flusher also waits on the ring's descriptor (registered with the reactor, readable when a completion is
+//! ready). The runtime's park hooks would not do: they never run while a task keeps the thread busy (the runtime
+//! then only polls the reactor between tasks). Sends use `MSG_WAITALL`, so the kernel sends all of it or fails.
 //!
 //! A write given up before it was issued (its task was cancelled) is removed from the queue, so nothing is ever
 //! issued on a descriptor that may have been closed and reused since; one given up after it was issued is cancelled
@@ -183,14 +183,7 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
             issued: false,
             waker: None,
         };
-        ring.queued.push((Some(slot), entry));
-        // The first write of a batch schedules the flusher, behind the tasks already runnable.
-        let flusher = if ring.flush_wanted {
-            None
-        } else {
-            ring.flush_wanted = true;
-            ring.flusher.take()
-        };
+        let flusher = ring.enqueue(Some(slot), entry);
         let send = Send {
             slot,
             home: crate::pool::thread_tag(),
@@ -212,15 +205,21 @@ pub(super) struct Send {
     finished: bool,
 }
 
+impl Send {
+    fn debug_assert_home(&self) {
+        debug_assert_eq!(
+            self.home,
+            crate::pool::thread_tag(),
+            "a send used off its ring's thread"
+        );
+    }
+}
+
 impl Future for Send {
     type Output = i32;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<i32> {
-        debug_assert_eq!(
-            self.home,
-            crate::pool::thread_tag(),
-            "polled off its ring's thread"
-        );
+        self.debug_assert_home();
         let slot = self.slot as usize;
         let result = RING.with(|cell| {
             let mut cell = cell.borrow_mut();
@@ -260,51 +259,63 @@ impl Drop for Send {
         if self.finished {
             return;
         }
-        debug_assert_eq!(
-            self.home,
-            crate::pool::thread_tag(),
-            "dropped off its ring's thread"
-        );
+        self.debug_assert_home();
         let slot = self.slot as usize;
         // `try_with`: the thread may be ending, its ring already gone.
-        let _ = RING.try_with(|cell| {
+        let flusher = RING.try_with(|cell| {
             let Ok(mut cell) = cell.try_borrow_mut() else {
                 // Never dropped while this module holds the ring (wakers are called after it lets go).
                 debug_assert!(false, "a send dropped while its ring is in use");
-                return;
+                return None;
             };
-            let Some(ring) = cell.as_mut() else {
-                return;
-            };
-            let Some(state) = ring.slots.get_mut(slot) else {
-                return;
-            };
+            let ring = cell.as_mut()?;
+            let state = ring.slots.get_mut(slot)?;
             match std::mem::replace(state, Slot::Free) {
                 Slot::Waiting {
                     buf, issued: false, ..
                 } => {
                     ring.queued.retain(|(s, _)| *s != Some(slot as u32));
                     ring.release(slot, buf);
+                    None
                 }
                 Slot::Waiting {
                     buf, issued: true, ..
                 } => {
                     ring.slots[slot] = Slot::Abandoned { buf };
-                    ring.queued.push((
-                        None,
-                        opcode::AsyncCancel::new(slot as u64)
-                            .build()
-                            .user_data(CANCEL),
-                    ));
+                    let cancel = opcode::AsyncCancel::new(slot as u64)
+                        .build()
+                        .user_data(CANCEL);
+                    ring.enqueue(None, cancel)
                 }
-                Slot::Done { buf, .. } => ring.release(slot, buf),
-                other => ring.slots[slot] = other,
+                Slot::Done { buf, .. } => {
+                    ring.release(slot, buf);
+                    None
+                }
+                other => {
+                    ring.slots[slot] = other;
+                    None
+                }
             }
         });
+        if let Ok(Some(flusher)) = flusher {
+            flusher.wake();
+        }
     }
 }
 
 impl SendRing {
+    /// Queues an entry; the first of a batch returns the flusher to wake (after letting go of the ring), which the
+    /// runtime then runs behind the tasks already runnable.
+    #[must_use]
+    fn enqueue(&mut self, slot: Option<u32>, entry: squeue::Entry) -> Option<Waker> {
+        self.queued.push((slot, entry));
+        if self.flush_wanted {
+            return None;
+        }
+        self.flush_wanted = true;
+        self.flusher.take()
+    }
+
     fn release(&mut self, slot: usize, buf: Vec<u8>) {
         self.slots[slot] = Slot::Free;
         self.free_slots.push(slot as u32);
@@ -432,7 +443,7 @@ fn with_ring<T>(work: impl FnOnce(&mut SendRing, &mut Vec<Waker>) -> T) -> Optio
     let mut wakers = Vec::new();
     let mut broken = None;
     let out = RING.with(|cell| {
-        // Callers (hooks, the flusher) never run inside another use of the ring.
+        // The flusher never runs inside another use of the ring.
         let Ok(mut cell) = cell.try_borrow_mut() else {
             debug_assert!(false, "the ring is already in use");
             return None;
@@ -455,8 +466,7 @@ fn with_ring<T>(work: impl FnOnce(&mut SendRing, &mut Vec<Waker>) -> T) -> Optio
 }
 
 /// The flusher task of a ring: issues the batch it was woken for, and takes completions whenever the ring's
-/// descriptor reports some. The park hooks do not run while the thread stays busy (the runtime then only polls the
-/// reactor between tasks), so without this task a batch could wait behind a connection that keeps its thread busy.
+/// descriptor reports some.
 async fn flusher() {
     std::future::poll_fn(|cx| {
         let alive = with_ring(|ring, wakers| {
@@ -484,22 +494,6 @@ async fn flusher() {
     .await
 }
 
-/// The `on_thread_park` hook: issues what is still queued and takes the completions that are ready (most sends
-/// complete within the issuing call), waking their writers so that the runtime runs them before sleeping.
-pub(super) fn flush() {
-    with_ring(|ring, wakers| {
-        if !ring.queued.is_empty() {
-            ring.issue(wakers);
-        }
-        ring.take_completions(wakers);
-    });
-}
-
-/// The `on_thread_unpark` hook: takes completions that arrived while the thread slept.
-pub(super) fn reap() {
-    with_ring(|ring, wakers| ring.take_completions(wakers));
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::{Read as _, Write as _};
@@ -513,13 +507,11 @@ mod tests {
 
     use super::*;
 
-    /// A current-thread runtime with this module's hooks, as the engine's threads run; `None` where io_uring cannot
+    /// A current-thread runtime, as the engine's threads run; `None` where io_uring cannot
     /// be set up (then there is nothing to test here).
     fn on_ring_thread<F: Future<Output = ()>>(test: impl FnOnce() -> F) -> bool {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .on_thread_park(flush)
-            .on_thread_unpark(reap)
             .build()
             .unwrap();
         runtime.block_on(async {
@@ -666,7 +658,7 @@ mod tests {
             let late = send(client.as_raw_fd(), &[1u8; 100], b"").unwrap();
             let res = tokio::time::timeout(Duration::from_millis(50), late).await;
             assert!(res.is_err(), "no room: the send cannot have completed");
-            // The next park issues the cancellation; its completion gives the slot back.
+            // The flusher issues the cancellation; its completion gives the slot back.
             for _ in 0..100 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let free = RING.with(|c| {
@@ -685,7 +677,7 @@ mod tests {
         });
     }
 
-    /// A task that never lets its thread sleep (it keeps yielding): the park hooks never run while it spins.
+    /// A task that never lets its thread sleep (it keeps yielding): the runtime's park hooks would never run.
     fn spinner() -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
         let stop = Arc::new(AtomicBool::new(false));
         let spinning = stop.clone();
@@ -718,7 +710,7 @@ mod tests {
     }
 
     /// Likewise, a send that waited for room is taken while the thread stays busy (the ring's descriptor wakes the
-    /// flusher; the unpark hook does not run).
+    /// flusher).
     #[test]
     fn a_busy_thread_takes_late_completions() {
         on_ring_thread(|| async {

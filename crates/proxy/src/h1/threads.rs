@@ -2,9 +2,8 @@
 //! an io_uring ring ([`super::batch`]).
 //!
 //! Why threads of its own: the ring is per thread, and a batch is issued by a flusher task that must run after the
-//! writers of the batch, on their thread (and by the park hook, which must wake them before the thread sleeps). A
-//! current-thread runtime keeps every task on its thread and runs them first in, first out; the multi-thread
-//! runtime moves tasks between workers, and its hooks run without the worker's queue. The accepting task hands each
+//! writers of the batch, on their thread. A current-thread runtime keeps every task on its thread and runs them
+//! first in, first out; the multi-thread runtime moves tasks between workers. The accepting task hands each
 //! HTTP connection over (round robin) and waits for it to end, so connection limits and counters stay where they
 //! were.
 
@@ -116,8 +115,6 @@ fn run_thread(
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(batch::flush)
-        .on_thread_unpark(batch::reap)
         .build()
     {
         Ok(runtime) => runtime,
