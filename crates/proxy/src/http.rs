@@ -39,9 +39,11 @@ use crate::woken::OnlyWhenWoken;
 /// The seam between the proxy and an HTTP implementation: serve one accepted client connection of `svc` until it
 /// ends. Server choice, persistence and counters come from the service runtime; an engine only speaks HTTP.
 pub trait HttpEngine: Send + Sync + 'static {
+    /// Serves one client connection. `client` is non-blocking and not registered with any reactor yet, so the
+    /// engine registers it on the runtime that will serve it.
     fn serve(
         &self,
-        client: TcpStream,
+        client: std::net::TcpStream,
         peer: SocketAddr,
         vip_port: u16,
         svc: Arc<ServiceRuntime>,
@@ -56,13 +58,20 @@ pub struct HyperEngine;
 impl HttpEngine for HyperEngine {
     fn serve(
         &self,
-        client: TcpStream,
+        client: std::net::TcpStream,
         peer: SocketAddr,
         vip_port: u16,
         svc: Arc<ServiceRuntime>,
         ctx: ConnCtx,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(serve_connection(client, peer, vip_port, svc, ctx))
+        Box::pin(async move {
+            match TcpStream::from_std(client) {
+                Ok(client) => serve_connection(client, peer, vip_port, svc, ctx).await,
+                Err(error) => {
+                    tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot register the connection; closed")
+                }
+            }
+        })
     }
 }
 

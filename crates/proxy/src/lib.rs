@@ -70,7 +70,6 @@ use std::time::Duration;
 
 use tandem_config::model::{ClusterConfig, HealthCheckConfig, Mode, PersistenceMode, Service};
 use tandem_stick::{Clock, StickTables, TableSpec};
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -169,14 +168,14 @@ struct Check {
 struct ListenerHandle {
     service: watch::Sender<Arc<ServiceRuntime>>,
     cancel: CancellationToken,
-    socket: Arc<TcpListener>,
+    socket: Arc<listener::Listener>,
 }
 
 impl ListenerHandle {
     /// Stop listening now. shutdown(2) takes the socket out of LISTEN synchronously, so the same VIP:port can be
     /// bound again at once (a reload that removes and re-adds it), while the accept task exits on its own.
     fn close(&self) {
-        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Both);
+        self.socket.shutdown();
         self.cancel.cancel();
     }
 }
@@ -637,7 +636,7 @@ fn effective_fallback(
 }
 
 async fn accept_loop(
-    listener: Arc<TcpListener>,
+    listener: Arc<listener::Listener>,
     vip_port: u16,
     mut service: watch::Receiver<Arc<ServiceRuntime>>,
     cancel: CancellationToken,
@@ -656,10 +655,17 @@ async fn accept_loop(
             },
             None => None,
         };
+        // io_uring relays want blocking sockets; everything else registers the socket with a tokio reactor.
+        let blocking = svc.cfg.mode == Mode::Tcp
+            && inner
+                .ctx
+                .relay_loops
+                .as_ref()
+                .is_some_and(|loops| loops.uring);
         let accepted = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            r = listener.accept() => r,
+            r = listener.accept(blocking) => r,
             _ = service.changed() => continue,
         };
         let (stream, peer) = match accepted {

@@ -14,8 +14,10 @@ use crate::route::Route;
 use crate::state::{Active, AdminState, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
 
+/// `client` is not registered with any reactor yet: blocking when the relay threads run io_uring, non-blocking
+/// otherwise (see `listener::Listener::accept`).
 pub(crate) async fn serve(
-    client: TcpStream,
+    client: std::net::TcpStream,
     peer: SocketAddr,
     vip_port: u16,
     svc: Arc<ServiceRuntime>,
@@ -71,9 +73,9 @@ pub(crate) async fn serve(
         }
     };
     if let Some(loops) = &ctx.relay_loops {
-        let (client, upstream) = match (client.into_std(), upstream.into_std()) {
-            (Ok(c), Ok(u)) => (c, u),
-            (Err(e), _) | (_, Err(e)) => return log_end(RelayEnd::Error(e)),
+        let upstream = match upstream.into_std() {
+            Ok(u) => u,
+            Err(e) => return log_end(RelayEnd::Error(e)),
         };
         let (done, ended) = tokio::sync::oneshot::channel();
         let id = loops.hand_over(Job {
@@ -97,6 +99,10 @@ pub(crate) async fn serve(
         }
         return;
     }
+    let client = match TcpStream::from_std(client) {
+        Ok(c) => c,
+        Err(e) => return log_end(RelayEnd::Error(e)),
+    };
     tokio::select! {
         biased;
         end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters) => log_end(end),

@@ -80,7 +80,7 @@ impl H1Engine {
 impl HttpEngine for H1Engine {
     fn serve(
         &self,
-        client: TcpStream,
+        client: std::net::TcpStream,
         peer: SocketAddr,
         vip_port: u16,
         svc: Arc<ServiceRuntime>,
@@ -88,7 +88,23 @@ impl HttpEngine for H1Engine {
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         match &self.threads {
             Some(threads) => threads.serve(client, peer, vip_port, svc, ctx),
-            None => Box::pin(serve_connection(client, peer, vip_port, svc, ctx)),
+            None => Box::pin(register_and_serve(client, peer, vip_port, svc, ctx)),
+        }
+    }
+}
+
+/// Registers `client` with the current runtime's reactor, then serves it.
+pub(super) async fn register_and_serve(
+    client: std::net::TcpStream,
+    peer: SocketAddr,
+    vip_port: u16,
+    svc: Arc<ServiceRuntime>,
+    ctx: ConnCtx,
+) {
+    match TcpStream::from_std(client) {
+        Ok(client) => serve_connection(client, peer, vip_port, svc, ctx).await,
+        Err(error) => {
+            tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot register the connection; closed")
         }
     }
 }

@@ -14,10 +14,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{batch, serve_connection};
+use super::{batch, register_and_serve};
 use crate::ConnCtx;
 use crate::state::ServiceRuntime;
 
@@ -72,31 +71,26 @@ impl H1Threads {
 
     pub(crate) fn serve(
         &self,
-        client: TcpStream,
+        client: std::net::TcpStream,
         peer: SocketAddr,
         vip_port: u16,
         svc: Arc<ServiceRuntime>,
         ctx: ConnCtx,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let (done, finished) = oneshot::channel();
-        let handed = match client.into_std() {
-            Ok(client) => {
-                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
-                let job = Job {
-                    client,
-                    peer,
-                    vip_port,
-                    svc,
-                    ctx,
-                    done,
-                };
-                self.inboxes[i].send(job).map_err(|refused| {
-                    let error = format!("HTTP thread {i} has ended");
-                    (refused.0.svc, error)
-                })
-            }
-            Err(e) => Err((svc, e.to_string())),
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
+        let job = Job {
+            client,
+            peer,
+            vip_port,
+            svc,
+            ctx,
+            done,
         };
+        let handed = self.inboxes[i].send(job).map_err(|refused| {
+            let error = format!("HTTP thread {i} has ended");
+            (refused.0.svc, error)
+        });
         if let Err((svc, error)) = &handed {
             tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot hand the connection to an HTTP thread; closed");
         }
@@ -142,12 +136,7 @@ fn run_thread(
                     ctx,
                     done,
                 } = job;
-                match TcpStream::from_std(client) {
-                    Ok(client) => serve_connection(client, peer, vip_port, svc, ctx).await,
-                    Err(error) => {
-                        tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot register the connection on its HTTP thread; closed");
-                    }
-                }
+                register_and_serve(client, peer, vip_port, svc, ctx).await;
                 drop(done);
             });
         }
