@@ -38,7 +38,9 @@ pub(crate) const SERVER: usize = 1;
 
 /// A connected pair to relay until it ends; `done` gets why it ended.
 pub(crate) struct Job {
+    /// Blocking for an io_uring relay, non-blocking for a poll loop: as `listener::Listener::accept` gave it.
     pub client: std::net::TcpStream,
+    /// Non-blocking (connected through tokio); an io_uring relay makes it blocking.
     pub server: std::net::TcpStream,
     pub traffic: Traffic,
     pub done: oneshot::Sender<RelayEnd>,

@@ -218,7 +218,9 @@ impl Pair {
     }
 
     fn pass_fin(&mut self, to: usize) {
-        if !self.shut[to] {
+        // A side that sent its FIN too gets ours from close(2) a moment later, when the pair finishes (nothing is
+        // left unread on it, so the close sends a FIN, not a reset): one system call less per connection.
+        if !self.shut[to] && !self.eof[to] {
             self.shut[to] = true;
             let _ = self.streams[to].shutdown(Shutdown::Write);
         }
@@ -685,12 +687,14 @@ impl UringLoop {
             match self.inbox.try_recv() {
                 Ok(Command::Add(id, job)) => {
                     // Blocking sockets: io_uring waits for them by polling (an O_NONBLOCK file may fail with
-                    // EAGAIN instead).
-                    if let Err(e) = job
-                        .client
-                        .set_nonblocking(false)
-                        .and_then(|_| job.server.set_nonblocking(false))
-                    {
+                    // EAGAIN instead). The client comes blocking from accept (`listener::Listener::accept`).
+                    debug_assert!(
+                        !socket2::SockRef::from(&job.client)
+                            .nonblocking()
+                            .unwrap_or(true),
+                        "a client handed to an io_uring relay must be blocking"
+                    );
+                    if let Err(e) = job.server.set_nonblocking(false) {
                         let _ = job.done.send(RelayEnd::Error(e));
                         continue;
                     }
@@ -888,6 +892,7 @@ mod tests {
         server: TcpStream,
     ) -> tokio::sync::oneshot::Receiver<RelayEnd> {
         let (done, ended) = tokio::sync::oneshot::channel();
+        client.set_nonblocking(false).unwrap(); // as accepted for an io_uring relay
         let job = crate::relay_loop::Job {
             client,
             server,
