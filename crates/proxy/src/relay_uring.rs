@@ -218,9 +218,11 @@ impl Pair {
     }
 
     fn pass_fin(&mut self, to: usize) {
-        // A side that sent its FIN too gets ours from close(2) a moment later, when the pair finishes (nothing is
-        // left unread on it, so the close sends a FIN, not a reset): one system call less per connection.
-        if !self.shut[to] && !self.eof[to] {
+        // A side that sent its FIN too, with nothing of it left to deliver, gets ours from close(2) at once: the
+        // pair finishes now (nothing is left unread on it, so the close sends a FIN, not a reset). One system call
+        // less per connection. While its own bytes are still being delivered, it gets the FIN now, as before.
+        let finishing = self.eof[to] && self.queued[to].is_empty();
+        if !self.shut[to] && !finishing {
             self.shut[to] = true;
             let _ = self.streams[to].shutdown(Shutdown::Write);
         }
