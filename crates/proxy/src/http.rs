@@ -65,14 +65,25 @@ impl HttpEngine for HyperEngine {
         ctx: ConnCtx,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
-            match TcpStream::from_std(client) {
-                Ok(client) => serve_connection(client, peer, vip_port, svc, ctx).await,
-                Err(error) => {
-                    tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot register the connection; closed")
-                }
+            if let Some(client) = register(client, peer, &svc) {
+                serve_connection(client, peer, vip_port, svc, ctx).await;
             }
         })
     }
+}
+
+/// Registers an accepted connection with the current runtime's reactor. A failure is logged and the connection
+/// closed.
+pub(crate) fn register(
+    client: std::net::TcpStream,
+    peer: SocketAddr,
+    svc: &ServiceRuntime,
+) -> Option<TcpStream> {
+    TcpStream::from_std(client)
+        .map_err(|error| {
+            tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot register the connection; closed")
+        })
+        .ok()
 }
 
 /// Most time a client may take to send a complete request head (slowloris guard), capped by the client timeout.

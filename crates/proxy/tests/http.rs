@@ -54,6 +54,15 @@ async fn keep_alive_reuse_forwarded_for_and_hop_by_hop(e: Engine) {
     let upstream = a.connections.load(std::sync::atomic::Ordering::Relaxed) - checks_conns;
     let checks_during = 200; // generous bound for checks during the loop (50 ms interval)
     assert!(upstream < checks_during, "upstream connections {upstream}");
+    // The engine puts the upstream connection back in the pool just after the response is written, so the client
+    // can read the response a moment before that.
+    wait_for(
+        &proxy,
+        Duration::from_secs(2),
+        "the upstream connection back in the pool",
+        |s| s.services[0].servers[0].idle_connections == 1,
+    )
+    .await;
     let st = proxy.status();
     let srv = &st.services[0].servers[0];
     assert_eq!(

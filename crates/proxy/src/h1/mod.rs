@@ -101,11 +101,8 @@ pub(super) async fn register_and_serve(
     svc: Arc<ServiceRuntime>,
     ctx: ConnCtx,
 ) {
-    match TcpStream::from_std(client) {
-        Ok(client) => serve_connection(client, peer, vip_port, svc, ctx).await,
-        Err(error) => {
-            tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot register the connection; closed")
-        }
+    if let Some(client) = crate::http::register(client, peer, &svc) {
+        serve_connection(client, peer, vip_port, svc, ctx).await;
     }
 }
 
