@@ -123,8 +123,9 @@ impl ServerRuntime {
     }
 
     pub(crate) fn set_health(&self, up: bool, reason: String) {
-        self.healthy.store(up, Ordering::Release);
+        // The reason first: whoever sees the new state also sees why.
         *lock(&self.health_reason) = reason;
+        self.healthy.store(up, Ordering::Release);
         if !up {
             self.clear_pools();
         }
