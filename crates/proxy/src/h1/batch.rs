@@ -186,6 +186,7 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
         let flusher = ring.enqueue(Some(slot), entry);
         let send = Send {
             slot,
+            #[cfg(debug_assertions)]
             home: crate::pool::thread_tag(),
             finished: false,
         };
@@ -200,14 +201,16 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
 /// One queued send; resolves to the kernel's result.
 pub(super) struct Send {
     slot: u32,
-    /// The thread whose ring has the slot (the engine's tasks never move between threads).
+    /// The thread whose ring has the slot (the engine's tasks never move between threads): checked in tests.
+    #[cfg(debug_assertions)]
     home: u64,
     finished: bool,
 }
 
 impl Send {
     fn debug_assert_home(&self) {
-        debug_assert_eq!(
+        #[cfg(debug_assertions)]
+        assert_eq!(
             self.home,
             crate::pool::thread_tag(),
             "a send used off its ring's thread"
@@ -238,10 +241,7 @@ impl Future for Send {
                     Poll::Ready(res)
                 }
                 Some(Slot::Waiting { waker, .. }) => {
-                    match waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => *waker = Some(cx.waker().clone()),
-                    }
+                    keep_waker(waker, cx);
                     Poll::Pending
                 }
                 _ => Poll::Ready(-libc::ECANCELED),
@@ -437,6 +437,14 @@ impl SendRing {
     }
 }
 
+/// Remembers the waker of `cx` in `slot` (cloned only when it changed).
+fn keep_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
 /// Runs `work` on this thread's ring, then drops the ring if it broke, then wakes the writers concerned (after
 /// letting go of the ring, so that they may use it). `None` where the thread has no ring.
 fn with_ring<T>(work: impl FnOnce(&mut SendRing, &mut Vec<Waker>) -> T) -> Option<T> {
@@ -480,10 +488,7 @@ async fn flusher() {
                 ready.clear_ready();
             }
             ring.take_completions(wakers);
-            match &ring.flusher {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => ring.flusher = Some(cx.waker().clone()),
-            }
+            keep_waker(&mut ring.flusher, cx);
         });
         match alive {
             Some(()) => Poll::Pending,
@@ -677,7 +682,8 @@ mod tests {
         });
     }
 
-    /// A task that never lets its thread sleep (it keeps yielding): the runtime's park hooks would never run.
+    /// A task that never lets its thread sleep (it keeps yielding): anything waiting for the thread to park would
+    /// wait for ever.
     fn spinner() -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
         let stop = Arc::new(AtomicBool::new(false));
         let spinning = stop.clone();

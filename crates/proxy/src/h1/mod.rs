@@ -87,14 +87,17 @@ impl HttpEngine for H1Engine {
         ctx: ConnCtx,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         match &self.threads {
-            Some(threads) => threads.serve(client, peer, vip_port, svc, ctx),
+            Some(threads) => threads.serve(
+                peer,
+                Box::new(move || Box::pin(register_and_serve(client, peer, vip_port, svc, ctx))),
+            ),
             None => Box::pin(register_and_serve(client, peer, vip_port, svc, ctx)),
         }
     }
 }
 
 /// Registers `client` with the current runtime's reactor, then serves it.
-pub(super) async fn register_and_serve(
+async fn register_and_serve(
     client: std::net::TcpStream,
     peer: SocketAddr,
     vip_port: u16,

@@ -11,22 +11,19 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{batch, register_and_serve};
-use crate::ConnCtx;
-use crate::state::ServiceRuntime;
+use super::batch;
+
+/// What the accepting task hands to a thread: makes the connection's future there (so the connection is
+/// registered with that thread's reactor, and its writes use that thread's ring).
+pub(crate) type Work = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A connection handed to a thread; `done` is dropped when it is served.
 struct Job {
-    client: std::net::TcpStream,
-    peer: SocketAddr,
-    vip_port: u16,
-    svc: Arc<ServiceRuntime>,
-    ctx: ConnCtx,
+    work: Work,
     done: oneshot::Sender<()>,
 }
 
@@ -38,12 +35,6 @@ pub(crate) struct H1Threads {
     next: AtomicUsize,
     /// How many threads have an io_uring ring (the others write with plain system calls).
     pub(crate) rings: usize,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("peer", &self.peer).finish()
-    }
 }
 
 impl H1Threads {
@@ -69,33 +60,21 @@ impl H1Threads {
         })
     }
 
+    /// Runs `work` on the next thread (round robin); the returned future ends when the connection does. A thread
+    /// that has ended (the engine is stopping) drops the connection, logged as coming from `peer`.
     pub(crate) fn serve(
         &self,
-        client: std::net::TcpStream,
         peer: SocketAddr,
-        vip_port: u16,
-        svc: Arc<ServiceRuntime>,
-        ctx: ConnCtx,
+        work: Work,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let (done, finished) = oneshot::channel();
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
-        let job = Job {
-            client,
-            peer,
-            vip_port,
-            svc,
-            ctx,
-            done,
-        };
-        let handed = self.inboxes[i].send(job).map_err(|refused| {
-            let error = format!("HTTP thread {i} has ended");
-            (refused.0.svc, error)
-        });
-        if let Err((svc, error)) = &handed {
-            tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot hand the connection to an HTTP thread; closed");
+        let handed = self.inboxes[i].send(Job { work, done }).is_ok();
+        if !handed {
+            tracing::error!(client = %peer, "cannot hand the connection to HTTP thread {i}, which has ended; closed");
         }
         Box::pin(async move {
-            if handed.is_ok() {
+            if handed {
                 // An error only means the thread dropped the connection (it is stopping).
                 let _ = finished.await;
             }
@@ -126,17 +105,9 @@ fn run_thread(
             }
         };
         let _ = ready.send(Ok(has_ring));
-        while let Some(job) = inbox.recv().await {
+        while let Some(Job { work, done }) = inbox.recv().await {
             tokio::spawn(async move {
-                let Job {
-                    client,
-                    peer,
-                    vip_port,
-                    svc,
-                    ctx,
-                    done,
-                } = job;
-                register_and_serve(client, peer, vip_port, svc, ctx).await;
+                work().await;
                 drop(done);
             });
         }
