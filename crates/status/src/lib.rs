@@ -1,0 +1,439 @@
+//! The status document of one node, as types: what `GET /api/status` serves (schema in
+//! `docs/admin-api.md`), what `tandem status` prints, what the System Overview page shows and what
+//! `/metrics` exports. The daemon builds one [`Status`]; every reader takes fields from it, so a
+//! reader cannot ask for a field the document does not have.
+//!
+//! Only data lives here (no I/O, no clocks): ages are already milliseconds, addresses are values.
+//! Enums serialise as the strings the API has always carried.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+#[cfg(test)]
+mod tests;
+
+/// The whole document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Status {
+    pub node: Node,
+    pub config: Config,
+    pub cluster: Cluster,
+    /// The sync session on TCP 7778; `null` on a standalone node.
+    #[serde(default)]
+    pub replication: Option<Replication>,
+    pub services: Vec<Service>,
+}
+
+/// This node: identity, election state and VIPs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    pub address: IpAddr,
+    pub state: NodeState,
+    pub state_since_ms: u64,
+    /// Why the node is in `fault`.
+    pub fault: Option<String>,
+    pub ping: Ping,
+    pub manage_vips: bool,
+    pub interface: String,
+    /// Every VIP of the configured services.
+    pub vips: Vec<IpAddr>,
+    /// The VIPs found on the interface at the last look.
+    pub vips_held: Vec<IpAddr>,
+    pub uptime_s: u64,
+    /// `null` on a standalone node, and until the peer's first heartbeat.
+    pub peer: Option<Peer>,
+}
+
+/// The peer as its last heartbeat described it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Peer {
+    pub name: String,
+    /// `[node] peer` of this node's `node.toml`.
+    pub address: Option<IpAddr>,
+    pub role: Role,
+    pub state: PeerState,
+    pub alive: bool,
+    pub last_heard_ms: u64,
+    pub holds_vips: bool,
+    pub config_generation: u64,
+    /// Hex, as `config.digest`.
+    pub config_digest: String,
+    pub servers_up: u32,
+    pub servers_total: u32,
+}
+
+/// The `cluster.toml` this node serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Config {
+    pub generation: u64,
+    pub digest: String,
+    pub sync: ConfigSync,
+}
+
+/// Election counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Cluster {
+    pub takeovers: u64,
+    pub releases: u64,
+    pub split_brains: u64,
+    pub warn_time_exceeded: u64,
+    pub vip_failures: u64,
+    pub last_event: Option<String>,
+    pub heartbeats: Heartbeats,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Heartbeats {
+    pub sent: u64,
+    pub send_errors: u64,
+    pub received: u64,
+    /// Dropped datagrams by reason, zeros included.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// Replication of the stick tables and the config push (TCP 7778).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Replication {
+    pub connected: bool,
+    /// `dial` or `accept`.
+    pub direction: String,
+    pub peer: String,
+    pub protocol_version: Option<u16>,
+    pub tables: Vec<TableSync>,
+    pub last_ack_age_ms: Option<u64>,
+    /// Connected, and no snapshot of the peer's tables in progress.
+    pub caught_up: bool,
+    pub config: ConfigPush,
+    pub counters: SyncCounters,
+    /// Why the last session closed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct TableSync {
+    pub label: String,
+    pub local_entries: u64,
+    /// `null` when the peer has no such table or never said.
+    pub peer_entries: Option<u64>,
+    pub resyncing: bool,
+}
+
+/// Both nodes' config versions as the sync session knows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct ConfigPush {
+    pub local: Option<ConfigVersion>,
+    pub peer: Option<ConfigVersion>,
+    pub in_sync: bool,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct ConfigVersion {
+    pub generation: u64,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct SyncCounters {
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub sessions_opened: u64,
+    /// Rejected inputs and closed sessions by reason, zeros included.
+    pub rejected: BTreeMap<String, u64>,
+    pub replication: ReplicationCounters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct ReplicationCounters {
+    pub resyncs_sent: u64,
+    pub resyncs_received: u64,
+    pub resync_fallbacks: u64,
+    pub updates_sent: u64,
+    pub updates_applied: u64,
+    pub updates_duplicate: u64,
+    pub entries_sent: u64,
+    pub entries_applied: u64,
+    pub entries_ignored: u64,
+    pub unknown_table_messages: u64,
+}
+
+/// One virtual service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Service {
+    pub label: String,
+    pub vip: IpAddr,
+    pub ports: Vec<u16>,
+    pub mode: Mode,
+    pub balance: Balance,
+    pub persistence: Persistence,
+    pub current_connections: u64,
+    pub total_connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Clients turned away (or answered 503) because no real server could take them.
+    pub failures: u64,
+    /// Listeners of this service that could not be bound, with the reason.
+    pub bind_errors: Vec<String>,
+    pub stick_table_size: u64,
+    pub servers: Vec<Server>,
+}
+
+impl Service {
+    /// Real servers passing their health checks.
+    pub fn servers_up(&self) -> usize {
+        self.servers
+            .iter()
+            .filter(|server| server.health == Health::Up)
+            .count()
+    }
+}
+
+/// Fields that do not apply to `mode` are 0 / empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Persistence {
+    pub mode: PersistenceMode,
+    pub timeout_s: u64,
+    pub table_size: u64,
+    pub cookie_name: String,
+}
+
+/// One real server of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Server {
+    pub label: String,
+    pub address: IpAddr,
+    /// `null`: the port the client connected to.
+    pub port: Option<u16>,
+    pub weight: u32,
+    pub health: Health,
+    pub health_reason: String,
+    pub admin_state: AdminState,
+    pub current_connections: u64,
+    pub total_connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub check_failures: u64,
+    pub connect_failures: u64,
+    /// Idle upstream connections kept for reuse (HTTP mode).
+    pub idle_connections: u64,
+    pub last_check: Option<LastCheck>,
+}
+
+/// The last completed health check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct LastCheck {
+    pub at_unix_ms: u64,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Declares a string-valued enum: serde names, `as_str`, `Display` and `ALL` from one list.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The string the document carries.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// A node's configured role.
+    Role {
+        Primary = "primary",
+        Secondary = "secondary",
+    }
+}
+
+string_enum! {
+    /// A node's election state.
+    NodeState {
+        /// Just started: waiting up to `init_dead_ms` to hear the peer.
+        Init = "init",
+        Standby = "standby",
+        /// Wants to become active; waits for the peer's grant.
+        Claiming = "claiming",
+        Acquiring = "acquiring",
+        Active = "active",
+        Releasing = "releasing",
+        /// Adding or removing the VIPs failed.
+        Fault = "fault",
+        Stopped = "stopped",
+    }
+}
+
+string_enum! {
+    /// Whether the node reaches any configured ping node.
+    Ping {
+        NotConfigured = "notconfigured",
+        Reachable = "reachable",
+        Unreachable = "unreachable",
+    }
+}
+
+string_enum! {
+    /// A real server's health-check verdict.
+    Health {
+        Up = "up",
+        Down = "down",
+    }
+}
+
+string_enum! {
+    /// The appliance's per-server buttons.
+    AdminState {
+        Online = "online",
+        /// Only persistent clients get new connections.
+        Drain = "drain",
+        /// No new connections.
+        Halt = "halt",
+    }
+}
+
+string_enum! {
+    Mode {
+        Tcp = "tcp",
+        Http = "http",
+    }
+}
+
+string_enum! {
+    Balance {
+        WeightedLeastConnections = "weighted-least-connections",
+        RoundRobin = "round-robin",
+    }
+}
+
+string_enum! {
+    PersistenceMode {
+        None = "none",
+        SourceIp = "source-ip",
+        HttpCookie = "http-cookie",
+        LastSuccessful = "last-successful",
+    }
+}
+
+/// The peer's state: its own election state while its heartbeats arrive, `dead` once they stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// No heartbeat within `dead_ms`.
+    Dead,
+    #[serde(untagged)]
+    Heard(NodeState),
+}
+
+impl PeerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Dead => "dead",
+            PeerState::Heard(state) => state.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether both nodes serve the same `cluster.toml`; one string in the document (`config.sync`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ConfigSync {
+    /// No peer configured.
+    Standalone,
+    /// Configured with a peer that has not been heard yet.
+    PeerNotHeard,
+    InSync,
+    /// Why the versions differ.
+    OutOfSync(String),
+}
+
+impl ConfigSync {
+    const STANDALONE: &'static str = "standalone";
+    const PEER_NOT_HEARD: &'static str = "peer not heard yet";
+    const IN_SYNC: &'static str = "in sync";
+    const OUT_OF_SYNC: &'static str = "config out of sync: ";
+
+    /// Nothing to reconcile: in sync, or no peer at all (`tandem_config_in_sync` is 1).
+    pub fn is_settled(&self) -> bool {
+        matches!(self, ConfigSync::Standalone | ConfigSync::InSync)
+    }
+}
+
+impl fmt::Display for ConfigSync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSync::Standalone => f.write_str(Self::STANDALONE),
+            ConfigSync::PeerNotHeard => f.write_str(Self::PEER_NOT_HEARD),
+            ConfigSync::InSync => f.write_str(Self::IN_SYNC),
+            ConfigSync::OutOfSync(reason) => write!(f, "{}{reason}", Self::OUT_OF_SYNC),
+        }
+    }
+}
+
+impl Serialize for ConfigSync {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigSync {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(match text.as_str() {
+            Self::STANDALONE => ConfigSync::Standalone,
+            Self::PEER_NOT_HEARD => ConfigSync::PeerNotHeard,
+            Self::IN_SYNC => ConfigSync::InSync,
+            // Any other text is a difference the node explained in words.
+            other => ConfigSync::OutOfSync(
+                other
+                    .strip_prefix(Self::OUT_OF_SYNC)
+                    .unwrap_or(other)
+                    .to_owned(),
+            ),
+        })
+    }
+}
