@@ -46,16 +46,14 @@
 //! [`Proxy::shutdown`].
 
 pub mod balance;
+mod buffer;
 mod h1;
 pub mod health;
 mod http;
 mod io;
 pub mod listener;
-mod local_yield;
 mod pool;
 pub mod relay;
-mod relay_loop;
-mod relay_uring;
 mod route;
 pub mod state;
 mod status;
@@ -91,7 +89,7 @@ pub struct ConnCtx {
     pub(crate) clock: Clock,
     pub(crate) shutdown: CancellationToken,
     /// TCP mode relays on these threads when set (see [`TcpRelay`]).
-    pub(crate) relay_loops: Option<Arc<relay_loop::RelayLoops>>,
+    pub(crate) relay_loops: Option<Arc<relay::threads::RelayLoops>>,
 }
 
 /// How TCP-mode connections are relayed once both sides are connected.
@@ -209,14 +207,15 @@ impl Proxy {
         let relay_loops = match tcp {
             TcpRelay::Tasks => None,
             TcpRelay::Loops(threads) => Some(Arc::new(
-                relay_loop::RelayLoops::start(threads).map_err(StartError::RelayThreads)?,
+                relay::threads::RelayLoops::start(threads).map_err(StartError::RelayThreads)?,
             )),
             TcpRelay::Uring(threads) => Some(Arc::new(
-                match relay_loop::RelayLoops::start_uring(threads) {
+                match relay::threads::RelayLoops::start_uring(threads) {
                     Ok(loops) => loops,
                     Err(e) => {
                         tracing::warn!(error = %e, "io_uring unavailable; TCP mode relays on poll loops instead");
-                        relay_loop::RelayLoops::start(threads).map_err(StartError::RelayThreads)?
+                        relay::threads::RelayLoops::start(threads)
+                            .map_err(StartError::RelayThreads)?
                     }
                 },
             )),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::ConnCtx;
-use crate::relay::{RelayEnd, relay};
-use crate::relay_loop::{Job, Traffic};
+use crate::relay::tasks::relay;
+use crate::relay::{Job, RelayEnd, Traffic};
 use crate::route::Route;
 use crate::state::{Active, AdminState, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;

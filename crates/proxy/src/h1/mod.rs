@@ -36,9 +36,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::ConnCtx;
+use crate::buffer::{Read, read_now};
 use crate::http::{HEADER_READ_TIMEOUT, HttpEngine, error_html, unavailable_page, wait_first_byte};
 use crate::pool::Reusable;
-use crate::relay::{Read, read_now};
 use crate::route::Route;
 use crate::state::{Active, ActiveOwned, ServerRuntime, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
@@ -219,14 +219,14 @@ struct Buf {
 impl Buf {
     fn take() -> Self {
         Buf {
-            data: crate::relay::take_buffer(),
+            data: crate::buffer::take_buffer(),
             start: 0,
             end: 0,
         }
     }
 
     fn give(self) {
-        crate::relay::give_buffer(self.data);
+        crate::buffer::give_buffer(self.data);
     }
 
     fn filled(&self) -> &[u8] {
@@ -1067,7 +1067,7 @@ impl Conn<'_> {
             return Outcome::Done { keep: false };
         }
         tokio::select! {
-            end = crate::relay::relay(self.client, &up.stream, self.client_idle, self.server_timeout, &svc.counters, &server.counters) => {
+            end = crate::relay::tasks::relay(self.client, &up.stream, self.client_idle, self.server_timeout, &svc.counters, &server.counters) => {
                 tracing::debug!(service = %svc.cfg.label, client = %self.peer, end = ?end, "upgraded connection ended");
             }
             _ = kill.cancelled() => {}

@@ -1,58 +1,22 @@
-//! TCP relay: full duplex with half-close and idle timeouts.
+//! TCP relay in the connection's tokio task: full duplex with half-close and idle timeouts.
 //!
 //! Both directions run in the connection's own task over `&TcpStream` (no split, no extra task). A direction waits
 //! for readability *without* holding a buffer and borrows one from a per-thread pool only while data is flowing, so
 //! ten thousand idle connections cost no buffer memory. When one side sends FIN, the write side of the other is shut
 //! down and the opposite direction keeps flowing until it ends too.
 
-use std::cell::RefCell;
 use std::io;
-use std::io::Read as _;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::{RelayEnd, idle_limit};
+use crate::buffer::{Read, give_buffer, read_now, take_buffer};
 use crate::state::Counters;
 use crate::woken::OnlyWhenWoken;
-
-const BUF_SIZE: usize = 32 * 1024;
-/// Buffers kept per worker thread for reuse (at most 4 MiB). HTTP mode holds two per request in flight (client and
-/// server side); with fewer kept than requests in flight, every request paid for a fresh zeroed 32 KiB buffer
-/// (`memset` was 4% of the proxy's CPU at 64 concurrent requests with 16 kept).
-const POOL_MAX: usize = 128;
-
-thread_local! {
-    static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
-}
-
-pub(crate) fn take_buffer() -> Box<[u8]> {
-    BUFFERS
-        .with(|b| b.borrow_mut().pop())
-        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
-}
-
-pub(crate) fn give_buffer(buf: Box<[u8]>) {
-    BUFFERS.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.len() < POOL_MAX {
-            b.push(buf);
-        }
-    });
-}
-
-/// Why a relay ended.
-#[derive(Debug)]
-pub enum RelayEnd {
-    /// Both sides closed their sending direction.
-    Closed,
-    /// No traffic in either direction for the idle timeout of the waiting side.
-    Idle,
-    Error(io::Error),
-}
 
 /// Which way bytes flow, for the counters.
 #[derive(Clone, Copy)]
@@ -106,23 +70,6 @@ pub async fn relay(
     }
 }
 
-/// How long a relayed connection may stay silent, given which sides have finished sending (the rule on [`relay`];
-/// the relay loops apply it too).
-pub(crate) fn idle_limit(
-    client_done: bool,
-    server_done: bool,
-    client_idle: Duration,
-    server_idle: Duration,
-) -> Duration {
-    if client_done {
-        server_idle
-    } else if server_done {
-        client_idle
-    } else {
-        client_idle.min(server_idle)
-    }
-}
-
 /// Resolves once the connection has been silent for the current idle limit.
 async fn watchdog(last: &LastActivity, limit: impl Fn() -> Duration) {
     loop {
@@ -131,38 +78,6 @@ async fn watchdog(last: &LastActivity, limit: impl Fn() -> Duration) {
             return;
         }
         tokio::time::sleep_until(deadline).await;
-    }
-}
-
-/// Outcome of one non-blocking read.
-pub(crate) enum Read {
-    Data(usize),
-    /// Nothing there right now; tokio's readiness is cleared so the next wait really waits.
-    Empty,
-    Eof,
-}
-
-/// Read what is there without blocking. A short read means the socket is drained: the read then reports
-/// `WouldBlock` to tokio's `try_io` so that it clears the readiness *of the event seen before the read* (data that
-/// arrives meanwhile raises a new event and is not lost). This saves the `EAGAIN` read that would otherwise follow
-/// every message.
-pub(crate) fn read_now(from: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
-    let mut short = None;
-    let r = from.try_io(Interest::READABLE, || {
-        let mut sock: &socket2::Socket = &socket2::SockRef::from(from);
-        let n = sock.read(buf)?;
-        if n > 0 && n < buf.len() {
-            short = Some(n);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match (r, short) {
-        (_, Some(n)) => Ok(Read::Data(n)),
-        (Ok(0), None) => Ok(Read::Eof),
-        (Ok(n), None) => Ok(Read::Data(n)),
-        (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Empty),
-        (Err(e), None) => Err(e),
     }
 }
 

@@ -7,7 +7,7 @@
 //! on a oneshot: it keeps the connection's counters and its halt/shutdown watch, and asks the loop to close the pair
 //! when a halt with close or a shutdown fires. The loop owns both sockets until the pair ends.
 //!
-//! Semantics are those of [`crate::relay::relay`]: full duplex, a FIN passed on once everything before it was
+//! Semantics are those of [`super::tasks::relay`]: full duplex, a FIN passed on once everything before it was
 //! written, the pair closed when both directions are done, idle timeouts (`client_idle` while both directions are
 //! open, `server_idle` once the client has finished sending, `client_idle` once the server has), and backpressure:
 //! a direction whose bytes the other side does not take is not read further (at most one read buffer held).
@@ -15,210 +15,19 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use tokio::sync::oneshot;
 
-use crate::relay::{RelayEnd, idle_limit};
-use crate::relay_uring::{EventFd, UringLoop};
-use crate::state::{Counters, ServerRuntime};
+use super::{CLIENT, Command, Job, RelayEnd, SERVER, TICK, Traffic};
 
-const WAKER: Token = Token(usize::MAX);
-/// How often idle pairs are looked for.
-pub(crate) const TICK: Duration = Duration::from_millis(250);
+pub(super) const WAKER: Token = Token(usize::MAX);
 const READ_SIZE: usize = 32 * 1024;
 /// Reads of one side per turn (512 KiB): a bulk transfer then lets the loop's other pairs have their turn.
 const READS_PER_TURN: usize = 16;
-pub(crate) const CLIENT: usize = 0;
-pub(crate) const SERVER: usize = 1;
-
-/// A connected pair to relay until it ends; `done` gets why it ended.
-pub(crate) struct Job {
-    /// Blocking for an io_uring relay, non-blocking for a poll loop: as `listener::Listener::accept` gave it.
-    pub client: std::net::TcpStream,
-    /// Non-blocking (connected through tokio); an io_uring relay makes it blocking.
-    pub server: std::net::TcpStream,
-    pub traffic: Traffic,
-    pub done: oneshot::Sender<RelayEnd>,
-}
-
-/// What either relay (poll loop or io_uring ring) keeps of a pair besides its sockets and bytes: its idle limits,
-/// when bytes last moved, and the counters they go to.
-pub(crate) struct Traffic {
-    pub client_idle: Duration,
-    pub server_idle: Duration,
-    pub last_activity: Instant,
-    /// The service's counters.
-    pub service: Arc<Counters>,
-    pub real: Arc<ServerRuntime>,
-}
-
-impl Traffic {
-    pub(crate) fn new(
-        client_idle: Duration,
-        server_idle: Duration,
-        service: Arc<Counters>,
-        real: Arc<ServerRuntime>,
-    ) -> Self {
-        Traffic {
-            client_idle,
-            server_idle,
-            last_activity: Instant::now(),
-            service,
-            real,
-        }
-    }
-
-    /// `n` bytes were read from side `from` at `now`: counted on the service's and the server's counters.
-    pub(crate) fn read(&mut self, from: usize, n: usize, now: Instant) {
-        self.last_activity = now;
-        for counters in [&*self.service, &self.real.counters] {
-            if from == CLIENT {
-                counters.add_in(n)
-            } else {
-                counters.add_out(n)
-            }
-        }
-    }
-
-    /// Quiet past its limit at `now`, given which sides have sent their FIN (`eof`).
-    pub(crate) fn idle(&self, eof: [bool; 2], now: Instant) -> bool {
-        now.duration_since(self.last_activity)
-            >= idle_limit(eof[CLIENT], eof[SERVER], self.client_idle, self.server_idle)
-    }
-}
-
-pub(crate) enum Command {
-    Add(u64, Job),
-    Close(u64),
-}
-
-struct LoopHandle {
-    commands: mpsc::Sender<Command>,
-    waker: LoopWaker,
-}
-
-/// How a loop is woken for a command: its poll's waker, or its ring's eventfd.
-enum LoopWaker {
-    Poll(Arc<Waker>),
-    Uring(Arc<EventFd>),
-}
-
-impl LoopWaker {
-    fn wake(&self) {
-        match self {
-            LoopWaker::Poll(waker) => {
-                let _ = waker.wake();
-            }
-            LoopWaker::Uring(eventfd) => eventfd.wake(),
-        }
-    }
-}
-
-/// The relay threads of one proxy. Dropping the last handle ends them (their pairs are closed).
-pub(crate) struct RelayLoops {
-    loops: Vec<LoopHandle>,
-    /// Pair ids, given in turn; pair `id` goes to loop `id % loops.len()` (round robin).
-    next_id: AtomicU64,
-    /// The threads run io_uring rings, not poll loops.
-    pub(crate) uring: bool,
-}
-
-impl RelayLoops {
-    pub(crate) fn start(threads: usize) -> io::Result<RelayLoops> {
-        let mut loops = Vec::new();
-        for i in 0..threads.max(1) {
-            let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            let (commands, inbox) = mpsc::channel();
-            std::thread::Builder::new()
-                .name(format!("tandem-relay-{i}"))
-                .spawn(move || RelayLoop::new(poll, inbox).run())?;
-            loops.push(LoopHandle {
-                commands,
-                waker: LoopWaker::Poll(waker),
-            });
-        }
-        Ok(RelayLoops {
-            loops,
-            next_id: AtomicU64::new(0),
-            uring: false,
-        })
-    }
-
-    /// As [`Self::start`], each thread running an io_uring ring ([`crate::relay_uring`]) instead of a poll loop.
-    /// Fails where io_uring cannot be set up; the threads started so far then end.
-    pub(crate) fn start_uring(threads: usize) -> io::Result<RelayLoops> {
-        let mut relay = RelayLoops {
-            loops: Vec::new(),
-            next_id: AtomicU64::new(0),
-            uring: true,
-        };
-        for i in 0..threads.max(1) {
-            let (commands, inbox) = mpsc::channel();
-            let (ready, set_up) = mpsc::sync_channel(1);
-            std::thread::Builder::new()
-                .name(format!("tandem-ring-{i}"))
-                .spawn(move || match UringLoop::new(inbox) {
-                    Ok(ring) => {
-                        let _ = ready.send(Ok(ring.waker()));
-                        ring.run();
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                })?;
-            let eventfd = set_up
-                .recv()
-                .map_err(|_| io::Error::other("relay ring thread ended while setting up"))??;
-            relay.loops.push(LoopHandle {
-                commands,
-                waker: LoopWaker::Uring(eventfd),
-            });
-        }
-        Ok(relay)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.loops.len()
-    }
-
-    /// Hands a pair to one of the loops (round robin). The returned id is for [`Self::close`].
-    pub(crate) fn hand_over(&self, job: Job) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // A loop that is gone drops the job, and with it `done`: the waiting task sees the pair end.
-        self.send(id, Command::Add(id, job));
-        id
-    }
-
-    /// Closes pair `id` now (halt with close, shutdown). Nothing happens if it has ended already.
-    pub(crate) fn close(&self, id: u64) {
-        self.send(id, Command::Close(id));
-    }
-
-    /// Sends a command to the loop of pair `id`.
-    fn send(&self, id: u64, command: Command) {
-        let target = &self.loops[(id % self.loops.len() as u64) as usize];
-        if target.commands.send(command).is_ok() {
-            target.waker.wake();
-        }
-    }
-}
-
-impl Drop for RelayLoops {
-    fn drop(&mut self) {
-        // Each loop ends when it finds its command channel closed; wake it to look (an idle loop waits without a
-        // timeout).
-        for LoopHandle { commands, waker } in self.loops.drain(..) {
-            drop(commands);
-            waker.wake();
-        }
-    }
-}
 
 struct Pair {
     /// `CLIENT`, `SERVER`.
@@ -321,7 +130,7 @@ fn write_now(mut to: &TcpStream, data: &[u8]) -> io::Result<usize> {
     Ok(written)
 }
 
-struct RelayLoop {
+pub(super) struct RelayLoop {
     poll: Poll,
     inbox: mpsc::Receiver<Command>,
     pairs: HashMap<u64, Pair>,
@@ -331,7 +140,7 @@ struct RelayLoop {
 }
 
 impl RelayLoop {
-    fn new(poll: Poll, inbox: mpsc::Receiver<Command>) -> Self {
+    pub(super) fn new(poll: Poll, inbox: mpsc::Receiver<Command>) -> Self {
         RelayLoop {
             poll,
             inbox,
@@ -341,7 +150,7 @@ impl RelayLoop {
         }
     }
 
-    fn run(mut self) {
+    pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut last_scan = Instant::now();
         loop {
@@ -486,32 +295,12 @@ impl RelayLoop {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::net::{TcpListener, TcpStream as StdStream};
-
-    /// A connected loopback pair: (the end given to a relay, the far end).
-    pub(crate) fn loopback_pair() -> (StdStream, StdStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let far = StdStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (near, _) = listener.accept().unwrap();
-        (near, far)
-    }
-
-    /// A test pair's timeouts (60 s) and counters (a service and a server of their own).
-    pub(crate) fn test_traffic() -> Traffic {
-        Traffic::new(
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-            Arc::new(Counters::default()),
-            Arc::new(ServerRuntime::new(
-                "s".into(),
-                [127, 0, 0, 1].into(),
-                Some(1),
-                1,
-            )),
-        )
-    }
+    use crate::relay::test_support::{loopback_pair, test_traffic};
+    use std::net::TcpStream as StdStream;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     /// [`loopback_pair`] with the relay's end ready for the poll loop.
     fn connected() -> (TcpStream, StdStream) {
