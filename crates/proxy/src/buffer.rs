@@ -1,6 +1,6 @@
 //! Read buffers of the proxy's tokio side: the per-thread pool that the TCP relay tasks and the native HTTP engine
 //! borrow 32 KiB buffers from while bytes are in flight (so idle connections hold none), and the short-read rule
-//! ([`read_now`]) that saves the `EAGAIN` read after every message.
+//! ([`read_now`]) that saves the `EAGAIN` read after every message; [`Buf`] is a borrowed buffer with a cursor.
 
 use std::cell::RefCell;
 use std::io;
@@ -63,5 +63,60 @@ pub(crate) fn read_now(from: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
         (Ok(n), None) => Ok(Read::Data(n)),
         (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Empty),
         (Err(e), None) => Err(e),
+    }
+}
+
+/// A read buffer borrowed from the per-thread pool, with the bytes read and not yet used (the native HTTP engine's).
+pub(crate) struct Buf {
+    data: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    pub(crate) fn take() -> Self {
+        Buf {
+            data: take_buffer(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub(crate) fn give(self) {
+        give_buffer(self.data);
+    }
+
+    pub(crate) fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.start == 0 && self.end == self.data.len()
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads what `from` has now into the free space (moving the content to the front first if needed).
+    pub(crate) fn fill(&mut self, from: &TcpStream) -> io::Result<Read> {
+        if self.end == self.data.len() && self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let r = read_now(from, &mut self.data[self.end..])?;
+        if let Read::Data(n) = r {
+            self.end += n;
+        }
+        Ok(r)
     }
 }

@@ -47,14 +47,15 @@
 
 pub mod balance;
 mod buffer;
+mod ctx;
 mod h1;
 pub mod health;
 mod http;
-mod io;
 pub mod listener;
 mod pool;
 pub mod relay;
 mod route;
+mod shared;
 pub mod state;
 mod status;
 mod tcp;
@@ -67,30 +68,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_config::model::{ClusterConfig, HealthCheckConfig, Mode, PersistenceMode, Service};
-use tandem_stick::{Clock, StickTables, TableSpec};
+use tandem_stick::{Clock, TableSpec};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use ctx::{ConnCtx, SharedStickTables};
 pub use h1::H1Engine;
-pub use http::{HttpEngine, HyperEngine, unavailable_page};
+pub use http::hyper_engine::HyperEngine;
+pub use http::{HttpEngine, unavailable_page};
 pub use state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
 pub use status::{ProxyStatus, ServerStatus, ServiceStatus};
 
 use crate::balance::Balancer;
-use crate::state::lock;
-
-/// The node's stick tables, shared with the replication session.
-pub type SharedStickTables = Arc<Mutex<StickTables>>;
-
-/// What every connection task needs besides its service.
-#[derive(Clone)]
-pub struct ConnCtx {
-    pub(crate) stick: SharedStickTables,
-    pub(crate) clock: Clock,
-    pub(crate) shutdown: CancellationToken,
-    /// TCP mode relays on these threads when set (see [`TcpRelay`]).
-    pub(crate) relay_loops: Option<Arc<relay::threads::RelayLoops>>,
-}
+use crate::shared::lock;
 
 /// How TCP-mode connections are relayed once both sides are connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

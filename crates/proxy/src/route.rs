@@ -14,8 +14,9 @@ use tandem_config::model::PersistenceMode;
 
 use tandem_stick::StickKey;
 
-use crate::ConnCtx;
-use crate::state::{ServiceRuntime, lock};
+use crate::ctx::ConnCtx;
+use crate::shared::lock;
+use crate::state::ServiceRuntime;
 
 /// Server choice for one connection (TCP) or one request (HTTP), with retries.
 pub(crate) struct Route<'a> {

@@ -12,8 +12,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{Balancer, Candidate};
-use crate::health::CheckFailure;
 use crate::pool::UpstreamPool;
+use crate::pool::h1_conn::UpConn;
+use crate::pool::hyper_conn::Upstream;
+use crate::shared::lock;
 
 /// The appliance's per-server buttons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,12 +33,7 @@ const ADMIN_ONLINE: u8 = 0;
 const ADMIN_DRAIN: u8 = 1;
 const ADMIN_HALT: u8 = 2;
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these short locks cannot leave the data half-updated in a harmful way.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn now_unix_ms() -> u64 {
+fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -86,8 +83,8 @@ pub struct ServerRuntime {
     pub check_failures: AtomicU64,
     pub connect_failures: AtomicU64,
     /// Idle upstream HTTP connections (HTTP mode), of the hyper engine and of the native one.
-    pub(crate) pool: UpstreamPool<crate::http::Upstream>,
-    pub(crate) h1_pool: UpstreamPool<crate::h1::UpConn>,
+    pub(crate) pool: UpstreamPool<Upstream>,
+    pub(crate) h1_pool: UpstreamPool<UpConn>,
 }
 
 impl ServerRuntime {
@@ -135,7 +132,8 @@ impl ServerRuntime {
         *lock(&self.health_reason) = reason;
     }
 
-    pub(crate) fn record_check(&self, result: &Result<(), CheckFailure>) {
+    /// Records a check's result (`E` is the health checker's failure, shown as text).
+    pub(crate) fn record_check<E: std::fmt::Display>(&self, result: &Result<(), E>) {
         if result.is_err() {
             self.check_failures.fetch_add(1, Ordering::Relaxed);
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::ConnCtx;
+use crate::ctx::ConnCtx;
 use crate::relay::tasks::relay;
 use crate::relay::{Job, RelayEnd, Traffic};
 use crate::route::Route;

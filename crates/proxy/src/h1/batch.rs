@@ -187,7 +187,7 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
         let send = Send {
             slot,
             #[cfg(debug_assertions)]
-            home: crate::pool::thread_tag(),
+            home: crate::shared::thread_tag(),
             finished: false,
         };
         Some((send, flusher))
@@ -212,7 +212,7 @@ impl Send {
         #[cfg(debug_assertions)]
         assert_eq!(
             self.home,
-            crate::pool::thread_tag(),
+            crate::shared::thread_tag(),
             "a send used off its ring's thread"
         );
     }

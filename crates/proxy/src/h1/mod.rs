@@ -35,11 +35,12 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::ConnCtx;
-use crate::buffer::{Read, read_now};
+use crate::buffer::{Buf, Read};
+use crate::ctx::ConnCtx;
 use crate::http::{HEADER_READ_TIMEOUT, HttpEngine, error_html, unavailable_page, wait_first_byte};
-use crate::pool::Reusable;
+use crate::pool::h1_conn::UpConn;
 use crate::route::Route;
+use crate::shared::thread_tag;
 use crate::state::{Active, ActiveOwned, ServerRuntime, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
 use chunked::{ChunkError, ChunkedScanner};
@@ -209,61 +210,6 @@ fn closing_error(status: u16, reason: &str, service: &str, what: &str) -> Vec<u8
 
 // ------------------------------------------------------------------------------------------------ buffers and I/O
 
-/// A read buffer borrowed from the per-thread pool of the TCP relay.
-struct Buf {
-    data: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl Buf {
-    fn take() -> Self {
-        Buf {
-            data: crate::buffer::take_buffer(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn give(self) {
-        crate::buffer::give_buffer(self.data);
-    }
-
-    fn filled(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn is_full(&self) -> bool {
-        self.start == 0 && self.end == self.data.len()
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Reads what `from` has now into the free space (moving the content to the front first if needed).
-    fn fill(&mut self, from: &TcpStream) -> io::Result<Read> {
-        if self.end == self.data.len() && self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let r = read_now(from, &mut self.data[self.end..])?;
-        if let Read::Data(n) = r {
-            self.end += n;
-        }
-        Ok(r)
-    }
-}
-
 /// Writes `a` then `b`: small writes through this thread's ring when it has one (see [`batch`]), else in one
 /// `writev` when the socket takes both.
 async fn write_two(to: &TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
@@ -318,44 +264,6 @@ async fn readable(stream: &TcpStream, kill: &CancellationToken) -> io::Result<()
         biased;
         r = stream.readable() => r,
         _ = kill.cancelled() => Err(io::Error::other("server halted")),
-    }
-}
-
-/// An upstream connection, pooled between requests.
-pub(crate) struct UpConn {
-    stream: TcpStream,
-    buf: Option<Buf>,
-    /// The thread whose reactor has the stream (it was connected there).
-    home: u64,
-}
-
-impl std::fmt::Debug for UpConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpConn")
-            .field("stream", &self.stream)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Reusable for UpConn {
-    /// No readiness since the last read (which drained the socket): the server has neither closed nor sent
-    /// anything unsolicited. Costs no system call.
-    fn usable_now(&mut self) -> bool {
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        self.stream.poll_read_ready(&mut cx).is_pending()
-    }
-    fn worth_keeping(&mut self) -> bool {
-        if let Some(b) = self.buf.take() {
-            if !b.is_empty() {
-                b.give();
-                return false;
-            }
-            b.give();
-        }
-        self.usable_now()
-    }
-    fn home(&self) -> u64 {
-        self.home
     }
 }
 
@@ -737,7 +645,7 @@ impl Conn<'_> {
                             Ok(stream) => UpConn {
                                 stream,
                                 buf: None,
-                                home: crate::pool::thread_tag(),
+                                home: thread_tag(),
                             },
                             Err(e) => {
                                 server.connect_failures.fetch_add(1, Ordering::Relaxed);

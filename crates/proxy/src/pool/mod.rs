@@ -1,10 +1,13 @@
-//! Idle upstream HTTP/1.1 connections of one real server, reused across client requests (one pool per engine kind).
+//! Idle upstream HTTP/1.1 connections of one real server, reused across client requests (one pool per engine kind;
+//! each engine's pooled connection type is in [`hyper_conn`] and [`h1_conn`]).
+
+pub(crate) mod h1_conn;
+pub(crate) mod hyper_conn;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::state::lock;
+use crate::shared::{lock, thread_tag};
 
 /// Most idle connections kept per server; more are closed.
 const MAX_IDLE: usize = 256;
@@ -21,15 +24,6 @@ pub(crate) trait Reusable {
     fn home(&self) -> u64 {
         0
     }
-}
-
-/// A number naming the current thread, for [`Reusable::home`] (cheaper than `std::thread::current().id()`).
-pub(crate) fn thread_tag() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    TAG.with(|t| *t)
 }
 
 #[derive(Debug)]

@@ -12,7 +12,6 @@
 //! the service. A server that does not answer within the server timeout gives 504; other upstream errors give 502.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,31 +24,20 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tandem_config::model::PersistenceMode;
 use tokio::net::TcpStream;
 
-use crate::ConnCtx;
-use crate::io::{Activity, ClientSink, CountingIo, ServerSink};
+use super::io::{Activity, ClientSink, CountingIo, ServerSink};
+use super::{
+    HEADER_READ_TIMEOUT, HttpEngine, cookie_in, error_html, register, unavailable_page,
+    wait_first_byte,
+};
+use crate::ctx::ConnCtx;
+use crate::pool::hyper_conn::{UpBody, Upstream};
 use crate::route::Route;
 use crate::state::{Active, ActiveOwned, ServerRuntime, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
-
-/// The seam between the proxy and an HTTP implementation: serve one accepted client connection of `svc` until it
-/// ends. Server choice, persistence and counters come from the service runtime; an engine only speaks HTTP.
-pub trait HttpEngine: Send + Sync + 'static {
-    /// Serves one client connection. `client` is non-blocking and not registered with any reactor yet, so the
-    /// engine registers it on the runtime that will serve it.
-    fn serve(
-        &self,
-        client: std::net::TcpStream,
-        peer: SocketAddr,
-        vip_port: u16,
-        svc: Arc<ServiceRuntime>,
-        ctx: ConnCtx,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
-}
 
 /// The hyper-based engine.
 #[derive(Debug, Default, Clone, Copy)]
@@ -71,23 +59,6 @@ impl HttpEngine for HyperEngine {
         })
     }
 }
-
-/// Registers an accepted connection with the current runtime's reactor. A failure is logged and the connection
-/// closed.
-pub(crate) fn register(
-    client: std::net::TcpStream,
-    peer: SocketAddr,
-    svc: &ServiceRuntime,
-) -> Option<TcpStream> {
-    TcpStream::from_std(client)
-        .map_err(|error| {
-            tracing::error!(service = %svc.cfg.label, client = %peer, %error, "cannot register the connection; closed")
-        })
-        .ok()
-}
-
-/// Most time a client may take to send a complete request head (slowloris guard), capped by the client timeout.
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn serve_connection(
     client: TcpStream,
@@ -121,40 +92,6 @@ async fn serve_connection(
         client_idle,
     ));
     http.await;
-}
-
-/// Waits (holding nothing) until the client's first byte is there; false when the connection is to be dropped
-/// instead (closed, no request within `limit`, shutdown).
-pub(crate) async fn wait_first_byte(
-    client: &TcpStream,
-    limit: Duration,
-    ctx: &ConnCtx,
-    svc: &ServiceRuntime,
-    peer: SocketAddr,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        tokio::select! {
-            r = tokio::time::timeout_at(deadline, client.readable()) => match r {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return false,
-                Err(_) => {
-                    tracing::debug!(service = %svc.cfg.label, client = %peer, "no request within the header timeout");
-                    return false;
-                }
-            },
-            _ = ctx.shutdown.cancelled() => return false,
-        }
-        // Readiness can be spurious: peek, and go back to waiting (readiness cleared) if nothing is there.
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match client.try_io(tokio::io::Interest::READABLE, || {
-            socket2::SockRef::from(client).peek(&mut probe)
-        }) {
-            Ok(_) => return true,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return false,
-        }
-    }
 }
 
 async fn serve_http(
@@ -250,49 +187,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Request body sent upstream: the client's, or empty when a body-less request is re-sent.
-pub(crate) enum UpBody {
-    Client(Incoming),
-    Empty,
-}
-
-impl Body for UpBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpBody::Client(b) => Pin::new(b).poll_frame(cx),
-            UpBody::Empty => Poll::Ready(None),
-        }
-    }
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpBody::Client(b) => b.is_end_stream(),
-            UpBody::Empty => true,
-        }
-    }
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpBody::Client(b) => b.size_hint(),
-            UpBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
-pub(crate) type Upstream = SendRequest<UpBody>;
-
-impl crate::pool::Reusable for Upstream {
-    fn usable_now(&mut self) -> bool {
-        self.is_ready()
-    }
-    fn worth_keeping(&mut self) -> bool {
-        !self.is_closed()
-    }
-}
-
 /// Response body to the client: an upstream body (returning its connection to the pool when complete) or ours.
 pub enum ProxyBody {
     Upstream {
@@ -376,30 +270,6 @@ fn local_response(status: StatusCode, body: String) -> Response<ProxyBody> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The page served when no real server (and no fallback server) can answer.
-pub fn unavailable_page(service: &str) -> String {
-    let s = html_escape(service);
-    format!(
-        "<html><head><title>503 Service Unavailable</title></head><body><h1>503 Service Unavailable</h1>\
-         <p>No real server is available for service <b>{s}</b>.</p></body></html>\n"
-    )
-}
-
-/// The page of a proxy error (`what` happened, on `service`).
-pub(crate) fn error_html(code: u16, reason: &str, service: &str, what: &str) -> String {
-    let s = html_escape(service);
-    format!(
-        "<html><body><h1>{code} {reason}</h1><p>{what} (service <b>{s}</b>).</p></body></html>\n"
-    )
 }
 
 fn error_page(status: StatusCode, service: &str, what: &str) -> Response<ProxyBody> {
@@ -804,52 +674,9 @@ pub(crate) fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     )
 }
 
-/// The value of cookie `name` among `Cookie` field values, decoded.
-pub(crate) fn cookie_in<'a>(values: impl Iterator<Item = &'a str>, name: &str) -> Option<String> {
-    values
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| decode_cookie_value(v.trim().trim_matches('"')))
-}
-
-/// Server labels are free text; a cookie value must be a token: percent-encode anything else.
-pub(crate) fn encode_cookie_value(label: &str) -> String {
-    let mut out = String::with_capacity(label.len());
-    for b in label.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-pub(crate) fn decode_cookie_value(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(h) = bytes.get(i + 1..i + 3)
-            && let Ok(s) = std::str::from_utf8(h)
-            && let Ok(b) = u8::from_str_radix(s, 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
@@ -921,20 +748,5 @@ mod tests {
             r.get(header::CACHE_CONTROL).unwrap(),
             "max-age=60, no-cache=\"set-cookie\""
         );
-    }
-
-    #[test]
-    fn unavailable_page_names_the_service_escaped() {
-        let p = unavailable_page("horizon<x>");
-        assert!(p.contains("horizon&lt;x&gt;"));
-    }
-
-    proptest! {
-        #[test]
-        fn cookie_value_roundtrip(label in ".{0,40}") {
-            let enc = encode_cookie_value(&label);
-            prop_assert!(enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
-            prop_assert_eq!(decode_cookie_value(&enc), label);
-        }
     }
 }

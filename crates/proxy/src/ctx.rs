@@ -1,0 +1,22 @@
+//! What every connection task needs besides its service: the shared stick tables and their clock, the proxy's
+//! shutdown token, and the TCP relay threads when TCP mode relays on them.
+
+use std::sync::{Arc, Mutex};
+
+use tandem_stick::{Clock, StickTables};
+use tokio_util::sync::CancellationToken;
+
+use crate::relay::threads::RelayLoops;
+
+/// The node's stick tables, shared with the replication session.
+pub type SharedStickTables = Arc<Mutex<StickTables>>;
+
+/// What every connection task needs besides its service.
+#[derive(Clone)]
+pub struct ConnCtx {
+    pub(crate) stick: SharedStickTables,
+    pub(crate) clock: Clock,
+    pub(crate) shutdown: CancellationToken,
+    /// TCP mode relays on these threads when set (see [`crate::TcpRelay`]).
+    pub(crate) relay_loops: Option<Arc<RelayLoops>>,
+}
