@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::election::{Action, Election, ElectionConfig, Event, Input, VipOp};
 use crate::ping::{PingConfig, PingVerdict};
+use tandem_types::Secret;
+
 use crate::wire::{
     HeartbeatCodec, MAX_DATAGRAM, NodeState, PingState, Reject, RejectCounts, ReplayGuard, Role,
 };
@@ -36,8 +38,8 @@ pub struct DriverConfig {
     pub bind: SocketAddr,
     /// `[node] peer` : the peer's heartbeat port (the same port unless overridden, e.g. two nodes on one host).
     pub peer: Option<SocketAddr>,
-    /// Content of the shared-secret file.
-    pub secret: Vec<u8>,
+    /// The shared secret (its `Debug` is redacted).
+    pub secret: Secret,
     /// `[heartbeat] ping_nodes`.
     pub ping_nodes: Vec<IpAddr>,
     pub ping: PingConfig,
@@ -53,7 +55,7 @@ impl DriverConfig {
         election: ElectionConfig,
         bind: SocketAddr,
         peer: Option<SocketAddr>,
-        secret: Vec<u8>,
+        secret: Secret,
     ) -> Self {
         let interval = election.timings.interval_ms;
         let dead = election.timings.dead_ms;

@@ -14,6 +14,7 @@ use std::fmt;
 
 use ring::hmac;
 use serde::{Deserialize, Serialize};
+use tandem_types::Secret;
 
 /// First four bytes of every heartbeat datagram.
 pub const MAGIC: [u8; 4] = *b"TNDH";
@@ -29,28 +30,8 @@ const HEADER_LEN: usize = MAGIC.len() + 2;
 /// Smallest datagram that can possibly be valid (header + tag, empty body).
 pub const MIN_DATAGRAM: usize = HEADER_LEN + MAC_LEN;
 
-/// A node's configured role. The primary wins ties (split brain, simultaneous start) and is the target of
-/// `auto_failback`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Role {
-    Primary,
-    Secondary,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Secondary => "secondary",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// A node's configured role: the one role type of every part (its variant order is part of this wire format).
+pub use tandem_types::Role;
 
 /// A node's election state, as carried on the wire and shown in status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -255,10 +236,10 @@ impl fmt::Debug for HeartbeatCodec {
 
 impl HeartbeatCodec {
     /// `secret` is the raw content of the shared-secret file (the same on both nodes).
-    pub fn new(cluster: &str, secret: &[u8]) -> Self {
+    pub fn new(cluster: &str, secret: &Secret) -> Self {
         Self {
             cluster: cluster.to_owned(),
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret.expose()),
         }
     }
 
@@ -400,6 +381,18 @@ impl RejectCounts {
     }
 }
 
+/// A test secret made from any seed (repeated to the minimum length), so tests can name keys briefly.
+#[cfg(test)]
+pub(crate) fn test_secret(seed: &[u8]) -> Secret {
+    let bytes: Vec<u8> = seed
+        .iter()
+        .copied()
+        .cycle()
+        .take(seed.len().max(tandem_types::MIN_SECRET_LEN))
+        .collect();
+    Secret::new(bytes).expect("long enough")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +421,10 @@ mod tests {
     }
 
     fn codec() -> HeartbeatCodec {
-        HeartbeatCodec::new("openstack", b"0123456789abcdef0123456789abcdef")
+        HeartbeatCodec::new(
+            "openstack",
+            &crate::wire::test_secret(b"0123456789abcdef0123456789abcdef"),
+        )
     }
 
     #[test]
@@ -449,7 +445,7 @@ mod tests {
 
     #[test]
     fn wrong_key_is_bad_mac() {
-        let bytes = HeartbeatCodec::new("openstack", b"another secret")
+        let bytes = HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"another secret"))
             .encode(&sample(1))
             .unwrap();
         assert_eq!(codec().decode(&bytes), Err(Reject::BadMac));
@@ -459,11 +455,16 @@ mod tests {
     fn other_cluster_is_foreign_with_or_without_the_same_key() {
         let mut hb = sample(1);
         hb.cluster = "other".into();
-        let same_key = HeartbeatCodec::new("other", b"0123456789abcdef0123456789abcdef")
+        let same_key = HeartbeatCodec::new(
+            "other",
+            &crate::wire::test_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .encode(&hb)
+        .unwrap();
+        assert_eq!(codec().decode(&same_key), Err(Reject::ForeignCluster));
+        let other_key = HeartbeatCodec::new("other", &crate::wire::test_secret(b"x"))
             .encode(&hb)
             .unwrap();
-        assert_eq!(codec().decode(&same_key), Err(Reject::ForeignCluster));
-        let other_key = HeartbeatCodec::new("other", b"x").encode(&hb).unwrap();
         assert_eq!(codec().decode(&other_key), Err(Reject::ForeignCluster));
     }
 

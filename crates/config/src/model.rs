@@ -165,12 +165,8 @@ pub struct NodeConfig {
     pub local: LocalSettings,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Primary,
-    Secondary,
-}
+/// `[node] role`: the one role type every part uses.
+pub use tandem_types::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeSection {

@@ -6,43 +6,15 @@
 //! long; it warns when the file is readable by group or others.
 
 use ring::rand::{SecureRandom, SystemRandom};
-use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Shortest accepted secret, in bytes.
-pub const MIN_SECRET_LEN: usize = 32;
+pub use tandem_types::{MIN_SECRET_LEN, Secret};
+
 /// Random bytes `keygen` draws.
 pub const KEYGEN_BYTES: usize = 32;
-
-/// The shared secret. Its `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// For tests and tools that hold the key in memory already.
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, SecretError> {
-        if bytes.len() < MIN_SECRET_LEN {
-            return Err(SecretError::TooShort {
-                path: PathBuf::new(),
-                len: bytes.len(),
-            });
-        }
-        Ok(Self(bytes))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({} bytes, redacted)", self.0.len())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -140,7 +112,10 @@ pub fn load_secret(path: &Path) -> Result<LoadedSecret, SecretError> {
         ));
     }
     Ok(LoadedSecret {
-        secret: Secret(key.to_vec()),
+        secret: Secret::new(key).map_err(|short| SecretError::TooShort {
+            path: path.to_path_buf(),
+            len: short.0,
+        })?,
         warnings,
     })
 }
@@ -161,7 +136,7 @@ mod tests {
         assert!(text.trim_end().chars().all(|c| c.is_ascii_hexdigit()));
         let loaded = load_secret(&p).unwrap();
         assert!(loaded.warnings.is_empty());
-        assert_eq!(loaded.secret.as_bytes(), text.trim_end().as_bytes());
+        assert_eq!(loaded.secret.expose(), text.trim_end().as_bytes());
         assert!(matches!(keygen(&p), Err(SecretError::Exists(_))));
         assert_eq!(fs::read_to_string(&p).unwrap(), text, "untouched");
         // Two keys differ.

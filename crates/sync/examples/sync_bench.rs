@@ -46,7 +46,7 @@ async fn start_pair(
 ) -> (SyncHandle, SyncHandle) {
     let identity = Identity::new(
         "bench",
-        Secret::new(b"bench-secret-0123456789".to_vec()).unwrap(),
+        Secret::new(b"bench-secret-0123456789-0123456789".to_vec()).unwrap(),
     );
     let la = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), port);
     let lb = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port);

@@ -8,14 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Which side of the push this node is (from `node.toml`'s `role`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConfigRole {
-    /// Edits happen here; pushes `cluster.toml` to the peer.
-    Primary,
-    /// Receives `cluster.toml` from the primary.
-    Secondary,
-}
+/// Which way `cluster.toml` flows is the node's configured role: the primary pushes, the secondary receives.
+pub use tandem_types::Role as ConfigRole;
 
 /// Identity of one accepted `cluster.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::{Opener, Sealer};
 use crate::reject::{RejectReason, Rejection};
-use crate::secret::Secret;
 use crate::wire::{self, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use tandem_types::Secret;
 
 /// First bytes of every session: a peer speaking something else is rejected at once.
 pub const MAGIC: [u8; 8] = *b"TNDMSYNC";
@@ -420,7 +420,7 @@ mod tests {
         Identity::new("openstack", Secret::new(secret.to_vec()).unwrap())
     }
 
-    const SECRET: &[u8] = b"correct horse battery staple";
+    const SECRET: &[u8] = b"correct horse battery staple, twice";
 
     fn open_session(
         dialer: &Identity,
@@ -448,7 +448,7 @@ mod tests {
     #[test]
     fn wrong_secret_fails_on_both_sides() {
         let err = open_session(
-            &identity(b"another secret of enough length"),
+            &identity(b"another secret, of enough length too"),
             &identity(SECRET),
         )
         .err()

@@ -45,7 +45,6 @@ pub mod frame;
 pub mod handshake;
 pub mod reject;
 pub mod replication;
-pub mod secret;
 pub mod session;
 pub mod status;
 pub mod wire;
@@ -54,5 +53,5 @@ pub use config_push::{ConfigRole, ConfigSink, ConfigSyncState, ConfigVersion, Lo
 pub use driver::{SharedTables, SyncHandle, SyncParams, SyncSettings, dials, spawn_sync};
 pub use handshake::Identity;
 pub use reject::{RejectCounters, RejectReason, Rejection};
-pub use secret::{Secret, SecretError};
 pub use status::{ConfigStatus, SyncCounters, SyncStatus, TableSyncStatus};
+pub use tandem_types::{Secret, SecretTooShort};

@@ -114,11 +114,14 @@ impl Session {
 mod tests {
     use super::*;
     use crate::handshake::{AcceptorHandshake, DialerHandshake, Identity};
-    use crate::secret::Secret;
     use ring::rand::SystemRandom;
+    use tandem_types::Secret;
 
     fn pair() -> (Session, Session) {
-        let id = Identity::new("c", Secret::new(b"0123456789abcdef".to_vec()).unwrap());
+        let id = Identity::new(
+            "c",
+            Secret::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap(),
+        );
         let rng = SystemRandom::new();
         let (d, hello) = DialerHandshake::start(&id, &rng).unwrap();
         let (a, ch) = AcceptorHandshake::on_hello(&id, &rng, &hello).unwrap();

@@ -14,9 +14,8 @@ use tandem_cluster::election::{ElectionConfig, Timings};
 use tandem_config::{ClusterConfig, GarpForm, Loaded, NodeConfig};
 use tandem_proxy::{AdminState, Proxy, SharedStickTables};
 use tandem_stick::StickTables;
-use tandem_sync::{
-    ConfigRole, ConfigSink, ConfigVersion, LocalConfig, SyncHandle, SyncParams, SyncStatus,
-};
+use tandem_sync::{ConfigSink, ConfigVersion, LocalConfig, SyncHandle, SyncParams, SyncStatus};
+use tandem_types::Secret;
 use tandem_vip::{AnnounceConfig, ArpMode, FloatingVips, Vip};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -90,13 +89,13 @@ fn worker_count() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
-fn secret_for(node: &NodeConfig) -> Result<Vec<u8>> {
+fn secret_for(node: &NodeConfig) -> Result<Secret> {
     match tandem_config::secret::load_secret(&node.node.secret_file) {
         Ok(loaded) => {
             for warning in loaded.warnings {
                 tracing::warn!("{warning}");
             }
-            Ok(loaded.secret.as_bytes().to_vec())
+            Ok(loaded.secret)
         }
         Err(error) if node.node.peer.is_some() => Err(anyhow!(
             "{error} (create it with `tandem keygen {}` and copy it to the peer)",
@@ -107,7 +106,7 @@ fn secret_for(node: &NodeConfig) -> Result<Vec<u8>> {
             let mut key = vec![0u8; 32];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
                 .map_err(|_| anyhow!("no system randomness"))?;
-            Ok(key)
+            Secret::new(key).map_err(|e| anyhow!("{e}"))
         }
     }
 }
@@ -318,7 +317,7 @@ impl Daemon {
         loaded: Loaded,
         cluster_path: PathBuf,
         node_path: PathBuf,
-        secret: Vec<u8>,
+        secret: Secret,
     ) -> Result<Arc<Daemon>> {
         let node = loaded.node.clone();
         let cluster = Arc::new(loaded.cluster.clone());
@@ -405,10 +404,7 @@ impl Daemon {
                 tracing::warn!(%error, "cannot persist the boot epoch; using the clock");
                 tandem_cluster::epoch::clock_epoch()
             });
-        let role = match node.node.role {
-            tandem_config::Role::Primary => tandem_cluster::wire::Role::Primary,
-            tandem_config::Role::Secondary => tandem_cluster::wire::Role::Secondary,
-        };
+        let role = node.node.role;
         let mut election = ElectionConfig::new(
             &cluster.cluster.name,
             &node.node.name,
@@ -467,20 +463,16 @@ impl Daemon {
     }
 
     /// Open the replication/config session to the peer (nothing to do on a standalone node).
-    async fn start_sync(self: Arc<Self>, secret: Vec<u8>) -> Result<()> {
+    async fn start_sync(self: Arc<Self>, secret: Secret) -> Result<()> {
         let Some(peer) = self.node.node.peer else {
             return Ok(());
         };
         let current = self.current();
-        let secret = tandem_sync::Secret::new(secret).map_err(|e| anyhow!("shared secret: {e}"))?;
         let params = SyncParams {
             local: SocketAddr::new(self.node.node.address, self.node.node.sync_port),
             peer: SocketAddr::new(peer, peer_sync_port(self.node.node.sync_port)),
             identity: tandem_sync::Identity::new(current.cluster.cluster.name.clone(), secret),
-            role: match self.node.node.role {
-                tandem_config::Role::Primary => ConfigRole::Primary,
-                tandem_config::Role::Secondary => ConfigRole::Secondary,
-            },
+            role: self.node.node.role,
             settings: Default::default(),
         };
         let local = params.local;
@@ -940,7 +932,7 @@ impl Daemon {
         serde_json::json!({
             "node": {
                 "name": self.node.node.name,
-                "role": role_name(self.node.node.role),
+                "role": self.node.node.role.as_str(),
                 "address": self.node.node.address,
                 "state": cluster.state.as_str(),
                 "state_since_ms": cluster.state_since.elapsed().as_millis() as u64,
@@ -1075,13 +1067,6 @@ fn peer_sync_port(own: u16) -> u16 {
         .ok()
         .and_then(|port| port.parse().ok())
         .unwrap_or(own)
-}
-
-fn role_name(role: tandem_config::Role) -> &'static str {
-    match role {
-        tandem_config::Role::Primary => "primary",
-        tandem_config::Role::Secondary => "secondary",
-    }
 }
 
 /// Both nodes use the same heartbeat port, except when a test runs two nodes on one host and sets

@@ -90,8 +90,8 @@ async fn pair(journal: &Journal) -> (ClusterHandle, ClusterHandle) {
         timings(),
         crate::epoch::clock_epoch(),
     );
-    let d1 = DriverConfig::new(c1, a1, Some(a2), SECRET.to_vec());
-    let d2 = DriverConfig::new(c2, a2, Some(a1), SECRET.to_vec());
+    let d1 = DriverConfig::new(c1, a1, Some(a2), crate::wire::test_secret(SECRET));
+    let d2 = DriverConfig::new(c2, a2, Some(a1), crate::wire::test_secret(SECRET));
     let v1 = FakeVips {
         node: "lb1".into(),
         journal: journal.clone(),
@@ -284,7 +284,7 @@ async fn forged_and_garbage_datagrams_are_counted_and_ignored() {
     .build_heartbeat(0);
     hb.state = NodeState::Active;
     hb.holds_vips = true;
-    let forged = HeartbeatCodec::new("openstack", b"wrong key")
+    let forged = HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"wrong key"))
         .encode(&hb)
         .unwrap();
     forger.send_to(&forged, n1.local_addr).await.unwrap();
@@ -318,7 +318,12 @@ async fn forged_and_garbage_datagrams_are_counted_and_ignored() {
 async fn standalone_node_is_active_and_failing_vips_show_as_fault() {
     let journal = Journal::default();
     let cfg = ElectionConfig::new("openstack", "solo", Role::Primary, false, timings(), 1);
-    let driver_cfg = DriverConfig::new(cfg, "127.0.0.1:0".parse().unwrap(), None, SECRET.to_vec());
+    let driver_cfg = DriverConfig::new(
+        cfg,
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        crate::wire::test_secret(SECRET),
+    );
     let vips = FakeVips {
         node: "solo".into(),
         journal: journal.clone(),
@@ -337,8 +342,12 @@ async fn standalone_node_is_active_and_failing_vips_show_as_fault() {
     n.shutdown().await.unwrap();
 
     let cfg = ElectionConfig::new("openstack", "solo", Role::Primary, false, timings(), 2);
-    let mut driver_cfg =
-        DriverConfig::new(cfg, "127.0.0.1:0".parse().unwrap(), None, SECRET.to_vec());
+    let mut driver_cfg = DriverConfig::new(
+        cfg,
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        crate::wire::test_secret(SECRET),
+    );
     driver_cfg.ping_nodes = vec!["127.0.0.1".parse().unwrap()];
     driver_cfg.election.ping_nodes_configured = true;
     let vips = FakeVips {
@@ -392,8 +401,18 @@ async fn pair_works_over_ipv6_loopback() {
         journal: journal.clone(),
         fail_acquire: false,
     };
-    let mut n1 = spawn_on(DriverConfig::new(c1, a1, Some(a2), SECRET.to_vec()), s1, v1).unwrap();
-    let mut n2 = spawn_on(DriverConfig::new(c2, a2, Some(a1), SECRET.to_vec()), s2, v2).unwrap();
+    let mut n1 = spawn_on(
+        DriverConfig::new(c1, a1, Some(a2), crate::wire::test_secret(SECRET)),
+        s1,
+        v1,
+    )
+    .unwrap();
+    let mut n2 = spawn_on(
+        DriverConfig::new(c2, a2, Some(a1), crate::wire::test_secret(SECRET)),
+        s2,
+        v2,
+    )
+    .unwrap();
     // Equal roles: the lower name wins.
     wait_for(&mut n1.status, Duration::from_secs(2), |s| {
         s.state == NodeState::Active
@@ -429,7 +448,7 @@ fn node(
         fail_acquire: false,
     };
     (
-        DriverConfig::new(cfg, me, Some(peer), SECRET.to_vec()),
+        DriverConfig::new(cfg, me, Some(peer), crate::wire::test_secret(SECRET)),
         vips,
     )
 }

@@ -164,7 +164,7 @@ impl Sim {
         let rng = Rng::new(params.seed);
         let mut sim = Self {
             now: 0,
-            codec: HeartbeatCodec::new("openstack", b"sim secret"),
+            codec: HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"sim secret")),
             guards: [ReplayGuard::new(), ReplayGuard::new()],
             nodes: [Self::blank(), Self::blank()],
             params,

@@ -578,7 +578,7 @@ fn standby_restarting_repeatedly_never_makes_the_active_flap() {
 #[test]
 fn replayed_heartbeats_do_not_move_anything() {
     // A recorded "stopped, please take over" heartbeat replayed later is refused by the guard.
-    let codec = crate::wire::HeartbeatCodec::new("openstack", b"k");
+    let codec = crate::wire::HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"k"));
     let mut guard = crate::wire::ReplayGuard::new();
     let t = Timings::default();
     let mut a = Election::new(
