@@ -1,0 +1,271 @@
+//! One client connection of the native engine ([`Conn`]): reading request heads, choosing the server (with retry
+//! and fallback), local answers and the lingering close. Forwarding one request to one upstream connection is in
+//! `forward.rs`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::body::{Body, Outcome};
+use super::head::{self, RequestInfo};
+use super::io::write_two;
+use super::timer::{Phase, Timer};
+use crate::buffer::{Buf, Read};
+use crate::ctx::ConnCtx;
+use crate::http::{error_html, unavailable_page};
+use crate::pool::h1_conn::UpConn;
+use crate::route::Route;
+use crate::shared::thread_tag;
+use crate::state::{ActiveOwned, ServiceRuntime};
+
+/// Most time spent reading what a client still sends after we decided to close (so our last response is not cut
+/// by a reset), and most bytes read then.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// An error page after which the connection closes.
+pub(super) fn closing_error(status: u16, reason: &str, service: &str, what: &str) -> Vec<u8> {
+    head::local_response(
+        status,
+        reason,
+        &error_html(status, reason, service, what),
+        false,
+        false,
+    )
+}
+
+pub(super) struct Conn<'a> {
+    pub(super) client: &'a TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) vip_port: u16,
+    pub(super) svc: &'a Arc<ServiceRuntime>,
+    pub(super) ctx: &'a ConnCtx,
+    pub(super) client_ip: String,
+    pub(super) cookie_name: Option<String>,
+    /// Bytes read from the client and not yet used.
+    pub(super) buf: Option<Buf>,
+    /// The head to send upstream / to the client.
+    pub(super) up_head: Vec<u8>,
+    pub(super) down_head: Vec<u8>,
+    pub(super) timer: &'a Timer,
+    pub(super) header_timeout: Duration,
+    pub(super) client_idle: Duration,
+    pub(super) server_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+}
+
+impl Conn<'_> {
+    pub(super) async fn run(&mut self) {
+        loop {
+            let Some(info) = self.read_request_head().await else {
+                return;
+            };
+            let keep = self.exchange(&info).await;
+            if !keep {
+                self.linger_close().await;
+                return;
+            }
+            self.timer.set(Phase::Idle, self.client_idle);
+        }
+    }
+
+    /// Reads until a complete request head is buffered. `None`: the connection is to be closed (EOF, error, or a
+    /// bad head, which was answered).
+    async fn read_request_head(&mut self) -> Option<RequestInfo> {
+        let mut partial = false;
+        loop {
+            if let Some(buf) = &self.buf
+                && !buf.is_empty()
+            {
+                match head::parse_request(
+                    buf.filled(),
+                    self.cookie_name.as_deref(),
+                    &self.client_ip,
+                    &mut self.up_head,
+                ) {
+                    Ok(Some(info)) => return Some(info),
+                    Ok(None) if buf.is_full() => {
+                        self.reject(431, "Request Header Fields Too Large").await;
+                        return None;
+                    }
+                    Ok(None) => {
+                        if !partial {
+                            partial = true;
+                            self.timer.set(Phase::Header, self.header_timeout);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(service = %self.svc.cfg.label, client = %self.peer, error = %e, "bad request");
+                        self.reject(e.status(), e.reason()).await;
+                        return None;
+                    }
+                }
+            } else if let Some(b) = self.buf.take() {
+                // Nothing pending between requests: an idle keep-alive connection holds no buffer.
+                b.give();
+            }
+            self.client.readable().await.ok()?;
+            let buf = self.buf.get_or_insert_with(Buf::take);
+            match buf.fill(self.client) {
+                Ok(Read::Data(n)) => self.svc.counters.add_in(n),
+                Ok(Read::Empty) => {}
+                Ok(Read::Eof) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Answers a bad request and closes.
+    async fn reject(&mut self, status: u16, reason: &str) {
+        let page = closing_error(
+            status,
+            reason,
+            &self.svc.cfg.label,
+            "The request could not be understood",
+        );
+        let _ = self.write_client(&page, &[]).await;
+        self.linger_close().await;
+    }
+
+    pub(super) async fn write_client(&self, a: &[u8], b: &[u8]) -> io::Result<()> {
+        write_two(self.client, a, b).await?;
+        self.svc.counters.add_out(a.len() + b.len());
+        Ok(())
+    }
+
+    /// Sends a local response; keeps the connection only if the request was entirely read.
+    pub(super) async fn local(
+        &mut self,
+        status: u16,
+        reason: &str,
+        html: &str,
+        info: &RequestInfo,
+        body: &Body,
+    ) -> bool {
+        let keep = info.keep_alive && body.done;
+        let page = head::local_response(status, reason, html, keep, info.is_head);
+        self.write_client(&page, &[]).await.is_ok() && keep
+    }
+
+    /// Closes the way HTTP servers do: send FIN, then read (and drop) what the client still sends for a moment, so
+    /// that closing with unread data does not reset the connection and destroy the response just sent.
+    async fn linger_close(&mut self) {
+        if let Some(b) = self.buf.take() {
+            b.give();
+        }
+        let _ = socket2::SockRef::from(self.client).shutdown(std::net::Shutdown::Write);
+        self.timer.clear(Phase::Idle);
+        let mut scratch = [0u8; 4096];
+        let mut read = 0;
+        let _ = tokio::time::timeout(LINGER, async {
+            while read < LINGER_BYTES {
+                if self.client.readable().await.is_err() {
+                    return;
+                }
+                match self.client.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(n) => read += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Serves one request (head parsed, in `self.up_head`); returns whether the client connection stays open.
+    async fn exchange(&mut self, info: &RequestInfo) -> bool {
+        if let Some(buf) = &mut self.buf {
+            buf.consume(info.head_len);
+        }
+        let svc = self.svc;
+        let mut body = Body::new(info.framing);
+        let mut route = Route::new(svc, self.ctx, self.peer.ip());
+        loop {
+            let choice = route.choose(info.cookie.as_deref());
+            let (server, index) = match choice {
+                Some(i) => (svc.servers[i].clone(), Some(i)),
+                None => match &svc.fallback_runtime {
+                    Some(f) => (f.clone(), None),
+                    None => {
+                        svc.failures.fetch_add(1, Ordering::Relaxed);
+                        let page = unavailable_page(&svc.cfg.label);
+                        return self
+                            .local(503, "Service Unavailable", &page, info, &body)
+                            .await;
+                    }
+                },
+            };
+            let set_cookie = match index {
+                Some(i)
+                    if self.cookie_name.is_some()
+                        && info.cookie.as_deref() != Some(server.label.as_str()) =>
+                {
+                    svc.cookie_value(i)
+                }
+                _ => None,
+            };
+            let active = ActiveOwned::new(server.clone());
+            let mut fresh_only = false;
+            // Ok(keep), or Err(()) when the server could not be reached (nothing was sent).
+            let outcome: Result<bool, ()> = loop {
+                let pooled = if fresh_only {
+                    None
+                } else {
+                    server.h1_pool.take()
+                };
+                let reused = pooled.is_some();
+                let up = match pooled {
+                    Some(c) => c,
+                    None => {
+                        let target = server.target(self.vip_port);
+                        match crate::listener::connect(target, self.connect_timeout).await {
+                            Ok(stream) => UpConn {
+                                stream,
+                                buf: None,
+                                home: thread_tag(),
+                            },
+                            Err(e) => {
+                                server.connect_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, "connect to real server failed");
+                                break Err(());
+                            }
+                        }
+                    }
+                };
+                match self
+                    .forward(
+                        up,
+                        info,
+                        &mut body,
+                        &server,
+                        reused,
+                        set_cookie.as_ref().map(|v| v.as_bytes()),
+                    )
+                    .await
+                {
+                    Outcome::RetryFresh => fresh_only = true,
+                    Outcome::Unreachable => break Err(()),
+                    Outcome::Done { keep } => break Ok(keep),
+                }
+            };
+            drop(active);
+            match outcome {
+                Ok(keep) => return keep,
+                Err(()) => match index {
+                    Some(i) => route.failed(i),
+                    None => {
+                        svc.failures.fetch_add(1, Ordering::Relaxed);
+                        let page = unavailable_page(&svc.cfg.label);
+                        return self
+                            .local(503, "Service Unavailable", &page, info, &body)
+                            .await;
+                    }
+                },
+            }
+        }
+    }
+}
