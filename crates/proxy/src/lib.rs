@@ -96,6 +96,44 @@ pub enum TcpRelay {
     Uring(usize),
 }
 
+/// How the proxy serves, chosen by the caller (the library reads no environment variables).
+#[derive(Clone)]
+pub struct ProxyOptions {
+    /// The clock of the stick tables' `now` values: the one every user of the tables shares.
+    pub clock: Clock,
+    /// The HTTP engine of HTTP-mode services.
+    pub http_engine: Arc<dyn HttpEngine>,
+    /// How TCP-mode connections are relayed.
+    pub tcp_relay: TcpRelay,
+    /// With [`TcpRelay::Uring`]: a ring may yield the CPU to a process on this host (a local backend) before it
+    /// sleeps, so that the backend answers a whole batch first; it stops by itself for a while when a yield lasts
+    /// far longer than the answers should (a busy neighbour). Off: never yield.
+    pub relay_yield: bool,
+}
+
+impl Default for ProxyOptions {
+    /// A fresh clock, the native HTTP engine in the runtime's tasks, TCP relayed in the connection tasks, relay
+    /// yield on: what [`Proxy::start`] uses.
+    fn default() -> Self {
+        ProxyOptions {
+            clock: Clock::new(),
+            http_engine: Arc::new(H1Engine::in_runtime()),
+            tcp_relay: TcpRelay::Tasks,
+            relay_yield: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for ProxyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyOptions")
+            .field("clock", &self.clock)
+            .field("tcp_relay", &self.tcp_relay)
+            .field("relay_yield", &self.relay_yield)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("the proxy must be started from within a tokio runtime")]
@@ -169,9 +207,9 @@ impl ListenerHandle {
 }
 
 impl Proxy {
-    /// Bind every listener and start the health checks, with a fresh stick-table clock.
+    /// Bind every listener and start the health checks, with the default [`ProxyOptions`].
     pub fn start(cfg: Arc<ClusterConfig>, stick: SharedStickTables) -> Result<Proxy, StartError> {
-        Self::start_with(cfg, stick, Clock::new(), Arc::new(H1Engine::in_runtime()))
+        Self::start_with_options(cfg, stick, ProxyOptions::default())
     }
 
     /// As [`Proxy::start`], with the clock every user of `stick` shares and the HTTP engine to use; TCP mode relays
@@ -185,7 +223,7 @@ impl Proxy {
         Self::start_with_relay(cfg, stick, clock, engine, TcpRelay::Tasks)
     }
 
-    /// As [`Proxy::start_with`], choosing how TCP mode relays.
+    /// As [`Proxy::start_with`], choosing how TCP mode relays (relay yield on).
     pub fn start_with_relay(
         cfg: Arc<ClusterConfig>,
         stick: SharedStickTables,
@@ -193,6 +231,30 @@ impl Proxy {
         engine: Arc<dyn HttpEngine>,
         tcp: TcpRelay,
     ) -> Result<Proxy, StartError> {
+        Self::start_with_options(
+            cfg,
+            stick,
+            ProxyOptions {
+                clock,
+                http_engine: engine,
+                tcp_relay: tcp,
+                relay_yield: true,
+            },
+        )
+    }
+
+    /// Bind every listener and start the health checks, serving as `options` say.
+    pub fn start_with_options(
+        cfg: Arc<ClusterConfig>,
+        stick: SharedStickTables,
+        options: ProxyOptions,
+    ) -> Result<Proxy, StartError> {
+        let ProxyOptions {
+            clock,
+            http_engine: engine,
+            tcp_relay: tcp,
+            relay_yield,
+        } = options;
         tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let relay_loops = match tcp {
             TcpRelay::Tasks => None,
@@ -200,7 +262,7 @@ impl Proxy {
                 relay::threads::RelayLoops::start(threads).map_err(StartError::RelayThreads)?,
             )),
             TcpRelay::Uring(threads) => Some(Arc::new(
-                match relay::threads::RelayLoops::start_uring(threads) {
+                match relay::threads::RelayLoops::start_uring(threads, relay_yield) {
                     Ok(loops) => loops,
                     Err(e) => {
                         tracing::warn!(error = %e, "io_uring unavailable; TCP mode relays on poll loops instead");

@@ -795,3 +795,36 @@ async fn flood_to_a_server_that_never_reads_is_held_back() {
     while keep_rx.try_recv().is_ok() {}
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_options_from_the_caller_are_used_and_yield_off_relays_the_same() {
+    init_tracing();
+    let a = Backend::start("a", sa("127.20.14.11:7001")).await;
+    let vip = sa("127.20.14.1:7000");
+    let cfg = cluster(vec![service(
+        "opts",
+        vip,
+        Mode::Tcp,
+        vec![server("a", a.addr, 1)],
+    )]);
+    let proxy = tandem_proxy::Proxy::start_with_options(
+        cfg,
+        Default::default(),
+        tandem_proxy::ProxyOptions {
+            tcp_relay: tandem_proxy::TcpRelay::Uring(1),
+            relay_yield: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Where io_uring cannot be set up the proxy falls back to a poll loop; either way the option was taken.
+    assert!(matches!(
+        proxy.tcp_relay(),
+        tandem_proxy::TcpRelay::Uring(1) | tandem_proxy::TcpRelay::Loops(1)
+    ));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "opts")).await;
+    for _ in 0..3 {
+        assert_eq!(who(vip).await.unwrap(), "a");
+    }
+    proxy.shutdown().await;
+}

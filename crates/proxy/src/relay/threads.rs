@@ -65,8 +65,9 @@ impl RelayLoops {
     }
 
     /// As [`Self::start`], each thread running an io_uring ring ([`super::uring`]) instead of a poll loop.
-    /// Fails where io_uring cannot be set up; the threads started so far then end.
-    pub(crate) fn start_uring(threads: usize) -> io::Result<RelayLoops> {
+    /// Fails where io_uring cannot be set up; the threads started so far then end. `yields`: whether the rings
+    /// may yield the CPU to a local process before they sleep (see `local_yield.rs`).
+    pub(crate) fn start_uring(threads: usize, yields: bool) -> io::Result<RelayLoops> {
         let mut relay = RelayLoops {
             loops: Vec::new(),
             next_id: AtomicU64::new(0),
@@ -77,7 +78,7 @@ impl RelayLoops {
             let (ready, set_up) = mpsc::sync_channel(1);
             std::thread::Builder::new()
                 .name(format!("tandem-ring-{i}"))
-                .spawn(move || match UringLoop::new(inbox) {
+                .spawn(move || match UringLoop::new(inbox, yields) {
                     Ok(ring) => {
                         let _ = ready.send(Ok(ring.waker()));
                         ring.run();

@@ -250,18 +250,23 @@ pub(crate) struct UringLoop {
     /// Sides whose read found no free buffer: (key, pair id, side), read again as buffers come back.
     starved: VecDeque<(usize, u64, usize)>,
     completions: Vec<(u64, i32, u32)>,
-    /// Whether to yield before sleeping (`TANDEM_RELAY_YIELD=off` turns it off).
+    /// Whether to yield before sleeping (the caller's `ProxyOptions::relay_yield` turns it off).
     yields: YieldGovernor,
 }
 
 impl UringLoop {
     /// Sets up a ring with its buffers; fails where io_uring is missing or forbidden (kernel before 6.1,
     /// `kernel.io_uring_disabled`, a seccomp filter), and the caller falls back to the poll loop.
-    pub(crate) fn new(inbox: mpsc::Receiver<Command>) -> io::Result<UringLoop> {
-        Self::with_buffers(inbox, BUFFERS)
+    /// `yields`: whether the ring may yield the CPU to a local process before it sleeps ([`YieldGovernor`]).
+    pub(crate) fn new(inbox: mpsc::Receiver<Command>, yields: bool) -> io::Result<UringLoop> {
+        Self::with_buffers(inbox, BUFFERS, yields)
     }
 
-    fn with_buffers(inbox: mpsc::Receiver<Command>, buffers: u16) -> io::Result<UringLoop> {
+    fn with_buffers(
+        inbox: mpsc::Receiver<Command>,
+        buffers: u16,
+        yields: bool,
+    ) -> io::Result<UringLoop> {
         let ring = IoUring::builder()
             .setup_cqsize(ENTRIES * 4)
             .setup_single_issuer()
@@ -286,7 +291,7 @@ impl UringLoop {
             keys: HashMap::new(),
             starved: VecDeque::new(),
             completions: Vec::with_capacity(BATCH),
-            yields: YieldGovernor::new(std::env::var("TANDEM_RELAY_YIELD").as_deref() != Ok("off")),
+            yields: YieldGovernor::new(yields),
         })
     }
 

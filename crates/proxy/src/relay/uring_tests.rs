@@ -9,13 +9,15 @@ fn ring(buffers: u16) -> Option<(mpsc::Sender<Command>, Arc<EventFd>)> {
     let (commands, inbox) = mpsc::channel();
     let (ready, set_up) = mpsc::channel();
     // The ring is set up on its own thread, as in `RelayLoops::start_uring` (it is single-issuer).
-    std::thread::spawn(move || match UringLoop::with_buffers(inbox, buffers) {
-        Ok(ring) => {
-            ready.send(Ok(ring.waker())).unwrap();
-            ring.run();
-        }
-        Err(e) => ready.send(Err(e)).unwrap(),
-    });
+    std::thread::spawn(
+        move || match UringLoop::with_buffers(inbox, buffers, true) {
+            Ok(ring) => {
+                ready.send(Ok(ring.waker())).unwrap();
+                ring.run();
+            }
+            Err(e) => ready.send(Err(e)).unwrap(),
+        },
+    );
     match set_up.recv().unwrap() {
         Ok(wake) => Some((commands, wake)),
         Err(e) => {

@@ -137,12 +137,15 @@ pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
         Ok("poll") => tandem_proxy::TcpRelay::Loops(2),
         _ => tandem_proxy::TcpRelay::Uring(2),
     };
-    let proxy = Proxy::start_with_relay(
+    let proxy = Proxy::start_with_options(
         cfg,
         stick,
-        tandem_stick::Clock::new(),
-        Arc::new(native_engine()),
-        tcp,
+        tandem_proxy::ProxyOptions {
+            clock: tandem_stick::Clock::new(),
+            http_engine: Arc::new(native_engine()),
+            tcp_relay: tcp,
+            relay_yield: true,
+        },
     )
     .unwrap();
     if tcp == tandem_proxy::TcpRelay::Uring(2) && !io_uring_available() {
