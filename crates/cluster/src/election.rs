@@ -26,39 +26,6 @@ pub struct Timings {
     pub init_dead_ms: u64,
 }
 
-impl Default for Timings {
-    fn default() -> Self {
-        Self {
-            interval_ms: 200,
-            dead_ms: 1000,
-            warn_ms: 500,
-            init_dead_ms: 3000,
-        }
-    }
-}
-
-impl Timings {
-    /// The relations the election relies on.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.interval_ms == 0 {
-            return Err("heartbeat interval_ms must be at least 1".into());
-        }
-        if self.dead_ms <= self.interval_ms {
-            return Err(format!(
-                "dead_ms ({}) must be greater than interval_ms ({}): one lost heartbeat must not kill the peer",
-                self.dead_ms, self.interval_ms
-            ));
-        }
-        if self.warn_ms > self.dead_ms {
-            return Err(format!(
-                "warn_ms ({}) must not exceed dead_ms ({})",
-                self.warn_ms, self.dead_ms
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// Everything the election needs to know about this node, filled by the daemon from cluster.toml and node.toml.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElectionConfig {
