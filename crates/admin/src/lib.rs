@@ -28,6 +28,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use page::{render_overview, urlencode};
+pub use tandem_status::Status;
 
 /// What an operator can do to one real server (the appliance's buttons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ impl ActionError {
 /// Implemented by the daemon: the admin endpoint only asks and forwards.
 pub trait AdminBackend: Send + Sync + 'static {
     /// The status document served at `/api/status` and rendered by `/`.
-    fn status(&self) -> serde_json::Value;
+    fn status(&self) -> Status;
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
     fn server_action(&self, service: &str, server: &str, action: ServerAction) -> ActionResult;
@@ -141,7 +142,7 @@ fn respond(
     response
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
     respond(status, "application/json", body)
 }

@@ -1,8 +1,8 @@
 //! The System Overview page: the appliance's view of every virtual service and real server, with
 //! Drain / Halt / Online buttons, rendered server-side from the status document.
 
-use serde_json::Value;
 use std::fmt::Write;
+use tandem_status::{AdminState, Health, Status};
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -19,23 +19,15 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// A field of the status document as display text ("-" when absent).
-fn text(value: &Value, key: &str) -> String {
-    match value.get(key) {
-        None | Some(Value::Null) => "-".to_owned(),
-        Some(Value::String(s)) => escape(s),
-        Some(Value::Array(items)) => escape(
-            &items
-                .iter()
-                .map(|item| match item {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-        Some(other) => escape(&other.to_string()),
-    }
+/// A list as display text, escaped.
+fn list<T: ToString>(items: &[T]) -> String {
+    escape(
+        &items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 fn state_class(state: &str) -> &'static str {
@@ -48,14 +40,18 @@ fn state_class(state: &str) -> &'static str {
 }
 
 /// Render the overview page for one status document.
-pub fn render_overview(status: &Value) -> String {
-    let node = status.get("node").cloned().unwrap_or(Value::Null);
-    let peer = node.get("peer").cloned().unwrap_or(Value::Null);
-    let config = status.get("config").cloned().unwrap_or(Value::Null);
-    let state = node
-        .get("state")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown");
+pub fn render_overview(status: &Status) -> String {
+    let node = &status.node;
+    let config = &status.config;
+    let state = node.state.as_str();
+    let (peer_name, peer_state, peer_age) = match &node.peer {
+        Some(peer) => (
+            escape(&peer.name),
+            peer.state.as_str(),
+            peer.last_heard_ms.to_string(),
+        ),
+        None => ("-".to_owned(), "-", "-".to_owned()),
+    };
     let mut html = String::with_capacity(32 * 1024);
     let _ = write!(
         html,
@@ -74,77 +70,59 @@ button{{margin-right:.3em}} .meta td{{border:none;padding:.1em .6em}}
 <tr><td>VIPs held</td><td>{vips}</td><td>Config</td><td>generation {generation}, digest {digest}, {sync}</td></tr>
 </table>
 "#,
-        name = text(&node, "name"),
-        role = text(&node, "role"),
+        name = escape(&node.name),
+        role = node.role,
         class = state_class(state),
-        state = escape(state),
-        peer_name = text(&peer, "name"),
-        peer_state = text(&peer, "state"),
-        peer_age = text(&peer, "last_heard_ms"),
-        vips = text(&node, "vips_held"),
-        generation = text(&config, "generation"),
-        digest = text(&config, "digest"),
-        sync = text(&config, "sync"),
+        vips = list(&node.vips_held),
+        generation = config.generation,
+        digest = escape(&config.digest),
+        sync = escape(&config.sync.to_string()),
     );
     html.push_str(
         "<table><tr><th>VIRTUAL SERVICE</th><th>IP</th><th>PORTS</th><th>CONNS</th><th>PROTOCOL</th>\
          <th>PERSISTENCE</th><th>STATE</th><th></th></tr>\n",
     );
-    let empty = Vec::new();
-    let services = status
-        .get("services")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    for service in services {
-        let label = service.get("label").and_then(Value::as_str).unwrap_or("");
-        let servers = service
-            .get("servers")
-            .and_then(Value::as_array)
-            .unwrap_or(&empty);
-        let up = servers
-            .iter()
-            .filter(|s| s.get("health").and_then(Value::as_str) == Some("up"))
-            .count();
+    for service in &status.services {
+        let label = &service.label;
+        let up = service.servers_up();
         let service_state = if up == 0 { "down" } else { "up" };
-        let persistence = service
-            .get("persistence")
-            .map(|p| text(p, "mode"))
-            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             html,
-            r#"<tr class="vs"><td>{label}</td><td>{vip}</td><td>{ports}</td><td>{conns}</td><td>{mode}</td><td>{persistence}</td><td class="{class}">{up}/{total} up</td><td>{errors}</td></tr>"#,
+            r#"<tr class="vs"><td>{label}</td><td>{vip}</td><td>{ports}</td><td>{conns}</td><td>{mode}</td><td>{persistence}</td><td class="{class}">{up}/{total} up</td><td class="bad">{errors}</td></tr>"#,
             label = escape(label),
-            vip = text(service, "vip"),
-            ports = text(service, "ports"),
-            conns = text(service, "current_connections"),
-            mode = text(service, "mode").to_uppercase(),
+            vip = service.vip,
+            ports = list(&service.ports),
+            conns = service.current_connections,
+            mode = service.mode.as_str().to_uppercase(),
+            persistence = service.persistence.mode,
             class = state_class(service_state),
-            total = servers.len(),
-            errors = text(service, "bind_error").replace('-', ""),
+            total = service.servers.len(),
+            errors = list(&service.bind_errors),
         );
-        for server in servers {
-            let server_label = server.get("label").and_then(Value::as_str).unwrap_or("");
-            let health = server.get("health").and_then(Value::as_str).unwrap_or("?");
-            let admin = server
-                .get("admin_state")
-                .and_then(Value::as_str)
-                .unwrap_or("online");
-            let shown = if admin == "online" { health } else { admin };
+        for server in &service.servers {
+            let shown = match server.admin_state {
+                AdminState::Online => match server.health {
+                    Health::Up => "up",
+                    Health::Down => "down",
+                },
+                other => other.as_str(),
+            };
             let target = format!(
                 "{}/{}",
                 escape(&urlencode(label)),
-                escape(&urlencode(server_label))
+                escape(&urlencode(&server.label))
             );
             let _ = writeln!(
                 html,
                 r#"<tr><td>&nbsp;&nbsp;{server_label}</td><td>{address}</td><td>{port}</td><td>{conns}</td><td>weight {weight}</td><td></td><td class="{class}">{shown}</td><td><button onclick="act('{target}','drain')">Drain</button><button onclick="act('{target}','halt')">Halt</button><button onclick="act('{target}','online')">Online</button></td></tr>"#,
-                server_label = escape(server_label),
-                address = text(server, "address"),
-                port = text(server, "port"),
-                conns = text(server, "current_connections"),
-                weight = text(server, "weight"),
+                server_label = escape(&server.label),
+                address = server.address,
+                port = server
+                    .port
+                    .map_or_else(|| "-".to_owned(), |port| port.to_string()),
+                conns = server.current_connections,
+                weight = server.weight,
                 class = state_class(shown),
-                shown = escape(shown),
             );
         }
     }
@@ -171,18 +149,125 @@ pub fn urlencode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
+    use tandem_status::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    fn server(label: &str, health: Health, admin_state: AdminState) -> Server {
+        Server {
+            label: label.into(),
+            address: ip("192.168.1.150"),
+            port: Some(3306),
+            weight: 100,
+            health,
+            health_reason: String::new(),
+            admin_state,
+            current_connections: 4,
+            total_connections: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            check_failures: 0,
+            connect_failures: 0,
+            idle_connections: 0,
+            last_check: None,
+        }
+    }
+
+    fn document(services: Vec<Service>, peer: Option<Peer>) -> Status {
+        Status {
+            node: Node {
+                name: "lb1".into(),
+                role: Role::Primary,
+                address: ip("192.168.1.21"),
+                state: NodeState::Active,
+                state_since_ms: 0,
+                fault: None,
+                ping: Ping::NotConfigured,
+                manage_vips: true,
+                interface: "eth0".into(),
+                vips: vec![ip("192.168.1.250")],
+                vips_held: vec![ip("192.168.1.250")],
+                uptime_s: 0,
+                peer,
+            },
+            config: Config {
+                generation: 3,
+                digest: "abc".into(),
+                sync: ConfigSync::InSync,
+            },
+            cluster: Cluster {
+                takeovers: 0,
+                releases: 0,
+                split_brains: 0,
+                warn_time_exceeded: 0,
+                vip_failures: 0,
+                last_event: None,
+                heartbeats: Heartbeats {
+                    sent: 0,
+                    send_errors: 0,
+                    received: 0,
+                    rejected: Default::default(),
+                },
+            },
+            replication: None,
+            services,
+        }
+    }
+
+    fn service(label: &str, servers: Vec<Server>, bind_errors: Vec<String>) -> Service {
+        Service {
+            label: label.into(),
+            vip: ip("192.168.1.250"),
+            ports: vec![3306],
+            mode: Mode::Tcp,
+            balance: Balance::WeightedLeastConnections,
+            persistence: Persistence {
+                mode: PersistenceMode::LastSuccessful,
+                timeout_s: 0,
+                table_size: 1000,
+                cookie_name: String::new(),
+            },
+            current_connections: 4,
+            total_connections: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            failures: 0,
+            bind_errors,
+            stick_table_size: 0,
+            servers,
+        }
+    }
 
     #[test]
     fn renders_services_servers_and_escapes_labels() {
-        let status = serde_json::json!({
-            "node": {"name": "lb1", "role": "primary", "state": "active", "vips_held": ["192.168.1.250"],
-                     "peer": {"name": "lb2", "state": "standby", "last_heard_ms": 12}},
-            "config": {"generation": 3, "digest": "abc", "sync": "in sync"},
-            "services": [{"label": "mysql<x>", "vip": "192.168.1.250", "ports": [3306], "mode": "tcp",
-                          "persistence": {"mode": "last-successful"}, "current_connections": 4,
-                          "servers": [{"label": "Overcloud-controller-1", "address": "192.168.1.150", "port": 3306,
-                                       "weight": 100, "health": "up", "admin_state": "drain", "current_connections": 4}]}]
-        });
+        let peer = Peer {
+            name: "lb2".into(),
+            address: Some(ip("192.168.1.22")),
+            role: Role::Secondary,
+            state: PeerState::Heard(NodeState::Standby),
+            alive: true,
+            last_heard_ms: 12,
+            holds_vips: false,
+            config_generation: 3,
+            config_digest: "abc".into(),
+            servers_up: 1,
+            servers_total: 1,
+        };
+        let status = document(
+            vec![service(
+                "mysql<x>",
+                vec![server(
+                    "Overcloud-controller-1",
+                    Health::Up,
+                    AdminState::Drain,
+                )],
+                Vec::new(),
+            )],
+            Some(peer),
+        );
         let html = render_overview(&status);
         assert!(html.contains("mysql&lt;x&gt;"));
         assert!(html.contains("Overcloud-controller-1"));
@@ -190,11 +275,29 @@ mod tests {
         assert!(html.contains(r#"class="warn">drain"#));
         assert!(html.contains("mysql%3Cx%3E/Overcloud-controller-1"));
         assert!(html.contains("TCP"));
+        assert!(html.contains("standby (heard 12 ms ago)"));
     }
 
     #[test]
-    fn tolerates_an_empty_document() {
-        let html = render_overview(&Value::Null);
+    fn shows_bind_errors_and_down_servers() {
+        let status = document(
+            vec![service(
+                "web",
+                vec![server("w1", Health::Down, AdminState::Online)],
+                vec!["192.168.1.250:3306: Address already in use".into()],
+            )],
+            None,
+        );
+        let html = render_overview(&status);
+        assert!(html.contains("192.168.1.250:3306: Address already in use"));
+        assert!(html.contains(r#"class="bad">down"#));
+        assert!(html.contains("0/1 up"));
+    }
+
+    #[test]
+    fn renders_a_standalone_node_without_services() {
+        let html = render_overview(&document(Vec::new(), None));
         assert!(html.contains("System Overview"));
+        assert!(html.contains("<td>Peer</td><td>-</td>"));
     }
 }

@@ -9,6 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::path::Path;
 use std::time::Duration;
+use tandem_status::Status;
 
 /// Where and how to reach a node's admin endpoint.
 pub struct AdminTarget {
@@ -111,6 +112,13 @@ impl AdminTarget {
             bail!("{} ({status})", message.trim());
         }
         Ok(value)
+    }
+
+    /// The node's status document (`GET /api/status`), typed.
+    pub async fn status(&self) -> Result<Status> {
+        let value = self.call("GET", "/api/status").await?;
+        serde_json::from_value(value)
+            .with_context(|| format!("{} answered with no status document", self.base_url))
     }
 }
 

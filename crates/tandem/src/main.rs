@@ -3,6 +3,8 @@
 mod client;
 mod daemon;
 mod metrics;
+#[cfg(test)]
+mod one_document_tests;
 mod render;
 
 use anyhow::Result;
@@ -114,7 +116,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn execute(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Run => daemon::run(cli.cluster_file(), cli.node_file()),
+        Command::Run => daemon::startup::run(cli.cluster_file(), cli.node_file()),
         Command::Check { json } => check(cli, *json),
         Command::Keygen { file } => {
             tandem_config::secret::keygen(file)?;
@@ -126,10 +128,12 @@ fn execute(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Status { json } => {
             let target = cli.admin_target()?;
-            let status = runtime()?.block_on(target.call("GET", "/api/status"))?;
             if *json {
+                // What the node said, as it said it.
+                let status = runtime()?.block_on(target.call("GET", "/api/status"))?;
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
+                let status = runtime()?.block_on(target.status())?;
                 print!("{}", render::status_text(&status));
             }
             Ok(ExitCode::SUCCESS)

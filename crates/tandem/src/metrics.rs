@@ -1,17 +1,14 @@
 //! Prometheus exposition for `/metrics`: cluster state, heartbeats, config version, services,
 //! servers and stick tables. Every metric is documented in `docs/metrics.md`.
 //!
-//! Values are read from the parts' own counters at scrape time into a fresh registry, so the data
-//! path never touches a Prometheus type.
+//! Values are read from the status document built at scrape time (the same one `/api/status`
+//! serves) into a fresh registry, so the data path never touches a Prometheus type and this module
+//! knows nothing of the daemon.
 
-use crate::daemon::Current;
 use prometheus::{
     Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tandem_cluster::driver::ClusterStatus;
-use tandem_cluster::wire::NodeState;
-use tandem_proxy::{AdminState, ProxyStatus};
-use tandem_sync::SyncStatus;
+use tandem_status::{AdminState, Health, NodeState, Replication, Service, Status};
 
 struct Builder {
     registry: Registry,
@@ -57,7 +54,7 @@ fn to_i64(value: u64) -> i64 {
 }
 
 /// Replication and config push on TCP 7778.
-fn render_sync(b: &Builder, sync: &SyncStatus) {
+fn render_sync(b: &Builder, sync: &Replication) {
     b.int_gauge(
         "tandem_sync_connected",
         "1 while the authenticated session to the peer is open",
@@ -152,38 +149,39 @@ fn render_sync(b: &Builder, sync: &SyncStatus) {
     );
 }
 
-/// What one scrape reads.
-pub struct Inputs<'a> {
-    pub cluster: &'a ClusterStatus,
-    pub proxy: &'a ProxyStatus,
-    pub sync: Option<&'a SyncStatus>,
-    pub current: &'a Current,
-    pub vips_held: usize,
-    pub config_in_sync: bool,
-}
-
-/// Render every metric of this node.
-pub fn render(inputs: &Inputs<'_>) -> String {
-    let Inputs {
-        cluster,
-        proxy,
-        sync,
-        current,
-        vips_held,
-        config_in_sync,
-    } = *inputs;
+/// Render every metric of this node from its status document.
+pub fn render(status: &Status) -> String {
     let b = Builder {
         registry: Registry::new(),
     };
+    render_node(&b, status);
+    if let Some(sync) = &status.replication {
+        render_sync(&b, sync);
+    }
+    render_services(&b, &status.services);
+    let mut out = Vec::new();
+    if TextEncoder::new()
+        .encode(&b.registry.gather(), &mut out)
+        .is_err()
+    {
+        return String::from("# encoding failed\n");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The node, its peer, the election's counters and the config version.
+fn render_node(b: &Builder, status: &Status) {
+    let node = &status.node;
+    let cluster = &status.cluster;
     if let Some(states) = b.gauge_vec(
         "tandem_node_state",
         "1 for the state this node is in, 0 for the others (like keepalived_vrrp_state)",
         &["state"],
     ) {
-        for state in NodeState::ALL {
+        for &state in NodeState::ALL {
             states
                 .with_label_values(&[state.as_str()])
-                .set(i64::from(cluster.state == state));
+                .set(i64::from(node.state == state));
         }
     }
     if let Some(info) = b.gauge_vec(
@@ -191,10 +189,10 @@ pub fn render(inputs: &Inputs<'_>) -> String {
         "Constant 1, labelled with this node's name and configured role",
         &["node", "role"],
     ) {
-        info.with_label_values(&[cluster.node.as_str(), cluster.role.as_str()])
+        info.with_label_values(&[node.name.as_str(), node.role.as_str()])
             .set(1);
     }
-    let peer_up = cluster.peer.as_ref().is_some_and(|peer| peer.alive);
+    let peer_up = node.peer.as_ref().is_some_and(|peer| peer.alive);
     b.int_gauge(
         "tandem_peer_up",
         "1 while the peer's heartbeats arrive within dead_ms",
@@ -203,14 +201,14 @@ pub fn render(inputs: &Inputs<'_>) -> String {
     b.gauge(
         "tandem_peer_last_heard_seconds",
         "Seconds since the last valid heartbeat from the peer (-1: never heard)",
-        cluster
-            .peer_last_heard_age()
-            .map_or(-1.0, |age| age.as_secs_f64()),
+        node.peer
+            .as_ref()
+            .map_or(-1.0, |peer| peer.last_heard_ms as f64 / 1000.0),
     );
     b.int_gauge(
         "tandem_vips_held",
         "Number of VIPs present on this node's interface",
-        vips_held as i64,
+        i64::try_from(node.vips_held.len()).unwrap_or(i64::MAX),
     );
     b.counter(
         "tandem_takeovers_total",
@@ -257,25 +255,26 @@ pub fn render(inputs: &Inputs<'_>) -> String {
         "Heartbeat datagrams dropped, by reason",
         &["reason"],
     ) {
-        for (reason, count) in cluster.heartbeats.rejected.iter() {
-            rejected.with_label_values(&[reason]).inc_by(count);
+        for (reason, count) in &cluster.heartbeats.rejected {
+            rejected
+                .with_label_values(&[reason.as_str()])
+                .inc_by(*count);
         }
     }
     b.int_gauge(
         "tandem_config_generation",
         "Generation of the cluster.toml this node serves",
-        to_i64(current.generation),
+        to_i64(status.config.generation),
     );
     b.int_gauge(
         "tandem_config_in_sync",
         "1 when the peer serves the same cluster.toml digest (standalone: 1)",
-        i64::from(config_in_sync),
+        i64::from(status.config.sync.is_settled()),
     );
+}
 
-    if let Some(sync) = sync {
-        render_sync(&b, sync);
-    }
-
+/// Every service and real server.
+fn render_services(b: &Builder, services: &[Service]) {
     let service_labels = &["service"];
     let server_labels = &["service", "server"];
     let svc_current = b.gauge_vec(
@@ -359,7 +358,7 @@ pub fn render(inputs: &Inputs<'_>) -> String {
         "Unix time of the last completed health check",
         server_labels,
     );
-    for service in &proxy.services {
+    for service in services {
         let label = [service.label.as_str()];
         if let Some(m) = &svc_current {
             m.with_label_values(&label)
@@ -377,7 +376,7 @@ pub fn render(inputs: &Inputs<'_>) -> String {
         }
         if let Some(m) = &svc_stick {
             m.with_label_values(&label)
-                .set(service.stick_table_size as i64);
+                .set(to_i64(service.stick_table_size));
         }
         if let Some(m) = &svc_bind {
             m.with_label_values(&label)
@@ -386,20 +385,15 @@ pub fn render(inputs: &Inputs<'_>) -> String {
         let mut up = 0;
         for server in &service.servers {
             let labels = [service.label.as_str(), server.label.as_str()];
-            let is_up = server.health == "up";
+            let is_up = server.health == Health::Up;
             up += i64::from(is_up);
             if let Some(m) = &srv_up {
                 m.with_label_values(&labels).set(i64::from(is_up));
             }
             if let Some(m) = &srv_state {
-                let admin = match server.admin_state {
-                    AdminState::Online => "online",
-                    AdminState::Drain => "drain",
-                    AdminState::Halt { .. } => "halt",
-                };
-                for state in ["online", "drain", "halt"] {
-                    m.with_label_values(&[labels[0], labels[1], state])
-                        .set(i64::from(admin == state));
+                for &state in AdminState::ALL {
+                    m.with_label_values(&[labels[0], labels[1], state.as_str()])
+                        .set(i64::from(server.admin_state == state));
                 }
             }
             if let Some(m) = &srv_weight {
@@ -434,13 +428,4 @@ pub fn render(inputs: &Inputs<'_>) -> String {
             m.with_label_values(&label).set(up);
         }
     }
-
-    let mut out = Vec::new();
-    if TextEncoder::new()
-        .encode(&b.registry.gather(), &mut out)
-        .is_err()
-    {
-        return String::from("# encoding failed\n");
-    }
-    String::from_utf8(out).unwrap_or_default()
 }

@@ -1,0 +1,241 @@
+//! Configuration flow: `tandem reload` / SIGHUP read `cluster.toml` from disk and apply it live; on
+//! the secondary, configs pushed by the primary are validated, written atomically and applied.
+
+use super::vips::{replace_vips, service_vips};
+use super::{Current, Daemon, digest_bytes};
+use std::sync::Arc;
+use tandem_admin::{ActionError, ActionResult};
+use tandem_cluster::driver::Command;
+use tandem_config::ClusterConfig;
+use tandem_sync::{ConfigSink, ConfigVersion, LocalConfig};
+
+impl Daemon {
+    /// `tandem reload` / SIGHUP: validate cluster.toml from disk and apply it live.
+    pub(super) async fn reload_from_disk(&self) -> ActionResult {
+        let _serialised = self.reload_lock.lock().await;
+        let current = self.current();
+        if self.node.node.role == tandem_config::Role::Secondary && self.node.node.peer.is_some() {
+            let text = std::fs::read_to_string(&self.cluster_path).map_err(|e| {
+                ActionError::invalid(format!("{}: cannot read: {e}", self.cluster_path.display()))
+            })?;
+            if text != current.text {
+                return Err(ActionError::refused(format!(
+                    "this node is the secondary: its cluster.toml comes from the primary and was edited here; \
+                     edit {} on the primary and run `tandem reload` there (the running config is unchanged)",
+                    self.cluster_path.display()
+                )));
+            }
+            return Ok(format!(
+                "cluster.toml unchanged (generation {}, digest {})",
+                current.generation,
+                &current.digest[..current.digest.len().min(16)]
+            ));
+        }
+        let loaded =
+            tandem_config::load(&self.cluster_path, &self.node_path).map_err(|diagnostics| {
+                ActionError::invalid(format!(
+                    "configuration rejected, the running config is unchanged:\n{}",
+                    diagnostics
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ))
+            })?;
+        if loaded.node != self.node {
+            tracing::warn!("node.toml changed: its settings take effect at the next restart");
+        }
+        if loaded.digest == current.digest {
+            return Ok(format!(
+                "cluster.toml unchanged (generation {})",
+                current.generation
+            ));
+        }
+        let message = self
+            .apply(
+                loaded.cluster,
+                loaded.cluster_text,
+                loaded.digest,
+                loaded.generation,
+            )
+            .await;
+        Ok(message)
+    }
+
+    /// Serve a validated configuration: proxy, VIP set, heartbeat's config version.
+    async fn apply(
+        &self,
+        cluster: ClusterConfig,
+        text: String,
+        digest: String,
+        generation: u64,
+    ) -> String {
+        let cluster = Arc::new(cluster);
+        let previous = self.current();
+        if previous.cluster.heartbeat != cluster.heartbeat {
+            tracing::warn!("[heartbeat] changed: new timings take effect at the next restart");
+        }
+        let report = self.proxy.reload(cluster.clone());
+        if service_vips(&previous.cluster) != service_vips(&cluster) {
+            replace_vips(&self.vips, &cluster).await;
+        }
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Current {
+                cluster,
+                text,
+                digest: digest.clone(),
+                generation,
+            };
+        }
+        let _ = self
+            .cluster
+            .commands
+            .send(Command::LocalConfig {
+                generation,
+                digest: digest_bytes(&digest),
+            })
+            .await;
+        if let Some(sync) = self.sync.get() {
+            sync.set_local_config(local_config(&self.current()));
+        }
+        let message = format!(
+            "applied generation {generation} (digest {}): {} added, {} changed, {} removed, {} unchanged{}",
+            &digest[..digest.len().min(16)],
+            report.added.len(),
+            report.changed.len(),
+            report.removed.len(),
+            report.unchanged.len(),
+            if report.bind_errors.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; bind errors: {}",
+                    report
+                        .bind_errors
+                        .iter()
+                        .map(|(service, addr, error)| format!("{service} {addr}: {error}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        tracing::info!("{message}");
+        message
+    }
+
+    /// The secondary's side of a config push: validate like `tandem check`, write atomically
+    /// (previous kept as `cluster.toml.prev`), take the primary's generation, apply live.
+    fn accept_pushed_config(
+        &self,
+        bytes: &[u8],
+        generation: u64,
+        digest: &str,
+    ) -> Result<(), String> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| "cluster.toml from the peer is not UTF-8".to_owned())?;
+        let name = format!("{} (from the primary)", self.cluster_path.display());
+        let cluster = tandem_config::parse_cluster_for_node(text, &name, &self.node).map_err(
+            |diagnostics| {
+                diagnostics
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        )?;
+        let computed = tandem_config::digest(&cluster);
+        if computed != digest {
+            return Err(format!(
+                "digest mismatch: the primary said {digest}, the bytes give {computed}"
+            ));
+        }
+        let current = self.current();
+        if current.digest == digest && current.generation == generation {
+            return Ok(());
+        }
+        write_atomically(&self.cluster_path, bytes)
+            .map_err(|e| format!("writing {}: {e}", self.cluster_path.display()))?;
+        tandem_config::generation::adopt(&self.node.node.state_dir, generation, digest)
+            .map_err(|e| format!("recording generation {generation}: {e}"))?;
+        let proxy_report = self.proxy.reload(Arc::new(cluster.clone()));
+        let vips_changed = service_vips(&current.cluster) != service_vips(&cluster);
+        let cluster = Arc::new(cluster);
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Current {
+                cluster: cluster.clone(),
+                text: text.to_owned(),
+                digest: digest.to_owned(),
+                generation,
+            };
+        }
+        let _ = self.cluster.commands.try_send(Command::LocalConfig {
+            generation,
+            digest: digest_bytes(digest),
+        });
+        if let Some(sync) = self.sync.get() {
+            sync.set_local_config(local_config(&self.current()));
+        }
+        if vips_changed {
+            let vips = self.vips.clone();
+            tokio::spawn(async move { replace_vips(&vips, &cluster).await });
+        }
+        tracing::info!(
+            generation,
+            digest,
+            added = proxy_report.added.len(),
+            changed = proxy_report.changed.len(),
+            removed = proxy_report.removed.len(),
+            "applied cluster.toml pushed by the primary"
+        );
+        Ok(())
+    }
+}
+
+pub(super) fn local_config(current: &Current) -> LocalConfig {
+    LocalConfig {
+        bytes: current.text.clone().into_bytes(),
+        version: ConfigVersion {
+            generation: current.generation,
+            digest: current.digest.clone(),
+        },
+    }
+}
+
+/// temp file, fsync, keep the previous as `.prev`, rename, fsync the directory.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    if path.exists() {
+        std::fs::copy(path, dir.join(format!("{name}.prev")))?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The sync session hands pushed configs to the daemon through this.
+pub(super) struct PushedConfigSink(pub(super) std::sync::Weak<Daemon>);
+
+impl ConfigSink for PushedConfigSink {
+    fn offer(&mut self, bytes: &[u8], generation: u64, digest: &str) -> Result<(), String> {
+        match self.0.upgrade() {
+            Some(daemon) => {
+                let result = daemon.accept_pushed_config(bytes, generation, digest);
+                if let Err(reason) = &result {
+                    tracing::error!(generation, %reason, "refused cluster.toml pushed by the primary; running config unchanged");
+                }
+                result
+            }
+            None => Err("the node is stopping".into()),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `tandem run`: wires config, proxy, election, VIPs, replication and the admin endpoint together.
+//! Every decision lives in the crates; this module only connects their inputs and outputs.
+//!
+//! [`Daemon`] is the hub; each concern is a file of its own: `startup` (process, runtimes, the
+//! heartbeat thread, bringing the parts up and down), `vips` (the VIP layer as the election drives
+//! it), `config_flow` (reload from disk, configs pushed by the primary), `upkeep` (background
+//! watchers), `status` (the typed status document) and `admin` (the admin endpoint's backend).
+
+mod admin;
+mod config_flow;
+pub mod startup;
+mod status;
+mod upkeep;
+mod vips;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tandem_cluster::driver::{ClusterHandle, ClusterStatus};
+use tandem_config::{ClusterConfig, NodeConfig};
+use tandem_proxy::Proxy;
+use tandem_sync::{SyncHandle, SyncStatus};
+use vips::VipState;
+
+/// The configuration being served, with its version.
+#[derive(Clone)]
+pub struct Current {
+    pub cluster: Arc<ClusterConfig>,
+    pub text: String,
+    pub digest: String,
+    pub generation: u64,
+}
+
+/// The running node: the parts it wires together and the configuration it serves.
+pub struct Daemon {
+    node: NodeConfig,
+    cluster_path: PathBuf,
+    node_path: PathBuf,
+    current: Mutex<Current>,
+    proxy: Proxy,
+    cluster: ClusterHandle,
+    vips: Arc<tokio::sync::Mutex<VipState>>,
+    /// Addresses found on the interface at the last look (what `status` calls "VIPs held").
+    vips_seen: Mutex<Vec<IpAddr>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    started: Instant,
+    /// The TCP 7778 session; absent on a standalone node.
+    sync: std::sync::OnceLock<SyncHandle>,
+}
+
+impl Daemon {
+    pub fn current(&self) -> Current {
+        match self.current.lock() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn cluster_status(&self) -> ClusterStatus {
+        self.cluster.status.borrow().clone()
+    }
+
+    fn sync_status(&self) -> Option<SyncStatus> {
+        self.sync.get().map(|sync| sync.status().borrow().clone())
+    }
+}
+
+/// The config digest as the heartbeat carries it (hex as the config crate prints it).
+pub fn digest_bytes(digest_hex: &str) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    if hex::decode_to_slice(digest_hex, &mut bytes).is_err() {
+        tracing::error!(digest_hex, "config digest is not 64 hex digits");
+    }
+    bytes
+}

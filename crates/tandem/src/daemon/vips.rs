@@ -1,0 +1,105 @@
+//! The VIP layer as the election drives it: which addresses the services float, adding and
+//! removing them (or only recording the role with `manage_vips = false`), and moving to a new set.
+
+use anyhow::Result;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_cluster::driver::VipControl;
+use tandem_config::{ClusterConfig, GarpForm, NodeConfig};
+use tandem_vip::{AnnounceConfig, ArpMode, FloatingVips, Vip};
+
+/// The VIP layer as the election drives it; with `manage_vips = false` it only records the role.
+pub(super) struct VipState {
+    pub(super) floating: Option<FloatingVips>,
+    pub(super) holding: bool,
+}
+
+#[derive(Clone)]
+pub(super) struct DaemonVips(pub(super) Arc<tokio::sync::Mutex<VipState>>);
+
+impl VipControl for DaemonVips {
+    async fn acquire(&mut self) -> Result<(), String> {
+        let mut state = self.0.lock().await;
+        state.holding = true;
+        match state.floating.as_mut() {
+            Some(floating) => floating.acquire().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+    async fn release(&mut self) -> Result<(), String> {
+        let mut state = self.0.lock().await;
+        state.holding = false;
+        match state.floating.as_mut() {
+            Some(floating) => floating.release().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+    async fn announce(&mut self) -> Result<(), String> {
+        let mut state = self.0.lock().await;
+        match state.floating.as_mut() {
+            Some(floating) => floating.reannounce().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every distinct VIP of the services, in configuration order.
+pub(super) fn service_vips(cluster: &ClusterConfig) -> Vec<IpAddr> {
+    let mut vips: Vec<IpAddr> = Vec::new();
+    for service in &cluster.services {
+        if !vips.contains(&service.vip) {
+            vips.push(service.vip);
+        }
+    }
+    vips
+}
+
+fn announce_config(cluster: &ClusterConfig) -> AnnounceConfig {
+    let heartbeat = &cluster.heartbeat;
+    AnnounceConfig {
+        count: heartbeat.garp_count,
+        spacing: Duration::from_millis(heartbeat.garp_spacing_ms),
+        arp_mode: match heartbeat.garp_form {
+            GarpForm::Request => ArpMode::Request,
+            GarpForm::Reply => ArpMode::Reply,
+            GarpForm::Both => ArpMode::Both,
+        },
+        refresh: (heartbeat.garp_refresh_ms > 0)
+            .then(|| Duration::from_millis(heartbeat.garp_refresh_ms)),
+    }
+}
+
+pub(super) fn floating_vips(node: &NodeConfig, cluster: &ClusterConfig) -> Result<FloatingVips> {
+    let vips = service_vips(cluster)
+        .into_iter()
+        .map(Vip::host)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(FloatingVips::new(
+        &node.node.interface,
+        vips,
+        announce_config(cluster),
+    )?)
+}
+
+/// The set of VIPs changed: move only the difference if this node holds them.
+pub(super) async fn replace_vips(vips: &tokio::sync::Mutex<VipState>, cluster: &ClusterConfig) {
+    let mut state = vips.lock().await;
+    let Some(floating) = state.floating.as_mut() else {
+        return;
+    };
+    let next = match service_vips(cluster)
+        .into_iter()
+        .map(Vip::host)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(next) => next,
+        Err(error) => {
+            tracing::error!(%error, "cannot use the new VIP set; keeping the old one");
+            return;
+        }
+    };
+    if let Err(error) = floating.update_vips(next).await {
+        tracing::error!(%error, "moving to the new VIP set failed");
+    }
+}
