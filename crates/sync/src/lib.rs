@@ -6,7 +6,8 @@
 //! and applies a pushed `cluster.toml`, and reads back a [`SyncStatus`]. See `docs/protocol.md`.
 //!
 //! # Wiring it into the daemon
-//! ```no_run
+#![cfg_attr(feature = "driver", doc = "```no_run")]
+#![cfg_attr(not(feature = "driver"), doc = "```ignore")]
 //! # async fn example(tables: tandem_sync::SharedTables, clock: tandem_stick::Clock) -> std::io::Result<()> {
 //! use tandem_sync::*;
 //! struct Sink; // the daemon's: validate like `tandem check`, write atomically, apply live
@@ -40,6 +41,7 @@
 //! across an `.await` (it blocks the publisher).
 
 pub mod config_push;
+#[cfg(feature = "driver")]
 pub mod driver;
 pub mod frame;
 pub mod handshake;
@@ -50,6 +52,7 @@ pub mod status;
 pub mod wire;
 
 pub use config_push::{ConfigRole, ConfigSink, ConfigSyncState, ConfigVersion, LocalConfig};
+#[cfg(feature = "driver")]
 pub use driver::{SharedTables, SyncHandle, SyncParams, SyncSettings, dials, spawn_sync};
 pub use handshake::Identity;
 pub use reject::{RejectCounters, RejectReason, Rejection};

@@ -1,13 +1,13 @@
 //! Framing and encoding shared by every message on the sync session.
 //!
 //! A frame on the TCP stream is a 4-byte big-endian length followed by that many payload bytes
-//! (tokio-util `LengthDelimitedCodec`). A payload is a bincode 2 (serde, `standard()` config) value:
+//! (tokio-util `LengthDelimitedCodec`, built by [`length_codec`] with the `driver` feature: the core
+//! only ever sees whole payloads, so it needs no codec). A payload is a bincode 2 (serde, `standard()` config) value:
 //! a [`crate::handshake::Handshake`] message before the session is authenticated, a sealed
 //! [`crate::frame`] afterwards.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio_util::codec::LengthDelimitedCodec;
 
 /// Version of the sync protocol spoken by this build.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -59,8 +59,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 }
 
 /// The length-delimited codec used on the socket, refusing frames longer than `max_frame`.
-pub fn length_codec(max_frame: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
+#[cfg(feature = "driver")]
+pub fn length_codec(max_frame: usize) -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder()
         .length_field_length(4)
         .max_frame_length(max_frame)
         .new_codec()
