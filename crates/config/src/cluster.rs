@@ -133,6 +133,11 @@ fn misplaced_in_cluster(key: &str) -> Option<String> {
             "`{key}` belongs in node.toml: cluster.toml is replicated and carries no secrets"
         ));
     }
+    if k == "tuning" || crate::tuning::TUNING_KEYS.contains(&k.as_str()) {
+        return Some(format!(
+            "`{key}` belongs in node.toml [tuning]: it tunes one node and is never replicated"
+        ));
+    }
     if NODE_KEYS.contains(&k.as_str()) {
         return Some(format!(
             "`{key}` belongs in node.toml: it is node-specific and never replicated"

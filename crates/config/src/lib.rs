@@ -16,6 +16,7 @@ mod node;
 mod reader;
 mod report;
 pub mod secret;
+mod tuning;
 
 pub use canonical::{
     CANONICAL_VERSION, balance_name, canonical_toml, digest, endpoint, garp_form_name, mode_name,

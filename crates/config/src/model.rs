@@ -163,6 +163,9 @@ pub struct NodeConfig {
     pub admin: AdminConfig,
     /// The guide's non-replicated settings (hostname & DNS, interfaces, routing, ...), kept as written.
     pub local: LocalSettings,
+    /// `[tuning]`: how this node's daemon runs its engines and threads (defaults when the section is absent).
+    #[serde(default)]
+    pub tuning: Tuning,
 }
 
 /// `[node] role`: the one role type every part uses.
@@ -199,4 +202,97 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LocalSettings {
     pub sections: std::collections::BTreeMap<String, toml::Table>,
+}
+
+/// `[tuning]` of `node.toml`: how this node's daemon serves (engines, relays, threads, priorities).
+/// Node-local and never replicated: the two nodes may differ. `Default` is what the daemon does
+/// without the section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tuning {
+    /// The engine of HTTP-mode services.
+    pub http_engine: HttpEngineKind,
+    /// How TCP-mode connections are relayed once both sides are connected.
+    pub tcp_relay: TcpRelayKind,
+    /// io_uring relays may yield the CPU to a local backend before sleeping (see the proxy's
+    /// `ProxyOptions::relay_yield`).
+    pub relay_yield: bool,
+    /// Worker threads of the runtime, the HTTP threads and the relay threads; 0 = one per core.
+    pub workers: u32,
+    /// The heartbeat thread asks for real-time priority (SCHED_RR; kept normal without CAP_SYS_NICE).
+    pub heartbeat_realtime: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            http_engine: HttpEngineKind::Batched,
+            tcp_relay: TcpRelayKind::Auto,
+            relay_yield: true,
+            workers: 0,
+            heartbeat_realtime: true,
+        }
+    }
+}
+
+impl Tuning {
+    /// `workers`, or one per core when 0 (2 when the core count is unknown).
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n as usize,
+        }
+    }
+}
+
+/// `[tuning] http_engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpEngineKind {
+    /// The native engine on threads of its own (one per worker), small writes batched through
+    /// io_uring; in the main runtime's tasks if those threads cannot start.
+    Batched,
+    /// The native engine in the main runtime's tasks, writes not batched.
+    Tasks,
+    /// The hyper engine: a fallback should a client or server disagree with the native one.
+    Hyper,
+}
+
+impl HttpEngineKind {
+    /// The name as written in `node.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpEngineKind::Batched => "batched",
+            HttpEngineKind::Tasks => "tasks",
+            HttpEngineKind::Hyper => "hyper",
+        }
+    }
+}
+
+/// `[tuning] tcp_relay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpRelayKind {
+    /// One io_uring ring per worker thread; poll loops (with a warning) where io_uring cannot be
+    /// set up (old kernel, `kernel.io_uring_disabled`, a seccomp filter).
+    Auto,
+    /// io_uring rings only: the daemon does not start where io_uring cannot be set up (for
+    /// measurements that must not silently run on the poll loops).
+    Uring,
+    /// One poll loop per worker thread.
+    Poll,
+    /// In each connection's task (the earliest way, kept as a fallback).
+    Tasks,
+}
+
+impl TcpRelayKind {
+    /// The name as written in `node.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpRelayKind::Auto => "auto",
+            TcpRelayKind::Uring => "uring",
+            TcpRelayKind::Poll => "poll",
+            TcpRelayKind::Tasks => "tasks",
+        }
+    }
 }

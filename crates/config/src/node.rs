@@ -6,6 +6,7 @@ use crate::model::*;
 use crate::reader::{
     At, Section, Val, boolean, choice, ip, label, port, string, table, to_toml_table,
 };
+use crate::tuning::{TUNING_KEYS, read_tuning};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use toml::de::DeTable;
@@ -81,12 +82,20 @@ const NODE_KEYS: &[&str] = &[
 ];
 
 fn misplaced_top(key: &str) -> Option<String> {
+    if TUNING_KEYS.contains(&key) {
+        return Some(format!("`{key}` belongs in the [tuning] section"));
+    }
     CLUSTER_SECTIONS.contains(&key).then(|| {
         format!("`{key}` belongs in cluster.toml: it is cluster-wide and replicated to the peer")
     })
 }
 
 fn misplaced_in_node(key: &str) -> Option<String> {
+    if TUNING_KEYS.contains(&key) {
+        return Some(format!(
+            "`{key}` belongs in the [tuning] section, not in [node]"
+        ));
+    }
     if crate::cluster::HEARTBEAT_KEYS.contains(&key) {
         return Some(format!(
             "`{key}` belongs in cluster.toml [heartbeat]: both nodes must use the same timings"
@@ -111,13 +120,14 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
         return None;
     }
     let root = Section::new("node.toml", 0..0, doc.get_ref());
-    let mut top: Vec<&str> = vec!["node", "admin"];
+    let mut top: Vec<&str> = vec!["node", "admin", "tuning"];
     top.extend(LOCAL_SECTIONS.iter().map(|(n, _)| *n));
     root.finish(ctx, &top, &misplaced_top);
 
     let mut facts = NodeFacts::default();
     let node = read_node(ctx, &root, base_dir, &mut facts);
     let admin = read_admin(ctx, root.get("admin"), base_dir, &mut facts);
+    let tuning = read_tuning(ctx, root.get("tuning"));
 
     let mut local = LocalSettings::default();
     for (name, _) in LOCAL_SECTIONS {
@@ -128,7 +138,8 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
         }
     }
 
-    let (Some((node, mut spans)), Some((admin, admin_span))) = (node, admin) else {
+    let (Some((node, mut spans)), Some((admin, admin_span)), Some(tuning)) = (node, admin, tuning)
+    else {
         return Some(ParsedNode {
             config: None,
             spans: None,
@@ -137,7 +148,12 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
     };
     spans.admin_listen = admin_span;
     check_ports(ctx, &node, &admin, &spans);
-    let config = (!ctx.has_errors()).then_some(NodeConfig { node, admin, local });
+    let config = (!ctx.has_errors()).then_some(NodeConfig {
+        node,
+        admin,
+        local,
+        tuning,
+    });
     Some(ParsedNode {
         config,
         spans: Some(spans),

@@ -61,6 +61,7 @@ pub fn check_json(loaded: &Loaded) -> Value {
             "interface": n.interface,
         },
         "heartbeat": c.heartbeat,
+        "tuning": loaded.node.tuning,
         "services": services,
         "generation": loaded.generation,
         "digest": loaded.digest,

@@ -251,3 +251,110 @@ fn warnings_do_not_fail_the_check() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn tuning_defaults_to_what_the_daemon_always_did() {
+    let minimal =
+        "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.0.0.1\"\nmanage_vips = false\n";
+    let n = parse_node_str(minimal, "node.toml", None).unwrap();
+    assert_eq!(n.tuning, Tuning::default());
+    assert_eq!(n.tuning.http_engine, HttpEngineKind::Batched);
+    assert_eq!(n.tuning.tcp_relay, TcpRelayKind::Auto);
+    assert!(n.tuning.relay_yield && n.tuning.heartbeat_realtime);
+    assert_eq!(n.tuning.workers, 0);
+    assert!(n.tuning.worker_threads() >= 1);
+}
+
+#[test]
+fn tuning_is_read_from_node_toml() {
+    let text = "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.0.0.1\"\nmanage_vips = false\n\
+        [tuning]\nhttp_engine = \"hyper\"\ntcp_relay = \"poll\"\nrelay_yield = false\nworkers = 3\nheartbeat_realtime = false\n";
+    let n = parse_node_str(text, "node.toml", None).unwrap();
+    assert_eq!(
+        n.tuning,
+        Tuning {
+            http_engine: HttpEngineKind::Hyper,
+            tcp_relay: TcpRelayKind::Poll,
+            relay_yield: false,
+            workers: 3,
+            heartbeat_realtime: false,
+        }
+    );
+    assert_eq!(n.tuning.worker_threads(), 3);
+    for (name, kind) in [
+        ("tasks", HttpEngineKind::Tasks),
+        ("batched", HttpEngineKind::Batched),
+    ] {
+        let t = text.replace("\"hyper\"", &format!("\"{name}\""));
+        assert_eq!(
+            parse_node_str(&t, "node.toml", None)
+                .unwrap()
+                .tuning
+                .http_engine,
+            kind
+        );
+        assert_eq!(kind.name(), name);
+    }
+    for (name, kind) in [
+        ("auto", TcpRelayKind::Auto),
+        ("uring", TcpRelayKind::Uring),
+        ("tasks", TcpRelayKind::Tasks),
+    ] {
+        let t = text.replace("\"poll\"", &format!("\"{name}\""));
+        assert_eq!(
+            parse_node_str(&t, "node.toml", None)
+                .unwrap()
+                .tuning
+                .tcp_relay,
+            kind
+        );
+        assert_eq!(kind.name(), name);
+    }
+}
+
+#[test]
+fn tuning_errors_are_all_reported_with_positions() {
+    let text = "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.0.0.1\"\nmanage_vips = false\n\
+        [tuning]\nhttp_engine = 1\nworkers = -1\nfoo = true\n";
+    let err = parse_node_str(text, "node.toml", None).unwrap_err();
+    let got: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        got[0].starts_with("node.toml:7:15: `http_engine` must be a string"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("node.toml:8:11: `workers` = -1 is out of range"),
+        "{got:?}"
+    );
+    assert!(
+        got[2].starts_with("node.toml:9:1: unknown key `foo` in [tuning]"),
+        "{got:?}"
+    );
+    let not_table = "tuning = 1\n[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.0.0.1\"\nmanage_vips = false\n";
+    let err = parse_node_str(not_table, "node.toml", None).unwrap_err();
+    assert!(
+        err.to_string().contains("`tuning` must be a table"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tuning_round_trips_through_serde() {
+    let t = Tuning {
+        http_engine: HttpEngineKind::Tasks,
+        tcp_relay: TcpRelayKind::Uring,
+        relay_yield: false,
+        workers: 8,
+        heartbeat_realtime: true,
+    };
+    let json = serde_json::to_value(t).unwrap();
+    assert_eq!(json["http_engine"], "tasks");
+    assert_eq!(json["tcp_relay"], "uring");
+    assert_eq!(serde_json::from_value::<Tuning>(json).unwrap(), t);
+    // A document without the section (an older serialised NodeConfig) gets the defaults.
+    assert_eq!(
+        serde_json::from_str::<Tuning>("{}").unwrap(),
+        Tuning::default()
+    );
+}
