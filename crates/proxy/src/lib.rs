@@ -1,9 +1,9 @@
 //! tandem's data plane: the virtual services of `cluster.toml`, served on tokio.
 //!
-//! This crate owns the listeners on every VIP:port, TCP mode (a byte relay with half-close) and HTTP mode (hyper,
-//! behind the [`HttpEngine`] seam), balancing ([`balance`]), health checks ([`health`]), persistence (tables from
-//! `tandem-stick`, or the http cookie), the per-server Drain/Halt/Online buttons, live reload, and the counters
-//! that the status view and the metrics endpoint read.
+//! This crate owns the listeners on every VIP:port, TCP mode (a byte relay with half-close) and HTTP mode (the
+//! native engine or hyper, behind the [`HttpEngine`] seam), balancing ([`balance`]), health checks ([`health`]),
+//! persistence (tables from `tandem-stick`, or the http cookie), the per-server Drain/Halt/Online buttons, live
+//! reload, and the counters that the status view and the metrics endpoint read.
 //!
 //! # Behaviour worth knowing
 //! - **Listeners** are bound with IP_FREEBIND (IPV6_FREEBIND) and SO_REUSEADDR, so a VIP that is not (yet) on this
@@ -39,8 +39,31 @@
 //!   (reconciled on every reload, entries naming removed servers dropped, expired entries swept every second);
 //!   all `now` values come from [`Proxy::clock`], which the replication session must share.
 //!
+//! # Modules
+//! Each imports only modules listed above it (no import circles); `lib.rs` ties them together.
+//! - `shared.rs`: the `lock` helper and `thread_tag`; imports nothing of the crate.
+//! - [`balance`], [`listener`], `woken.rs` (futures polled only when woken): leaves.
+//! - `buffer.rs`: the per-thread pool of read buffers, the short-read rule (`read_now`) and the cursor `Buf`.
+//! - `pool/`: idle upstream connections per real server (`mod.rs`), each engine's pooled connection type
+//!   (`hyper_conn.rs`, `h1_conn.rs`).
+//! - [`state`]: [`ServiceRuntime`], [`ServerRuntime`], counters, admin state; holds the pools, knows no engine.
+//! - [`health`]: the checks. `status.rs`: the [`ProxyStatus`] snapshot.
+//! - [`relay`]: TCP mode's relay: what the relays share (`mod.rs`), in the connection task ([`relay::tasks`]), or on
+//!   relay threads (`threads.rs`) running poll loops (`poll.rs`) or io_uring rings (`uring.rs`, `local_yield.rs`).
+//! - `ctx.rs`: [`ConnCtx`], what every connection task needs (stick tables, clock, shutdown, relay threads).
+//! - `route.rs`: server choice for one client (persistence, balancing, retry).
+//! - `tcp.rs`: TCP mode's connection: connect with retry, then relay.
+//! - `http/`: the [`HttpEngine`] seam and shared helpers (`mod.rs`); the hyper engine (`hyper_engine.rs`, with its
+//!   counting I/O in `io.rs`).
+//! - `h1/`: the native HTTP/1.1 engine ([`H1Engine`], `mod.rs`): the connection (`conn.rs`), one request on one
+//!   upstream connection (`forward.rs`), bodies (`body.rs`), deadlines (`timer.rs`), writes (`io.rs`), heads
+//!   (`head.rs`), chunked framing (`chunked.rs`), its threads (`threads.rs`) and batched io_uring sends
+//!   (`batch.rs`).
+//! - `lib.rs`: [`Proxy`]: start ([`ProxyOptions`]), reload, listeners and accept loops, buttons, status, shutdown.
+//!
 //! # Public API (what the daemon calls)
-//! [`Proxy::start`] / [`Proxy::start_with`], [`Proxy::reload`] -> [`ReloadReport`],
+//! [`Proxy::start`] / [`Proxy::start_with_options`] with [`ProxyOptions`] (the HTTP engine, [`TcpRelay`], relay
+//! yield; [`Proxy::start_with`] and [`Proxy::start_with_relay`] are shorthands), [`Proxy::reload`] -> [`ReloadReport`],
 //! [`Proxy::set_server_state`] with [`AdminState`], [`Proxy::status`] -> [`ProxyStatus`] (serde),
 //! [`Proxy::service`] (live atomic counters for metrics), [`Proxy::stick_tables`], [`Proxy::clock`],
 //! [`Proxy::shutdown`].

@@ -1,8 +1,8 @@
 //! TCP mode's relay once both sides are connected, in one of three ways (see [`crate::TcpRelay`]): in the
-//! connection's tokio task ([`tasks`]), or handed to dedicated threads ([`threads`]) that run an edge-triggered poll
-//! loop ([`poll`]) or an io_uring ring ([`uring`]) each. This module holds what they share: how a relay ends
-//! ([`RelayEnd`]), the idle rule ([`idle_limit`]), and the pair handed to a thread ([`Job`], [`Traffic`],
-//! [`Command`]).
+//! connection's tokio task ([`tasks`]), or handed to dedicated threads (`threads.rs`) that run an edge-triggered
+//! poll loop (`poll.rs`) or an io_uring ring (`uring.rs`, yielding to local processes as `local_yield.rs` decides)
+//! each. This module holds what they share: how a relay ends ([`RelayEnd`]), the idle rule (`idle_limit`), and the
+//! pair handed to a thread (`Job`, `Traffic`, `Command`).
 //!
 //! Semantics are the same everywhere: full duplex, a FIN passed on once everything before it was written, the pair
 //! closed when both directions are done, idle timeouts (`client_idle` while both directions are open,
