@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::election::{Action, Election, ElectionConfig, Event, Input, VipOp};
+use crate::election::{Action, Election, ElectionConfig, Event, Input, Timings, VipOp};
 use crate::ping::{PingConfig, PingVerdict};
 use tandem_types::Secret;
 
@@ -93,6 +93,12 @@ pub enum Command {
     LocalHealth {
         up: u32,
         total: u32,
+    },
+    /// A reload changed `[heartbeat]`: the new timings and auto-failback take effect without a restart (the
+    /// election's `Input::SetTimings` says how running timers follow). Ping pacing keeps its start-up value.
+    SetTimings {
+        timings: Timings,
+        auto_failback: bool,
     },
 }
 
@@ -268,7 +274,6 @@ impl Driver {
                 result_tx.clone(),
             ))
         });
-        let cap = Duration::from_millis(self.cfg.election.timings.interval_ms.clamp(1, 10));
         let mut buf = vec![0u8; 2048];
         let mut commands_open = true;
         let mut stopping_since: Option<Instant> = None;
@@ -303,6 +308,9 @@ impl Driver {
                 }
             }
             let next_ms = self.election.next_timeout();
+            // Never sleep longer than an interval (at most 10 ms), with the interval in force now.
+            let cap =
+                Duration::from_millis(self.election.config().timings.interval_ms.clamp(1, 10));
             let mut deadline = Instant::now() + cap;
             if next_ms != u64::MAX {
                 deadline = deadline.min(self.origin + Duration::from_millis(next_ms));
@@ -447,6 +455,24 @@ impl Driver {
                 tracing::warn!(node = %node, "takeover request not honoured by the peer");
                 "takeover request expired".to_string()
             }
+            Event::TimingsChanged {
+                timings: t,
+                auto_failback,
+            } => {
+                tracing::info!(
+                    node = %node,
+                    interval_ms = t.interval_ms,
+                    dead_ms = t.dead_ms,
+                    warn_ms = t.warn_ms,
+                    init_dead_ms = t.init_dead_ms,
+                    auto_failback,
+                    "heartbeat timings changed"
+                );
+                format!(
+                    "heartbeat timings: interval {} ms, dead {} ms, warn {} ms, init_dead {} ms, auto_failback {}",
+                    t.interval_ms, t.dead_ms, t.warn_ms, t.init_dead_ms, auto_failback
+                )
+            }
             Event::Refused { command, reason } => {
                 tracing::warn!(node = %node, command, %reason, "command refused");
                 format!("{command} refused: {reason}")
@@ -483,6 +509,13 @@ fn command_input(command: Command) -> Input {
         Command::CaughtUp(c) => Input::CaughtUp(c),
         Command::LocalConfig { generation, digest } => Input::LocalConfig { generation, digest },
         Command::LocalHealth { up, total } => Input::LocalHealth { up, total },
+        Command::SetTimings {
+            timings,
+            auto_failback,
+        } => Input::SetTimings {
+            timings,
+            auto_failback,
+        },
     }
 }
 

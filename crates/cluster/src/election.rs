@@ -110,6 +110,12 @@ pub enum Input {
         up: u32,
         total: u32,
     },
+    /// A reload changed `[heartbeat]`: new timings and auto-failback, applied live (`Election::set_timings` says
+    /// what happens to the timers already running).
+    SetTimings {
+        timings: Timings,
+        auto_failback: bool,
+    },
 }
 
 /// A VIP-layer operation.
@@ -221,6 +227,11 @@ pub enum Event {
     TakeoverRequested { failback: bool },
     /// A takeover request was not honoured in time.
     TakeoverRequestExpired,
+    /// New heartbeat timings (and auto-failback) took effect.
+    TimingsChanged {
+        timings: Timings,
+        auto_failback: bool,
+    },
     /// An admin command could not be carried out.
     Refused {
         command: &'static str,
@@ -253,10 +264,14 @@ pub struct PeerView {
 pub struct Election {
     cfg: ElectionConfig,
     state: NodeState,
+    /// Start of the start-up wait for a peer never heard (restarted by a change of timings while it runs).
     started_ms: u64,
     state_since_ms: u64,
     seq: u64,
     peer: Option<PeerView>,
+    /// The peer's silence is counted from here: when it was last heard, or when the timings last changed while it
+    /// was alive (so a shorter dead time does not declare it dead at once).
+    peer_clock_ms: u64,
     peer_warned: bool,
     peer_dead_reported: bool,
     ping: PingState,
@@ -310,6 +325,7 @@ impl Election {
             state_since_ms: now_ms,
             seq: 0,
             peer: None,
+            peer_clock_ms: now_ms,
             peer_warned: false,
             peer_dead_reported: false,
             ping,
@@ -391,12 +407,12 @@ impl Election {
         if self.cfg.has_peer {
             next = next.min(if self.send_now { 0 } else { self.next_send_ms });
         }
-        if let Some(peer) = &self.peer {
+        if self.peer.is_some() {
             if !self.peer_warned {
-                next = next.min(peer.last_heard_ms.saturating_add(t.warn_ms));
+                next = next.min(self.peer_clock_ms.saturating_add(t.warn_ms));
             }
             if !self.peer_dead_reported {
-                next = next.min(peer.last_heard_ms.saturating_add(t.dead_ms));
+                next = next.min(self.peer_clock_ms.saturating_add(t.dead_ms));
             }
         }
         match self.state {
@@ -472,6 +488,10 @@ impl Election {
                 self.servers_up = up;
                 self.servers_total = total;
             }
+            Input::SetTimings {
+                timings,
+                auto_failback,
+            } => self.set_timings(timings, auto_failback, now_ms, &mut out),
         }
         // A decision can enable the next one (init -> standby -> claim); a few passes always settle.
         for _ in 0..4 {
@@ -574,16 +594,84 @@ impl Election {
 
     // ---- inputs -------------------------------------------------------------------------------------------------
 
+    /// New `[heartbeat]` timings and auto-failback, taken live. The pair is meant to run the same timings (config
+    /// push brings the new cluster.toml to the peer within moments); the rule for the switch is that no timer
+    /// already running fires early or late because of the change itself:
+    ///
+    /// - a peer heard and not yet given up has its warn and dead deadlines restarted from `now` with the new
+    ///   lengths: a shorter dead time does not declare it dead at once because its last heartbeat is already older
+    ///   than that. A peer already declared dead stays dead (a longer dead time does not revive it);
+    /// - a start-up wait still running (`Init`) restarts from `now` with the new `init_dead_ms`;
+    /// - the keepalive cadence switches at the next send, which comes no later than one new interval from now (a
+    ///   much shorter interval is not held back by a send scheduled on the old one);
+    /// - the fault retry delay follows the dead time if it was derived from it ([`ElectionConfig::new`]);
+    /// - timings equal to the current ones move no timer (a reload that only flips auto-failback);
+    /// - auto-failback on or off is weighed at once, in the same step (turning it off withdraws a failback request).
+    ///
+    /// Timings that break the relations the election needs (`interval_ms >= 1`, `dead_ms > interval_ms`) are
+    /// refused: the config crate never lets them through, so a refusal here means a bug upstream.
+    fn set_timings(
+        &mut self,
+        timings: Timings,
+        auto_failback: bool,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if timings.interval_ms == 0 || timings.dead_ms <= timings.interval_ms {
+            refuse(
+                out,
+                "set timings",
+                format!(
+                    "interval_ms {} / dead_ms {}: dead_ms must exceed interval_ms >= 1",
+                    timings.interval_ms, timings.dead_ms
+                ),
+            );
+            return;
+        }
+        let old = self.cfg.timings;
+        if old == timings {
+            // Only auto-failback changed (or nothing): no timer moves.
+            if self.cfg.auto_failback != auto_failback {
+                self.cfg.auto_failback = auto_failback;
+                out.push(Action::Event(Event::TimingsChanged {
+                    timings,
+                    auto_failback,
+                }));
+            }
+            return;
+        }
+        if self.peer.is_some() && !self.peer_dead_reported {
+            self.peer_clock_ms = now;
+        }
+        if self.state == NodeState::Init {
+            self.started_ms = now;
+        }
+        self.next_send_ms = self
+            .next_send_ms
+            .min(now.saturating_add(timings.interval_ms));
+        if self.cfg.fault_retry_ms == old.dead_ms.max(1000) {
+            self.cfg.fault_retry_ms = timings.dead_ms.max(1000);
+        }
+        self.cfg.timings = timings;
+        self.cfg.auto_failback = auto_failback;
+        out.push(Action::Event(Event::TimingsChanged {
+            timings,
+            auto_failback,
+        }));
+    }
+
     fn check_silence(&mut self, now: u64, out: &mut Vec<Action>) {
         let t = self.cfg.timings;
         let Some(peer) = &self.peer else { return };
+        // Thresholds count from the peer clock; the events report the real silence.
+        let counted = now.saturating_sub(self.peer_clock_ms);
         let silent = now.saturating_sub(peer.last_heard_ms);
-        if !self.peer_warned && silent >= t.warn_ms {
+        if !self.peer_warned && counted >= t.warn_ms {
             self.peer_warned = true;
             self.stats.warn_time_exceeded += 1;
             out.push(Action::Event(Event::PeerSilent { silent_ms: silent }));
         }
-        if !self.peer_dead_reported && silent >= t.dead_ms {
+        if !self.peer_dead_reported && counted >= t.dead_ms {
             self.peer_dead_reported = true;
             out.push(Action::Event(Event::PeerDead { silent_ms: silent }));
         }
@@ -593,9 +681,10 @@ impl Election {
         if hb.node == self.cfg.node || hb.cluster != self.cfg.cluster {
             return;
         }
+        let was_alive = self.peer_alive(now);
         let previous = self.peer.take();
         match &previous {
-            Some(p) if now < p.last_heard_ms.saturating_add(self.cfg.timings.dead_ms) => {
+            Some(p) if was_alive => {
                 if p.heartbeat.boot_epoch != hb.boot_epoch || p.heartbeat.node != hb.node {
                     out.push(Action::Event(Event::PeerRestarted {
                         node: hb.node.clone(),
@@ -621,6 +710,7 @@ impl Election {
             heartbeat: hb,
             last_heard_ms: now,
         });
+        self.peer_clock_ms = now;
         self.peer_warned = false;
         self.peer_dead_reported = false;
     }
@@ -1002,9 +1092,14 @@ impl Election {
     // ---- transitions --------------------------------------------------------------------------------------------
 
     fn live_peer(&self, now: u64) -> Option<&Heartbeat> {
+        // Once declared dead, a peer stays dead until heard again (a longer dead time set meanwhile does not revive
+        // it).
+        if self.peer_dead_reported {
+            return None;
+        }
         self.peer
             .as_ref()
-            .filter(|p| now < p.last_heard_ms.saturating_add(self.cfg.timings.dead_ms))
+            .filter(|_| now < self.peer_clock_ms.saturating_add(self.cfg.timings.dead_ms))
             .map(|p| &p.heartbeat)
     }
 

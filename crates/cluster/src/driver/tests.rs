@@ -520,3 +520,53 @@ async fn restarting_standby_never_moves_the_active_and_failback_waits_for_caught
     n1.abort();
     n2.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_timings_command_changes_the_cadence_without_moving_the_role() {
+    let journal = Journal::default();
+    let (mut n1, mut n2) = pair(&journal).await;
+    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Standby && s.peer.is_some()
+    })
+    .await;
+    // Twice as slow: 40 ms heartbeats, 300 ms dead time.
+    let slower = Timings {
+        interval_ms: 40,
+        dead_ms: 300,
+        warn_ms: 160,
+        init_dead_ms: 600,
+    };
+    for node in [&n2, &n1] {
+        node.commands
+            .send(Command::SetTimings {
+                timings: slower,
+                auto_failback: false,
+            })
+            .await
+            .unwrap();
+    }
+    let s1 = wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+        s.last_event
+            .as_deref()
+            .is_some_and(|e| e.starts_with("heartbeat timings: interval 40 ms"))
+    })
+    .await;
+    let sent_before = s1.heartbeats.sent;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let s1 = n1.status.borrow().clone();
+    let s2 = n2.status.borrow().clone();
+    let sent = s1.heartbeats.sent - sent_before;
+    // About 10 heartbeats in 400 ms at the new interval (20 at the old one); wide bounds for a busy machine.
+    assert!((5..=15).contains(&sent), "{sent} heartbeats in 400 ms");
+    assert_eq!(s1.state, NodeState::Active);
+    assert_eq!(s2.state, NodeState::Standby);
+    assert_eq!(s1.takeovers, 1);
+    assert_eq!(journal.calls("lb2", "acquire").len(), 0);
+    assert_eq!(journal.calls("lb1", "release").len(), 0);
+    n1.abort();
+    n2.abort();
+}

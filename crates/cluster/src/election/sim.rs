@@ -278,6 +278,20 @@ impl Sim {
         }
     }
 
+    /// A reload on node `i` changes `[heartbeat]` live. The new values also become the simulation's (what a
+    /// restarted node reads, and the bounds the properties check).
+    pub fn set_timings(&mut self, i: usize, timings: Timings, auto_failback: bool) {
+        self.params.timings = timings;
+        self.params.auto_failback = auto_failback;
+        self.feed(
+            i,
+            Input::SetTimings {
+                timings,
+                auto_failback,
+            },
+        );
+    }
+
     pub fn set_mode(&mut self, mode: LinkMode) {
         if mode != self.mode {
             self.mode = mode;

@@ -97,6 +97,282 @@ fn heartbeats_follow_the_interval_and_changes_go_out_at_once() {
     assert_eq!(e.ping(), PingState::Unreachable);
 }
 
+// ---- live timings ---------------------------------------------------------------------------------------------
+
+/// A node (lb1) that has heard its peer (lb2) at `heard_at`, with 100/1000/500/3000 ms timings.
+fn node_hearing_peer(heard_at: u64) -> Election {
+    let t = Timings {
+        interval_ms: 100,
+        dead_ms: 1000,
+        warn_ms: 500,
+        init_dead_ms: 3000,
+    };
+    let mut a = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
+        0,
+    );
+    let mut b = Election::new(
+        ElectionConfig::new("c", "lb2", Role::Secondary, true, t, 2),
+        0,
+    );
+    a.handle(Input::Tick, 0);
+    let hb = b
+        .handle(Input::Tick, heard_at)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::SendHeartbeat(hb) => Some(hb),
+            _ => None,
+        })
+        .expect("the peer sends at start");
+    a.handle(Input::PeerHeartbeat(hb), heard_at);
+    assert!(a.peer_alive(heard_at));
+    a
+}
+
+fn set_timings(e: &mut Election, t: Timings, now: u64) -> Vec<Action> {
+    e.handle(
+        Input::SetTimings {
+            timings: t,
+            auto_failback: false,
+        },
+        now,
+    )
+}
+
+fn peer_dead_event(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::PeerDead { .. })))
+}
+
+#[test]
+fn shorter_dead_time_restarts_the_peer_deadline_from_now() {
+    let mut e = node_hearing_peer(0);
+    // Heard 700 ms ago; the new dead time is 300 ms: the peer must not be declared dead at once.
+    let short = Timings {
+        interval_ms: 50,
+        dead_ms: 300,
+        warn_ms: 150,
+        init_dead_ms: 600,
+    };
+    let actions = set_timings(&mut e, short, 700);
+    assert!(!peer_dead_event(&actions));
+    assert!(actions.contains(&Action::Event(Event::TimingsChanged {
+        timings: short,
+        auto_failback: false
+    })));
+    assert!(e.peer_alive(700) && e.peer_alive(999));
+    assert_eq!(e.config().timings, short);
+    // Still silent: dead one new dead time after the change.
+    assert!(!peer_dead_event(&e.handle(Input::Tick, 999)));
+    assert!(e.next_timeout() <= 1000);
+    assert!(peer_dead_event(&e.handle(Input::Tick, 1000)));
+    assert!(!e.peer_alive(1000));
+}
+
+#[test]
+fn longer_dead_time_does_not_revive_a_dead_peer() {
+    let mut e = node_hearing_peer(0);
+    assert!(peer_dead_event(&e.handle(Input::Tick, 1000)));
+    let long = Timings {
+        interval_ms: 100,
+        dead_ms: 5000,
+        warn_ms: 500,
+        init_dead_ms: 6000,
+    };
+    let actions = set_timings(&mut e, long, 1100);
+    assert!(
+        !e.peer_alive(1100),
+        "a peer given up stays given up until heard"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(Event::PeerUp { .. })))
+    );
+}
+
+#[test]
+fn longer_dead_time_gives_a_live_peer_the_new_time_from_now() {
+    let mut e = node_hearing_peer(0);
+    let long = Timings {
+        interval_ms: 100,
+        dead_ms: 2000,
+        warn_ms: 1500,
+        init_dead_ms: 6000,
+    };
+    set_timings(&mut e, long, 900);
+    assert!(!peer_dead_event(&e.handle(Input::Tick, 2899)));
+    assert!(e.peer_alive(2899));
+    assert!(peer_dead_event(&e.handle(Input::Tick, 2900)));
+}
+
+#[test]
+fn shorter_interval_is_used_from_the_next_send_at_the_latest() {
+    let t = timings();
+    let mut e = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
+        0,
+    );
+    e.handle(Input::Tick, 0);
+    assert_eq!(e.next_timeout(), 200);
+    let fast = Timings {
+        interval_ms: 50,
+        ..t
+    };
+    set_timings(&mut e, fast, 10);
+    assert_eq!(
+        e.next_timeout(),
+        60,
+        "not held back by the send planned on the old interval"
+    );
+    let sent = e.handle(Input::Tick, 60);
+    assert!(sent.iter().any(|a| matches!(a, Action::SendHeartbeat(_))));
+    assert_eq!(e.next_timeout(), 110);
+    // A longer interval takes over after the send already planned.
+    let slow = Timings {
+        interval_ms: 300,
+        ..t
+    };
+    set_timings(&mut e, slow, 70);
+    assert_eq!(e.next_timeout(), 110);
+    e.handle(Input::Tick, 110);
+    assert_eq!(e.next_timeout(), 410);
+}
+
+#[test]
+fn start_up_wait_restarts_with_new_timings() {
+    let t = timings();
+    let mut e = Election::new(
+        ElectionConfig::new("c", "lb2", Role::Secondary, true, t, 1),
+        0,
+    );
+    e.handle(Input::Tick, 0);
+    let short = Timings {
+        init_dead_ms: 1500,
+        ..t
+    };
+    // 2500 ms into a 3000 ms wait, the new wait is 1500 ms: it runs from now, not from the start.
+    let actions = set_timings(&mut e, short, 2500);
+    assert!(!actions.contains(&Action::AcquireVips));
+    assert_eq!(e.state(), NodeState::Init);
+    assert!(!e.handle(Input::Tick, 3999).contains(&Action::AcquireVips));
+    assert!(e.handle(Input::Tick, 4000).contains(&Action::AcquireVips));
+}
+
+#[test]
+fn unusable_timings_are_refused_and_change_nothing() {
+    let t = timings();
+    let mut e = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
+        0,
+    );
+    for bad in [
+        Timings {
+            interval_ms: 0,
+            ..t
+        },
+        Timings { dead_ms: 200, ..t },
+    ] {
+        let actions = set_timings(&mut e, bad, 5);
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Event(Event::Refused {
+                command: "set timings",
+                ..
+            })
+        )));
+        assert_eq!(e.config().timings, t);
+    }
+}
+
+#[test]
+fn same_timings_move_no_timer() {
+    let mut e = node_hearing_peer(0);
+    let t = e.config().timings;
+    let actions = set_timings(&mut e, t, 900);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(Event::TimingsChanged { .. })))
+    );
+    assert!(
+        peer_dead_event(&e.handle(Input::Tick, 1000)),
+        "deadline unchanged"
+    );
+}
+
+#[test]
+fn both_nodes_switch_timings_mid_run_without_a_role_change() {
+    for (from, to) in [(200, 50), (50, 200), (20, 7)] {
+        let mut p = SimParams::new(from);
+        p.max_delay_ms = 2;
+        let mut sim = started(p);
+        sim.run_for(10 * from);
+        assert!(sim.nodes[0].is_active() && sim.nodes[1].state() == Some(NodeState::Standby));
+        let since = sim.now;
+        let new = SimParams::new(to).timings;
+        // The nodes reload at different moments (config push takes a little while).
+        sim.set_timings(1, new, false);
+        sim.run_for(from / 2 + 3);
+        sim.set_timings(0, new, false);
+        sim.run_for(20 * from.max(to));
+        assert!(sim.nodes[0].is_active(), "{from} -> {to}");
+        assert_eq!(
+            sim.nodes[1].state(),
+            Some(NodeState::Standby),
+            "{from} -> {to}"
+        );
+        assert_eq!(sim.active_exits, [0, 0], "{from} -> {to}");
+        for i in 0..2 {
+            assert!(
+                sim.first_event(i, since, |e| matches!(
+                    e,
+                    Event::StateChanged { .. } | Event::PeerDead { .. } | Event::SplitBrain { .. }
+                ))
+                .is_none(),
+                "{from} -> {to}: {:?}",
+                sim.nodes[i].events
+            );
+        }
+        // The new cadence is in force on both: heartbeats per second follow the new interval.
+        let sent = sim.nodes[0].heartbeats_sent;
+        sim.run_for(1000);
+        let per_second = sim.nodes[0].heartbeats_sent - sent;
+        assert!(
+            per_second.abs_diff(1000 / to) <= 2,
+            "{from} -> {to}: {per_second}/s"
+        );
+        sim.assert_clean();
+    }
+}
+
+#[test]
+fn auto_failback_turned_on_live_hands_back_to_the_primary() {
+    let mut sim = started(SimParams::new(20));
+    sim.crash(0);
+    sim.run_for(200);
+    sim.start(0);
+    sim.feed(0, Input::CaughtUp(true));
+    sim.run_for(1000);
+    assert!(sim.nodes[1].is_active(), "no failback configured");
+    let t = sim.params.timings;
+    sim.set_timings(1, t, true);
+    sim.set_timings(0, t, true);
+    sim.run_for(100);
+    assert!(sim.nodes[0].is_active() && !sim.nodes[1].holds());
+    // And off again: a later return of the primary stays standby.
+    sim.set_timings(0, t, false);
+    sim.set_timings(1, t, false);
+    sim.crash(0);
+    sim.run_for(200);
+    sim.start(0);
+    sim.feed(0, Input::CaughtUp(true));
+    sim.run_for(1000);
+    assert!(sim.nodes[1].is_active());
+    sim.assert_clean();
+}
+
 // ---- the pair -------------------------------------------------------------------------------------------------
 
 #[test]
