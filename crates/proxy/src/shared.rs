@@ -8,8 +8,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A number naming the current thread, for [`crate::pool::Reusable::home`] (cheaper than
-/// `std::thread::current().id()`).
+/// A number naming the current thread (cheaper than `std::thread::current().id()`): where a pooled upstream
+/// connection is at home, and which thread a batched send belongs to.
 pub(crate) fn thread_tag() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
