@@ -7,6 +7,7 @@
 //! It does not touch the VIPs itself: the daemon implements `VipControl` with the vip crate. Protocol and rules are
 //! documented in `docs/protocol.md`.
 
+#[cfg(feature = "driver")]
 pub mod driver;
 pub mod election;
 pub mod epoch;
