@@ -1,18 +1,19 @@
-//! Loading, validating, diffing and versioning tandem's two configuration files:
+//! Loading, validating, versioning and planning the reload of tandem's two configuration files:
 //! `cluster.toml` (replicated to the peer) and `node.toml` (this node only).
 //!
 //! Every problem is reported at once as `file:line:col: reason` ([`Diagnostics`]). An accepted
 //! `cluster.toml` has a canonical form ([`canonical_toml`]) whose SHA-256 is its [`digest`],
-//! and a generation number kept in `state_dir` ([`generation`]). The reference for both files
-//! is `docs/configuration.md`.
+//! and a generation number kept in `state_dir` ([`generation`]). What a new configuration
+//! changes is one [`ReloadPlan`] (and a [`NodePlan`] for `node.toml`). The reference for both
+//! files is `docs/configuration.md`.
 
 mod canonical;
 mod cluster;
 mod diag;
-mod diff;
 pub mod generation;
 pub mod model;
 mod node;
+mod plan;
 mod reader;
 mod report;
 pub mod secret;
@@ -25,9 +26,12 @@ pub use canonical::{
 pub use cluster::LOCAL_SECTIONS;
 pub use cluster::defaults as cluster_defaults;
 pub use diag::{Diagnostic, Diagnostics};
-pub use diff::{ConfigDiff, ServiceChange, diff};
 pub use model::*;
 pub use node::defaults as node_defaults;
+pub use plan::{
+    Announce, HeartbeatTimings, NodePlan, ReloadPlan, Renamed, ServerChange, ServerPlan,
+    ServiceChange, ServiceDelta, ServicePlan, Setting, VipPlan, effective_fallback, service_vips,
+};
 pub use report::{check_json, check_summary, persistence_json};
 
 use cluster::{ClusterSpans, ParsedCluster};

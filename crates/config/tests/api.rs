@@ -1,4 +1,4 @@
-//! The API the daemon and the CLI use: load/check with generations, diff, peer configs,
+//! The API the daemon and the CLI use: load/check with generations, reload plan, peer configs,
 //! defaults and path resolution.
 #![allow(clippy::unwrap_used)]
 
@@ -132,10 +132,20 @@ fn load_records_generations_and_check_does_not() {
     let second = load_dir(dir.path()).unwrap();
     assert_eq!(second.generation, 2);
     assert_ne!(second.digest, first.digest);
-    let d = diff(&first.cluster, &second.cluster);
-    assert_eq!(d.changed.len(), 1);
-    assert_eq!(d.changed[0].servers_changed, vec!["web2".to_string()]);
-    assert!(!d.changed[0].listeners_changed);
+    let plan = ReloadPlan::new(&first.cluster, &second.cluster);
+    assert_eq!(plan.changed(), vec!["web"]);
+    let ServiceChange::Changed(d) = &plan.service("web").unwrap().change else {
+        panic!("{plan:?}");
+    };
+    let web2 = d.servers.iter().find(|s| s.label == "web2").unwrap();
+    assert_eq!(
+        web2.change,
+        ServerChange::Kept {
+            weight: Some(60),
+            check_restarts: false
+        }
+    );
+    assert!(!d.listeners_changed);
 }
 
 #[test]
@@ -166,7 +176,7 @@ fn missing_files_are_reported_without_position() {
 }
 
 #[test]
-fn diff_lists_added_removed_and_changed_services() {
+fn reload_plan_lists_added_removed_and_changed_services() {
     let old = parse_cluster_str(CLUSTER, "old").unwrap();
     let new_text = CLUSTER
         .replace("ports = [3306]", "ports = [3306, 3307]")
@@ -176,18 +186,20 @@ fn diff_lists_added_removed_and_changed_services() {
             "[cluster]\nname = \"lab\"\n[heartbeat]\nauto_failback = true",
         );
     let new = parse_cluster_str(&new_text, "new").unwrap();
-    let d = diff(&old, &new);
-    assert_eq!(d.added, vec!["www".to_string()]);
-    assert_eq!(d.removed, vec!["web".to_string()]);
-    assert_eq!(d.changed.len(), 1);
-    assert_eq!(d.changed[0].label, "db");
-    assert!(d.changed[0].listeners_changed);
-    assert!(d.heartbeat_changed);
-    assert!(!d.health_defaults_changed);
-    let shown = d.to_string();
-    assert!(shown.contains("service \"www\" added"), "{shown}");
-    assert!(diff(&old, &old).is_empty());
-    assert_eq!(diff(&old, &old).to_string(), "no changes");
+    let plan = ReloadPlan::new(&old, &new);
+    assert_eq!(plan.added(), vec!["www"]);
+    assert_eq!(plan.removed(), vec!["web"]);
+    assert_eq!(plan.changed(), vec!["db"]);
+    match &plan.service("db").unwrap().change {
+        ServiceChange::Changed(d) => assert!(d.listeners_changed),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(plan.auto_failback, Some(true));
+    assert!(!plan.health_defaults_changed);
+    let shown = plan.to_string();
+    assert!(shown.contains("1 service added (www)"), "{shown}");
+    assert!(ReloadPlan::new(&old, &old).is_empty());
+    assert_eq!(ReloadPlan::new(&old, &old).to_string(), "no changes");
 }
 
 #[test]
