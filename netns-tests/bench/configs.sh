@@ -106,8 +106,8 @@ proxy_configs() {
   done
 }
 
-# node_toml DIR ADMIN_LISTEN ADDRESS HEARTBEAT_PORT SYNC_PORT : DIR/node.toml of a standalone node, its secret and
-# state directory.
+# node_toml DIR ADMIN_LISTEN ADDRESS HEARTBEAT_PORT SYNC_PORT [TUNING] : DIR/node.toml of a standalone node, its
+# secret and state directory; TUNING (e.g. 'workers = 1') is the body of its [tuning] section.
 node_toml() {
   local d=$1
   mkdir -p "$d/state"
@@ -127,6 +127,8 @@ secret_file = "$d/secret"
 state_dir = "$d/state"
 [admin]
 listen = "$2"
+[tuning]
+${6:-}
 EOF
 }
 

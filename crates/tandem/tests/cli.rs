@@ -336,3 +336,66 @@ fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut body).unwrap();
     body
 }
+
+/// `[tuning]` in node.toml chooses the engine, relay, workers, yielding and priority (no environment variables):
+/// a daemon told to relay TCP and serve HTTP in its tasks says so in its log and serves through them.
+#[test]
+fn tuning_in_node_toml_chooses_engine_and_relay() {
+    let _ctl = banner_backend("127.0.0.71:23307", "ctl-t");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        "[cluster]\nname = \"tuning-test\"\n[health_check]\ninterval_ms = 100\nrise = 1\nfall = 2\n\
+         [[service]]\nlabel = \"db\"\nvip = \"127.0.0.70\"\nports = [23307]\nmode = \"tcp\"\n\
+         [[service.server]]\nlabel = \"ctl-t\"\naddress = \"127.0.0.71\"\nport = 23307\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("node.toml"),
+        format!(
+            "[node]\nname = \"solo\"\nrole = \"primary\"\ninterface = \"lo\"\naddress = \"127.0.0.1\"\n\
+             heartbeat_port = 26695\nsync_port = 27779\nmanage_vips = false\nstate_dir = \"{}/state\"\n\
+             [admin]\nlisten = \"127.0.0.1:29081\"\n\
+             [tuning]\nworkers = 1\ntcp_relay = \"tasks\"\nhttp_engine = \"tasks\"\nrelay_yield = false\n\
+             heartbeat_realtime = false\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let checked = tandem()
+        .arg("check")
+        .arg("--config-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", text(&checked));
+    let log_path = dir.path().join("daemon.log");
+    let child = tandem()
+        .arg("run")
+        .arg("--config-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while banner_through_opt("127.0.0.70:23307").as_deref() != Some("ctl-t") {
+        assert!(
+            Instant::now() < deadline,
+            "no banner through the VIP; log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("TCP mode relays in the connection tasks ([tuning] tcp_relay = \"tasks\")"),
+        "{log}"
+    );
+    assert!(
+        log.contains("HTTP mode in the runtime's tasks, writes not batched ([tuning] http_engine = \"tasks\")"),
+        "{log}"
+    );
+    drop(daemon);
+}

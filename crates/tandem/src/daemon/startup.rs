@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tandem_admin::Credentials;
 use tandem_cluster::driver::{ClusterHandle, Command, DriverConfig};
 use tandem_cluster::election::{ElectionConfig, Timings};
-use tandem_config::{Loaded, NodeConfig};
-use tandem_proxy::{Proxy, SharedStickTables};
+use tandem_config::{HttpEngineKind, Loaded, NodeConfig, TcpRelayKind, Tuning};
+use tandem_proxy::{Proxy, ProxyOptions, SharedStickTables};
 use tandem_stick::StickTables;
 use tandem_sync::SyncParams;
 use tandem_types::Secret;
@@ -48,7 +48,7 @@ pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
         tracing::warn!("{warning}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_count())
+        .worker_threads(worker_count(&loaded.node.tuning))
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -56,13 +56,54 @@ pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Worker threads: TANDEM_WORKERS, else one per core (benchmarks pin it for fairness).
-fn worker_count() -> usize {
-    std::env::var("TANDEM_WORKERS")
-        .ok()
-        .and_then(|w| w.parse::<usize>().ok())
-        .filter(|w| *w > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+/// Worker threads: `[tuning] workers`, 0 = one per core (benchmarks pin it for fairness).
+fn worker_count(tuning: &Tuning) -> usize {
+    match tuning.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n as usize,
+    }
+}
+
+/// The HTTP engine `[tuning] http_engine` names.
+fn http_engine(tuning: &Tuning) -> Arc<dyn tandem_proxy::HttpEngine> {
+    match tuning.http_engine {
+        HttpEngineKind::Hyper => {
+            tracing::info!("HTTP mode on the hyper engine ([tuning] http_engine = \"hyper\")");
+            Arc::new(tandem_proxy::HyperEngine)
+        }
+        HttpEngineKind::Tasks => {
+            tracing::info!(
+                "HTTP mode in the runtime's tasks, writes not batched ([tuning] http_engine = \"tasks\")"
+            );
+            Arc::new(tandem_proxy::H1Engine::in_runtime())
+        }
+        HttpEngineKind::Batched => match tandem_proxy::H1Engine::on_threads(worker_count(tuning)) {
+            Ok(engine) => Arc::new(engine),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the HTTP threads; HTTP mode runs in the main runtime");
+                Arc::new(tandem_proxy::H1Engine::in_runtime())
+            }
+        },
+    }
+}
+
+/// The TCP relay `[tuning] tcp_relay` names (`uring` and `auto` ask for the same; the daemon refuses to run on
+/// the poll loops only for `uring`, after the proxy started).
+fn tcp_relay(tuning: &Tuning) -> tandem_proxy::TcpRelay {
+    let workers = worker_count(tuning);
+    match tuning.tcp_relay {
+        TcpRelayKind::Tasks => {
+            tracing::info!(
+                "TCP mode relays in the connection tasks ([tuning] tcp_relay = \"tasks\")"
+            );
+            tandem_proxy::TcpRelay::Tasks
+        }
+        TcpRelayKind::Poll => {
+            tracing::info!("TCP mode relays on poll loops ([tuning] tcp_relay = \"poll\")");
+            tandem_proxy::TcpRelay::Loops(workers)
+        }
+        TcpRelayKind::Auto | TcpRelayKind::Uring => tandem_proxy::TcpRelay::Uring(workers),
+    }
 }
 
 fn secret_for(node: &NodeConfig) -> Result<Secret> {
@@ -156,12 +197,18 @@ fn admin_credentials(node: &NodeConfig) -> Result<Option<Credentials>> {
 /// The election runs on its own OS thread with its own runtime, at real-time priority when the
 /// kernel allows it: a proxy busy with thousands of connections (or a loaded machine) must not
 /// delay heartbeats, or a healthy peer would be declared dead at short dead times.
-async fn spawn_heartbeat_thread(driver: DriverConfig, vips: DaemonVips) -> Result<ClusterHandle> {
+async fn spawn_heartbeat_thread(
+    driver: DriverConfig,
+    vips: DaemonVips,
+    realtime: bool,
+) -> Result<ClusterHandle> {
     let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("tandem-heartbeat".into())
         .spawn(move || {
-            raise_to_realtime();
+            if realtime {
+                raise_to_realtime();
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -192,9 +239,6 @@ async fn spawn_heartbeat_thread(driver: DriverConfig, vips: DaemonVips) -> Resul
 
 /// SCHED_RR for the calling thread; without CAP_SYS_NICE it stays a normal thread.
 fn raise_to_realtime() {
-    if std::env::var("TANDEM_HEARTBEAT_RT").as_deref() == Ok("0") {
-        return;
-    }
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: sched_setscheduler(0, ..) only changes the calling thread's policy; `param` is valid.
     let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
@@ -244,52 +288,27 @@ impl Daemon {
         }));
 
         let stick: SharedStickTables = Arc::new(Mutex::new(StickTables::new()));
-        // HTTP mode runs on the native engine, on one thread of its own per worker (small writes batched through
-        // io_uring); TANDEM_HTTP_ENGINE=tasks serves it in the main runtime's tasks without batching, =hyper on the
-        // hyper engine (a fallback should a client or server ever disagree with the native engine).
-        let engine: Arc<dyn tandem_proxy::HttpEngine> = match std::env::var("TANDEM_HTTP_ENGINE")
-            .as_deref()
-        {
-            Ok("hyper") => {
-                tracing::info!("HTTP mode on the hyper engine (TANDEM_HTTP_ENGINE=hyper)");
-                Arc::new(tandem_proxy::HyperEngine)
-            }
-            Ok("tasks") => {
-                tracing::info!(
-                    "HTTP mode in the runtime's tasks, writes not batched (TANDEM_HTTP_ENGINE=tasks)"
-                );
-                Arc::new(tandem_proxy::H1Engine::in_runtime())
-            }
-            _ => match tandem_proxy::H1Engine::on_threads(worker_count()) {
-                Ok(engine) => Arc::new(engine),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot start the HTTP threads; HTTP mode runs in the main runtime");
-                    Arc::new(tandem_proxy::H1Engine::in_runtime())
-                }
-            },
-        };
-        // TCP mode relays established pairs on one io_uring thread per worker (poll loops where io_uring cannot be
-        // set up); TANDEM_TCP_RELAY=poll forces the poll loops, =tasks relays in the connection tasks (the earliest
-        // way, kept as a fallback).
-        let tcp_relay = match std::env::var("TANDEM_TCP_RELAY").as_deref() {
-            Ok("tasks") => {
-                tracing::info!("TCP mode relays in the connection tasks (TANDEM_TCP_RELAY=tasks)");
-                tandem_proxy::TcpRelay::Tasks
-            }
-            Ok("poll") => {
-                tracing::info!("TCP mode relays on poll loops (TANDEM_TCP_RELAY=poll)");
-                tandem_proxy::TcpRelay::Loops(worker_count())
-            }
-            _ => tandem_proxy::TcpRelay::Uring(worker_count()),
-        };
-        let proxy = Proxy::start_with_relay(
+        let tuning = &node.tuning;
+        let proxy = Proxy::start_with_options(
             cluster.clone(),
             stick,
-            tandem_stick::Clock::new(),
-            engine,
-            tcp_relay,
+            ProxyOptions {
+                clock: tandem_stick::Clock::new(),
+                http_engine: http_engine(tuning),
+                tcp_relay: tcp_relay(tuning),
+                relay_yield: tuning.relay_yield,
+            },
         )
         .map_err(|e| anyhow!("{e}"))?;
+        if tuning.tcp_relay == TcpRelayKind::Uring
+            && !matches!(proxy.tcp_relay(), tandem_proxy::TcpRelay::Uring(_))
+        {
+            proxy.shutdown().await;
+            return Err(anyhow!(
+                "[tuning] tcp_relay = \"uring\" but io_uring cannot be set up here (see the log); \
+                 use \"auto\" to fall back to the poll loops"
+            ));
+        }
 
         let heartbeat = &cluster.heartbeat;
         let state_dir = node.node.state_dir.clone();
@@ -318,13 +337,14 @@ impl Daemon {
         let peer = node
             .node
             .peer
-            .map(|peer| SocketAddr::new(peer, peer_port(node.node.heartbeat_port)));
+            .map(|peer| SocketAddr::new(peer, node.node.heartbeat_port));
         let sync_secret = secret.clone();
         let mut driver = DriverConfig::new(election, bind, peer, secret);
         driver.ping_nodes = heartbeat.ping_nodes.clone();
-        let cluster_handle = spawn_heartbeat_thread(driver, DaemonVips(vips.clone()))
-            .await
-            .with_context(|| format!("starting the heartbeat on {bind}"))?;
+        let cluster_handle =
+            spawn_heartbeat_thread(driver, DaemonVips(vips.clone()), tuning.heartbeat_realtime)
+                .await
+                .with_context(|| format!("starting the heartbeat on {bind}"))?;
         let _ = cluster_handle
             .commands
             .send(Command::LocalConfig {
@@ -364,7 +384,7 @@ impl Daemon {
         let current = self.current();
         let params = SyncParams {
             local: SocketAddr::new(self.node.node.address, self.node.node.sync_port),
-            peer: SocketAddr::new(peer, peer_sync_port(self.node.node.sync_port)),
+            peer: SocketAddr::new(peer, self.node.node.sync_port),
             identity: tandem_sync::Identity::new(current.cluster.cluster.name.clone(), secret),
             role: self.node.node.role,
             settings: Default::default(),
@@ -412,21 +432,4 @@ impl Daemon {
         self.proxy.shutdown().await;
         tracing::info!("stopped");
     }
-}
-
-/// Like the heartbeat port: the same on both nodes unless a test overrides it.
-fn peer_sync_port(own: u16) -> u16 {
-    std::env::var("TANDEM_PEER_SYNC_PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(own)
-}
-
-/// Both nodes use the same heartbeat port, except when a test runs two nodes on one host and sets
-/// `TANDEM_PEER_HEARTBEAT_PORT`.
-fn peer_port(own: u16) -> u16 {
-    std::env::var("TANDEM_PEER_HEARTBEAT_PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(own)
 }
