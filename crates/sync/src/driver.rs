@@ -1,5 +1,6 @@
-//! The thin tokio driver: dials or accepts the one TCP session, runs the handshake and the
-//! state machines, and publishes [`SyncStatus`].
+//! The thin tokio driver: dials or accepts the one TCP session, runs the handshake, moves frames
+//! between the socket and the [`SyncEngine`], sleeps until its `next_timeout`, and publishes the
+//! [`SyncStatus`] when the engine says so. Every timing decision is the engine's.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,67 +17,17 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
 use tracing::{debug, info, warn};
 
-use crate::config_push::{
-    ConfigAction, ConfigPush, ConfigRole, ConfigSink, ConfigSyncState, LocalConfig,
-};
+use crate::config_push::{ConfigSink, LocalConfig};
+use crate::engine::SyncEngine;
+// Their home is the engine (they build without tokio); these paths are kept for callers.
+pub use crate::engine::{SyncParams, SyncSettings, dials};
 use crate::handshake::{AcceptorHandshake, DialerHandshake, Identity, SessionKeys};
 use crate::reject::{RejectCounters, RejectReason, Rejection};
-use crate::replication::{ReplicationSettings, Replicator};
-use crate::session::{Message, Session, SessionTimers};
-use crate::status::{ConfigStatus, SyncCounters, SyncStatus, TableSyncStatus};
-use crate::wire::{DEFAULT_MAX_FRAME, length_codec};
+use crate::status::SyncStatus;
+use crate::wire::length_codec;
 
 /// The stick tables, shared with the proxy.
 pub type SharedTables = Arc<Mutex<StickTables>>;
-
-/// Who opens the TCP connection: the node whose `(address, port)` is lower dials, the other
-/// accepts. Both nodes compute the same answer from their `node.toml`s.
-pub fn dials(local: SocketAddr, peer: SocketAddr) -> bool {
-    (local.ip(), local.port()) < (peer.ip(), peer.port())
-}
-
-/// Tunables of the driver.
-#[derive(Debug, Clone)]
-pub struct SyncSettings {
-    pub max_frame: usize,
-    /// How often the change log is read for new updates (the batching interval).
-    pub batch_interval: Duration,
-    pub timers: SessionTimers,
-    pub handshake_timeout: Duration,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// Sealed frames waiting for the socket; beyond this nothing more is read from the tables.
-    pub write_queue_frames: usize,
-    pub replication: ReplicationSettings,
-}
-
-impl Default for SyncSettings {
-    fn default() -> Self {
-        Self {
-            max_frame: DEFAULT_MAX_FRAME,
-            batch_interval: Duration::from_millis(2),
-            timers: SessionTimers::default(),
-            handshake_timeout: Duration::from_secs(5),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(3),
-            write_queue_frames: 32,
-            replication: ReplicationSettings::default(),
-        }
-    }
-}
-
-/// What the daemon gives the sync task.
-#[derive(Debug, Clone)]
-pub struct SyncParams {
-    /// This node's sync address (`node.address`, `node.sync_port`): listened on when accepting,
-    /// the source address when dialing.
-    pub local: SocketAddr,
-    /// The peer's (`node.peer`, same port).
-    pub peer: SocketAddr,
-    pub identity: Identity,
-    pub role: ConfigRole,
-    pub settings: SyncSettings,
-}
 
 /// The daemon's side of a running sync task.
 pub struct SyncHandle {
@@ -125,7 +76,6 @@ pub async fn spawn_sync(
     local_config: Option<LocalConfig>,
     active: bool,
 ) -> std::io::Result<SyncHandle> {
-    let mut params = params;
     if params.local == params.peer {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -135,13 +85,6 @@ pub async fn spawn_sync(
             ),
         ));
     }
-    // Messages of entries/updates must fit a frame with room for the envelope.
-    let settings = &mut params.settings;
-    settings.replication.max_message_bytes = settings
-        .replication
-        .max_message_bytes
-        .min(settings.max_frame / 4)
-        .max(1);
     let listener = if dials(params.local, params.peer) {
         None
     } else {
@@ -154,24 +97,22 @@ pub async fn spawn_sync(
     SystemRandom::new()
         .fill(&mut process)
         .map_err(|_| std::io::Error::other("system random source failed"))?;
+    let engine = SyncEngine::new(
+        &params,
+        local_config,
+        sink,
+        u64::from_le_bytes(process),
+        clock.now_ms(),
+    );
     let driver = Driver {
-        replicator: Replicator::new(
-            params.settings.replication.clone(),
-            u64::from_le_bytes(process),
-        ),
-        config: ConfigPush::new(params.role, local_config),
+        engine,
         params,
         tables,
         clock,
-        sink,
         status_tx,
         config_rx,
         active_rx,
         rejects: Arc::new(Mutex::new(RejectCounters::default())),
-        counters: SyncCounters::default(),
-        connected: false,
-        protocol_version: None,
-        last_error: None,
     };
     let task = tokio::spawn(driver.run(listener));
     Ok(SyncHandle {
@@ -183,20 +124,14 @@ pub async fn spawn_sync(
 }
 
 struct Driver {
+    engine: SyncEngine,
     params: SyncParams,
     tables: SharedTables,
     clock: Clock,
-    sink: Box<dyn ConfigSink>,
     status_tx: watch::Sender<SyncStatus>,
     config_rx: watch::Receiver<Option<LocalConfig>>,
     active_rx: watch::Receiver<bool>,
-    replicator: Replicator,
-    config: ConfigPush,
     rejects: Arc<Mutex<RejectCounters>>,
-    counters: SyncCounters,
-    connected: bool,
-    protocol_version: Option<u16>,
-    last_error: Option<String>,
 }
 
 /// An authenticated connection ready for the session.
@@ -399,9 +334,51 @@ enum SessionEnd {
     Replaced(Box<Authenticated>),
 }
 
+/// Sleeps for `wait`, or for ever when there is nothing to wait for.
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Driver {
     fn now(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// How long until the engine's next deadline.
+    fn until_next_timeout(&self) -> Option<Duration> {
+        let now = self.now();
+        self.engine
+            .next_timeout()
+            .map(|at| Duration::from_millis(at.saturating_sub(now)))
+    }
+
+    /// Publishes the status when the engine says it is time.
+    fn publish_if_due(&mut self) {
+        let now = self.now();
+        if !self.engine.publish_due(now) {
+            return;
+        }
+        let status = self
+            .engine
+            .status(now, &lock(&self.tables), &lock(&self.rejects));
+        self.status_tx.send_replace(status);
+    }
+
+    /// Counts and logs why a session or an attempt ended (an unreachable peer is no news).
+    fn count_end(&self, rejection: &Rejection, peer: &str, quiet_detail: &str) {
+        if rejection.reason == RejectReason::Io {
+            lock(&self.rejects).count(RejectReason::Io);
+            if quiet_detail.is_empty() {
+                debug!(peer, detail = %rejection.detail, "sync peer unreachable");
+            } else {
+                info!(peer, detail = %rejection.detail, "{quiet_detail}");
+            }
+        } else {
+            record(&self.rejects, rejection, peer);
+        }
     }
 
     async fn run(mut self, listener: Option<TcpListener>) {
@@ -416,13 +393,12 @@ impl Driver {
             ));
             AbortOnDrop(task)
         });
-        let mut backoff = self.params.settings.backoff_initial;
         let mut next: Option<Authenticated> = None;
         loop {
-            self.publish();
+            self.publish_if_due();
             let auth = match next.take() {
                 Some(auth) => auth,
-                None if dials(self.params.local, self.params.peer) => {
+                None if self.engine.dials() => {
                     let attempt = async {
                         let stream = dial(&self.params).await.map_err(|e| {
                             Rejection::new(RejectReason::Io, format!("connect: {e}"))
@@ -440,43 +416,31 @@ impl Driver {
                     match result {
                         Ok(auth) => auth,
                         Err(rejection) => {
-                            if rejection.reason == RejectReason::Io {
-                                debug!(peer, detail = %rejection.detail, "sync peer unreachable");
-                                lock(&self.rejects).count(RejectReason::Io);
-                            } else {
-                                record(&self.rejects, &rejection, &peer);
-                            }
-                            self.last_error = Some(rejection.to_string());
-                            self.publish();
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(self.params.settings.backoff_max);
+                            self.count_end(&rejection, &peer, "");
+                            let wait = self.engine.dial_failed(&rejection);
+                            self.publish_if_due();
+                            tokio::time::sleep(wait).await;
                             continue;
                         }
                     }
                 }
-                // Waiting for the peer to dial: keep the status (rejection counters) fresh.
+                // Waiting for the peer to dial: the engine keeps the status fresh meanwhile.
                 None => loop {
+                    let wait = self.until_next_timeout();
                     tokio::select! {
                         auth = session_rx.recv() => match auth {
                             Some(auth) => break auth,
                             None => return,
                         },
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => self.publish(),
+                        _ = sleep_for(wait) => self.publish_if_due(),
                     }
                 },
             };
-            backoff = self.params.settings.backoff_initial;
             match self.run_session(auth, &mut session_rx).await {
                 SessionEnd::Closed(rejection) => {
-                    if rejection.reason == RejectReason::Io {
-                        lock(&self.rejects).count(RejectReason::Io);
-                        info!(peer, detail = %rejection.detail, "sync session closed");
-                    } else {
-                        record(&self.rejects, &rejection, &peer);
-                    }
-                    self.last_error = Some(rejection.to_string());
-                    if dials(self.params.local, self.params.peer) {
-                        tokio::time::sleep(backoff).await;
+                    self.count_end(&rejection, &peer, "sync session closed");
+                    if let Some(wait) = self.engine.session_closed(&rejection) {
+                        tokio::time::sleep(wait).await;
                     }
                 }
                 SessionEnd::Replaced(auth) => {
@@ -501,74 +465,32 @@ impl Driver {
             keys,
         } = auth;
         let now = self.now();
-        let mut session = Session::new(
-            keys,
-            self.params.settings.max_frame,
-            self.params.settings.timers,
-            now,
-        );
+        let active = *self.active_rx.borrow_and_update();
+        let latest = self.config_rx.borrow_and_update().clone();
+        self.engine
+            .open(keys, now, &lock(&self.tables), active, latest);
         let (frames_tx, frames_rx) =
             mpsc::channel::<Bytes>(self.params.settings.write_queue_frames.max(1));
         let (sent_tx, mut sent_rx) = watch::channel((0u64, 0u64));
         let writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, frames_rx, sent_tx)));
-        self.connected = true;
-        self.protocol_version = Some(session.version());
-        self.counters.sessions_opened += 1;
-        info!(peer = %self.params.peer, version = session.version(), "sync session open");
-        let mut outbox: Vec<Message> = Vec::new();
-        {
-            let tables = lock(&self.tables);
-            self.replicator
-                .set_active(*self.active_rx.borrow_and_update(), &tables);
-            self.replicator.on_session_open(&tables);
-        }
-        // A reload accepted while disconnected is offered now.
-        let latest = self.config_rx.borrow_and_update().clone();
-        if let Some(local) = latest {
-            let _ = self.config.set_local(local);
-        }
-        let actions = self.config.on_session_open();
-        self.handle_config_actions(actions, &mut outbox);
-        let mut tick = tokio::time::interval(self.params.settings.batch_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_publish = now;
-        let mut full_since: Option<u64> = None;
-        let mut last_sizes = now;
-        let (sent_base_frames, sent_base_bytes) =
-            (self.counters.frames_sent, self.counters.bytes_sent);
         let end = loop {
-            // Fill the write queue: control messages first, then table data, only while there
-            // is room (so a slow peer stops us reading the tables instead of growing memory).
+            // Fill the write queue while there is room (so a slow peer stops us reading the
+            // tables instead of growing memory); the engine picks what goes first.
             let now = self.now();
-            let mut stalled = false;
+            let mut full = false;
             let mut fatal = None;
             loop {
                 let permit = match frames_tx.try_reserve() {
                     Ok(permit) => permit,
                     Err(mpsc::error::TrySendError::Full(())) => {
-                        stalled = true;
+                        full = true;
                         break;
                     }
                     Err(mpsc::error::TrySendError::Closed(())) => break,
                 };
-                let message = if outbox.is_empty() {
-                    let tables = lock(&self.tables);
-                    // Table sizes go out every keepalive interval, busy or idle: they are the
-                    // keepalive and keep the peer's view of our entry counts fresh.
-                    if now.saturating_sub(last_sizes) >= self.params.settings.timers.keepalive_ms {
-                        last_sizes = now;
-                        Message::Repl(self.replicator.sizes_message(&tables))
-                    } else {
-                        match self.replicator.poll_message(&tables, now) {
-                            Some(m) => Message::Repl(m),
-                            None => break,
-                        }
-                    }
-                } else {
-                    outbox.remove(0)
-                };
-                match session.seal(&message, now) {
-                    Ok(frame) => permit.send(Bytes::from(frame)),
+                match self.engine.next_frame(now, || lock(&self.tables)) {
+                    Ok(Some(frame)) => permit.send(Bytes::from(frame)),
+                    Ok(None) => break,
                     Err(rejection) => {
                         fatal = Some(rejection);
                         break;
@@ -578,24 +500,14 @@ impl Driver {
             if let Some(rejection) = fatal {
                 break SessionEnd::Closed(rejection);
             }
-            if stalled {
-                let since = *full_since.get_or_insert(now);
-                if now.saturating_sub(since) >= self.params.settings.timers.peer_timeout_ms {
-                    break SessionEnd::Closed(Rejection::new(
-                        RejectReason::PeerStalled,
-                        format!("the peer read nothing for {} ms", now - since),
-                    ));
-                }
-            } else {
-                full_since = None;
+            if let Err(rejection) = self.engine.write_queue(now, full) {
+                break SessionEnd::Closed(rejection);
             }
-            if now.saturating_sub(last_publish) >= 250 {
-                last_publish = now;
-                let (frames, bytes) = *sent_rx.borrow_and_update();
-                self.counters.frames_sent = sent_base_frames + frames;
-                self.counters.bytes_sent = sent_base_bytes + bytes;
-                self.publish();
-            }
+            // `borrow` (not `borrow_and_update`): a write still wakes the select below.
+            let (frames, bytes) = *sent_rx.borrow();
+            self.engine.on_sent(frames, bytes);
+            self.publish_if_due();
+            let wait = self.until_next_timeout();
             tokio::select! {
                 frame = reader.next() => {
                     let payload = match frame {
@@ -604,32 +516,24 @@ impl Driver {
                         None => break SessionEnd::Closed(Rejection::new(RejectReason::Io, "connection closed by the peer")),
                     };
                     let now = self.now();
-                    self.counters.frames_received += 1;
-                    self.counters.bytes_received += payload.len() as u64 + 4;
-                    let message = match session.open(&payload, now) {
-                        Ok(message) => message,
-                        Err(rejection) => break SessionEnd::Closed(rejection),
-                    };
-                    if let Err(rejection) = self.dispatch(message, now, &mut outbox) {
+                    if let Err(rejection) = self.engine.on_frame(&payload, now, || lock(&self.tables)) {
                         break SessionEnd::Closed(rejection);
                     }
                 }
-                _ = tick.tick() => {
-                    if let Err(rejection) = session.check_silence(self.now()) {
+                _ = sleep_for(wait) => {
+                    if let Err(rejection) = self.engine.on_timer(self.now()) {
                         break SessionEnd::Closed(rejection);
                     }
                 }
                 Ok(()) = self.active_rx.changed() => {
                     let active = *self.active_rx.borrow_and_update();
-                    self.replicator.set_active(active, &lock(&self.tables));
+                    self.engine.set_active(active, &lock(&self.tables));
                 }
                 Ok(()) = self.config_rx.changed() => {
                     let local = self.config_rx.borrow_and_update().clone();
                     if let Some(local) = local {
-                        let actions = self.config.set_local(local);
-                        self.handle_config_actions(actions, &mut outbox);
+                        self.engine.set_local_config(local);
                     }
-                    self.publish();
                 }
                 Some(auth) = incoming.recv() => break SessionEnd::Replaced(Box::new(auth)),
                 _ = sent_rx.changed() => {}
@@ -642,116 +546,11 @@ impl Driver {
             }
         };
         let (frames, bytes) = *sent_rx.borrow();
-        self.counters.frames_sent = sent_base_frames + frames;
-        self.counters.bytes_sent = sent_base_bytes + bytes;
-        self.connected = false;
-        self.protocol_version = None;
-        self.replicator.on_session_closed();
-        self.config.on_session_closed();
+        self.engine.on_sent(frames, bytes);
+        self.engine.close();
         drop(writer_task);
-        self.publish();
+        self.publish_if_due();
         end
-    }
-
-    fn dispatch(
-        &mut self,
-        message: Message,
-        now: u64,
-        outbox: &mut Vec<Message>,
-    ) -> Result<(), Rejection> {
-        match message {
-            Message::Repl(m) => {
-                let mut tables = lock(&self.tables);
-                self.replicator
-                    .on_message(m, &mut tables, now)
-                    .map_err(|e| Rejection::new(RejectReason::UnexpectedMessage, e.0))
-            }
-            Message::Config(m) => {
-                let actions = self.config.on_message(m);
-                self.handle_config_actions(actions, outbox);
-                self.publish();
-                Ok(())
-            }
-        }
-    }
-
-    fn handle_config_actions(&mut self, actions: Vec<ConfigAction>, outbox: &mut Vec<Message>) {
-        let mut queue = actions;
-        while !queue.is_empty() {
-            let mut next = Vec::new();
-            for action in queue {
-                match action {
-                    ConfigAction::Send(m) => outbox.push(Message::Config(m)),
-                    ConfigAction::Apply { version, bytes } => {
-                        let result = self.sink.offer(&bytes, version.generation, &version.digest);
-                        match &result {
-                            Ok(()) => {
-                                info!(generation = version.generation, digest = %version.digest, "applied cluster.toml pushed by the primary")
-                            }
-                            Err(reason) => {
-                                warn!(generation = version.generation, %reason, "refused cluster.toml pushed by the primary")
-                            }
-                        }
-                        next.extend(self.config.offer_result(version, bytes, result));
-                    }
-                }
-            }
-            queue = next;
-        }
-    }
-
-    fn publish(&mut self) {
-        let now = self.now();
-        let tables_status = {
-            let tables = lock(&self.tables);
-            let resyncing = self.replicator.resyncing_tables();
-            let mut v: Vec<TableSyncStatus> = tables
-                .iter()
-                .map(|(label, t)| TableSyncStatus {
-                    label: label.to_string(),
-                    local_entries: t.len() as u64,
-                    peer_entries: self.replicator.peer_sizes().get(label).copied(),
-                    resyncing: resyncing.iter().any(|l| l == label),
-                })
-                .collect();
-            v.sort_by(|a, b| a.label.cmp(&b.label));
-            v
-        };
-        let caught_up = self.replicator.caught_up(&lock(&self.tables));
-        let state = self.config.state();
-        let rejected = lock(&self.rejects)
-            .by_name()
-            .map(|(n, c)| (n.to_string(), c))
-            .collect();
-        let mut counters = self.counters.clone();
-        counters.rejected = rejected;
-        counters.replication = self.replicator.counters().clone();
-        let status = SyncStatus {
-            connected: self.connected,
-            direction: if dials(self.params.local, self.params.peer) {
-                "dial"
-            } else {
-                "accept"
-            }
-            .to_string(),
-            peer: self.params.peer.to_string(),
-            protocol_version: self.protocol_version,
-            tables: tables_status,
-            last_ack_age_ms: self.replicator.last_ack_ms().map(|t| now.saturating_sub(t)),
-            caught_up,
-            config: ConfigStatus {
-                local: self.config.local_version().cloned(),
-                peer: self.config.peer_version().cloned(),
-                in_sync: state.in_sync(),
-                reason: match state {
-                    ConfigSyncState::InSync => None,
-                    ConfigSyncState::OutOfSync(reason) => Some(reason),
-                },
-            },
-            counters,
-            last_error: self.last_error.clone(),
-        };
-        self.status_tx.send_replace(status);
     }
 }
 

@@ -43,6 +43,7 @@
 pub mod config_push;
 #[cfg(feature = "driver")]
 pub mod driver;
+pub mod engine;
 pub mod frame;
 pub mod handshake;
 pub mod reject;
@@ -53,7 +54,8 @@ pub mod wire;
 
 pub use config_push::{ConfigRole, ConfigSink, ConfigSyncState, ConfigVersion, LocalConfig};
 #[cfg(feature = "driver")]
-pub use driver::{SharedTables, SyncHandle, SyncParams, SyncSettings, dials, spawn_sync};
+pub use driver::{SharedTables, SyncHandle, spawn_sync};
+pub use engine::{SyncEngine, SyncParams, SyncSettings, dials};
 pub use handshake::Identity;
 pub use reject::{RejectCounters, RejectReason, Rejection};
 pub use status::{ConfigStatus, SyncCounters, SyncStatus, TableSyncStatus};

@@ -1,5 +1,5 @@
 //! One authenticated session, sans-IO: sealing/opening the messages of both state machines,
-//! keepalive and silence timeouts.
+//! keepalive and silence timeouts (the engine decides when they are checked).
 
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +83,11 @@ impl Session {
         let message = self.keys.opener.open(payload)?;
         self.last_rx_ms = now;
         Ok(message)
+    }
+
+    /// When the last frame was opened (the session's start before any).
+    pub fn last_rx_ms(&self) -> u64 {
+        self.last_rx_ms
     }
 
     pub fn keepalive_due(&self, now: u64) -> bool {
