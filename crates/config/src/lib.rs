@@ -11,6 +11,7 @@ mod canonical;
 mod cluster;
 mod diag;
 pub mod generation;
+mod loaded;
 pub mod model;
 mod node;
 mod plan;
@@ -26,6 +27,7 @@ pub use canonical::{
 pub use cluster::LOCAL_SECTIONS;
 pub use cluster::defaults as cluster_defaults;
 pub use diag::{Diagnostic, Diagnostics};
+pub use loaded::Loaded;
 pub use model::*;
 pub use node::defaults as node_defaults;
 pub use plan::{
@@ -37,26 +39,11 @@ pub use report::{check_json, check_summary, persistence_json};
 use cluster::{ClusterSpans, ParsedCluster};
 use diag::Ctx;
 use node::{NodeFacts, NodeSpans, ParsedNode};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// File names inside a config directory.
 pub const CLUSTER_FILE: &str = "cluster.toml";
 pub const NODE_FILE: &str = "node.toml";
-
-/// Both files accepted, with the cluster config's version.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    pub cluster: ClusterConfig,
-    pub node: NodeConfig,
-    pub cluster_path: PathBuf,
-    pub node_path: PathBuf,
-    /// cluster.toml exactly as read (what the primary pushes to the secondary).
-    pub cluster_text: String,
-    /// SHA-256 hex of the canonical form.
-    pub digest: String,
-    pub generation: u64,
-    pub warnings: Vec<Diagnostic>,
-}
 
 /// Parses and validates a cluster.toml text on its own (e.g. received from the peer).
 /// `file_name` names it in diagnostics.

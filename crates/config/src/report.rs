@@ -1,7 +1,7 @@
 //! What `tandem check` prints: a human summary and the JSON object of the CLI contract.
 
-use crate::Loaded;
 use crate::canonical::{balance_name, endpoint, mode_name, persistence_mode_name};
+use crate::loaded::Loaded;
 use crate::model::*;
 use serde_json::{Value, json};
 use std::fmt::Write;
