@@ -85,14 +85,17 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 fn cluster_toml(extra: &str) -> String {
+    cluster_toml_with(HEARTBEAT_FAST, extra)
+}
+
+const HEARTBEAT_FAST: &str = "interval_ms = 50\ndead_ms = 250\nwarn_ms = 150\ninit_dead_ms = 500";
+
+fn cluster_toml_with(heartbeat: &str, extra: &str) -> String {
     format!(
         r#"[cluster]
 name = "pair-test"
 [heartbeat]
-interval_ms = 50
-dead_ms = 250
-warn_ms = 150
-init_dead_ms = 500
+{heartbeat}
 [health_check]
 interval_ms = 200
 rise = 1
@@ -111,6 +114,18 @@ port = 41080
 }
 
 fn node(root: &Path, name: &str, role: &str, address: &str, peer: &str, admin: u16) -> Node {
+    node_on(root, name, role, (address, peer), admin, (46694, 47778))
+}
+
+/// A node of a pair whose heartbeat and sync ports are `ports` (so two pairs can run at once).
+fn node_on(
+    root: &Path,
+    name: &str,
+    role: &str,
+    (address, peer): (&str, &str),
+    admin: u16,
+    (heartbeat_port, sync_port): (u16, u16),
+) -> Node {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cluster.toml"), cluster_toml("")).unwrap();
@@ -119,7 +134,7 @@ fn node(root: &Path, name: &str, role: &str, address: &str, peer: &str, admin: u
         dir.join("node.toml"),
         format!(
             "[node]\nname = \"{name}\"\nrole = \"{role}\"\ninterface = \"lo\"\naddress = \"{address}\"\n\
-             peer = \"{peer}\"\nheartbeat_port = 46694\nsync_port = 47778\nmanage_vips = false\n\
+             peer = \"{peer}\"\nheartbeat_port = {heartbeat_port}\nsync_port = {sync_port}\nmanage_vips = false\n\
              state_dir = \"state\"\n[admin]\nlisten = \"{address}:{admin}\"\n\
              [snmp]\ncommunity = \"node-local-marker-{name}\"\n"
         ),
@@ -256,5 +271,71 @@ fn a_pair_elects_pushes_config_and_hands_over() {
     wait_for("lb2 active alone with the synced config", || {
         let status = lb2.status();
         status["node"]["state"] == "active" && status["config"]["digest"] == primary["digest"]
+    });
+}
+
+/// New `[heartbeat]` timings reach the election of both nodes without a restart: the pair starts at 50/250 ms,
+/// the primary's reload raises the dead time to 4 s, then the primary is frozen (SIGSTOP) for 1.5 s. Under the
+/// old timings the secondary would take over after 250 ms; under the new ones it must stay standby.
+#[test]
+fn heartbeat_timings_change_live_on_both_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let keygen = tandem()
+        .arg("keygen")
+        .arg(root.path().join("secret"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let pair = (("127.0.0.81", "127.0.0.82"), (46695, 47779));
+    let mut lb1 = node_on(root.path(), "lb1", "primary", pair.0, 49081, pair.1);
+    let mut lb2 = node_on(
+        root.path(),
+        "lb2",
+        "secondary",
+        (pair.0.1, pair.0.0),
+        49081,
+        pair.1,
+    );
+    lb1.start();
+    lb2.start();
+    wait_for("one active, one standby, config in sync", || {
+        let (s1, s2) = (lb1.status(), lb2.status());
+        s1["node"]["state"] == "active"
+            && s2["node"]["state"] == "standby"
+            && s1["config"]["sync"] == "in sync"
+            && s2["config"]["sync"] == "in sync"
+    });
+
+    let slow = cluster_toml_with(
+        "interval_ms = 100\ndead_ms = 4000\nwarn_ms = 2000\ninit_dead_ms = 4000",
+        "",
+    );
+    std::fs::write(lb1.dir.join("cluster.toml"), &slow).unwrap();
+    let output = lb1.cli(&["reload"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("heartbeat"), "{}", text(&output));
+    let primary = lb1.status()["config"].clone();
+    wait_for("the secondary to apply the pushed timings", || {
+        lb2.status()["config"]["digest"] == primary["digest"]
+    });
+    // The secondary's election takes the timings from its command queue right after the push; a heartbeat of
+    // the primary at the new cadence confirms the primary is alive under them too.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let pid = lb1.child.as_ref().unwrap().id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let frozen = Instant::now();
+    let mut secondary_states = Vec::new();
+    while frozen.elapsed() < Duration::from_millis(1500) {
+        secondary_states.push(lb2.status()["node"]["state"].clone());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    assert!(
+        secondary_states.iter().all(|s| s == "standby"),
+        "the secondary left standby while the primary was frozen for 1.5 s under a 4 s dead time: {secondary_states:?}"
+    );
+    wait_for("lb1 still active after it resumed", || {
+        lb1.status()["node"]["state"] == "active" && lb2.status()["node"]["state"] == "standby"
     });
 }

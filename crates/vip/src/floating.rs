@@ -154,6 +154,17 @@ impl FloatingVips {
         Ok(())
     }
 
+    /// Changes how the VIPs are announced (after a configuration change). The next burst uses it; a refresh
+    /// running with the old pacing is replaced by a new burst at once while holding, so the new pacing does not wait
+    /// for the next failover.
+    pub async fn set_announce_config(&mut self, config: AnnounceConfig) -> Result<(), VipError> {
+        self.config = config;
+        if self.holding && self.announcement.is_some() {
+            self.reannounce().await?;
+        }
+        Ok(())
+    }
+
     /// Which of the VIPs are on the interface now.
     pub async fn held(&self) -> Result<Vec<Vip>, VipError> {
         self.manager.held(&self.vips).await

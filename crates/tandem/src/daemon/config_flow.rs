@@ -1,12 +1,14 @@
 //! Configuration flow: `tandem reload` / SIGHUP read `cluster.toml` from disk and apply it live; on
 //! the secondary, configs pushed by the primary are validated, written atomically and applied.
 
-use super::vips::{replace_vips, service_vips};
+use super::vips::apply_vip_plan;
 use super::{Current, Daemon, digest_bytes};
 use std::sync::Arc;
 use tandem_admin::{ActionError, ActionResult};
 use tandem_cluster::driver::Command;
-use tandem_config::ClusterConfig;
+use tandem_cluster::election::Timings;
+use tandem_config::{ClusterConfig, NodePlan, ReloadPlan};
+use tandem_proxy::ReloadReport;
 use tandem_sync::{ConfigSink, ConfigVersion, LocalConfig};
 
 impl Daemon {
@@ -42,8 +44,9 @@ impl Daemon {
                         .join("\n")
                 ))
             })?;
-        if loaded.node != self.node {
-            tracing::warn!("node.toml changed: its settings take effect at the next restart");
+        let node_plan = NodePlan::new(&self.node, &loaded.node);
+        if !node_plan.is_empty() {
+            tracing::warn!("{node_plan} (the running node.toml settings stay until then)");
         }
         if loaded.digest == current.digest {
             return Ok(format!(
@@ -62,7 +65,7 @@ impl Daemon {
         Ok(message)
     }
 
-    /// Serve a validated configuration: proxy, VIP set, heartbeat's config version.
+    /// Serve a validated configuration (`tandem reload` on the primary or a standalone node).
     async fn apply(
         &self,
         cluster: ClusterConfig,
@@ -70,36 +73,9 @@ impl Daemon {
         digest: String,
         generation: u64,
     ) -> String {
-        let cluster = Arc::new(cluster);
-        let previous = self.current();
-        if previous.cluster.heartbeat != cluster.heartbeat {
-            tracing::warn!("[heartbeat] changed: new timings take effect at the next restart");
-        }
-        let report = self.proxy.reload(cluster.clone());
-        if service_vips(&previous.cluster) != service_vips(&cluster) {
-            replace_vips(&self.vips, &cluster).await;
-        }
-        if let Ok(mut slot) = self.current.lock() {
-            *slot = Current {
-                cluster,
-                text,
-                digest: digest.clone(),
-                generation,
-            };
-        }
-        let _ = self
-            .cluster
-            .commands
-            .send(Command::LocalConfig {
-                generation,
-                digest: digest_bytes(&digest),
-            })
-            .await;
-        if let Some(sync) = self.sync.get() {
-            sync.set_local_config(local_config(&self.current()));
-        }
+        let (plan, report) = self.apply_config(cluster, text, digest.clone(), generation);
         let message = format!(
-            "applied generation {generation} (digest {}): {} added, {} changed, {} removed, {} unchanged{}",
+            "applied generation {generation} (digest {}): {} added, {} changed, {} removed, {} unchanged{}; {plan}",
             &digest[..digest.len().min(16)],
             report.added.len(),
             report.changed.len(),
@@ -121,6 +97,80 @@ impl Daemon {
         );
         tracing::info!("{message}");
         message
+    }
+
+    /// The one way a new `cluster.toml` is put into service, from one reload plan: the proxy's services, the
+    /// VIP set and its announcement, the election's timings, the config version the heartbeat and the sync
+    /// session carry. What cannot change live is said in the log. Returns at once: VIP moves run in the
+    /// background, in order behind any election-driven VIP operation (they share the VIP lock).
+    fn apply_config(
+        &self,
+        cluster: ClusterConfig,
+        text: String,
+        digest: String,
+        generation: u64,
+    ) -> (ReloadPlan, ReloadReport) {
+        let previous = self.current();
+        let plan = ReloadPlan::new(&previous.cluster, &cluster);
+        let cluster = Arc::new(cluster);
+        let report = self.proxy.reload(cluster.clone());
+        if !plan.vips.is_empty() || plan.announce.is_some() {
+            let vips = self.vips.clone();
+            let (plan, cluster) = (plan.clone(), cluster.clone());
+            tokio::spawn(async move { apply_vip_plan(&vips, &cluster, &plan).await });
+        }
+        if plan.heartbeat_timings.is_some() || plan.auto_failback.is_some() {
+            let heartbeat = &cluster.heartbeat;
+            let sent = self.cluster.commands.try_send(Command::SetTimings {
+                timings: Timings {
+                    interval_ms: heartbeat.interval_ms,
+                    dead_ms: heartbeat.dead_ms,
+                    warn_ms: heartbeat.warn_ms,
+                    init_dead_ms: heartbeat.init_dead_ms,
+                },
+                auto_failback: heartbeat.auto_failback,
+            });
+            match sent {
+                Ok(()) => tracing::info!(
+                    interval_ms = heartbeat.interval_ms,
+                    dead_ms = heartbeat.dead_ms,
+                    auto_failback = heartbeat.auto_failback,
+                    "[heartbeat] timings applied live"
+                ),
+                Err(error) => {
+                    tracing::error!(%error, "could not hand the new [heartbeat] timings to the election")
+                }
+            }
+        }
+        if plan.ping_nodes.is_some() {
+            tracing::warn!(
+                "[heartbeat] ping_nodes changed: the new list takes effect at the next restart"
+            );
+        }
+        if let Some(renamed) = &plan.cluster_renamed {
+            tracing::warn!(
+                from = %renamed.from,
+                to = %renamed.to,
+                "[cluster] name changed: heartbeats and sync frames keep the running name until restart; \
+                 restart both nodes, or the peers stop recognising each other"
+            );
+        }
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Current {
+                cluster,
+                text,
+                digest: digest.clone(),
+                generation,
+            };
+        }
+        let _ = self.cluster.commands.try_send(Command::LocalConfig {
+            generation,
+            digest: digest_bytes(&digest),
+        });
+        if let Some(sync) = self.sync.get() {
+            sync.set_local_config(local_config(&self.current()));
+        }
+        (plan, report)
     }
 
     /// The secondary's side of a config push: validate like `tandem check`, write atomically
@@ -157,35 +207,15 @@ impl Daemon {
             .map_err(|e| format!("writing {}: {e}", self.cluster_path.display()))?;
         tandem_config::generation::adopt(&self.node.node.state_dir, generation, digest)
             .map_err(|e| format!("recording generation {generation}: {e}"))?;
-        let proxy_report = self.proxy.reload(Arc::new(cluster.clone()));
-        let vips_changed = service_vips(&current.cluster) != service_vips(&cluster);
-        let cluster = Arc::new(cluster);
-        if let Ok(mut slot) = self.current.lock() {
-            *slot = Current {
-                cluster: cluster.clone(),
-                text: text.to_owned(),
-                digest: digest.to_owned(),
-                generation,
-            };
-        }
-        let _ = self.cluster.commands.try_send(Command::LocalConfig {
-            generation,
-            digest: digest_bytes(digest),
-        });
-        if let Some(sync) = self.sync.get() {
-            sync.set_local_config(local_config(&self.current()));
-        }
-        if vips_changed {
-            let vips = self.vips.clone();
-            tokio::spawn(async move { replace_vips(&vips, &cluster).await });
-        }
+        let (plan, report) =
+            self.apply_config(cluster, text.to_owned(), digest.to_owned(), generation);
         tracing::info!(
             generation,
             digest,
-            added = proxy_report.added.len(),
-            changed = proxy_report.changed.len(),
-            removed = proxy_report.removed.len(),
-            "applied cluster.toml pushed by the primary"
+            added = report.added.len(),
+            changed = report.changed.len(),
+            removed = report.removed.len(),
+            "applied cluster.toml pushed by the primary: {plan}"
         );
         Ok(())
     }

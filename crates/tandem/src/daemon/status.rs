@@ -1,11 +1,11 @@
 //! The node's status document: the daemon's parts (election, proxy, sync session, VIPs, config)
 //! read once into one [`Status`], which the admin API serves and the page, CLI and metrics read.
 
-use super::vips::service_vips;
 use super::{Current, Daemon};
 use std::time::Duration;
 use tandem_cluster::driver::{ClusterStatus, PeerStatus};
 use tandem_cluster::wire::{NodeState, PingState};
+use tandem_config::service_vips;
 use tandem_config::{Balance, Mode, PersistenceMode};
 use tandem_proxy::{AdminState, ServerStatus, ServiceStatus};
 use tandem_status as doc;

@@ -2,10 +2,10 @@
 //! handed to the sync session, and which VIPs are really on the interface.
 
 use super::Daemon;
-use super::vips::service_vips;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_cluster::driver::Command;
+use tandem_config::service_vips;
 
 impl Daemon {
     /// Background upkeep: health summary for the heartbeat, and which VIPs are really on the interface.

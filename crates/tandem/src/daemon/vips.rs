@@ -2,11 +2,10 @@
 //! removing them (or only recording the role with `manage_vips = false`), and moving to a new set.
 
 use anyhow::Result;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_cluster::driver::VipControl;
-use tandem_config::{ClusterConfig, GarpForm, NodeConfig};
+use tandem_config::{ClusterConfig, GarpForm, NodeConfig, ReloadPlan, service_vips};
 use tandem_vip::{AnnounceConfig, ArpMode, FloatingVips, Vip};
 
 /// The VIP layer as the election drives it; with `manage_vips = false` it only records the role.
@@ -44,17 +43,6 @@ impl VipControl for DaemonVips {
     }
 }
 
-/// Every distinct VIP of the services, in configuration order.
-pub(super) fn service_vips(cluster: &ClusterConfig) -> Vec<IpAddr> {
-    let mut vips: Vec<IpAddr> = Vec::new();
-    for service in &cluster.services {
-        if !vips.contains(&service.vip) {
-            vips.push(service.vip);
-        }
-    }
-    vips
-}
-
 fn announce_config(cluster: &ClusterConfig) -> AnnounceConfig {
     let heartbeat = &cluster.heartbeat;
     AnnounceConfig {
@@ -82,12 +70,25 @@ pub(super) fn floating_vips(node: &NodeConfig, cluster: &ClusterConfig) -> Resul
     )?)
 }
 
-/// The set of VIPs changed: move only the difference if this node holds them.
-pub(super) async fn replace_vips(vips: &tokio::sync::Mutex<VipState>, cluster: &ClusterConfig) {
+/// A reload changed the VIP set or how VIPs are announced: move only the difference if this node holds them,
+/// and announce with the new pacing from now on.
+pub(super) async fn apply_vip_plan(
+    vips: &tokio::sync::Mutex<VipState>,
+    cluster: &ClusterConfig,
+    plan: &ReloadPlan,
+) {
     let mut state = vips.lock().await;
     let Some(floating) = state.floating.as_mut() else {
         return;
     };
+    if plan.announce.is_some()
+        && let Err(error) = floating.set_announce_config(announce_config(cluster)).await
+    {
+        tracing::error!(%error, "announcing with the new [heartbeat] garp settings failed");
+    }
+    if plan.vips.is_empty() {
+        return;
+    }
     let next = match service_vips(cluster)
         .into_iter()
         .map(Vip::host)
@@ -99,6 +100,7 @@ pub(super) async fn replace_vips(vips: &tokio::sync::Mutex<VipState>, cluster: &
             return;
         }
     };
+    tracing::info!(added = ?plan.vips.added, removed = ?plan.vips.removed, "moving to the new VIP set");
     if let Err(error) = floating.update_vips(next).await {
         tracing::error!(%error, "moving to the new VIP set failed");
     }
