@@ -115,7 +115,7 @@ pub(crate) enum Command {
 }
 
 #[cfg(test)]
-pub(crate) mod test_support {
+mod test_support {
     use super::*;
     use std::net::{TcpListener, TcpStream as StdStream};
 
