@@ -48,20 +48,12 @@ pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
         tracing::warn!("{warning}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_count(&loaded.node.tuning))
+        .worker_threads(loaded.node.tuning.worker_threads())
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async_main(loaded, cluster_path, node_path))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Worker threads: `[tuning] workers`, 0 = one per core (benchmarks pin it for fairness).
-fn worker_count(tuning: &Tuning) -> usize {
-    match tuning.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n as usize,
-    }
 }
 
 /// The HTTP engine `[tuning] http_engine` names.
@@ -77,20 +69,22 @@ fn http_engine(tuning: &Tuning) -> Arc<dyn tandem_proxy::HttpEngine> {
             );
             Arc::new(tandem_proxy::H1Engine::in_runtime())
         }
-        HttpEngineKind::Batched => match tandem_proxy::H1Engine::on_threads(worker_count(tuning)) {
-            Ok(engine) => Arc::new(engine),
-            Err(error) => {
-                tracing::warn!(%error, "cannot start the HTTP threads; HTTP mode runs in the main runtime");
-                Arc::new(tandem_proxy::H1Engine::in_runtime())
+        HttpEngineKind::Batched => {
+            match tandem_proxy::H1Engine::on_threads(tuning.worker_threads()) {
+                Ok(engine) => Arc::new(engine),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start the HTTP threads; HTTP mode runs in the main runtime");
+                    Arc::new(tandem_proxy::H1Engine::in_runtime())
+                }
             }
-        },
+        }
     }
 }
 
 /// The TCP relay `[tuning] tcp_relay` names (`uring` and `auto` ask for the same; the daemon refuses to run on
 /// the poll loops only for `uring`, after the proxy started).
 fn tcp_relay(tuning: &Tuning) -> tandem_proxy::TcpRelay {
-    let workers = worker_count(tuning);
+    let workers = tuning.worker_threads();
     match tuning.tcp_relay {
         TcpRelayKind::Tasks => {
             tracing::info!(
