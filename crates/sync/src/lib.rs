@@ -1,9 +1,27 @@
 //! tandem-sync: the one authenticated TCP session between the two nodes (port 7778).
 //!
-//! Owns the sync wire format ([`wire`], [`frame`]), the session opening ([`handshake`]),
-//! stick-table replication and `cluster.toml` push (sans-IO state machines) and the thin tokio
-//! driver that runs them. The daemon gives it the stick tables, a [`ConfigSink`] that validates
-//! and applies a pushed `cluster.toml`, and reads back a [`SyncStatus`]. See `docs/protocol.md`.
+//! The daemon gives it the stick tables, a [`ConfigSink`] that validates and applies a pushed
+//! `cluster.toml`, and reads back a [`SyncStatus`]. See `docs/protocol.md` for the wire format.
+//!
+//! What each module owns:
+//! - [`wire`]: payload encoding (bincode), protocol version, frame size limit; with the `driver`
+//!   feature also the socket's length-delimited codec.
+//! - [`handshake`]: the challenge-response session opening and key derivation.
+//! - [`frame`]: sealing and opening of authenticated, sequenced frames.
+//! - [`session`]: one open session's framing state (seal, open, silence and keepalive checks).
+//! - [`replication`]: stick-table replication (resume, snapshots, change log, acks).
+//! - [`config_push`]: `cluster.toml` push from the primary to the secondary.
+//! - [`engine`]: the policy around them: what is sent when (control messages, keepalive sizes,
+//!   table data), the silence and stall timeouts, the polling tick, reconnect back-off and when
+//!   the status is published, all on the caller's clock ([`SyncEngine::next_timeout`]).
+//! - [`status`], [`reject`]: what is reported, and why input was refused.
+//! - `driver` (feature `driver`, on by default): the thin tokio driver (`spawn_sync`) that
+//!   dials or accepts, moves frames between the socket and the engine and sleeps until the
+//!   engine's next deadline.
+//!
+//! Everything but `driver` is sans-IO and builds without tokio, tokio-util or futures:
+//! `cargo build -p tandem-sync --no-default-features`,
+//! `cargo test -p tandem-sync --no-default-features --lib`.
 //!
 //! # Wiring it into the daemon
 #![cfg_attr(feature = "driver", doc = "```no_run")]

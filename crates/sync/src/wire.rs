@@ -1,10 +1,10 @@
 //! Framing and encoding shared by every message on the sync session.
 //!
 //! A frame on the TCP stream is a 4-byte big-endian length followed by that many payload bytes
-//! (tokio-util `LengthDelimitedCodec`, built by [`length_codec`] with the `driver` feature: the core
-//! only ever sees whole payloads, so it needs no codec). A payload is a bincode 2 (serde, `standard()` config) value:
-//! a [`crate::handshake::Handshake`] message before the session is authenticated, a sealed
-//! [`crate::frame`] afterwards.
+//! (tokio-util `LengthDelimitedCodec`, built by `length_codec` with the `driver` feature: the
+//! core only ever sees whole payloads, so it needs no codec). A payload is a bincode 2 (serde,
+//! `standard()` config) value: a [`crate::handshake::Handshake`] message before the session is
+//! authenticated, a sealed [`crate::frame`] afterwards.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
