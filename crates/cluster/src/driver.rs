@@ -45,12 +45,11 @@ pub struct DriverConfig {
     pub ping: PingConfig,
     /// A VIP operation that takes longer counts as failed.
     pub vip_timeout: Duration,
-    /// After a clean stop, how long to keep repeating the last heartbeat until the peer confirms it took over.
-    pub shutdown_linger: Duration,
 }
 
 impl DriverConfig {
-    /// A config with default ping pacing, VIP timeout (5 s) and shutdown linger (one dead time, at most 1 s).
+    /// A config with default ping pacing and VIP timeout (5 s). The shutdown linger is the election's
+    /// (`ElectionConfig::shutdown_linger_ms`).
     pub fn new(
         election: ElectionConfig,
         bind: SocketAddr,
@@ -58,7 +57,6 @@ impl DriverConfig {
         secret: Secret,
     ) -> Self {
         let interval = election.timings.interval_ms;
-        let dead = election.timings.dead_ms;
         let ping_period = Duration::from_millis(interval.max(100));
         Self {
             election,
@@ -72,7 +70,6 @@ impl DriverConfig {
                 fail_after: 3,
             },
             vip_timeout: Duration::from_secs(5),
-            shutdown_linger: Duration::from_millis(dead.min(1000)),
         }
     }
 }
@@ -276,47 +273,28 @@ impl Driver {
         });
         let mut buf = vec![0u8; 2048];
         let mut commands_open = true;
-        let mut stopping_since: Option<Instant> = None;
-        let mut last_resend = Instant::now();
         let mut input = Some(Input::Tick);
         loop {
             if let Some(inp) = input.take() {
                 let now = self.now_ms();
                 let actions = self.election.handle(inp, now);
-                self.execute(actions, &vip_tx).await;
+                let stopped = self.execute(actions, &vip_tx).await;
                 self.publish();
-            }
-            if self.election.state() == NodeState::Stopped {
-                let since = *stopping_since.get_or_insert_with(Instant::now);
-                let peer_took_over = self.election.peer().is_some_and(|p| {
-                    p.heartbeat.holds_vips && p.heartbeat.state != NodeState::Stopped
-                });
-                // Nobody to hand over to: a peer not heard for dead_ms will not confirm anything.
-                let peer_gone = !self.election.peer_alive(self.now_ms());
-                if self.cfg.peer.is_none()
-                    || peer_took_over
-                    || peer_gone
-                    || since.elapsed() >= self.cfg.shutdown_linger
+                // The election decides when a clean stop is over (linger and resends are its policy); without a
+                // peer address there is nobody to repeat the final heartbeat to.
+                if stopped
+                    || (self.cfg.peer.is_none() && self.election.state() == NodeState::Stopped)
                 {
                     break;
                 }
-                // Repeat "stopped, take over" every few ms until the peer confirms: a lost datagram costs ms.
-                if last_resend.elapsed() >= Duration::from_millis(5) {
-                    last_resend = Instant::now();
-                    let hb = self.election.build_heartbeat(self.now_ms());
-                    self.send(&hb).await;
-                }
             }
             let next_ms = self.election.next_timeout();
-            // Never sleep longer than an interval (at most 10 ms), with the interval in force now.
+            // A safety net under the timer: never sleep longer than an interval (at most 10 ms).
             let cap =
                 Duration::from_millis(self.election.config().timings.interval_ms.clamp(1, 10));
             let mut deadline = Instant::now() + cap;
             if next_ms != u64::MAX {
                 deadline = deadline.min(self.origin + Duration::from_millis(next_ms));
-            }
-            if stopping_since.is_some() {
-                deadline = deadline.min(last_resend + Duration::from_millis(5));
             }
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
@@ -374,7 +352,13 @@ impl Driver {
         }
     }
 
-    async fn execute(&mut self, actions: Vec<Action>, vip_tx: &mpsc::UnboundedSender<VipOp>) {
+    /// Carries out the election's actions in order; true if it said the clean stop is over.
+    async fn execute(
+        &mut self,
+        actions: Vec<Action>,
+        vip_tx: &mpsc::UnboundedSender<VipOp>,
+    ) -> bool {
+        let mut stopped = false;
         for action in actions {
             match action {
                 Action::SendHeartbeat(hb) => self.send(&hb).await,
@@ -388,8 +372,10 @@ impl Driver {
                     let _ = vip_tx.send(VipOp::Announce);
                 }
                 Action::Event(event) => self.log(&event),
+                Action::Stopped => stopped = true,
             }
         }
+        stopped
     }
 
     async fn send(&mut self, hb: &crate::wire::Heartbeat) {

@@ -46,6 +46,9 @@ pub struct ElectionConfig {
     pub boot_epoch: u64,
     /// In fault, how long to wait before trying again (removing leftover VIPs, then standing by).
     pub fault_retry_ms: u64,
+    /// After a clean stop, how long at most to keep repeating the final heartbeat until the peer confirms it took
+    /// over (see [`Action::Stopped`]).
+    pub shutdown_linger_ms: u64,
 }
 
 impl ElectionConfig {
@@ -68,6 +71,7 @@ impl ElectionConfig {
             ping_nodes_configured: false,
             boot_epoch,
             fault_retry_ms: timings.dead_ms.max(1000),
+            shutdown_linger_ms: timings.dead_ms.min(1000),
         }
     }
 }
@@ -149,7 +153,14 @@ pub enum Action {
     AnnounceVips,
     /// Something worth a log line, a counter or an alert.
     Event(Event),
+    /// The clean stop is over: the final heartbeats are out and the peer took over, or nobody is there to confirm
+    /// (no peer, or not heard for `dead_ms`), or `shutdown_linger_ms` passed. The driver may end. Given once.
+    Stopped,
 }
+
+/// While stopped and waiting for the peer to take over, the final heartbeat is repeated this often: a lost
+/// datagram then costs milliseconds, not an interval.
+pub const STOP_RESEND_MS: u64 = 5;
 
 /// Why the state changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -308,6 +319,10 @@ pub struct Election {
     fault_reason: Option<String>,
     next_send_ms: u64,
     send_now: bool,
+    /// When the final heartbeat was last repeated after a clean stop.
+    last_resend_ms: Option<u64>,
+    /// [`Action::Stopped`] has been given.
+    stop_done: bool,
     stats: ElectionStats,
 }
 
@@ -353,6 +368,8 @@ impl Election {
             fault_reason: None,
             next_send_ms: now_ms,
             send_now: true,
+            last_resend_ms: None,
+            stop_done: false,
             stats: ElectionStats::default(),
         }
     }
@@ -419,6 +436,15 @@ impl Election {
             NodeState::Init => next = next.min(self.started_ms.saturating_add(t.init_dead_ms)),
             NodeState::Fault => {
                 next = next.min(self.fault_since_ms.saturating_add(self.cfg.fault_retry_ms))
+            }
+            NodeState::Stopped if !self.stop_done => {
+                let resend = self
+                    .last_resend_ms
+                    .map_or(0, |at| at.saturating_add(STOP_RESEND_MS));
+                let linger_end = self
+                    .state_since_ms
+                    .saturating_add(self.cfg.shutdown_linger_ms);
+                next = next.min(resend).min(linger_end);
             }
             _ => {}
         }
@@ -508,11 +534,41 @@ impl Election {
             self.send_now = false;
             self.next_send_ms = now_ms.saturating_add(self.cfg.timings.interval_ms);
         }
+        if self.state == NodeState::Stopped && !self.stop_done {
+            self.linger(now_ms, &mut out);
+        }
         out
     }
 
-    /// The heartbeat this node would send now (consumes a sequence number). The driver uses it to repeat the final
-    /// "stopped" heartbeat while shutting down.
+    /// After a clean stop: repeat "stopped, take over" every [`STOP_RESEND_MS`] until the peer confirms it holds
+    /// the VIPs, then (or when nobody can confirm, or the linger time is up) give [`Action::Stopped`].
+    fn linger(&mut self, now: u64, out: &mut Vec<Action>) {
+        let peer_took_over = self
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.heartbeat.holds_vips && p.heartbeat.state != NodeState::Stopped);
+        // Nobody to hand over to: a peer not heard for dead_ms will not confirm anything.
+        let peer_gone = !self.peer_alive(now);
+        let linger_over = now
+            >= self
+                .state_since_ms
+                .saturating_add(self.cfg.shutdown_linger_ms);
+        if !self.cfg.has_peer || peer_took_over || peer_gone || linger_over {
+            self.stop_done = true;
+            out.push(Action::Stopped);
+            return;
+        }
+        if self
+            .last_resend_ms
+            .is_none_or(|at| now >= at.saturating_add(STOP_RESEND_MS))
+        {
+            self.last_resend_ms = Some(now);
+            let hb = self.build_heartbeat(now);
+            out.push(Action::SendHeartbeat(hb));
+        }
+    }
+
+    /// The heartbeat this node would send now (consumes a sequence number).
     pub fn build_heartbeat(&mut self, now_ms: u64) -> Heartbeat {
         self.seq += 1;
         self.stats.heartbeats_built += 1;
@@ -604,7 +660,8 @@ impl Election {
     /// - a start-up wait still running (`Init`) restarts from `now` with the new `init_dead_ms`;
     /// - the keepalive cadence switches at the next send, which comes no later than one new interval from now (a
     ///   much shorter interval is not held back by a send scheduled on the old one);
-    /// - the fault retry delay follows the dead time if it was derived from it ([`ElectionConfig::new`]);
+    /// - the fault retry delay and the shutdown linger follow the dead time if they were derived from it
+    ///   ([`ElectionConfig::new`]);
     /// - timings equal to the current ones move no timer (a reload that only flips auto-failback);
     /// - auto-failback on or off is weighed at once, in the same step (turning it off withdraws a failback request).
     ///
@@ -651,6 +708,9 @@ impl Election {
             .min(now.saturating_add(timings.interval_ms));
         if self.cfg.fault_retry_ms == old.dead_ms.max(1000) {
             self.cfg.fault_retry_ms = timings.dead_ms.max(1000);
+        }
+        if self.cfg.shutdown_linger_ms == old.dead_ms.min(1000) {
+            self.cfg.shutdown_linger_ms = timings.dead_ms.min(1000);
         }
         self.cfg.timings = timings;
         self.cfg.auto_failback = auto_failback;

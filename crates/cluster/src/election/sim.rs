@@ -74,6 +74,10 @@ pub struct SimNode {
     pub announces: Vec<u64>,
     /// Told to shut down.
     pub stopping: bool,
+    /// When the election said its clean stop was over ([`Action::Stopped`]).
+    pub stopped_at: Vec<u64>,
+    /// Heartbeats sent while stopped (time, sequence number).
+    pub stopped_heartbeats: Vec<(u64, u64)>,
 }
 
 impl SimNode {
@@ -202,6 +206,8 @@ impl Sim {
             fail_acquires: 0,
             announces: Vec::new(),
             stopping: false,
+            stopped_at: Vec::new(),
+            stopped_heartbeats: Vec::new(),
         }
     }
 
@@ -316,6 +322,9 @@ impl Sim {
             match action {
                 Action::SendHeartbeat(hb) => {
                     self.nodes[i].heartbeats_sent += 1;
+                    if hb.state == NodeState::Stopped {
+                        self.nodes[i].stopped_heartbeats.push((now, hb.seq));
+                    }
                     let datagram = self.codec.encode(&hb).expect("encodes");
                     let lost = match self.mode {
                         LinkMode::Healthy => false,
@@ -369,17 +378,13 @@ impl Sim {
                     if matches!(event, Event::SplitBrain { won: true, .. }) {
                         self.split_brain_episodes += 1;
                     }
-                    if matches!(
-                        event,
-                        Event::StateChanged {
-                            to: NodeState::Stopped,
-                            ..
-                        }
-                    ) {
-                        // The daemon lingers a little to repeat its last heartbeat, then exits.
-                        self.nodes[i].exit_at = Some(now + self.params.timings.interval_ms);
-                    }
                     self.nodes[i].events.push((now, event));
+                }
+                // The election says when the clean stop is over (the peer took over, nobody can confirm, or the
+                // linger ended): the daemon exits then.
+                Action::Stopped => {
+                    self.nodes[i].exit_at = Some(now);
+                    self.nodes[i].stopped_at.push(now);
                 }
             }
         }

@@ -456,6 +456,191 @@ fn clean_stop_hands_over_in_a_few_ms_at_any_interval() {
     }
 }
 
+// ---- clean stop: the linger and the resends ---------------------------------------------------------------------
+
+/// The peer's heartbeat as it would arrive now (the election does not check sequence numbers; the replay guard is
+/// the driver's).
+fn peer_heartbeat(state: NodeState, holds_vips: bool) -> Heartbeat {
+    let t = timings();
+    let mut b = Election::new(
+        ElectionConfig::new("c", "lb2", Role::Secondary, true, t, 2),
+        0,
+    );
+    let mut hb = b
+        .handle(Input::Tick, 0)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::SendHeartbeat(hb) => Some(hb),
+            _ => None,
+        })
+        .expect("the peer sends at start");
+    hb.state = state;
+    hb.holds_vips = holds_vips;
+    hb
+}
+
+fn stopped_sends(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::SendHeartbeat(hb) if hb.state == NodeState::Stopped))
+        .count()
+}
+
+#[test]
+fn stopped_node_repeats_its_heartbeat_every_5_ms_until_the_linger_ends() {
+    let cfg = ElectionConfig::new("c", "lb1", Role::Primary, true, timings(), 1);
+    assert_eq!(cfg.shutdown_linger_ms, 1000, "one dead time, at most 1 s");
+    let mut e = Election::new(cfg, 0);
+    e.handle(Input::Tick, 0);
+    let standby = peer_heartbeat(NodeState::Standby, false);
+    e.handle(Input::PeerHeartbeat(standby.clone()), 10);
+    let actions = e.handle(Input::Shutdown, 100);
+    assert_eq!(e.state(), NodeState::Stopped);
+    // The news at once, and its first repeat right behind it.
+    assert_eq!(stopped_sends(&actions), 2);
+    assert!(!actions.contains(&Action::Stopped));
+    assert_eq!(e.next_timeout(), 105);
+    let mut sends = 0;
+    let mut now = 100;
+    let mut stopped_at = None;
+    while stopped_at.is_none() && now < 5000 {
+        now = e.next_timeout().max(now + 1);
+        if now % 400 == 0 {
+            // The peer is still there (standing by, not taking over): no confirmation, no reason to stop early.
+            e.handle(Input::PeerHeartbeat(standby.clone()), now);
+        }
+        let actions = e.handle(Input::Tick, now);
+        sends += stopped_sends(&actions);
+        if actions.contains(&Action::Stopped) {
+            stopped_at = Some(now);
+        }
+    }
+    assert_eq!(stopped_at, Some(1100), "linger is 1000 ms from the stop");
+    // One repeat every 5 ms (plus the keepalives that fall on the same steps).
+    assert!((199..=210).contains(&sends), "{sends} heartbeats repeated");
+    assert!(e.next_timeout() >= 1200, "only the keepalive is left");
+    assert!(
+        !e.handle(Input::Tick, 1200).contains(&Action::Stopped),
+        "given once"
+    );
+}
+
+#[test]
+fn stopped_node_ends_its_linger_once_the_peer_confirms() {
+    let mut e = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, timings(), 1),
+        0,
+    );
+    e.handle(Input::Tick, 0);
+    e.handle(
+        Input::PeerHeartbeat(peer_heartbeat(NodeState::Standby, false)),
+        10,
+    );
+    e.handle(Input::Shutdown, 100);
+    assert_eq!(stopped_sends(&e.handle(Input::Tick, 105)), 1);
+    // The peer holding the VIPs is the confirmation (its news is answered once, as always; no repeat follows).
+    let actions = e.handle(
+        Input::PeerHeartbeat(peer_heartbeat(NodeState::Acquiring, true)),
+        107,
+    );
+    assert!(actions.contains(&Action::Stopped));
+    assert_eq!(stopped_sends(&actions), 1);
+    assert!(e.next_timeout() >= 300, "no repeat scheduled");
+}
+
+#[test]
+fn stopped_node_without_anyone_to_confirm_ends_at_once_or_when_the_peer_is_dead() {
+    // No peer configured.
+    let mut alone = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, false, timings(), 1),
+        0,
+    );
+    alone.handle(Input::Tick, 0);
+    alone.handle(Input::VipsAcquired, 1);
+    assert!(!alone.handle(Input::Shutdown, 5).contains(&Action::Stopped));
+    assert!(
+        alone
+            .handle(Input::VipsReleased, 6)
+            .contains(&Action::Stopped)
+    );
+    // A peer configured and never heard.
+    let mut unheard = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, timings(), 1),
+        0,
+    );
+    unheard.handle(Input::Tick, 0);
+    assert!(
+        unheard
+            .handle(Input::Shutdown, 5)
+            .contains(&Action::Stopped)
+    );
+    // A peer heard at 10 that falls silent: the linger ends when it is declared dead (1010), before 1 s of linger.
+    let mut e = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, timings(), 1),
+        0,
+    );
+    e.handle(Input::Tick, 0);
+    e.handle(
+        Input::PeerHeartbeat(peer_heartbeat(NodeState::Standby, false)),
+        10,
+    );
+    e.handle(Input::Shutdown, 500);
+    let mut now = 500;
+    while now < 1010 {
+        now = e.next_timeout().max(now + 1);
+        let actions = e.handle(Input::Tick, now);
+        assert_eq!(actions.contains(&Action::Stopped), now >= 1010, "at {now}");
+    }
+}
+
+#[test]
+fn clean_stop_on_a_cut_link_lingers_and_resends_then_exits() {
+    let mut p = SimParams::new(200);
+    p.max_delay_ms = 1;
+    let mut sim = started(p);
+    sim.run_for(500);
+    assert!(sim.nodes[0].is_active());
+    sim.set_mode(LinkMode::Cut);
+    let cut_at = sim.now;
+    sim.stop(0);
+    sim.run_for(2000);
+    // The peer, last heard within an interval before the cut, is dead 1000 ms after that: the linger (1000 ms from
+    // the stop, VIP release included) ends no later.
+    let stopped = sim.nodes[0].stopped_at[0];
+    assert!(
+        stopped > cut_at + 700 && stopped <= cut_at + 1002,
+        "{}",
+        stopped - cut_at
+    );
+    let resent = &sim.nodes[0].stopped_heartbeats;
+    let gaps_ok = resent.windows(2).all(|w| w[1].0 - w[0].0 <= STOP_RESEND_MS);
+    assert!(gaps_ok, "a repeat at least every 5 ms: {resent:?}");
+    assert!(resent.len() as u64 >= (stopped - resent[0].0) / STOP_RESEND_MS);
+    assert!(!sim.nodes[0].up());
+}
+
+#[test]
+fn clean_stop_on_a_healthy_link_exits_as_soon_as_the_peer_holds_the_vips() {
+    for interval in [10, 200, 1000] {
+        let mut p = SimParams::new(interval);
+        p.max_delay_ms = 1;
+        let mut sim = started(p);
+        sim.run_for(interval * 2 + 3);
+        let stop_at = sim.now;
+        sim.stop(0);
+        sim.run_for(interval * 3);
+        let active = sim.became_active(1, stop_at).expect("secondary took over");
+        let stopped = sim.nodes[0].stopped_at[0];
+        // The peer holds the VIPs from its acquire on; its next heartbeat says so (at once, it is news).
+        assert!(
+            stopped <= active + 2,
+            "interval {interval}: exit {stopped}, peer active {active}"
+        );
+        assert!(!sim.nodes[0].up());
+        sim.assert_clean();
+    }
+}
+
 #[test]
 fn stopping_the_standby_changes_nothing() {
     let mut sim = started(SimParams::new(20));
@@ -968,8 +1153,10 @@ fn run_scenario(params: SimParams, steps: &[Step]) -> Sim {
     // End on a healthy link with both nodes up: the pair must settle on exactly one holder.
     sim.set_mode(LinkMode::Healthy);
     let t = sim.params.timings;
-    // Let nodes that are stopping finish and exit first.
-    sim.run_for(t.interval_ms * 2 + 4 * sim.params.vip_latency_ms + 1);
+    // Let nodes that are stopping finish and exit first (a stopped node lingers up to shutdown_linger_ms for its
+    // peer to confirm).
+    let linger = t.dead_ms.min(1000);
+    sim.run_for(linger.max(t.interval_ms * 2) + 4 * sim.params.vip_latency_ms + 1);
     sim.start(0);
     sim.start(1);
     // The VIP layer works again; nodes in fault recover at their next retry.
