@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::*;
-use crate::wire::{HeartbeatCodec, ReplayGuard};
+use crate::wire::{HeartbeatCodec, NodeState, ReplayGuard, Role};
 
 pub const NAMES: [&str; 2] = ["lb1", "lb2"];
 

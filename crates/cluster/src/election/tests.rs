@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::sim::{LinkMode, NAMES, Sim, SimParams};
 use super::*;
+use crate::wire::{Heartbeat, NodeState, PingState, Role};
 
 fn started(params: SimParams) -> Sim {
     let mut sim = Sim::new(params);

@@ -1,0 +1,163 @@
+//! Who holds the VIPs while both nodes hear each other: taking an offer or a grant, claiming when neither holds them
+//! (ping nodes, then a takeover request, then the primary, then the lower name), and ending a split brain.
+
+use super::machine::Election;
+use super::messages::{Action, Event, Reason};
+use crate::wire::{Heartbeat, NodeState, Role};
+
+impl Election {
+    pub(super) fn evaluate_standby(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(peer) = self.live_peer(now).cloned() else {
+            let reason = if self.cfg.has_peer {
+                Reason::PeerDead
+            } else {
+                Reason::Standalone
+            };
+            self.start_acquire(reason, now, out);
+            return;
+        };
+        if peer.holds_vips {
+            if self.state == NodeState::Claiming {
+                self.claim_seq = None;
+                self.set_state(NodeState::Standby, Reason::PeerHoldsVips, now, out);
+            }
+            return;
+        }
+        let grant_from_peer =
+            peer.handover || matches!(peer.state, NodeState::Stopped | NodeState::Fault);
+        let mutual_offer = peer.handover && self.handover_pending;
+        if mutual_offer {
+            // Both nodes offer the role to each other (each released before seeing the other's release): taking
+            // the peer's offer could overlap with the peer taking ours. Withdraw ours; the claim below decides,
+            // and a later offer of the peer counts once it acknowledges the withdrawal.
+            self.handover_pending = false;
+        } else if grant_from_peer && !self.peer_saw_my_status(&peer) {
+            // The peer wrote this before it saw our current offer status (or an older incarnation of the peer wrote
+            // it): it may be taking the VIPs right now. Wait for news that acknowledges it.
+            return;
+        }
+        match peer.state {
+            NodeState::Stopped => return self.start_acquire(Reason::PeerStopped, now, out),
+            NodeState::Fault => return self.start_acquire(Reason::PeerFault, now, out),
+            // Not holding VIPs in these states is transient; wait for the next heartbeat.
+            NodeState::Releasing | NodeState::Acquiring | NodeState::Active => return,
+            NodeState::Init | NodeState::Standby | NodeState::Claiming => {}
+        }
+        // An offer written on old news of us may already be withdrawn (the peer gave us up as dead and took the
+        // VIPs back while it was on its way): then only the claim below, which the peer must grant, may move them.
+        if peer.handover && !mutual_offer && self.peer_news_is_fresh(&peer, now) {
+            return self.start_acquire(Reason::HandoverFromPeer, now, out);
+        }
+        let wins = !self.handover_pending && self.wins_claim(&peer, now);
+        if !wins {
+            if self.state == NodeState::Claiming {
+                self.claim_seq = None;
+                self.set_state(NodeState::Standby, Reason::ClaimYielded, now, out);
+            }
+            return;
+        }
+        match self.claim_seq {
+            None => {
+                // The claim goes out in the heartbeat sent at the end of this step.
+                self.claim_seq = Some(self.seq + 1);
+                self.send_now = true;
+                self.set_state(NodeState::Claiming, Reason::ClaimStarted, now, out);
+            }
+            Some(claim_seq) => {
+                let granted = matches!(peer.state, NodeState::Init | NodeState::Standby)
+                    && peer.ack_epoch == self.cfg.boot_epoch
+                    && peer.ack_seq >= claim_seq;
+                if granted {
+                    self.start_acquire(Reason::ClaimGranted, now, out);
+                }
+            }
+        }
+    }
+
+    pub(super) fn evaluate_holder(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(peer) = self.live_peer(now).cloned() else {
+            self.split_brain_episode = false;
+            return;
+        };
+        if peer.holds_vips {
+            // Both hold the VIPs: only a partition can lead here (handovers never overlap). The peer may already be
+            // dropping them (it noticed first): then this node only has to announce.
+            let won = self.wins_split_brain(&peer);
+            if !self.split_brain_episode {
+                self.split_brain_episode = true;
+                self.stats.split_brains += 1;
+                out.push(Action::Event(Event::SplitBrain {
+                    peer: peer.node.clone(),
+                    won,
+                }));
+                if won && self.state == NodeState::Active {
+                    self.announce(out);
+                }
+            }
+            if !won && matches!(peer.state, NodeState::Active | NodeState::Acquiring) {
+                self.start_release(Reason::SplitBrainLost, false, NodeState::Standby, now, out);
+            }
+            return;
+        }
+        if self.announce_on_contact {
+            self.announce_on_contact = false;
+            if self.state == NodeState::Active && !self.split_brain_episode {
+                self.announce(out);
+            }
+        }
+        if self.split_brain_episode && !peer.holds_vips {
+            self.split_brain_episode = false;
+            // The loser has dropped the addresses: make sure every neighbour points here.
+            if self.state == NodeState::Active {
+                self.announce(out);
+            }
+        }
+        if self.state != NodeState::Active || peer.holds_vips || peer.state != NodeState::Standby {
+            return;
+        }
+        if !self.ping.ok() && peer.ping.ok() {
+            self.start_release(Reason::PingLost, true, NodeState::Standby, now, out);
+        } else if peer.takeover_request && (peer.ping.ok() || !self.ping.ok()) {
+            self.failback_suppressed = true;
+            self.start_release(
+                Reason::PeerRequestedTakeover,
+                true,
+                NodeState::Standby,
+                now,
+                out,
+            );
+        }
+    }
+
+    /// Who should claim when neither node holds the VIPs: reachability of the ping nodes first, then an explicit
+    /// takeover request, then the primary, then the lower node name. Both nodes compute the same answer from the
+    /// same two heartbeats.
+    pub(super) fn wins_claim(&self, peer: &Heartbeat, now: u64) -> bool {
+        let mine = (
+            self.ping.ok(),
+            self.takeover_request(now),
+            self.cfg.role == Role::Primary,
+            std::cmp::Reverse((self.cfg.node.as_str(), self.cfg.boot_epoch)),
+        );
+        let theirs = (
+            peer.ping.ok(),
+            peer.takeover_request,
+            peer.role == Role::Primary,
+            std::cmp::Reverse((peer.node.as_str(), peer.boot_epoch)),
+        );
+        mine > theirs
+    }
+
+    /// Split brain: the primary keeps the VIPs; equal roles fall back to the lower node name.
+    pub(super) fn wins_split_brain(&self, peer: &Heartbeat) -> bool {
+        let mine = (
+            self.cfg.role == Role::Primary,
+            std::cmp::Reverse((self.cfg.node.as_str(), self.cfg.boot_epoch)),
+        );
+        let theirs = (
+            peer.role == Role::Primary,
+            std::cmp::Reverse((peer.node.as_str(), peer.boot_epoch)),
+        );
+        mine > theirs
+    }
+}

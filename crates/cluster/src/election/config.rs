@@ -1,0 +1,66 @@
+//! What the election is told about this node: `[heartbeat]` timings and the node's place in the pair.
+
+use crate::wire::Role;
+
+/// Heartbeat timings (`[heartbeat]` of cluster.toml), all in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// A heartbeat is sent this often (and at once on every change).
+    pub interval_ms: u64,
+    /// The peer is declared dead after this much silence.
+    pub dead_ms: u64,
+    /// Silence longer than this is logged and counted.
+    pub warn_ms: u64,
+    /// At start-up, how long to wait for a peer never heard before taking over.
+    pub init_dead_ms: u64,
+}
+
+/// Everything the election needs to know about this node, filled by the daemon from cluster.toml and node.toml.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionConfig {
+    /// `[cluster] name`.
+    pub cluster: String,
+    /// `[node] name`.
+    pub node: String,
+    /// `[node] role`.
+    pub role: Role,
+    /// `[node] peer` is set. Without a peer the node becomes active on its own at once.
+    pub has_peer: bool,
+    pub timings: Timings,
+    /// `[heartbeat] auto_failback`: a returning primary takes the active role back once caught up.
+    pub auto_failback: bool,
+    /// `[heartbeat] ping_nodes` is not empty.
+    pub ping_nodes_configured: bool,
+    /// This process's boot epoch (see [`crate::epoch`]).
+    pub boot_epoch: u64,
+    /// In fault, how long to wait before trying again (removing leftover VIPs, then standing by).
+    pub fault_retry_ms: u64,
+    /// After a clean stop, how long at most to keep repeating the final heartbeat until the peer confirms it took
+    /// over (see [`Action::Stopped`](super::Action::Stopped)).
+    pub shutdown_linger_ms: u64,
+}
+
+impl ElectionConfig {
+    /// A config with the defaults for everything not given (no auto-failback, no ping nodes).
+    pub fn new(
+        cluster: &str,
+        node: &str,
+        role: Role,
+        has_peer: bool,
+        timings: Timings,
+        boot_epoch: u64,
+    ) -> Self {
+        Self {
+            cluster: cluster.to_owned(),
+            node: node.to_owned(),
+            role,
+            has_peer,
+            timings,
+            auto_failback: false,
+            ping_nodes_configured: false,
+            boot_epoch,
+            fault_retry_ms: timings.dead_ms.max(1000),
+            shutdown_linger_ms: timings.dead_ms.min(1000),
+        }
+    }
+}

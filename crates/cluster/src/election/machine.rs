@@ -1,0 +1,442 @@
+//! The state machine proper: the [`Election`] and its counters, when it needs the next tick, how one input is
+//! handled (the input's own step, then the decisions until they settle, then the heartbeat), the VIP operations and
+//! the change of state. The decisions themselves live in the sibling files, one concern each.
+
+use std::collections::VecDeque;
+
+use super::config::ElectionConfig;
+use super::messages::{Action, Event, Input, Reason, STOP_RESEND_MS, VipOp};
+use crate::wire::{Heartbeat, NodeState, PingState};
+
+/// Counters kept by the election.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ElectionStats {
+    /// Times this node became active.
+    pub takeovers: u64,
+    /// Times this node dropped the VIPs.
+    pub releases: u64,
+    pub split_brains: u64,
+    pub heartbeats_built: u64,
+    pub warn_time_exceeded: u64,
+    pub vip_failures: u64,
+}
+
+/// The latest heartbeat of the peer and when it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    pub heartbeat: Heartbeat,
+    pub last_heard_ms: u64,
+}
+
+/// The election state machine of one node.
+#[derive(Clone, Debug)]
+pub struct Election {
+    pub(super) cfg: ElectionConfig,
+    pub(super) state: NodeState,
+    /// Start of the start-up wait for a peer never heard (restarted by a change of timings while it runs).
+    pub(super) started_ms: u64,
+    pub(super) state_since_ms: u64,
+    pub(super) seq: u64,
+    pub(super) peer: Option<PeerView>,
+    /// The peer's silence is counted from here: when it was last heard, or when the timings last changed while it
+    /// was alive (so a shorter dead time does not declare it dead at once).
+    pub(super) peer_clock_ms: u64,
+    pub(super) peer_warned: bool,
+    pub(super) peer_dead_reported: bool,
+    pub(super) ping: PingState,
+    pub(super) caught_up: bool,
+    pub(super) config_generation: u64,
+    pub(super) config_digest: [u8; 32],
+    pub(super) servers_up: u32,
+    pub(super) servers_total: u32,
+    /// VIP operations issued and not yet reported, and whether addresses may be on the interface.
+    pub(super) acquires_pending: u32,
+    pub(super) releases_pending: u32,
+    pub(super) announces_pending: u32,
+    pub(super) addresses_present: bool,
+    /// Where `Releasing` leads once the VIPs are gone.
+    pub(super) release_then: NodeState,
+    /// This node dropped the VIPs for its peer to take them.
+    pub(super) handover_pending: bool,
+    /// Sequence number of the heartbeat that announced our claim.
+    pub(super) claim_seq: Option<u64>,
+    /// Sequence number of the first heartbeat of the current run of heartbeats that do (or do not) let the peer
+    /// take the VIPs: a grant from the peer counts only if it acknowledges it.
+    pub(super) status_seq: u64,
+    /// When our recent heartbeats were built (sequence number, ms), oldest first, for about `dead_ms`: tells how
+    /// fresh the peer's news of us is.
+    pub(super) sent_at: VecDeque<(u64, u64)>,
+    pub(super) last_sent_status: (bool, bool),
+    pub(super) admin_request_until: Option<u64>,
+    pub(super) request_flag_sent: bool,
+    /// After releasing on purpose, a primary does not fail back until it is active again.
+    pub(super) failback_suppressed: bool,
+    pub(super) split_brain_episode: bool,
+    pub(super) announce_on_contact: bool,
+    pub(super) fault_since_ms: u64,
+    pub(super) fault_reason: Option<String>,
+    pub(super) next_send_ms: u64,
+    pub(super) send_now: bool,
+    /// When the final heartbeat was last repeated after a clean stop.
+    pub(super) last_resend_ms: Option<u64>,
+    /// [`Action::Stopped`] has been given.
+    pub(super) stop_done: bool,
+    pub(super) stats: ElectionStats,
+}
+
+impl Election {
+    pub fn new(cfg: ElectionConfig, now_ms: u64) -> Self {
+        let ping = if cfg.ping_nodes_configured {
+            PingState::Reachable
+        } else {
+            PingState::NotConfigured
+        };
+        Self {
+            cfg,
+            state: NodeState::Init,
+            started_ms: now_ms,
+            state_since_ms: now_ms,
+            seq: 0,
+            peer: None,
+            peer_clock_ms: now_ms,
+            peer_warned: false,
+            peer_dead_reported: false,
+            ping,
+            caught_up: false,
+            config_generation: 0,
+            config_digest: [0; 32],
+            servers_up: 0,
+            servers_total: 0,
+            acquires_pending: 0,
+            releases_pending: 0,
+            announces_pending: 0,
+            addresses_present: false,
+            release_then: NodeState::Standby,
+            handover_pending: false,
+            claim_seq: None,
+            status_seq: 0,
+            sent_at: VecDeque::new(),
+            last_sent_status: (false, false),
+            admin_request_until: None,
+            request_flag_sent: false,
+            failback_suppressed: false,
+            split_brain_episode: false,
+            announce_on_contact: false,
+            fault_since_ms: now_ms,
+            fault_reason: None,
+            next_send_ms: now_ms,
+            send_now: true,
+            last_resend_ms: None,
+            stop_done: false,
+            stats: ElectionStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ElectionConfig {
+        &self.cfg
+    }
+
+    pub fn state(&self) -> NodeState {
+        self.state
+    }
+
+    /// Since when (ms) the node is in its current state.
+    pub fn state_since_ms(&self) -> u64 {
+        self.state_since_ms
+    }
+
+    /// True from the moment this node asks for the VIPs until their removal is confirmed.
+    pub fn holds_vips(&self) -> bool {
+        self.addresses_present || self.acquires_pending > 0
+    }
+
+    pub fn peer(&self) -> Option<&PeerView> {
+        self.peer.as_ref()
+    }
+
+    /// The peer has been heard within `dead_ms`.
+    pub fn peer_alive(&self, now_ms: u64) -> bool {
+        self.live_peer(now_ms).is_some()
+    }
+
+    pub fn ping(&self) -> PingState {
+        self.ping
+    }
+
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
+    pub fn fault_reason(&self) -> Option<&str> {
+        self.fault_reason.as_deref()
+    }
+
+    pub fn stats(&self) -> ElectionStats {
+        self.stats
+    }
+
+    /// The latest time at which the election needs a [`Input::Tick`] (absolute, same clock as `now_ms`).
+    pub fn next_timeout(&self) -> u64 {
+        let t = &self.cfg.timings;
+        let mut next = u64::MAX;
+        if self.cfg.has_peer {
+            next = next.min(if self.send_now { 0 } else { self.next_send_ms });
+        }
+        if self.peer.is_some() {
+            if !self.peer_warned {
+                next = next.min(self.peer_clock_ms.saturating_add(t.warn_ms));
+            }
+            if !self.peer_dead_reported {
+                next = next.min(self.peer_clock_ms.saturating_add(t.dead_ms));
+            }
+        }
+        match self.state {
+            NodeState::Init => next = next.min(self.started_ms.saturating_add(t.init_dead_ms)),
+            NodeState::Fault => {
+                next = next.min(self.fault_since_ms.saturating_add(self.cfg.fault_retry_ms))
+            }
+            NodeState::Stopped if !self.stop_done => {
+                let resend = self
+                    .last_resend_ms
+                    .map_or(0, |at| at.saturating_add(STOP_RESEND_MS));
+                let linger_end = self
+                    .state_since_ms
+                    .saturating_add(self.cfg.shutdown_linger_ms);
+                next = next.min(resend).min(linger_end);
+            }
+            _ => {}
+        }
+        if let Some(until) = self.admin_request_until {
+            next = next.min(until);
+        }
+        next
+    }
+
+    /// Feeds one input; returns what to do, in order.
+    pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.check_silence(now_ms, &mut out);
+        match input {
+            Input::Tick => {}
+            Input::PeerHeartbeat(hb) => self.on_heartbeat(hb, now_ms, &mut out),
+            Input::PingResult { reachable } => {
+                let ping = if reachable {
+                    PingState::Reachable
+                } else {
+                    PingState::Unreachable
+                };
+                if ping != self.ping {
+                    self.ping = ping;
+                    self.send_now = true;
+                }
+            }
+            Input::AdminTakeover => self.on_admin_takeover(now_ms, &mut out),
+            Input::AdminRelease => self.on_admin_release(now_ms, &mut out),
+            Input::Shutdown => self.on_shutdown(now_ms, &mut out),
+            Input::VipsAcquired => {
+                self.acquires_pending = self.acquires_pending.saturating_sub(1);
+                self.addresses_present = true;
+                if self.state == NodeState::Acquiring && self.vip_idle() {
+                    self.stats.takeovers += 1;
+                    self.failback_suppressed = false;
+                    self.admin_request_until = None;
+                    self.set_state(NodeState::Active, Reason::VipsAcquired, now_ms, &mut out);
+                }
+            }
+            Input::VipsReleased => {
+                self.releases_pending = self.releases_pending.saturating_sub(1);
+                if self.acquires_pending == 0 {
+                    self.addresses_present = false;
+                }
+                if self.state == NodeState::Releasing && self.vip_idle() {
+                    self.stats.releases += 1;
+                    let next = self.release_then;
+                    self.set_state(next, Reason::VipsReleased, now_ms, &mut out);
+                }
+            }
+            Input::VipsAnnounced => {
+                self.announces_pending = self.announces_pending.saturating_sub(1);
+            }
+            Input::VipFailure { op, error } => self.on_vip_failure(op, error, now_ms, &mut out),
+            Input::CaughtUp(caught_up) => {
+                if caught_up != self.caught_up {
+                    self.caught_up = caught_up;
+                    self.send_now = true;
+                }
+            }
+            Input::LocalConfig { generation, digest } => {
+                self.config_generation = generation;
+                self.config_digest = digest;
+            }
+            Input::LocalHealth { up, total } => {
+                self.servers_up = up;
+                self.servers_total = total;
+            }
+            Input::SetTimings {
+                timings,
+                auto_failback,
+            } => self.set_timings(timings, auto_failback, now_ms, &mut out),
+        }
+        // A decision can enable the next one (init -> standby -> claim); a few passes always settle.
+        for _ in 0..4 {
+            let before = (self.state, self.claim_seq);
+            self.evaluate(now_ms, &mut out);
+            if before == (self.state, self.claim_seq) {
+                break;
+            }
+        }
+        self.update_request_flag(now_ms, &mut out);
+        if self.cfg.has_peer && (self.send_now || now_ms >= self.next_send_ms) {
+            let hb = self.build_heartbeat(now_ms);
+            out.push(Action::SendHeartbeat(hb));
+            self.send_now = false;
+            self.next_send_ms = now_ms.saturating_add(self.cfg.timings.interval_ms);
+        }
+        if self.state == NodeState::Stopped && !self.stop_done {
+            self.linger(now_ms, &mut out);
+        }
+        out
+    }
+
+    pub(super) fn on_vip_failure(
+        &mut self,
+        op: VipOp,
+        error: String,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.stats.vip_failures += 1;
+        match op {
+            VipOp::Acquire => {
+                self.acquires_pending = self.acquires_pending.saturating_sub(1);
+                // Some addresses may have been added before the failure.
+                self.addresses_present = true;
+            }
+            VipOp::Release => {
+                self.releases_pending = self.releases_pending.saturating_sub(1);
+                self.addresses_present = true;
+            }
+            VipOp::Announce => self.announces_pending = self.announces_pending.saturating_sub(1),
+        }
+        if self.state == NodeState::Stopped {
+            return;
+        }
+        if matches!(
+            self.state,
+            NodeState::Acquiring | NodeState::Active | NodeState::Releasing
+        ) {
+            self.fault_reason = Some(format!("{} failed: {error}", op.as_str()));
+            self.fault_since_ms = now;
+            self.handover_pending = false;
+            self.set_state(NodeState::Fault, Reason::VipFailure(error), now, out);
+            // Never half active: take down whatever got added (retried from the fault state if this fails too).
+            self.issue_release(out);
+        }
+    }
+
+    pub(super) fn evaluate(&mut self, now: u64, out: &mut Vec<Action>) {
+        if let Some(until) = self.admin_request_until
+            && now >= until
+        {
+            self.admin_request_until = None;
+            out.push(Action::Event(Event::TakeoverRequestExpired));
+        }
+        if self.handover_pending && self.state != NodeState::Releasing {
+            // The handover is over once the peer holds the VIPs, or moot if it cannot take them.
+            let over = match self.live_peer(now) {
+                None => true,
+                Some(p) => p.holds_vips || matches!(p.state, NodeState::Fault | NodeState::Stopped),
+            };
+            if over {
+                self.handover_pending = false;
+            }
+        }
+        match self.state {
+            NodeState::Init => {
+                if !self.cfg.has_peer {
+                    self.start_acquire(Reason::Standalone, now, out);
+                } else if self.peer_alive(now) {
+                    self.set_state(NodeState::Standby, Reason::PeerHeard, now, out);
+                } else if now
+                    >= self
+                        .started_ms
+                        .saturating_add(self.cfg.timings.init_dead_ms)
+                {
+                    self.start_acquire(Reason::InitDeadExpired, now, out);
+                }
+            }
+            NodeState::Standby | NodeState::Claiming => self.evaluate_standby(now, out),
+            NodeState::Acquiring | NodeState::Active => self.evaluate_holder(now, out),
+            NodeState::Fault => {
+                if now >= self.fault_since_ms.saturating_add(self.cfg.fault_retry_ms) {
+                    if self.holds_vips() {
+                        if self.releases_pending == 0 {
+                            self.issue_release(out);
+                        }
+                        self.fault_since_ms = now;
+                    } else {
+                        self.fault_reason = None;
+                        self.set_state(NodeState::Standby, Reason::FaultRetry, now, out);
+                    }
+                }
+            }
+            NodeState::Releasing | NodeState::Stopped => {}
+        }
+    }
+
+    pub(super) fn vip_idle(&self) -> bool {
+        self.acquires_pending == 0 && self.releases_pending == 0
+    }
+
+    pub(super) fn start_acquire(&mut self, reason: Reason, now: u64, out: &mut Vec<Action>) {
+        self.claim_seq = None;
+        self.handover_pending = false;
+        self.acquires_pending += 1;
+        out.push(Action::AcquireVips);
+        self.set_state(NodeState::Acquiring, reason, now, out);
+    }
+
+    pub(super) fn start_release(
+        &mut self,
+        reason: Reason,
+        handover: bool,
+        then: NodeState,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.release_then = then;
+        self.handover_pending = handover;
+        self.issue_release(out);
+        self.set_state(NodeState::Releasing, reason, now, out);
+    }
+
+    pub(super) fn issue_release(&mut self, out: &mut Vec<Action>) {
+        self.releases_pending += 1;
+        out.push(Action::ReleaseVips);
+    }
+
+    pub(super) fn announce(&mut self, out: &mut Vec<Action>) {
+        self.announces_pending += 1;
+        out.push(Action::AnnounceVips);
+    }
+
+    pub(super) fn set_state(
+        &mut self,
+        to: NodeState,
+        reason: Reason,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if to == self.state {
+            return;
+        }
+        out.push(Action::Event(Event::StateChanged {
+            from: self.state,
+            to,
+            reason,
+        }));
+        self.state = to;
+        self.state_since_ms = now;
+        self.send_now = true;
+    }
+}

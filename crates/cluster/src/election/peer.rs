@@ -1,0 +1,159 @@
+//! Tracking the peer: its latest heartbeat, its silence (warn and dead deadlines), and how a live change of the
+//! timings moves those deadlines.
+
+use super::config::Timings;
+use super::machine::{Election, PeerView};
+use super::messages::{Action, Event, refuse};
+use crate::wire::{Heartbeat, NodeState, PingState, Role};
+
+impl Election {
+    /// New `[heartbeat]` timings and auto-failback, taken live. The pair is meant to run the same timings (config
+    /// push brings the new cluster.toml to the peer within moments); the rule for the switch is that no timer
+    /// already running fires early or late because of the change itself:
+    ///
+    /// - a peer heard and not yet given up has its warn and dead deadlines restarted from `now` with the new
+    ///   lengths: a shorter dead time does not declare it dead at once because its last heartbeat is already older
+    ///   than that. A peer already declared dead stays dead (a longer dead time does not revive it);
+    /// - a start-up wait still running (`Init`) restarts from `now` with the new `init_dead_ms`;
+    /// - the keepalive cadence switches at the next send, which comes no later than one new interval from now (a
+    ///   much shorter interval is not held back by a send scheduled on the old one);
+    /// - the fault retry delay and the shutdown linger follow the dead time if they were derived from it
+    ///   ([`ElectionConfig::new`](super::ElectionConfig::new));
+    /// - timings equal to the current ones move no timer (a reload that only flips auto-failback);
+    /// - auto-failback on or off is weighed at once, in the same step (turning it off withdraws a failback request).
+    ///
+    /// Timings that break the relations the election needs (`interval_ms >= 1`, `dead_ms > interval_ms`) are
+    /// refused: the config crate never lets them through, so a refusal here means a bug upstream.
+    pub(super) fn set_timings(
+        &mut self,
+        timings: Timings,
+        auto_failback: bool,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if timings.interval_ms == 0 || timings.dead_ms <= timings.interval_ms {
+            refuse(
+                out,
+                "set timings",
+                format!(
+                    "interval_ms {} / dead_ms {}: dead_ms must exceed interval_ms >= 1",
+                    timings.interval_ms, timings.dead_ms
+                ),
+            );
+            return;
+        }
+        let old = self.cfg.timings;
+        if old == timings {
+            // Only auto-failback changed (or nothing): no timer moves.
+            if self.cfg.auto_failback != auto_failback {
+                self.cfg.auto_failback = auto_failback;
+                out.push(Action::Event(Event::TimingsChanged {
+                    timings,
+                    auto_failback,
+                }));
+            }
+            return;
+        }
+        if self.peer.is_some() && !self.peer_dead_reported {
+            self.peer_clock_ms = now;
+        }
+        if self.state == NodeState::Init {
+            self.started_ms = now;
+        }
+        self.next_send_ms = self
+            .next_send_ms
+            .min(now.saturating_add(timings.interval_ms));
+        if self.cfg.fault_retry_ms == old.dead_ms.max(1000) {
+            self.cfg.fault_retry_ms = timings.dead_ms.max(1000);
+        }
+        if self.cfg.shutdown_linger_ms == old.dead_ms.min(1000) {
+            self.cfg.shutdown_linger_ms = timings.dead_ms.min(1000);
+        }
+        self.cfg.timings = timings;
+        self.cfg.auto_failback = auto_failback;
+        out.push(Action::Event(Event::TimingsChanged {
+            timings,
+            auto_failback,
+        }));
+    }
+
+    pub(super) fn check_silence(&mut self, now: u64, out: &mut Vec<Action>) {
+        let t = self.cfg.timings;
+        let Some(peer) = &self.peer else { return };
+        // Thresholds count from the peer clock; the events report the real silence.
+        let counted = now.saturating_sub(self.peer_clock_ms);
+        let silent = now.saturating_sub(peer.last_heard_ms);
+        if !self.peer_warned && counted >= t.warn_ms {
+            self.peer_warned = true;
+            self.stats.warn_time_exceeded += 1;
+            out.push(Action::Event(Event::PeerSilent { silent_ms: silent }));
+        }
+        if !self.peer_dead_reported && counted >= t.dead_ms {
+            self.peer_dead_reported = true;
+            out.push(Action::Event(Event::PeerDead { silent_ms: silent }));
+        }
+    }
+
+    pub(super) fn on_heartbeat(&mut self, hb: Heartbeat, now: u64, out: &mut Vec<Action>) {
+        if hb.node == self.cfg.node || hb.cluster != self.cfg.cluster {
+            return;
+        }
+        let was_alive = self.peer_alive(now);
+        let previous = self.peer.take();
+        match &previous {
+            Some(p) if was_alive => {
+                if p.heartbeat.boot_epoch != hb.boot_epoch || p.heartbeat.node != hb.node {
+                    out.push(Action::Event(Event::PeerRestarted {
+                        node: hb.node.clone(),
+                    }));
+                    self.send_now = true;
+                }
+                if meaningful(&p.heartbeat) != meaningful(&hb) {
+                    // Answer changes at once: acknowledges claims and handovers within one round trip.
+                    self.send_now = true;
+                }
+            }
+            _ => {
+                out.push(Action::Event(Event::PeerUp {
+                    node: hb.node.clone(),
+                }));
+                self.send_now = true;
+                // The peer may have held and announced the VIPs while we could not hear each other (even if it has
+                // dropped them already): the active node announces again so neighbours point here.
+                self.announce_on_contact = self.state == NodeState::Active;
+            }
+        }
+        self.peer = Some(PeerView {
+            heartbeat: hb,
+            last_heard_ms: now,
+        });
+        self.peer_clock_ms = now;
+        self.peer_warned = false;
+        self.peer_dead_reported = false;
+    }
+
+    pub(super) fn live_peer(&self, now: u64) -> Option<&Heartbeat> {
+        // Once declared dead, a peer stays dead until heard again (a longer dead time set meanwhile does not revive
+        // it).
+        if self.peer_dead_reported {
+            return None;
+        }
+        self.peer
+            .as_ref()
+            .filter(|_| now < self.peer_clock_ms.saturating_add(self.cfg.timings.dead_ms))
+            .map(|p| &p.heartbeat)
+    }
+}
+
+/// The parts of a heartbeat whose change deserves an immediate answer.
+fn meaningful(hb: &Heartbeat) -> (NodeState, bool, bool, bool, bool, PingState, Role) {
+    (
+        hb.state,
+        hb.holds_vips,
+        hb.handover,
+        hb.takeover_request,
+        hb.caught_up,
+        hb.ping,
+        hb.role,
+    )
+}
