@@ -1,6 +1,8 @@
-//! The UDP driver: one tokio task around the [`Election`]. It owns the heartbeat socket, the timers, the replay
-//! guard and the counters; VIP operations run one at a time on a separate task (through [`VipControl`]) so
-//! heartbeats keep flowing while addresses are added; ping nodes are probed on a third.
+//! The UDP driver: one tokio task around the [`Election`]. It owns the heartbeat socket, the timer, the replay
+//! guard, the counters and the status watch; VIP operations run one at a time on a separate task (through
+//! [`VipControl`]) so heartbeats keep flowing while addresses are added; ping nodes are probed on a third. It makes
+//! no decision of its own: when to send, when to wake and when a clean stop is over are the election's (its actions
+//! and `next_timeout`). The status is published after every input that changed it.
 
 use std::future::Future;
 use std::io;
