@@ -7,9 +7,9 @@ use super::messages::{Action, Event, refuse};
 use crate::wire::{Heartbeat, NodeState, PingState, Role};
 
 impl Election {
-    /// New `[heartbeat]` timings and auto-failback, taken live. The pair is meant to run the same timings (config
-    /// push brings the new cluster.toml to the peer within moments); the rule for the switch is that no timer
-    /// already running fires early or late because of the change itself:
+    /// New `[heartbeat]` timings and auto-failback, taken live. The rule for the switch: no timer already running
+    /// fires early because of the change itself (one may fire later than under either timings alone, by less than
+    /// the old dead time: failover is delayed once, never hastened into a false one):
     ///
     /// - a peer heard and not yet given up has its warn and dead deadlines restarted from `now` with the new
     ///   lengths: a shorter dead time does not declare it dead at once because its last heartbeat is already older
@@ -21,6 +21,11 @@ impl Election {
     ///   ([`ElectionConfig::new`](super::ElectionConfig::new));
     /// - timings equal to the current ones move no timer (a reload that only flips auto-failback);
     /// - auto-failback on or off is weighed at once, in the same step (turning it off withdraws a failback request).
+    ///
+    /// The pair is meant to run the same timings (config push brings the new cluster.toml to the peer within
+    /// moments). While the two differ, a node whose new dead time is shorter than the peer's old interval can give
+    /// the peer up between two of its heartbeats: reloads that cut the dead time below the old interval should be
+    /// done in two steps (interval first, then dead time).
     ///
     /// Timings that break the relations the election needs (`interval_ms >= 1`, `dead_ms > interval_ms`) are
     /// refused: the config crate never lets them through, so a refusal here means a bug upstream.
