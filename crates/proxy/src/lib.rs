@@ -30,10 +30,15 @@
 //!   connections, and a request head must arrive within min(10 s, client timeout).
 //! - **Counters**: `bytes_in` = bytes from clients, `bytes_out` = bytes to clients. In TCP mode a server's
 //!   `current` counts connections; in HTTP mode it counts requests in flight (what least-connections balances).
-//! - **Reload** ([`Proxy::reload`]): unchanged services are not touched (same runtime, connections, listeners,
-//!   stick table); changed services get a new runtime that keeps the counters, unchanged servers (health state,
-//!   counters, admin state) and the listeners of VIP:ports that remain; established connections are never cut by a
-//!   reload. Removed services stop accepting; their established connections finish.
+//! - **Reload** ([`Proxy::apply_plan`], as the config crate's [`ReloadPlan`] says; [`Proxy::reload`] plans itself):
+//!   unchanged services are not touched (same runtime, connections, listeners, checks, stick table); changed
+//!   services get a new runtime that keeps the counters, the connection limit unless `max_connections` changed, the
+//!   kept servers (health state, counters, admin state; a new weight applied in place) and the listeners of
+//!   VIP:ports that remain; a replaced server (new address or port) starts down and keeps its admin state;
+//!   established connections are never cut by a reload. Removed services stop accepting; their established
+//!   connections finish. Listeners and checks follow the runtimes: a listener serves the runtime of the service
+//!   that wants its VIP:port (every reload also retries the ones that could not be bound), a check runs per server
+//!   runtime and restarts only where the plan says.
 //! - **Shutdown** ([`Proxy::shutdown`]) closes the listeners, stops the checks and closes established connections.
 //! - **Stick tables**: `source-ip` and `last-successful` services get a table in the shared [`SharedStickTables`]
 //!   (reconciled on every reload, entries naming removed servers dropped, expired entries swept every second);
@@ -59,12 +64,14 @@
 //!   upstream connection (`forward.rs`), bodies (`body.rs`), deadlines (`timer.rs`), writes (`io.rs`), heads
 //!   (`head.rs`), chunked framing (`chunked.rs`), its threads (`threads.rs`) and batched io_uring sends
 //!   (`batch.rs`).
+//! - `reload.rs`: the next service runtimes from the running ones and a [`ReloadPlan`] (no I/O).
 //! - `lib.rs`: [`Proxy`]: start ([`ProxyOptions`]), reload, listeners and accept loops, buttons, status, shutdown.
 //!
 //! # Public API (what the daemon calls)
 //! [`Proxy::start`] / [`Proxy::start_with_options`] with [`ProxyOptions`] (the HTTP engine, [`TcpRelay`], relay
-//! yield; [`Proxy::start_with`] and [`Proxy::start_with_relay`] are shorthands), [`Proxy::reload`] -> [`ReloadReport`],
-//! [`Proxy::set_server_state`] with [`AdminState`], [`Proxy::status`] -> [`ProxyStatus`] (serde),
+//! yield; [`Proxy::start_with`] and [`Proxy::start_with_relay`] are shorthands), [`Proxy::apply_plan`] with the
+//! [`ReloadPlan`] from [`Proxy::config`] to the new configuration -> [`ReloadReport`] ([`Proxy::reload`] plans
+//! itself), [`Proxy::set_server_state`] with [`AdminState`], [`Proxy::status`] -> [`ProxyStatus`] (serde),
 //! [`Proxy::service`] (live atomic counters for metrics), [`Proxy::stick_tables`], [`Proxy::clock`],
 //! [`Proxy::shutdown`].
 
@@ -77,6 +84,7 @@ mod http;
 pub mod listener;
 mod pool;
 pub mod relay;
+mod reload;
 mod route;
 mod shared;
 pub mod state;
@@ -84,15 +92,15 @@ mod status;
 mod tcp;
 mod woken;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tandem_config::model::{ClusterConfig, HealthCheckConfig, Mode, PersistenceMode, Service};
+use tandem_config::ReloadPlan;
+use tandem_config::model::{ClusterConfig, HealthCheckConfig, Mode, PersistenceMode};
 use tandem_stick::{Clock, TableSpec};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use ctx::{ConnCtx, SharedStickTables};
@@ -102,7 +110,6 @@ pub use http::{HttpEngine, unavailable_page};
 pub use state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
 pub use status::{ProxyStatus, ServerStatus, ServiceStatus};
 
-use crate::balance::Balancer;
 use crate::shared::lock;
 
 /// How TCP-mode connections are relayed once both sides are connected.
@@ -183,6 +190,9 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     /// Listeners that could not be bound: (service, address, error).
     pub bind_errors: Vec<(String, SocketAddr, String)>,
+    /// The plan given was made from another configuration than the one served, so the proxy planned again from the
+    /// served one (the lists above are from that plan).
+    pub replanned: bool,
 }
 
 /// The running data plane. Cheap to clone; all clones control the same proxy.
@@ -197,9 +207,9 @@ struct Inner {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
-    cfg: Option<Arc<ClusterConfig>>,
+    /// The configuration served (before the first apply: the new one without services).
+    cfg: Arc<ClusterConfig>,
     services: BTreeMap<String, Arc<ServiceRuntime>>,
     /// Health-check tasks by (service, server) runtime identity.
     checks: HashMap<usize, Check>,
@@ -208,8 +218,6 @@ struct State {
 
 struct Check {
     cancel: CancellationToken,
-    cfg: HealthCheckConfig,
-    addr: SocketAddr,
     /// Keeps the runtime alive so the pointer key stays unique while the check runs.
     _server: Arc<ServerRuntime>,
 }
@@ -301,14 +309,25 @@ impl Proxy {
             shutdown: CancellationToken::new(),
             relay_loops,
         };
+        // Planned from the same configuration without services, so that every service is added.
+        let empty = Arc::new(ClusterConfig {
+            services: Vec::new(),
+            ..(*cfg).clone()
+        });
         let proxy = Proxy {
             inner: Arc::new(Inner {
                 ctx,
                 engine,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    cfg: empty.clone(),
+                    services: BTreeMap::new(),
+                    checks: HashMap::new(),
+                    listeners: HashMap::new(),
+                }),
             }),
         };
-        proxy.reload(cfg);
+        let plan = ReloadPlan::new(&empty, &cfg);
+        proxy.apply_plan(&empty, cfg, &plan);
         proxy.spawn_expiry();
         Ok(proxy)
     }
@@ -332,57 +351,69 @@ impl Proxy {
         self.inner.ctx.stick.clone()
     }
 
-    /// The configuration currently served.
-    pub fn config(&self) -> Option<Arc<ClusterConfig>> {
+    /// The configuration currently served: what a plan for [`Proxy::apply_plan`] is made from.
+    pub fn config(&self) -> Arc<ClusterConfig> {
         lock(&self.inner.state).cfg.clone()
     }
 
-    /// Apply a new, already validated configuration. See the crate doc for what is kept.
+    /// Apply a new, already validated configuration, planned here from the one served (see [`Proxy::apply_plan`]).
+    /// For callers that have no plan of their own; the daemon, which plans once for every part, calls `apply_plan`.
     pub fn reload(&self, cfg: Arc<ClusterConfig>) -> ReloadReport {
-        let mut st = lock(&self.inner.state);
-        let mut report = ReloadReport::default();
-        let mut next: BTreeMap<String, Arc<ServiceRuntime>> = BTreeMap::new();
-        for svc in &cfg.services {
-            if next.contains_key(&svc.label) {
-                tracing::error!(service = %svc.label, "duplicate service label; ignoring the second one");
-                continue;
-            }
-            let old = st.services.get(&svc.label);
-            let cluster_fallback = cfg.fallback.clone();
-            let rt = match old {
-                Some(old)
-                    if old.cfg == *svc
-                        && old.fallback == effective_fallback(svc, cluster_fallback.clone()) =>
-                {
-                    report.unchanged.push(svc.label.clone());
-                    old.clone()
-                }
-                Some(old) => {
-                    report.changed.push(svc.label.clone());
-                    Arc::new(build_service(svc, Some(old), cluster_fallback))
-                }
-                None => {
-                    report.added.push(svc.label.clone());
-                    Arc::new(build_service(svc, None, cluster_fallback))
-                }
-            };
-            next.insert(svc.label.clone(), rt);
-        }
-        report.removed = st
-            .services
-            .keys()
-            .filter(|k| !next.contains_key(*k))
-            .cloned()
-            .collect();
+        let from = self.config();
+        let plan = ReloadPlan::new(&from, &cfg);
+        self.apply_plan(&from, cfg, &plan)
+    }
 
+    /// Serve `cfg` (already validated) as `plan` says, where `plan` is `ReloadPlan::new(from, &cfg)` and `from` is
+    /// the configuration this proxy serves ([`Proxy::config`]). See the crate doc for what is kept.
+    ///
+    /// When `from` is not the served configuration (another reload came first), the plan is made again from the
+    /// served one, so a stale plan never leaves a service half updated; the report says so (`replanned`).
+    pub fn apply_plan(
+        &self,
+        from: &ClusterConfig,
+        cfg: Arc<ClusterConfig>,
+        plan: &ReloadPlan,
+    ) -> ReloadReport {
+        let mut st = lock(&self.inner.state);
+        // The same Arc in the usual case; otherwise one comparison of the whole configuration.
+        let served = std::ptr::eq(from, &*st.cfg) || *from == *st.cfg;
+        if served {
+            self.apply(&mut st, cfg, plan, false)
+        } else {
+            tracing::warn!(
+                "reload plan made from a configuration this proxy does not serve; planning again from the served one"
+            );
+            let plan = ReloadPlan::new(&st.cfg, &cfg);
+            self.apply(&mut st, cfg, &plan, true)
+        }
+    }
+
+    fn apply(
+        &self,
+        st: &mut State,
+        cfg: Arc<ClusterConfig>,
+        plan: &ReloadPlan,
+        replanned: bool,
+    ) -> ReloadReport {
+        let labels = |list: Vec<&str>| list.into_iter().map(str::to_string).collect();
+        let mut report = ReloadReport {
+            added: labels(plan.added()),
+            changed: labels(plan.changed()),
+            unchanged: labels(plan.unchanged()),
+            removed: labels(plan.removed()),
+            bind_errors: Vec::new(),
+            replanned,
+        };
+        let next = reload::next_services(&st.services, &cfg, plan);
         self.reconcile_stick(&cfg);
-        self.reconcile_checks(&mut st, &next);
-        self.reconcile_listeners(&mut st, &next, &mut report);
+        self.reconcile_checks(st, &next);
+        self.reconcile_listeners(st, &next.services, &mut report);
         for label in &report.removed {
             tracing::info!(service = %label, "service removed; established connections finish");
         }
-        st.services = next;
-        st.cfg = Some(cfg);
+        st.services = next.services;
+        st.cfg = cfg;
         tracing::info!(
             added = report.added.len(),
             changed = report.changed.len(),
@@ -416,12 +447,14 @@ impl Proxy {
         }
     }
 
-    fn reconcile_checks(&self, st: &mut State, next: &BTreeMap<String, Arc<ServiceRuntime>>) {
+    /// Checks follow the server runtimes: a runtime no longer served loses its check, a new one gets one, a kept one
+    /// keeps its check unless the plan restarts it.
+    fn reconcile_checks(&self, st: &mut State, next: &reload::Next) {
         let mut wanted: HashMap<
             usize,
             (String, Arc<ServerRuntime>, SocketAddr, HealthCheckConfig),
         > = HashMap::new();
-        for rt in next.values() {
+        for rt in next.services.values() {
             let port0 = rt.cfg.ports.first().copied().unwrap_or(0);
             for s in &rt.servers {
                 let key = Arc::as_ptr(s) as usize;
@@ -436,10 +469,13 @@ impl Proxy {
                 );
             }
         }
+        let restart: HashSet<usize> = next
+            .restart_checks
+            .iter()
+            .map(|s| Arc::as_ptr(s) as usize)
+            .collect();
         st.checks.retain(|key, check| {
-            let keep = wanted
-                .get(key)
-                .is_some_and(|(_, _, addr, cfg)| *addr == check.addr && *cfg == check.cfg);
+            let keep = wanted.contains_key(key) && !restart.contains(key);
             if !keep {
                 check.cancel.cancel();
             }
@@ -459,7 +495,7 @@ impl Proxy {
                 service,
                 server.clone(),
                 addr,
-                cfg.clone(),
+                cfg,
                 delay,
                 cancel.clone(),
             ));
@@ -467,8 +503,6 @@ impl Proxy {
                 key,
                 Check {
                     cancel,
-                    cfg,
-                    addr,
                     _server: server,
                 },
             );
@@ -627,85 +661,6 @@ impl Proxy {
                 }
             }
         });
-    }
-}
-
-fn build_service(
-    svc: &Service,
-    old: Option<&Arc<ServiceRuntime>>,
-    cluster_fallback: Option<tandem_config::model::FallbackServer>,
-) -> ServiceRuntime {
-    let servers = svc
-        .servers
-        .iter()
-        .map(|s| {
-            let prev = old.and_then(|o| o.server(&s.label));
-            match prev {
-                Some(p) if p.address == s.address && p.port == s.port => {
-                    p.weight
-                        .store(s.weight, std::sync::atomic::Ordering::Relaxed);
-                    p.clone()
-                }
-                _ => {
-                    let rt = ServerRuntime::new(s.label.clone(), s.address, s.port, s.weight);
-                    if let Some(p) = prev {
-                        rt.set_admin_state(p.admin_state());
-                    }
-                    Arc::new(rt)
-                }
-            }
-        })
-        .collect();
-    let max = svc.proxy.max_connections;
-    let limit = match old {
-        Some(o) if o.cfg.proxy.max_connections == max => o.limit.clone(),
-        _ => (max > 0).then(|| Arc::new(Semaphore::new(max as usize))),
-    };
-    let fallback = effective_fallback(svc, cluster_fallback);
-    let fallback_runtime = fallback.as_ref().map(|f| {
-        Arc::new(ServerRuntime::new(
-            "fallback".into(),
-            f.address,
-            Some(f.port),
-            1,
-        ))
-    });
-    ServiceRuntime {
-        cfg: svc.clone(),
-        servers,
-        balancer: Mutex::new(Balancer::new(svc.balance)),
-        counters: old.map(|o| o.counters.clone()).unwrap_or_default(),
-        failures: old
-            .map(|o| o.failures.clone())
-            .unwrap_or_else(|| Arc::new(AtomicU64::new(0))),
-        limit,
-        fallback,
-        fallback_runtime,
-        bind_errors: Mutex::new(Vec::new()),
-        cookies: svc
-            .servers
-            .iter()
-            .map(|s| {
-                ::http::HeaderValue::from_str(&format!(
-                    "{}={}; Path=/",
-                    svc.persistence.cookie_name,
-                    crate::http::encode_cookie_value(&s.label)
-                ))
-                .ok()
-            })
-            .collect(),
-    }
-}
-
-/// HTTP services use their own fallback server, else the cluster's; TCP services have none.
-fn effective_fallback(
-    svc: &Service,
-    cluster: Option<tandem_config::model::FallbackServer>,
-) -> Option<tandem_config::model::FallbackServer> {
-    if svc.mode == Mode::Http {
-        svc.fallback.clone().or(cluster)
-    } else {
-        None
     }
 }
 

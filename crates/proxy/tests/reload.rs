@@ -1,5 +1,6 @@
 //! Live reload under load: unchanged services lose nothing, changed ones keep their listeners, connections, admin
-//! states and stick tables; removed ones stop listening; added ones start.
+//! states and stick tables; removed ones stop listening; added ones start. And the config crate's reload plan is
+//! what decides: servers kept or replaced, the connection limit kept or new, a stale plan made again.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use tandem_config::model::{Mode, PersistenceMode};
+use tandem_config::ReloadPlan;
+use tandem_config::model::{ClusterConfig, Mode, PersistenceMode};
 use tandem_proxy::AdminState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -236,5 +238,186 @@ async fn reload_with_new_health_settings_keeps_servers_up_and_still_detects_fail
         server_health(s, "svc", "a") == "down"
     })
     .await;
+    proxy.shutdown().await;
+}
+
+/// The plan from the configuration the proxy serves to `to`.
+fn plan_to(proxy: &tandem_proxy::Proxy, to: &ClusterConfig) -> (Arc<ClusterConfig>, ReloadPlan) {
+    let from = proxy.config();
+    let plan = ReloadPlan::new(&from, to);
+    (from, plan)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_new_address_gets_a_new_runtime_and_keeps_its_drain() {
+    init_tracing();
+    let a = Backend::start("a", sa("127.22.3.11:7001")).await;
+    let moved = Backend::start("moved", sa("127.22.3.12:7001")).await;
+    let k = Backend::start("k", sa("127.22.3.13:7001")).await;
+    let vip = sa("127.22.3.1:7000");
+    let svc = service(
+        "svc",
+        vip,
+        Mode::Tcp,
+        vec![server("a", a.addr, 1), server("k", k.addr, 1)],
+    );
+    let proxy = start(cluster(vec![svc.clone()]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "svc")).await;
+    proxy
+        .set_server_state("svc", "a", AdminState::Drain)
+        .unwrap();
+    let before = proxy.service("svc").unwrap();
+
+    let mut svc2 = svc.clone();
+    svc2.servers[0] = server("a", moved.addr, 1);
+    let v2 = cluster(vec![svc2]);
+    let (from, plan) = plan_to(&proxy, &v2);
+    let report = proxy.apply_plan(&from, v2, &plan);
+    assert_eq!(report.changed, vec!["svc".to_string()]);
+    assert!(!report.replanned);
+
+    let after = proxy.service("svc").unwrap();
+    let (old_a, new_a) = (before.server("a").unwrap(), after.server("a").unwrap());
+    assert!(
+        !Arc::ptr_eq(old_a, new_a),
+        "a new runtime for the new address"
+    );
+    assert_eq!(new_a.target(0), moved.addr);
+    assert_eq!(new_a.admin_state(), AdminState::Drain, "drain carried over");
+    assert!(
+        Arc::ptr_eq(before.server("k").unwrap(), after.server("k").unwrap()),
+        "the unchanged server keeps its runtime"
+    );
+    // The new runtime is checked at the new address; drained, it takes no new clients.
+    wait_for(&proxy, Duration::from_secs(5), "moved up", |s| {
+        server_health(s, "svc", "a") == "up"
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(who(vip).await.unwrap(), "k");
+    }
+    proxy
+        .set_server_state("svc", "a", AdminState::Online)
+        .unwrap();
+    proxy
+        .set_server_state("svc", "k", AdminState::Drain)
+        .unwrap();
+    assert_eq!(who(vip).await.unwrap(), "moved");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_service_keeps_its_runtime_connection_and_counters() {
+    init_tracing();
+    let a = Backend::start("a", sa("127.22.4.11:7001")).await;
+    let b = Backend::start("b", sa("127.22.4.12:7001")).await;
+    let same_vip = sa("127.22.4.1:7000");
+    let other_vip = sa("127.22.4.1:7100");
+    let same = service("same", same_vip, Mode::Tcp, vec![server("a", a.addr, 1)]);
+    let other = service("other", other_vip, Mode::Tcp, vec![server("a", a.addr, 1)]);
+    let proxy = start(cluster(vec![same.clone(), other.clone()]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| {
+        all_up(s, "same") && all_up(s, "other")
+    })
+    .await;
+    let (_, mut held) = hold(same_vip).await;
+    let before = proxy.service("same").unwrap();
+    let total = before.counters.total.load(Ordering::Relaxed);
+
+    let mut other2 = other.clone();
+    other2.servers.push(server("b", b.addr, 1));
+    let v2 = cluster(vec![same, other2]);
+    let (from, plan) = plan_to(&proxy, &v2);
+    let report = proxy.apply_plan(&from, v2, &plan);
+    assert_eq!(report.unchanged, vec!["same".to_string()]);
+    assert_eq!(report.changed, vec!["other".to_string()]);
+
+    let after = proxy.service("same").unwrap();
+    assert!(Arc::ptr_eq(&before, &after), "the same runtime");
+    assert_eq!(after.counters.total.load(Ordering::Relaxed), total);
+    assert_eq!(
+        after.counters.current.load(Ordering::Relaxed),
+        1,
+        "the held connection"
+    );
+    held.write_all(b"still").await.unwrap();
+    let mut buf = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(2), held.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"still");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_limit_replaces_the_semaphore_an_unchanged_one_carries_over() {
+    init_tracing();
+    let a = Backend::start("a", sa("127.22.5.11:7001")).await;
+    let vip = sa("127.22.5.1:7000");
+    let mut svc = service("svc", vip, Mode::Tcp, vec![server("a", a.addr, 1)]);
+    svc.proxy.max_connections = 1;
+    let proxy = start(cluster(vec![svc.clone()]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "svc")).await;
+    let (_, _held) = hold(vip).await;
+    // At the limit: the next client waits in the listen backlog.
+    let waiting = tokio::spawn(who(vip));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "over the limit");
+
+    // Another setting changes: the semaphore, and the permit the held connection has, carry over.
+    let mut weight = svc.clone();
+    weight.servers[0].weight = 5;
+    let v2 = cluster(vec![weight.clone()]);
+    let (from, plan) = plan_to(&proxy, &v2);
+    let report = proxy.apply_plan(&from, v2, &plan);
+    assert_eq!(report.changed, vec!["svc".to_string()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "still at the limit of 1");
+
+    // A new limit: a new semaphore, so the waiting client gets in.
+    let mut bigger = weight;
+    bigger.proxy.max_connections = 2;
+    let v3 = cluster(vec![bigger]);
+    let (from, plan) = plan_to(&proxy, &v3);
+    proxy.apply_plan(&from, v3, &plan);
+    let name = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(name, "a");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_made_from_another_configuration_is_made_again() {
+    init_tracing();
+    let a = Backend::start("a", sa("127.22.6.11:7001")).await;
+    let one_vip = sa("127.22.6.1:7000");
+    let two_vip = sa("127.22.6.1:7100");
+    let one = service("one", one_vip, Mode::Tcp, vec![server("a", a.addr, 1)]);
+    let two = service("two", two_vip, Mode::Tcp, vec![server("a", a.addr, 1)]);
+    let proxy = start(cluster(vec![one.clone()]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "one")).await;
+    let before = proxy.service("one").unwrap();
+
+    // Planned from a configuration the proxy never served (another weight on "one").
+    let mut stale_one = one.clone();
+    stale_one.servers[0].weight = 9;
+    let stale = cluster(vec![stale_one]);
+    let v2 = cluster(vec![one, two]);
+    let plan = ReloadPlan::new(&stale, &v2);
+    assert_eq!(plan.changed(), vec!["one"]);
+    let report = proxy.apply_plan(&stale, v2, &plan);
+    assert!(report.replanned);
+    assert_eq!(report.unchanged, vec!["one".to_string()]);
+    assert_eq!(report.added, vec!["two".to_string()]);
+    assert!(Arc::ptr_eq(&before, &proxy.service("one").unwrap()));
+    wait_for(&proxy, Duration::from_secs(5), "two up", |s| {
+        all_up(s, "two")
+    })
+    .await;
+    assert_eq!(who(two_vip).await.unwrap(), "a");
     proxy.shutdown().await;
 }

@@ -719,7 +719,7 @@ async fn unbindable_port_is_a_service_error_and_others_run() {
     assert_eq!(who(ok_vip).await.unwrap(), "a");
     // Freed port: the next reload binds it.
     drop(squatter);
-    let report = proxy.reload(proxy.config().unwrap());
+    let report = proxy.reload(proxy.config());
     assert!(report.bind_errors.is_empty(), "{report:?}");
     assert!(
         proxy
