@@ -113,7 +113,9 @@ impl Daemon {
         let previous = self.current();
         let plan = ReloadPlan::new(&previous.cluster, &cluster);
         let cluster = Arc::new(cluster);
-        let report = self.proxy.reload(cluster.clone());
+        let report = self
+            .proxy
+            .apply_plan(&previous.cluster, cluster.clone(), &plan);
         if !plan.vips.is_empty() || plan.announce.is_some() {
             let vips = self.vips.clone();
             let (plan, cluster) = (plan.clone(), cluster.clone());
