@@ -23,9 +23,9 @@ impl Election {
     /// - auto-failback on or off is weighed at once, in the same step (turning it off withdraws a failback request).
     ///
     /// The pair is meant to run the same timings (config push brings the new cluster.toml to the peer within
-    /// moments). While the two differ, a node whose new dead time is shorter than the peer's old interval can give
-    /// the peer up between two of its heartbeats: reloads that cut the dead time below the old interval should be
-    /// done in two steps (interval first, then dead time).
+    /// moments). While the two differ, each node's dead time must still exceed the other's interval, or one gives
+    /// the other up between two of its heartbeats: a reload that cuts the dead time below the old interval, or
+    /// raises the interval above the old dead time, should be done in two steps.
     ///
     /// Timings that break the relations the election needs (`interval_ms >= 1`, `dead_ms > interval_ms`) are
     /// refused: the config crate never lets them through, so a refusal here means a bug upstream.

@@ -1239,6 +1239,47 @@ proptest! {
         prop_assert_eq!(sim.active_exits[active], exits);
         prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
     }
+
+    /// Live timing changes: the two nodes reload at different moments, again and again, to timings whose dead time
+    /// exceeds the other's interval (what config validation and the two-step advice give). The role never moves.
+    #[test]
+    fn live_timing_changes_never_move_the_role(
+        seed in any::<u64>(),
+        changes in proptest::collection::vec(
+            (prop_oneof![Just(10u64), Just(20), Just(50), Just(100)], 3u64..7, any::<bool>(), 0u64..300, 0u64..600),
+            1..8,
+        ),
+        delay_pct in 0u64..=20,
+    ) {
+        let mut p = SimParams::new(50);
+        p.seed = seed;
+        p.max_delay_ms = 50 * delay_pct / 100;
+        let mut sim = Sim::new(p);
+        sim.run_for(500);
+        prop_assert!(sim.nodes[0].is_active());
+        let (mut interval, mut dead) = (50, 250);
+        for (next, dead_factor, first, gap, settle) in changes {
+            // While the two nodes differ, each one's dead time must outlast the other's interval.
+            let next = next.min(dead * 2 / 3);
+            let new_dead = (next * dead_factor).max(interval * 3 / 2 + 1);
+            let t = Timings {
+                interval_ms: next,
+                dead_ms: new_dead,
+                warn_ms: new_dead / 2,
+                init_dead_ms: new_dead * 2,
+            };
+            let a = usize::from(first);
+            sim.set_timings(a, t, false);
+            sim.run_for(gap);
+            sim.set_timings(1 - a, t, false);
+            sim.run_for(settle);
+            (interval, dead) = (next, new_dead);
+        }
+        prop_assert_eq!(sim.active_exits, [0, 0]);
+        prop_assert!(sim.nodes[0].is_active());
+        prop_assert_eq!(sim.nodes[1].state(), Some(NodeState::Standby));
+        prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+    }
 }
 
 #[test]
