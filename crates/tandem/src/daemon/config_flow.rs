@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tandem_admin::{ActionError, ActionResult};
 use tandem_cluster::driver::Command;
 use tandem_cluster::election::Timings;
-use tandem_config::{ClusterConfig, NodePlan, ReloadPlan};
+use tandem_config::{ClusterConfig, HeartbeatConfig, NodePlan, ReloadPlan};
 use tandem_proxy::ReloadReport;
 use tandem_sync::{ConfigSink, ConfigVersion, LocalConfig};
 
@@ -54,6 +54,8 @@ impl Daemon {
                 current.generation
             ));
         }
+        timings_switch_is_safe(&current.cluster.heartbeat, &loaded.cluster.heartbeat)
+            .map_err(ActionError::invalid)?;
         let message = self
             .apply(
                 loaded.cluster,
@@ -223,6 +225,28 @@ impl Daemon {
     }
 }
 
+/// The peer switches to new heartbeat timings one config push after this node: in between, each node's dead time
+/// must stay above the other's interval, or one would declare the other dead between two of its heartbeats.
+fn timings_switch_is_safe(running: &HeartbeatConfig, new: &HeartbeatConfig) -> Result<(), String> {
+    if new.interval_ms >= running.dead_ms {
+        return Err(format!(
+            "configuration refused, the running config is unchanged: the new [heartbeat] interval_ms {} is not below \
+             the running dead_ms {}, so the peer (still on the running timings until it receives this config) would \
+             declare this node dead; raise dead_ms first (one reload), then interval_ms (a second reload)",
+            new.interval_ms, running.dead_ms
+        ));
+    }
+    if new.dead_ms <= running.interval_ms {
+        return Err(format!(
+            "configuration refused, the running config is unchanged: the new [heartbeat] dead_ms {} is not above \
+             the running interval_ms {}, so this node would declare the peer (still sending at the running interval) \
+             dead; lower interval_ms first (one reload), then dead_ms (a second reload)",
+            new.dead_ms, running.interval_ms
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn local_config(current: &Current) -> LocalConfig {
     LocalConfig {
         bytes: current.text.clone().into_bytes(),
@@ -269,5 +293,43 @@ impl ConfigSink for PushedConfigSink {
             }
             None => Err("the node is stopping".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timings_switch_is_safe;
+    use tandem_config::HeartbeatConfig;
+
+    fn heartbeat(interval_ms: u64, dead_ms: u64) -> HeartbeatConfig {
+        HeartbeatConfig {
+            interval_ms,
+            dead_ms,
+            warn_ms: dead_ms / 2,
+            init_dead_ms: dead_ms * 2,
+            auto_failback: false,
+            ping_nodes: Vec::new(),
+            garp_count: 5,
+            garp_spacing_ms: 200,
+            garp_refresh_ms: 0,
+            garp_form: tandem_config::GarpForm::Request,
+        }
+    }
+
+    #[test]
+    fn a_timings_switch_the_peer_cannot_follow_is_refused() {
+        let running = heartbeat(50, 250);
+        assert!(timings_switch_is_safe(&running, &heartbeat(100, 4000)).is_ok());
+        assert!(timings_switch_is_safe(&running, &heartbeat(20, 60)).is_ok());
+        let slow = timings_switch_is_safe(&running, &heartbeat(300, 4000)).unwrap_err();
+        assert!(
+            slow.contains("interval_ms 300") && slow.contains("dead_ms 250"),
+            "{slow}"
+        );
+        let fast = timings_switch_is_safe(&running, &heartbeat(10, 40)).unwrap_err();
+        assert!(
+            fast.contains("dead_ms 40") && fast.contains("interval_ms 50"),
+            "{fast}"
+        );
     }
 }
