@@ -3,7 +3,8 @@
 # benchmarks against the references (HAProxy, keepalived). Idempotent; run as root.
 set -euo pipefail
 need=(haproxy keepalived nginx-light redis-server redis-tools wrk socat arping nftables tcpdump
-      iproute2 iputils-ping curl procps psmisc ca-certificates gcc)
+      iproute2 iputils-ping curl procps psmisc ca-certificates gcc
+      prometheus systemd)
 missing=()
 for package in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -15,7 +16,7 @@ if ((${#missing[@]})); then
   apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 # Debian starts some of these services on install; tests start their own instances on loopback.
-for service in nginx redis-server haproxy keepalived; do
+for service in nginx redis-server haproxy keepalived prometheus prometheus-node-exporter; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
     systemctl stop "$service" || true
   fi
