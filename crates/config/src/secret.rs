@@ -3,11 +3,14 @@
 //! `keygen` writes 32 random bytes from ring's `SystemRandom` as 64 hex characters and a
 //! newline, to a new file with mode 0600 (never overwriting). `load_secret` reads a secret
 //! file: the key is the file's content without trailing whitespace, as bytes, at least 32 bytes
-//! long; it warns when the file is readable by group or others.
+//! long. A secret file that group or others can read or write is refused (not just warned about):
+//! anyone who reads the key can forge heartbeats and sync frames, anyone who writes it can make
+//! the pair stop trusting each other. `check_private` applies the same rule to any other
+//! credential file (the admin password file).
 
 use ring::rand::{SecureRandom, SystemRandom};
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -28,11 +31,74 @@ pub enum SecretError {
     TooShort { path: PathBuf, len: usize },
     #[error("{}: {source}", .path.display())]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{}: {} (mode {:o}); a secret must be private to its owner: run `chmod 600 {}`",
+        .path.display(), exposure(*.mode), .mode & 0o777, .path.display()
+    )]
+    NotPrivate { path: PathBuf, mode: u32 },
     #[error("system random number generator failed")]
     Random,
 }
 
-/// A loaded secret with any warnings about its file.
+impl SecretError {
+    /// Whether `check` and `run` must refuse the configuration even where a missing or weak
+    /// secret is tolerated (a standalone node, an example directory): a file others can read or
+    /// write is a leak today, whatever the node does with it.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SecretError::NotPrivate { .. })
+    }
+}
+
+/// Permission bits that make a credential file someone else's business: read or write by
+/// group or others (execute alone leaks nothing).
+const NOT_PRIVATE_BITS: u32 = 0o066;
+
+/// "readable by everyone", "readable and writable by its group", ...: the widest class first.
+fn exposure(mode: u32) -> String {
+    let (bits, who) = if mode & 0o006 != 0 {
+        (mode & 0o007, "everyone")
+    } else {
+        ((mode >> 3) & 0o007, "its group")
+    };
+    let what = match (bits & 0o4 != 0, bits & 0o2 != 0) {
+        (true, true) => "readable and writable",
+        (true, false) => "readable",
+        (false, true) => "writable",
+        (false, false) => "accessible",
+    };
+    format!("{what} by {who}")
+}
+
+/// Refuses a credential file (secret, password) that group or others can read or write.
+/// Follows symlinks: the mode that counts is the target's.
+pub fn check_private(path: &Path) -> Result<(), SecretError> {
+    let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
+    check_mode(path, &meta)
+}
+
+fn check_mode(path: &Path, meta: &fs::Metadata) -> Result<(), SecretError> {
+    let mode = meta.permissions().mode();
+    if mode & NOT_PRIVATE_BITS != 0 {
+        return Err(SecretError::NotPrivate {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+fn io_error(path: &Path, e: io::Error) -> SecretError {
+    match e.kind() {
+        io::ErrorKind::NotFound => SecretError::Missing(path.to_path_buf()),
+        _ => SecretError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+/// A loaded secret. `warnings` stays for callers that print them; a file others can read is now
+/// an error ([`SecretError::NotPrivate`]), so nothing fills it today.
 #[derive(Debug)]
 pub struct LoadedSecret {
     pub secret: Secret,
@@ -72,17 +138,23 @@ pub fn keygen(path: &Path) -> Result<(), SecretError> {
     Ok(())
 }
 
-/// Reads the secret in `path`.
+/// Reads the secret in `path`; refuses a file group or others can read or write.
 pub fn load_secret(path: &Path) -> Result<LoadedSecret, SecretError> {
-    let io_err = |e: io::Error| match e.kind() {
-        io::ErrorKind::NotFound => SecretError::Missing(path.to_path_buf()),
-        _ => SecretError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
+    // The mode is read from the open file, so a file swapped after the check is not the one read.
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        // `check` run by someone who may not read the file: its mode can still be wrong.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            check_private(path)?;
+            return Err(io_error(path, e));
+        }
+        Err(e) => return Err(io_error(path, e)),
     };
-    let meta = fs::metadata(path).map_err(io_err)?;
-    let bytes = fs::read(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    check_mode(path, &meta)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
     let end = bytes
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
@@ -97,32 +169,23 @@ pub fn load_secret(path: &Path) -> Result<LoadedSecret, SecretError> {
             len: key.len(),
         });
     }
-    let mut warnings = Vec::new();
-    let mode = meta.permissions().mode();
-    if mode & 0o044 != 0 {
-        warnings.push(format!(
-            "{}: secret file is readable by {} (mode {:o}); chmod 600 it",
-            path.display(),
-            if mode & 0o004 != 0 {
-                "everyone"
-            } else {
-                "its group"
-            },
-            mode & 0o777
-        ));
-    }
     Ok(LoadedSecret {
         secret: Secret::new(key).map_err(|short| SecretError::TooShort {
             path: path.to_path_buf(),
             len: short.0,
         })?,
-        warnings,
+        warnings: Vec::new(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write_private(path: &Path, text: &str) {
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
 
     #[test]
     fn keygen_writes_0600_and_refuses_to_overwrite() {
@@ -154,24 +217,69 @@ mod tests {
         assert!(e.to_string().contains("tandem keygen"));
 
         let empty = dir.path().join("empty");
-        fs::write(&empty, "  \n").unwrap();
+        write_private(&empty, "  \n");
         assert!(matches!(load_secret(&empty), Err(SecretError::Empty(_))));
 
         let short = dir.path().join("short");
-        fs::write(&short, "hunter2\n").unwrap();
+        write_private(&short, "hunter2\n");
         let e = load_secret(&short).unwrap_err();
         assert!(matches!(e, SecretError::TooShort { len: 7, .. }), "{e}");
 
+        let good = dir.path().join("good");
+        write_private(&good, &"x".repeat(40));
+        let loaded = load_secret(&good).unwrap();
+        assert!(loaded.warnings.is_empty());
+        assert_eq!(format!("{:?}", loaded.secret), "Secret(40 bytes, redacted)");
+        // Read-only for the owner and an execute bit leak nothing.
+        for mode in [0o400, 0o700, 0o711] {
+            fs::set_permissions(&good, fs::Permissions::from_mode(mode)).unwrap();
+            assert!(load_secret(&good).is_ok(), "mode {mode:o}");
+            assert!(check_private(&good).is_ok(), "mode {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_secret_others_can_read_or_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
         let open = dir.path().join("open");
         fs::write(&open, "x".repeat(40)).unwrap();
-        fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
-        let loaded = load_secret(&open).unwrap();
-        assert_eq!(loaded.warnings.len(), 1);
+        for (mode, says) in [
+            (0o644, "readable by everyone"),
+            (0o666, "readable and writable by everyone"),
+            (0o602, "writable by everyone"),
+            (0o640, "readable by its group"),
+            (0o660, "readable and writable by its group"),
+            (0o620, "writable by its group"),
+        ] {
+            fs::set_permissions(&open, fs::Permissions::from_mode(mode)).unwrap();
+            let e = load_secret(&open).unwrap_err();
+            assert!(matches!(e, SecretError::NotPrivate { .. }), "{e}");
+            assert!(e.is_fatal());
+            let text = e.to_string();
+            assert!(text.contains(says), "{mode:o}: {text}");
+            assert!(text.contains(&format!("(mode {mode:o})")), "{text}");
+            assert!(
+                text.contains(&format!("chmod 600 {}", open.display())),
+                "{text}"
+            );
+            assert!(
+                !text.contains(&"x".repeat(40)),
+                "no secret byte in the message"
+            );
+            assert!(matches!(
+                check_private(&open),
+                Err(SecretError::NotPrivate { .. })
+            ));
+        }
+        // The other errors stay tolerable where a missing secret is.
         assert!(
-            loaded.warnings[0].contains("everyone"),
-            "{:?}",
-            loaded.warnings
+            !load_secret(&dir.path().join("nope"))
+                .unwrap_err()
+                .is_fatal()
         );
-        assert_eq!(format!("{:?}", loaded.secret), "Secret(40 bytes, redacted)");
+        assert!(matches!(
+            check_private(&dir.path().join("nope")),
+            Err(SecretError::Missing(_))
+        ));
     }
 }
