@@ -1,8 +1,11 @@
 //! Finds where a `Transfer-Encoding: chunked` body ends, so it can be relayed as raw bytes (re-chunking would cost a
-//! copy and change nothing the receiver can see). Strict: CRLF line ends only, hex sizes of at most 15 digits, and
-//! bounded extension and trailer sizes, so a malformed or smuggling body is an error, never a guess.
+//! copy and change nothing the receiver can see). Strict, since the bytes go upstream as they are and the server
+//! must find the same end: CRLF line ends only, hex sizes of at most 15 digits, whitespace after a size only before
+//! an extension or the line end (`1 2` is refused), extensions and trailer fields checked against the grammar of
+//! RFC 9112 7.1 (a quoted string cannot hide a line end), and bounded size lines and trailers. A malformed or
+//! smuggling body is an error, never a guess.
 
-/// Most bytes of chunk extensions on one size line.
+/// Most bytes after the digits of one size line (whitespace and extensions).
 const MAX_EXTENSION: u32 = 4 * 1024;
 /// Most bytes of trailer fields after the last chunk.
 const MAX_TRAILERS: u32 = 32 * 1024;
@@ -15,10 +18,10 @@ enum State {
     Size {
         digits: u8,
     },
-    /// Skipping `;ext` (or whitespace) up to the CR ending the size line.
-    Extension {
-        bytes: u32,
-    },
+    /// Whitespace after the size: only `;` or the CR may follow.
+    SizeWs,
+    /// Inside the extensions of the size line.
+    Ext(Ext),
     /// The size line's CR seen, LF expected.
     SizeLf,
     /// Inside chunk data.
@@ -29,13 +32,33 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or of the final empty line).
     TrailerStart,
-    /// Inside a trailer line.
-    Trailer,
+    /// In a trailer field's name.
+    TrailerName,
+    /// In a trailer field's value.
+    TrailerValue,
     /// CR of a trailer line seen.
     TrailerLf,
     /// CR of the final empty line seen.
     EndLf,
     Done,
+}
+
+/// Where in `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )` the scanner is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// After `;`: whitespace, then a name.
+    NameStart,
+    Name,
+    /// Whitespace after a name: `=`, `;` or the CR follow.
+    AfterName,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ValueStart,
+    Token,
+    Quoted,
+    /// After a backslash in a quoted string.
+    QuotedEscape,
+    /// Whitespace after a value: `;` or the CR follow.
+    AfterValue,
 }
 
 /// A malformed chunked body.
@@ -49,6 +72,8 @@ pub struct ChunkedScanner {
     state: State,
     /// Chunk size being parsed, then data bytes left in the current chunk.
     remaining: u64,
+    /// Bytes after the digits of the current size line.
+    line_bytes: u32,
     trailer_bytes: u32,
 }
 
@@ -58,11 +83,61 @@ impl Default for ChunkedScanner {
     }
 }
 
+/// RFC 9110 `tchar`: the bytes of a token (extension names and values, trailer field names).
+static TCHAR: [bool; 256] = tchar_bytes();
+
+const fn tchar_bytes() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    table
+}
+
+fn is_tchar(b: u8) -> bool {
+    TCHAR[usize::from(b)]
+}
+
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// `qdtext` of a quoted string: anything visible or obs-text but `"` and `\\`, and whitespace.
+fn is_qdtext(b: u8) -> bool {
+    is_ws(b) || (b >= 0x21 && b != b'"' && b != b'\\' && b != 0x7f)
+}
+
+/// A byte of a field value (or of a quoted pair): visible, obs-text or whitespace; never a control.
+fn is_value_byte(b: u8) -> bool {
+    is_ws(b) || (b >= 0x21 && b != 0x7f)
+}
+
 impl ChunkedScanner {
     pub fn new() -> Self {
         Self {
             state: State::Size { digits: 0 },
             remaining: 0,
+            line_bytes: 0,
             trailer_bytes: 0,
         }
     }
@@ -99,20 +174,23 @@ impl ChunkedScanner {
                         self.state = State::Size { digits: digits + 1 };
                     }
                     None if digits == 0 => return Err(ChunkError("missing chunk size")),
-                    None => match b {
-                        b'\r' => self.state = State::SizeLf,
-                        b';' | b' ' | b'\t' => self.state = State::Extension { bytes: 1 },
-                        _ => return Err(ChunkError("invalid character after chunk size")),
-                    },
+                    None => {
+                        self.line_bytes = 0;
+                        self.state = match b {
+                            b'\r' => State::SizeLf,
+                            b';' => State::Ext(Ext::NameStart),
+                            b' ' | b'\t' => State::SizeWs,
+                            _ => return Err(ChunkError("invalid character after chunk size")),
+                        };
+                    }
                 },
-                State::Extension { bytes } => match b {
-                    b'\r' => self.state = State::SizeLf,
-                    b'\n' | 0 => return Err(ChunkError("invalid chunk extension")),
-                    _ if bytes >= MAX_EXTENSION => {
+                State::SizeWs | State::Ext(_) => {
+                    self.line_bytes += 1;
+                    if self.line_bytes > MAX_EXTENSION {
                         return Err(ChunkError("chunk extension too long"));
                     }
-                    _ => self.state = State::Extension { bytes: bytes + 1 },
-                },
+                    self.state = self.size_line(b)?;
+                }
                 State::SizeLf => {
                     if b != b'\n' {
                         return Err(ChunkError("bare CR after chunk size"));
@@ -136,24 +214,21 @@ impl ChunkedScanner {
                     self.state = State::Size { digits: 0 };
                     self.remaining = 0;
                 }
-                State::TrailerStart => {
-                    self.state = if b == b'\r' {
-                        State::EndLf
-                    } else {
-                        self.count_trailer()?;
-                        if b == b'\n' || b == 0 {
-                            return Err(ChunkError("invalid trailer"));
-                        }
-                        State::Trailer
-                    };
-                }
-                State::Trailer => {
-                    self.count_trailer()?;
-                    match b {
-                        b'\r' => self.state = State::TrailerLf,
-                        b'\n' | 0 => return Err(ChunkError("invalid trailer")),
-                        _ => {}
+                State::TrailerStart if b == b'\r' => self.state = State::EndLf,
+                State::TrailerStart | State::TrailerName | State::TrailerValue => {
+                    self.trailer_bytes += 1;
+                    if self.trailer_bytes > MAX_TRAILERS {
+                        return Err(ChunkError("trailers too long"));
                     }
+                    self.state = match (self.state, b) {
+                        (State::TrailerStart | State::TrailerName, _) if is_tchar(b) => {
+                            State::TrailerName
+                        }
+                        (State::TrailerName, b':') => State::TrailerValue,
+                        (State::TrailerValue, b'\r') => State::TrailerLf,
+                        (State::TrailerValue, _) if is_value_byte(b) => State::TrailerValue,
+                        _ => return Err(ChunkError("invalid trailer")),
+                    };
                 }
                 State::TrailerLf => {
                     if b != b'\n' {
@@ -174,12 +249,35 @@ impl ChunkedScanner {
         Ok(i)
     }
 
-    fn count_trailer(&mut self) -> Result<(), ChunkError> {
-        self.trailer_bytes += 1;
-        if self.trailer_bytes > MAX_TRAILERS {
-            return Err(ChunkError("trailers too long"));
+    /// The next state of a size line after its digits, on byte `b`.
+    fn size_line(&self, b: u8) -> Result<State, ChunkError> {
+        use Ext::*;
+        let ext = |e| Ok(State::Ext(e));
+        let State::Ext(at) = self.state else {
+            // Whitespace after the digits: more of it, an extension or the end; never another digit (`1 2`).
+            return match b {
+                b' ' | b'\t' => Ok(State::SizeWs),
+                b';' => ext(NameStart),
+                b'\r' => Ok(State::SizeLf),
+                _ => Err(ChunkError("whitespace inside chunk size")),
+            };
+        };
+        match (at, b) {
+            (NameStart | AfterName | ValueStart | AfterValue, b' ' | b'\t') => ext(at),
+            (NameStart | Name, _) if is_tchar(b) => ext(Name),
+            (Name, b' ' | b'\t') => ext(AfterName),
+            (Name | AfterName, b'=') => ext(ValueStart),
+            (Name | AfterName | Token | AfterValue, b';') => ext(NameStart),
+            (Name | AfterName | Token | AfterValue, b'\r') => Ok(State::SizeLf),
+            (ValueStart, b'"') => ext(Quoted),
+            (ValueStart | Token, _) if is_tchar(b) => ext(Token),
+            (Token, b' ' | b'\t') => ext(AfterValue),
+            (Quoted, b'"') => ext(AfterValue),
+            (Quoted, b'\\') => ext(QuotedEscape),
+            (Quoted, _) if is_qdtext(b) => ext(Quoted),
+            (QuotedEscape, _) if is_value_byte(b) => ext(Quoted),
+            _ => Err(ChunkError("invalid chunk extension")),
         }
-        Ok(())
     }
 }
 
@@ -234,10 +332,68 @@ mod tests {
             b"fffffffffffffffff\r\n",
             b"0\r\n\n",
             b"0\r\nX: 1\n\r\n",
+            // Whitespace inside a size, and extensions or trailers outside their grammar.
+            b"1 2\r\nx\r\n0\r\n\r\n",
+            b"1\t2\r\nx\r\n0\r\n\r\n",
+            b"1 x\r\n",
+            b"1;\r\n",
+            b"1;=v\r\n",
+            b"1;a=\r\n",
+            b"1;a=\"x\r\n\"\r\n",
+            b"1;a=\"x\nx\"\r\n",
+            b"1;a\x00\r\n",
+            b"1;a=b c\r\n",
+            b"1;a b\r\n",
+            b"0\r\n folded: x\r\n\r\n",
+            b"0\r\nX : 1\r\n\r\n",
+            b"0\r\n: 1\r\n\r\n",
+            b"0\r\nX\r\n\r\n",
+            b"0\r\nX: a\x00b\r\n\r\n",
+            b"0\r\nX: a\rb\r\n\r\n",
         ] {
             let mut s = ChunkedScanner::new();
             assert!(s.scan(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn extensions_and_whitespace_that_rfc_9112_allows() {
+        for ok in [
+            &b"1 \r\nx\r\n0\r\n\r\n"[..],
+            b"1 ;a\r\nx\r\n0\r\n\r\n",
+            b"1;a;b=c\r\nx\r\n0\r\n\r\n",
+            b"1 ; a = b ; c=\"q \\\" ;x\"\r\nx\r\n0\r\n\r\n",
+            b"1;a=b \r\nx\r\n0;last\r\nX-Sum: 1 2\r\nY:\r\n\r\n",
+        ] {
+            let mut s = ChunkedScanner::new();
+            assert_eq!(
+                s.scan(ok),
+                Ok(ok.len()),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+            assert!(s.is_done());
+        }
+    }
+
+    #[test]
+    fn size_lines_and_trailers_are_bounded() {
+        let mut line = b"1;a=".to_vec();
+        line.extend(std::iter::repeat_n(b'v', MAX_EXTENSION as usize));
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(
+            ChunkedScanner::new().scan(&line),
+            Err(ChunkError("chunk extension too long"))
+        );
+        let mut body = b"0\r\nX: ".to_vec();
+        body.extend(std::iter::repeat_n(b'v', MAX_TRAILERS as usize));
+        assert_eq!(
+            ChunkedScanner::new().scan(&body),
+            Err(ChunkError("trailers too long"))
+        );
+        let mut zeros = vec![b'0'; 16];
+        zeros.extend_from_slice(b"1\r\n");
+        assert!(ChunkedScanner::new().scan(&zeros).is_err());
     }
 
     proptest! {

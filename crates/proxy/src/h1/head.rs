@@ -6,7 +6,11 @@
 //! (`Connection` and the headers it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`,
 //! `Upgrade`, `Proxy-Authenticate`) are not forwarded; framing headers are written from the framing decided here.
 //! Anything ambiguous about where a body ends (both `Content-Length` and `Transfer-Encoding`, differing lengths, a
-//! request coding other than chunked) is refused, so no request can be read one way here and another way upstream.
+//! request coding other than exactly `chunked`) is refused, so no request can be read one way here and another way
+//! upstream; so is what RFC 9112 says a server must reject (a missing, repeated or invalid `Host`, a request-target
+//! that does not fit its method). httparse already refuses whitespace before a colon, obs-fold, bare CR and invalid
+//! characters in names and values. Everything here compares bytes: a target or value may hold any byte httparse
+//! lets through, so no `str` is sliced at a byte index.
 
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
@@ -233,21 +237,55 @@ fn content_length(fields: &Fields<'_, '_>) -> Result<Option<u64>, HeadError> {
     Ok(found)
 }
 
-/// Transfer codings, in order: `Ok(None)` when absent, else whether the last one is `chunked`.
-fn transfer_encoding(fields: &Fields<'_, '_>) -> Result<Option<bool>, HeadError> {
-    let mut seen = false;
+/// Whether a request is chunked: `Ok(false)` without `Transfer-Encoding`, `Ok(true)` when it is exactly `chunked`
+/// (one field, one coding). Anything else is refused: a coding this proxy would lose (`gzip, chunked` forwarded as
+/// `chunked`), one nothing can delimit (`gzip`, `chunked, gzip`), `chunked` twice, or an empty value.
+fn request_chunked(fields: &Fields<'_, '_>) -> Result<bool, HeadError> {
+    let mut te = fields.all(Field::TransferEncoding);
+    let Some(first) = te.next() else {
+        return Ok(false);
+    };
+    let mut codings = tokens(first.value);
+    match (codings.next(), codings.next(), te.next()) {
+        (Some(c), None, None) if token_is(c, "chunked") => Ok(true),
+        _ => Err(HeadError::Invalid("transfer-encoding other than chunked")),
+    }
+}
+
+/// What the `Transfer-Encoding` fields of a response say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    /// Exactly `chunked`.
+    Chunked,
+    /// Other codings, then `chunked` (`gzip, chunked`): delimited by the chunks, the fields forwarded as they are.
+    CodedChunked,
+    /// The last coding is not `chunked`: delimited by the close, the fields forwarded as they are.
+    NotChunked,
+}
+
+/// The transfer codings of a response: `Ok(None)` without `Transfer-Encoding`. A coding after `chunked` (or
+/// `chunked` twice) cannot be delimited, and an empty value says nothing: both refused.
+fn response_coding(fields: &Fields<'_, '_>) -> Result<Option<Coding>, HeadError> {
+    let mut present = false;
+    let mut count = 0usize;
     let mut chunked_last = false;
     for h in fields.all(Field::TransferEncoding) {
+        present = true;
         for t in tokens(h.value) {
             if chunked_last {
-                // A coding after chunked (or chunked twice) cannot be delimited.
                 return Err(HeadError::Invalid("transfer-encoding after chunked"));
             }
-            seen = true;
+            count += 1;
             chunked_last = token_is(t, "chunked");
         }
     }
-    Ok(seen.then_some(chunked_last))
+    Ok(match (present, count, chunked_last) {
+        (false, ..) => None,
+        (true, 0, _) => return Err(HeadError::Invalid("empty transfer-encoding")),
+        (true, 1, true) => Some(Coding::Chunked),
+        (true, _, true) => Some(Coding::CodedChunked),
+        (true, _, false) => Some(Coding::NotChunked),
+    })
 }
 
 fn push_length(out: &mut Vec<u8>, n: u64) {
@@ -264,17 +302,131 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Splits an absolute-form target (`http://host:port/path?q`) into authority and origin-form path.
-fn absolute_form(target: &str) -> Option<(&str, &str)> {
-    let rest = if target.len() > 7 && target[..7].eq_ignore_ascii_case("http://") {
-        &target[7..]
-    } else if target.len() > 8 && target[..8].eq_ignore_ascii_case("https://") {
-        &target[8..]
-    } else {
-        return None;
+/// The request-target forms this proxy forwards (RFC 9112 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target<'a> {
+    /// `/path?query`, or `*` of `OPTIONS`: forwarded as it is.
+    Origin(&'a [u8]),
+    /// `http://authority/path?query`: forwarded in origin-form, with `Host: authority`.
+    Absolute { authority: &'a [u8], path: &'a [u8] },
+}
+
+/// Checks a request-target against its method and splits an absolute-form one. Bytes all along: a `str` sliced
+/// at a byte index inside a character (`/abcdeé`) panicked the connection task.
+fn request_target<'a>(method: &str, target: &'a [u8]) -> Result<Target<'a>, HeadError> {
+    // httparse lets visible ASCII and bytes >= 0x80 through; a URI is ASCII and its fragment is never sent (HAProxy
+    // refuses both too, unless told otherwise).
+    if !target.is_ascii() || target.contains(&b'#') {
+        return Err(HeadError::Invalid("request-target character"));
+    }
+    match target {
+        [b'/', ..] => return Ok(Target::Origin(target)),
+        b"*" if method == "OPTIONS" => return Ok(Target::Origin(target)),
+        b"*" => {
+            return Err(HeadError::Invalid(
+                "asterisk-form for a method other than OPTIONS",
+            ));
+        }
+        _ => {}
+    }
+    let rest = strip_prefix_ignore_case(target, b"http://")
+        .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+        .ok_or(HeadError::Invalid("request-target form"))?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    // An http(s) URI with an empty host is invalid (RFC 9110 4.2.1); so is userinfo (`@` is no host character).
+    if authority.is_empty() || !valid_host(authority) {
+        return Err(HeadError::Invalid("absolute-form authority"));
+    }
+    Ok(Target::Absolute { authority, path })
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let (head, tail) = s.split_at_checked(prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then_some(tail)
+}
+
+/// The bytes of a reg-name (RFC 3986 3.2.2; IPv4 addresses are reg-names too): unreserved and sub-delims, without
+/// `,`, so that a `Host` listing two names is refused rather than read one way here and another way upstream.
+static REG_NAME: [bool; 256] = reg_name_bytes();
+
+const fn reg_name_bytes() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+            );
+        i += 1;
+    }
+    table
+}
+
+/// `uri-host [":" port]` (RFC 9110 7.2): a `Host` value or an absolute-form authority. Empty is a valid `Host`
+/// (a target without authority).
+fn valid_host(v: &[u8]) -> bool {
+    let (host_ok, rest) = match v.split_first() {
+        Some((b'[', tail)) => match tail.iter().position(|&b| b == b']') {
+            Some(close) => (
+                close > 0
+                    && tail[..close]
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+                &tail[close + 1..],
+            ),
+            None => return false,
+        },
+        _ => {
+            let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+            let (name, rest) = v.split_at(end);
+            (reg_name(name), rest)
+        }
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    Some((&rest[..end], &rest[end..]))
+    host_ok
+        && match rest.split_first() {
+            None => true,
+            Some((b':', port)) => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
+}
+
+/// Reg-name bytes, `%` only as the start of a percent-encoded octet.
+fn reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        if b == b'%' {
+            if !name
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+        } else if REG_NAME[usize::from(b)] {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// Parses a request head at the start of `input`. `Ok(None)`: incomplete, read more. On success the head to send
@@ -301,29 +453,26 @@ pub fn parse_request(
     if method == "CONNECT" {
         return Err(HeadError::Method("CONNECT"));
     }
+    let target = request_target(method, target.as_bytes())?;
     let http10 = version == 0;
     let fields = Fields::new(req.headers);
     let conn = ConnectionField::read(&fields);
     let length = content_length(&fields)?;
-    let framing = match (transfer_encoding(&fields)?, length) {
-        (Some(_), Some(_)) => {
+    let framing = match (request_chunked(&fields)?, length) {
+        (true, Some(_)) => {
             return Err(HeadError::Invalid(
                 "both content-length and transfer-encoding",
             ));
         }
-        (Some(_), None) if http10 => {
+        (true, None) if http10 => {
             return Err(HeadError::Invalid("transfer-encoding in HTTP/1.0"));
         }
-        (Some(true), None) => Framing::Chunked,
-        (Some(false), None) => {
-            return Err(HeadError::Invalid(
-                "request transfer coding other than chunked",
-            ));
-        }
-        (None, Some(0)) | (None, None) => Framing::Empty,
-        (None, Some(n)) => Framing::Length(n),
+        (true, None) => Framing::Chunked,
+        (false, Some(0)) | (false, None) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
     };
-    let upgrade = conn.upgrade && fields.has(Field::Upgrade);
+    // An Upgrade in HTTP/1.0 is ignored (RFC 9110 7.8).
+    let upgrade = !http10 && conn.upgrade && fields.has(Field::Upgrade);
     let keep_alive = if http10 {
         conn.keep_alive && !conn.close
     } else {
@@ -332,22 +481,26 @@ pub fn parse_request(
     let cookie = cookie_name.and_then(|name| find_cookie(&fields, name));
 
     out.clear();
-    let (authority, path) = match absolute_form(target) {
-        Some((a, p)) => (Some(a), if p.is_empty() { "/" } else { p }),
-        None => (None, target),
+    let (authority, path) = match target {
+        Target::Origin(p) => (None, p),
+        Target::Absolute { authority, path } => (
+            Some(authority),
+            if path.is_empty() { &b"/"[..] } else { path },
+        ),
     };
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    if path.starts_with('?') {
+    if path.first() == Some(&b'?') {
         out.push(b'/');
     }
-    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(path);
     out.extend_from_slice(if http10 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
     });
-    let mut has_host = false;
+    let mut hosts = 0usize;
+    let mut host: &[u8] = b"";
     let mut forwarded_for: Option<Vec<u8>> = None;
     for (kind, h) in fields.iter() {
         let name = h.name;
@@ -358,16 +511,36 @@ pub fn parse_request(
                 append_item(forwarded_for.get_or_insert_with(Vec::new), h.value);
                 continue;
             }
+            Field::Host => {
+                hosts += 1;
+                host = h.value;
+                // An absolute-form target's authority replaces the Host field (RFC 9112 3.2.2).
+                if authority.is_none() {
+                    push_header(out, name, h.value);
+                }
+                continue;
+            }
             _ => {}
         }
         if !conn.named.is_empty() && conn.names(name) {
             continue;
         }
-        has_host |= kind == Field::Host;
         push_header(out, name, h.value);
     }
-    if !has_host && let Some(a) = authority {
-        push_header(out, "Host", a.as_bytes());
+    // RFC 9112 3.2: exactly one valid Host in HTTP/1.1 (at most one in HTTP/1.0), else 400.
+    match hosts {
+        0 if !http10 => return Err(HeadError::Invalid("no host")),
+        0 => {}
+        1 if valid_host(host) => {}
+        1 => return Err(HeadError::Invalid("invalid host")),
+        _ => return Err(HeadError::Invalid("more than one host")),
+    }
+    if !conn.named.is_empty() && conn.names("host") {
+        // A proxy must drop the fields Connection names (RFC 9110 7.6.1): without Host the request is invalid.
+        return Err(HeadError::Invalid("connection names host"));
+    }
+    if let Some(a) = authority {
+        push_header(out, "Host", a);
     }
     match framing {
         Framing::Chunked => push_header(out, "Transfer-Encoding", b"chunked"),
@@ -470,14 +643,29 @@ pub fn parse_response(
         ));
     }
     let length = content_length(&fields)?;
-    let coding = transfer_encoding(&fields)?;
+    let coding = response_coding(&fields)?;
+    if coding.is_some() {
+        // RFC 9112 6.3 would have the codings win over the length, but a server sending both is broken or being
+        // used to split a response: refused (502), as are codings in HTTP/1.0, whose framing RFC 9112 6.1 calls
+        // faulty.
+        if length.is_some() {
+            return Err(HeadError::Invalid(
+                "response with both content-length and transfer-encoding",
+            ));
+        }
+        if version == 0 {
+            return Err(HeadError::Invalid(
+                "transfer-encoding in an HTTP/1.0 response",
+            ));
+        }
+    }
     let bodiless = interim || status == 204 || status == 304 || request.is_head;
     let framing = if bodiless {
         Framing::Empty
     } else {
         match (coding, length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::UntilClose,
+            (Some(Coding::NotChunked), _) => Framing::UntilClose,
+            (Some(_), _) => Framing::Chunked,
             (None, Some(0)) => Framing::Empty,
             (None, Some(n)) => Framing::Length(n),
             (None, None) => Framing::UntilClose,
@@ -511,8 +699,14 @@ pub fn parse_response(
             Field::ContentLength => continue,
             k if k.is_hop_by_hop() => continue,
             Field::TransferEncoding => {
-                // A coding we cannot delimit goes through as is, delimited by the close.
-                if framing == Framing::UntilClose && coding == Some(false) {
+                // Codings other than chunked go through as they are: delimited by the chunks (`gzip, chunked`,
+                // the gzip must not be lost) or by the close (a coding we cannot delimit).
+                let forwarded = match framing {
+                    Framing::Chunked => coding == Some(Coding::CodedChunked),
+                    Framing::UntilClose => coding == Some(Coding::NotChunked),
+                    _ => false,
+                };
+                if forwarded {
                     push_header(out, name, h.value);
                 }
                 continue;
@@ -529,7 +723,9 @@ pub fn parse_response(
         push_header(out, name, h.value);
     }
     match framing {
-        Framing::Chunked => push_header(out, "Transfer-Encoding", b"chunked"),
+        Framing::Chunked if coding == Some(Coding::Chunked) => {
+            push_header(out, "Transfer-Encoding", b"chunked");
+        }
         Framing::Length(n) => push_length(out, n),
         // HEAD and 304 keep the length of the representation they describe.
         Framing::Empty if !interim && status != 204 => {
@@ -655,10 +851,17 @@ mod tests {
 
     #[test]
     fn absolute_form_becomes_origin_form_with_host() {
-        let (_, head) = req("GET http://example.org:8080?q=1 HTTP/1.1\r\n\r\n");
+        // The authority replaces the Host field (RFC 9112 3.2.2).
+        let (_, head) =
+            req("GET http://example.org:8080?q=1 HTTP/1.1\r\nHost: other\r\nX: 1\r\n\r\n");
         assert_eq!(
             head,
-            "GET /?q=1 HTTP/1.1\r\nHost: example.org:8080\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n"
+            "GET /?q=1 HTTP/1.1\r\nX: 1\r\nHost: example.org:8080\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n"
+        );
+        let (_, head) = req("GET HTTPS://example.org/a/b HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            head,
+            "GET /a/b HTTP/1.0\r\nHost: example.org\r\nConnection: keep-alive\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n"
         );
     }
 
@@ -675,34 +878,34 @@ mod tests {
     #[test]
     fn request_framing() {
         assert_eq!(
-            req("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+            req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n")
                 .0
                 .framing,
             Framing::Length(5)
         );
         assert_eq!(
-            req("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+            req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n")
                 .0
                 .framing,
             Framing::Length(5)
         );
         assert_eq!(
-            req("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
                 .0
                 .framing,
             Framing::Chunked
         );
-        let (_, head) = req("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        let (_, head) = req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
         assert!(head.contains("Content-Length: 0\r\n"));
         let mut out = Vec::new();
         for bad in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET /\r\nHost: x\r\n\r\n",
             "\x00\x01\x02 garbage\r\n\r\n",
@@ -715,26 +918,24 @@ mod tests {
         // A value that is not UTF-8 is still a coding other than chunked, never "no Transfer-Encoding".
         assert_eq!(
             parse_request(
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: \xffchunked\r\nContent-Length: 5\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \xffchunked\r\nContent-Length: 5\r\n\r\n",
                 None,
                 "1.2.3.4",
                 &mut out
             ),
-            Err(HeadError::Invalid(
-                "both content-length and transfer-encoding"
-            ))
+            Err(HeadError::Invalid("transfer-encoding other than chunked"))
         );
         assert_eq!(
-            req("POST / HTTP/1.1\r\nContent-Length: 9999999999999999999\r\n\r\n")
+            req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9999999999999999999\r\n\r\n")
                 .0
                 .framing,
             Framing::Length(9_999_999_999_999_999_999)
         );
         assert_eq!(
-            req("GET / HTTP/1.1\r\nConnection: Foo, CLOSE\r\nFoo: 1\r\nBar: 2\r\n\r\n"),
+            req("GET / HTTP/1.1\r\nHost: h\r\nConnection: Foo, CLOSE\r\nFoo: 1\r\nBar: 2\r\n\r\n"),
             (
                 RequestInfo {
-                    head_len: 58,
+                    head_len: 67,
                     framing: Framing::Empty,
                     keep_alive: false,
                     http10: false,
@@ -742,7 +943,8 @@ mod tests {
                     upgrade: false,
                     cookie: None,
                 },
-                "GET / HTTP/1.1\r\nBar: 2\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n".to_string()
+                "GET / HTTP/1.1\r\nHost: h\r\nBar: 2\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n"
+                    .to_string()
             )
         );
         assert_eq!(
@@ -755,9 +957,156 @@ mod tests {
         );
     }
 
+    /// `GET /abcdeé`: the target was sliced at byte 7, inside the `é`, and the connection task panicked.
+    #[test]
+    fn non_ascii_target_is_refused_not_a_panic() {
+        let mut out = Vec::new();
+        for target in ["/abcdeé", "/abcdefé", "http://é/", "https://x/é", "é"] {
+            let input = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(
+                parse_request(input.as_bytes(), None, "1.2.3.4", &mut out),
+                Err(HeadError::Invalid("request-target character")),
+                "{target}"
+            );
+        }
+    }
+
+    /// What RFC 9112 (and RFC 9110 for Host) says a server must reject, and the forms that stay accepted.
+    #[test]
+    fn rfc9112_refusals() {
+        let mut out = Vec::new();
+        let refused = |input: &[u8], why: &str| {
+            let mut out = Vec::new();
+            let r = parse_request(input, None, "1.2.3.4", &mut out);
+            assert!(
+                matches!(r, Err(HeadError::Invalid(_))),
+                "{why}: {:?} -> {r:?}",
+                String::from_utf8_lossy(input)
+            );
+        };
+        for (input, why) in [
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], "no Host in HTTP/1.1"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", "two Host"),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "two Host in HTTP/1.0"),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "Host with a space"),
+            (b"GET / HTTP/1.1\r\nHost: a,b\r\n\r\n", "Host list"),
+            (b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", "Host with userinfo"),
+            (b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", "Host with a bad port"),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", "unclosed IP literal"),
+            (b"GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", "bad percent-encoding"),
+            (b"GET / HTTP/1.1\r\nConnection: host\r\nHost: a\r\n\r\n", "Connection naming Host"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "gzip, chunked"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", "gzip then chunked in two fields"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\nContent-Length: 3\r\n\r\n", "empty Transfer-Encoding"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;x=1\r\n\r\n", "chunked with a parameter"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", "space before colon"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", "obs-fold"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", "bare CR"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", "NUL in a value"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX\x7fY: 1\r\n\r\n", "DEL in a name"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX\"Y: 1\r\n\r\n", "quote in a name"),
+            (b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", "whitespace before the first field"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n", "differing length list"),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", "Transfer-Encoding in HTTP/1.0"),
+            (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", "asterisk-form for GET"),
+            (b"GET example.org:80 HTTP/1.1\r\nHost: a\r\n\r\n", "authority-form for GET"),
+            (b"GET ftp://example.org/ HTTP/1.1\r\nHost: a\r\n\r\n", "another scheme"),
+            (b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", "empty authority"),
+            (b"GET http://u:p@example.org/ HTTP/1.1\r\nHost: a\r\n\r\n", "userinfo"),
+            (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", "fragment"),
+            (b"GET /a\xff HTTP/1.1\r\nHost: a\r\n\r\n", "byte >= 0x80 in the target"),
+        ] {
+            refused(input, why);
+        }
+        assert_eq!(
+            parse_request(
+                b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+                None,
+                "1.2.3.4",
+                &mut out
+            ),
+            Err(HeadError::Method("CONNECT"))
+        );
+        for ok in [
+            "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost:\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: 10.0.0.1:80\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a%41b.example\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked,\r\n\r\n",
+            "GET /a?b=%C3%A9 HTTP/1.1\r\nHost: a\r\nX: café\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    parse_request(ok.as_bytes(), None, "1.2.3.4", &mut out),
+                    Ok(Some(_))
+                ),
+                "{ok:?}"
+            );
+        }
+        let (_, head) = req("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(
+            head.starts_with("OPTIONS * HTTP/1.1\r\nHost: a\r\n"),
+            "{head}"
+        );
+        // Upgrade is ignored in HTTP/1.0 (RFC 9110 7.8).
+        let (info, head) =
+            req("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!info.upgrade && !head.contains("pgrade"), "{head}");
+    }
+
+    #[test]
+    fn response_codings_kept_and_ambiguous_framing_refused() {
+        let (get, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let (i, h) = resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            &get,
+            None,
+        );
+        assert_eq!(i.framing, Framing::Chunked);
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        );
+        let (i, h) = resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &get,
+            None,
+        );
+        assert_eq!(i.framing, Framing::Chunked);
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let (i, h) = resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            &get,
+            None,
+        );
+        assert_eq!(i.framing, Framing::UntilClose);
+        assert!(h.contains("Transfer-Encoding: gzip\r\n"), "{h}");
+        let mut out = Vec::new();
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+        ] {
+            assert!(
+                parse_response(bad, &get, None, &mut out).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
     #[test]
     fn response_with_cookie_and_cache_control_folded() {
-        let (r, _) = req("GET / HTTP/1.1\r\n\r\n");
+        let (r, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         let input = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nCache-Control: max-age=60\r\nConnection: keep-alive\r\n\r\nabc";
         let (info, head) = resp(input, &r, Some("SRV=a; Path=/"));
         assert_eq!(info.framing, Framing::Length(3));
@@ -772,10 +1121,10 @@ mod tests {
 
     #[test]
     fn response_framing_and_connections() {
-        let (get, _) = req("GET / HTTP/1.1\r\n\r\n");
-        let (head_req, _) = req("HEAD / HTTP/1.1\r\n\r\n");
+        let (get, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let (head_req, _) = req("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n");
         let (old, _) = req("GET / HTTP/1.0\r\n\r\n");
-        let (close, _) = req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let (close, _) = req("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
         let (i, h) = resp(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             &get,
@@ -885,7 +1234,7 @@ mod tests {
 
         #[test]
         fn response_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let (r, _) = req("GET / HTTP/1.1\r\n\r\n");
+            let (r, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
             let mut out = Vec::new();
             let _ = parse_response(&data, &r, Some(b"SRV=a"), &mut out);
         }
