@@ -280,6 +280,17 @@ fn error_page(status: StatusCode, service: &str, what: &str) -> Response<ProxyBo
 async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
     let in_flight = InFlight::new(&rc.activity);
     let svc = &rc.svc;
+    if let Some(why) = refusal(&req) {
+        tracing::debug!(service = %svc.cfg.label, client = %rc.peer, why, "bad request");
+        let mut resp = error_page(
+            StatusCode::BAD_REQUEST,
+            &svc.cfg.label,
+            "The request could not be understood",
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     let mut req_in = req;
     let upgrade = is_upgrade(req_in.headers());
     let client_upgrade = if upgrade {
@@ -569,6 +580,36 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
 ];
+
+/// What hyper lets through that the native engine refuses (RFC 9112 3.2, and framing this proxy would change): a
+/// missing (HTTP/1.1) or repeated `Host`, a `Transfer-Encoding` other than exactly `chunked` (hyper reads
+/// `gzip, chunked` as chunked and the gzip would be lost upstream), or one beside a `Content-Length`.
+fn refusal<B>(req: &Request<B>) -> Option<&'static str> {
+    let headers = req.headers();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() == http::Version::HTTP_11 => return Some("no host"),
+        (_, Some(_)) => return Some("more than one host"),
+        _ => {}
+    }
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        let chunked = first
+            .as_bytes()
+            .trim_ascii()
+            .strip_suffix(b",")
+            .unwrap_or(first.as_bytes().trim_ascii())
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked");
+        if !chunked || te.next().is_some() {
+            return Some("transfer-encoding other than chunked");
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Some("both content-length and transfer-encoding");
+        }
+    }
+    None
+}
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
