@@ -21,7 +21,9 @@ use crate::config_push::{ConfigSink, LocalConfig};
 use crate::engine::SyncEngine;
 // Their home is the engine (they build without tokio); these paths are kept for callers.
 pub use crate::engine::{SyncParams, SyncSettings, dials};
-use crate::handshake::{AcceptorHandshake, DialerHandshake, Identity, SessionKeys};
+use crate::handshake::{
+    AcceptorHandshake, DialerHandshake, HandshakeFailure, Identity, SessionKeys,
+};
 use crate::reject::{RejectCounters, RejectReason, Rejection};
 use crate::status::SyncStatus;
 use crate::wire::length_codec;
@@ -209,13 +211,26 @@ async fn dial_handshake(
     let (state, hello) = DialerHandshake::start(identity, &rng)?;
     send_payload(&mut writer, hello).await?;
     let challenge = next_payload(&mut reader).await?;
-    let (proof, keys) = state.on_challenge(&challenge)?;
+    let (proof, state) = state.on_challenge(&challenge)?;
     send_payload(&mut writer, proof).await?;
+    let confirm = next_payload(&mut reader).await?;
+    let keys = state.on_confirm(&confirm)?;
     Ok(Authenticated {
         reader,
         writer,
         keys,
     })
+}
+
+/// Sends the refusal a failed handshake carries (best effort) and returns its rejection.
+async fn refuse(
+    writer: &mut FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    failure: HandshakeFailure,
+) -> Rejection {
+    if let Some(reply) = failure.reply {
+        let _ = send_payload(writer, reply).await;
+    }
+    failure.rejection
 }
 
 async fn accept_handshake(
@@ -228,16 +243,15 @@ async fn accept_handshake(
     let hello = next_payload(&mut reader).await?;
     let (state, challenge) = match AcceptorHandshake::on_hello(identity, &rng, &hello) {
         Ok(ok) => ok,
-        Err(failure) => {
-            if let Some(reply) = failure.reply {
-                let _ = send_payload(&mut writer, reply).await;
-            }
-            return Err(failure.rejection);
-        }
+        Err(failure) => return Err(refuse(&mut writer, failure).await),
     };
     send_payload(&mut writer, challenge).await?;
     let proof = next_payload(&mut reader).await?;
-    let keys = state.on_proof(&proof)?;
+    let (confirm, keys) = match state.on_proof(&proof) {
+        Ok(ok) => ok,
+        Err(failure) => return Err(refuse(&mut writer, failure).await),
+    };
+    send_payload(&mut writer, confirm).await?;
     Ok(Authenticated {
         reader,
         writer,

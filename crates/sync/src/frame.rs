@@ -1,90 +1,156 @@
-//! Sealed frames: every payload after the handshake is `bincode((seq, message)) || HMAC-SHA256 tag`.
+//! Sealed frames: every payload after the handshake is `ChaCha20-Poly1305(bincode(message))`,
+//! the ciphertext followed by its 16-byte tag.
 //!
 //! Each direction has its own key (derived by the handshake from the secret and both nonces) and
-//! its own sequence counter starting at 0. The tag covers the sequence number, so a frame can be
-//! neither forged (no key), replayed or reordered (wrong sequence), reflected back to its sender
-//! (wrong direction key) nor carried into another session (different nonces, different keys).
-//! The tag is checked before anything is decoded.
+//! its own frame counter starting at 0. The 96-bit AEAD nonce is the counter (4 zero bytes, then
+//! the counter big-endian), never sent: the receiver uses the count of frames it opened, so a
+//! frame replayed, reordered or dropped fails like a forged one. The associated data is the
+//! frame's header: its length (the 4 bytes before it on the stream), the session's protocol
+//! version and the cluster id. So a frame can be neither read nor forged (no key), replayed or
+//! reordered (wrong counter), reflected back to its sender (wrong direction key) nor carried
+//! into another session (different nonces, different keys). Nothing is decoded before the tag
+//! verifies. A direction whose counter would wrap refuses to seal or open: the session ends.
 
-use ring::hmac;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::reject::{RejectReason, Rejection};
 use crate::wire;
 
-/// Length of the HMAC-SHA256 tag closing every sealed frame.
-pub const TAG_LEN: usize = 32;
+/// The AEAD of sealed frames.
+pub const AEAD: &aead::Algorithm = &aead::CHACHA20_POLY1305;
+/// Length of the AEAD tag closing every sealed frame.
+pub const TAG_LEN: usize = 16;
+
+/// One direction's key and the associated data every frame of the session carries.
+pub struct FrameKey {
+    key: LessSafeKey,
+    /// `length (4 bytes, set per frame) || version (2 bytes) || cluster id`.
+    header: Vec<u8>,
+}
+
+impl FrameKey {
+    pub(crate) fn new(key: UnboundKey, version: u16, cluster_id: &str) -> Self {
+        let mut header = Vec::with_capacity(6 + cluster_id.len());
+        header.extend_from_slice(&[0; 4]);
+        header.extend_from_slice(&version.to_be_bytes());
+        header.extend_from_slice(cluster_id.as_bytes());
+        Self {
+            key: LessSafeKey::new(key),
+            header,
+        }
+    }
+
+    /// Sets the length in the associated data to a frame of `len` bytes (ciphertext and tag);
+    /// `None` when that does not fit the 4-byte length.
+    fn set_len(&mut self, len: usize) -> Option<()> {
+        let len = u32::try_from(len).ok()?;
+        self.header[..4].copy_from_slice(&len.to_be_bytes());
+        Some(())
+    }
+}
+
+/// The nonce of frame `counter`; `None` once the counter is exhausted (never reused).
+fn nonce(counter: u64) -> Option<Nonce> {
+    if counter == u64::MAX {
+        return None;
+    }
+    let mut bytes = [0u8; aead::NONCE_LEN];
+    bytes[4..].copy_from_slice(&counter.to_be_bytes());
+    Some(Nonce::assume_unique_for_key(bytes))
+}
 
 /// Seals outgoing messages of one direction.
 pub struct Sealer {
-    key: hmac::Key,
+    key: FrameKey,
     next_seq: u64,
 }
 
 /// Opens incoming messages of one direction.
 pub struct Opener {
-    key: hmac::Key,
+    key: FrameKey,
     expected_seq: u64,
+    /// Decryption happens in place: one buffer reused for every frame.
+    scratch: Vec<u8>,
 }
 
 impl Sealer {
-    pub(crate) fn new(key: hmac::Key) -> Self {
+    pub(crate) fn new(key: FrameKey) -> Self {
         Self { key, next_seq: 0 }
     }
 
-    /// Encodes and authenticates `message` as the next frame of this direction.
-    pub fn seal<T: Serialize>(&mut self, message: &T) -> Result<Vec<u8>, wire::CodecError> {
-        let mut buf = wire::encode(&(self.next_seq, message))?;
-        let tag = hmac::sign(&self.key, &buf);
+    /// Encodes and encrypts `message` as the next frame of this direction.
+    pub fn seal<T: Serialize>(&mut self, message: &T) -> Result<Vec<u8>, Rejection> {
+        let mut buf = wire::encode(message)
+            .map_err(|e| Rejection::new(RejectReason::Garbage, format!("cannot encode: {e}")))?;
+        let exhausted = || {
+            Rejection::new(
+                RejectReason::FrameTooLarge,
+                "frame counter or size exhausted: the session must end",
+            )
+        };
+        let nonce = nonce(self.next_seq).ok_or_else(exhausted)?;
+        self.key
+            .set_len(buf.len() + TAG_LEN)
+            .ok_or_else(exhausted)?;
+        let aad = Aad::from(self.key.header.as_slice());
+        let tag = self
+            .key
+            .key
+            .seal_in_place_separate_tag(nonce, aad, &mut buf)
+            .map_err(|_| exhausted())?;
         buf.extend_from_slice(tag.as_ref());
         self.next_seq += 1;
         Ok(buf)
     }
 
-    /// Sequence number the next sealed frame will carry (= frames sealed so far).
+    /// Counter of the next sealed frame (= frames sealed so far).
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
 }
 
 impl Opener {
-    pub(crate) fn new(key: hmac::Key) -> Self {
+    pub(crate) fn new(key: FrameKey) -> Self {
         Self {
             key,
             expected_seq: 0,
+            scratch: Vec::new(),
         }
     }
 
-    /// Verifies and decodes the next frame of this direction. Any failure is final for the
-    /// session: the frame is not applied and the caller closes the connection.
+    /// Verifies, decrypts and decodes the next frame of this direction. Any failure is final
+    /// for the session: the frame is not applied and the caller closes the connection.
     pub fn open<T: DeserializeOwned>(&mut self, payload: &[u8]) -> Result<T, Rejection> {
+        let bad = |detail: &str| Rejection::new(RejectReason::BadMac, detail);
         if payload.len() < TAG_LEN {
-            return Err(Rejection::new(
-                RejectReason::BadMac,
-                "frame shorter than its tag",
-            ));
+            return Err(bad("frame shorter than its tag"));
         }
-        let (body, tag) = payload.split_at(payload.len() - TAG_LEN);
-        hmac::verify(&self.key, body, tag)
-            .map_err(|_| Rejection::new(RejectReason::BadMac, "frame tag does not verify"))?;
-        let (seq, message): (u64, T) = wire::decode(body).map_err(|e| {
+        let nonce = nonce(self.expected_seq).ok_or_else(|| bad("frame counter exhausted"))?;
+        self.key
+            .set_len(payload.len())
+            .ok_or_else(|| bad("frame too long"))?;
+        let aad = Aad::from(self.key.header.as_slice());
+        self.scratch.clear();
+        self.scratch.extend_from_slice(payload);
+        let plain = self
+            .key
+            .key
+            .open_in_place(nonce, aad, &mut self.scratch)
+            .map_err(|_| {
+                bad("frame does not authenticate (forged, altered, replayed, reordered, dropped or from another session)")
+            })?;
+        self.expected_seq += 1;
+        wire::decode(plain).map_err(|e| {
             Rejection::new(
                 RejectReason::Garbage,
                 format!("authenticated frame does not decode: {e}"),
             )
-        })?;
-        if seq != self.expected_seq {
-            return Err(Rejection::new(
-                RejectReason::BadSequence,
-                format!("sequence {seq}, expected {}", self.expected_seq),
-            ));
-        }
-        self.expected_seq += 1;
-        Ok(message)
+        })
     }
 
-    /// Sequence number expected on the next frame (= frames opened so far).
+    /// Counter expected on the next frame (= frames opened so far).
     pub fn expected_seq(&self) -> u64 {
         self.expected_seq
     }
@@ -95,9 +161,45 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn key(version: u16, cluster: &str) -> FrameKey {
+        FrameKey::new(
+            UnboundKey::new(AEAD, b"0123456789abcdef0123456789abcdef").unwrap(),
+            version,
+            cluster,
+        )
+    }
+
     fn pair() -> (Sealer, Opener) {
-        let key = || hmac::Key::new(hmac::HMAC_SHA256, b"test key of some length");
-        (Sealer::new(key()), Opener::new(key()))
+        (Sealer::new(key(2, "c")), Opener::new(key(2, "c")))
+    }
+
+    #[test]
+    fn the_plaintext_is_not_in_the_frame() {
+        let (mut sealer, mut opener) = pair();
+        let message = "10.99.88.77 and a pushed cluster.toml".to_string();
+        let frame = sealer.seal(&message).unwrap();
+        assert!(!frame.windows(11).any(|w| w == b"10.99.88.77"));
+        assert_eq!(opener.open::<String>(&frame).unwrap(), message);
+    }
+
+    #[test]
+    fn another_version_or_cluster_id_does_not_open() {
+        let mut sealer = Sealer::new(key(2, "c"));
+        let frame = sealer.seal(&1u8).unwrap();
+        assert!(Opener::new(key(3, "c")).open::<u8>(&frame).is_err());
+        assert!(Opener::new(key(2, "d")).open::<u8>(&frame).is_err());
+        assert_eq!(Opener::new(key(2, "c")).open::<u8>(&frame).unwrap(), 1);
+    }
+
+    #[test]
+    fn an_exhausted_counter_ends_the_session() {
+        let (mut sealer, mut opener) = pair();
+        sealer.next_seq = u64::MAX - 1;
+        opener.expected_seq = u64::MAX - 1;
+        let frame = sealer.seal(&1u8).unwrap();
+        assert_eq!(opener.open::<u8>(&frame).unwrap(), 1);
+        assert!(sealer.seal(&2u8).is_err());
+        assert!(opener.open::<u8>(&frame).is_err());
     }
 
     proptest! {

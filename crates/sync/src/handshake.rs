@@ -1,23 +1,40 @@
-//! Session opening, sans-IO: a mutual challenge-response on the shared secret.
+//! Session opening, sans-IO: the dialer proves knowledge of the shared secret first, then the
+//! acceptor; the session's keys come from HKDF over the secret, an ephemeral X25519 exchange
+//! and both nonces.
 //!
 //! ```text
 //! dialer -> acceptor  Hello     { magic, version, min_version, cluster_id, nonce_d }
-//! acceptor -> dialer  Challenge { version, min_version, cluster_id, nonce_a, proof_a }
+//! acceptor -> dialer  Challenge { version, min_version, cluster_id, nonce_a, share_a }
 //!                     (or Refuse { reason } on a version or cluster mismatch)
-//! dialer -> acceptor  Proof     { proof_d }
+//! dialer -> acceptor  Proof     { share_d, proof_d }
+//! acceptor -> dialer  Confirm   { proof_a }
+//!                     (or Refuse { reason } when proof_d does not verify)
 //! ```
-//! Both nonces are 32 fresh bytes from `ring::rand::SystemRandom`. Keys come from HKDF-SHA256
-//! with salt `nonce_d || nonce_a` and the secret as input keying material; the `info` labels
-//! separate four keys: the acceptor's proof key, the dialer's proof key and one frame-MAC key per
-//! direction. A proof is HMAC-SHA256 over the transcript (cluster id, both version ranges, both
-//! nonces) under its role's proof key, so a proof cannot be reflected to the other role, and a
-//! recorded session replayed to a node fails because that node's nonce differs.
+//! Both nonces are 32 fresh bytes from `ring::rand::SystemRandom`; the shares are ephemeral
+//! X25519 public keys. Keys come from HKDF-SHA256 with salt `nonce_d || nonce_a` and
+//! `secret || X25519(share_d, share_a)` as input keying material; the `info` labels separate four
+//! keys: the dialer's proof key, the acceptor's proof key and one AEAD key per direction. A proof
+//! is HMAC-SHA256 over the transcript (cluster id, both version ranges, both nonces, both
+//! shares) under its role's proof key, so a proof cannot be reflected to the other role, and a
+//! recorded session replayed to a node fails because that node's nonce and share differ.
+//!
+//! The exchange means nothing on the wire is computed from the secret alone and public values:
+//! a passive observer cannot test secret guesses against a proof or a frame, and a secret
+//! leaked later does not open recorded sessions.
+//!
+//! Why the dialer proves first: a proof is a value an attacker can test secret guesses against
+//! offline. The acceptor answers anyone from the peer's address (any local user on the peer
+//! host), so it reveals nothing (a nonce) until the dialer has proven itself; the dialer only
+//! talks to the configured peer address (one who intercepts that connection does get a proof to
+//! test guesses against: inherent to a challenge-response on a shared secret; a `tandem keygen`
+//! secret makes it useless). Protocol version 1 (acceptor first, no exchange) is refused.
 
+use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::rand::SecureRandom;
-use ring::{hkdf, hmac};
+use ring::{aead, hkdf, hmac};
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{Opener, Sealer};
+use crate::frame::{FrameKey, Opener, Sealer};
 use crate::reject::{RejectReason, Rejection};
 use crate::wire::{self, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use tandem_types::Secret;
@@ -29,6 +46,8 @@ pub const NONCE_LEN: usize = 32;
 
 type Nonce = [u8; NONCE_LEN];
 type Proof = [u8; 32];
+/// An ephemeral X25519 public key.
+type Share = [u8; 32];
 
 /// What a node proves and checks when a session opens.
 #[derive(Debug, Clone)]
@@ -52,7 +71,9 @@ impl Identity {
     }
 }
 
-/// Messages exchanged before the session is authenticated.
+/// Messages exchanged before the session is authenticated. The variant order is part of the
+/// wire format: `Hello` and `Refuse` keep their version-1 places so that a version-1 peer and
+/// this build still understand each other's hello and refusal (and so refuse explicitly).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Handshake {
     Hello {
@@ -67,13 +88,19 @@ pub enum Handshake {
         min_version: u16,
         cluster_id: String,
         nonce: Nonce,
-        proof: Proof,
+        share: Share,
     },
+    /// The dialer's share and proof.
     Proof {
+        share: Share,
         proof: Proof,
     },
     Refuse {
         reason: String,
+    },
+    /// The acceptor's proof, sent only after the dialer's verified.
+    Confirm {
+        proof: Proof,
     },
 }
 
@@ -86,7 +113,8 @@ pub struct SessionKeys {
 }
 
 /// A failed handshake: the reason, and a frame to send the peer before closing (an explicit
-/// refusal on version or cluster mismatch so the operator of the other node sees why).
+/// refusal on version or cluster mismatch or a bad proof, so the operator of the other node
+/// sees why).
 #[derive(Debug)]
 pub struct HandshakeFailure {
     pub rejection: Rejection,
@@ -100,6 +128,15 @@ impl From<Rejection> for HandshakeFailure {
             reply: None,
         }
     }
+}
+
+/// A failure with an explicit `Refuse` for the peer.
+fn refuse(rejection: Rejection) -> HandshakeFailure {
+    let reply = encode_handshake(&Handshake::Refuse {
+        reason: rejection.to_string(),
+    })
+    .ok();
+    HandshakeFailure { rejection, reply }
 }
 
 fn fresh_nonce(rng: &dyn SecureRandom) -> Result<Nonce, Rejection> {
@@ -122,6 +159,38 @@ fn decode_handshake(payload: &[u8]) -> Result<Handshake, Rejection> {
     })
 }
 
+/// A fresh ephemeral X25519 key and its public share.
+fn ephemeral(rng: &dyn SecureRandom) -> Result<(EphemeralPrivateKey, Share), Rejection> {
+    let failed = |_| Rejection::new(RejectReason::Io, "system random source failed");
+    let private = EphemeralPrivateKey::generate(&X25519, rng).map_err(failed)?;
+    let public = private.compute_public_key().map_err(failed)?;
+    let mut share = [0u8; 32];
+    if public.as_ref().len() != share.len() {
+        return Err(Rejection::new(
+            RejectReason::Io,
+            "unexpected X25519 key length",
+        ));
+    }
+    share.copy_from_slice(public.as_ref());
+    Ok((private, share))
+}
+
+/// The shared secret of the exchange; a peer share of small order (an all-zero result) fails.
+fn agree(private: EphemeralPrivateKey, peer_share: &Share) -> Result<[u8; 32], Rejection> {
+    agreement::agree_ephemeral(
+        private,
+        &UnparsedPublicKey::new(&X25519, peer_share),
+        |dh| {
+            let mut out = [0u8; 32];
+            if dh.len() == out.len() {
+                out.copy_from_slice(dh);
+            }
+            out
+        },
+    )
+    .map_err(|_| Rejection::new(RejectReason::BadProof, "the peer's key share is invalid"))
+}
+
 /// Version both sides speak, or `None` when the ranges do not overlap.
 fn negotiate(ours: (u16, u16), theirs: (u16, u16)) -> Option<u16> {
     let (our_max, our_min) = ours;
@@ -136,52 +205,71 @@ struct Transcript {
     acceptor: (u16, u16),
     nonce_d: Nonce,
     nonce_a: Nonce,
+    share_d: Share,
+    share_a: Share,
 }
 
 struct Keys {
-    acceptor_proof: hmac::Key,
     dialer_proof: hmac::Key,
-    dialer_to_acceptor: hmac::Key,
-    acceptor_to_dialer: hmac::Key,
+    acceptor_proof: hmac::Key,
+    dialer_to_acceptor: aead::UnboundKey,
+    acceptor_to_dialer: aead::UnboundKey,
 }
 
 impl Transcript {
     fn bytes(&self) -> Result<Vec<u8>, Rejection> {
         wire::encode(&(
-            "tandem-sync handshake",
+            "tandem-sync v2 handshake",
             &self.cluster_id,
             self.dialer,
             self.acceptor,
             &self.nonce_d,
             &self.nonce_a,
+            &self.share_d,
+            &self.share_a,
         ))
         .map_err(|e| Rejection::new(RejectReason::Garbage, e.to_string()))
     }
 
-    fn keys(&self, secret: &Secret) -> Keys {
+    fn keys(&self, secret: &Secret, dh: &[u8; 32]) -> Result<Keys, Rejection> {
         let mut salt_bytes = [0u8; 2 * NONCE_LEN];
         salt_bytes[..NONCE_LEN].copy_from_slice(&self.nonce_d);
         salt_bytes[NONCE_LEN..].copy_from_slice(&self.nonce_a);
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &salt_bytes).extract(secret.expose());
-        let key = |label: &[u8]| -> hmac::Key {
-            let info = [
-                b"tandem-sync v1 ".as_slice(),
+        let mut ikm = Vec::with_capacity(secret.expose().len() + dh.len());
+        ikm.extend_from_slice(secret.expose());
+        ikm.extend_from_slice(dh);
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &salt_bytes).extract(&ikm);
+        // The copy of the secret does not outlive its use (black_box keeps the wipe).
+        ikm.fill(0);
+        std::hint::black_box(&ikm);
+        let info = |label: &'static [u8]| {
+            [
+                b"tandem-sync v2 ".as_slice(),
                 label,
                 b" ",
                 self.cluster_id.as_bytes(),
-            ];
-            match prk.expand(&info, hmac::HMAC_SHA256) {
-                Ok(okm) => hmac::Key::from(okm),
-                // expand only fails when asking for more than 255 blocks; 32 bytes cannot.
-                Err(_) => hmac::Key::new(hmac::HMAC_SHA256, label),
-            }
+            ]
         };
-        Keys {
-            acceptor_proof: key(b"acceptor proof"),
-            dialer_proof: key(b"dialer proof"),
-            dialer_to_acceptor: key(b"mac dialer->acceptor"),
-            acceptor_to_dialer: key(b"mac acceptor->dialer"),
-        }
+        // expand only fails when asking for more than 255 hash blocks; 32 bytes cannot.
+        let failed = |_| Rejection::new(RejectReason::Io, "HKDF expand failed");
+        let proof_key = |label: &'static [u8]| -> Result<hmac::Key, Rejection> {
+            Ok(hmac::Key::from(
+                prk.expand(&info(label), hmac::HMAC_SHA256)
+                    .map_err(failed)?,
+            ))
+        };
+        let frame_key = |label: &'static [u8]| -> Result<aead::UnboundKey, Rejection> {
+            Ok(aead::UnboundKey::from(
+                prk.expand(&info(label), crate::frame::AEAD)
+                    .map_err(failed)?,
+            ))
+        };
+        Ok(Keys {
+            dialer_proof: proof_key(b"dialer proof")?,
+            acceptor_proof: proof_key(b"acceptor proof")?,
+            dialer_to_acceptor: frame_key(b"aead dialer->acceptor")?,
+            acceptor_to_dialer: frame_key(b"aead acceptor->dialer")?,
+        })
     }
 }
 
@@ -195,6 +283,17 @@ fn sign(key: &hmac::Key, data: &[u8]) -> Proof {
 pub struct DialerHandshake {
     identity: Identity,
     nonce: Nonce,
+    private: EphemeralPrivateKey,
+    share: Share,
+}
+
+/// The dialing side after it sent its `Proof`: waits for the acceptor's `Confirm`.
+pub struct DialerAwaitingConfirm {
+    version: u16,
+    transcript_bytes: Vec<u8>,
+    acceptor_proof: hmac::Key,
+    sealer: Sealer,
+    opener: Opener,
 }
 
 impl DialerHandshake {
@@ -204,6 +303,7 @@ impl DialerHandshake {
         rng: &dyn SecureRandom,
     ) -> Result<(Self, Vec<u8>), Rejection> {
         let nonce = fresh_nonce(rng)?;
+        let (private, share) = ephemeral(rng)?;
         let hello = Handshake::Hello {
             magic: MAGIC,
             version: identity.version,
@@ -215,21 +315,28 @@ impl DialerHandshake {
             Self {
                 identity: identity.clone(),
                 nonce,
+                private,
+                share,
             },
             encode_handshake(&hello)?,
         ))
     }
 
-    /// Checks the acceptor's `Challenge`; returns the `Proof` payload to send and the session keys.
-    pub fn on_challenge(self, payload: &[u8]) -> Result<(Vec<u8>, SessionKeys), Rejection> {
-        let (version, min_version, cluster_id, nonce_a, proof) = match decode_handshake(payload)? {
+    /// Checks the acceptor's `Challenge`; returns the `Proof` payload to send and the state
+    /// waiting for the acceptor's `Confirm`.
+    pub fn on_challenge(
+        self,
+        payload: &[u8],
+    ) -> Result<(Vec<u8>, DialerAwaitingConfirm), Rejection> {
+        let (version, min_version, cluster_id, nonce_a, share_a) = match decode_handshake(payload)?
+        {
             Handshake::Challenge {
                 version,
                 min_version,
                 cluster_id,
                 nonce,
-                proof,
-            } => (version, min_version, cluster_id, nonce, proof),
+                share,
+            } => (version, min_version, cluster_id, nonce, share),
             Handshake::Refuse { reason } => {
                 return Err(Rejection::new(RejectReason::RefusedByPeer, reason));
             }
@@ -263,38 +370,87 @@ impl DialerHandshake {
             acceptor: (version, min_version),
             nonce_d: self.nonce,
             nonce_a,
+            share_d: self.share,
+            share_a,
         };
+        let dh = agree(self.private, &share_a)?;
         let bytes = transcript.bytes()?;
-        let keys = transcript.keys(&id.secret);
-        hmac::verify(&keys.acceptor_proof, &bytes, &proof).map_err(|_| {
-            Rejection::new(
-                RejectReason::BadProof,
-                "the acceptor's proof does not verify (wrong secret?)",
-            )
-        })?;
+        let keys = transcript.keys(&id.secret, &dh)?;
         let reply = encode_handshake(&Handshake::Proof {
+            share: self.share,
             proof: sign(&keys.dialer_proof, &bytes),
         })?;
+        let cluster = &transcript.cluster_id;
         Ok((
             reply,
-            SessionKeys {
+            DialerAwaitingConfirm {
                 version: session_version,
-                sealer: Sealer::new(keys.dialer_to_acceptor),
-                opener: Opener::new(keys.acceptor_to_dialer),
+                transcript_bytes: bytes,
+                acceptor_proof: keys.acceptor_proof,
+                sealer: Sealer::new(FrameKey::new(
+                    keys.dialer_to_acceptor,
+                    session_version,
+                    cluster,
+                )),
+                opener: Opener::new(FrameKey::new(
+                    keys.acceptor_to_dialer,
+                    session_version,
+                    cluster,
+                )),
             },
         ))
+    }
+}
+
+impl DialerAwaitingConfirm {
+    /// Checks the acceptor's `Confirm`; returns the session keys.
+    pub fn on_confirm(self, payload: &[u8]) -> Result<SessionKeys, Rejection> {
+        let proof = match decode_handshake(payload)? {
+            Handshake::Confirm { proof } => proof,
+            // The acceptor refuses at this step only when our proof did not verify.
+            Handshake::Refuse { reason } => {
+                return Err(Rejection::new(
+                    RejectReason::BadProof,
+                    format!("the acceptor refused our proof: {reason}"),
+                ));
+            }
+            other => {
+                return Err(Rejection::new(
+                    RejectReason::UnexpectedMessage,
+                    format!("expected a confirm, got {}", kind(&other)),
+                ));
+            }
+        };
+        hmac::verify(&self.acceptor_proof, &self.transcript_bytes, &proof).map_err(|_| {
+            Rejection::new(
+                RejectReason::BadProof,
+                format!(
+                    "the acceptor's proof does not verify: {}",
+                    RejectReason::BadProof.hint().unwrap_or_default()
+                ),
+            )
+        })?;
+        Ok(SessionKeys {
+            version: self.version,
+            sealer: self.sealer,
+            opener: self.opener,
+        })
     }
 }
 
 /// The accepting side after it answered a `Hello` with its `Challenge`.
 pub struct AcceptorHandshake {
     version: u16,
-    transcript_bytes: Vec<u8>,
-    keys: Keys,
+    secret: Secret,
+    /// The transcript but the dialer's share, which comes with its proof.
+    transcript: Transcript,
+    private: EphemeralPrivateKey,
 }
 
 impl AcceptorHandshake {
-    /// Checks the dialer's `Hello`; returns the state and the `Challenge` payload to send.
+    /// Checks the dialer's `Hello`; returns the state and the `Challenge` payload to send. The
+    /// challenge carries only our nonce, key share and version range: nothing derived from the
+    /// secret.
     pub fn on_hello(
         identity: &Identity,
         rng: &dyn SecureRandom,
@@ -319,13 +475,6 @@ impl AcceptorHandshake {
         if magic != MAGIC {
             return Err(Rejection::new(RejectReason::Garbage, "bad magic").into());
         }
-        let refuse = |rejection: Rejection| -> HandshakeFailure {
-            let reply = encode_handshake(&Handshake::Refuse {
-                reason: rejection.to_string(),
-            })
-            .ok();
-            HandshakeFailure { rejection, reply }
-        };
         if cluster_id != identity.cluster_id {
             return Err(refuse(Rejection::new(
                 RejectReason::ClusterMismatch,
@@ -340,63 +489,89 @@ impl AcceptorHandshake {
             return Err(refuse(version_rejection(ours, (version, min_version))));
         };
         let nonce_a = fresh_nonce(rng)?;
-        let transcript = Transcript {
-            cluster_id,
-            dialer: (version, min_version),
-            acceptor: ours,
-            nonce_d,
-            nonce_a,
-        };
-        let transcript_bytes = transcript.bytes()?;
-        let keys = transcript.keys(&identity.secret);
+        let (private, share_a) = ephemeral(rng)?;
         let challenge = Handshake::Challenge {
             version: identity.version,
             min_version: identity.min_version,
             cluster_id: identity.cluster_id.clone(),
             nonce: nonce_a,
-            proof: sign(&keys.acceptor_proof, &transcript_bytes),
+            share: share_a,
         };
         let payload = encode_handshake(&challenge)?;
         Ok((
             Self {
                 version: session_version,
-                transcript_bytes,
-                keys,
+                secret: identity.secret.clone(),
+                transcript: Transcript {
+                    cluster_id,
+                    dialer: (version, min_version),
+                    acceptor: ours,
+                    nonce_d,
+                    nonce_a,
+                    share_d: [0; 32],
+                    share_a,
+                },
+                private,
             },
             payload,
         ))
     }
 
-    /// Checks the dialer's `Proof`; returns the session keys.
-    pub fn on_proof(self, payload: &[u8]) -> Result<SessionKeys, Rejection> {
-        let proof = match decode_handshake(payload)? {
-            Handshake::Proof { proof } => proof,
+    /// Checks the dialer's `Proof`; returns the `Confirm` payload to send and the session keys.
+    /// A proof that does not verify is answered with a `Refuse` (it tells the dialer nothing it
+    /// could not tell from the connection closing).
+    pub fn on_proof(self, payload: &[u8]) -> Result<(Vec<u8>, SessionKeys), HandshakeFailure> {
+        let (share_d, proof) = match decode_handshake(payload)? {
+            Handshake::Proof { share, proof } => (share, proof),
             other => {
                 return Err(Rejection::new(
                     RejectReason::UnexpectedMessage,
                     format!("expected a proof, got {}", kind(&other)),
-                ));
+                )
+                .into());
             }
         };
-        hmac::verify(&self.keys.dialer_proof, &self.transcript_bytes, &proof).map_err(|_| {
-            Rejection::new(
+        let mut transcript = self.transcript;
+        transcript.share_d = share_d;
+        let dh = agree(self.private, &share_d)?;
+        let bytes = transcript.bytes()?;
+        let keys = transcript.keys(&self.secret, &dh)?;
+        if hmac::verify(&keys.dialer_proof, &bytes, &proof).is_err() {
+            return Err(refuse(Rejection::new(
                 RejectReason::BadProof,
-                "the dialer's proof does not verify (wrong secret or replayed session)",
-            )
+                format!(
+                    "the dialer's proof does not verify (or replays an old session): {}",
+                    RejectReason::BadProof.hint().unwrap_or_default()
+                ),
+            )));
+        }
+        let reply = encode_handshake(&Handshake::Confirm {
+            proof: sign(&keys.acceptor_proof, &bytes),
         })?;
-        Ok(SessionKeys {
-            version: self.version,
-            sealer: Sealer::new(self.keys.acceptor_to_dialer),
-            opener: Opener::new(self.keys.dialer_to_acceptor),
-        })
+        let (version, cluster) = (self.version, &transcript.cluster_id);
+        Ok((
+            reply,
+            SessionKeys {
+                version,
+                sealer: Sealer::new(FrameKey::new(keys.acceptor_to_dialer, version, cluster)),
+                opener: Opener::new(FrameKey::new(keys.dialer_to_acceptor, version, cluster)),
+            },
+        ))
     }
 }
 
 fn version_rejection(ours: (u16, u16), theirs: (u16, u16)) -> Rejection {
+    let hint = if theirs.0 < ours.1 {
+        " (the peer runs an older tandem: upgrade it; a mixed pair does not sync)"
+    } else if theirs.1 > ours.0 {
+        " (this node runs an older tandem: upgrade it; a mixed pair does not sync)"
+    } else {
+        ""
+    };
     Rejection::new(
         RejectReason::VersionUnsupported,
         format!(
-            "peer speaks protocol versions {}..={}, we speak {}..={}",
+            "peer speaks protocol versions {}..={}, we speak {}..={}{hint}",
             theirs.1, theirs.0, ours.1, ours.0
         ),
     )
@@ -408,161 +583,9 @@ fn kind(message: &Handshake) -> &'static str {
         Handshake::Challenge { .. } => "challenge",
         Handshake::Proof { .. } => "proof",
         Handshake::Refuse { .. } => "refuse",
+        Handshake::Confirm { .. } => "confirm",
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ring::rand::SystemRandom;
-
-    fn identity(secret: &[u8]) -> Identity {
-        Identity::new("openstack", Secret::new(secret.to_vec()).unwrap())
-    }
-
-    const SECRET: &[u8] = b"correct horse battery staple, twice";
-
-    fn open_session(
-        dialer: &Identity,
-        acceptor: &Identity,
-    ) -> Result<(SessionKeys, SessionKeys), Rejection> {
-        let rng = SystemRandom::new();
-        let (d, hello) = DialerHandshake::start(dialer, &rng)?;
-        let (a, challenge) =
-            AcceptorHandshake::on_hello(acceptor, &rng, &hello).map_err(|f| f.rejection)?;
-        let (proof, dk) = d.on_challenge(&challenge)?;
-        let ak = a.on_proof(&proof)?;
-        Ok((dk, ak))
-    }
-
-    #[test]
-    fn matching_secrets_open_a_session_and_frames_flow_both_ways() {
-        let (mut d, mut a) = open_session(&identity(SECRET), &identity(SECRET)).unwrap();
-        assert_eq!(d.version, PROTOCOL_VERSION);
-        let f = d.sealer.seal(&"to acceptor".to_string()).unwrap();
-        assert_eq!(a.opener.open::<String>(&f).unwrap(), "to acceptor");
-        let g = a.sealer.seal(&"to dialer".to_string()).unwrap();
-        assert_eq!(d.opener.open::<String>(&g).unwrap(), "to dialer");
-    }
-
-    #[test]
-    fn wrong_secret_fails_on_both_sides() {
-        let err = open_session(
-            &identity(b"another secret, of enough length too"),
-            &identity(SECRET),
-        )
-        .err()
-        .unwrap();
-        assert_eq!(err.reason, RejectReason::BadProof);
-        // The acceptor also refuses a dialer that forges a proof.
-        let rng = SystemRandom::new();
-        let (_d, hello) = DialerHandshake::start(&identity(SECRET), &rng).unwrap();
-        let (a, _) = AcceptorHandshake::on_hello(&identity(SECRET), &rng, &hello).unwrap();
-        let forged = encode_handshake(&Handshake::Proof { proof: [7; 32] }).unwrap();
-        assert_eq!(
-            a.on_proof(&forged).err().unwrap().reason,
-            RejectReason::BadProof
-        );
-    }
-
-    #[test]
-    fn cluster_and_version_mismatch_are_refused_explicitly() {
-        let rng = SystemRandom::new();
-        let mut other = identity(SECRET);
-        other.cluster_id = "elsewhere".into();
-        let (d, hello) = DialerHandshake::start(&other, &rng).unwrap();
-        let failure = AcceptorHandshake::on_hello(&identity(SECRET), &rng, &hello)
-            .err()
-            .unwrap();
-        assert_eq!(failure.rejection.reason, RejectReason::ClusterMismatch);
-        let refused = d.on_challenge(&failure.reply.unwrap()).err().unwrap();
-        assert_eq!(refused.reason, RejectReason::RefusedByPeer);
-        assert!(refused.detail.contains("cluster"));
-
-        let mut future = identity(SECRET);
-        future.version = 9;
-        future.min_version = 5;
-        let (_d, hello) = DialerHandshake::start(&future, &rng).unwrap();
-        let failure = AcceptorHandshake::on_hello(&identity(SECRET), &rng, &hello)
-            .err()
-            .unwrap();
-        assert_eq!(failure.rejection.reason, RejectReason::VersionUnsupported);
-        // An older peer inside our range is accepted at its version.
-        let mut newer = identity(SECRET);
-        newer.version = 2;
-        let (d, _) = open_session(&newer, &identity(SECRET)).unwrap();
-        assert_eq!(d.version, 1);
-    }
-
-    #[test]
-    fn replayed_dialer_messages_fail_against_a_fresh_acceptor() {
-        let rng = SystemRandom::new();
-        let id = identity(SECRET);
-        let (d, hello) = DialerHandshake::start(&id, &rng).unwrap();
-        let (a, challenge) = AcceptorHandshake::on_hello(&id, &rng, &hello).unwrap();
-        let (proof, mut dk) = d.on_challenge(&challenge).unwrap();
-        let _ak = a.on_proof(&proof).unwrap();
-        let frame = dk.sealer.seal(&1u32).unwrap();
-        // Replay hello + proof + frame to a new acceptor: its nonce differs, so the proof fails.
-        let (a2, _) = AcceptorHandshake::on_hello(&id, &rng, &hello).unwrap();
-        assert_eq!(
-            a2.on_proof(&proof).err().unwrap().reason,
-            RejectReason::BadProof
-        );
-        let _ = frame;
-    }
-
-    #[test]
-    fn frames_cannot_be_replayed_reordered_reflected_or_forged() {
-        let (mut d, mut a) = open_session(&identity(SECRET), &identity(SECRET)).unwrap();
-        let f0 = d.sealer.seal(&0u8).unwrap();
-        let f1 = d.sealer.seal(&1u8).unwrap();
-        // Reordered.
-        assert_eq!(
-            a.opener.open::<u8>(&f1).err().unwrap().reason,
-            RejectReason::BadSequence
-        );
-        let (mut d, mut a) = open_session(&identity(SECRET), &identity(SECRET)).unwrap();
-        let f0b = d.sealer.seal(&0u8).unwrap();
-        assert_eq!(a.opener.open::<u8>(&f0b).unwrap(), 0);
-        // Replayed.
-        assert_eq!(
-            a.opener.open::<u8>(&f0b).err().unwrap().reason,
-            RejectReason::BadSequence
-        );
-        // From another session.
-        assert_eq!(
-            a.opener.open::<u8>(&f0).err().unwrap().reason,
-            RejectReason::BadMac
-        );
-        // Reflected: the acceptor's own frame fed back to it.
-        let own = a.sealer.seal(&1u8).unwrap();
-        assert_eq!(
-            a.opener.open::<u8>(&own).err().unwrap().reason,
-            RejectReason::BadMac
-        );
-        // Tampered.
-        let mut bad = d.sealer.seal(&5u8).unwrap();
-        bad[1] ^= 1;
-        assert_eq!(
-            a.opener.open::<u8>(&bad).err().unwrap().reason,
-            RejectReason::BadMac
-        );
-        assert_eq!(
-            a.opener.open::<u8>(&[1, 2, 3]).err().unwrap().reason,
-            RejectReason::BadMac
-        );
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        let rng = SystemRandom::new();
-        let id = identity(SECRET);
-        for len in 0..200usize {
-            let junk: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
-            assert!(AcceptorHandshake::on_hello(&id, &rng, &junk).is_err());
-            let (d, _) = DialerHandshake::start(&id, &rng).unwrap();
-            assert!(d.on_challenge(&junk).is_err());
-        }
-    }
-}
+mod tests;

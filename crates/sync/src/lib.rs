@@ -6,8 +6,9 @@
 //! What each module owns:
 //! - [`wire`]: payload encoding (bincode), protocol version, frame size limit; with the `driver`
 //!   feature also the socket's length-delimited codec.
-//! - [`handshake`]: the challenge-response session opening and key derivation.
-//! - [`frame`]: sealing and opening of authenticated, sequenced frames.
+//! - [`handshake`]: the challenge-response session opening (the dialer proves first) and key
+//!   derivation.
+//! - [`frame`]: sealing and opening of encrypted, authenticated, counted frames (AEAD).
 //! - [`session`]: one open session's framing state (seal, open, silence and keepalive checks).
 //! - [`replication`]: stick-table replication (resume, snapshots, change log, acks).
 //! - [`config_push`]: `cluster.toml` push from the primary to the secondary.

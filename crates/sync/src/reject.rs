@@ -16,9 +16,11 @@ pub enum RejectReason {
     ClusterMismatch,
     /// The peer's challenge response is wrong: it does not hold our secret (or replays an old session).
     BadProof,
-    /// A frame whose HMAC tag does not verify (forged, corrupted, reflected or from an old session).
+    /// A frame whose AEAD tag does not verify: forged, altered, truncated, replayed, reordered,
+    /// dropped before it, reflected, or from another session.
     BadMac,
-    /// A frame whose sequence number is not the next one expected (replayed, reordered or dropped).
+    /// Not produced since protocol version 2 (the frame counter is the AEAD nonce, so frames out
+    /// of order fail as `BadMac`); kept so that the counter names stay the same.
     BadSequence,
     /// A well-formed message arriving when the protocol does not allow it.
     UnexpectedMessage,
@@ -72,6 +74,22 @@ impl RejectReason {
             Self::UnexpectedSource => "unexpected_source",
             Self::PeerStalled => "peer_stalled",
             Self::Io => "io",
+        }
+    }
+
+    /// What an operator should check, for the reasons a misconfiguration causes.
+    pub fn hint(self) -> Option<&'static str> {
+        match self {
+            Self::BadProof => Some("is the secret the same on both nodes?"),
+            Self::ClusterMismatch => Some("is [cluster] name the same on both nodes?"),
+            Self::VersionUnsupported | Self::RefusedByPeer => {
+                Some("do both nodes run the same tandem release?")
+            }
+            Self::UnexpectedSource => Some("only node.peer may connect to the sync port"),
+            Self::Garbage | Self::FrameTooLarge => {
+                Some("is something other than tandem connecting?")
+            }
+            _ => None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! One authenticated session, sans-IO: sealing/opening the messages of both state machines,
+//! One authenticated session, sans-IO: sealing/opening (encrypting/decrypting) the messages of both state machines,
 //! keepalive and silence timeouts (the engine decides when they are checked).
 
 use serde::{Deserialize, Serialize};
@@ -60,10 +60,7 @@ impl Session {
 
     /// Seals the next outgoing message.
     pub fn seal(&mut self, message: &Message, now: u64) -> Result<Vec<u8>, Rejection> {
-        let frame =
-            self.keys.sealer.seal(message).map_err(|e| {
-                Rejection::new(RejectReason::Garbage, format!("cannot encode: {e}"))
-            })?;
+        let frame = self.keys.sealer.seal(message)?;
         if frame.len() > self.max_frame {
             return Err(Rejection::new(
                 RejectReason::FrameTooLarge,
@@ -130,8 +127,9 @@ mod tests {
         let rng = SystemRandom::new();
         let (d, hello) = DialerHandshake::start(&id, &rng).unwrap();
         let (a, ch) = AcceptorHandshake::on_hello(&id, &rng, &hello).unwrap();
-        let (proof, dk) = d.on_challenge(&ch).unwrap();
-        let ak = a.on_proof(&proof).unwrap();
+        let (proof, d) = d.on_challenge(&ch).unwrap();
+        let (confirm, ak) = a.on_proof(&proof).unwrap();
+        let dk = d.on_confirm(&confirm).unwrap();
         (
             Session::new(dk, 1024, SessionTimers::default(), 0),
             Session::new(ak, 1024, SessionTimers::default(), 0),

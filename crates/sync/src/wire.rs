@@ -4,15 +4,17 @@
 //! (tokio-util `LengthDelimitedCodec`, built by `length_codec` with the `driver` feature: the
 //! core only ever sees whole payloads, so it needs no codec). A payload is a bincode 2 (serde,
 //! `standard()` config) value: a [`crate::handshake::Handshake`] message before the session is
-//! authenticated, a sealed [`crate::frame`] afterwards.
+//! authenticated, a sealed (encrypted) [`crate::frame`] afterwards.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Version of the sync protocol spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Oldest protocol version this build still accepts from a peer.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// Version of the sync protocol spoken by this build. 2: the dialer proves first and frames are
+/// encrypted (ChaCha20-Poly1305); 1 had the acceptor prove first and frames in clear.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Oldest protocol version this build still accepts from a peer (version 1 is refused
+/// explicitly: its acceptor-first handshake and clear frames are what version 2 replaces).
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// Default port of the sync session (as on the appliance).
 pub const DEFAULT_SYNC_PORT: u16 = 7778;
 /// Default upper bound of one frame's payload.

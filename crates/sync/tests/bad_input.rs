@@ -8,15 +8,50 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::*;
+use futures::{SinkExt, StreamExt};
 use ring::rand::SystemRandom;
-use tandem_sync::handshake::DialerHandshake;
+use tandem_sync::handshake::{DialerHandshake, SessionKeys};
+use tandem_sync::replication::ReplMsg;
+use tandem_sync::session::Message;
 use tandem_sync::{ConfigRole, RejectReason, SyncStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+type Reader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+
+/// Opens a session with the acceptor at `target` by hand (from 127.0.0.2, an unprivileged port),
+/// with the right secret: the test then sends what it likes.
+async fn open_by_hand(target: SocketAddr) -> (Reader, Writer, SessionKeys) {
+    let s = raw_connect(ip(2), target).await;
+    let (r, w) = s.into_split();
+    let mut reader = FramedRead::new(r, tandem_sync::wire::length_codec(1 << 20));
+    let mut writer = FramedWrite::new(w, tandem_sync::wire::length_codec(1 << 20));
+    let (hs, hello) = DialerHandshake::start(&identity(SECRET), &SystemRandom::new()).unwrap();
+    writer.send(Bytes::from(hello)).await.unwrap();
+    let challenge = reader.next().await.unwrap().unwrap();
+    let (proof, hs) = hs.on_challenge(&challenge).unwrap();
+    writer.send(Bytes::from(proof)).await.unwrap();
+    let confirm = reader.next().await.unwrap().unwrap();
+    let keys = hs.on_confirm(&confirm).unwrap();
+    (reader, writer, keys)
+}
 
 /// An accepting node B on 127.0.0.3 (at a port free there) whose peer is 127.0.0.2; returns it
 /// with its listening address.
 async fn acceptor(entries: u32) -> (Node, SocketAddr) {
+    acceptor_on(ip(3), ip(2), entries).await
+}
+
+/// An accepting node on `own` (above `peer`, so it accepts) whose peer is `peer`.
+async fn acceptor_on(
+    own: std::net::IpAddr,
+    peer: std::net::IpAddr,
+    entries: u32,
+) -> (Node, SocketAddr) {
     let t = tables();
     {
         let mut g = t.lock().unwrap();
@@ -25,9 +60,9 @@ async fn acceptor(entries: u32) -> (Node, SocketAddr) {
             nova.set(&client(i), SERVERS[(i % 3) as usize], 0);
         }
     }
-    start_accepting(ip(3), |port| NodeSpec {
-        local: SocketAddr::new(ip(3), port),
-        peer: SocketAddr::new(ip(2), port),
+    start_accepting(own, |port| NodeSpec {
+        local: SocketAddr::new(own, port),
+        peer: SocketAddr::new(peer, port),
         secret: SECRET.to_vec(),
         role: ConfigRole::Primary,
         config: Some(config(1, "# c")),
@@ -187,18 +222,7 @@ async fn peer_that_stops_reading_is_dropped_with_bounded_memory() {
     // 300k entries: far more than the socket buffers, so the acceptor's writes block.
     let (b, target) = acceptor(300_000).await;
     // A peer with the secret that opens the session and then never reads nor writes.
-    let s = raw_connect(ip(2), target).await;
-    let (r, w) = s.into_split();
-    let mut reader =
-        tokio_util::codec::FramedRead::new(r, tandem_sync::wire::length_codec(1 << 20));
-    let mut writer =
-        tokio_util::codec::FramedWrite::new(w, tandem_sync::wire::length_codec(1 << 20));
-    use futures::{SinkExt, StreamExt};
-    let (hs, hello) = DialerHandshake::start(&identity(SECRET), &SystemRandom::new()).unwrap();
-    writer.send(bytes::Bytes::from(hello)).await.unwrap();
-    let challenge = reader.next().await.unwrap().unwrap();
-    let (proof, _keys) = hs.on_challenge(&challenge).unwrap();
-    writer.send(bytes::Bytes::from(proof)).await.unwrap();
+    let (reader, _writer, _keys) = open_by_hand(target).await;
     wait_for("session open", Duration::from_secs(5), || {
         b.status().connected
     })
@@ -220,4 +244,79 @@ async fn peer_that_stops_reading_is_dropped_with_bounded_memory() {
         "sent {sent} bytes to a peer that reads nothing"
     );
     drop(reader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_reordered_and_truncated_frames_close_the_session_and_are_counted() {
+    let (b, target) = acceptor(10).await;
+    let keepalive = || {
+        Message::Repl(ReplMsg::Sizes {
+            tables: vec![("nova_novncproxy".to_string(), 0)],
+        })
+    };
+    let bad_macs = |b: &Node| rejected(&b.status(), RejectReason::BadMac);
+
+    // Forged: random bytes of a plausible length in place of a sealed frame.
+    let (_r, mut w, _keys) = open_by_hand(target).await;
+    wait_for("session open", Duration::from_secs(5), || {
+        b.status().connected
+    })
+    .await;
+    w.send(Bytes::from(vec![0x5au8; 64])).await.unwrap();
+    wait_for("forged frame refused", Duration::from_secs(5), || {
+        bad_macs(&b) >= 1
+    })
+    .await;
+
+    // Replayed: a genuine frame sent twice.
+    let (_r, mut w, mut keys) = open_by_hand(target).await;
+    let frame = keys.sealer.seal(&keepalive()).unwrap();
+    w.send(Bytes::from(frame.clone())).await.unwrap();
+    w.send(Bytes::from(frame)).await.unwrap();
+    wait_for("replayed frame refused", Duration::from_secs(5), || {
+        bad_macs(&b) >= 2
+    })
+    .await;
+
+    // Reordered: the second frame first.
+    let (_r, mut w, mut keys) = open_by_hand(target).await;
+    let first = keys.sealer.seal(&keepalive()).unwrap();
+    let second = keys.sealer.seal(&keepalive()).unwrap();
+    w.send(Bytes::from(second)).await.unwrap();
+    w.send(Bytes::from(first)).await.unwrap();
+    wait_for("reordered frame refused", Duration::from_secs(5), || {
+        bad_macs(&b) >= 3
+    })
+    .await;
+
+    // Truncated: a genuine frame cut short, framed as a whole one.
+    let (_r, mut w, mut keys) = open_by_hand(target).await;
+    let frame = keys.sealer.seal(&keepalive()).unwrap();
+    w.send(Bytes::from(frame[..frame.len() - 3].to_vec()))
+        .await
+        .unwrap();
+    wait_for("truncated frame refused", Duration::from_secs(5), || {
+        bad_macs(&b) >= 4
+    })
+    .await;
+
+    // A flipped bit.
+    let (_r, mut w, mut keys) = open_by_hand(target).await;
+    let mut frame = keys.sealer.seal(&keepalive()).unwrap();
+    frame[0] ^= 0x20;
+    w.send(Bytes::from(frame)).await.unwrap();
+    wait_for("tampered frame refused", Duration::from_secs(5), || {
+        bad_macs(&b) >= 5
+    })
+    .await;
+
+    // The acceptor is fine: a genuine peer gets the tables.
+    let good = dialer(target, SECRET).await;
+    wait_for("real peer synced", Duration::from_secs(10), || {
+        good.status()
+            .tables
+            .iter()
+            .any(|t| t.label == "nova_novncproxy" && t.local_entries == 10)
+    })
+    .await;
 }

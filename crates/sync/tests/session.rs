@@ -1,5 +1,6 @@
 //! Two real sync drivers on 127.0.0.0/8 (through a recording relay): replication, resume,
-//! config push, and what is (not) on the wire.
+//! config push, and what is (not) on the wire (frames are encrypted: no client address, no
+//! pushed configuration, no secret).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -223,6 +224,15 @@ async fn nothing_node_local_ever_crosses_the_wire() {
             .is_some_and(|v| v.generation == 10)
     })
     .await;
+    assert!(
+        p.b.sink
+            .offers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|o| String::from_utf8_lossy(&o.0).contains("# CLUSTER-MARKER")),
+        "positive control: cluster.toml was sent"
+    );
     drop(p.a);
     drop(p.b);
     let mut wire = p.relay.to_acceptor.lock().unwrap().clone();
@@ -230,8 +240,8 @@ async fn nothing_node_local_ever_crosses_the_wire() {
     assert!(wire.len() > 10_000, "the session carried data");
     let contains = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
     assert!(
-        contains(b"# CLUSTER-MARKER"),
-        "positive control: cluster.toml is sent"
+        !contains(b"# CLUSTER-MARKER"),
+        "cluster.toml travels encrypted"
     );
     assert!(
         !contains(SECRET),
@@ -335,4 +345,90 @@ async fn failover_then_restart_of_the_old_active_keeps_every_entry() {
         &*writer.server, SERVERS[0],
         "all MySQL connections still go to one controller"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_addresses_and_pushed_configs_never_cross_in_clear() {
+    // Distinctive client addresses as stick keys, and a distinctive string in the pushed config.
+    let clients: Vec<std::net::Ipv4Addr> =
+        (70..=77).map(|last| [10, 99, 88, last].into()).collect();
+    const CONFIG_MARKER: &str = "tandem-distinctive-7a9c-config-string";
+    let a_tables = tables();
+    {
+        let mut t = a_tables.lock().unwrap();
+        let nova = t.get_mut("nova_novncproxy").unwrap();
+        for (i, c) in clients.iter().enumerate() {
+            nova.set(&StickKey::SourceIp((*c).into()), SERVERS[i % 3], 0);
+        }
+    }
+    let text = format!("[cluster]\nname = \"openstack\"\n# {CONFIG_MARKER}\n");
+    let p = pair((true, Some(config(3, &text))), (false, None), a_tables).await;
+    let keys = || clients.iter().map(|c| StickKey::SourceIp((*c).into()));
+    wait_for("snapshot replicated", Duration::from_secs(10), || {
+        same_entries(&p.a.tables, &p.b.tables, p.a.now(), p.b.now(), keys())
+    })
+    .await;
+    // And an incremental update (the change log's path, not the snapshot's).
+    let late: std::net::Ipv4Addr = [10, 99, 88, 78].into();
+    p.a.tables
+        .lock()
+        .unwrap()
+        .get_mut("nova_novncproxy")
+        .unwrap()
+        .set(&StickKey::SourceIp(late.into()), SERVERS[0], p.a.now());
+    wait_for("update replicated", Duration::from_secs(5), || {
+        p.b.tables
+            .lock()
+            .unwrap()
+            .get("nova_novncproxy")
+            .unwrap()
+            .peek(&StickKey::SourceIp(late.into()), p.b.now())
+            .is_some()
+    })
+    .await;
+    wait_for("config pushed", Duration::from_secs(5), || {
+        p.b.status().config.local.is_some_and(|v| v.generation == 3)
+    })
+    .await;
+    assert!(
+        p.b.sink
+            .offers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|o| String::from_utf8_lossy(&o.0).contains(CONFIG_MARKER)),
+        "positive control: the config was pushed"
+    );
+    drop(p.a);
+    drop(p.b);
+    let mut wire = p.relay.to_acceptor.lock().unwrap().clone();
+    wire.extend_from_slice(&p.relay.to_dialer.lock().unwrap());
+    assert!(wire.len() > 300, "the session carried data");
+    let contains = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
+    for c in clients.iter().chain([&late]) {
+        let raw = c.octets();
+        let mut reversed = raw;
+        reversed.reverse();
+        let hex = format!("{:02x}{:02x}{:02x}{:02x}", raw[0], raw[1], raw[2], raw[3]);
+        for (encoding, needle) in [
+            ("dotted text", c.to_string().into_bytes()),
+            ("raw 4 bytes", raw.to_vec()),
+            ("raw 4 bytes, little endian", reversed.to_vec()),
+            ("hex text", hex.into_bytes()),
+        ] {
+            assert!(
+                !contains(&needle),
+                "client {c} on the wire in clear ({encoding})"
+            );
+        }
+    }
+    assert!(
+        !contains(CONFIG_MARKER.as_bytes()),
+        "the pushed config on the wire"
+    );
+    assert!(
+        !contains(b"distinctive"),
+        "part of the pushed config on the wire"
+    );
+    assert!(!contains(SECRET), "the secret on the wire");
 }

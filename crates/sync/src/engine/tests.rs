@@ -96,8 +96,9 @@ fn connect(dialer: &mut Node, acceptor: &mut Node, now: u64) {
     let rng = SystemRandom::new();
     let (d, hello) = DialerHandshake::start(&id, &rng).unwrap();
     let (a, challenge) = AcceptorHandshake::on_hello(&id, &rng, &hello).unwrap();
-    let (proof, dialer_keys) = d.on_challenge(&challenge).unwrap();
-    let acceptor_keys = a.on_proof(&proof).unwrap();
+    let (proof, d) = d.on_challenge(&challenge).unwrap();
+    let (confirm, acceptor_keys) = a.on_proof(&proof).unwrap();
+    let dialer_keys = d.on_confirm(&confirm).unwrap();
     dialer
         .engine
         .open(dialer_keys, now, &dialer.tables, true, None);
