@@ -8,6 +8,7 @@
 
 mod admin;
 mod config_flow;
+mod privileges;
 pub mod startup;
 mod status;
 mod upkeep;
