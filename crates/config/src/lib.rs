@@ -14,6 +14,7 @@ pub mod generation;
 mod loaded;
 pub mod model;
 mod node;
+pub mod password;
 mod plan;
 mod reader;
 mod report;
@@ -259,6 +260,24 @@ fn cross_check(
             );
         }
     }
+    if !node.vip_networks.is_empty() {
+        for s in &cspans.services {
+            if node.vip_networks.iter().any(|n| n.contains(s.vip.v)) {
+                continue;
+            }
+            let allowed: Vec<String> = node.vip_networks.iter().map(|n| n.to_string()).collect();
+            cctx.error(
+                &s.vip.span,
+                format!(
+                    "service \"{}\": VIP {} is outside this node's `vip_networks` ({node_file} [node] vip_networks = [{}]); \
+                     this node will not claim it",
+                    s.label,
+                    s.vip.v,
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
     for s in &cspans.services {
         let whose = if Some(s.vip.v) == node.address {
             "this node's own address"
@@ -309,19 +328,30 @@ fn secret_check(nctx: &mut Ctx<'_>, node: &NodeConfig, spans: &NodeSpans) {
         }
         Err(e) => nctx.warn(&spans.secret_file, e.to_string()),
     }
-    if let Some(pw) = &node.admin.password_file
-        && !pw.exists()
-    {
+    if let Some(pw) = &node.admin.password_file {
         let span = spans
-            .admin_listen
+            .password_file
             .clone()
+            .or(spans.admin_listen.clone())
             .unwrap_or(spans.secret_file.clone());
-        nctx.warn(
-            &span,
-            format!(
-                "{}: admin password file not found; the admin API will refuse state-changing requests",
-                pw.display()
-            ),
-        );
+        if !pw.exists() {
+            nctx.warn(
+                &span,
+                format!(
+                    "{}: admin password file not found; state-changing requests over HTTP will be refused \
+                     (the local socket still works); write it with `tandem password {}`",
+                    pw.display(),
+                    pw.display()
+                ),
+            );
+        } else {
+            match password::load_password_file(pw) {
+                Ok(_) => {}
+                // `check` as another user than the daemon's cannot read a 0600 file.
+                Err(e @ password::PasswordError::Io { .. }) => nctx.warn(&span, e.to_string()),
+                // Open to others, or a clear-text password: never serve with it.
+                Err(e) => nctx.error(&span, e.to_string()),
+            }
+        }
     }
 }

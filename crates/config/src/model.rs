@@ -187,6 +187,82 @@ pub struct NodeSection {
     pub manage_vips: bool,
     pub secret_file: PathBuf,
     pub state_dir: PathBuf,
+    /// `vip_networks`: the networks a VIP may come from (empty: any). A `cluster.toml` with a VIP
+    /// outside them, local or pushed by the primary, is refused on this node.
+    #[serde(default)]
+    pub vip_networks: Vec<IpNetwork>,
+}
+
+/// An IP network written `address/prefix` (`192.168.1.0/24`, `2001:db8::/64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpNetwork {
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNetwork {
+    /// `None` when the prefix is longer than the address.
+    pub fn new(address: IpAddr, prefix: u8) -> Option<Self> {
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        (prefix <= bits).then_some(Self { address, prefix })
+    }
+
+    /// Whether `ip` lies in this network (never across address families).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, width: u32, prefix: u8) -> u128 {
+            let keep = u32::from(prefix).min(width);
+            if keep == 0 { 0 } else { bits >> (width - keep) }
+        }
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u32::from(net).into(), 32, self.prefix)
+                    == masked(u32::from(ip).into(), 32, self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), 128, self.prefix)
+                    == masked(u128::from(ip), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl std::str::FromStr for IpNetwork {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (address, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("\"{text}\" is not a network like \"192.168.1.0/24\""))?;
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| format!("\"{address}\" in \"{text}\" is not an IP address"))?;
+        prefix
+            .parse::<u8>()
+            .ok()
+            .and_then(|prefix| IpNetwork::new(address, prefix))
+            .ok_or_else(|| {
+                format!("\"/{prefix}\" in \"{text}\" is not a prefix length for {address}")
+            })
+    }
+}
+
+impl Serialize for IpNetwork {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNetwork {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,8 +270,32 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Basic-auth user for actions that change state; `None` = no auth (loopback only).
     pub user: Option<String>,
-    /// File holding the admin password (node-local secret).
+    /// File holding the admin password's hash (`tandem password FILE`; node-local secret).
     pub password_file: Option<PathBuf>,
+    /// The local CLI's UNIX socket (file permissions are its authentication).
+    #[serde(default = "default_admin_socket")]
+    pub socket: PathBuf,
+    /// Host names the listener answers to besides IP literals and `localhost` (DNS-rebinding
+    /// defence: any other `Host` header is refused).
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// PEM certificate chain and key for HTTPS; without them a non-loopback listener serves a
+    /// self-signed certificate generated in `state_dir`.
+    #[serde(default)]
+    pub tls_certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from(crate::node_defaults::ADMIN_SOCKET)
+}
+
+impl AdminConfig {
+    /// Whether the listener speaks HTTPS: a configured certificate, or any non-loopback address.
+    pub fn uses_tls(&self) -> bool {
+        self.tls_certificate.is_some() || !self.listen.ip().is_loopback()
+    }
 }
 
 /// Non-replicated appliance settings, one free-form table per WebUI page of the guide's table.

@@ -4,7 +4,7 @@ use crate::cluster::LOCAL_SECTIONS;
 use crate::diag::Ctx;
 use crate::model::*;
 use crate::reader::{
-    At, Section, Val, boolean, choice, ip, label, port, string, table, to_toml_table,
+    At, Section, Val, array, boolean, choice, ip, label, port, string, table, to_toml_table,
 };
 use crate::tuning::{TUNING_KEYS, read_tuning};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,6 +19,8 @@ pub mod defaults {
     pub const SECRET_FILE: &str = "secret";
     pub const STATE_DIR: &str = "/var/lib/tandem";
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9080";
+    /// The local CLI's UNIX socket (a `RuntimeDirectory=tandem` under systemd).
+    pub const ADMIN_SOCKET: &str = "/run/tandem/admin.sock";
 }
 
 /// Where the cross-file checks point back into `node.toml`.
@@ -29,6 +31,8 @@ pub(crate) struct NodeSpans {
     pub admin_listen: Option<std::ops::Range<usize>>,
     pub state_dir: std::ops::Range<usize>,
     pub secret_file: std::ops::Range<usize>,
+    /// `[admin] password_file`'s value, when given.
+    pub password_file: Option<std::ops::Range<usize>>,
 }
 
 /// What cross-file checks need, known even when other parts of node.toml are wrong.
@@ -39,6 +43,8 @@ pub(crate) struct NodeFacts {
     pub admin_listen: Option<SocketAddr>,
     /// `None` when the default was used.
     pub admin_span: Option<std::ops::Range<usize>>,
+    /// `[node] vip_networks` (empty: any VIP).
+    pub vip_networks: Vec<IpNetwork>,
 }
 
 impl NodeFacts {
@@ -48,6 +54,7 @@ impl NodeFacts {
             peer: node.node.peer,
             admin_listen: Some(node.admin.listen),
             admin_span: None,
+            vip_networks: node.node.vip_networks.clone(),
         }
     }
 }
@@ -79,6 +86,7 @@ const NODE_KEYS: &[&str] = &[
     "manage_vips",
     "secret_file",
     "state_dir",
+    "vip_networks",
 ];
 
 fn misplaced_top(key: &str) -> Option<String> {
@@ -138,15 +146,16 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
         }
     }
 
-    let (Some((node, mut spans)), Some((admin, admin_span)), Some(tuning)) = (node, admin, tuning)
-    else {
+    let (Some((node, mut spans)), Some(admin), Some(tuning)) = (node, admin, tuning) else {
         return Some(ParsedNode {
             config: None,
             spans: None,
             facts,
         });
     };
-    spans.admin_listen = admin_span;
+    spans.admin_listen = admin.listen_span;
+    spans.password_file = admin.password_file_span;
+    let admin = admin.config;
     check_ports(ctx, &node, &admin, &spans);
     let config = (!ctx.has_errors()).then_some(NodeConfig {
         node,
@@ -272,6 +281,11 @@ fn read_node(
         None => (Some(PathBuf::from(defaults::STATE_DIR)), s.span.clone()),
     };
 
+    let vip_networks = match s.get("vip_networks") {
+        Some(v) => networks(ctx, "vip_networks", v),
+        None => Some(Vec::new()),
+    };
+    facts.vip_networks = vip_networks.clone().unwrap_or_default();
     facts.address = address.as_ref().map(|a| a.v);
     facts.peer = peer.as_ref().and_then(|p| p.as_ref().map(|p| p.v));
     if let (Some(a), Some(Some(p))) = (&address, &peer) {
@@ -302,17 +316,80 @@ fn read_node(
         manage_vips: manage_vips?,
         secret_file: secret_file?,
         state_dir: state_dir?,
+        vip_networks: vip_networks?,
     };
     let spans = NodeSpans {
         address: address?,
         admin_listen: None,
         state_dir: state_span,
         secret_file: secret_span,
+        password_file: None,
     };
     Some((node, spans))
 }
 
-type AdminRead = (AdminConfig, Option<std::ops::Range<usize>>);
+/// A list of `address/prefix` strings (`vip_networks`).
+fn networks(ctx: &mut Ctx<'_>, key: &str, v: &Val<'_>) -> Option<Vec<IpNetwork>> {
+    let items = array(ctx, key, v)?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        let Some(text) = string(ctx, key, item) else {
+            ok = false;
+            continue;
+        };
+        match text.v.trim().parse::<IpNetwork>() {
+            Ok(network) => out.push(network),
+            Err(reason) => {
+                ctx.error(&item.span(), format!("`{key}`: {reason}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `[admin]` read, with where its keys were written.
+struct AdminRead {
+    config: AdminConfig,
+    /// `None` when the default was used.
+    listen_span: Option<std::ops::Range<usize>>,
+    password_file_span: Option<std::ops::Range<usize>>,
+}
+
+const ADMIN_KEYS: &[&str] = &[
+    "listen",
+    "user",
+    "password_file",
+    "socket",
+    "hostnames",
+    "tls_certificate",
+    "tls_key",
+];
+
+/// A host name the admin listener answers to: letters, digits, `-` and `.`, not an IP literal.
+fn hostname(ctx: &mut Ctx<'_>, v: &Val<'_>) -> Option<String> {
+    let text = string(ctx, "hostnames", v)?.v.trim().to_ascii_lowercase();
+    let valid = !text.is_empty()
+        && text.len() <= 253
+        && text.parse::<IpAddr>().is_err()
+        && text
+            .split('.')
+            .all(|part| !part.is_empty() && part.len() <= 63)
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        ctx.error(
+            &v.span(),
+            format!(
+                "`hostnames`: \"{text}\" is not a host name (letters, digits, '-' and '.'; IP addresses need no entry)"
+            ),
+        );
+        return None;
+    }
+    Some(text)
+}
 
 fn read_admin(
     ctx: &mut Ctx<'_>,
@@ -323,18 +400,23 @@ fn read_admin(
     let default_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9080);
     facts.admin_listen = Some(default_listen);
     let Some(v) = v else {
-        return Some((
-            AdminConfig {
+        return Some(AdminRead {
+            config: AdminConfig {
                 listen: default_listen,
                 user: None,
                 password_file: None,
+                socket: PathBuf::from(defaults::ADMIN_SOCKET),
+                hostnames: Vec::new(),
+                tls_certificate: None,
+                tls_key: None,
             },
-            None,
-        ));
+            listen_span: None,
+            password_file_span: None,
+        });
     };
     let t = table(ctx, "admin", v)?;
     let s = Section::new("[admin]", v.span(), t);
-    s.finish(ctx, &["listen", "user", "password_file"], &|_| None);
+    s.finish(ctx, ADMIN_KEYS, &|_| None);
     let listen = match s.get("listen") {
         Some(l) => string(ctx, "listen", l).and_then(|text| match text.v.parse::<SocketAddr>() {
             Ok(addr) if addr.port() == 0 => {
@@ -365,6 +447,55 @@ fn read_admin(
         Some(p) => path_value(ctx, "password_file", p, base_dir).map(Some),
         None => Some(None),
     };
+    let socket = match s.get("socket") {
+        Some(p) => path_value(ctx, "socket", p, base_dir).and_then(|path| {
+            // sun_path holds 108 bytes with the terminating NUL.
+            if path.as_os_str().len() > 107 {
+                ctx.error(
+                    &p.span(),
+                    format!(
+                        "`socket`: {} is longer than a UNIX socket path may be (107 bytes)",
+                        path.display()
+                    ),
+                );
+                None
+            } else {
+                Some(path)
+            }
+        }),
+        None => Some(PathBuf::from(defaults::ADMIN_SOCKET)),
+    };
+    let hostnames = match s.get("hostnames") {
+        Some(h) => array(ctx, "hostnames", h).and_then(|items| {
+            let names: Vec<Option<String>> = items.iter().map(|i| hostname(ctx, i)).collect();
+            names.into_iter().collect::<Option<Vec<String>>>()
+        }),
+        None => Some(Vec::new()),
+    };
+    let tls_certificate = match s.get("tls_certificate") {
+        Some(p) => path_value(ctx, "tls_certificate", p, base_dir).map(Some),
+        None => Some(None),
+    };
+    let tls_key = match s.get("tls_key") {
+        Some(p) => path_value(ctx, "tls_key", p, base_dir).map(Some),
+        None => Some(None),
+    };
+    if let (Some(Some(_)), Some(None)) = (&tls_certificate, &tls_key) {
+        ctx.error(
+            &s.span,
+            "[admin] sets `tls_certificate` but no `tls_key`: give both (PEM files)",
+        );
+        return None;
+    }
+    if let (Some(None), Some(Some(_))) = (&tls_certificate, &tls_key)
+        && let Some(k) = s.key_span("tls_key")
+    {
+        ctx.error(
+            &k,
+            "[admin] sets `tls_key` but no `tls_certificate`: give both (PEM files)",
+        );
+        return None;
+    }
     if let (Some(Some(_)), Some(None)) = (&user, &password_file) {
         ctx.error(
             &s.span,
@@ -381,19 +512,30 @@ fn read_admin(
     let (listen, span) = listen?;
     let user = user?;
     if user.is_none() && !listen.ip().is_loopback() {
-        ctx.warn(
+        // Off loopback the listener speaks HTTPS (configured or self-signed); without
+        // credentials anyone on the network could read the status and nobody could act.
+        ctx.error(
             span.as_ref().unwrap_or(&s.span),
-            format!("admin API on {listen} is reachable from the network without authentication; set `user` and `password_file`"),
+            format!(
+                "admin `listen` {listen} is reachable from the network: set `user` and `password_file` \
+                 (`tandem password FILE`), or listen on a loopback address like 127.0.0.1:9080"
+            ),
         );
+        return None;
     }
-    Some((
-        AdminConfig {
+    Some(AdminRead {
+        config: AdminConfig {
             listen,
             user,
             password_file: password_file?,
+            socket: socket?,
+            hostnames: hostnames?,
+            tls_certificate: tls_certificate?,
+            tls_key: tls_key?,
         },
-        span,
-    ))
+        listen_span: span,
+        password_file_span: s.get("password_file").map(|p| p.span()),
+    })
 }
 
 /// The admin listener must not take the sync port on the node's own address.
