@@ -126,9 +126,17 @@ button{{margin-right:.3em}} .meta td{{border:none;padding:.1em .6em}}
             );
         }
     }
+    // The header X-Requested-By is what the listener demands of a POST (a cross-site page cannot
+    // send it); every answer is JSON, but a proxy in between might answer otherwise, so the body
+    // is read as text and shown as it is when it is not JSON.
     html.push_str(
-        "</table>\n<script>function act(t,a){fetch('/api/servers/'+t+'/'+a,{method:'POST'})\
-         .then(r=>r.json()).then(j=>{if(!j.ok)alert(j.error);location.reload()})}</script>\n</body></html>\n",
+        "</table>\n<script>function act(t,a){fetch('/api/servers/'+t+'/'+a,\
+         {method:'POST',credentials:'same-origin',headers:{'X-Requested-By':'tandem-page'}})\
+         .then(r=>r.text().then(b=>{let j;try{j=JSON.parse(b)}catch(e){j={ok:false,error:b.trim()||r.statusText}}\
+         if(!r.ok||!j.ok){let m=j.error||('HTTP '+r.status);\
+         if(r.status==401)m='Not signed in: '+m;else if(r.status==403)m='Refused: '+m;\
+         alert(m)}location.reload()}))\
+         .catch(e=>alert('The node did not answer: '+e))}</script>\n</body></html>\n",
     );
     html
 }
@@ -276,6 +284,8 @@ mod tests {
         assert!(html.contains("mysql%3Cx%3E/Overcloud-controller-1"));
         assert!(html.contains("TCP"));
         assert!(html.contains("standby (heard 12 ms ago)"));
+        assert!(html.contains("'X-Requested-By':'tandem-page'"));
+        assert!(html.contains("r.status==401") && html.contains("r.status==403"));
     }
 
     #[test]

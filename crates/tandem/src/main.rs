@@ -14,7 +14,7 @@ use anyhow::Result;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};
-use client::AdminTarget;
+use client::{AdminArgs, AdminTarget};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,9 +34,18 @@ struct Cli {
     /// node.toml to use instead of CONFIG_DIR/node.toml.
     #[arg(long, global = true)]
     node: Option<PathBuf>,
-    /// Admin URL of a running node (default: `[admin] listen` of node.toml).
+    /// Admin URL of a running node, e.g. https://192.168.1.21:9443 (default: the node's UNIX
+    /// socket, else `[admin] listen` of node.toml). Credentials: TANDEM_ADMIN_USER and
+    /// TANDEM_ADMIN_PASSWORD, or a prompt on a terminal.
     #[arg(long, global = true)]
     admin: Option<String>,
+    /// Accept the node's HTTPS certificate by its SHA-256 fingerprint (`tandem status` on the
+    /// node prints it), e.g. for its self-signed certificate.
+    #[arg(long, global = true, value_name = "SHA256")]
+    admin_fingerprint: Option<String>,
+    /// Accept any HTTPS certificate from the node (no protection against a man in the middle).
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +81,17 @@ enum Command {
     Reload,
     /// Write a new random shared secret to FILE (mode 0600; never overwrites).
     Keygen { file: PathBuf },
+    /// Read the admin password from standard input (no echo on a terminal) and write its salted
+    /// PBKDF2 hash to FILE (mode 0600), for `[admin] password_file`. The password is never stored.
+    Password {
+        file: PathBuf,
+        /// Replace an existing FILE.
+        #[arg(long)]
+        force: bool,
+        /// PBKDF2 iterations (tests use fewer to run faster).
+        #[arg(long, hide = true, default_value_t = tandem_config::password::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,7 +113,12 @@ impl Cli {
             .unwrap_or_else(|| self.config_dir.join("node.toml"))
     }
     fn admin_target(&self) -> Result<AdminTarget> {
-        AdminTarget::resolve(self.admin.as_deref(), &self.node_file())
+        let args = AdminArgs {
+            url: self.admin.clone(),
+            fingerprint: self.admin_fingerprint.clone(),
+            insecure: self.insecure,
+        };
+        AdminTarget::resolve(&args, &self.node_file())
     }
 }
 
@@ -133,8 +158,14 @@ fn execute(cli: &Cli) -> Result<ExitCode> {
                 let status = runtime()?.block_on(target.call("GET", "/api/status"))?;
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                let status = runtime()?.block_on(target.status())?;
+                let (status, endpoint) = runtime()?.block_on(async {
+                    let status = target.status().await?;
+                    anyhow::Ok((status, target.endpoint().await))
+                })?;
                 print!("{}", render::status_text(&status));
+                if let Some(endpoint) = endpoint {
+                    print!("{}", render::endpoint_text(&endpoint));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -157,6 +188,11 @@ fn execute(cli: &Cli) -> Result<ExitCode> {
             );
             post(cli, &path)
         }
+        Command::Password {
+            file,
+            force,
+            iterations,
+        } => password(file, *force, *iterations),
         Command::Takeover => post(cli, "/api/takeover"),
         Command::Release => post(cli, "/api/release"),
         Command::Reload => post(cli, "/api/reload"),
@@ -170,6 +206,34 @@ fn post(cli: &Cli, path: &str) -> Result<ExitCode> {
         Some(message) => println!("{message}"),
         None => println!("{answer}"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tandem password FILE`: the password from a terminal without echo (asked twice), or the
+/// first line of piped standard input.
+fn password(file: &std::path::Path, force: bool, iterations: u32) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("new admin password: ")?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            anyhow::bail!("the two passwords differ; nothing written");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        anyhow::bail!("empty password; nothing written");
+    }
+    tandem_config::password::write_password_file(file, password.as_bytes(), iterations, force)?;
+    println!(
+        "wrote the admin password's hash to {} (mode 0600); set [admin] user and password_file = \"{}\" in node.toml",
+        file.display(),
+        file.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

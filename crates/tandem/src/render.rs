@@ -1,7 +1,7 @@
 //! Human-readable forms of the status document for `tandem status`.
 
 use std::fmt::Write;
-use tandem_status::Status;
+use tandem_status::{AdminEndpoint, Status};
 
 /// A list as display text ("none" when empty).
 fn list<T: ToString>(items: &[T]) -> String {
@@ -125,6 +125,37 @@ pub fn status_text(status: &Status) -> String {
                 server.current_connections,
             );
         }
+    }
+    out
+}
+
+/// The admin endpoint's lines: where it listens, how to check its certificate, the socket.
+pub fn endpoint_text(endpoint: &AdminEndpoint) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "admin     {}{}",
+        endpoint.url,
+        if endpoint.credentials {
+            ""
+        } else {
+            " (no credentials: POSTs only over the socket)"
+        }
+    );
+    if let Some(fingerprint) = &endpoint.tls_fingerprint {
+        let _ = writeln!(
+            out,
+            "          certificate SHA-256 {fingerprint}{}",
+            if endpoint.self_signed {
+                " (self-signed: pin it with --admin-fingerprint)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(socket) = &endpoint.socket {
+        let _ = writeln!(out, "          local socket {socket}");
     }
     out
 }

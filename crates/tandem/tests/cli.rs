@@ -166,7 +166,8 @@ fn start_daemon() -> Daemon {
         format!(
             "[node]\nname = \"solo\"\nrole = \"primary\"\ninterface = \"lo\"\naddress = \"127.0.0.1\"\n\
              heartbeat_port = 26694\nmanage_vips = false\nstate_dir = \"{}/state\"\n\
-             [admin]\nlisten = \"127.0.0.1:29080\"\n",
+             [admin]\nlisten = \"127.0.0.1:29080\"\nsocket = \"{}/admin.sock\"\n",
+            dir.path().display(),
             dir.path().display()
         ),
     )
@@ -329,7 +330,7 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut body = String::new();
@@ -355,9 +356,10 @@ fn tuning_in_node_toml_chooses_engine_and_relay() {
         format!(
             "[node]\nname = \"solo\"\nrole = \"primary\"\ninterface = \"lo\"\naddress = \"127.0.0.1\"\n\
              heartbeat_port = 26695\nsync_port = 27779\nmanage_vips = false\nstate_dir = \"{}/state\"\n\
-             [admin]\nlisten = \"127.0.0.1:29081\"\n\
+             [admin]\nlisten = \"127.0.0.1:29081\"\nsocket = \"{}/admin.sock\"\n\
              [tuning]\nworkers = 1\ntcp_relay = \"tasks\"\nhttp_engine = \"tasks\"\nrelay_yield = false\n\
              heartbeat_realtime = false\n",
+            dir.path().display(),
             dir.path().display()
         ),
     )

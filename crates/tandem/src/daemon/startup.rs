@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem_admin::Credentials;
+use tandem_admin::{AdminEndpoint, Credentials, HttpOptions};
 use tandem_cluster::driver::{ClusterHandle, Command, DriverConfig};
 use tandem_cluster::election::{ElectionConfig, Timings};
 use tandem_config::{HttpEngineKind, Loaded, NodeConfig, TcpRelayKind, Tuning};
@@ -124,16 +124,9 @@ fn secret_for(node: &NodeConfig) -> Result<Secret> {
 
 async fn async_main(loaded: Loaded, cluster_path: PathBuf, node_path: PathBuf) -> Result<()> {
     let secret = secret_for(&loaded.node)?;
-    let admin_listener = tokio::net::TcpListener::bind(loaded.node.admin.listen)
-        .await
-        .with_context(|| format!("binding the admin address {}", loaded.node.admin.listen))?;
-    let credentials = admin_credentials(&loaded.node)?;
+    let admin = AdminSetup::prepare(&loaded.node).await?;
     let daemon = Daemon::start(loaded, cluster_path, node_path, secret).await?;
-    let admin = tokio::spawn(tandem_admin::serve(
-        admin_listener,
-        daemon.clone(),
-        credentials,
-    ));
+    let admin = admin.spawn(&daemon);
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -149,43 +142,168 @@ async fn async_main(loaded: Loaded, cluster_path: PathBuf, node_path: PathBuf) -
             _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
     }
-    admin.abort();
+    admin.stop();
     daemon.stop().await;
     Ok(())
 }
 
+/// The admin endpoint before the daemon runs: both listeners bound, credentials and TLS
+/// identity loaded, so a mistake there stops the start-up before anything else happens.
+struct AdminSetup {
+    http: tokio::net::TcpListener,
+    options: HttpOptions,
+    socket: Option<(tokio::net::UnixListener, PathBuf)>,
+    endpoint: Arc<AdminEndpoint>,
+}
+
+/// The running admin listeners.
+struct AdminTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    socket: Option<PathBuf>,
+}
+
+impl AdminSetup {
+    async fn prepare(node: &NodeConfig) -> Result<Self> {
+        let admin = &node.admin;
+        let http = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| format!("binding the admin address {}", admin.listen))?;
+        let credentials = admin_credentials(node)?;
+        let tls = admin_tls(node)?;
+        let socket = admin_socket(node)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = Arc::new(AdminEndpoint {
+            url: format!("{scheme}://{}", admin.listen),
+            tls_fingerprint: tls.as_ref().map(|tls| tls.fingerprint.clone()),
+            self_signed: tls.as_ref().is_some_and(|tls| tls.self_signed),
+            credentials: credentials.is_some(),
+            socket: socket.as_ref().map(|(_, path)| path.display().to_string()),
+        });
+        match &tls {
+            Some(tls) => tracing::info!(
+                url = %endpoint.url,
+                fingerprint = %tls.fingerprint,
+                certificate = %tls.certificate.display(),
+                self_signed = tls.self_signed,
+                "admin endpoint on HTTPS; certificate SHA-256 fingerprint {}",
+                tls.fingerprint
+            ),
+            None => tracing::info!(url = %endpoint.url, "admin endpoint on plain HTTP (loopback)"),
+        }
+        let mut options = HttpOptions::new(admin.listen);
+        options.credentials = credentials;
+        options.hostnames = admin.hostnames.clone();
+        options.tls = tls;
+        Ok(Self {
+            http,
+            options,
+            socket,
+            endpoint,
+        })
+    }
+
+    fn spawn(self, daemon: &Arc<Daemon>) -> AdminTasks {
+        let limits = self.options.limits;
+        let mut tasks = vec![tokio::spawn(tandem_admin::serve(
+            self.http,
+            daemon.clone(),
+            self.options,
+            self.endpoint.clone(),
+        ))];
+        let mut socket = None;
+        if let Some((listener, path)) = self.socket {
+            tasks.push(tokio::spawn(tandem_admin::serve_unix(
+                listener,
+                daemon.clone(),
+                limits,
+                self.endpoint,
+            )));
+            socket = Some(path);
+        }
+        AdminTasks { tasks, socket }
+    }
+}
+
+impl AdminTasks {
+    fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+        if let Some(path) = self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `[admin] user` with the hash in `password_file`. A file open to others or holding a clear-text
+/// password stops the start; a missing one leaves HTTP without credentials (POSTs refused there,
+/// the socket still works).
 fn admin_credentials(node: &NodeConfig) -> Result<Option<Credentials>> {
-    let Some(user) = &node.admin.user else {
+    let (Some(user), Some(path)) = (&node.admin.user, &node.admin.password_file) else {
         return Ok(None);
     };
-    let password = node
-        .admin
-        .password_file
-        .as_ref()
-        .and_then(|path| match std::fs::read_to_string(path) {
-            Ok(password) if !password.trim().is_empty() => Some(password.trim().to_owned()),
-            Ok(_) | Err(_) => {
-                tracing::error!(
-                    path = %path.display(),
-                    "admin password file missing or empty: state-changing admin requests will be refused"
-                );
-                None
-            }
-        });
-    // No usable password: an unguessable one, so actions are refused rather than left open.
-    let password = match password {
-        Some(password) => password,
-        None => {
-            let mut key = [0u8; 32];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-                .map_err(|_| anyhow!("no system randomness"))?;
-            hex::encode(key)
+    match tandem_config::password::load_password_file(path) {
+        Ok(hash) => Ok(Some(Credentials {
+            user: user.clone(),
+            hash,
+        })),
+        Err(tandem_config::password::PasswordError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            tracing::error!(
+                path = %path.display(),
+                "admin password file missing: state-changing requests over HTTP will be refused \
+                 (the local socket still works); write it with `tandem password FILE`"
+            );
+            Ok(None)
         }
-    };
-    Ok(Some(Credentials {
-        user: user.clone(),
-        password,
-    }))
+        Err(error) => Err(anyhow!("{error}")),
+    }
+}
+
+/// The HTTPS identity: the configured certificate, else a self-signed one off loopback.
+fn admin_tls(node: &NodeConfig) -> Result<Option<tandem_admin::tls::TlsIdentity>> {
+    let admin = &node.admin;
+    if let (Some(certificate), Some(key)) = (&admin.tls_certificate, &admin.tls_key) {
+        return Ok(Some(tandem_admin::tls::load_identity(certificate, key)?));
+    }
+    if !admin.uses_tls() {
+        return Ok(None);
+    }
+    let mut ips = vec![node.node.address];
+    if !admin.listen.ip().is_unspecified() {
+        ips.push(admin.listen.ip());
+    }
+    ips.dedup();
+    let identity =
+        tandem_admin::tls::self_signed_identity(&node.node.state_dir, &admin.hostnames, &ips)?;
+    Ok(Some(identity))
+}
+
+/// The local CLI's socket. A configured path that cannot be served stops the start; the default
+/// one (`/run/tandem/admin.sock`) only warns, unless another daemon answers there.
+fn admin_socket(node: &NodeConfig) -> Result<Option<(tokio::net::UnixListener, PathBuf)>> {
+    let path = &node.admin.socket;
+    match tandem_admin::socket::bind_socket(path) {
+        Ok((listener, mode)) => {
+            tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "admin socket");
+            Ok(Some((listener, path.clone())))
+        }
+        Err(error)
+            if error.kind() != std::io::ErrorKind::AddrInUse
+                && path.as_os_str() == tandem_config::node_defaults::ADMIN_SOCKET =>
+        {
+            tracing::warn!(
+                %error,
+                path = %path.display(),
+                "no admin socket: the local CLI falls back to HTTP (set [admin] socket)"
+            );
+            Ok(None)
+        }
+        Err(error) => {
+            Err(anyhow!(error).context(format!("serving the admin socket {}", path.display())))
+        }
+    }
 }
 
 /// The election runs on its own OS thread with its own runtime, at real-time priority when the

@@ -1,0 +1,263 @@
+//! The two admin listeners' accept loops: HTTP(S) on `[admin] listen` and the local UNIX socket.
+//!
+//! Both bound what a client can hold: at most `max_connections` connections at once (further
+//! ones wait in the kernel's backlog), a request head must arrive within `header_timeout` (also
+//! what closes an idle keep-alive connection), a TLS handshake within `handshake_timeout`, and a
+//! request body may not exceed [`MAX_BODY`] (the API's POSTs carry none).
+
+use crate::auth::{Authenticator, Credentials};
+use crate::backend::AdminBackend;
+use crate::routes::{error_response, route};
+use crate::rules::HttpRules;
+use crate::tls::TlsIdentity;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, WWW_AUTHENTICATE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_status::AdminEndpoint;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+
+/// Largest request body read (bigger: 413).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What one client may hold on a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the HTTP(S) listener serves.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// `[admin] user` and the password file's hash; `None`: POSTs over HTTP are refused.
+    pub credentials: Option<Credentials>,
+    /// `[admin] hostnames`: names accepted in `Host` besides IP literals and `localhost`.
+    pub hostnames: Vec<String>,
+    /// HTTPS when set.
+    pub tls: Option<TlsIdentity>,
+    /// GETs other than `/metrics` need credentials (set for a listener off loopback).
+    pub reads_need_credentials: bool,
+    pub limits: Limits,
+}
+
+impl HttpOptions {
+    /// Defaults for a listener on `listen`: reads open only on loopback, no TLS, no credentials.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            credentials: None,
+            hostnames: Vec::new(),
+            tls: None,
+            reads_need_credentials: !listen.ip().is_loopback(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One listener's shared state.
+struct Listener<B> {
+    backend: Arc<B>,
+    endpoint: Arc<AdminEndpoint>,
+    /// `None` on the UNIX socket: its permissions are the authentication.
+    rules: Option<HttpRules>,
+    limits: Limits,
+}
+
+/// Serve the HTTP(S) admin endpoint on an already bound listener until the task is dropped.
+pub async fn serve<B: AdminBackend>(
+    listener: TcpListener,
+    backend: Arc<B>,
+    options: HttpOptions,
+    endpoint: Arc<AdminEndpoint>,
+) {
+    let acceptor = options
+        .tls
+        .as_ref()
+        .map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone()));
+    let shared = Arc::new(Listener {
+        backend,
+        endpoint,
+        rules: Some(HttpRules {
+            tls: options.tls.is_some(),
+            reads_need_credentials: options.reads_need_credentials,
+            hostnames: options
+                .hostnames
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            auth: Authenticator::new(options.credentials),
+        }),
+        limits: options.limits,
+    });
+    let slots = Arc::new(Semaphore::new(options.limits.max_connections));
+    loop {
+        // Take a slot before accepting: beyond the cap, clients wait in the backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let peer = peer.to_string();
+            match acceptor {
+                None => serve_connection(stream, shared, peer).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        shared.limits.handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls)) => serve_connection(tls, shared, peer).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "admin TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Serve the admin API on the local UNIX socket (no HTTP credentials) until the task is dropped.
+pub async fn serve_unix<B: AdminBackend>(
+    listener: UnixListener,
+    backend: Arc<B>,
+    limits: Limits,
+    endpoint: Arc<AdminEndpoint>,
+) {
+    let shared = Arc::new(Listener {
+        backend,
+        endpoint,
+        rules: None,
+        limits,
+    });
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "admin socket accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_cred() {
+            Ok(cred) => format!(
+                "socket (uid {}, pid {})",
+                cred.uid(),
+                cred.pid().unwrap_or_default()
+            ),
+            Err(_) => "socket".to_owned(),
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            serve_connection(stream, shared, peer).await;
+        });
+    }
+}
+
+async fn serve_connection<B, I>(io: I, shared: Arc<Listener<B>>, peer: String)
+where
+    B: AdminBackend,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = shared.limits.header_timeout;
+    let peer = Arc::new(peer);
+    let log_peer = peer.clone();
+    let service = service_fn(move |request| {
+        let shared = shared.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(request, &shared, &peer).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(16 * 1024);
+    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(%error, peer = %log_peer, "admin connection ended with an error");
+    }
+}
+
+async fn handle<B: AdminBackend>(
+    request: Request<Incoming>,
+    shared: &Listener<B>,
+    peer: &str,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    if let Some(rules) = &shared.rules
+        && let Err(refusal) = rules.admit(&parts).await
+    {
+        if refusal.status == StatusCode::UNAUTHORIZED || parts.method != hyper::Method::GET {
+            tracing::warn!(
+                %peer,
+                method = %parts.method,
+                path = parts.uri.path(),
+                status = refusal.status.as_u16(),
+                "admin request refused: {}",
+                refusal.message
+            );
+        }
+        let mut response = error_response(refusal.status, &refusal.message);
+        if refusal.status == StatusCode::UNAUTHORIZED
+            && let Ok(value) = "Basic realm=\"tandem\"".parse()
+        {
+            response.headers_mut().insert(WWW_AUTHENTICATE, value);
+        }
+        return response;
+    }
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body larger than {MAX_BODY} bytes"),
+        )
+    };
+    if declared.is_some_and(|length| length > MAX_BODY as u64) {
+        return too_large();
+    }
+    // The API's requests carry no body; read (bounded) and drop it so keep-alive works.
+    if Limited::new(body, MAX_BODY).collect().await.is_err() {
+        return too_large();
+    }
+    route(&parts, &*shared.backend, &shared.endpoint, peer).await
+}
