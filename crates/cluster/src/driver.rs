@@ -3,10 +3,17 @@
 //! [`VipControl`]) so heartbeats keep flowing while addresses are added; ping nodes are probed on a third. It makes
 //! no decision of its own: when to send, when to wake and when a clean stop is over are the election's (its actions
 //! and `next_timeout`). The status is published after every input that changed it.
+//!
+//! Hostile datagrams cost as little as possible on this real-time task: the socket is connected to the peer (the
+//! kernel drops every other source), drained with one `recvmmsg` of at most [`RECV_BATCH`] datagrams per wake-up (a
+//! flood cannot starve the timers: they are polled first), each datagram's tag verified once; a rejection only bumps a counter
+//! (published with the status at most every [`REJECT_PUBLISH_MS`], never per datagram) and feeds a rate-limited
+//! WARN line per source (`reject_log`).
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -18,8 +25,23 @@ use crate::ping::{PingConfig, PingVerdict};
 use tandem_types::Secret;
 
 use crate::wire::{
-    HeartbeatCodec, MAX_DATAGRAM, NodeState, PingState, Reject, RejectCounts, ReplayGuard, Role,
+    HeartbeatCodec, MAX_DATAGRAM, NodeState, OwnView, PingState, Reject, RejectCounts, ReplayGuard,
+    Role,
 };
+
+mod batch;
+mod reject_log;
+use batch::RecvBatch;
+use reject_log::RejectLog;
+
+/// Datagrams read per wake-up at most, so timers and commands get their turn under a flood.
+pub const RECV_BATCH: usize = 64;
+/// The receive buffer asked for (the kernel caps it at `net.core.rmem_max`): room for a burst while the task is
+/// busy, so a flood does not crowd out the peer's heartbeats as fast.
+pub const RECV_BUFFER: usize = 1 << 20;
+/// Rejection counters reach the status (and its watchers) at most this often, or once per heartbeat interval if
+/// that is longer; sent/received counters follow every heartbeat as before.
+pub const REJECT_PUBLISH_MS: u64 = 100;
 
 /// The VIP layer, implemented by the daemon with the vip crate (or by nothing when `manage_vips = false`).
 /// Calls are made one at a time, in the order the election asked for them.
@@ -204,13 +226,15 @@ pub async fn spawn(cfg: DriverConfig, vips: impl VipControl) -> io::Result<Clust
     spawn_on(cfg, socket, vips)
 }
 
-/// Starts the driver on a socket bound by the caller (`cfg.bind` is not used).
+/// Starts the driver on a socket bound by the caller (`cfg.bind` is not used). The socket is connected to
+/// `cfg.peer` (when there is one) and its receive buffer raised.
 pub fn spawn_on(
     cfg: DriverConfig,
     socket: UdpSocket,
     vips: impl VipControl,
 ) -> io::Result<ClusterHandle> {
     let local_addr = socket.local_addr()?;
+    let connected = prepare_socket(&socket, cfg.peer);
     let (command_tx, command_rx) = mpsc::channel(16);
     let origin = Instant::now();
     let election = Election::new(cfg.election.clone(), 0);
@@ -223,6 +247,10 @@ pub fn spawn_on(
         socket,
         origin,
         counters: HeartbeatCounters::default(),
+        rejected_shown: RejectCounts::default(),
+        rejected_due_ms: 0,
+        reject_log: RejectLog::new(),
+        connected,
         status_tx,
         last_event: None,
         cfg,
@@ -244,8 +272,39 @@ struct Driver {
     socket: UdpSocket,
     origin: Instant,
     counters: HeartbeatCounters,
+    /// The rejection counts last put in the status, and when they may be refreshed next.
+    rejected_shown: RejectCounts,
+    rejected_due_ms: u64,
+    reject_log: RejectLog,
+    /// The socket is connected to the peer: send without an address.
+    connected: bool,
     status_tx: watch::Sender<ClusterStatus>,
     last_event: Option<String>,
+}
+
+/// Connects the socket to the peer, so the kernel delivers nothing from any other address (no wake-up, no copy),
+/// and asks for a larger receive buffer. A standalone node (no peer) stays unconnected. Returns whether connected;
+/// if the connect fails the driver still filters by source address itself.
+fn prepare_socket(socket: &UdpSocket, peer: Option<SocketAddr>) -> bool {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::debug!(error = %e, "heartbeat socket: receive buffer not raised");
+    }
+    let Some(peer) = peer else { return false };
+    // An IPv6 socket reaches an IPv4 peer through its mapped address.
+    let target = match (socket.local_addr(), peer) {
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => peer,
+    };
+    match sock.connect(&target.into()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, %peer, "heartbeat socket not connected to the peer: filtering sources in the driver");
+            false
+        }
+    }
 }
 
 impl Driver {
@@ -273,14 +332,20 @@ impl Driver {
                 result_tx.clone(),
             ))
         });
-        let mut buf = vec![0u8; 2048];
+        let mut batch = RecvBatch::new();
         let mut commands_open = true;
-        let mut input = Some(Input::Tick);
+        let mut inputs = vec![Input::Tick];
         loop {
-            if let Some(inp) = input.take() {
-                let now = self.now_ms();
-                let actions = self.election.handle(inp, now);
-                let stopped = self.execute(actions, &vip_tx).await;
+            if !inputs.is_empty() {
+                let mut stopped = false;
+                for inp in inputs.drain(..) {
+                    let now = self.now_ms();
+                    let actions = self.election.handle(inp, now);
+                    if self.execute(actions, &vip_tx).await {
+                        stopped = true;
+                        break;
+                    }
+                }
                 self.publish();
                 // The election decides when a clean stop is over (linger and resends are its policy); without a
                 // peer address there is nobody to repeat the final heartbeat to.
@@ -290,6 +355,9 @@ impl Driver {
                     break;
                 }
             }
+            for line in self.reject_log.due(self.now_ms()) {
+                tracing::warn!(node = %self.cfg.election.node, "{line}");
+            }
             let next_ms = self.election.next_timeout();
             // A safety net under the timer: never sleep longer than an interval (at most 10 ms).
             let cap =
@@ -298,17 +366,19 @@ impl Driver {
             if next_ms != u64::MAX {
                 deadline = deadline.min(self.origin + Duration::from_millis(next_ms));
             }
+            // Biased, timer first: however busy the socket, a due deadline is served at the next wake-up.
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => input = self.accept(&buf[..len], from),
-                    Err(e) => tracing::debug!(error = %e, "heartbeat socket receive error"),
-                },
-                Some(result) = results.recv() => input = Some(result),
+                biased;
+                _ = tokio::time::sleep_until(deadline.into()) => inputs.push(Input::Tick),
+                Some(result) = results.recv() => inputs.push(result),
                 command = commands.recv(), if commands_open => match command {
-                    Some(c) => input = Some(command_input(c)),
+                    Some(c) => inputs.push(command_input(c)),
                     None => commands_open = false,
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => input = Some(Input::Tick),
+                ready = self.socket.readable() => match ready {
+                    Ok(()) => self.drain(&mut batch, &mut inputs),
+                    Err(e) => tracing::debug!(error = %e, "heartbeat socket error"),
+                },
             }
         }
         if let Some(task) = ping_task {
@@ -322,36 +392,82 @@ impl Driver {
         Ok(())
     }
 
-    /// Checks one datagram; returns the heartbeat as an input if it is acceptable.
-    fn accept(&mut self, datagram: &[u8], from: SocketAddr) -> Option<Input> {
-        let verdict = (|| {
-            if datagram.len() > MAX_DATAGRAM {
-                return Err(Reject::Oversize);
-            }
-            if let Some(peer) = self.cfg.peer
-                && canonical(peer.ip()) != canonical(from.ip())
+    /// Reads what the socket holds, at most [`RECV_BATCH`] datagrams in one call, queueing the acceptable heartbeats
+    /// as inputs. More left in the socket keeps it readable: the next wake-up, after the timers, reads on.
+    fn drain(&mut self, batch: &mut RecvBatch, inputs: &mut Vec<Input>) {
+        let now = self.now_ms();
+        let fd = self.socket.as_raw_fd();
+        // A connected socket reports the peer's "port unreachable" once (the peer is down): read again after it.
+        for _ in 0..2 {
+            match self
+                .socket
+                .try_io(tokio::io::Interest::READABLE, || batch.recv(fd))
             {
-                return Err(Reject::UnexpectedSource);
+                Ok(n) => {
+                    for i in 0..n {
+                        if let Some((datagram, from)) = batch.get(i)
+                            && let Some(input) = self.accept(datagram, from, now)
+                        {
+                            inputs.push(input);
+                        }
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat socket receive error");
+                    return;
+                }
             }
-            let hb = self.codec.decode(datagram)?;
-            if hb.node == self.cfg.election.node {
-                return Err(Reject::OwnName);
-            }
-            self.guard.check(&hb)?;
-            Ok(hb)
-        })();
-        match verdict {
+        }
+    }
+
+    /// Checks one datagram; returns the heartbeat as an input if it is acceptable. A rejection costs a counter and,
+    /// now and then, a log line: the status is not republished for it.
+    fn accept(&mut self, datagram: &[u8], from: SocketAddr, now_ms: u64) -> Option<Input> {
+        match self.check(datagram, from, now_ms) {
             Ok(hb) => {
                 self.counters.received += 1;
                 Some(Input::PeerHeartbeat(hb))
             }
             Err(reason) => {
                 self.counters.rejected.add(reason);
-                tracing::debug!(%from, reason = reason.label(), "heartbeat dropped");
-                self.publish();
+                if let Some(line) = self.reject_log.record(from.ip(), reason, now_ms) {
+                    tracing::warn!(node = %self.cfg.election.node, "{line}");
+                }
                 None
             }
         }
+    }
+
+    fn check(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        now_ms: u64,
+    ) -> Result<crate::wire::Heartbeat, Reject> {
+        if datagram.len() > MAX_DATAGRAM {
+            return Err(Reject::Oversize);
+        }
+        // Kept with a connected socket too: cheap, and the only filter when the connect failed.
+        if let Some(peer) = self.cfg.peer
+            && canonical(peer.ip()) != canonical(from.ip())
+        {
+            return Err(Reject::UnexpectedSource);
+        }
+        let hb = self.codec.decode(datagram)?;
+        if hb.node == self.cfg.election.node {
+            return Err(Reject::OwnName);
+        }
+        let own = OwnView {
+            epoch: self.cfg.election.boot_epoch,
+            seq: self.election.last_seq(),
+            now_ms,
+            silence_ms: self.election.config().timings.dead_ms,
+        };
+        self.guard.check_fresh(&hb, own)?;
+        Ok(hb)
     }
 
     /// Carries out the election's actions in order; true if it said the clean stop is over.
@@ -383,7 +499,7 @@ impl Driver {
     async fn send(&mut self, hb: &crate::wire::Heartbeat) {
         let Some(peer) = self.cfg.peer else { return };
         match self.codec.encode(hb) {
-            Ok(datagram) => match self.socket.send_to(&datagram, peer).await {
+            Ok(datagram) => match self.send_datagram(&datagram, peer).await {
                 Ok(_) => self.counters.sent += 1,
                 Err(e) => {
                     self.counters.send_errors += 1;
@@ -394,6 +510,20 @@ impl Driver {
                 self.counters.send_errors += 1;
                 tracing::error!(error = %e, "heartbeat cannot be encoded");
             }
+        }
+    }
+
+    async fn send_datagram(&self, datagram: &[u8], peer: SocketAddr) -> io::Result<usize> {
+        if !self.connected {
+            return self.socket.send_to(datagram, peer).await;
+        }
+        match self.socket.send(datagram).await {
+            // A connected socket hands a pending "port unreachable" (the peer was down) to the next send, which
+            // then sends nothing: the error is consumed, try once more.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.socket.send(datagram).await
+            }
+            other => other,
         }
     }
 
@@ -471,10 +601,19 @@ impl Driver {
 
     fn publish(&mut self) {
         let now = self.now_ms();
+        if self.rejected_shown != self.counters.rejected && now >= self.rejected_due_ms {
+            self.rejected_shown = self.counters.rejected;
+            let every = REJECT_PUBLISH_MS.max(self.election.config().timings.interval_ms);
+            self.rejected_due_ms = now.saturating_add(every);
+        }
+        let counters = HeartbeatCounters {
+            rejected: self.rejected_shown,
+            ..self.counters
+        };
         let status = status_of(
             &self.election,
             self.origin,
-            &self.counters,
+            &counters,
             self.last_event.clone(),
             now,
         );
@@ -595,15 +734,12 @@ async fn run_vips(
 
 /// Probes the ping nodes forever, reporting the debounced verdict after every round.
 async fn run_ping(nodes: Vec<IpAddr>, cfg: PingConfig, results: mpsc::UnboundedSender<Input>) {
-    let id = (std::process::id() & 0xffff) as u16;
     let mut verdict = PingVerdict::new(cfg.fail_after);
     let mut ticker = tokio::time::interval(cfg.period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq: u16 = 0;
     loop {
         ticker.tick().await;
-        seq = seq.wrapping_add(1);
-        let answered = crate::ping::probe_any(&nodes, cfg.timeout, id, seq).await;
+        let answered = crate::ping::probe_any(&nodes, cfg.timeout).await;
         let reachable = verdict.record(answered);
         if results.send(Input::PingResult { reachable }).is_err() {
             return;

@@ -3,6 +3,10 @@
 //! ICMP echo on a raw socket (root), else on an unprivileged ICMP datagram socket (`net.ipv4.ping_group_range`),
 //! else a UDP probe to a closed high port, where the ICMP "port unreachable" answer (ECONNREFUSED) proves the host
 //! is up.
+//!
+//! Every echo request carries a fresh random identifier, sequence number and 16-byte payload nonce ([`EchoProbe`]);
+//! a reply counts only if it comes from the probed address and echoes all of them, so a reply spoofed from the ping
+//! node's address (which anyone on the path can forge) does not keep a cut-off node "reachable".
 
 use std::time::Duration;
 
@@ -37,17 +41,72 @@ impl Default for PingConfig {
     }
 }
 
-/// Builds an ICMP echo request (checksum filled for IPv4; the kernel fills it for ICMPv6).
-pub fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
-    let mut packet = vec![if v6 { ECHO_REQUEST_V6 } else { ECHO_REQUEST_V4 }, 0, 0, 0];
-    packet.extend_from_slice(&id.to_be_bytes());
-    packet.extend_from_slice(&seq.to_be_bytes());
-    packet.extend_from_slice(b"tandem-ping-node");
-    if !v6 {
-        let sum = checksum(&packet);
-        packet[2..4].copy_from_slice(&sum.to_be_bytes());
+/// Length of the random payload an echo reply must carry back.
+pub const NONCE_LEN: usize = 16;
+
+/// One echo request's identity: what its reply must echo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EchoProbe {
+    /// The ICMP identifier (datagram ICMP sockets replace it with their own: not checked there).
+    pub id: u16,
+    pub seq: u16,
+    /// Carried as the echo payload; a reply must return it unchanged.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl EchoProbe {
+    /// A probe with a random identifier, sequence number and nonce (`None` if the system has no randomness).
+    pub fn random() -> Option<Self> {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 4 + NONCE_LEN];
+        ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&bytes[4..]);
+        Some(Self {
+            id: u16::from_be_bytes([bytes[0], bytes[1]]),
+            seq: u16::from_be_bytes([bytes[2], bytes[3]]),
+            nonce,
+        })
     }
-    packet
+
+    /// The ICMP echo request (checksum filled for IPv4; the kernel fills it for ICMPv6).
+    pub fn request(&self, v6: bool) -> Vec<u8> {
+        let mut packet = vec![if v6 { ECHO_REQUEST_V6 } else { ECHO_REQUEST_V4 }, 0, 0, 0];
+        packet.extend_from_slice(&self.id.to_be_bytes());
+        packet.extend_from_slice(&self.seq.to_be_bytes());
+        packet.extend_from_slice(&self.nonce);
+        if !v6 {
+            let sum = checksum(&packet);
+            packet[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
+        packet
+    }
+
+    /// Is `packet` (as read from the socket) the echo reply to this probe? Raw IPv4 sockets deliver the IP header
+    /// too; `check_id` is off for datagram ICMP sockets, where the kernel picks the identifier.
+    pub fn is_reply(&self, packet: &[u8], v6: bool, has_ip_header: bool, check_id: bool) -> bool {
+        let icmp = if has_ip_header {
+            let Some(first) = packet.first() else {
+                return false;
+            };
+            let header_len = usize::from(first & 0x0f) * 4;
+            match packet.get(header_len..) {
+                Some(rest) => rest,
+                None => return false,
+            }
+        } else {
+            packet
+        };
+        if icmp.len() < 8 + NONCE_LEN {
+            return false;
+        }
+        let reply_type = if v6 { ECHO_REPLY_V6 } else { ECHO_REPLY_V4 };
+        icmp[0] == reply_type
+            && icmp[1] == 0
+            && (!check_id || u16::from_be_bytes([icmp[4], icmp[5]]) == self.id)
+            && u16::from_be_bytes([icmp[6], icmp[7]]) == self.seq
+            && icmp[8..8 + NONCE_LEN] == self.nonce
+    }
 }
 
 fn checksum(data: &[u8]) -> u16 {
@@ -60,38 +119,6 @@ fn checksum(data: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
-}
-
-/// Is `packet` (as read from the socket) the echo reply to (`id`, `seq`)? Raw IPv4 sockets deliver the IP header
-/// too; `check_id` is off for datagram ICMP sockets, where the kernel picks the identifier.
-pub fn is_echo_reply(
-    packet: &[u8],
-    v6: bool,
-    has_ip_header: bool,
-    check_id: bool,
-    id: u16,
-    seq: u16,
-) -> bool {
-    let icmp = if has_ip_header {
-        let Some(first) = packet.first() else {
-            return false;
-        };
-        let header_len = usize::from(first & 0x0f) * 4;
-        match packet.get(header_len..) {
-            Some(rest) => rest,
-            None => return false,
-        }
-    } else {
-        packet
-    };
-    if icmp.len() < 8 {
-        return false;
-    }
-    let reply_type = if v6 { ECHO_REPLY_V6 } else { ECHO_REPLY_V4 };
-    icmp[0] == reply_type
-        && icmp[1] == 0
-        && (!check_id || u16::from_be_bytes([icmp[4], icmp[5]]) == id)
-        && u16::from_be_bytes([icmp[6], icmp[7]]) == seq
 }
 
 /// Debounces rounds into a reachability verdict.
@@ -130,47 +157,78 @@ impl PingVerdict {
 mod tests {
     use super::*;
 
+    fn probe(id: u16, seq: u16) -> EchoProbe {
+        EchoProbe {
+            id,
+            seq,
+            nonce: *b"0123456789abcdef",
+        }
+    }
+
     #[test]
     fn echo_request_checksum_verifies() {
-        let packet = echo_request(false, 0x1234, 7);
+        let packet = probe(0x1234, 7).request(false);
         assert_eq!(
             checksum(&packet),
             0,
             "a packet including its checksum sums to zero"
         );
         assert_eq!(packet[0], 8);
+        assert_eq!(&packet[8..], b"0123456789abcdef");
+    }
+
+    #[test]
+    fn random_probes_differ() {
+        let a = EchoProbe::random().unwrap();
+        let b = EchoProbe::random().unwrap();
+        assert_ne!(a.nonce, b.nonce);
     }
 
     #[test]
     fn reply_matching() {
-        let mut reply = echo_request(false, 9, 3);
+        let p = probe(9, 3);
+        let mut reply = p.request(false);
         reply[0] = ECHO_REPLY_V4;
-        assert!(is_echo_reply(&reply, false, false, true, 9, 3));
+        assert!(p.is_reply(&reply, false, false, true));
         assert!(
-            !is_echo_reply(&reply, false, false, true, 10, 3),
+            !probe(10, 3).is_reply(&reply, false, false, true),
             "other id"
         );
         assert!(
-            is_echo_reply(&reply, false, false, false, 10, 3),
+            probe(10, 3).is_reply(&reply, false, false, false),
             "id not checked on datagram sockets"
         );
         assert!(
-            !is_echo_reply(&reply, false, false, true, 9, 4),
+            !probe(9, 4).is_reply(&reply, false, false, true),
             "other seq"
         );
         let mut with_ip = vec![0x45; 1];
         with_ip.extend_from_slice(&[0; 19]);
         with_ip.extend_from_slice(&reply);
-        assert!(is_echo_reply(&with_ip, false, true, true, 9, 3));
-        assert!(
-            !is_echo_reply(&with_ip[..22], false, true, true, 9, 3),
-            "truncated"
-        );
-        assert!(!is_echo_reply(&[], false, true, true, 9, 3));
-        assert!(!is_echo_reply(&[0x4f], false, true, true, 9, 3));
-        let mut v6 = echo_request(true, 1, 1);
+        assert!(p.is_reply(&with_ip, false, true, true));
+        assert!(!p.is_reply(&with_ip[..22], false, true, true), "truncated");
+        assert!(!p.is_reply(&[], false, true, true));
+        assert!(!p.is_reply(&[0x4f], false, true, true));
+        let mut v6 = probe(1, 1).request(true);
         v6[0] = ECHO_REPLY_V6;
-        assert!(is_echo_reply(&v6, true, false, true, 1, 1));
+        assert!(probe(1, 1).is_reply(&v6, true, false, true));
+    }
+
+    #[test]
+    fn a_spoofed_reply_without_the_nonce_is_refused() {
+        let p = probe(9, 3);
+        // A forger who sees neither the request nor its payload guesses id and seq right, not the nonce.
+        let mut spoofed = EchoProbe {
+            nonce: *b"tandem-ping-node",
+            ..p
+        }
+        .request(false);
+        spoofed[0] = ECHO_REPLY_V4;
+        assert!(!p.is_reply(&spoofed, false, false, true));
+        // A reply cut before the end of the nonce is refused too.
+        let mut reply = p.request(false);
+        reply[0] = ECHO_REPLY_V4;
+        assert!(!p.is_reply(&reply[..8 + NONCE_LEN - 1], false, false, true));
     }
 
     #[test]

@@ -267,29 +267,127 @@ async fn release_and_takeover_commands_move_the_role() {
     n2.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_and_garbage_datagrams_are_counted_and_ignored() {
-    let journal = Journal::default();
-    let (mut n1, n2) = pair(&journal).await;
+/// A man in the middle: lb1 and lb2 each have one of its sockets as their peer address, and it forwards what each
+/// sends to the other. A test injects datagrams through `to_lb1`, so they come from lb1's peer address (the kernel
+/// drops anything else at lb1's connected socket), and replays what lb2 sent (`captured`).
+struct Relay {
+    /// lb1's peer address: what arrives here from lb1 goes to lb2.
+    to_lb1: Arc<UdpSocket>,
+    lb1: SocketAddr,
+    captured: Arc<Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(lb1: SocketAddr) -> (Self, SocketAddr, SocketAddr) {
+        let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (a, b, captured) = (a.clone(), b.clone(), captured.clone());
+            async move {
+                let (mut buf_a, mut buf_b) = (vec![0u8; 2048], vec![0u8; 2048]);
+                // lb2 may restart on another port: answer wherever it last spoke from.
+                let mut lb2: Option<SocketAddr> = None;
+                loop {
+                    tokio::select! {
+                        Ok((n, from)) = a.recv_from(&mut buf_a) => {
+                            if from == lb1 && let Some(to) = lb2 {
+                                let _ = b.send_to(&buf_a[..n], to).await;
+                            }
+                        }
+                        Ok((n, from)) = b.recv_from(&mut buf_b) => {
+                            lb2 = Some(from);
+                            captured.lock().unwrap().push(buf_b[..n].to_vec());
+                            let _ = a.send_to(&buf_b[..n], lb1).await;
+                        }
+                    }
+                }
+            }
+        });
+        let relay = Self {
+            to_lb1: a,
+            lb1,
+            captured,
+            task,
+        };
+        (relay, a_addr, b_addr)
+    }
+
+    async fn inject(&self, datagram: &[u8]) {
+        self.to_lb1.send_to(datagram, self.lb1).await.unwrap();
+    }
+
+    fn captured(&self) -> Vec<Vec<u8>> {
+        self.captured.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// lb1 (primary) and lb2 (secondary) talking through a [`Relay`]; lb2's boot epoch is given.
+async fn relayed_pair(
+    journal: &Journal,
+    lb2_epoch: u64,
+) -> (ClusterHandle, ClusterHandle, Relay, SocketAddr) {
+    let s1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let a1 = s1.local_addr().unwrap();
+    let (relay, peer_of_lb1, peer_of_lb2) = Relay::start(a1).await;
+    let (c1, v1) = node("lb1", Role::Primary, a1, peer_of_lb1, journal);
+    let n1 = spawn_on(c1, s1, v1).unwrap();
+    let n2 = relayed_lb2(journal, lb2_epoch, peer_of_lb2).await;
+    (n1, n2, relay, peer_of_lb2)
+}
+
+async fn relayed_lb2(journal: &Journal, epoch: u64, peer: SocketAddr) -> ClusterHandle {
+    let s2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let a2 = s2.local_addr().unwrap();
+    let (mut c2, v2) = node("lb2", Role::Secondary, a2, peer, journal);
+    c2.election.boot_epoch = epoch;
+    c2.election.auto_failback = false;
+    spawn_on(c2, s2, v2).unwrap()
+}
+
+/// A heartbeat of "lb2" that claims the VIPs, from a forger without the key.
+fn forged_heartbeat(epoch: u64, seq: u64) -> Vec<u8> {
+    let mut hb = Election::new(
+        ElectionConfig::new("openstack", "lb2", Role::Primary, true, timings(), epoch),
+        0,
+    )
+    .build_heartbeat(0);
+    hb.seq = seq;
+    hb.state = NodeState::Active;
+    hb.holds_vips = true;
+    HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"wrong key"))
+        .encode(&hb)
+        .unwrap()
+}
+
+async fn settled(n1: &mut ClusterHandle, n2: &mut ClusterHandle) {
     wait_for(&mut n1.status, Duration::from_secs(2), |s| {
         s.state == NodeState::Active
     })
     .await;
-    // A forger on the peer's address family, with the wrong key, claiming to be lb2 stopping.
-    let forger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut hb = Election::new(
-        ElectionConfig::new("openstack", "lb2", Role::Primary, true, timings(), u64::MAX),
-        0,
-    )
-    .build_heartbeat(0);
-    hb.state = NodeState::Active;
-    hb.holds_vips = true;
-    let forged = HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"wrong key"))
-        .encode(&hb)
-        .unwrap();
-    forger.send_to(&forged, n1.local_addr).await.unwrap();
-    forger.send_to(b"hello", n1.local_addr).await.unwrap();
-    forger.send_to(&[0u8; 1000], n1.local_addr).await.unwrap();
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Standby && s.peer.as_ref().is_some_and(|p| p.alive)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_garbage_datagrams_are_counted_and_ignored() {
+    let journal = Journal::default();
+    let (mut n1, mut n2, relay, _) = relayed_pair(&journal, crate::epoch::clock_epoch()).await;
+    settled(&mut n1, &mut n2).await;
+    // From the peer's own address: a forger with the wrong key claiming to be lb2 holding the VIPs, and garbage.
+    relay.inject(&forged_heartbeat(u64::MAX, 1)).await;
+    relay.inject(b"hello").await;
+    relay.inject(&[0u8; 1000]).await;
     let s1 = wait_for(&mut n1.status, Duration::from_secs(1), |s| {
         s.heartbeats.rejected.get(Reject::BadMac) == 1
             && s.heartbeats.rejected.get(Reject::Truncated) == 1
@@ -301,15 +399,167 @@ async fn forged_and_garbage_datagrams_are_counted_and_ignored() {
         NodeState::Active,
         "a forged split brain moves nothing"
     );
+    // From any other address the kernel drops them before the driver sees them (connected socket).
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger.send_to(b"hello", n1.local_addr).await.unwrap();
+    stranger
+        .send_to(&forged_heartbeat(u64::MAX, 2), n1.local_addr)
+        .await
+        .unwrap();
     // Had the forged heartbeat (boot epoch u64::MAX) been accepted, every genuine one would now be "stale".
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let s1 = n1.status.borrow().clone();
     assert_eq!(s1.heartbeats.rejected.get(Reject::Stale), 0);
+    assert_eq!(s1.heartbeats.rejected.total(), 3, "{s1:#?}");
     assert!(
         s1.peer
             .as_ref()
             .is_some_and(|p| p.alive && p.role == Role::Secondary)
     );
+    n1.abort();
+    n2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_junk_forgeries_and_replays_is_counted_without_republishing_the_status() {
+    let journal = Journal::default();
+    let (mut n1, mut n2, relay, _) = relayed_pair(&journal, crate::epoch::clock_epoch()).await;
+    settled(&mut n1, &mut n2).await;
+    // Count every status publish from here on.
+    let publishes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = tokio::spawn({
+        let mut rx = n1.status.clone();
+        let publishes = publishes.clone();
+        async move {
+            let _ = rx.borrow_and_update();
+            while rx.changed().await.is_ok() {
+                publishes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = n1.status.borrow().clone();
+    let genuine = relay.captured();
+    assert!(genuine.len() > 3, "lb2's heartbeats were relayed");
+    // Rounds of 100 datagrams (small enough for the socket buffer), each round waited for: 20 junk of random
+    // lengths, 20 forged heartbeats, 20 from another cluster, 20 replays of lb2's genuine heartbeats, 20 truncated.
+    let mut other = Election::new(
+        ElectionConfig::new("ceph", "lb2", Role::Primary, true, timings(), 1),
+        0,
+    )
+    .build_heartbeat(0);
+    other.cluster = "ceph".into();
+    let foreign = HeartbeatCodec::new("ceph", &crate::wire::test_secret(b"ceph key"))
+        .encode(&other)
+        .unwrap();
+    let rounds = 20u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let started = Instant::now();
+    for round in 0..rounds {
+        for i in 0..20u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = 40 + (seed % 400) as usize;
+            let junk: Vec<u8> = (0..len).map(|k| (seed >> (k % 56)) as u8).collect();
+            relay.inject(&junk).await;
+            relay.inject(&forged_heartbeat(7, round * 20 + i + 1)).await;
+            relay.inject(&foreign).await;
+            relay.inject(&genuine[(i as usize) % 3]).await;
+            relay.inject(&genuine[0][..20]).await;
+        }
+        let want = (round + 1) * 100;
+        wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+            s.heartbeats.rejected.total() - before.heartbeats.rejected.total() >= want
+        })
+        .await;
+    }
+    let flood = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let s1 = n1.status.borrow().clone();
+    let got = |r| s1.heartbeats.rejected.get(r) - before.heartbeats.rejected.get(r);
+    assert_eq!(got(Reject::BadMac), rounds * 20);
+    assert_eq!(got(Reject::ForeignCluster), rounds * 20);
+    assert_eq!(got(Reject::Replay), rounds * 20);
+    assert_eq!(got(Reject::Truncated), rounds * 20);
+    // Random junk: no TNDH magic (truncated below 38 bytes never happens at 40+).
+    assert_eq!(got(Reject::Malformed), rounds * 20);
+    assert_eq!(
+        s1.heartbeats.rejected.total() - before.heartbeats.rejected.total(),
+        rounds * 100
+    );
+    // The peer's real heartbeats went on being accepted during the burst.
+    let received = s1.heartbeats.received - before.heartbeats.received;
+    let expected = flood.as_millis() as u64 / timings().interval_ms;
+    assert!(
+        received * 2 >= expected,
+        "{received} heartbeats accepted in {flood:?}"
+    );
+    assert_eq!(s1.state, NodeState::Active);
+    assert!(
+        s1.peer
+            .as_ref()
+            .is_some_and(|p| p.alive && p.state == NodeState::Standby)
+    );
+    assert_eq!(n2.status.borrow().state, NodeState::Standby);
+    // Publishes follow the heartbeats and the rejection cadence, not the 2000 datagrams.
+    let published = publishes.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = s1.heartbeats.sent - before.heartbeats.sent;
+    let cap = received + sent + flood.as_millis() as u64 / REJECT_PUBLISH_MS + 40;
+    eprintln!(
+        "{} datagrams, {received} heartbeats accepted, {published} status publishes in {flood:?}",
+        rounds * 100
+    );
+    assert!(published <= cap, "{published} publishes (cap {cap})");
+    counter.abort();
+    n1.abort();
+    n2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_with_a_lower_epoch_is_let_back_in_and_old_replays_are_not() {
+    let journal = Journal::default();
+    let old_epoch = crate::epoch::clock_epoch();
+    let (mut n1, mut n2, relay, peer_of_lb2) = relayed_pair(&journal, old_epoch).await;
+    settled(&mut n1, &mut n2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old_heartbeats = relay.captured();
+    assert!(
+        old_heartbeats.len() >= 5,
+        "{} captured",
+        old_heartbeats.len()
+    );
+    // lb2 crashes and comes back having lost its state file with the clock an hour behind.
+    n2.crash().await;
+    let mut n2 = relayed_lb2(&journal, old_epoch - 3_600_000_000, peer_of_lb2).await;
+    // Refused as stale at first; let back in once the old epoch has been silent for dead_ms (150 ms). Without the
+    // recovery, lb1 would hear nobody from here on.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let back = wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.heartbeats.rejected.get(Reject::Stale) > 0 && s.peer.as_ref().is_some_and(|p| p.alive)
+    })
+    .await;
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Standby && s.peer.as_ref().is_some_and(|p| p.alive)
+    })
+    .await;
+    assert_eq!(back.state, NodeState::Active, "lb1 never moved");
+    // Replays of the old incarnation (a higher epoch than the current one) stay out.
+    let stale_before = n1.status.borrow().heartbeats.rejected.get(Reject::Stale);
+    for datagram in old_heartbeats.iter().rev().take(5) {
+        relay.inject(datagram).await;
+    }
+    let s1 = wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+        s.heartbeats.rejected.get(Reject::Stale) >= stale_before + 5
+    })
+    .await;
+    assert!(
+        s1.peer
+            .as_ref()
+            .is_some_and(|p| p.alive && p.state == NodeState::Standby)
+    );
+    assert_eq!(s1.takeovers, 1);
+    assert!(journal.calls("lb2", "acquire").is_empty());
     n1.abort();
     n2.abort();
 }

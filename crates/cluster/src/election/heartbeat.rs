@@ -51,6 +51,12 @@ impl Election {
         hb
     }
 
+    /// The sequence number of the last heartbeat built (0 before the first): the replay guard's proof that a peer
+    /// whose boot epoch went backwards has heard this incarnation recently ([`crate::wire::OwnView`]).
+    pub fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Did the peer write this after hearing from us less than `dead_ms` ago (by our heartbeat it acknowledges)?
     /// Until `dead_ms` after that heartbeat left, the peer cannot have given us up as dead and taken the VIPs back,
     /// so an offer it makes cannot be one it has already withdrawn that way.

@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{echo_request, is_echo_reply};
+use super::EchoProbe;
 
 /// Traceroute's first port: nothing listens there, so a live host answers "port unreachable".
 const UDP_PROBE_PORT: u16 = 33434;
 
-/// Probes one address; `true` if it answered within `timeout`.
-pub async fn probe(addr: IpAddr, timeout: Duration, id: u16, seq: u16) -> bool {
-    match tokio::time::timeout(timeout, probe_icmp(addr, id, seq)).await {
+/// Probes one address with a fresh random [`EchoProbe`]; `true` if it answered within `timeout`.
+pub async fn probe(addr: IpAddr, timeout: Duration) -> bool {
+    let Some(echo) = EchoProbe::random() else {
+        return false;
+    };
+    match tokio::time::timeout(timeout, probe_icmp(addr, echo)).await {
         Ok(Ok(answered)) => return answered,
         Ok(Err(_)) => {}        // no ICMP socket available: fall back to UDP
         Err(_) => return false, // no reply in time
@@ -24,7 +27,7 @@ pub async fn probe(addr: IpAddr, timeout: Duration, id: u16, seq: u16) -> bool {
     )
 }
 
-async fn probe_icmp(addr: IpAddr, id: u16, seq: u16) -> io::Result<bool> {
+async fn probe_icmp(addr: IpAddr, echo: EchoProbe) -> io::Result<bool> {
     let v6 = addr.is_ipv6();
     let (domain, protocol) = if v6 {
         (Domain::IPV6, Protocol::ICMPV6)
@@ -39,12 +42,12 @@ async fn probe_icmp(addr: IpAddr, id: u16, seq: u16) -> io::Result<bool> {
     // A datagram socket of any protocol: tokio's UdpSocket only calls sendto/recvfrom on it.
     let socket = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket))?;
     socket
-        .send_to(&echo_request(v6, id, seq), SocketAddr::new(addr, 0))
+        .send_to(&echo.request(v6), SocketAddr::new(addr, 0))
         .await?;
     let mut buf = [0u8; 1500];
     loop {
         let (len, from) = socket.recv_from(&mut buf).await?;
-        if from.ip() == addr && is_echo_reply(&buf[..len], v6, raw && !v6, raw, id, seq) {
+        if from.ip() == addr && echo.is_reply(&buf[..len], v6, raw && !v6, raw) {
             return Ok(true);
         }
     }
@@ -71,11 +74,11 @@ async fn probe_udp(addr: IpAddr) -> io::Result<bool> {
     }
 }
 
-/// One probe round over every node: reachable if any answered.
-pub async fn probe_any(nodes: &[IpAddr], timeout: Duration, id: u16, seq: u16) -> bool {
+/// One probe round over every node (each with its own random probe): reachable if any answered.
+pub async fn probe_any(nodes: &[IpAddr], timeout: Duration) -> bool {
     let mut set = tokio::task::JoinSet::new();
     for addr in nodes {
-        set.spawn(probe(*addr, timeout, id, seq));
+        set.spawn(probe(*addr, timeout));
     }
     while let Some(result) = set.join_next().await {
         if matches!(result, Ok(true)) {
@@ -92,8 +95,8 @@ mod tests {
     #[tokio::test]
     async fn loopback_answers() {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(probe(lo, Duration::from_secs(1), 4242, 1).await);
-        assert!(probe_any(&[lo], Duration::from_secs(1), 4242, 2).await);
+        assert!(probe(lo, Duration::from_secs(1)).await);
+        assert!(probe_any(&[lo], Duration::from_secs(1)).await);
         // The UDP fallback on its own: the closed port answers "unreachable", which proves the host is up.
         assert!(probe_udp(lo).await.unwrap());
     }
