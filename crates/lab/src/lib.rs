@@ -7,9 +7,13 @@
 //! - `tnd-watch` watches one address on the local interfaces and prints a timestamped line each time it appears or
 //!   disappears, so drills can time a takeover to the millisecond and count flaps.
 //! - `tnd-json` builds and reads the drills' JSON lines (so the scripts need no jq).
+//! - `tnd-flood` plays an attacker on the segment: junk and forged heartbeats (or VRRP adverts) with the peer's
+//!   source address, as fast as it can, from a raw socket; its packets are built in [`flood`].
 //!
 //! This library holds what can be tested without sockets: the port table, the banner format, the `--sources`
 //! parser and the attempt-log summary (the definition of `client_outage_ms`).
+
+pub mod flood;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
