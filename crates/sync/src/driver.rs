@@ -2,7 +2,8 @@
 //! between the socket and the [`SyncEngine`], sleeps until its `next_timeout`, and publishes the
 //! [`SyncStatus`] when the engine says so. Every timing decision is the engine's.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Admit, PRIVILEGED_PORTS, Ticket};
 use crate::config_push::{ConfigSink, LocalConfig};
 use crate::engine::SyncEngine;
 // Their home is the engine (they build without tokio); these paths are kept for callers.
@@ -24,7 +26,7 @@ pub use crate::engine::{SyncParams, SyncSettings, dials};
 use crate::handshake::{
     AcceptorHandshake, DialerHandshake, HandshakeFailure, Identity, SessionKeys,
 };
-use crate::reject::{RejectCounters, RejectReason, Rejection};
+use crate::reject::{RejectCounters, RejectLog, RejectReason, Rejection};
 use crate::status::SyncStatus;
 use crate::wire::length_codec;
 
@@ -114,7 +116,7 @@ pub async fn spawn_sync(
         status_tx,
         config_rx,
         active_rx,
-        rejects: Arc::new(Mutex::new(RejectCounters::default())),
+        rejects: Rejects::new(),
     };
     let task = tokio::spawn(driver.run(listener));
     Ok(SyncHandle {
@@ -133,7 +135,7 @@ struct Driver {
     status_tx: watch::Sender<SyncStatus>,
     config_rx: watch::Receiver<Option<LocalConfig>>,
     active_rx: watch::Receiver<bool>,
-    rejects: Arc<Mutex<RejectCounters>>,
+    rejects: Rejects,
 }
 
 /// An authenticated connection ready for the session.
@@ -274,20 +276,52 @@ async fn within_handshake_timeout<T>(
         })
 }
 
-fn record(rejects: &Mutex<RejectCounters>, rejection: &Rejection, peer: &str) {
-    lock(rejects).count(rejection.reason);
-    warn!(peer, reason = rejection.reason.as_str(), detail = %rejection.detail, "sync session rejected");
+/// Rejection counters and the rate-limited log, shared by the accept loop and the session.
+#[derive(Clone)]
+struct Rejects {
+    counters: Arc<Mutex<RejectCounters>>,
+    log: Arc<Mutex<RejectLog>>,
+    /// Origin of the log's windows.
+    started: std::time::Instant,
 }
 
-/// Accepts connections for ever, authenticating each (a few at a time); authenticated ones go
-/// to the driver, which replaces its current session with the newest.
+impl Rejects {
+    fn new() -> Self {
+        Self {
+            counters: Arc::new(Mutex::new(RejectCounters::default())),
+            log: Arc::new(Mutex::new(RejectLog::default())),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Counts the rejection and logs it at WARN, at most one line per source per 10 s.
+    fn record(&self, rejection: &Rejection, source: IpAddr) {
+        lock(&self.counters).count(rejection.reason);
+        let now = self.started.elapsed().as_millis() as u64;
+        if let Some(line) = lock(&self.log).note(source, rejection, now) {
+            warn!(%source, reason = rejection.reason.as_str(), "{line}");
+        } else {
+            debug!(%source, reason = rejection.reason.as_str(), detail = %rejection.detail, "sync rejection (log rate-limited)");
+        }
+    }
+}
+
+/// Accepts connections for ever, authenticating each within the handshake limits (see
+/// [`crate::admission`]); authenticated ones go to the driver, which replaces its current
+/// session with the newest.
 async fn accept_loop(
     listener: TcpListener,
     params: SyncParams,
-    rejects: Arc<Mutex<RejectCounters>>,
+    rejects: Rejects,
     sessions: mpsc::Sender<Authenticated>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(4));
+    let started = std::time::Instant::now();
+    let now = move || started.elapsed().as_millis() as u64;
+    let admission = Arc::new(Mutex::new(Admission::new(
+        params.peer.ip(),
+        params.settings.limits.clone(),
+    )));
+    let mut running: HashMap<Ticket, tokio::task::AbortHandle> = HashMap::new();
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -297,49 +331,106 @@ async fn accept_loop(
                 continue;
             }
         };
-        if from.ip() != params.peer.ip() {
-            record(
-                &rejects,
-                &Rejection::new(
-                    RejectReason::UnexpectedSource,
-                    format!("connection from {from}"),
-                ),
-                &from.to_string(),
-            );
-            continue;
-        }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(%from, "too many sync handshakes in progress; dropping connection");
-            continue;
+        let decision = lock(&admission).admit(from, now());
+        let ticket = match decision {
+            Admit::Refuse(rejection) => {
+                rejects.record(&rejection, from.ip());
+                continue;
+            }
+            Admit::Run { ticket, evicted } => {
+                if let Some(handle) = evicted.and_then(|t| running.remove(&t)) {
+                    handle.abort();
+                    rejects.record(
+                        &Rejection::new(
+                            RejectReason::HandshakeEvicted,
+                            format!(
+                                "a handshake from {} closed for a newer connection from {from}",
+                                from.ip()
+                            ),
+                        ),
+                        from.ip(),
+                    );
+                }
+                ticket
+            }
         };
+        running.retain(|_, handle| !handle.is_finished());
         let identity = params.identity.clone();
         let settings = params.settings.clone();
         let rejects = rejects.clone();
         let sessions = sessions.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        let admission = admission.clone();
+        let task = tokio::spawn(async move {
             let result = within_handshake_timeout(
                 settings.handshake_timeout,
                 accept_handshake(stream, &identity, settings.max_frame),
             )
             .await;
+            // Released before the session is handed over: an authenticated connection is no
+            // longer a handshake that a newcomer could evict.
+            lock(&admission).finished(ticket, result.is_ok(), now());
             match result {
                 Ok(auth) => {
                     let _ = sessions.send(auth).await;
                 }
-                Err(rejection) => record(&rejects, &rejection, &from.to_string()),
+                Err(rejection) => rejects.record(&rejection, from.ip()),
             }
         });
+        running.insert(ticket, task.abort_handle());
     }
 }
 
-async fn dial(params: &SyncParams) -> std::io::Result<TcpStream> {
-    let socket = if params.peer.is_ipv4() {
-        TcpSocket::new_v4()?
+/// A random privileged source port to dial from.
+fn privileged_port(rng: &SystemRandom) -> Option<u16> {
+    let mut bytes = [0u8; 2];
+    rng.fill(&mut bytes).ok()?;
+    // 512..1024: clear of the well-known services below 512.
+    Some(512 + u16::from_le_bytes(bytes) % (PRIVILEGED_PORTS - 512))
+}
+
+fn new_socket(peer: SocketAddr) -> std::io::Result<TcpSocket> {
+    if peer.is_ipv4() {
+        TcpSocket::new_v4()
     } else {
-        TcpSocket::new_v6()?
-    };
-    socket.bind(SocketAddr::new(params.local.ip(), 0))?;
+        TcpSocket::new_v6()
+    }
+}
+
+/// Connects to the peer from our own address; from a privileged port when permitted (so the
+/// acceptor can tell us from unprivileged users of this host, see [`crate::admission`]),
+/// else from an ephemeral port.
+async fn dial(params: &SyncParams) -> std::io::Result<TcpStream> {
+    let ip = params.local.ip();
+    if params.settings.limits.privileged_source_port {
+        let rng = SystemRandom::new();
+        for _ in 0..4 {
+            let Some(port) = privileged_port(&rng) else {
+                break;
+            };
+            let socket = new_socket(params.peer)?;
+            match socket.bind(SocketAddr::new(ip, port)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => break,
+                // In use here: another port.
+                Err(_) => continue,
+            }
+            match socket.connect(params.peer).await {
+                Ok(stream) => return Ok(stream),
+                // The 4-tuple is still in TIME_WAIT from an earlier session: another port.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let socket = new_socket(params.peer)?;
+    socket.bind(SocketAddr::new(ip, 0))?;
     socket.connect(params.peer).await
 }
 
@@ -377,21 +468,21 @@ impl Driver {
         }
         let status = self
             .engine
-            .status(now, &lock(&self.tables), &lock(&self.rejects));
+            .status(now, &lock(&self.tables), &lock(&self.rejects.counters));
         self.status_tx.send_replace(status);
     }
 
     /// Counts and logs why a session or an attempt ended (an unreachable peer is no news).
     fn count_end(&self, rejection: &Rejection, peer: &str, quiet_detail: &str) {
         if rejection.reason == RejectReason::Io {
-            lock(&self.rejects).count(RejectReason::Io);
+            lock(&self.rejects.counters).count(RejectReason::Io);
             if quiet_detail.is_empty() {
                 debug!(peer, detail = %rejection.detail, "sync peer unreachable");
             } else {
                 info!(peer, detail = %rejection.detail, "{quiet_detail}");
             }
         } else {
-            record(&self.rejects, rejection, peer);
+            self.rejects.record(rejection, self.params.peer.ip());
         }
     }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tandem_stick::StickTables;
 use tracing::{info, warn};
 
+use crate::admission::HandshakeLimits;
 use crate::config_push::{
     ConfigAction, ConfigPush, ConfigRole, ConfigSink, ConfigSyncState, LocalConfig,
 };
@@ -45,7 +46,11 @@ pub struct SyncSettings {
     /// How often the change log is read for new updates (the batching interval).
     pub batch_interval: Duration,
     pub timers: SessionTimers,
+    /// A handshake (either side) not finished by then is closed (`handshake_timeout`); short,
+    /// so a connection that never completes holds its slot briefly.
     pub handshake_timeout: Duration,
+    /// Handshakes in progress on the accepting node, and the dialer's source port.
+    pub limits: HandshakeLimits,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     /// Sealed frames waiting for the socket; beyond this nothing more is read from the tables.
@@ -59,7 +64,8 @@ impl Default for SyncSettings {
             max_frame: DEFAULT_MAX_FRAME,
             batch_interval: Duration::from_millis(2),
             timers: SessionTimers::default(),
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(2),
+            limits: HandshakeLimits::default(),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(3),
             write_queue_frames: 32,

@@ -8,6 +8,8 @@
 //!   feature also the socket's length-delimited codec.
 //! - [`handshake`]: the challenge-response session opening (the dialer proves first) and key
 //!   derivation.
+//! - [`admission`]: which incoming connections may run a handshake (the peer's address only,
+//!   per-source and global limits, evictions, failure back-off).
 //! - [`frame`]: sealing and opening of encrypted, authenticated, counted frames (AEAD).
 //! - [`session`]: one open session's framing state (seal, open, silence and keepalive checks).
 //! - [`replication`]: stick-table replication (resume, snapshots, change log, acks).
@@ -59,6 +61,7 @@
 //! handing the new configuration to the proxy. Never keep a `borrow()` of the status channel
 //! across an `.await` (it blocks the publisher).
 
+pub mod admission;
 pub mod config_push;
 #[cfg(feature = "driver")]
 pub mod driver;
@@ -71,11 +74,12 @@ pub mod session;
 pub mod status;
 pub mod wire;
 
+pub use admission::HandshakeLimits;
 pub use config_push::{ConfigRole, ConfigSink, ConfigSyncState, ConfigVersion, LocalConfig};
 #[cfg(feature = "driver")]
 pub use driver::{SharedTables, SyncHandle, spawn_sync};
 pub use engine::{SyncEngine, SyncParams, SyncSettings, dials};
 pub use handshake::Identity;
-pub use reject::{RejectCounters, RejectReason, Rejection};
+pub use reject::{RejectCounters, RejectLog, RejectReason, Rejection};
 pub use status::{ConfigStatus, SyncCounters, SyncStatus, TableSyncStatus};
 pub use tandem_types::{Secret, SecretTooShort};

@@ -1,7 +1,9 @@
 //! Why a session was closed or an input rejected, as a closed set of reasons that are logged and
-//! counted (the `rejected` counters of [`crate::status::SyncStatus`]).
+//! counted (the `rejected` counters of [`crate::status::SyncStatus`]), and the rate limit of
+//! those logs ([`RejectLog`]: one WARN per source per 10 s).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 /// The reason a frame, a handshake or a whole session was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,11 +38,16 @@ pub enum RejectReason {
     PeerStalled,
     /// The connection failed or was closed.
     Io,
+    /// A handshake in progress closed to make room for a newer connection from the same source
+    /// (the handshake limits).
+    HandshakeEvicted,
+    /// A connection refused at once: its source failed a handshake moments ago (back-off).
+    Throttled,
 }
 
 impl RejectReason {
     /// All reasons, for exporting zero-valued counters.
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 16] = [
         Self::Garbage,
         Self::FrameTooLarge,
         Self::VersionUnsupported,
@@ -55,6 +62,8 @@ impl RejectReason {
         Self::UnexpectedSource,
         Self::PeerStalled,
         Self::Io,
+        Self::HandshakeEvicted,
+        Self::Throttled,
     ];
 
     /// Stable snake_case name used in logs, status and metrics labels.
@@ -74,6 +83,8 @@ impl RejectReason {
             Self::UnexpectedSource => "unexpected_source",
             Self::PeerStalled => "peer_stalled",
             Self::Io => "io",
+            Self::HandshakeEvicted => "handshake_evicted",
+            Self::Throttled => "throttled",
         }
     }
 
@@ -137,5 +148,144 @@ impl RejectCounters {
     /// Every reason with its count (zeros included), by stable name.
     pub fn by_name(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         RejectReason::ALL.iter().map(|r| (r.as_str(), self.get(*r)))
+    }
+}
+
+/// How often at most a source's rejections are logged at WARN.
+pub const REJECT_LOG_WINDOW_MS: u64 = 10_000;
+
+/// Rate limit of rejection logs, sans-IO: the first rejection from a source is logged at once;
+/// later ones within [`REJECT_LOG_WINDOW_MS`] are only counted, and the next rejection after the
+/// window logs one line with the counts by reason. So a flood of junk or a peer with the wrong
+/// secret costs one WARN per source per 10 s, and the counters in the status stay exact.
+#[derive(Debug, Default)]
+pub struct RejectLog {
+    sources: HashMap<IpAddr, SourceLog>,
+}
+
+#[derive(Debug)]
+struct SourceLog {
+    /// When the last line was logged (the window's start).
+    logged_at: u64,
+    /// Rejections since then that were not logged, by reason.
+    suppressed: BTreeMap<RejectReason, u64>,
+}
+
+impl RejectLog {
+    /// Sources remembered at most (a flood from many addresses cannot grow memory).
+    const MAX_SOURCES: usize = 1024;
+
+    /// Notes a rejection from `source`; returns the line to log at WARN, if one is due now.
+    pub fn note(&mut self, source: IpAddr, rejection: &Rejection, now_ms: u64) -> Option<String> {
+        if self.sources.len() >= Self::MAX_SOURCES && !self.sources.contains_key(&source) {
+            self.sources
+                .retain(|_, log| now_ms.saturating_sub(log.logged_at) < REJECT_LOG_WINDOW_MS);
+            if self.sources.len() >= Self::MAX_SOURCES {
+                return None;
+            }
+        }
+        let hint =
+            |reason: RejectReason| reason.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+        match self.sources.get_mut(&source) {
+            Some(log) if now_ms.saturating_sub(log.logged_at) < REJECT_LOG_WINDOW_MS => {
+                *log.suppressed.entry(rejection.reason).or_default() += 1;
+                None
+            }
+            Some(log) => {
+                let earlier = std::mem::take(&mut log.suppressed);
+                let window = now_ms.saturating_sub(log.logged_at) / 1000;
+                log.logged_at = now_ms;
+                if earlier.is_empty() {
+                    return Some(format!(
+                        "sync: rejected a connection or session from {source}: {rejection}{}",
+                        hint(rejection.reason)
+                    ));
+                }
+                let total: u64 = earlier.values().sum::<u64>() + 1;
+                let mut by_reason = earlier;
+                *by_reason.entry(rejection.reason).or_default() += 1;
+                let top = by_reason
+                    .iter()
+                    .max_by_key(|(_, n)| **n)
+                    .map(|(r, _)| *r)
+                    .unwrap_or(rejection.reason);
+                let counts: Vec<String> =
+                    by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                Some(format!(
+                    "sync: rejected {total} connections or sessions from {source} in the last {window} s: {}{}; latest: {}",
+                    counts.join(", "),
+                    hint(top),
+                    rejection.detail
+                ))
+            }
+            None => {
+                self.sources.insert(
+                    source,
+                    SourceLog {
+                        logged_at: now_ms,
+                        suppressed: BTreeMap::new(),
+                    },
+                );
+                Some(format!(
+                    "sync: rejected a connection or session from {source}: {rejection}{}",
+                    hint(rejection.reason)
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_source_per_window_with_counts_and_the_hint() {
+        let mut log = RejectLog::default();
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let other: IpAddr = "10.0.0.10".parse().unwrap();
+        let bad = Rejection::new(RejectReason::BadProof, "the dialer's proof does not verify");
+        let first = log.note(peer, &bad, 0).unwrap();
+        assert!(
+            first.contains("10.0.0.9") && first.contains("bad_proof"),
+            "{first}"
+        );
+        assert!(
+            first.contains("is the secret the same on both nodes?"),
+            "{first}"
+        );
+        for t in 1..1234u64 {
+            assert_eq!(log.note(peer, &bad, t), None);
+        }
+        // Another source has its own budget.
+        assert!(log.note(other, &bad, 5).is_some());
+        let garbage = Rejection::new(RejectReason::Garbage, "junk");
+        assert_eq!(log.note(peer, &garbage, 9_000), None);
+        let summary = log.note(peer, &bad, 10_000).unwrap();
+        assert!(
+            summary
+                .contains("rejected 1235 connections or sessions from 10.0.0.9 in the last 10 s"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("bad_proof 1234") && summary.contains("garbage 1"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("is the secret the same on both nodes?"),
+            "{summary}"
+        );
+        // A quiet source logs its next rejection at once.
+        assert!(log.note(peer, &bad, 30_000).is_some());
+    }
+
+    #[test]
+    fn memory_is_bounded_under_a_flood_from_many_sources() {
+        let mut log = RejectLog::default();
+        let r = Rejection::new(RejectReason::UnexpectedSource, "x");
+        for i in 0..5_000u32 {
+            let _ = log.note(IpAddr::from(std::net::Ipv4Addr::from(i)), &r, 1);
+        }
+        assert!(log.sources.len() <= RejectLog::MAX_SOURCES);
     }
 }

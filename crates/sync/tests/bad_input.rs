@@ -320,3 +320,118 @@ async fn forged_replayed_reordered_and_truncated_frames_close_the_session_and_ar
     })
     .await;
 }
+
+/// A dialer on 127.0.0.2 that dials from an ephemeral port, like an unprivileged daemon.
+async fn unprivileged_dialer(target: SocketAddr) -> Node {
+    let mut s = settings();
+    s.limits.privileged_source_port = false;
+    start_dialing(NodeSpec {
+        local: SocketAddr::new(ip(2), target.port()),
+        peer: target,
+        secret: SECRET.to_vec(),
+        role: ConfigRole::Secondary,
+        config: None,
+        active: false,
+        tables: tables(),
+        settings: s,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_the_peer_address_do_not_keep_the_real_dialer_out() {
+    let (b, target) = acceptor(10).await;
+    // Four connections from the peer's address (any local user there can open them) that
+    // say nothing: they would hold every handshake slot for the handshake timeout.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(raw_connect(ip(2), target).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The real dialer, even from an unprivileged port, evicts the oldest squatter at once: it
+    // gets a session well before any squatter's handshake timeout (2 s here) would free a slot.
+    let started = tokio::time::Instant::now();
+    let good = unprivileged_dialer(target).await;
+    wait_for("real peer connected", Duration::from_millis(1_500), || {
+        good.status().connected
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+    assert!(rejected(&b.status(), RejectReason::HandshakeEvicted) >= 1);
+    drop(idle);
+}
+
+/// Whether this process may bind privileged ports (root or CAP_NET_BIND_SERVICE).
+fn may_bind_privileged() -> bool {
+    (600..700).any(|port| std::net::TcpListener::bind((ip(2), port)).is_ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_unprivileged_ports_on_the_peer_host_cannot_starve_the_daemon() {
+    if !may_bind_privileged() {
+        eprintln!("skipped: binding a privileged source port is not permitted here");
+        return;
+    }
+    // 127.0.0.12 and .13, used by no other test: the flood's spent ports harm no one else.
+    let peer = ip(12);
+    let (b, target) = acceptor_on(ip(13), peer, 10).await;
+    // An unprivileged user on the peer host opens connections as fast as it can, each sending
+    // a valid hello (no secret needed) and then nothing.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let guess = identity(b"an unprivileged user's guess, 32+ bytes");
+            let (_hs, hello) = DialerHandshake::start(&guess, &SystemRandom::new()).unwrap();
+            let mut framed = Vec::new();
+            framed.extend_from_slice(&(hello.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&hello);
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                if socket.bind(SocketAddr::new(peer, 0)).is_err() {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                let Ok(mut s) = socket.connect(target).await else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                let _ = s.write_all(&framed).await;
+                held.push_back(s);
+                if held.len() > 64 {
+                    held.pop_front();
+                }
+                opened += 1;
+                tokio::task::yield_now().await;
+            }
+            opened
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The daemon dials from a privileged port: its handshakes have their own slots.
+    let good = start_dialing(NodeSpec {
+        local: SocketAddr::new(peer, target.port()),
+        peer: target,
+        secret: SECRET.to_vec(),
+        role: ConfigRole::Secondary,
+        config: None,
+        active: false,
+        tables: tables(),
+        settings: settings(),
+    })
+    .await;
+    wait_for(
+        "real peer connected despite the flood",
+        Duration::from_secs(3),
+        || good.status().connected,
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flooder.await.unwrap();
+    let evicted = rejected(&b.status(), RejectReason::HandshakeEvicted);
+    eprintln!("flood: {opened} connections opened, {evicted} handshakes evicted");
+    assert!(opened > 50, "the flood opened {opened} connections");
+    assert!(rejected(&b.status(), RejectReason::HandshakeEvicted) >= 1);
+}
