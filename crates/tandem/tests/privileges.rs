@@ -314,6 +314,11 @@ fn nothing_to_do_when_not_root_and_refused_once_threads_run() {
     let error = outcome.unwrap_err().to_string();
     assert!(error.contains("threads already run"), "{error}");
     assert_eq!(privileges::current().unwrap().uids, [0; 4]);
+    // Without the user there is nothing to refuse: root, with the warning.
+    assert!(matches!(
+        privileges::drop_privileges(&Plan::new("tnd-no-such-user")),
+        Ok(Outcome::StayedRoot { .. })
+    ));
     drop(stop);
     let _ = helper.join();
 }

@@ -208,15 +208,6 @@ pub fn drop_privileges(plan: &Plan) -> Result<Outcome, PrivilegeError> {
     if euid != 0 {
         return Ok(Outcome::NotRoot { uid: euid });
     }
-    let threads = thread_count().map_err(failed("counting threads in /proc/self/task"))?;
-    if threads != 1 {
-        return Err(PrivilegeError {
-            step: format!(
-                "{threads} threads already run; capabilities are per thread, so the switch must happen before the first one starts"
-            ),
-            source: io::Error::from(io::ErrorKind::Unsupported),
-        });
-    }
     let user = match lookup_user(&plan.user) {
         Ok(Some(user)) => user,
         Ok(None) => {
@@ -235,6 +226,16 @@ pub fn drop_privileges(plan: &Plan) -> Result<Outcome, PrivilegeError> {
     };
     if user.uid == 0 {
         return Ok(stay_root(format!("user `{}` has uid 0", plan.user)));
+    }
+    // Checked after the look-up, so a machine without the user (tests, old installs) is never refused.
+    let threads = thread_count().map_err(failed("counting threads in /proc/self/task"))?;
+    if threads != 1 {
+        return Err(PrivilegeError {
+            step: format!(
+                "{threads} threads already run; capabilities are per thread, so the switch must happen before the first one starts"
+            ),
+            source: io::Error::from(io::ErrorKind::Unsupported),
+        });
     }
 
     // Only our own group: root's supplementary groups (disk, adm, ...) must not come along.
