@@ -287,8 +287,9 @@ pub struct AdminConfig {
     pub tls_key: Option<PathBuf>,
 }
 
+/// `node::defaults::ADMIN_SOCKET`, written out so the model depends on no reader.
 fn default_admin_socket() -> PathBuf {
-    PathBuf::from(crate::node_defaults::ADMIN_SOCKET)
+    PathBuf::from("/run/tandem/admin.sock")
 }
 
 impl AdminConfig {
