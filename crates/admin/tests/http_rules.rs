@@ -524,3 +524,27 @@ async fn the_socket_serves_without_credentials_and_keeps_others_out() {
         eprintln!("setpriv or python3 unavailable: the mode bits above are the check");
     }
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let addr = "127.0.0.1:29197";
+    start(addr, |o| {
+        o.limits.max_connections = 2;
+        o.limits.header_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // Two clients that send nothing hold both slots until the header timeout closes them.
+    let _idle = [
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let answer = send(addr, request("GET", "/metrics", addr, "")).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "served at once past the cap ({:?})",
+        started.elapsed()
+    );
+}

@@ -140,6 +140,16 @@ fn check_refuses_open_listeners_clear_passwords_and_foreign_vips() {
         text(&output)
     );
     assert!(!text(&output).contains("hunter2"));
+    // `tandem run` refuses it too, before binding anything.
+    let run = tandem()
+        .arg("run")
+        .arg("--config-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    assert!(text(&run).contains("tandem password"), "{}", text(&run));
+    assert!(text(&run).contains("not starting"), "{}", text(&run));
 
     // A hash readable by others.
     std::fs::remove_file(&pw).unwrap();
