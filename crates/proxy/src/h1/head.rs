@@ -632,6 +632,10 @@ pub fn parse_response(
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(HeadError::Invalid("status line"));
     };
+    if status < 100 {
+        // httparse reads any three digits; `020` would go out as `20`, a status line no client reads.
+        return Err(HeadError::Invalid("status code below 100"));
+    }
     let reason = resp.reason.unwrap_or("");
     let fields = Fields::new(resp.headers);
     let conn = ConnectionField::read(&fields);
@@ -687,7 +691,7 @@ pub fn parse_response(
 
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    // httparse reads exactly three digits.
+    // Three digits: httparse reads exactly three, and those below 100 are refused above.
     out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
@@ -1095,6 +1099,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+            // Found by fuzzing: `020` went out as `HTTP/1.1 20`.
+            b"HTTP/1.1 020 o\nX-A: 1\r\n\r\n",
         ] {
             assert!(
                 parse_response(bad, &get, None, &mut out).is_err(),
