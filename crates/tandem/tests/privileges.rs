@@ -366,3 +366,50 @@ fn system_directories_are_never_handed_over() {
         assert!(!privileges::is_system_dir(Path::new(state)), "{state}");
     }
 }
+
+#[test]
+fn the_plan_for_a_node_covers_what_the_daemon_touches_after_the_drop() {
+    let dir = open_tempdir();
+    let base = dir.path();
+    for file in ["cluster.toml", "node.toml", "secret", "admin.pw"] {
+        std::fs::write(base.join(file), "").unwrap();
+    }
+    let text = "[node]\nname = \"a\"\nrole = \"secondary\"\naddress = \"127.0.0.1\"\npeer = \"127.0.0.2\"\n\
+                manage_vips = false\nstate_dir = \"state\"\n\
+                [admin]\nuser = \"ops\"\npassword_file = \"admin.pw\"\nsocket = \"run/admin.sock\"\n";
+    let node = tandem_config::parse_node_str(text, "node.toml", Some(base)).unwrap();
+    let plan = privileges::plan_for_node(
+        "tandem",
+        &node,
+        &base.join("cluster.toml"),
+        &base.join("node.toml"),
+    );
+    assert_eq!(plan.user, "tandem");
+    // A socket elsewhere than /run/tandem is the operator's to prepare.
+    assert_eq!(plan.own, vec![base.join("state")]);
+    assert_eq!(
+        plan.read,
+        ["cluster.toml", "node.toml", "secret", "admin.pw"].map(|f| base.join(f))
+    );
+    assert_eq!(
+        plan.write,
+        vec![base.to_path_buf()],
+        "a secondary saves pushed configs"
+    );
+    // A standalone node without a secret file: nothing to write, nothing missing to read.
+    std::fs::remove_file(base.join("secret")).unwrap();
+    let solo = tandem_config::parse_node_str(
+        &text.replace("peer = \"127.0.0.2\"\n", ""),
+        "node.toml",
+        Some(base),
+    )
+    .unwrap();
+    let plan = privileges::plan_for_node(
+        "tandem",
+        &solo,
+        &base.join("cluster.toml"),
+        &base.join("node.toml"),
+    );
+    assert!(plan.write.is_empty());
+    assert!(!plan.read.contains(&base.join("secret")));
+}

@@ -70,6 +70,48 @@ impl Plan {
     }
 }
 
+/// The plan for `tandem run` with `node`: the user owns the state dir (and `/run/tandem`, made
+/// here when the admin socket is the default one: outside systemd nobody else makes it), reads the
+/// config files, the secret, the password file and the admin certificate and key, and (on a node
+/// with a peer) writes the config dir, where a secondary saves what the primary pushes.
+pub fn plan_for_node(
+    user: &str,
+    node: &tandem_config::NodeConfig,
+    cluster_path: &Path,
+    node_path: &Path,
+) -> Plan {
+    let mut plan = Plan::new(user);
+    plan.own = vec![node.node.state_dir.clone()];
+    let socket = &node.admin.socket;
+    if socket.as_os_str() == tandem_config::node_defaults::ADMIN_SOCKET
+        && let Some(dir) = socket.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        plan.own.push(dir.to_path_buf());
+    }
+    plan.read = [
+        Some(cluster_path),
+        Some(node_path),
+        Some(node.node.secret_file.as_path()),
+        node.admin.password_file.as_deref(),
+        node.admin.tls_certificate.as_deref(),
+        node.admin.tls_key.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|path| path.exists())
+    .map(Path::to_path_buf)
+    .collect();
+    if node.node.peer.is_some() {
+        plan.write = cluster_path
+            .parent()
+            .map(Path::to_path_buf)
+            .into_iter()
+            .collect();
+    }
+    plan
+}
+
 /// What `drop_privileges` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
