@@ -65,7 +65,8 @@
 //!   (`head.rs`), chunked framing (`chunked.rs`), its threads (`threads.rs`) and batched io_uring sends
 //!   (`batch.rs`).
 //! - `reload.rs`: the next service runtimes from the running ones and a [`ReloadPlan`] (no I/O).
-//! - `lib.rs`: [`Proxy`]: start ([`ProxyOptions`]), reload, listeners and accept loops, buttons, status, shutdown.
+//! - `lib.rs`: [`Proxy`]: start ([`ProxyOptions`]), reload, listeners and accept loops, buttons, status, shutdown;
+//!   `fuzzing` re-exports the HTTP/1 parsers for the fuzz targets (hidden, not an API).
 //!
 //! # Public API (what the daemon calls)
 //! [`Proxy::start`] / [`Proxy::start_with_options`] with [`ProxyOptions`] (the HTTP engine, [`TcpRelay`], relay
@@ -102,6 +103,16 @@ use tandem_config::model::{ClusterConfig, HealthCheckConfig, Mode, PersistenceMo
 use tandem_stick::{Clock, TableSpec};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// The native engine's parsers for the fuzz targets in `fuzz/` (which live outside this workspace): not an API,
+/// nothing here is promised to stay.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::h1::chunked::{ChunkError, ChunkedScanner};
+    pub use crate::h1::head::{
+        Framing, HeadError, RequestInfo, ResponseInfo, parse_request, parse_response,
+    };
+}
 
 pub use ctx::{ConnCtx, SharedStickTables};
 pub use h1::H1Engine;

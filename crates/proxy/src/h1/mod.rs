@@ -17,7 +17,7 @@
 
 mod batch;
 mod body;
-mod chunked;
+pub(crate) mod chunked;
 mod conn;
 mod forward;
 pub(crate) mod head;

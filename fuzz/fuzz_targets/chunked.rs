@@ -1,0 +1,4 @@
+//! `cargo fuzz run chunked`: see `tandem_fuzz::TARGETS` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tandem_fuzz::chunked(data));
