@@ -413,3 +413,55 @@ fn the_plan_for_a_node_covers_what_the_daemon_touches_after_the_drop() {
     assert!(plan.write.is_empty());
     assert!(!plan.read.contains(&base.join("secret")));
 }
+
+/// A node of a pair whose secret is world-readable: `run` refuses it, `check` names the fix.
+#[test]
+fn a_secret_others_can_read_is_refused_by_run() {
+    let dir = open_tempdir();
+    let base = dir.path();
+    std::fs::write(
+        base.join("cluster.toml"),
+        "[cluster]\nname = \"leaky\"\n[[service]]\nlabel = \"web\"\nvip = \"127.0.0.117\"\nports = [23117]\n\
+         mode = \"tcp\"\n[[service.server]]\nlabel = \"b\"\naddress = \"127.0.0.118\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        base.join("node.toml"),
+        "[node]\nname = \"a\"\nrole = \"primary\"\ninterface = \"lo\"\naddress = \"127.0.0.115\"\n\
+         peer = \"127.0.0.116\"\nheartbeat_port = 26715\nsync_port = 27715\nmanage_vips = false\n\
+         state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.115:29115\"\nsocket = \"admin.sock\"\n",
+    )
+    .unwrap();
+    let secret = base.join("secret");
+    std::fs::write(&secret, "0123456789abcdef".repeat(4)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let fix = format!("chmod 600 {}", secret.display());
+
+    let tandem = || std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let check = tandem()
+        .args(["check", "--config-dir"])
+        .arg(base)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        said.contains("readable by everyone") && said.contains(&fix),
+        "{said}"
+    );
+
+    let run = tandem()
+        .args(["run", "--config-dir"])
+        .arg(base)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success(),
+        "started with a world-readable secret: {said}"
+    );
+    assert!(said.contains(&fix), "{said}");
+    assert!(
+        !said.contains("0123456789abcdef"),
+        "no secret byte in the log"
+    );
+}
