@@ -7,8 +7,13 @@
 //! small bucket (10, refilled one per 6 s); once empty, requests get 429 without a verification
 //! until it refills. A remembered value still passes, so the operator keeps working during a
 //! guessing attack (and the UNIX socket never asks).
+//!
+//! The password file is looked at (one `stat`) on every check: when `tandem password --force`
+//! replaced it, the new hash applies at once and every remembered value is forgotten.
 
 use base64::Engine;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_config::password::PasswordHash;
@@ -18,6 +23,16 @@ use tandem_config::password::PasswordHash;
 pub struct Credentials {
     pub user: String,
     pub hash: PasswordHash,
+    /// The password file the hash came from: re-read when it changes.
+    pub file: Option<PathBuf>,
+}
+
+/// What identifies one version of the password file: inode, size, modification time.
+type Stamp = (u64, u64, i64, i64);
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec()))
 }
 
 /// How long a verified `Authorization` value is remembered.
@@ -44,10 +59,13 @@ struct State {
     remembered: Vec<(Digest, Instant)>,
     tokens: f64,
     refilled: Instant,
+    /// The credentials in force (the hash changes with the file).
+    credentials: Option<Arc<Credentials>>,
+    file_stamp: Option<Stamp>,
 }
 
 pub(crate) struct Authenticator {
-    credentials: Option<Arc<Credentials>>,
+    configured: bool,
     state: Mutex<State>,
     /// One PBKDF2 verification at a time.
     gate: tokio::sync::Semaphore,
@@ -61,19 +79,55 @@ fn sha256(bytes: &[u8]) -> Digest {
 
 impl Authenticator {
     pub(crate) fn new(credentials: Option<Credentials>) -> Self {
+        let file_stamp = credentials
+            .as_ref()
+            .and_then(|c| c.file.as_deref())
+            .and_then(stamp);
         Self {
-            credentials: credentials.map(Arc::new),
+            configured: credentials.is_some(),
             state: Mutex::new(State {
                 remembered: Vec::new(),
                 tokens: FAILURE_BURST,
                 refilled: Instant::now(),
+                credentials: credentials.map(Arc::new),
+                file_stamp,
             }),
             gate: tokio::sync::Semaphore::new(1),
         }
     }
 
     pub(crate) fn configured(&self) -> bool {
-        self.credentials.is_some()
+        self.configured
+    }
+
+    /// The credentials in force, after re-reading a password file that changed. A file that
+    /// became unreadable or invalid keeps the previous hash (and says so once).
+    fn current(&self, state: &mut State) -> Option<Arc<Credentials>> {
+        let credentials = state.credentials.clone()?;
+        let Some(file) = credentials.file.as_deref() else {
+            return Some(credentials);
+        };
+        let now = stamp(file);
+        if now == state.file_stamp {
+            return Some(credentials);
+        }
+        state.file_stamp = now;
+        match tandem_config::password::load_password_file(file) {
+            Ok(hash) => {
+                tracing::info!(path = %file.display(), "admin password file changed: new password in force");
+                state.remembered.clear();
+                let renewed = Arc::new(Credentials {
+                    hash,
+                    ..(*credentials).clone()
+                });
+                state.credentials = Some(renewed.clone());
+                Some(renewed)
+            }
+            Err(error) => {
+                tracing::error!(%error, "admin password file changed but cannot be used; the previous password stays in force");
+                Some(credentials)
+            }
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -84,9 +138,6 @@ impl Authenticator {
 
     /// Checks an `Authorization` header value.
     pub(crate) async fn check(&self, header: Option<&[u8]>) -> Verdict {
-        let Some(credentials) = self.credentials.clone() else {
-            return Verdict::Missing;
-        };
         let Some(header) = header else {
             return Verdict::Missing;
         };
@@ -98,8 +149,11 @@ impl Authenticator {
         };
         let key = sha256(header);
         let now = Instant::now();
-        {
+        let credentials = {
             let mut state = self.state();
+            let Some(credentials) = self.current(&mut state) else {
+                return Verdict::Missing;
+            };
             state.remembered.retain(|(_, at)| now < *at + REMEMBER);
             if state.remembered.iter().any(|(digest, _)| *digest == key) {
                 return Verdict::Granted;
@@ -111,7 +165,8 @@ impl Authenticator {
             if state.tokens < 1.0 {
                 return Verdict::Throttled;
             }
-        }
+            credentials
+        };
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim_ascii())
             .unwrap_or_default();
@@ -167,6 +222,7 @@ mod tests {
         Authenticator::new(Some(Credentials {
             user: "ops".into(),
             hash: PasswordHash::new(b"pa:ss", tandem_config::password::MIN_ITERATIONS).unwrap(),
+            file: None,
         }))
     }
 
@@ -216,6 +272,35 @@ mod tests {
         assert_eq!(
             auth.check(Some(&basic("ops", "pa:ss"))).await,
             Verdict::Missing
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replaced_password_file_applies_at_once() {
+        use tandem_config::password::{MIN_ITERATIONS, load_password_file, write_password_file};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin.pw");
+        write_password_file(&file, b"old", MIN_ITERATIONS, false).unwrap();
+        let auth = Authenticator::new(Some(Credentials {
+            user: "ops".into(),
+            hash: load_password_file(&file).unwrap(),
+            file: Some(file.clone()),
+        }));
+        assert_eq!(
+            auth.check(Some(&basic("ops", "old"))).await,
+            Verdict::Granted
+        );
+        write_password_file(&file, b"new", MIN_ITERATIONS, true).unwrap();
+        assert_eq!(auth.check(Some(&basic("ops", "old"))).await, Verdict::Wrong);
+        assert_eq!(
+            auth.check(Some(&basic("ops", "new"))).await,
+            Verdict::Granted
+        );
+        // A broken file keeps the password in force.
+        std::fs::write(&file, "clear text\n").unwrap();
+        assert_eq!(
+            auth.check(Some(&basic("ops", "new"))).await,
+            Verdict::Granted
         );
     }
 }

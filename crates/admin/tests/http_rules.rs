@@ -69,6 +69,7 @@ fn credentials() -> Credentials {
             tandem_config::password::MIN_ITERATIONS,
         )
         .unwrap(),
+        file: None,
     }
 }
 

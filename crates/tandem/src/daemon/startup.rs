@@ -246,6 +246,7 @@ fn admin_credentials(node: &NodeConfig) -> Result<Option<Credentials>> {
         Ok(hash) => Ok(Some(Credentials {
             user: user.clone(),
             hash,
+            file: Some(path.clone()),
         })),
         Err(tandem_config::password::PasswordError::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
