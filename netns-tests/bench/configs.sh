@@ -127,6 +127,7 @@ secret_file = "$d/secret"
 state_dir = "$d/state"
 [admin]
 listen = "$2"
+socket = "$d/admin.sock"
 [tuning]
 ${6:-}
 EOF

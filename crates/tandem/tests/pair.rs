@@ -135,7 +135,7 @@ fn node_on(
         format!(
             "[node]\nname = \"{name}\"\nrole = \"{role}\"\ninterface = \"lo\"\naddress = \"{address}\"\n\
              peer = \"{peer}\"\nheartbeat_port = {heartbeat_port}\nsync_port = {sync_port}\nmanage_vips = false\n\
-             state_dir = \"state\"\n[admin]\nlisten = \"{address}:{admin}\"\n\
+             state_dir = \"state\"\n[admin]\nlisten = \"{address}:{admin}\"\nsocket = \"admin.sock\"\n\
              [snmp]\ncommunity = \"node-local-marker-{name}\"\n"
         ),
     )
