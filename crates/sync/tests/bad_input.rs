@@ -410,7 +410,9 @@ async fn a_flood_from_unprivileged_ports_on_the_peer_host_cannot_starve_the_daem
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // The daemon dials from a privileged port: its handshakes have their own slots.
+    // The daemon dials from a privileged port: its handshakes have their own slots, which no
+    // connection from an unprivileged port can evict (on loopback this flood rate does not
+    // starve an unprivileged dialer either: the lane's guarantee is admission's unit test).
     let good = start_dialing(NodeSpec {
         local: SocketAddr::new(peer, target.port()),
         peer: target,
