@@ -18,10 +18,9 @@ enum State {
     Size {
         digits: u8,
     },
-    /// Whitespace after the size: only `;` or the CR may follow.
-    SizeWs,
-    /// Inside the extensions of the size line.
-    Ext(Ext),
+    /// After the digits of a size line, up to its CR: where exactly is in [`Line`], kept out of this enum so that
+    /// the states every chunk goes through stay one flat jump.
+    SizeLine,
     /// The size line's CR seen, LF expected.
     SizeLf,
     /// Inside chunk data.
@@ -32,10 +31,8 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or of the final empty line).
     TrailerStart,
-    /// In a trailer field's name.
-    TrailerName,
-    /// In a trailer field's value.
-    TrailerValue,
+    /// Inside a trailer line: its name, then (`trailer_value`) its value.
+    Trailer,
     /// CR of a trailer line seen.
     TrailerLf,
     /// CR of the final empty line seen.
@@ -43,9 +40,11 @@ enum State {
     Done,
 }
 
-/// Where in `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )` the scanner is.
+/// Where in `BWS *( ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] BWS )` after the digits the scanner is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ext {
+enum Line {
+    /// Whitespace right after the size: only `;` or the CR may follow.
+    Ws,
     /// After `;`: whitespace, then a name.
     NameStart,
     Name,
@@ -72,8 +71,12 @@ pub struct ChunkedScanner {
     state: State,
     /// Chunk size being parsed, then data bytes left in the current chunk.
     remaining: u64,
+    /// Where in the size line after the digits (in [`State::SizeLine`]).
+    line: Line,
     /// Bytes after the digits of the current size line.
     line_bytes: u32,
+    /// In a trailer line's value (past its colon).
+    trailer_value: bool,
     trailer_bytes: u32,
 }
 
@@ -137,7 +140,9 @@ impl ChunkedScanner {
         Self {
             state: State::Size { digits: 0 },
             remaining: 0,
+            line: Line::Ws,
             line_bytes: 0,
+            trailer_value: false,
             trailer_bytes: 0,
         }
     }
@@ -174,23 +179,17 @@ impl ChunkedScanner {
                         self.state = State::Size { digits: digits + 1 };
                     }
                     None if digits == 0 => return Err(ChunkError("missing chunk size")),
-                    None => {
-                        self.line_bytes = 0;
-                        self.state = match b {
-                            b'\r' => State::SizeLf,
-                            b';' => State::Ext(Ext::NameStart),
-                            b' ' | b'\t' => State::SizeWs,
-                            _ => return Err(ChunkError("invalid character after chunk size")),
-                        };
-                    }
+                    None => match b {
+                        b'\r' => self.state = State::SizeLf,
+                        b';' | b' ' | b'\t' => {
+                            self.line = if b == b';' { Line::NameStart } else { Line::Ws };
+                            self.line_bytes = 1;
+                            self.state = State::SizeLine;
+                        }
+                        _ => return Err(ChunkError("invalid character after chunk size")),
+                    },
                 },
-                State::SizeWs | State::Ext(_) => {
-                    self.line_bytes += 1;
-                    if self.line_bytes > MAX_EXTENSION {
-                        return Err(ChunkError("chunk extension too long"));
-                    }
-                    self.state = self.size_line(b)?;
-                }
+                State::SizeLine => self.size_line(b)?,
                 State::SizeLf => {
                     if b != b'\n' {
                         return Err(ChunkError("bare CR after chunk size"));
@@ -214,22 +213,18 @@ impl ChunkedScanner {
                     self.state = State::Size { digits: 0 };
                     self.remaining = 0;
                 }
-                State::TrailerStart if b == b'\r' => self.state = State::EndLf,
-                State::TrailerStart | State::TrailerName | State::TrailerValue => {
-                    self.trailer_bytes += 1;
-                    if self.trailer_bytes > MAX_TRAILERS {
-                        return Err(ChunkError("trailers too long"));
+                State::TrailerStart => {
+                    if b == b'\r' {
+                        self.state = State::EndLf;
+                    } else if is_tchar(b) {
+                        self.trailer_value = false;
+                        self.state = State::Trailer;
+                        self.count_trailer()?;
+                    } else {
+                        return Err(ChunkError("invalid trailer"));
                     }
-                    self.state = match (self.state, b) {
-                        (State::TrailerStart | State::TrailerName, _) if is_tchar(b) => {
-                            State::TrailerName
-                        }
-                        (State::TrailerName, b':') => State::TrailerValue,
-                        (State::TrailerValue, b'\r') => State::TrailerLf,
-                        (State::TrailerValue, _) if is_value_byte(b) => State::TrailerValue,
-                        _ => return Err(ChunkError("invalid trailer")),
-                    };
                 }
+                State::Trailer => self.trailer(b)?,
                 State::TrailerLf => {
                     if b != b'\n' {
                         return Err(ChunkError("bare CR in trailer"));
@@ -249,35 +244,58 @@ impl ChunkedScanner {
         Ok(i)
     }
 
-    /// The next state of a size line after its digits, on byte `b`.
-    fn size_line(&self, b: u8) -> Result<State, ChunkError> {
-        use Ext::*;
-        let ext = |e| Ok(State::Ext(e));
-        let State::Ext(at) = self.state else {
-            // Whitespace after the digits: more of it, an extension or the end; never another digit (`1 2`).
-            return match b {
-                b' ' | b'\t' => Ok(State::SizeWs),
-                b';' => ext(NameStart),
-                b'\r' => Ok(State::SizeLf),
-                _ => Err(ChunkError("whitespace inside chunk size")),
-            };
-        };
-        match (at, b) {
-            (NameStart | AfterName | ValueStart | AfterValue, b' ' | b'\t') => ext(at),
-            (NameStart | Name, _) if is_tchar(b) => ext(Name),
-            (Name, b' ' | b'\t') => ext(AfterName),
-            (Name | AfterName, b'=') => ext(ValueStart),
-            (Name | AfterName | Token | AfterValue, b';') => ext(NameStart),
-            (Name | AfterName | Token | AfterValue, b'\r') => Ok(State::SizeLf),
-            (ValueStart, b'"') => ext(Quoted),
-            (ValueStart | Token, _) if is_tchar(b) => ext(Token),
-            (Token, b' ' | b'\t') => ext(AfterValue),
-            (Quoted, b'"') => ext(AfterValue),
-            (Quoted, b'\\') => ext(QuotedEscape),
-            (Quoted, _) if is_qdtext(b) => ext(Quoted),
-            (QuotedEscape, _) if is_value_byte(b) => ext(Quoted),
-            _ => Err(ChunkError("invalid chunk extension")),
+    /// One byte of a size line after its digits (rare: most size lines end right after them).
+    #[inline(never)]
+    fn size_line(&mut self, b: u8) -> Result<(), ChunkError> {
+        use Line::*;
+        self.line_bytes += 1;
+        if self.line_bytes > MAX_EXTENSION {
+            return Err(ChunkError("chunk extension too long"));
         }
+        self.line = match (self.line, b) {
+            (Ws | Name | AfterName | Token | AfterValue, b'\r') => {
+                self.state = State::SizeLf;
+                return Ok(());
+            }
+            // Whitespace after the digits: more of it, an extension or the end; never another digit (`1 2`).
+            (Ws | NameStart | AfterName | ValueStart | AfterValue, b' ' | b'\t') => self.line,
+            (Ws | Name | AfterName | Token | AfterValue, b';') => NameStart,
+            (Ws, _) => return Err(ChunkError("whitespace inside chunk size")),
+            (NameStart | Name, _) if is_tchar(b) => Name,
+            (Name, b' ' | b'\t') => AfterName,
+            (Name | AfterName, b'=') => ValueStart,
+            (ValueStart, b'"') => Quoted,
+            (ValueStart | Token, _) if is_tchar(b) => Token,
+            (Token, b' ' | b'\t') => AfterValue,
+            (Quoted, b'"') => AfterValue,
+            (Quoted, b'\\') => QuotedEscape,
+            (Quoted, _) if is_qdtext(b) => Quoted,
+            (QuotedEscape, _) if is_value_byte(b) => Quoted,
+            _ => return Err(ChunkError("invalid chunk extension")),
+        };
+        Ok(())
+    }
+
+    /// One byte of a trailer line after its first: a token name, `:`, then a field value up to the CR.
+    #[inline(never)]
+    fn trailer(&mut self, b: u8) -> Result<(), ChunkError> {
+        self.count_trailer()?;
+        match (self.trailer_value, b) {
+            (true, b'\r') => self.state = State::TrailerLf,
+            (true, _) if is_value_byte(b) => {}
+            (false, b':') => self.trailer_value = true,
+            (false, _) if is_tchar(b) => {}
+            _ => return Err(ChunkError("invalid trailer")),
+        }
+        Ok(())
+    }
+
+    fn count_trailer(&mut self) -> Result<(), ChunkError> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILERS {
+            return Err(ChunkError("trailers too long"));
+        }
+        Ok(())
     }
 }
 
