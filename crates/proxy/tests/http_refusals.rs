@@ -1,7 +1,7 @@
 //! What RFC 9112 says a server must reject, refused by the native engine with 400 before anything reaches a real
 //! server (a backend counts the requests it sees: none), and responses whose framing could split or smuggle
-//! refused with 502; `gzip, chunked` responses keep their codings. The hyper engine has its own parser (hyper's)
-//! and is not held to this list.
+//! refused with 502; `gzip, chunked` responses keep their codings. The hyper engine keeps hyper's parser and adds
+//! the Host and coding refusals hyper lacks (last test).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -183,5 +183,45 @@ async fn ambiguous_responses_are_refused_and_codings_kept() {
     );
     assert!(answer.ends_with("3\r\nzzz\r\n0\r\n\r\n"), "{answer:?}");
     backend.abort();
+    proxy.shutdown().await;
+}
+
+/// The hyper engine refuses what hyper itself lets through: Host missing or repeated, codings other than exactly
+/// chunked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_engine_refuses_host_and_coding_errors_too() {
+    init_tracing();
+    let backend = HttpBackend::start("a", sa("127.24.3.11:8001")).await;
+    let vip = sa("127.24.3.1:8000");
+    let proxy = Engine::Hyper.start(cluster(vec![service(
+        "web",
+        vip,
+        Mode::Http,
+        vec![server("a", backend.addr, 1)],
+    )]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "web")).await;
+    for request in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let answer = exchange(vip, request).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400 "),
+            "{:?} -> {answer:?}",
+            String::from_utf8_lossy(request)
+        );
+        assert_eq!(backend.requests.load(Ordering::Relaxed), 0, "{answer}");
+    }
+    let answer = exchange(
+        vip,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("a 3"),
+        "{answer:?}"
+    );
     proxy.shutdown().await;
 }

@@ -583,7 +583,8 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 /// What hyper lets through that the native engine refuses (RFC 9112 3.2, and framing this proxy would change): a
 /// missing (HTTP/1.1) or repeated `Host`, a `Transfer-Encoding` other than exactly `chunked` (hyper reads
-/// `gzip, chunked` as chunked and the gzip would be lost upstream), or one beside a `Content-Length`.
+/// `gzip, chunked` as chunked and the gzip would be lost upstream). (A `Content-Length` beside `chunked` never
+/// gets here: hyper drops it, and the body goes upstream framed by the chunks, as RFC 9112 6.3 has it.)
 fn refusal<B>(req: &Request<B>) -> Option<&'static str> {
     let headers = req.headers();
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -594,18 +595,17 @@ fn refusal<B>(req: &Request<B>) -> Option<&'static str> {
     }
     let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = te.next() {
-        let chunked = first
+        let mut codings = first
             .as_bytes()
-            .trim_ascii()
-            .strip_suffix(b",")
-            .unwrap_or(first.as_bytes().trim_ascii())
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"chunked");
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty());
+        let chunked = matches!(
+            (codings.next(), codings.next()),
+            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked")
+        );
         if !chunked || te.next().is_some() {
             return Some("transfer-encoding other than chunked");
-        }
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            return Some("both content-length and transfer-encoding");
         }
     }
     None
