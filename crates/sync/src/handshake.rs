@@ -411,7 +411,10 @@ impl DialerAwaitingConfirm {
             Handshake::Refuse { reason } => {
                 return Err(Rejection::new(
                     RejectReason::BadProof,
-                    format!("the acceptor refused our proof: {reason}"),
+                    format!(
+                        "the acceptor refused our proof: {}",
+                        reason.strip_prefix("bad_proof: ").unwrap_or(&reason)
+                    ),
                 ));
             }
             other => {
@@ -424,10 +427,7 @@ impl DialerAwaitingConfirm {
         hmac::verify(&self.acceptor_proof, &self.transcript_bytes, &proof).map_err(|_| {
             Rejection::new(
                 RejectReason::BadProof,
-                format!(
-                    "the acceptor's proof does not verify: {}",
-                    RejectReason::BadProof.hint().unwrap_or_default()
-                ),
+                "the acceptor's proof does not verify (a wrong secret, or not our peer)",
             )
         })?;
         Ok(SessionKeys {
@@ -539,10 +539,7 @@ impl AcceptorHandshake {
         if hmac::verify(&keys.dialer_proof, &bytes, &proof).is_err() {
             return Err(refuse(Rejection::new(
                 RejectReason::BadProof,
-                format!(
-                    "the dialer's proof does not verify (or replays an old session): {}",
-                    RejectReason::BadProof.hint().unwrap_or_default()
-                ),
+                "the dialer's proof does not verify (a wrong secret, or a replayed session)",
             )));
         }
         let reply = encode_handshake(&Handshake::Confirm {

@@ -71,7 +71,7 @@ fn wrong_secret_is_refused_by_the_acceptor_before_it_proves_anything() {
     match decode_handshake(&reply).unwrap() {
         Handshake::Refuse { reason } => {
             assert!(
-                reason.contains("is the secret the same on both nodes?"),
+                reason.contains("bad_proof") && reason.contains("wrong secret"),
                 "{reason}"
             );
         }
@@ -79,6 +79,12 @@ fn wrong_secret_is_refused_by_the_acceptor_before_it_proves_anything() {
     }
     let refused = d.on_confirm(&reply).err().unwrap();
     assert_eq!(refused.reason, RejectReason::BadProof);
+    // The dialer's log line: the reason once, and the operator's hint once (added by the log).
+    let line = crate::reject::RejectLog::default()
+        .note("192.168.1.22".parse().unwrap(), &refused, 0)
+        .unwrap();
+    assert_eq!(line.matches("bad_proof").count(), 1, "{line}");
+    assert_eq!(line.matches("is the secret the same").count(), 1, "{line}");
     // A forged proof from a dialer without the secret.
     let (_d, hello) = DialerHandshake::start(&identity(SECRET), &rng).unwrap();
     let (a, _) = AcceptorHandshake::on_hello(&identity(SECRET), &rng, &hello).unwrap();
