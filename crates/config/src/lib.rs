@@ -326,6 +326,7 @@ fn secret_check(nctx: &mut Ctx<'_>, node: &NodeConfig, spans: &NodeSpans) {
                 nctx.warn(&spans.secret_file, w);
             }
         }
+        Err(e) if e.is_fatal() => nctx.error(&spans.secret_file, e.to_string()),
         Err(e) => nctx.warn(&spans.secret_file, e.to_string()),
     }
     if let Some(pw) = &node.admin.password_file {

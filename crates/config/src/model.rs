@@ -191,6 +191,10 @@ pub struct NodeSection {
     /// outside them, local or pushed by the primary, is refused on this node.
     #[serde(default)]
     pub vip_networks: Vec<IpNetwork>,
+    /// The unprivileged account a daemon started as root switches to once its sockets are bound (it keeps
+    /// only CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE and CAP_SYS_NICE); a missing account: it stays root
+    /// and says so. Under systemd the unit's `User=` does this instead.
+    pub user: String,
 }
 
 /// An IP network written `address/prefix` (`192.168.1.0/24`, `2001:db8::/64`).

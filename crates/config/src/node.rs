@@ -18,6 +18,8 @@ pub mod defaults {
     /// Relative to the directory holding node.toml.
     pub const SECRET_FILE: &str = "secret";
     pub const STATE_DIR: &str = "/var/lib/tandem";
+    /// The account a daemon started as root switches to (created by the package).
+    pub const USER: &str = "tandem";
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9080";
     /// The local CLI's UNIX socket (a `RuntimeDirectory=tandem` under systemd).
     pub const ADMIN_SOCKET: &str = "/run/tandem/admin.sock";
@@ -87,6 +89,7 @@ const NODE_KEYS: &[&str] = &[
     "secret_file",
     "state_dir",
     "vip_networks",
+    "user",
 ];
 
 fn misplaced_top(key: &str) -> Option<String> {
@@ -281,6 +284,30 @@ fn read_node(
         None => (Some(PathBuf::from(defaults::STATE_DIR)), s.span.clone()),
     };
 
+    let user = match s.get("user") {
+        Some(u) => string(ctx, "user", u).and_then(|name| {
+            let n = name.v;
+            let valid = !n.is_empty()
+                && n.len() <= 32
+                && n != "root"
+                && n.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if valid {
+                Some(n.to_string())
+            } else {
+                ctx.error(
+                    &u.span(),
+                    format!(
+                        "`user` = \"{n}\" is not a usable account name (lower-case letters, digits, '_' and '-', \
+                         at most 32, not root): it is the unprivileged user a daemon started as root switches to"
+                    ),
+                );
+                None
+            }
+        }),
+        None => Some(defaults::USER.to_string()),
+    };
+
     let vip_networks = match s.get("vip_networks") {
         Some(v) => networks(ctx, "vip_networks", v),
         None => Some(Vec::new()),
@@ -317,6 +344,7 @@ fn read_node(
         secret_file: secret_file?,
         state_dir: state_dir?,
         vip_networks: vip_networks?,
+        user: user?,
     };
     let spans = NodeSpans {
         address: address?,

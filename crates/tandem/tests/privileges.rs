@@ -393,8 +393,8 @@ fn the_plan_for_a_node_covers_what_the_daemon_touches_after_the_drop() {
     );
     assert_eq!(
         plan.write,
-        vec![base.to_path_buf()],
-        "a secondary saves pushed configs"
+        vec![base.to_path_buf(), base.join("run")],
+        "a secondary saves pushed configs; the daemon creates its socket"
     );
     // A standalone node without a secret file: nothing to write, nothing missing to read.
     std::fs::remove_file(base.join("secret")).unwrap();
@@ -410,7 +410,11 @@ fn the_plan_for_a_node_covers_what_the_daemon_touches_after_the_drop() {
         &base.join("cluster.toml"),
         &base.join("node.toml"),
     );
-    assert!(plan.write.is_empty());
+    assert_eq!(
+        plan.write,
+        vec![base.join("run")],
+        "only the socket's directory"
+    );
     assert!(!plan.read.contains(&base.join("secret")));
 }
 
@@ -448,6 +452,7 @@ fn a_secret_others_can_read_is_refused_by_run() {
         said.contains("readable by everyone") && said.contains(&fix),
         "{said}"
     );
+    assert_eq!(check.status.code(), Some(1), "{said}");
 
     let run = tandem()
         .args(["run", "--config-dir"])
@@ -464,4 +469,80 @@ fn a_secret_others_can_read_is_refused_by_run() {
         !said.contains("0123456789abcdef"),
         "no secret byte in the log"
     );
+}
+
+/// `tandem run` started as root with `[node] user = "nobody"`: every thread of the daemon runs as that user with
+/// exactly the four capabilities, and still serves a port below 1024. Addresses used by no other test:
+/// 127.0.0.98:998 (service), heartbeat 26697, sync 27781, admin 127.0.0.1:29083.
+#[test]
+fn a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let nobody = nobody();
+    let dir = open_tempdir(); // 0755: the user must reach its config and state dir
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        "[cluster]\nname = \"priv\"\n[[service]]\nlabel = \"low\"\nvip = \"127.0.0.98\"\nports = [998]\nmode = \"tcp\"\n\
+         [[service.server]]\nlabel = \"s\"\naddress = \"127.0.0.99\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("node.toml"),
+        format!(
+            "[node]\nname = \"solo\"\nrole = \"primary\"\ninterface = \"lo\"\naddress = \"127.0.0.1\"\n\
+             heartbeat_port = 26697\nsync_port = 27781\nmanage_vips = false\nstate_dir = \"{}/state\"\nuser = \"nobody\"\n\
+             [admin]\nlisten = \"127.0.0.1:29083\"\nsocket = \"{}/run/admin.sock\"\n",
+            dir.path().display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // The socket's directory is the user's, as systemd's RuntimeDirectory= makes /run/tandem.
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    std::os::unix::fs::chown(dir.path().join("run"), Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", "--config-dir"])
+        .arg(dir.path())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    // Up when the service port (below 1024: CAP_NET_BIND_SERVICE) answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect("127.0.0.98:998").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not listen on 998; its log:\n{}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
+    let mut threads = 0;
+    for task in tasks {
+        let creds = privileges::read_status(&task.unwrap().path().join("status")).unwrap();
+        assert_eq!(creds.uids, [nobody.uid; 4]);
+        assert_eq!(
+            creds.cap_eff,
+            KEPT_MASK,
+            "{}",
+            privileges::cap_names(creds.cap_eff)
+        );
+        assert_eq!(creds.cap_prm, KEPT_MASK);
+        assert_eq!(creds.cap_bnd, KEPT_MASK);
+        assert!(creds.no_new_privs);
+        threads += 1;
+    }
+    assert!(
+        threads > 2,
+        "runtime workers and the heartbeat thread were looked at"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("state")).unwrap().uid(),
+        nobody.uid
+    );
+    // SAFETY: our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
 }

@@ -13,9 +13,8 @@
 //! Under the hardened unit systemd starts the daemon as `tandem` with the same capabilities, and
 //! there is nothing to do here (the effective uid is not 0).
 // Until startup calls `drop_privileges`, only the tests (tests/privileges.rs) use this module.
-#![allow(dead_code)]
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -41,9 +40,6 @@ pub const KEPT: [u32; 4] = [
 pub const KEPT_MASK: u64 =
     1 << CAP_NET_BIND_SERVICE | 1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW | 1 << CAP_SYS_NICE;
 
-/// The user the daemon runs as by default (the package creates it; `useradd --system tandem`).
-pub const DEFAULT_USER: &str = "tandem";
-
 /// What to hand over and check before dropping.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
@@ -56,8 +52,9 @@ pub struct Plan {
     /// Files the daemon reads again after start (cluster.toml and node.toml on reload): if the user
     /// could not read one, the daemon stays root (with a warning) rather than fail later.
     pub read: Vec<PathBuf>,
-    /// Directories the daemon may write but can live without (the config dir, where a secondary
-    /// saves the configuration the primary pushed): a warning names each the user cannot write.
+    /// Directories the daemon writes but does not own (the config dir, where a secondary saves the
+    /// configuration the primary pushed; a configured admin socket's directory): a warning names
+    /// each the user cannot write.
     pub write: Vec<PathBuf>,
 }
 
@@ -103,11 +100,15 @@ pub fn plan_for_node(
     .map(Path::to_path_buf)
     .collect();
     if node.node.peer.is_some() {
-        plan.write = cluster_path
-            .parent()
-            .map(Path::to_path_buf)
-            .into_iter()
-            .collect();
+        plan.write
+            .extend(cluster_path.parent().map(Path::to_path_buf));
+    }
+    // A socket elsewhere than the runtime directory is created after the drop: its directory must be the user's
+    // to write (as systemd's RuntimeDirectory= is); a warning says so before the socket fails.
+    if socket.as_os_str() != tandem_config::node_defaults::ADMIN_SOCKET
+        && let Some(dir) = socket.parent()
+    {
+        plan.write.push(dir.to_path_buf());
     }
     plan
 }
@@ -379,8 +380,8 @@ pub fn drop_privileges(plan: &Plan) -> Result<Outcome, PrivilegeError> {
     for dir in &plan.write {
         if !accessible(dir, libc::W_OK | libc::X_OK, libc::AT_EACCESS) {
             warnings.push(format!(
-                "user `{}` cannot write {}: a configuration pushed by the primary cannot be saved there \
-                 (`chown {} {}`)",
+                "user `{}` cannot write {}: the daemon writes there (the configuration the primary pushes, \
+                 or the admin socket) (`chown {} {}`)",
                 user.name,
                 dir.display(),
                 user.name,
@@ -604,7 +605,8 @@ pub struct Credentials {
     pub no_new_privs: bool,
 }
 
-/// The calling thread's credentials (for status and tests).
+/// The calling thread's credentials (for `tests/privileges.rs`, which includes this file).
+#[allow(dead_code)]
 pub fn current() -> io::Result<Credentials> {
     read_status(Path::new("/proc/thread-self/status"))
 }
@@ -683,21 +685,4 @@ fn what_needs(cap: u32) -> &'static str {
         CAP_SYS_NICE => "the heartbeat thread stays at normal priority",
         _ => "",
     }
-}
-
-/// The user name for a uid (for messages); the number when there is none.
-pub fn user_name(uid: u32) -> String {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    // SAFETY: all-zero is a valid `passwd`; getpwuid_r fills it.
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut entry, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || entry.pw_name.is_null() {
-        return uid.to_string();
-    }
-    // SAFETY: getpwuid_r succeeded, so pw_name points at a NUL-terminated string in `buf`.
-    unsafe { CStr::from_ptr(entry.pw_name) }
-        .to_string_lossy()
-        .into_owned()
 }

@@ -47,6 +47,16 @@ pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    // Root's part is done (config read, generation recorded); from here on every thread runs as the unprivileged
+    // user with the four capabilities it needs. Here, before the runtime: capabilities are per thread, and every
+    // thread started later inherits exactly these (privileges.rs says more).
+    super::privileges::drop_privileges(&super::privileges::plan_for_node(
+        &loaded.node.node.user,
+        &loaded.node,
+        &cluster_path,
+        &node_path,
+    ))
+    .map_err(|error| anyhow!("{error}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(loaded.node.tuning.worker_threads())
         .enable_all()
@@ -108,6 +118,7 @@ fn secret_for(node: &NodeConfig) -> Result<Secret> {
             }
             Ok(loaded.secret)
         }
+        Err(error) if error.is_fatal() => Err(anyhow!("{error}")),
         Err(error) if node.node.peer.is_some() => Err(anyhow!(
             "{error} (create it with `tandem keygen {}` and copy it to the peer)",
             node.node.secret_file.display()
