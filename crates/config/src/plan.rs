@@ -558,6 +558,7 @@ impl NodePlan {
             ),
             ("admin.tls_key", oa.tls_key != na.tls_key),
             ("node.vip_networks", o.vip_networks != n.vip_networks),
+            ("node.user", o.user != n.user),
             ("tuning.http_engine", ot.http_engine != nt.http_engine),
             ("tuning.tcp_relay", ot.tcp_relay != nt.tcp_relay),
             ("tuning.relay_yield", ot.relay_yield != nt.relay_yield),
