@@ -5,15 +5,16 @@
 //! and `next_timeout`). The status is published after every input that changed it.
 //!
 //! Hostile datagrams cost as little as possible on this real-time task: the socket is connected to the peer (the
-//! kernel drops every other source), drained with one `recvmmsg` of at most [`RECV_BATCH`] datagrams per wake-up (a
-//! flood cannot starve the timers: they are polled first), each datagram's tag verified once; a rejection only bumps a counter
+//! kernel drops every other source), drained by `recvmmsg` ([`RECV_BATCH`] per call, at most [`READS_PER_WAKE`]
+//! calls per wake-up; the timers are polled first), and while datagrams are being rejected read at most every
+//! [`FLOOD_READ_EVERY`], so a flood costs a wake-up per millisecond rather than one per datagram; each datagram's
+//! tag is verified once; a rejection only bumps a counter
 //! (published with the status at most every [`REJECT_PUBLISH_MS`], never per datagram) and feeds a rate-limited
 //! WARN line per source (`reject_log`).
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -31,11 +32,19 @@ use crate::wire::{
 
 mod batch;
 mod reject_log;
+mod socket;
 use batch::RecvBatch;
 use reject_log::RejectLog;
+use socket::HbSocket;
 
-/// Datagrams read per wake-up at most, so timers and commands get their turn under a flood.
+/// Datagrams read per `recvmmsg` call.
 pub const RECV_BATCH: usize = 64;
+/// `recvmmsg` calls per wake-up at most (512 datagrams), so timers and commands get their turn under a flood.
+pub const READS_PER_WAKE: usize = 8;
+/// While datagrams are being rejected, the socket is read at most this often (or every quarter interval if that is
+/// shorter): a flood then costs one wake-up per millisecond with hundreds of datagrams each, instead of a wake-up
+/// per datagram. A genuine heartbeat waits at most this long; without rejections reads are immediate as before.
+pub const FLOOD_READ_EVERY: Duration = Duration::from_millis(1);
 /// The receive buffer asked for (the kernel caps it at `net.core.rmem_max`): room for a burst while the task is
 /// busy, so a flood does not crowd out the peer's heartbeats as fast.
 pub const RECV_BUFFER: usize = 1 << 20;
@@ -244,13 +253,13 @@ pub fn spawn_on(
         codec: HeartbeatCodec::new(&cfg.election.cluster, &cfg.secret),
         guard: ReplayGuard::new(),
         election,
-        socket,
         origin,
         counters: HeartbeatCounters::default(),
         rejected_shown: RejectCounts::default(),
         rejected_due_ms: 0,
         reject_log: RejectLog::new(),
         connected,
+        socket: HbSocket::Registered(socket),
         status_tx,
         last_event: None,
         cfg,
@@ -269,7 +278,7 @@ struct Driver {
     codec: HeartbeatCodec,
     guard: ReplayGuard,
     election: Election,
-    socket: UdpSocket,
+    socket: HbSocket,
     origin: Instant,
     counters: HeartbeatCounters,
     /// The rejection counts last put in the status, and when they may be refreshed next.
@@ -335,6 +344,8 @@ impl Driver {
         let mut batch = RecvBatch::new();
         let mut commands_open = true;
         let mut inputs = vec![Input::Tick];
+        // Set after a read that rejected something: the socket is not read again before then.
+        let mut read_after: Option<Instant> = None;
         loop {
             if !inputs.is_empty() {
                 let mut stopped = false;
@@ -362,21 +373,38 @@ impl Driver {
             // A safety net under the timer: never sleep longer than an interval (at most 10 ms).
             let cap =
                 Duration::from_millis(self.election.config().timings.interval_ms.clamp(1, 10));
-            let mut deadline = Instant::now() + cap;
+            let now = Instant::now();
+            let mut tick_at = now + cap;
             if next_ms != u64::MAX {
-                deadline = deadline.min(self.origin + Duration::from_millis(next_ms));
+                tick_at = tick_at.min(self.origin + Duration::from_millis(next_ms));
             }
+            let wake_at = match read_after {
+                Some(at) => tick_at.min(at),
+                None => tick_at,
+            };
             // Biased, timer first: however busy the socket, a due deadline is served at the next wake-up.
             tokio::select! {
                 biased;
-                _ = tokio::time::sleep_until(deadline.into()) => inputs.push(Input::Tick),
+                _ = tokio::time::sleep_until(wake_at.into()) => {
+                    // Woken only to read the socket again: no tick for the election.
+                    if Instant::now() >= tick_at {
+                        inputs.push(Input::Tick);
+                    }
+                    if read_after.is_some_and(|at| Instant::now() >= at) {
+                        let rejected = self.drain(&mut batch, &mut inputs);
+                        read_after = self.after_read(rejected);
+                    }
+                }
                 Some(result) = results.recv() => inputs.push(result),
                 command = commands.recv(), if commands_open => match command {
                     Some(c) => inputs.push(command_input(c)),
                     None => commands_open = false,
                 },
-                ready = self.socket.readable() => match ready {
-                    Ok(()) => self.drain(&mut batch, &mut inputs),
+                ready = self.socket.readable(), if read_after.is_none() => match ready {
+                    Ok(()) => {
+                        let rejected = self.drain(&mut batch, &mut inputs);
+                        read_after = self.after_read(rejected);
+                    }
                     Err(e) => tracing::debug!(error = %e, "heartbeat socket error"),
                 },
             }
@@ -392,17 +420,27 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads what the socket holds, at most [`RECV_BATCH`] datagrams in one call, queueing the acceptable heartbeats
-    /// as inputs. More left in the socket keeps it readable: the next wake-up, after the timers, reads on.
-    fn drain(&mut self, batch: &mut RecvBatch, inputs: &mut Vec<Input>) {
+    /// After a read: while datagrams are being rejected the socket leaves the reactor and is read again by the timer
+    /// (returns when); once a read rejects nothing it goes back to waking the task at once.
+    fn after_read(&mut self, rejected: u64) -> Option<Instant> {
+        if rejected == 0 {
+            self.socket.register();
+            return None;
+        }
+        self.socket.unregister();
+        let quarter = Duration::from_millis(self.election.config().timings.interval_ms) / 4;
+        Some(Instant::now() + FLOOD_READ_EVERY.min(quarter))
+    }
+
+    /// Reads what the socket holds, [`RECV_BATCH`] datagrams per call and at most [`READS_PER_WAKE`] calls, queueing
+    /// the acceptable heartbeats as inputs; returns how many datagrams were rejected. More left in the socket keeps
+    /// it readable: the next wake-up, after the timers, reads on.
+    fn drain(&mut self, batch: &mut RecvBatch, inputs: &mut Vec<Input>) -> u64 {
         let now = self.now_ms();
-        let fd = self.socket.as_raw_fd();
-        // A connected socket reports the peer's "port unreachable" once (the peer is down): read again after it.
-        for _ in 0..2 {
-            match self
-                .socket
-                .try_io(tokio::io::Interest::READABLE, || batch.recv(fd))
-            {
+        let before = self.counters.rejected.total();
+        let mut refused = false;
+        for _ in 0..READS_PER_WAKE {
+            match self.socket.recv(batch) {
                 Ok(n) => {
                     for i in 0..n {
                         if let Some((datagram, from)) = batch.get(i)
@@ -411,16 +449,22 @@ impl Driver {
                             inputs.push(input);
                         }
                     }
-                    return;
+                    if n < RECV_BATCH {
+                        break;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A connected socket reports the peer's "port unreachable" once (the peer is down): read on.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused => {
+                    refused = true
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "heartbeat socket receive error");
-                    return;
+                    break;
                 }
             }
         }
+        self.counters.rejected.total() - before
     }
 
     /// Checks one datagram; returns the heartbeat as an input if it is acceptable. A rejection costs a counter and,
@@ -514,14 +558,11 @@ impl Driver {
     }
 
     async fn send_datagram(&self, datagram: &[u8], peer: SocketAddr) -> io::Result<usize> {
-        if !self.connected {
-            return self.socket.send_to(datagram, peer).await;
-        }
-        match self.socket.send(datagram).await {
+        match self.socket.send(datagram, peer, self.connected).await {
             // A connected socket hands a pending "port unreachable" (the peer was down) to the next send, which
             // then sends nothing: the error is consumed, try once more.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                self.socket.send(datagram).await
+            Err(e) if self.connected && e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.socket.send(datagram, peer, true).await
             }
             other => other,
         }
