@@ -85,6 +85,16 @@ async fn refused_requests_never_reach_a_server() {
             "{what}: reached the backend"
         );
     }
+    // Too long: the request line alone (414), the head (431).
+    let mut long = b"GET /".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 40 * 1024));
+    let answer = exchange(vip, &long).await;
+    assert!(answer.starts_with("HTTP/1.1 414 "), "{answer:?}");
+    let mut long = b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 40 * 1024));
+    let answer = exchange(vip, &long).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:?}");
+    assert_eq!(backend.requests.load(Ordering::Relaxed), 0);
     // The accepted forms still go through: absolute-form (its authority replacing Host), OPTIONS *, a request
     // whose chunk extensions and trailer follow the grammar, HTTP/1.0 without Host.
     for (request, body) in [

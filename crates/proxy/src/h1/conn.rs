@@ -89,7 +89,12 @@ impl Conn<'_> {
                 ) {
                     Ok(Some(info)) => return Some(info),
                     Ok(None) if buf.is_full() => {
-                        self.reject(431, "Request Header Fields Too Large").await;
+                        // No line end in a full buffer: the request line alone is too long (RFC 9112 3: 414).
+                        if buf.filled().contains(&b'\n') {
+                            self.reject(431, "Request Header Fields Too Large").await;
+                        } else {
+                            self.reject(414, "URI Too Long").await;
+                        }
                         return None;
                     }
                     Ok(None) => {
