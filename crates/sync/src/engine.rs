@@ -340,7 +340,11 @@ impl SyncEngine {
             return Ok(());
         };
         if now >= link.next_tick {
-            link.next_tick = now + interval;
+            // A fixed schedule, as tokio's interval keeps: the next tick follows the one planned, not the moment the
+            // timer ran, so a driver that sleeps in whole milliseconds (and wakes late by up to one) does not stretch
+            // the period from 2 ms to 3; a tick missed by a whole period is skipped, not repaid in a burst.
+            let planned = link.next_tick + interval;
+            link.next_tick = if planned > now { planned } else { now + interval };
         }
         link.session.check_silence(now)
     }
