@@ -11,6 +11,7 @@
 #   tnd-<pid>-client  eth0 192.168.1.10   (+ 10.77.0.0/24 on lo: many source addresses for persistence drills)
 #   tnd-<pid>-gw      eth0 192.168.1.1    (the ping node)
 #   tnd-<pid>-ctl1..3 eth0 192.168.1.150-152 running tnd-backend (every OpenStack port)
+#   tnd-<pid>-flood   eth0 192.168.1.66   (the flood drill's attacker; added by that drill only: lab_node_add)
 # The VIP 192.168.1.250 floats between lb1 and lb2.
 
 set -euo pipefail
@@ -27,11 +28,11 @@ CLIENT_SOURCES=10.77.0.0/24   # persistence drills: 254 clients
 BULK_SOURCES=10.64.0.0/12     # resync-large: a million clients
 declare -A NODE_IP=(
   [lb1]=192.168.1.21 [lb2]=192.168.1.22 [client]=192.168.1.10 [gw]=192.168.1.1
-  [ctl1]=192.168.1.150 [ctl2]=192.168.1.151 [ctl3]=192.168.1.152
+  [ctl1]=192.168.1.150 [ctl2]=192.168.1.151 [ctl3]=192.168.1.152 [flood]=192.168.1.66
 )
 declare -A NODE_MAC=(
   [lb1]=02:7e:00:00:01:21 [lb2]=02:7e:00:00:01:22 [client]=02:7e:00:00:01:10 [gw]=02:7e:00:00:01:01
-  [ctl1]=02:7e:00:00:01:50 [ctl2]=02:7e:00:00:01:51 [ctl3]=02:7e:00:00:01:52
+  [ctl1]=02:7e:00:00:01:50 [ctl2]=02:7e:00:00:01:51 [ctl3]=02:7e:00:00:01:52 [flood]=02:7e:00:00:01:66
 )
 
 # The instruments (probe, watchers) run with a real-time priority so that a busy machine delays what is measured,
@@ -67,13 +68,14 @@ pick_bin() { # NAME -> path of target/release/NAME or target/debug/NAME (newest 
 
 lab_build() { # build what is missing: the lab tools, and tandem when asked (lab_build tandem)
   local need=()
-  for b in tnd-backend tnd-probe tnd-watch tnd-json; do [[ -n $(pick_bin "$b") ]] || need=(-p tandem-lab); done
+  for b in tnd-backend tnd-probe tnd-watch tnd-json tnd-flood; do [[ -n $(pick_bin "$b") ]] || need=(-p tandem-lab); done
   if [[ ${1:-} == tandem && -z $(pick_bin tandem) ]]; then need+=(-p tandem); fi
   if ((${#need[@]})); then
     log "building ${need[*]}"
     (cd "$TND_ROOT" && cargo build "${need[@]}" >&2) || die "cargo build ${need[*]} failed"
   fi
   BACKEND=$(pick_bin tnd-backend); PROBE=$(pick_bin tnd-probe); WATCH=$(pick_bin tnd-watch); JSON=$(pick_bin tnd-json)
+  FLOOD=$(pick_bin tnd-flood)
   TANDEM=$(pick_bin tandem)
   log "using ${TANDEM:-no tandem binary} and $PROBE"
 }
@@ -184,17 +186,7 @@ lab_topology() {
   ip -n "$br" link set lo up
   ip -n "$br" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
   ip -n "$br" link set br0 up
-  for node in "${LAB_NODES[@]}"; do
-    ip netns add "$(ns "$node")"
-    # created inside the bridge namespace, the node end moved straight into its own: the host is never touched
-    ip -n "$br" link add "$node" type veth peer name eth0 netns "$(ns "$node")"
-    ip -n "$br" link set "$node" master br0 up
-    nsx "$node" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-    ip -n "$(ns "$node")" link set lo up
-    ip -n "$(ns "$node")" link set eth0 address "${NODE_MAC[$node]}"
-    ip -n "$(ns "$node")" addr add "${NODE_IP[$node]}/24" dev eth0
-    ip -n "$(ns "$node")" link set eth0 up
-  done
+  for node in "${LAB_NODES[@]}"; do lab_node_add "$node"; done
   # the client owns a whole /24 of source addresses on lo (local route), the LBs route it back via the client
   ip -n "$(ns client)" addr add "$CLIENT_SOURCES" dev lo
   ip -n "$(ns client)" addr add "$BULK_SOURCES" dev lo
@@ -207,6 +199,43 @@ lab_topology() {
   done
   log "topology $LAB_ID up (logs in $LAB_TMP)"
 }
+
+# lab_node_add NODE: a namespace on the bridge with NODE's address and MAC (no-op if it exists)
+lab_node_add() {
+  local node=$1 br
+  br=$(ns br)
+  [[ -e /run/netns/$(ns "$node") ]] && return 0
+  ip netns add "$(ns "$node")"
+  # created inside the bridge namespace, the node end moved straight into its own: the host is never touched
+  ip -n "$br" link add "$node" type veth peer name eth0 netns "$(ns "$node")"
+  ip -n "$br" link set "$node" master br0 up
+  nsx "$node" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  ip -n "$(ns "$node")" link set lo up
+  ip -n "$(ns "$node")" link set eth0 address "${NODE_MAC[$node]}"
+  ip -n "$(ns "$node")" addr add "${NODE_IP[$node]}/24" dev eth0
+  ip -n "$(ns "$node")" link set eth0 up
+}
+
+# proc_ticks PID [THREAD_COMM]: CPU time (utime + stime, clock ticks) of a process, or of its threads named
+# THREAD_COMM (e.g. tandem-heartbea, the kernel's 15-character cut); 0 when gone
+proc_ticks() {
+  local pid=$1 comm=${2:-} f stat total=0 fields
+  if [[ -z $comm ]]; then
+    read -r stat <"/proc/$pid/stat" 2>/dev/null || { echo 0; return; }
+    read -r -a fields <<<"${stat##*) }"
+    echo $((fields[11] + fields[12])); return
+  fi
+  for f in /proc/"$pid"/task/*; do
+    [[ $(cat "$f/comm" 2>/dev/null) == "$comm" ]] || continue
+    read -r stat <"$f/stat" 2>/dev/null || continue
+    read -r -a fields <<<"${stat##*) }"
+    total=$((total + fields[11] + fields[12]))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+# cpu_pct TICKS SECONDS: percent of one core
+cpu_pct() { awk -v t="$1" -v s="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (s > 0 ? t / hz / s * 100 : 0) }'; }
 
 lab_backends() {
   local c

@@ -38,7 +38,10 @@ td_configure() {
     cp "$EXAMPLE_DIR/node-$node.toml" "$dir/node.toml"
     cp "$LAB_TMP/tandem/secret" "$dir/secret"
     chmod 600 "$dir/secret"
-    [[ -e $dir/admin-password ]] || { echo "lab-$$" >"$dir/admin-password"; chmod 600 "$dir/admin-password"; }
+    # the password file holds a hash (tandem password); the lab's CLI uses the node's own admin socket, each node
+    # its own path (the namespaces share one filesystem)
+    [[ -e $dir/admin-password ]] || echo "lab-$$" | "$TANDEM" password "$dir/admin-password" >/dev/null
+    toml_set "$dir/node.toml" admin socket "\"$dir/admin.sock\""
     toml_set "$dir/node.toml" node state_dir "\"$dir/state\""
     toml_set "$dir/node.toml" node manage_vips true
     if [[ -n $interval ]]; then # empty: keep the example's timings
