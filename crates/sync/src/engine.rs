@@ -344,7 +344,11 @@ impl SyncEngine {
             // timer ran, so a driver that sleeps in whole milliseconds (and wakes late by up to one) does not stretch
             // the period from 2 ms to 3; a tick missed by a whole period is skipped, not repaid in a burst.
             let planned = link.next_tick + interval;
-            link.next_tick = if planned > now { planned } else { now + interval };
+            link.next_tick = if planned > now {
+                planned
+            } else {
+                now + interval
+            };
         }
         link.session.check_silence(now)
     }
