@@ -164,6 +164,7 @@ fn read_ports(ctx: &mut Ctx<'_>, v: &Val<'_>, service: &str) -> (Vec<At<u16>>, b
         return (out, false);
     }
     let mut ok = true;
+    let mut seen = std::collections::HashSet::new();
     for item in items {
         let span = item.span();
         let range = match item.get_ref() {
@@ -186,8 +187,23 @@ fn read_ports(ctx: &mut Ctx<'_>, v: &Val<'_>, service: &str) -> (Vec<At<u16>>, b
             ok = false;
             continue;
         };
+        // The limit first: a range is checked against the ports before it in one pass over a set, so even
+        // `"1-65535"` costs a few thousand steps, not billions.
+        if out.len() + usize::from(hi - lo) + 1 > d::MAX_PORTS_PER_SERVICE {
+            ctx.error(
+                &span,
+                format!(
+                    "{service} listens on more than {} ports",
+                    d::MAX_PORTS_PER_SERVICE
+                ),
+            );
+            return (out, false);
+        }
         for p in lo..=hi {
-            if let Some(first) = out.iter().find(|q| q.v == p) {
+            if !seen.insert(p) {
+                let Some(first) = out.iter().find(|q| q.v == p) else {
+                    continue;
+                };
                 let line = ctx.line_of(&first.span);
                 ctx.error(
                     &span,
@@ -197,16 +213,6 @@ fn read_ports(ctx: &mut Ctx<'_>, v: &Val<'_>, service: &str) -> (Vec<At<u16>>, b
                 break;
             }
             out.push(At::new(p, span.clone()));
-        }
-        if out.len() > d::MAX_PORTS_PER_SERVICE {
-            ctx.error(
-                &span,
-                format!(
-                    "{service} listens on more than {} ports",
-                    d::MAX_PORTS_PER_SERVICE
-                ),
-            );
-            return (out, false);
         }
     }
     (out, ok)
