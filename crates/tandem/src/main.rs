@@ -18,10 +18,19 @@ use client::{AdminArgs, AdminTarget};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `tandem --version`: the package version and the git commit it was built from (`-dirty` with uncommitted
+/// changes), so a bug report names the exact build.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TANDEM_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "tandem",
-    version,
+    version = VERSION,
     about = "High-availability clustered-pair load balancer"
 )]
 struct Cli {

@@ -401,3 +401,22 @@ fn tuning_in_node_toml_chooses_engine_and_relay() {
     );
     drop(daemon);
 }
+
+/// `tandem --version` names the version and the commit (12 hex digits, `-dirty` for a changed tree) and exits 0.
+#[test]
+fn version_names_the_commit() {
+    let output = tandem().arg("--version").output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let line = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let expected_start = format!("tandem {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(
+        line.starts_with(&expected_start) && line.ends_with(')'),
+        "{line}"
+    );
+    let commit = &line[expected_start.len()..line.len() - 1];
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(
+        hash == "unknown" || (hash.len() == 12 && hash.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line}"
+    );
+}
