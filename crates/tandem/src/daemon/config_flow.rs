@@ -2,12 +2,12 @@
 //! the secondary, configs pushed by the primary are validated, written atomically and applied.
 
 use super::vips::apply_vip_plan;
-use super::{Current, Daemon, digest_bytes};
+use super::{Current, Daemon, digest_bytes, election_timings};
 use std::sync::Arc;
 use tandem_admin::{ActionError, ActionResult};
 use tandem_cluster::driver::Command;
 use tandem_cluster::election::Timings;
-use tandem_config::{ClusterConfig, HeartbeatConfig, NodePlan, ReloadPlan};
+use tandem_config::{ClusterConfig, NodePlan, ReloadPlan};
 use tandem_proxy::ReloadReport;
 use tandem_sync::{ConfigSink, ConfigVersion, LocalConfig};
 
@@ -54,8 +54,11 @@ impl Daemon {
                 current.generation
             ));
         }
-        timings_switch_is_safe(&current.cluster.heartbeat, &loaded.cluster.heartbeat)
-            .map_err(ActionError::invalid)?;
+        timings_switch_is_safe(
+            &election_timings(&current.cluster.heartbeat),
+            &election_timings(&loaded.cluster.heartbeat),
+        )
+        .map_err(ActionError::invalid)?;
         let message = self
             .apply(
                 loaded.cluster,
@@ -126,12 +129,7 @@ impl Daemon {
         if plan.heartbeat_timings.is_some() || plan.auto_failback.is_some() {
             let heartbeat = &cluster.heartbeat;
             let sent = self.cluster.commands.try_send(Command::SetTimings {
-                timings: Timings {
-                    interval_ms: heartbeat.interval_ms,
-                    dead_ms: heartbeat.dead_ms,
-                    warn_ms: heartbeat.warn_ms,
-                    init_dead_ms: heartbeat.init_dead_ms,
-                },
+                timings: election_timings(heartbeat),
                 auto_failback: heartbeat.auto_failback,
             });
             match sent {
@@ -227,7 +225,7 @@ impl Daemon {
 
 /// The peer switches to new heartbeat timings one config push after this node: in between, each node's dead time
 /// must stay above the other's interval, or one would declare the other dead between two of its heartbeats.
-fn timings_switch_is_safe(running: &HeartbeatConfig, new: &HeartbeatConfig) -> Result<(), String> {
+fn timings_switch_is_safe(running: &Timings, new: &Timings) -> Result<(), String> {
     if new.interval_ms >= running.dead_ms {
         return Err(format!(
             "configuration refused, the running config is unchanged: the new [heartbeat] interval_ms {} is not below \
@@ -299,20 +297,14 @@ impl ConfigSink for PushedConfigSink {
 #[cfg(test)]
 mod tests {
     use super::timings_switch_is_safe;
-    use tandem_config::HeartbeatConfig;
+    use tandem_cluster::election::Timings;
 
-    fn heartbeat(interval_ms: u64, dead_ms: u64) -> HeartbeatConfig {
-        HeartbeatConfig {
+    fn heartbeat(interval_ms: u64, dead_ms: u64) -> Timings {
+        Timings {
             interval_ms,
             dead_ms,
             warn_ms: dead_ms / 2,
             init_dead_ms: dead_ms * 2,
-            auto_failback: false,
-            ping_nodes: Vec::new(),
-            garp_count: 5,
-            garp_spacing_ms: 200,
-            garp_refresh_ms: 0,
-            garp_form: tandem_config::GarpForm::Request,
         }
     }
 

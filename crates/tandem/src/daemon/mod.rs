@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tandem_cluster::driver::{ClusterHandle, ClusterStatus};
-use tandem_config::{ClusterConfig, NodeConfig};
+use tandem_cluster::election::Timings;
+use tandem_config::{ClusterConfig, HeartbeatConfig, NodeConfig};
 use tandem_proxy::Proxy;
 use tandem_sync::{SyncHandle, SyncStatus};
 use vips::VipState;
@@ -64,6 +65,16 @@ impl Daemon {
 
     fn sync_status(&self) -> Option<SyncStatus> {
         self.sync.get().map(|sync| sync.status().borrow().clone())
+    }
+}
+
+/// The election's timings from `[heartbeat]`: at start-up and on every reload that changes them.
+pub(super) fn election_timings(heartbeat: &HeartbeatConfig) -> Timings {
+    Timings {
+        interval_ms: heartbeat.interval_ms,
+        dead_ms: heartbeat.dead_ms,
+        warn_ms: heartbeat.warn_ms,
+        init_dead_ms: heartbeat.init_dead_ms,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::config_flow::{PushedConfigSink, local_config};
 use super::vips::{DaemonVips, VipState, floating_vips};
-use super::{Current, Daemon, digest_bytes};
+use super::{Current, Daemon, digest_bytes, election_timings};
 use anyhow::{Context, Result, anyhow};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_admin::{AdminEndpoint, Credentials, HttpOptions};
 use tandem_cluster::driver::{ClusterHandle, Command, DriverConfig};
-use tandem_cluster::election::{ElectionConfig, Timings};
+use tandem_cluster::election::ElectionConfig;
 use tandem_config::{HttpEngineKind, Loaded, NodeConfig, TcpRelayKind, Tuning};
 use tandem_proxy::{Proxy, ProxyOptions, SharedStickTables};
 use tandem_stick::StickTables;
@@ -447,12 +447,7 @@ impl Daemon {
             &node.node.name,
             role,
             node.node.peer.is_some(),
-            Timings {
-                interval_ms: heartbeat.interval_ms,
-                dead_ms: heartbeat.dead_ms,
-                warn_ms: heartbeat.warn_ms,
-                init_dead_ms: heartbeat.init_dead_ms,
-            },
+            election_timings(heartbeat),
             boot_epoch,
         );
         election.auto_failback = heartbeat.auto_failback;
