@@ -664,14 +664,7 @@ async fn pair_works_over_ipv6_loopback() {
     )
     .unwrap();
     // Equal roles: the lower name wins.
-    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
-        s.state == NodeState::Active
-    })
-    .await;
-    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
-        s.state == NodeState::Standby && s.peer.as_ref().is_some_and(|p| p.alive)
-    })
-    .await;
+    settled(&mut n1, &mut n2).await;
     n1.abort();
     n2.abort();
 }
