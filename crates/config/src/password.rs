@@ -233,14 +233,10 @@ pub fn load_password_file(path: &Path) -> Result<PasswordHash, PasswordError> {
     };
     let meta = fs::metadata(path).map_err(io_err)?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o066 != 0 {
+    if let Some(who) = crate::secret::exposed_to(mode) {
         return Err(PasswordError::Open {
             path: path.to_path_buf(),
-            who: if mode & 0o006 != 0 {
-                "everyone"
-            } else {
-                "its group"
-            },
+            who,
             mode,
         });
     }

@@ -69,6 +69,18 @@ fn exposure(mode: u32) -> String {
     format!("{what} by {who}")
 }
 
+/// Who besides the owner may read or write a file of this mode ("everyone" before "its
+/// group"), or `None` for a private file: the one rule for every credential file.
+pub(crate) fn exposed_to(mode: u32) -> Option<&'static str> {
+    if mode & 0o006 != 0 {
+        Some("everyone")
+    } else if mode & NOT_PRIVATE_BITS != 0 {
+        Some("its group")
+    } else {
+        None
+    }
+}
+
 /// Refuses a credential file (secret, password) that group or others can read or write.
 /// Follows symlinks: the mode that counts is the target's.
 pub fn check_private(path: &Path) -> Result<(), SecretError> {
@@ -78,7 +90,7 @@ pub fn check_private(path: &Path) -> Result<(), SecretError> {
 
 fn check_mode(path: &Path, meta: &fs::Metadata) -> Result<(), SecretError> {
     let mode = meta.permissions().mode();
-    if mode & NOT_PRIVATE_BITS != 0 {
+    if exposed_to(mode).is_some() {
         return Err(SecretError::NotPrivate {
             path: path.to_path_buf(),
             mode,
