@@ -18,6 +18,17 @@ struct Pair {
     relay: Relay,
 }
 
+impl Pair {
+    /// Stops both nodes and returns every byte the relay carried, both directions.
+    fn into_wire(self) -> Vec<u8> {
+        drop(self.a);
+        drop(self.b);
+        let mut wire = self.relay.to_acceptor.lock().unwrap().clone();
+        wire.extend_from_slice(&self.relay.to_dialer.lock().unwrap());
+        wire
+    }
+}
+
 /// A (127.0.0.1, dials) -> relay (127.0.0.2) -> B (127.0.0.3, accepts). Each listener gets a
 /// port free on its own address; A dials from port 0, so its configured port is never bound.
 async fn pair(
@@ -233,10 +244,7 @@ async fn nothing_node_local_ever_crosses_the_wire() {
             .any(|o| String::from_utf8_lossy(&o.0).contains("# CLUSTER-MARKER")),
         "positive control: cluster.toml was sent"
     );
-    drop(p.a);
-    drop(p.b);
-    let mut wire = p.relay.to_acceptor.lock().unwrap().clone();
-    wire.extend_from_slice(&p.relay.to_dialer.lock().unwrap());
+    let wire = p.into_wire();
     assert!(wire.len() > 10_000, "the session carried data");
     let contains = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
     assert!(
@@ -399,10 +407,7 @@ async fn client_addresses_and_pushed_configs_never_cross_in_clear() {
             .any(|o| String::from_utf8_lossy(&o.0).contains(CONFIG_MARKER)),
         "positive control: the config was pushed"
     );
-    drop(p.a);
-    drop(p.b);
-    let mut wire = p.relay.to_acceptor.lock().unwrap().clone();
-    wire.extend_from_slice(&p.relay.to_dialer.lock().unwrap());
+    let wire = p.into_wire();
     assert!(wire.len() > 300, "the session carried data");
     let contains = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
     for c in clients.iter().chain([&late]) {
