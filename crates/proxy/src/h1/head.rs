@@ -241,14 +241,20 @@ fn content_length(fields: &Fields<'_, '_>) -> Result<Option<u64>, HeadError> {
 /// (one field, one coding). Anything else is refused: a coding this proxy would lose (`gzip, chunked` forwarded as
 /// `chunked`), one nothing can delimit (`gzip`, `chunked, gzip`), `chunked` twice, or an empty value.
 fn request_chunked(fields: &Fields<'_, '_>) -> Result<bool, HeadError> {
-    let mut te = fields.all(Field::TransferEncoding);
-    let Some(first) = te.next() else {
+    exactly_chunked(fields.all(Field::TransferEncoding).map(|h| h.value))
+        .map_err(|()| HeadError::Invalid("transfer-encoding other than chunked"))
+}
+
+/// The one `Transfer-Encoding` rule for requests, over the field values (both engines use it): `Ok(false)` without
+/// any, `Ok(true)` for exactly one field holding exactly `chunked`, `Err` for anything else.
+pub(crate) fn exactly_chunked<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Result<bool, ()> {
+    let Some(first) = values.next() else {
         return Ok(false);
     };
-    let mut codings = tokens(first.value);
-    match (codings.next(), codings.next(), te.next()) {
+    let mut codings = tokens(first);
+    match (codings.next(), codings.next(), values.next()) {
         (Some(c), None, None) if token_is(c, "chunked") => Ok(true),
-        _ => Err(HeadError::Invalid("transfer-encoding other than chunked")),
+        _ => Err(()),
     }
 }
 

@@ -593,22 +593,10 @@ fn refusal<B>(req: &Request<B>) -> Option<&'static str> {
         (_, Some(_)) => return Some("more than one host"),
         _ => {}
     }
-    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(first) = te.next() {
-        let mut codings = first
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-            .filter(|c| !c.is_empty());
-        let chunked = matches!(
-            (codings.next(), codings.next()),
-            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked")
-        );
-        if !chunked || te.next().is_some() {
-            return Some("transfer-encoding other than chunked");
-        }
-    }
-    None
+    let te = headers.get_all(header::TRANSFER_ENCODING);
+    crate::h1::head::exactly_chunked(te.iter().map(HeaderValue::as_bytes))
+        .err()
+        .map(|()| "transfer-encoding other than chunked")
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
