@@ -7,6 +7,15 @@ use std::path::Path;
 #[test]
 fn every_corpus_file_passes_its_target() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    // A corpus directory no target names would never be replayed.
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let name = dir.unwrap().file_name();
+        assert!(
+            tandem_fuzz::TARGETS.iter().any(|(t, _)| name == *t),
+            "corpus/{}: no target of that name",
+            name.to_string_lossy()
+        );
+    }
     for (name, target) in tandem_fuzz::TARGETS {
         let dir = root.join(name);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
