@@ -6,6 +6,7 @@
 use std::net::Ipv4Addr;
 
 use tandem_cluster::election::{Election, ElectionConfig, Timings};
+pub use tandem_cluster::ping::checksum;
 use tandem_cluster::wire::{HeartbeatCodec, NodeState, Role};
 use tandem_types::Secret;
 
@@ -69,19 +70,6 @@ pub fn ipv4_udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
     ipv4(src, dst, 17, &udp)
-}
-
-/// The Internet checksum (RFC 1071).
-pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Random bytes of a random length in 1..=600 (some over the heartbeat's 512-byte limit, most without its magic).
