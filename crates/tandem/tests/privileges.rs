@@ -18,6 +18,11 @@ use std::sync::Mutex;
 /// One fork at a time: a child must not be forked while another test's child is being set up.
 static FORK: Mutex<()> = Mutex::new(());
 
+/// The calling thread's credentials.
+fn current() -> std::io::Result<privileges::Credentials> {
+    privileges::read_status(Path::new("/proc/thread-self/status"))
+}
+
 fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -83,7 +88,7 @@ fn outcome_json(outcome: &Result<Outcome, privileges::PrivilegeError>) -> Value 
 }
 
 fn creds_json() -> Value {
-    let creds = privileges::current().unwrap();
+    let creds = current().unwrap();
     json!({
         "uids": creds.uids, "gids": creds.gids, "groups": creds.groups,
         "prm": creds.cap_prm, "eff": creds.cap_eff, "inh": creds.cap_inh,
@@ -313,7 +318,7 @@ fn nothing_to_do_when_not_root_and_refused_once_threads_run() {
     let outcome = privileges::drop_privileges(&Plan::new("nobody"));
     let error = outcome.unwrap_err().to_string();
     assert!(error.contains("threads already run"), "{error}");
-    assert_eq!(privileges::current().unwrap().uids, [0; 4]);
+    assert_eq!(current().unwrap().uids, [0; 4]);
     // Without the user there is nothing to refuse: root, with the warning.
     assert!(matches!(
         privileges::drop_privileges(&Plan::new("tnd-no-such-user")),

@@ -605,12 +605,6 @@ pub struct Credentials {
     pub no_new_privs: bool,
 }
 
-/// The calling thread's credentials (for `tests/privileges.rs`, which includes this file).
-#[allow(dead_code)]
-pub fn current() -> io::Result<Credentials> {
-    read_status(Path::new("/proc/thread-self/status"))
-}
-
 /// Parses a `/proc/PID/status` (or `/proc/PID/task/TID/status`) file.
 pub fn read_status(path: &Path) -> io::Result<Credentials> {
     parse_status(&std::fs::read_to_string(path)?)
