@@ -21,7 +21,7 @@ struct Window {
 }
 
 /// Per-source rejection windows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct RejectLog {
     windows: Vec<Window>,
     /// The earliest end of an open window (u64::MAX: none open): `due` is a single comparison until then.
