@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use tandem_config::ReloadPlan;
-use tandem_config::model::{ClusterConfig, Mode, PersistenceMode};
+use tandem_config::model::{Mode, PersistenceMode};
 use tandem_proxy::AdminState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -241,13 +241,6 @@ async fn reload_with_new_health_settings_keeps_servers_up_and_still_detects_fail
     proxy.shutdown().await;
 }
 
-/// The plan from the configuration the proxy serves to `to`.
-fn plan_to(proxy: &tandem_proxy::Proxy, to: &ClusterConfig) -> (Arc<ClusterConfig>, ReloadPlan) {
-    let from = proxy.config();
-    let plan = ReloadPlan::new(&from, to);
-    (from, plan)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_a_new_address_gets_a_new_runtime_and_keeps_its_drain() {
     init_tracing();
@@ -271,8 +264,7 @@ async fn a_server_with_a_new_address_gets_a_new_runtime_and_keeps_its_drain() {
     let mut svc2 = svc.clone();
     svc2.servers[0] = server("a", moved.addr, 1);
     let v2 = cluster(vec![svc2]);
-    let (from, plan) = plan_to(&proxy, &v2);
-    let report = proxy.apply_plan(&from, v2, &plan);
+    let report = proxy.reload(v2);
     assert_eq!(report.changed, vec!["svc".to_string()]);
     assert!(!report.replanned);
 
@@ -327,8 +319,7 @@ async fn an_unchanged_service_keeps_its_runtime_connection_and_counters() {
     let mut other2 = other.clone();
     other2.servers.push(server("b", b.addr, 1));
     let v2 = cluster(vec![same, other2]);
-    let (from, plan) = plan_to(&proxy, &v2);
-    let report = proxy.apply_plan(&from, v2, &plan);
+    let report = proxy.reload(v2);
     assert_eq!(report.unchanged, vec!["same".to_string()]);
     assert_eq!(report.changed, vec!["other".to_string()]);
 
@@ -369,8 +360,7 @@ async fn a_new_limit_replaces_the_semaphore_an_unchanged_one_carries_over() {
     let mut weight = svc.clone();
     weight.servers[0].weight = 5;
     let v2 = cluster(vec![weight.clone()]);
-    let (from, plan) = plan_to(&proxy, &v2);
-    let report = proxy.apply_plan(&from, v2, &plan);
+    let report = proxy.reload(v2);
     assert_eq!(report.changed, vec!["svc".to_string()]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "still at the limit of 1");
@@ -379,8 +369,7 @@ async fn a_new_limit_replaces_the_semaphore_an_unchanged_one_carries_over() {
     let mut bigger = weight;
     bigger.proxy.max_connections = 2;
     let v3 = cluster(vec![bigger]);
-    let (from, plan) = plan_to(&proxy, &v3);
-    proxy.apply_plan(&from, v3, &plan);
+    proxy.reload(v3);
     let name = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .unwrap()
