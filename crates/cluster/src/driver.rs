@@ -496,7 +496,7 @@ impl Driver {
         }
         // Kept with a connected socket too: cheap, and the only filter when the connect failed.
         if let Some(peer) = self.cfg.peer
-            && canonical(peer.ip()) != canonical(from.ip())
+            && peer.ip().to_canonical() != from.ip().to_canonical()
         {
             return Err(Reject::UnexpectedSource);
         }
@@ -684,14 +684,6 @@ fn command_input(command: Command) -> Input {
             timings,
             auto_failback,
         },
-    }
-}
-
-/// IPv4-mapped IPv6 addresses compare equal to their IPv4 form.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
