@@ -139,7 +139,8 @@ impl Admission {
 
     /// A connection from `from` arrived at `now_ms`.
     pub fn admit(&mut self, from: SocketAddr, now_ms: u64) -> Admit {
-        if from.ip() != self.peer {
+        // An IPv4 peer reaching a dual-stack listener arrives as ::ffff:a.b.c.d (as the heartbeat's filter allows).
+        if from.ip().to_canonical() != self.peer.to_canonical() {
             return Admit::Refuse(Rejection::new(
                 RejectReason::UnexpectedSource,
                 format!("connection from {from}, the peer is {}", self.peer),
@@ -226,6 +227,15 @@ mod tests {
             RejectReason::UnexpectedSource
         );
         assert_eq!(a.running(), 0);
+    }
+
+    #[test]
+    fn an_ipv4_peer_on_a_dual_stack_listener_is_the_peer() {
+        let mut a = Admission::new(peer(0).ip(), HandshakeLimits::default());
+        let mapped = SocketAddr::new("::ffff:192.168.1.22".parse().unwrap(), 700);
+        run(a.admit(mapped, 0));
+        let other = SocketAddr::new("::ffff:192.168.1.99".parse().unwrap(), 700);
+        assert_eq!(refused(a.admit(other, 0)), RejectReason::UnexpectedSource);
     }
 
     #[test]
