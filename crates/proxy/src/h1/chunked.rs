@@ -87,35 +87,7 @@ impl Default for ChunkedScanner {
 }
 
 /// RFC 9110 `tchar`: the bytes of a token (extension names and values, trailer field names).
-static TCHAR: [bool; 256] = tchar_bytes();
-
-const fn tchar_bytes() -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        i += 1;
-    }
-    table
-}
+static TCHAR: [bool; 256] = super::alnum_and(b"!#$%&'*+-.^_`|~");
 
 fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]

@@ -357,34 +357,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> 
 
 /// The bytes of a reg-name (RFC 3986 3.2.2; IPv4 addresses are reg-names too): unreserved and sub-delims, without
 /// `,`, so that a `Host` listing two names is refused rather than read one way here and another way upstream.
-static REG_NAME: [bool; 256] = reg_name_bytes();
-
-const fn reg_name_bytes() -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b';'
-                    | b'='
-            );
-        i += 1;
-    }
-    table
-}
+static REG_NAME: [bool; 256] = super::alnum_and(b"-._~!$&'()*+;=");
 
 /// `uri-host [":" port]` (RFC 9110 7.2): a `Host` value or an absolute-form authority. Empty is a valid `Host`
 /// (a target without authority).

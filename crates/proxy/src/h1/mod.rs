@@ -186,3 +186,19 @@ async fn serve_requests(
         None => {}
     }
 }
+
+/// A byte table: ASCII letters and digits, and `extra` (the token and reg-name tables of the parsers).
+const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < extra.len() {
+        table[extra[j] as usize] = true;
+        j += 1;
+    }
+    table
+}
