@@ -321,11 +321,7 @@ fn cross_check(
 /// that an example directory without its secret still checks.
 fn secret_check(nctx: &mut Ctx<'_>, node: &NodeConfig, spans: &NodeSpans) {
     match secret::load_secret(&node.node.secret_file) {
-        Ok(loaded) => {
-            for w in loaded.warnings {
-                nctx.warn(&spans.secret_file, w);
-            }
-        }
+        Ok(_) => {}
         Err(e) if e.is_fatal() => nctx.error(&spans.secret_file, e.to_string()),
         Err(e) => nctx.warn(&spans.secret_file, e.to_string()),
     }

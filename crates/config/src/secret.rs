@@ -109,14 +109,6 @@ fn io_error(path: &Path, e: io::Error) -> SecretError {
     }
 }
 
-/// A loaded secret. `warnings` stays for callers that print them; a file others can read is now
-/// an error ([`SecretError::NotPrivate`]), so nothing fills it today.
-#[derive(Debug)]
-pub struct LoadedSecret {
-    pub secret: Secret,
-    pub warnings: Vec<String>,
-}
-
 /// Creates `path` holding a new random secret (mode 0600, `O_EXCL`: refuses to overwrite).
 pub fn keygen(path: &Path) -> Result<(), SecretError> {
     let mut bytes = [0u8; KEYGEN_BYTES];
@@ -151,7 +143,7 @@ pub fn keygen(path: &Path) -> Result<(), SecretError> {
 }
 
 /// Reads the secret in `path`; refuses a file group or others can read or write.
-pub fn load_secret(path: &Path) -> Result<LoadedSecret, SecretError> {
+pub fn load_secret(path: &Path) -> Result<Secret, SecretError> {
     // The mode is read from the open file, so a file swapped after the check is not the one read.
     let mut file = match fs::File::open(path) {
         Ok(file) => file,
@@ -181,12 +173,9 @@ pub fn load_secret(path: &Path) -> Result<LoadedSecret, SecretError> {
             len: key.len(),
         });
     }
-    Ok(LoadedSecret {
-        secret: Secret::new(key).map_err(|short| SecretError::TooShort {
-            path: path.to_path_buf(),
-            len: short.0,
-        })?,
-        warnings: Vec::new(),
+    Secret::new(key).map_err(|short| SecretError::TooShort {
+        path: path.to_path_buf(),
+        len: short.0,
     })
 }
 
@@ -210,8 +199,7 @@ mod tests {
         assert_eq!(text.len(), 65);
         assert!(text.trim_end().chars().all(|c| c.is_ascii_hexdigit()));
         let loaded = load_secret(&p).unwrap();
-        assert!(loaded.warnings.is_empty());
-        assert_eq!(loaded.secret.expose(), text.trim_end().as_bytes());
+        assert_eq!(loaded.expose(), text.trim_end().as_bytes());
         assert!(matches!(keygen(&p), Err(SecretError::Exists(_))));
         assert_eq!(fs::read_to_string(&p).unwrap(), text, "untouched");
         // Two keys differ.
@@ -240,8 +228,7 @@ mod tests {
         let good = dir.path().join("good");
         write_private(&good, &"x".repeat(40));
         let loaded = load_secret(&good).unwrap();
-        assert!(loaded.warnings.is_empty());
-        assert_eq!(format!("{:?}", loaded.secret), "Secret(40 bytes, redacted)");
+        assert_eq!(format!("{loaded:?}"), "Secret(40 bytes, redacted)");
         // Read-only for the owner and an execute bit leak nothing.
         for mode in [0o400, 0o700, 0o711] {
             fs::set_permissions(&good, fs::Permissions::from_mode(mode)).unwrap();

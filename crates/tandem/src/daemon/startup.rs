@@ -112,12 +112,7 @@ fn tcp_relay(tuning: &Tuning) -> tandem_proxy::TcpRelay {
 
 fn secret_for(node: &NodeConfig) -> Result<Secret> {
     match tandem_config::secret::load_secret(&node.node.secret_file) {
-        Ok(loaded) => {
-            for warning in loaded.warnings {
-                tracing::warn!("{warning}");
-            }
-            Ok(loaded.secret)
-        }
+        Ok(secret) => Ok(secret),
         Err(error) if error.is_fatal() => Err(anyhow!("{error}")),
         Err(error) if node.node.peer.is_some() => Err(anyhow!(
             "{error} (create it with `tandem keygen {}` and copy it to the peer)",
