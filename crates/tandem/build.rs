@@ -25,13 +25,22 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=TANDEM_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-env-changed=TANDEM_GIT_COMMIT");
-    // A new commit or a change of the index re-runs this script.
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        for file in ["HEAD", "index"] {
-            println!("cargo:rerun-if-changed={dir}/{file}");
+    // Re-run on a new commit (HEAD, the branch, the index) and on an edit of any tracked file, so `-dirty`
+    // follows the tree (watching the directories instead would include target/ and re-run on every build).
+    let top = git(&["rev-parse", "--show-toplevel"]);
+    for path in ["HEAD", "index"] {
+        if let Some(file) = git(&["rev-parse", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={file}");
         }
-        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{head}");
+    }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(file) = git(&["rev-parse", "--git-path", &branch])
+    {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    if let (Some(top), Some(files)) = (top, git(&["ls-files"])) {
+        for file in files.lines() {
+            println!("cargo:rerun-if-changed={top}/{file}");
         }
     }
 }
