@@ -69,6 +69,11 @@ td_cli() { # NODE ARGS... : the tandem CLI inside NODE's namespace, talking to N
   nsx "$node" "$TANDEM" "$@" --config-dir "$(td_dir "$node")"
 }
 td_status_json() { td_cli "$1" status --json 2>/dev/null; }
+# td_rejected NODE: heartbeat datagrams NODE rejected so far, all reasons together
+td_rejected() {
+  td_status_json "$1" | python3 -c 'import json, sys; print(sum(json.load(sys.stdin)["cluster"]["heartbeats"]["rejected"].values()))' \
+    2>/dev/null || echo 0
+}
 td_state() { td_status_json "$1" | "$JSON" get node.state 2>/dev/null || echo unknown; }
 # td_table_entries NODE LABEL: entries of LABEL's persistence table on NODE (from the replication status)
 td_table_entries() { td_status_json "$1" | "$JSON" get "replication.tables.label=$2.local_entries" 2>/dev/null || echo null; }
