@@ -1,10 +1,79 @@
 //! What `tandem check` prints: a human summary and the JSON object of the CLI contract.
 
 use crate::canonical::{balance_name, endpoint, mode_name, persistence_mode_name};
+use crate::cluster::LOCAL_SECTIONS;
 use crate::loaded::Loaded;
 use crate::model::*;
 use serde_json::{Value, json};
 use std::fmt::Write;
+
+/// Where an operator manages what an appliance's non-replicated page did: tandem records these
+/// `node.toml` sections (so a migrated configuration keeps them) but applies none of them.
+const NOT_APPLIED_INSTEAD: &[(&str, &str)] = &[
+    (
+        "hostname_dns",
+        "the host: /etc/hostname, /etc/resolv.conf or systemd-resolved",
+    ),
+    (
+        "network",
+        "the host's network configuration (ifupdown, systemd-networkd)",
+    ),
+    (
+        "routing",
+        "the host's network configuration (ifupdown, systemd-networkd)",
+    ),
+    ("date_time", "chrony or systemd-timesyncd on the host"),
+    ("physical_advanced", "the host (ethtool, sysctl)"),
+    (
+        "portal_management",
+        "tandem's admin endpoint: [admin] of node.toml",
+    ),
+    (
+        "security",
+        "the host (sshd, accounts); tandem's admin login is [admin] password_file",
+    ),
+    (
+        "snmp",
+        "snmpd on the host; tandem exports Prometheus metrics at /metrics",
+    ),
+    (
+        "graphing",
+        "Prometheus and the dashboard in deploy/grafana/tandem.json",
+    ),
+    ("license_key", "nothing: tandem needs no licence key"),
+    (
+        "backup_restore",
+        "a copy of /etc/tandem and the state_dir (docs/operations.md)",
+    ),
+    (
+        "software_updates",
+        "apt: the tandem package (docs/upgrade.md)",
+    ),
+    (
+        "firewall_script",
+        "nftables on the host: deploy/nftables/tandem.nft",
+    ),
+    (
+        "firewall_lockdown",
+        "nftables on the host: deploy/nftables/tandem.nft",
+    ),
+];
+
+/// The non-replicated appliance sections this node's `node.toml` holds, each as
+/// `(section, appliance page, where to manage it instead)`: recorded, not applied by tandem.
+pub fn not_applied(loaded: &Loaded) -> Vec<(&'static str, &'static str, &'static str)> {
+    LOCAL_SECTIONS
+        .iter()
+        .filter(|(name, _)| loaded.node.local.sections.contains_key(*name))
+        .map(|(name, page)| {
+            let instead = NOT_APPLIED_INSTEAD
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("the host", |(_, i)| *i);
+            (*name, *page, instead)
+        })
+        .collect()
+}
 
 /// `persistence` as written in cluster.toml: only the keys its mode uses.
 pub fn persistence_json(p: &Persistence) -> Value {
@@ -66,6 +135,10 @@ pub fn check_json(loaded: &Loaded) -> Value {
         "generation": loaded.generation,
         "digest": loaded.digest,
         "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "not_applied": not_applied(loaded)
+            .into_iter()
+            .map(|(section, page, instead)| json!({ "section": section, "page": page, "instead": instead }))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -130,6 +203,17 @@ pub fn check_summary(loaded: &Loaded) -> String {
             mode_name(s.mode),
             persistence_mode_name(s.persistence.mode),
         );
+    }
+    let recorded = not_applied(loaded);
+    if !recorded.is_empty() {
+        let _ = writeln!(
+            out,
+            "recorded, not applied by tandem ({} node-local appliance sections of node.toml; manage them on the host):",
+            recorded.len()
+        );
+        for (section, page, instead) in recorded {
+            let _ = writeln!(out, "  [{section}] ({page}): {instead}");
+        }
     }
     for w in &loaded.warnings {
         let _ = writeln!(out, "warning: {w}");

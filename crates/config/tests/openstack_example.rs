@@ -182,6 +182,23 @@ fn both_nodes_check_and_agree_on_the_digest() {
     assert_eq!(j["digest"], lb1.digest.as_str());
     let summary = check_summary(&lb1);
     assert!(summary.contains("23 virtual services"), "{summary}");
+    // The appliance's local pages are kept but not applied: check says so, with where to do it.
+    assert!(
+        summary.contains("recorded, not applied by tandem (14 node-local appliance sections"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("  [snmp] (SNMP Configuration): snmpd on the host"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("  [firewall_lockdown] (Firewall Lockdown Wizard): nftables"),
+        "{summary}"
+    );
+    let not_applied = j["not_applied"].as_array().unwrap();
+    assert_eq!(not_applied.len(), 14);
+    assert_eq!(not_applied[0]["section"], "hostname_dns");
+    assert!(not_applied.iter().all(|n| n["instead"] != "the host"));
 }
 
 #[test]
