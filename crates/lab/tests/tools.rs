@@ -237,3 +237,37 @@ fn json_tool_builds_reads_and_compares() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn json_tool_tells_settled_health_from_servers_still_rising() {
+    let json = env!("CARGO_BIN_EXE_tnd-json");
+    let dir = tempfile::tempdir().unwrap();
+    let status = |servers: &str| {
+        let file = dir.path().join("status.json");
+        std::fs::write(
+            &file,
+            format!(r#"{{"services":[{{"servers":[{servers}]}}]}}"#),
+        )
+        .unwrap();
+        let out = Command::new(json)
+            .arg("settled")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.success(), counts)
+    };
+    let up = r#"{"health":"up","last_check":{"ok":true}}"#;
+    let down = r#"{"health":"down","last_check":{"ok":false}}"#;
+    let rising = r#"{"health":"down","last_check":{"ok":true}}"#;
+    let unchecked = r#"{"health":"down","last_check":null}"#;
+    let (ok, counts) = status(&format!("{up},{down}"));
+    assert!(ok, "{counts}");
+    assert_eq!(
+        counts,
+        serde_json::json!({"servers": 2, "settled": 2, "up": 1})
+    );
+    assert!(!status(&format!("{up},{rising}")).0);
+    assert!(!status(&format!("{up},{unchecked}")).0);
+    assert!(!status("").0, "no servers at all is not a settled pair");
+}

@@ -7,6 +7,9 @@
 //! - `tnd-json mapdiff PATH BEFORE AFTER` compares the objects at PATH in two JSON files (e.g. the probe's
 //!   `source_map`) and prints `{"before":n,"after":n,"compared":n,"changed":n,"missing":n}`: `changed` counts keys
 //!   present in both with different values, `missing` keys of BEFORE absent from AFTER.
+//! - `tnd-json settled [FILE]` reads a `tandem status --json` document and prints
+//!   `{"servers":n,"settled":n,"up":n}`; exits 0 only when every real server's health is settled: it has been
+//!   checked and its verdict agrees with its last check (a server between its first good check and `rise` is not).
 
 use std::io::Read;
 
@@ -113,14 +116,44 @@ fn mapdiff(path: &str, before: &String, after: &String) -> Result<()> {
     Ok(())
 }
 
+/// Whether every server of a status document has a settled health verdict (see the module doc).
+fn settled(file: Option<&String>) -> Result<bool> {
+    let status: Value = serde_json::from_str(&read_input(file)?).context("not JSON")?;
+    let (mut servers, mut settled, mut up) = (0u64, 0u64, 0u64);
+    let services = status["services"].as_array().map_or(&[][..], Vec::as_slice);
+    for server in services
+        .iter()
+        .flat_map(|s| s["servers"].as_array().map_or(&[][..], Vec::as_slice))
+    {
+        servers += 1;
+        let health_up = server["health"] == "up";
+        up += u64::from(health_up);
+        if server["last_check"]["ok"].as_bool() == Some(health_up) {
+            settled += 1;
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"servers": servers, "settled": settled, "up": up})
+    );
+    Ok(servers > 0 && settled == servers)
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.split_first() {
         Some((cmd, rest)) if cmd == "obj" => obj(rest),
         Some((cmd, rest)) if cmd == "get" && !rest.is_empty() => get(&rest[0], rest.get(1)),
         Some((cmd, [path, before, after])) if cmd == "mapdiff" => mapdiff(path, before, after),
+        Some((cmd, rest)) if cmd == "settled" && rest.len() <= 1 => {
+            if settled(rest.first())? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         _ => bail!(
-            "usage: tnd-json obj key=value key:=json ... | get PATH [FILE] | mapdiff PATH BEFORE AFTER"
+            "usage: tnd-json obj key=value key:=json ... | get PATH [FILE] | mapdiff PATH BEFORE AFTER | settled [FILE]"
         ),
     }
 }
