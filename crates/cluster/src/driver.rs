@@ -15,6 +15,8 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -199,6 +201,9 @@ pub struct ClusterHandle {
     pub status: watch::Receiver<ClusterStatus>,
     /// The address the heartbeat socket is bound to.
     pub local_addr: SocketAddr,
+    /// The driver loop's turns so far (it turns at least every 10 ms while it runs): a watchdog that sees this
+    /// stand still knows the election is wedged (the daemon's systemd `WATCHDOG=1` follows it).
+    pub turns: Arc<AtomicU64>,
     task: JoinHandle<io::Result<()>>,
 }
 
@@ -249,7 +254,9 @@ pub fn spawn_on(
     let election = Election::new(cfg.election.clone(), 0);
     let status = status_of(&election, origin, &HeartbeatCounters::default(), None, 0);
     let (status_tx, status_rx) = watch::channel(status);
+    let turns = Arc::new(AtomicU64::new(0));
     let driver = Driver {
+        turns: turns.clone(),
         codec: HeartbeatCodec::new(&cfg.election.cluster, &cfg.secret),
         guard: ReplayGuard::new(),
         election,
@@ -269,6 +276,7 @@ pub fn spawn_on(
         commands: command_tx,
         status: status_rx,
         local_addr,
+        turns,
         task,
     })
 }
@@ -289,6 +297,8 @@ struct Driver {
     connected: bool,
     status_tx: watch::Sender<ClusterStatus>,
     last_event: Option<String>,
+    /// Shared with [`ClusterHandle::turns`].
+    turns: Arc<AtomicU64>,
 }
 
 /// Connects the socket to the peer, so the kernel delivers nothing from any other address (no wake-up, no copy),
@@ -347,6 +357,7 @@ impl Driver {
         // Set after a read that rejected something: the socket is not read again before then.
         let mut read_after: Option<Instant> = None;
         loop {
+            self.turns.fetch_add(1, Ordering::Relaxed);
             if !inputs.is_empty() {
                 let mut stopped = false;
                 for inp in inputs.drain(..) {
