@@ -31,6 +31,7 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use loaded::Loaded;
 pub use model::*;
 pub use node::defaults as node_defaults;
+pub use node::{HookEvent, Hooks, MAX_HOOK_TIMEOUT_MS};
 pub use plan::{
     Announce, HeartbeatTimings, NodePlan, ReloadPlan, Renamed, ServerChange, ServerPlan,
     ServiceChange, ServiceDelta, ServicePlan, Setting, VipPlan, effective_fallback, service_vips,

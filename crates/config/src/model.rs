@@ -166,6 +166,9 @@ pub struct NodeConfig {
     /// `[tuning]`: how this node's daemon runs its engines and threads (defaults when the section is absent).
     #[serde(default)]
     pub tuning: Tuning,
+    /// `[hooks]`: commands run on cluster transitions (none when the section is absent).
+    #[serde(default)]
+    pub hooks: crate::node::Hooks,
 }
 
 /// `[node] role`: the one role type every part uses.
