@@ -17,13 +17,14 @@ use std::time::Duration;
 use tandem_stick::StickTables;
 use tracing::{info, warn};
 
+use crate::admin_states::{AdminEntry, SharedAdminStates};
 use crate::admission::HandshakeLimits;
 use crate::config_push::{
     ConfigAction, ConfigPush, ConfigRole, ConfigSink, ConfigSyncState, LocalConfig,
 };
 use crate::handshake::{Identity, SessionKeys};
 use crate::reject::{RejectCounters, RejectReason, Rejection};
-use crate::replication::{ReplicationSettings, Replicator};
+use crate::replication::{ReplMsg, ReplicationSettings, Replicator};
 use crate::session::{Message, Session, SessionTimers};
 use crate::status::{ConfigStatus, SyncCounters, SyncStatus, TableSyncStatus};
 use crate::wire::DEFAULT_MAX_FRAME;
@@ -56,6 +57,9 @@ pub struct SyncSettings {
     /// Sealed frames waiting for the socket; beyond this nothing more is read from the tables.
     pub write_queue_frames: usize,
     pub replication: ReplicationSettings,
+    /// The operators' admin states, shared with the daemon: exchanged in full when a session
+    /// opens, then each change (`None`: this node keeps none and refuses the peer's).
+    pub admin_states: Option<SharedAdminStates>,
 }
 
 impl Default for SyncSettings {
@@ -70,6 +74,7 @@ impl Default for SyncSettings {
             backoff_max: Duration::from_secs(3),
             write_queue_frames: 32,
             replication: ReplicationSettings::default(),
+            admin_states: None,
         }
     }
 }
@@ -100,6 +105,8 @@ struct Link {
     next_tick: u64,
     /// Sent counters when the session opened (the driver reports the session's own).
     sent_base: (u64, u64),
+    /// The admin states' revision sent to the peer so far.
+    admin_sent: u64,
 }
 
 /// Both state machines and the timing policy of one node's sync side, across sessions.
@@ -208,7 +215,10 @@ impl SyncEngine {
             // An interval's first tick is at once.
             next_tick: now,
             sent_base: (self.counters.frames_sent, self.counters.bytes_sent),
+            admin_sent: 0,
         });
+        // The full exchange: every admin state goes first, before the tables.
+        self.queue_admin_changes();
         self.replicator.set_active(active, tables);
         self.replicator.on_session_open(tables);
         if let Some(local) = latest {
@@ -253,6 +263,7 @@ impl SyncEngine {
         now: u64,
         tables: impl FnOnce() -> G,
     ) -> Result<Option<Vec<u8>>, Rejection> {
+        self.queue_admin_changes();
         let Some(link) = self.link.as_mut() else {
             return Ok(None);
         };
@@ -318,6 +329,10 @@ impl SyncEngine {
         self.counters.frames_received += 1;
         self.counters.bytes_received += payload.len() as u64 + 4;
         match link.session.open(payload, now)? {
+            Message::Repl(ReplMsg::AdminStates { entries }) => {
+                self.merge_admin_states(entries);
+                Ok(())
+            }
             Message::Repl(m) => {
                 let mut tables = tables();
                 self.replicator
@@ -381,6 +396,63 @@ impl SyncEngine {
             self.last_publish = now;
         }
         std::mem::take(&mut self.publish_pending) || periodic
+    }
+
+    /// Queues the admin states changed since the last look (all of them on a new session), in
+    /// messages of at most `max_message_bytes`. Runs on every frame request: the polling tick
+    /// (`batch_interval`) bounds how long an operator's change waits.
+    fn queue_admin_changes(&mut self) {
+        let (Some(shared), Some(link)) = (&self.settings.admin_states, self.link.as_mut()) else {
+            return;
+        };
+        let (changes, revision) = {
+            let states = shared.lock();
+            if states.revision() <= link.admin_sent {
+                return;
+            }
+            (states.changes_since(link.admin_sent), states.revision())
+        };
+        link.admin_sent = revision;
+        if changes.is_empty() {
+            return;
+        }
+        self.replicator.counters_mut().admin_entries_sent += changes.len() as u64;
+        let max_bytes = self.settings.replication.max_message_bytes;
+        for entries in admin_runs(changes, max_bytes) {
+            link.outbox
+                .push_back(Message::Repl(ReplMsg::AdminStates { entries }));
+        }
+    }
+
+    /// The peer's admin states: merged (the daemon's hook applies and saves what changed).
+    fn merge_admin_states(&mut self, entries: Vec<AdminEntry>) {
+        let counters = self.replicator.counters_mut();
+        let Some(shared) = &self.settings.admin_states else {
+            counters.admin_entries_refused += entries.len() as u64;
+            return;
+        };
+        let outcome = shared.merge_remote(entries);
+        counters.admin_entries_applied += outcome.changed.len() as u64;
+        counters.admin_entries_refused += outcome.refused as u64;
+        if outcome.refused > 0 {
+            warn!(
+                peer = %self.peer,
+                refused = outcome.refused,
+                "admin states from the peer refused (bad labels or too many)"
+            );
+        }
+        for entry in &outcome.changed {
+            info!(
+                service = %entry.service,
+                server = %entry.server,
+                state = entry.mode.as_str(),
+                set_by = %entry.stamp.node,
+                "admin state replicated from the peer"
+            );
+        }
+        if !outcome.changed.is_empty() {
+            self.publish_pending = true;
+        }
     }
 
     fn batch_interval_ms(&self) -> u64 {
@@ -455,6 +527,27 @@ impl SyncEngine {
             last_error: self.last_error.clone(),
         }
     }
+}
+
+/// Splits admin entries into runs whose labels add up to at most `max_bytes` (each at least one
+/// entry; an entry's labels are bounded by `MAX_LABEL_BYTES`).
+fn admin_runs(entries: Vec<AdminEntry>, max_bytes: usize) -> Vec<Vec<AdminEntry>> {
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = 24 + entry.service.len() + entry.server.len() + entry.stamp.node.len();
+        if !run.is_empty() && bytes + size > max_bytes {
+            runs.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+        bytes += size;
+        run.push(entry);
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //!   per-source and global limits, evictions, failure back-off).
 //! - [`frame`]: sealing and opening of encrypted, authenticated, counted frames (AEAD).
 //! - [`session`]: one open session's framing state (seal, open, silence and keepalive checks).
+//! - [`admin_states`]: the operators' Online/Drain/Halt per server, merged last-writer-wins by a
+//!   hybrid logical clock; exchanged by the engine as replication messages.
 //! - [`replication`]: stick-table replication (resume, snapshots, change log, acks).
 //! - [`config_push`]: `cluster.toml` push from the primary to the secondary.
 //! - [`engine`]: the policy around them: what is sent when (control messages, keepalive sizes,
@@ -61,6 +63,7 @@
 //! handing the new configuration to the proxy. Never keep a `borrow()` of the status channel
 //! across an `.await` (it blocks the publisher).
 
+pub mod admin_states;
 pub mod admission;
 pub mod config_push;
 #[cfg(feature = "driver")]
@@ -74,6 +77,7 @@ pub mod session;
 pub mod status;
 pub mod wire;
 
+pub use admin_states::{AdminEntry, AdminMode, AdminStates, Origin, SharedAdminStates};
 pub use admission::HandshakeLimits;
 pub use config_push::{ConfigRole, ConfigSink, ConfigSyncState, ConfigVersion, LocalConfig};
 #[cfg(feature = "driver")]

@@ -57,6 +57,10 @@ fn local_config(generation: u64) -> LocalConfig {
 
 /// Node 1 (the lower address: it dials) or node 2; node 1 is the primary.
 fn node(me: u8, config: Option<LocalConfig>) -> Node {
+    node_with(me, config, None)
+}
+
+fn node_with(me: u8, config: Option<LocalConfig>, admin: Option<SharedAdminStates>) -> Node {
     let params = SyncParams {
         local: addr(me),
         peer: addr(3 - me),
@@ -71,6 +75,7 @@ fn node(me: u8, config: Option<LocalConfig>) -> Node {
                 keepalive_ms: KEEPALIVE,
                 peer_timeout_ms: PEER_TIMEOUT,
             },
+            admin_states: admin,
             ..SyncSettings::default()
         },
     };
@@ -297,4 +302,74 @@ fn no_session_no_frames_and_inputs_are_ignored() {
     a.engine.write_queue(PEER_TIMEOUT * 2, true).unwrap();
     a.engine.on_frame(b"junk", 0, || &mut a.tables).unwrap();
     assert!(!a.engine.connected());
+}
+
+/// A node keeping admin states; the hook records what the peer changed.
+fn admin_node(me: u8) -> (Node, SharedAdminStates, Arc<Mutex<Vec<AdminEntry>>>) {
+    let changed = Arc::new(Mutex::new(Vec::new()));
+    let record = changed.clone();
+    let shared = SharedAdminStates::new(
+        crate::admin_states::AdminStates::new(format!("lb{me}")),
+        move |entries| record.lock().unwrap().extend(entries.iter().cloned()),
+    );
+    (node_with(me, None, Some(shared.clone())), shared, changed)
+}
+
+#[test]
+fn admin_states_follow_the_peer_and_are_exchanged_in_full_on_every_session() {
+    use crate::admin_states::AdminMode;
+    let (mut a, states_a, _) = admin_node(1);
+    let (mut b, states_b, changed_b) = admin_node(2);
+    // Set before any session: sent in the full exchange when it opens.
+    states_a
+        .lock()
+        .apply_local("mysql", "c1", AdminMode::Drain, 1_000);
+    connect(&mut a, &mut b, 0);
+    settle(&mut a, &mut b, 0);
+    assert_eq!(states_b.lock().snapshot(), states_a.lock().snapshot());
+    assert_eq!(changed_b.lock().unwrap().len(), 1);
+    // A change during the session goes out with the next frames.
+    states_b
+        .lock()
+        .apply_local("mysql", "c2", AdminMode::Halt, 2_000);
+    settle(&mut a, &mut b, 10);
+    assert_eq!(
+        states_a.lock().get("mysql", "c2").map(|h| h.entry.mode),
+        Some(AdminMode::Halt)
+    );
+    // Apart: both change c1; the later wall clock wins on both once they meet again.
+    a.engine.close();
+    b.engine.close();
+    states_a
+        .lock()
+        .apply_local("mysql", "c1", AdminMode::Online, 5_000);
+    states_b
+        .lock()
+        .apply_local("mysql", "c1", AdminMode::Halt, 4_000);
+    connect(&mut a, &mut b, 20);
+    settle(&mut a, &mut b, 20);
+    for states in [&states_a, &states_b] {
+        assert_eq!(
+            states.lock().get("mysql", "c1").map(|h| h.entry.mode),
+            Some(AdminMode::Online)
+        );
+    }
+    assert_eq!(states_a.lock().snapshot(), states_b.lock().snapshot());
+    let status = a.engine.status(20, &a.tables, &RejectCounters::default());
+    assert!(status.counters.replication.admin_entries_sent >= 3);
+    assert_eq!(status.counters.replication.admin_entries_applied, 1);
+}
+
+#[test]
+fn a_node_without_admin_states_refuses_the_peers() {
+    use crate::admin_states::AdminMode;
+    let (mut a, states_a, _) = admin_node(1);
+    let mut b = node(2, None);
+    states_a
+        .lock()
+        .apply_local("mysql", "c1", AdminMode::Drain, 1_000);
+    connect(&mut a, &mut b, 0);
+    settle(&mut a, &mut b, 0);
+    let status = b.engine.status(0, &b.tables, &RejectCounters::default());
+    assert_eq!(status.counters.replication.admin_entries_refused, 1);
 }

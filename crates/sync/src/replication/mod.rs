@@ -67,6 +67,11 @@ impl Replicator {
         &self.counters
     }
 
+    /// For the engine's admin-state counters (the messages it handles itself).
+    pub(crate) fn counters_mut(&mut self) -> &mut ReplCounters {
+        &mut self.counters
+    }
+
     /// Entries per table the peer last reported.
     pub fn peer_sizes(&self) -> &BTreeMap<String, u64> {
         &self.peer_sizes
@@ -165,6 +170,8 @@ impl Replicator {
                 self.peer_sizes = sizes.into_iter().collect();
                 Ok(())
             }
+            // The engine merges them before the tables are locked; none reach here.
+            ReplMsg::AdminStates { .. } => Ok(()),
         }
     }
 

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use tandem_stick::{Entry, Update};
 
+use crate::admin_states::AdminEntry;
+
 /// Identity of one table's change log: ids are only comparable within the same log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LogId {
@@ -49,6 +51,9 @@ pub enum ReplMsg {
     Ack { points: Vec<ResumePoint> },
     /// Entries per table on the sender (also the keepalive).
     Sizes { tables: Vec<(String, u64)> },
+    /// Operators' admin states with their stamps: all of them when a session opens, then each
+    /// change. Merged last-writer-wins by the engine (`crate::admin_states`), not the tables.
+    AdminStates { entries: Vec<AdminEntry> },
 }
 
 /// Tunables of replication.
@@ -99,4 +104,11 @@ pub struct ReplCounters {
     pub entries_ignored: u64,
     /// Messages about a table this node does not have (ignored).
     pub unknown_table_messages: u64,
+    /// Admin-state entries sent to the peer (full exchanges and changes).
+    pub admin_entries_sent: u64,
+    /// Admin-state entries of the peer that changed this node's states.
+    pub admin_entries_applied: u64,
+    /// Admin-state entries of the peer refused (bad labels, beyond the bound, or this node keeps
+    /// no admin states).
+    pub admin_entries_refused: u64,
 }
