@@ -173,6 +173,7 @@ mod tests {
             health,
             health_reason: String::new(),
             admin_state,
+            admin_source: None,
             current_connections: 4,
             total_connections: 0,
             bytes_in: 0,

@@ -173,6 +173,13 @@ pub struct ReplicationCounters {
     pub entries_applied: u64,
     pub entries_ignored: u64,
     pub unknown_table_messages: u64,
+    /// Admin-state entries sent to the peer, applied from it, refused from it.
+    #[serde(default)]
+    pub admin_entries_sent: u64,
+    #[serde(default)]
+    pub admin_entries_applied: u64,
+    #[serde(default)]
+    pub admin_entries_refused: u64,
 }
 
 /// One virtual service.
@@ -229,6 +236,9 @@ pub struct Server {
     pub health: Health,
     pub health_reason: String,
     pub admin_state: AdminState,
+    /// Where `admin_state` came from; `null`: no operator ever set it (online since start).
+    #[serde(default)]
+    pub admin_source: Option<AdminSource>,
     pub current_connections: u64,
     pub total_connections: u64,
     pub bytes_in: u64,
@@ -238,6 +248,58 @@ pub struct Server {
     /// Idle upstream connections kept for reuse (HTTP mode).
     pub idle_connections: u64,
     pub last_check: Option<LastCheck>,
+}
+
+/// Who set a server's admin state, and how this node learnt it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct AdminSource {
+    pub via: AdminVia,
+    /// The node whose operator set it.
+    pub set_by: String,
+    /// When, in Unix milliseconds (the hybrid clock of `set_by`: its wall clock, or just after
+    /// a later change it had seen).
+    pub at_unix_ms: u64,
+}
+
+impl fmt::Display for AdminSource {
+    /// "operator on lb1 at 2026-12-06 15:55:22 UTC", "replicated from the peer, set by an
+    /// operator on lb2 at …", "restored from state_dir, set by an operator on lb1 at …".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.via {
+            AdminVia::Operator => f.write_str("operator")?,
+            AdminVia::Replicated => f.write_str("replicated from the peer, set by an operator")?,
+            AdminVia::Restored => f.write_str("restored from state_dir, set by an operator")?,
+        }
+        write!(f, " on {} at {}", self.set_by, UtcTime(self.at_unix_ms))
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian calendar).
+pub struct UtcTime(pub u64);
+
+impl fmt::Display for UtcTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0 / 1000;
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        // Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60
+        )
+    }
 }
 
 /// The last completed health check.
@@ -328,6 +390,18 @@ string_enum! {
         Drain = "drain",
         /// No new connections.
         Halt = "halt",
+    }
+}
+
+string_enum! {
+    /// How this node learnt a server's admin state.
+    AdminVia {
+        /// An operator on this node.
+        Operator = "operator",
+        /// From the peer over the sync session.
+        Replicated = "replicated",
+        /// Read from `state_dir` at start.
+        Restored = "restored",
     }
 }
 

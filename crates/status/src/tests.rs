@@ -114,6 +114,9 @@ fn fully_populated() -> Status {
                     entries_applied: 1,
                     entries_ignored: 1,
                     unknown_table_messages: 1,
+                    admin_entries_sent: 1,
+                    admin_entries_applied: 1,
+                    admin_entries_refused: 1,
                 },
             },
             last_error: Some("closed".into()),
@@ -145,6 +148,11 @@ fn fully_populated() -> Status {
                 health: Health::Down,
                 health_reason: "refused".into(),
                 admin_state: AdminState::Halt,
+                admin_source: Some(AdminSource {
+                    via: AdminVia::Replicated,
+                    set_by: "lb2".into(),
+                    at_unix_ms: 1,
+                }),
                 current_connections: 1,
                 total_connections: 1,
                 bytes_in: 1,
@@ -224,6 +232,7 @@ fn every_state_string_is_documented() {
         .chain(Ping::ALL.iter().map(|s| s.as_str()))
         .chain(Health::ALL.iter().map(|s| s.as_str()))
         .chain(AdminState::ALL.iter().map(|s| s.as_str()))
+        .chain(AdminVia::ALL.iter().map(|s| s.as_str()))
         .chain([PeerState::Dead.as_str()]);
     for state in states {
         assert!(
@@ -278,4 +287,35 @@ fn states_read_as_the_strings_the_api_always_carried() {
     );
     assert!(ConfigSync::Standalone.is_settled() && ConfigSync::InSync.is_settled());
     assert!(!ConfigSync::PeerNotHeard.is_settled());
+}
+
+#[test]
+fn admin_sources_read_as_sentences_with_utc_times() {
+    assert_eq!(UtcTime(0).to_string(), "1970-01-01 00:00:00 UTC");
+    assert_eq!(
+        UtcTime(951_782_400_000).to_string(),
+        "2000-02-29 00:00:00 UTC"
+    );
+    assert_eq!(
+        UtcTime(1_796_572_522_999).to_string(),
+        "2026-12-06 15:55:22 UTC"
+    );
+    let source = |via| AdminSource {
+        via,
+        set_by: "lb2".into(),
+        at_unix_ms: 1_796_572_522_000,
+    };
+    assert_eq!(
+        source(AdminVia::Operator).to_string(),
+        "operator on lb2 at 2026-12-06 15:55:22 UTC"
+    );
+    assert_eq!(
+        source(AdminVia::Replicated).to_string(),
+        "replicated from the peer, set by an operator on lb2 at 2026-12-06 15:55:22 UTC"
+    );
+    assert!(
+        source(AdminVia::Restored)
+            .to_string()
+            .starts_with("restored from state_dir, set by an operator on lb2")
+    );
 }

@@ -1,6 +1,7 @@
 //! The admin endpoint's backend: status, metrics, the per-server buttons and the cluster actions.
 
 use super::Daemon;
+use super::admin_states::SetError;
 use crate::metrics;
 use std::time::{Duration, Instant};
 use tandem_admin::{ActionError, ActionResult, AdminBackend, ServerAction};
@@ -64,9 +65,16 @@ impl Daemon {
             ServerAction::Drain => AdminState::Drain,
             ServerAction::Halt { close_existing } => AdminState::Halt { close_existing },
         };
-        self.proxy
-            .set_server_state(service, server, state)
-            .map_err(|error| ActionError::not_found(error.to_string()))?;
+        // Applied, replicated to the peer and saved in state_dir before the answer.
+        self.admin_states
+            .set_by_operator(&self.proxy, service, server, state)
+            .map_err(|error| match error {
+                SetError::NotFound(message) => ActionError::not_found(message),
+                SetError::NotSaved(message) => ActionError {
+                    status: 500,
+                    message,
+                },
+            })?;
         Ok(format!(
             "{service}/{server}: {}",
             match action {

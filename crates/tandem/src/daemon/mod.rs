@@ -7,6 +7,7 @@
 //! watchers), `status` (the typed status document) and `admin` (the admin endpoint's backend).
 
 mod admin;
+mod admin_states;
 mod config_flow;
 mod privileges;
 pub mod startup;
@@ -49,6 +50,8 @@ pub struct Daemon {
     started: Instant,
     /// The TCP 7778 session; absent on a standalone node.
     sync: std::sync::OnceLock<SyncHandle>,
+    /// Operators' Drain/Halt/Online: saved in state_dir, replicated to the peer.
+    admin_states: Arc<admin_states::DaemonAdminStates>,
 }
 
 impl Daemon {

@@ -419,6 +419,7 @@ impl Daemon {
             },
         )
         .map_err(|e| anyhow!("{e}"))?;
+        let admin_states = super::admin_states::DaemonAdminStates::restore(&node, &cluster, &proxy);
         if tuning.tcp_relay == TcpRelayKind::Uring
             && !matches!(proxy.tcp_relay(), tandem_proxy::TcpRelay::Uring(_))
         {
@@ -484,6 +485,7 @@ impl Daemon {
             reload_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             sync: std::sync::OnceLock::new(),
+            admin_states,
         });
         daemon.clone().start_sync(sync_secret).await?;
         daemon.clone().spawn_watchers();
@@ -501,7 +503,10 @@ impl Daemon {
             peer: SocketAddr::new(peer, self.node.node.sync_port),
             identity: tandem_sync::Identity::new(current.cluster.cluster.name.clone(), secret),
             role: self.node.node.role,
-            settings: Default::default(),
+            settings: tandem_sync::SyncSettings {
+                admin_states: Some(self.admin_states.shared()),
+                ..Default::default()
+            },
         };
         let local = params.local;
         let handle = tandem_sync::spawn_sync(

@@ -60,8 +60,28 @@ impl Daemon {
                 },
             },
             replication: sync.map(replication),
-            services: self.proxy.status().services.iter().map(service).collect(),
+            services: self.services(),
         }
+    }
+
+    /// Every service, each server with where its admin state came from.
+    fn services(&self) -> Vec<doc::Service> {
+        let held: std::collections::HashMap<(String, String), _> = self
+            .admin_states
+            .held()
+            .into_iter()
+            .map(|h| ((h.entry.service.clone(), h.entry.server.clone()), h))
+            .collect();
+        let mut services: Vec<doc::Service> =
+            self.proxy.status().services.iter().map(service).collect();
+        for service in &mut services {
+            for server in &mut service.servers {
+                server.admin_source = held
+                    .get(&(service.label.clone(), server.label.clone()))
+                    .map(super::admin_states::source_of);
+            }
+        }
+        services
     }
 
     fn peer(&self, peer: &PeerStatus) -> doc::Peer {
@@ -215,6 +235,8 @@ fn server(server: &ServerStatus) -> doc::Server {
             AdminState::Drain => doc::AdminState::Drain,
             AdminState::Halt { .. } => doc::AdminState::Halt,
         },
+        // Filled in by `services` from the admin states.
+        admin_source: None,
         current_connections: server.current_connections,
         total_connections: server.total_connections,
         bytes_in: server.bytes_in,
@@ -278,6 +300,9 @@ fn replication(sync: SyncStatus) -> doc::Replication {
                 entries_applied: r.entries_applied,
                 entries_ignored: r.entries_ignored,
                 unknown_table_messages: r.unknown_table_messages,
+                admin_entries_sent: r.admin_entries_sent,
+                admin_entries_applied: r.admin_entries_applied,
+                admin_entries_refused: r.admin_entries_refused,
             },
         },
         last_error: sync.last_error,
