@@ -2,6 +2,7 @@
 
 mod client;
 mod daemon;
+mod manual;
 mod metrics;
 #[cfg(test)]
 mod one_document_tests;
@@ -101,6 +102,9 @@ enum Command {
         #[arg(long, hide = true, default_value_t = tandem_config::password::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
+    /// Write the manual pages and shell completions under DIR (for the Debian package; manual.rs).
+    #[command(hide = true)]
+    GenerateManual { dir: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -205,6 +209,7 @@ fn execute(cli: &Cli) -> Result<ExitCode> {
         Command::Takeover => post(cli, "/api/takeover"),
         Command::Release => post(cli, "/api/release"),
         Command::Reload => post(cli, "/api/reload"),
+        Command::GenerateManual { dir } => manual::generate(dir),
     }
 }
 
