@@ -28,8 +28,8 @@ use crate::ping::{PingConfig, PingVerdict};
 use tandem_types::Secret;
 
 use crate::wire::{
-    HeartbeatCodec, MAX_DATAGRAM, NodeState, OwnView, PingState, Reject, RejectCounts, ReplayGuard,
-    Role,
+    Decoded, HeartbeatCodec, MAX_DATAGRAM, MIN_WIRE_VERSION, NodeState, OwnView, PingState, Reject,
+    RejectCounts, ReplayGuard, Role, SpeakVersion, WIRE_VERSION,
 };
 
 mod batch;
@@ -80,6 +80,10 @@ pub struct DriverConfig {
     pub ping: PingConfig,
     /// A VIP operation that takes longer counts as failed.
     pub vip_timeout: Duration,
+    /// The heartbeat wire versions read and spoken: this build's ([`MIN_WIRE_VERSION`]`..=`[`WIRE_VERSION`]), or
+    /// another release's in the rolling-upgrade tests.
+    #[doc(hidden)]
+    pub wire_versions: (u16, u16),
 }
 
 impl DriverConfig {
@@ -105,6 +109,7 @@ impl DriverConfig {
                 fail_after: 3,
             },
             vip_timeout: Duration::from_secs(5),
+            wire_versions: (MIN_WIRE_VERSION, WIRE_VERSION),
         }
     }
 }
@@ -158,7 +163,31 @@ pub struct HeartbeatCounters {
     pub sent: u64,
     pub send_errors: u64,
     pub received: u64,
+    /// Authenticated heartbeats of a wire version this node cannot parse (a newer peer): signs of life only.
+    pub incompatible: u64,
     pub rejected: RejectCounts,
+}
+
+/// Heartbeat wire versions, for status and metrics (see `docs/protocol.md`, "Versions and rolling upgrades").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireStatus {
+    /// The versions this node reads and speaks.
+    pub min: u16,
+    pub max: u16,
+    /// The version this node sends its heartbeats in now (the highest the peer reads too).
+    pub speaking: u16,
+    /// The highest version heard from the peer's current run.
+    pub peer_version: Option<u16>,
+    /// The peer is alive but speaks a version this node cannot parse.
+    pub incompatible_peer: Option<IncompatiblePeerStatus>,
+}
+
+/// A peer alive in a heartbeat wire version this node cannot read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncompatiblePeerStatus {
+    pub name: String,
+    pub version: u16,
+    pub last_heard: Instant,
 }
 
 /// The cluster as this node sees it; published on a `watch` after every change.
@@ -180,6 +209,7 @@ pub struct ClusterStatus {
     pub warn_time_exceeded: u64,
     pub vip_failures: u64,
     pub heartbeats: HeartbeatCounters,
+    pub wire: WireStatus,
     /// The last noteworthy event, as logged.
     pub last_event: Option<String>,
     /// The driver task has ended (after a clean stop: the final heartbeats are out and the peer took over, or the
@@ -252,12 +282,25 @@ pub fn spawn_on(
     let (command_tx, command_rx) = mpsc::channel(16);
     let origin = Instant::now();
     let election = Election::new(cfg.election.clone(), 0);
-    let status = status_of(&election, origin, &HeartbeatCounters::default(), None, 0);
+    let (min_version, max_version) = cfg.wire_versions;
+    let codec = HeartbeatCodec::new(&cfg.election.cluster, &cfg.secret)
+        .with_versions(min_version, max_version);
+    let (min_version, max_version) = codec.versions();
+    let speak = SpeakVersion::new(min_version, max_version);
+    let status = status_of(
+        &election,
+        &speak,
+        origin,
+        &HeartbeatCounters::default(),
+        None,
+        0,
+    );
     let (status_tx, status_rx) = watch::channel(status);
     let turns = Arc::new(AtomicU64::new(0));
     let driver = Driver {
         turns: turns.clone(),
-        codec: HeartbeatCodec::new(&cfg.election.cluster, &cfg.secret),
+        codec,
+        speak,
         guard: ReplayGuard::new(),
         election,
         origin,
@@ -284,6 +327,8 @@ pub fn spawn_on(
 struct Driver {
     cfg: DriverConfig,
     codec: HeartbeatCodec,
+    /// Which wire version the peer gets (the highest both read).
+    speak: SpeakVersion,
     guard: ReplayGuard,
     election: Election,
     socket: HbSocket,
@@ -482,9 +527,12 @@ impl Driver {
     /// now and then, a log line: the status is not republished for it.
     fn accept(&mut self, datagram: &[u8], from: SocketAddr, now_ms: u64) -> Option<Input> {
         match self.check(datagram, from, now_ms) {
-            Ok(hb) => {
+            Ok(input) => {
                 self.counters.received += 1;
-                Some(Input::PeerHeartbeat(hb))
+                if matches!(input, Input::PeerIncompatible { .. }) {
+                    self.counters.incompatible += 1;
+                }
+                Some(input)
             }
             Err(reason) => {
                 self.counters.rejected.add(reason);
@@ -496,12 +544,7 @@ impl Driver {
         }
     }
 
-    fn check(
-        &mut self,
-        datagram: &[u8],
-        from: SocketAddr,
-        now_ms: u64,
-    ) -> Result<crate::wire::Heartbeat, Reject> {
+    fn check(&mut self, datagram: &[u8], from: SocketAddr, now_ms: u64) -> Result<Input, Reject> {
         if datagram.len() > MAX_DATAGRAM {
             return Err(Reject::Oversize);
         }
@@ -511,7 +554,21 @@ impl Driver {
         {
             return Err(Reject::UnexpectedSource);
         }
-        let hb = self.codec.decode(datagram)?;
+        let hb = match self.codec.decode_any(datagram)? {
+            Decoded::Heartbeat { heartbeat, version } => (heartbeat, version),
+            Decoded::Incompatible(hb) => {
+                if hb.node == self.cfg.election.node {
+                    return Err(Reject::OwnName);
+                }
+                self.guard.check_incompatible(&hb)?;
+                self.speak.heard(hb.boot_epoch, hb.version);
+                return Ok(Input::PeerIncompatible {
+                    node: hb.node,
+                    version: hb.version,
+                });
+            }
+        };
+        let (hb, version) = hb;
         if hb.node == self.cfg.election.node {
             return Err(Reject::OwnName);
         }
@@ -522,7 +579,8 @@ impl Driver {
             silence_ms: self.election.config().timings.dead_ms,
         };
         self.guard.check_fresh(&hb, own)?;
-        Ok(hb)
+        self.speak.heard(hb.boot_epoch, version);
+        Ok(Input::PeerHeartbeat(hb))
     }
 
     /// Carries out the election's actions in order; true if it said the clean stop is over.
@@ -553,7 +611,7 @@ impl Driver {
 
     async fn send(&mut self, hb: &crate::wire::Heartbeat) {
         let Some(peer) = self.cfg.peer else { return };
-        match self.codec.encode(hb) {
+        match self.codec.encode_version(hb, self.speak.speak()) {
             Ok(datagram) => match self.send_datagram(&datagram, peer).await {
                 Ok(_) => self.counters.sent += 1,
                 Err(e) => {
@@ -590,6 +648,23 @@ impl Driver {
             Event::PeerUp { node: peer } => {
                 tracing::info!(node = %node, %peer, "peer heard");
                 format!("peer {peer} heard")
+            }
+            Event::PeerIncompatible {
+                node: peer,
+                version,
+            } => {
+                let (min, max) = self.codec.versions();
+                tracing::warn!(
+                    node = %node,
+                    %peer,
+                    peer_version = version,
+                    min_version = min,
+                    max_version = max,
+                    "peer alive in a heartbeat wire version this node cannot read: not taking over because of it"
+                );
+                format!(
+                    "peer {peer} speaks heartbeat wire version {version} (this node reads {min}..={max}): alive, state unknown"
+                )
             }
             Event::PeerRestarted { node: peer } => {
                 tracing::info!(node = %node, %peer, "peer restarted");
@@ -664,6 +739,7 @@ impl Driver {
         };
         let status = status_of(
             &self.election,
+            &self.speak,
             self.origin,
             &counters,
             self.last_event.clone(),
@@ -700,6 +776,7 @@ fn command_input(command: Command) -> Input {
 
 fn status_of(
     election: &Election,
+    speak: &SpeakVersion,
     origin: Instant,
     counters: &HeartbeatCounters,
     last_event: Option<String>,
@@ -740,6 +817,19 @@ fn status_of(
         warn_time_exceeded: stats.warn_time_exceeded,
         vip_failures: stats.vip_failures,
         heartbeats: *counters,
+        wire: WireStatus {
+            min: speak.range().0,
+            max: speak.range().1,
+            speaking: speak.speak(),
+            peer_version: speak.peer_version(),
+            incompatible_peer: election
+                .peer_incompatible(now_ms)
+                .map(|p| IncompatiblePeerStatus {
+                    name: p.node.clone(),
+                    version: p.version,
+                    last_heard: origin + Duration::from_millis(p.last_heard_ms),
+                }),
+        },
         last_event,
         driver_finished: false,
     }

@@ -24,7 +24,7 @@ mod messages;
 mod peer;
 
 pub use config::{ElectionConfig, Timings};
-pub use machine::{Election, ElectionStats, PeerView};
+pub use machine::{Election, ElectionStats, IncompatiblePeer, PeerView};
 pub use messages::{Action, Event, Input, Reason, STOP_RESEND_MS, VipOp};
 
 #[cfg(test)]

@@ -7,7 +7,15 @@
 //! +------+---------+-----------------------------+-----------------------+
 //! ```
 //! The whole datagram is at most [`MAX_DATAGRAM`] bytes. The magic and version sit in a fixed header, outside the
-//! bincode body, so a node can tell a newer or older peer apart (and refuse it explicitly) before parsing anything.
+//! bincode body, so a node can tell a newer or older peer apart before parsing anything.
+//!
+//! **The envelope is frozen across versions:** magic, version, the tag (HMAC-SHA256 under the shared secret over
+//! header and body) and the start of the body (cluster and node names, role and state as varints, boot epoch and
+//! sequence number, bincode 2 standard encoding). A node therefore authenticates a heartbeat of any version, and
+//! one of a version it cannot fully parse ([`Decoded::Incompatible`]) is still an authenticated, replay-checked sign
+//! of life of the peer: the election keeps such a peer alive without reading its state (`Input::PeerIncompatible`).
+//! A node reads every version in [`MIN_WIRE_VERSION`]`..=`[`WIRE_VERSION`] and answers a peer in the highest version
+//! both read ([`SpeakVersion`]), so during a rolling upgrade the older node keeps full information.
 
 use std::fmt;
 
@@ -17,10 +25,14 @@ use tandem_types::Secret;
 
 /// First four bytes of every heartbeat datagram.
 pub const MAGIC: [u8; 4] = *b"TNDH";
-/// The wire version this build speaks.
-pub const WIRE_VERSION: u16 = 1;
-/// The oldest wire version this build accepts (rolling upgrades widen this range on purpose, never by accident).
+/// The newest wire version this build speaks. Feature `wire-next` builds the next release's (one more), for the
+/// rolling-upgrade tests and drill.
+pub const WIRE_VERSION: u16 = if cfg!(feature = "wire-next") { 2 } else { 1 };
+/// The oldest wire version this build reads and speaks (rolling upgrades widen this range on purpose, never by
+/// accident: a release keeps reading its predecessor's heartbeats).
 pub const MIN_WIRE_VERSION: u16 = 1;
+/// The version whose body format is [`Heartbeat`] alone; later versions append to it.
+const BASE_VERSION: u16 = 1;
 /// Largest datagram sent or accepted.
 pub const MAX_DATAGRAM: usize = 512;
 /// Length of the HMAC-SHA256 tag at the end of a datagram.
@@ -207,6 +219,8 @@ impl Reject {
 /// A heartbeat that cannot be sent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
+    #[error("heartbeat wire version {0} is not one this codec speaks")]
+    UnsupportedVersion(u16),
     #[error(
         "heartbeat of {0} bytes exceeds the {MAX_DATAGRAM}-byte limit (cluster or node name too long?)"
     )]
@@ -226,6 +240,36 @@ fn bincode_config() -> impl bincode::config::Config {
 pub struct HeartbeatCodec {
     cluster: String,
     key: hmac::Key,
+    /// The versions read and spoken: [`MIN_WIRE_VERSION`]`..=`[`WIRE_VERSION`] except in tests that model another
+    /// release.
+    min_version: u16,
+    max_version: u16,
+}
+
+/// What an authenticated datagram of this cluster turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A heartbeat of a version this node reads; `version` is the one it was sent in.
+    Heartbeat { heartbeat: Heartbeat, version: u16 },
+    /// A heartbeat of a version this node does not read, authenticated under the shared secret: only its frozen
+    /// envelope was parsed.
+    Incompatible(IncompatibleHeartbeat),
+}
+
+/// The frozen envelope of a heartbeat of a version this node cannot parse (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncompatibleHeartbeat {
+    pub version: u16,
+    pub node: String,
+    pub boot_epoch: u64,
+    pub seq: u64,
+}
+
+/// What the "next" release (wire version 2) appends to a version-1 body: the newest version its sender speaks. It
+/// exists so the rolling-upgrade tests run against a body an older node really cannot parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct NextExtension {
+    wire_max: u16,
 }
 
 impl fmt::Debug for HeartbeatCodec {
@@ -242,15 +286,43 @@ impl HeartbeatCodec {
         Self {
             cluster: cluster.to_owned(),
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.expose()),
+            min_version: MIN_WIRE_VERSION,
+            max_version: WIRE_VERSION,
         }
+    }
+
+    /// A codec reading and speaking `min..=max` (2 at most): another release than this build, for tests and the
+    /// rolling-upgrade simulation.
+    #[doc(hidden)]
+    pub fn with_versions(mut self, min: u16, max: u16) -> Self {
+        self.min_version = min.max(BASE_VERSION);
+        self.max_version = max.clamp(self.min_version, 2);
+        self
+    }
+
+    /// The versions this codec reads and speaks.
+    pub fn versions(&self) -> (u16, u16) {
+        (self.min_version, self.max_version)
     }
 
     pub fn cluster(&self) -> &str {
         &self.cluster
     }
 
-    /// Serialises and signs one heartbeat.
+    /// Serialises and signs one heartbeat in the newest version this codec speaks.
     pub fn encode(&self, heartbeat: &Heartbeat) -> Result<Vec<u8>, EncodeError> {
+        self.encode_version(heartbeat, self.max_version)
+    }
+
+    /// Serialises and signs one heartbeat in `version` (one this codec speaks: see [`SpeakVersion`]).
+    pub fn encode_version(
+        &self,
+        heartbeat: &Heartbeat,
+        version: u16,
+    ) -> Result<Vec<u8>, EncodeError> {
+        if !(self.min_version..=self.max_version).contains(&version) {
+            return Err(EncodeError::UnsupportedVersion(version));
+        }
         if heartbeat.cluster != self.cluster {
             return Err(EncodeError::WrongCluster {
                 expected: self.cluster.clone(),
@@ -259,10 +331,18 @@ impl HeartbeatCodec {
         }
         let mut datagram = Vec::with_capacity(160);
         datagram.extend_from_slice(&MAGIC);
-        datagram.extend_from_slice(&WIRE_VERSION.to_be_bytes());
+        datagram.extend_from_slice(&version.to_be_bytes());
         let body = bincode::serde::encode_to_vec(heartbeat, bincode_config())
             .map_err(|e| EncodeError::Bincode(e.to_string()))?;
         datagram.extend_from_slice(&body);
+        if version > BASE_VERSION {
+            let extension = NextExtension {
+                wire_max: self.max_version,
+            };
+            let bytes = bincode::serde::encode_to_vec(extension, bincode_config())
+                .map_err(|e| EncodeError::Bincode(e.to_string()))?;
+            datagram.extend_from_slice(&bytes);
+        }
         let total = datagram.len() + MAC_LEN;
         if total > MAX_DATAGRAM {
             return Err(EncodeError::Oversize(total));
@@ -272,13 +352,24 @@ impl HeartbeatCodec {
         Ok(datagram)
     }
 
+    /// Checks and parses one datagram of a version this node reads. A correctly authenticated heartbeat of any
+    /// other version is [`Reject::BadVersion`] here; [`HeartbeatCodec::decode_any`] tells it apart.
+    pub fn decode(&self, datagram: &[u8]) -> Result<Heartbeat, Reject> {
+        match self.decode_any(datagram)? {
+            Decoded::Heartbeat { heartbeat, .. } => Ok(heartbeat),
+            Decoded::Incompatible(_) => Err(Reject::BadVersion),
+        }
+    }
+
     /// Checks and parses one datagram. Replay protection is separate ([`ReplayGuard`]) because it is per peer state.
     ///
-    /// Order of checks: size, magic, version, tag, body, cluster. The tag is verified once; a datagram whose tag
-    /// does not verify is never parsed: only its leading cluster name is peeked at (no allocation), to tell a
-    /// foreign cluster (different key, another `[cluster] name`) from an altered or forged datagram in the
-    /// counters. Either way it is dropped, at the cost of one HMAC: a flood of forged heartbeats costs no more.
-    pub fn decode(&self, datagram: &[u8]) -> Result<Heartbeat, Reject> {
+    /// Order of checks: size, magic, tag, then the body (all of it for a version this node reads, only the frozen
+    /// envelope for another), cluster. The tag is verified once; a datagram whose tag does not verify is never
+    /// parsed: only its leading cluster name is peeked at (no allocation), to tell a foreign cluster (different key,
+    /// another `[cluster] name`) from an altered or forged datagram in the counters. Either way it is dropped, at the
+    /// cost of one HMAC: a flood of forged heartbeats costs no more. An unauthenticated datagram of a version this
+    /// node does not read counts as [`Reject::BadVersion`], as it always has.
+    pub fn decode_any(&self, datagram: &[u8]) -> Result<Decoded, Reject> {
         if datagram.len() > MAX_DATAGRAM {
             return Err(Reject::Oversize);
         }
@@ -289,23 +380,160 @@ impl HeartbeatCodec {
             return Err(Reject::Malformed);
         }
         let version = u16::from_be_bytes([datagram[4], datagram[5]]);
-        if !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(&version) {
-            return Err(Reject::BadVersion);
-        }
+        let readable = (self.min_version..=self.max_version).contains(&version);
         let (signed, tag) = datagram.split_at(datagram.len() - MAC_LEN);
         let body = &signed[HEADER_LEN..];
         if hmac::verify(&self.key, signed, tag).is_err() {
+            if !readable {
+                return Err(Reject::BadVersion);
+            }
             return Err(match peek_cluster(body) {
                 Some(name) if name != self.cluster.as_bytes() => Reject::ForeignCluster,
                 _ => Reject::BadMac,
             });
         }
-        let heartbeat = parse_body(body).ok_or(Reject::Malformed)?;
+        if !readable {
+            let envelope = parse_envelope(body).ok_or(Reject::Malformed)?;
+            if envelope.cluster != self.cluster.as_bytes() {
+                return Err(Reject::ForeignCluster);
+            }
+            let node = std::str::from_utf8(envelope.node)
+                .map_err(|_| Reject::Malformed)?
+                .to_owned();
+            return Ok(Decoded::Incompatible(IncompatibleHeartbeat {
+                version,
+                node,
+                boot_epoch: envelope.boot_epoch,
+                seq: envelope.seq,
+            }));
+        }
+        let heartbeat = parse_body(body, version).ok_or(Reject::Malformed)?;
         if heartbeat.cluster != self.cluster {
             return Err(Reject::ForeignCluster);
         }
-        Ok(heartbeat)
+        Ok(Decoded::Heartbeat { heartbeat, version })
     }
+}
+
+/// Which version to send to the peer: the highest both read. Sans-IO; the driver feeds it every authenticated
+/// heartbeat (readable or not) with the sender's boot epoch.
+///
+/// A node starts every run speaking its newest version. A peer heard in an older version this node reads is
+/// answered in that version (the peer may be an older release that reads nothing newer); within one boot epoch of
+/// the peer the highest version heard from it is remembered, because a newer peer answering our own older
+/// heartbeats in kind must not drag us both down: its first heartbeats (sent before it heard us) were in its newest
+/// version. A peer speaking a version this node does not read is answered in this node's newest version (a newer
+/// release reads it and comes down; an older one cannot be helped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpeakVersion {
+    min: u16,
+    max: u16,
+    /// The peer's run: its boot epoch, the highest version heard from it in that epoch, the latest version heard.
+    peer: Option<PeerVersions>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PeerVersions {
+    epoch: u64,
+    highest: u16,
+    latest: u16,
+}
+
+impl SpeakVersion {
+    pub fn new(min: u16, max: u16) -> Self {
+        Self {
+            min,
+            max,
+            peer: None,
+        }
+    }
+
+    /// An authenticated, replay-checked heartbeat of the peer in `version`.
+    pub fn heard(&mut self, boot_epoch: u64, version: u16) {
+        let highest = match self.peer {
+            Some(p) if p.epoch == boot_epoch => p.highest.max(version),
+            _ => version,
+        };
+        self.peer = Some(PeerVersions {
+            epoch: boot_epoch,
+            highest,
+            latest: version,
+        });
+    }
+
+    /// The versions this node reads and speaks.
+    pub fn range(&self) -> (u16, u16) {
+        (self.min, self.max)
+    }
+
+    /// The version to send in now.
+    pub fn speak(&self) -> u16 {
+        match self.peer {
+            Some(p) if (self.min..self.max).contains(&p.highest) => p.highest,
+            _ => self.max,
+        }
+    }
+
+    /// The version of the peer's latest heartbeat, if any.
+    pub fn peer_version(&self) -> Option<u16> {
+        self.peer.map(|p| p.latest)
+    }
+
+    /// The peer's latest heartbeat was in a version this node does not read.
+    pub fn peer_incompatible(&self) -> bool {
+        self.peer
+            .is_some_and(|p| !(self.min..=self.max).contains(&p.latest))
+    }
+}
+
+/// The frozen start of every version's body, read without the rest.
+struct Envelope<'a> {
+    cluster: &'a [u8],
+    node: &'a [u8],
+    boot_epoch: u64,
+    seq: u64,
+}
+
+/// Parses the frozen envelope of an authenticated body: cluster, node, role (varint), state (varint), boot epoch,
+/// sequence number, in bincode 2 standard encoding. Role and state are skipped as numbers: a later version may
+/// have states this one does not know.
+fn parse_envelope(body: &[u8]) -> Option<Envelope<'_>> {
+    let (cluster, rest) = read_bytes(body)?;
+    let (node, rest) = read_bytes(rest)?;
+    let (_role, rest) = read_varint(rest)?;
+    let (_state, rest) = read_varint(rest)?;
+    let (boot_epoch, rest) = read_varint(rest)?;
+    let (seq, _) = read_varint(rest)?;
+    Some(Envelope {
+        cluster,
+        node,
+        boot_epoch,
+        seq,
+    })
+}
+
+/// A bincode 2 standard varint (u64 at most).
+fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (&first, rest) = bytes.split_first()?;
+    let width = match first {
+        0..=250 => return Some((u64::from(first), rest)),
+        251 => 2,
+        252 => 4,
+        253 => 8,
+        _ => return None,
+    };
+    let raw = rest.get(..width)?;
+    let mut le = [0u8; 8];
+    le[..width].copy_from_slice(raw);
+    Some((u64::from_le_bytes(le), &rest[width..]))
+}
+
+/// A length-prefixed byte string (bincode 2 standard).
+fn read_bytes(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = read_varint(bytes)?;
+    let len = usize::try_from(len).ok()?;
+    let value = rest.get(..len)?;
+    Some((value, &rest[len..]))
 }
 
 /// The cluster name at the start of an unauthenticated body, read without parsing the rest (bincode 2 standard: a
@@ -328,10 +556,16 @@ fn peek_cluster(body: &[u8]) -> Option<&[u8]> {
     std::str::from_utf8(name).ok().map(str::as_bytes)
 }
 
-/// Parses a body, requiring it to be consumed exactly.
-fn parse_body(body: &[u8]) -> Option<Heartbeat> {
-    match bincode::serde::decode_from_slice::<Heartbeat, _>(body, bincode_config()) {
-        Ok((hb, used)) if used == body.len() => Some(hb),
+/// Parses a body of a version this node reads, requiring it to be consumed exactly.
+fn parse_body(body: &[u8], version: u16) -> Option<Heartbeat> {
+    let (hb, used) =
+        bincode::serde::decode_from_slice::<Heartbeat, _>(body, bincode_config()).ok()?;
+    let rest = &body[used..];
+    if version == BASE_VERSION {
+        return rest.is_empty().then_some(hb);
+    }
+    match bincode::serde::decode_from_slice::<NextExtension, _>(rest, bincode_config()) {
+        Ok((_, used)) if used == rest.len() => Some(hb),
         _ => None,
     }
 }
@@ -486,12 +720,133 @@ mod tests {
     }
 
     #[test]
-    fn other_versions_are_refused_explicitly() {
+    fn unauthenticated_datagrams_of_other_versions_are_bad_version() {
         let mut bytes = codec().encode(&sample(1)).unwrap();
-        bytes[4..6].copy_from_slice(&2u16.to_be_bytes());
-        assert_eq!(codec().decode(&bytes), Err(Reject::BadVersion));
+        bytes[4..6].copy_from_slice(&(WIRE_VERSION + 1).to_be_bytes());
+        assert_eq!(codec().decode_any(&bytes), Err(Reject::BadVersion));
         bytes[4..6].copy_from_slice(&0u16.to_be_bytes());
-        assert_eq!(codec().decode(&bytes), Err(Reject::BadVersion));
+        assert_eq!(codec().decode_any(&bytes), Err(Reject::BadVersion));
+        // Of a newer release, signed under another key: still only a bad version, never a sign of life.
+        let forged = HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"other key"))
+            .with_versions(2, 2)
+            .encode(&sample(1))
+            .unwrap();
+        assert_eq!(
+            codec().with_versions(1, 1).decode_any(&forged),
+            Err(Reject::BadVersion)
+        );
+    }
+
+    /// Signs `body` under the test key with any version number.
+    fn signed(version: u16, body: &[u8]) -> Vec<u8> {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"0123456789abcdef0123456789abcdef");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&version.to_be_bytes());
+        bytes.extend_from_slice(body);
+        let tag = hmac::sign(&key, &bytes);
+        bytes.extend_from_slice(tag.as_ref());
+        bytes
+    }
+
+    #[test]
+    fn an_authenticated_heartbeat_of_an_unread_version_is_incompatible() {
+        let old = codec().with_versions(1, 1);
+        let next = codec().with_versions(1, 2);
+        let hb = sample(77);
+        let bytes = next.encode(&hb).unwrap();
+        assert_eq!(u16::from_be_bytes([bytes[4], bytes[5]]), 2);
+        let expected = Decoded::Incompatible(IncompatibleHeartbeat {
+            version: 2,
+            node: "lb1".into(),
+            boot_epoch: hb.boot_epoch,
+            seq: 77,
+        });
+        assert_eq!(old.decode_any(&bytes), Ok(expected));
+        assert_eq!(old.decode(&bytes), Err(Reject::BadVersion));
+        // The next release reads both versions; the older one reads its own.
+        assert_eq!(
+            next.decode_any(&bytes),
+            Ok(Decoded::Heartbeat {
+                heartbeat: hb.clone(),
+                version: 2
+            })
+        );
+        let v1 = next.encode_version(&hb, 1).unwrap();
+        assert_eq!(old.decode(&v1), Ok(hb.clone()));
+        assert_eq!(next.decode(&v1), Ok(hb.clone()));
+        // A version-2 body really is unreadable as version 1 (the extension is trailing data).
+        let body = &bytes[HEADER_LEN..bytes.len() - MAC_LEN];
+        assert_eq!(parse_body(body, 1), None);
+        assert!(parse_body(body, 2).is_some());
+        // Any future version with the frozen envelope is recognised, as is an unknown state number in it.
+        let mut future = body.to_vec();
+        future.extend_from_slice(&[9, 9, 9]);
+        assert!(matches!(
+            old.decode_any(&signed(40, &future)),
+            Ok(Decoded::Incompatible(IncompatibleHeartbeat {
+                version: 40,
+                seq: 77,
+                ..
+            }))
+        ));
+        assert_eq!(
+            old.encode_version(&hb, 2),
+            Err(EncodeError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn an_unread_version_is_still_checked_for_cluster_and_envelope() {
+        let mut hb = sample(1);
+        hb.cluster = "other".into();
+        let other = HeartbeatCodec::new(
+            "other",
+            &crate::wire::test_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .with_versions(2, 2)
+        .encode(&hb)
+        .unwrap();
+        assert_eq!(
+            codec().with_versions(1, 1).decode_any(&other),
+            Err(Reject::ForeignCluster)
+        );
+        assert_eq!(
+            codec().decode_any(&signed(9, &[0xff; 20])),
+            Err(Reject::Malformed)
+        );
+        assert_eq!(codec().decode_any(&signed(9, &[])), Err(Reject::Malformed));
+    }
+
+    #[test]
+    fn the_pair_speaks_the_highest_common_version() {
+        // A newer node (1..=2) hears an older one (1..=1).
+        let mut newer = SpeakVersion::new(1, 2);
+        assert_eq!(newer.speak(), 2, "a run starts at the newest version");
+        newer.heard(10, 1);
+        assert_eq!(newer.speak(), 1);
+        assert!(!newer.peer_incompatible());
+        // The older node hears the newer one's first heartbeats: incompatible, answers in its own.
+        let mut older = SpeakVersion::new(1, 1);
+        older.heard(20, 2);
+        assert_eq!(older.speak(), 1);
+        assert!(older.peer_incompatible());
+        older.heard(20, 1);
+        assert!(!older.peer_incompatible(), "the newer node came down");
+        // The peer restarts upgraded (new epoch): its first heartbeats are in 2; answers to our old 1s in 1 do
+        // not drag us back down.
+        newer.heard(11, 2);
+        assert_eq!(newer.speak(), 2);
+        newer.heard(11, 1);
+        assert_eq!(newer.speak(), 2, "highest heard in this run of the peer");
+        assert_eq!(newer.peer_version(), Some(1), "the latest heard");
+        // A rollback: the peer restarts as the older release.
+        newer.heard(12, 1);
+        assert_eq!(newer.speak(), 1);
+        // A peer older than anything we read: we speak our newest (it cannot read us either).
+        let mut far = SpeakVersion::new(2, 3);
+        far.heard(1, 1);
+        assert_eq!(far.speak(), 3);
+        assert!(far.peer_incompatible());
     }
 
     #[test]
@@ -581,6 +936,32 @@ mod tests {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(codec().decode(&flipped).is_err());
+        }
+
+        #[test]
+        fn any_newer_heartbeat_is_a_sign_of_life_with_its_envelope(
+            node in "[a-z0-9-]{1,40}",
+            seq in any::<u64>(),
+            epoch in any::<u64>(),
+            state in 0usize..NodeState::ALL.len(),
+        ) {
+            let mut hb = sample(seq);
+            hb.node = node.clone();
+            hb.boot_epoch = epoch;
+            hb.state = NodeState::ALL[state];
+            let bytes = codec().with_versions(2, 2).encode(&hb).unwrap();
+            prop_assert_eq!(
+                codec().with_versions(1, 1).decode_any(&bytes),
+                Ok(Decoded::Incompatible(IncompatibleHeartbeat { version: 2, node, boot_epoch: epoch, seq }))
+            );
+        }
+
+        #[test]
+        fn arbitrary_signed_bodies_of_any_version_never_panic(
+            version in any::<u16>(),
+            body in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let _ = codec().decode_any(&signed(version, &body));
         }
 
         #[test]

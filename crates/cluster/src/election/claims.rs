@@ -8,6 +8,14 @@ use crate::wire::{Heartbeat, NodeState, Role};
 impl Election {
     pub(super) fn evaluate_standby(&mut self, now: u64, out: &mut Vec<Action>) {
         let Some(peer) = self.live_peer(now).cloned() else {
+            if self.peer_incompatible(now).is_some() {
+                // Alive, state unknown: it may hold the VIPs. Never take over because of it.
+                if self.state == NodeState::Claiming {
+                    self.claim_seq = None;
+                    self.set_state(NodeState::Standby, Reason::PeerIncompatible, now, out);
+                }
+                return;
+            }
             let reason = if self.cfg.has_peer {
                 Reason::PeerDead
             } else {

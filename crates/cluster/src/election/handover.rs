@@ -16,6 +16,10 @@ impl Election {
                 refuse(out, "takeover", format!("node is {}", self.state));
             }
             NodeState::Init | NodeState::Standby | NodeState::Claiming | NodeState::Fault => {
+                if let Some(p) = self.peer_incompatible(now) {
+                    refuse(out, "takeover", incompatible_reason(p.version));
+                    return;
+                }
                 let peer = self.live_peer(now).map(|p| p.ping);
                 match peer {
                     Some(peer_ping) if !self.ping.ok() && peer_ping.ok() => {
@@ -61,7 +65,10 @@ impl Election {
         }
         let my_ping = self.ping;
         let verdict = match self.live_peer(now) {
-            None => Err("the peer is not heard".to_string()),
+            None => Err(match self.peer_incompatible(now) {
+                Some(p) => incompatible_reason(p.version),
+                None => "the peer is not heard".to_string(),
+            }),
             Some(p) if p.state != NodeState::Standby || p.holds_vips => {
                 Err(format!("the peer is {}, not standby", p.state))
             }
@@ -124,4 +131,15 @@ impl Election {
             out.push(Action::SendHeartbeat(hb));
         }
     }
+}
+
+/// Why an admin move is refused while the peer speaks a wire version this node cannot read: it cannot tell whether
+/// the peer is ready (or already holds the VIPs). The newer node reads this one: move the role from there.
+fn incompatible_reason(version: u16) -> String {
+    format!(
+        "the peer speaks heartbeat wire version {version}, which this node (versions {}..={}) cannot read: \
+         run the command on the peer, or upgrade this node",
+        crate::wire::MIN_WIRE_VERSION,
+        crate::wire::WIRE_VERSION
+    )
 }

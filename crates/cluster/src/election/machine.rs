@@ -28,6 +28,14 @@ pub struct PeerView {
     pub last_heard_ms: u64,
 }
 
+/// A peer heard only in a wire version this node cannot parse, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncompatiblePeer {
+    pub node: String,
+    pub version: u16,
+    pub last_heard_ms: u64,
+}
+
 /// The election state machine of one node.
 #[derive(Clone, Debug)]
 pub struct Election {
@@ -38,6 +46,9 @@ pub struct Election {
     pub(super) state_since_ms: u64,
     pub(super) seq: u64,
     pub(super) peer: Option<PeerView>,
+    /// The peer's latest heartbeat was of a wire version this node cannot parse (then `peer` is None: its last
+    /// readable heartbeat no longer describes it).
+    pub(super) incompatible: Option<IncompatiblePeer>,
     /// The peer's silence is counted from here: when it was last heard, or when the timings last changed while it
     /// was alive (so a shorter dead time does not declare it dead at once).
     pub(super) peer_clock_ms: u64,
@@ -98,6 +109,7 @@ impl Election {
             state_since_ms: now_ms,
             seq: 0,
             peer: None,
+            incompatible: None,
             peer_clock_ms: now_ms,
             peer_warned: false,
             peer_dead_reported: false,
@@ -154,9 +166,21 @@ impl Election {
         self.peer.as_ref()
     }
 
-    /// The peer has been heard within `dead_ms`.
+    /// The peer has been heard within `dead_ms` (readable or not).
     pub fn peer_alive(&self, now_ms: u64) -> bool {
-        self.live_peer(now_ms).is_some()
+        self.live_peer(now_ms).is_some() || self.peer_incompatible(now_ms).is_some()
+    }
+
+    /// The peer is alive and speaks a wire version this node cannot parse. While so, this node never takes the VIPs
+    /// (it cannot tell whether the peer holds them), keeps them if it holds them, and refuses admin takeover and
+    /// release; the peer, a newer release, reads this node and decides with full information.
+    pub fn peer_incompatible(&self, now_ms: u64) -> Option<&IncompatiblePeer> {
+        if self.peer_dead_reported {
+            return None;
+        }
+        self.incompatible
+            .as_ref()
+            .filter(|_| now_ms < self.peer_clock_ms.saturating_add(self.cfg.timings.dead_ms))
     }
 
     pub fn ping(&self) -> PingState {
@@ -182,7 +206,7 @@ impl Election {
         if self.cfg.has_peer {
             next = next.min(if self.send_now { 0 } else { self.next_send_ms });
         }
-        if self.peer.is_some() {
+        if self.peer.is_some() || self.incompatible.is_some() {
             if !self.peer_warned {
                 next = next.min(self.peer_clock_ms.saturating_add(t.warn_ms));
             }
@@ -219,6 +243,9 @@ impl Election {
         match input {
             Input::Tick => {}
             Input::PeerHeartbeat(hb) => self.on_heartbeat(hb, now_ms, &mut out),
+            Input::PeerIncompatible { node, version } => {
+                self.on_incompatible(node, version, now_ms, &mut out)
+            }
             Input::PingResult { reachable } => {
                 let ping = if reachable {
                     PingState::Reachable
@@ -344,7 +371,8 @@ impl Election {
         if self.handover_pending && self.state != NodeState::Releasing {
             // The handover is over once the peer holds the VIPs, or moot if it cannot take them.
             let over = match self.live_peer(now) {
-                None => true,
+                // A peer we cannot read may still be taking the offer: it stands while the peer is alive.
+                None => self.peer_incompatible(now).is_none(),
                 Some(p) => p.holds_vips || matches!(p.state, NodeState::Fault | NodeState::Stopped),
             };
             if over {

@@ -10,6 +10,13 @@ use crate::wire::{Heartbeat, NodeState};
 pub enum Input {
     /// An authenticated, replay-checked heartbeat from the peer.
     PeerHeartbeat(Heartbeat),
+    /// An authenticated, replay-checked heartbeat from the peer in a wire version this node cannot parse (a newer
+    /// release during a rolling upgrade): the peer is alive, its state unknown. It keeps the peer from being
+    /// declared dead and never lets this node take the VIPs (see `Election::peer_incompatible`).
+    PeerIncompatible {
+        node: String,
+        version: u16,
+    },
     /// Time passed (call at [`Election::next_timeout`](super::Election::next_timeout) or more often).
     Tick,
     /// Aggregate result of the ping nodes: can this node reach at least one?
@@ -98,6 +105,7 @@ pub enum Reason {
     InitDeadExpired,
     PeerHeard,
     PeerDead,
+    PeerIncompatible,
     PeerStopped,
     PeerFault,
     HandoverFromPeer,
@@ -124,6 +132,9 @@ impl fmt::Display for Reason {
             Reason::InitDeadExpired => f.write_str("peer not heard within init_dead_ms"),
             Reason::PeerHeard => f.write_str("peer heard"),
             Reason::PeerDead => f.write_str("peer silent for dead_ms"),
+            Reason::PeerIncompatible => {
+                f.write_str("peer alive in a wire version this node cannot read")
+            }
             Reason::PeerStopped => f.write_str("peer stopped"),
             Reason::PeerFault => f.write_str("peer in fault"),
             Reason::HandoverFromPeer => f.write_str("peer handed over"),
@@ -155,6 +166,9 @@ pub enum Event {
     },
     /// The peer is heard (first time, or again after being declared dead).
     PeerUp { node: String },
+    /// The peer is heard in a wire version this node cannot parse (first time, or another version than before):
+    /// alive, state unknown.
+    PeerIncompatible { node: String, version: u16 },
     /// The peer restarted (new boot epoch) without being declared dead in between.
     PeerRestarted { node: String },
     /// Peer silent longer than `warn_ms`.

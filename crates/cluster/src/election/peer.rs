@@ -2,7 +2,7 @@
 //! timings moves those deadlines.
 
 use super::config::Timings;
-use super::machine::{Election, PeerView};
+use super::machine::{Election, IncompatiblePeer, PeerView};
 use super::messages::{Action, Event, refuse};
 use crate::wire::{Heartbeat, NodeState, PingState, Role};
 
@@ -84,10 +84,14 @@ impl Election {
 
     pub(super) fn check_silence(&mut self, now: u64, out: &mut Vec<Action>) {
         let t = self.cfg.timings;
-        let Some(peer) = &self.peer else { return };
+        let last_heard = match (&self.peer, &self.incompatible) {
+            (Some(peer), _) => peer.last_heard_ms,
+            (None, Some(peer)) => peer.last_heard_ms,
+            (None, None) => return,
+        };
         // Thresholds count from the peer clock; the events report the real silence.
         let counted = now.saturating_sub(self.peer_clock_ms);
-        let silent = now.saturating_sub(peer.last_heard_ms);
+        let silent = now.saturating_sub(last_heard);
         if !self.peer_warned && counted >= t.warn_ms {
             self.peer_warned = true;
             self.stats.warn_time_exceeded += 1;
@@ -103,8 +107,9 @@ impl Election {
         if hb.node == self.cfg.node || hb.cluster != self.cfg.cluster {
             return;
         }
-        let was_alive = self.peer_alive(now);
+        let was_alive = self.live_peer(now).is_some();
         let previous = self.peer.take();
+        self.incompatible = None;
         match &previous {
             Some(p) if was_alive => {
                 if p.heartbeat.boot_epoch != hb.boot_epoch || p.heartbeat.node != hb.node {
@@ -130,6 +135,40 @@ impl Election {
         }
         self.peer = Some(PeerView {
             heartbeat: hb,
+            last_heard_ms: now,
+        });
+        self.peer_clock_ms = now;
+        self.peer_warned = false;
+        self.peer_dead_reported = false;
+    }
+
+    /// A heartbeat in a wire version this node cannot parse: the peer is alive (its silence timers restart), but
+    /// nothing it says is known, so the last readable heartbeat is dropped rather than trusted as current.
+    pub(super) fn on_incompatible(
+        &mut self,
+        node: String,
+        version: u16,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        if node == self.cfg.node {
+            return;
+        }
+        let news = self
+            .peer_incompatible(now)
+            .is_none_or(|p| p.version != version || p.node != node);
+        if news {
+            out.push(Action::Event(Event::PeerIncompatible {
+                node: node.clone(),
+                version,
+            }));
+            // Our next heartbeat (in our own version) tells the newer peer at once that we are here.
+            self.send_now = true;
+        }
+        self.peer = None;
+        self.incompatible = Some(IncompatiblePeer {
+            node,
+            version,
             last_heard_ms: now,
         });
         self.peer_clock_ms = now;

@@ -1,11 +1,16 @@
 //! A deterministic simulation of a pair: two [`Election`]s, a simulated clock, a lossy / reordering / delaying /
 //! cuttable link carrying real encoded and signed datagrams through the replay guard, a serial VIP layer with
-//! latency, crashes, restarts and clean stops. It checks the safety and liveness properties as it runs.
+//! latency, crashes, restarts and clean stops. It checks the safety and liveness properties as it runs. Each node
+//! runs a release with its own heartbeat wire versions ([`Sim::versions`], taken at start): a rolling upgrade is a
+//! restart with another range, and each node answers in the highest version both read ([`SpeakVersion`]).
 
 use std::collections::VecDeque;
 
 use super::*;
-use crate::wire::{HeartbeatCodec, NodeState, ReplayGuard, Role};
+use crate::wire::{
+    Decoded, HeartbeatCodec, MIN_WIRE_VERSION, NodeState, ReplayGuard, Role, SpeakVersion,
+    WIRE_VERSION,
+};
 
 pub const NAMES: [&str; 2] = ["lb1", "lb2"];
 
@@ -147,6 +152,13 @@ pub struct Sim {
     pub mode: LinkMode,
     pub mode_since: u64,
     codec: HeartbeatCodec,
+    /// Each node's codec and choice of version, for the release it runs (see `versions`).
+    codecs: [HeartbeatCodec; 2],
+    speak: [SpeakVersion; 2],
+    /// The wire versions (min, max) each node reads and speaks from its next start on.
+    pub versions: [(u16, u16); 2],
+    /// Heartbeats delivered as incompatible (a version the receiver cannot read), per receiving node.
+    pub incompatible_delivered: [u64; 2],
     guards: [ReplayGuard; 2],
     wire: Vec<InFlight>,
     order: u64,
@@ -166,9 +178,15 @@ pub struct Sim {
 impl Sim {
     pub fn new(params: SimParams) -> Self {
         let rng = Rng::new(params.seed);
+        let codec = HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"sim secret"));
+        let this_release = (MIN_WIRE_VERSION, WIRE_VERSION);
         let mut sim = Self {
             now: 0,
-            codec: HeartbeatCodec::new("openstack", &crate::wire::test_secret(b"sim secret")),
+            codecs: [codec.clone(), codec.clone()],
+            speak: [SpeakVersion::new(this_release.0, this_release.1); 2],
+            versions: [this_release; 2],
+            incompatible_delivered: [0, 0],
+            codec,
             guards: [ReplayGuard::new(), ReplayGuard::new()],
             nodes: [Self::blank(), Self::blank()],
             params,
@@ -232,6 +250,10 @@ impl Sim {
             return;
         }
         self.nodes[i].restarts += 1;
+        let (min, max) = self.versions[i];
+        self.codecs[i] = self.codec.clone().with_versions(min, max);
+        let (min, max) = self.codecs[i].versions();
+        self.speak[i] = SpeakVersion::new(min, max);
         let cfg = self.config(i);
         let node = &mut self.nodes[i];
         node.election = Some(Election::new(cfg, self.now));
@@ -325,7 +347,9 @@ impl Sim {
                     if hb.state == NodeState::Stopped {
                         self.nodes[i].stopped_heartbeats.push((now, hb.seq));
                     }
-                    let datagram = self.codec.encode(&hb).expect("encodes");
+                    let datagram = self.codecs[i]
+                        .encode_version(&hb, self.speak[i].speak())
+                        .expect("encodes");
                     let lost = match self.mode {
                         LinkMode::Healthy => false,
                         LinkMode::Lossy(p) => self.rng.chance(p),
@@ -485,13 +509,38 @@ impl Sim {
             if !self.nodes[f.to].up() {
                 continue;
             }
-            let Ok(hb) = self.codec.decode(&f.datagram) else {
-                self.violations.push(Violation {
-                    at: now,
-                    what: "valid datagram rejected".into(),
-                });
-                continue;
+            let hb = match self.codecs[f.to].decode_any(&f.datagram) {
+                Ok(Decoded::Heartbeat { heartbeat, version }) => (heartbeat, version),
+                Ok(Decoded::Incompatible(hb)) => {
+                    let verdict = self.guards[f.to].check_incompatible(&hb);
+                    if std::env::var_os("SIM_TRACE").is_some() {
+                        eprintln!(
+                            "{now:5} {} <- seq {} version {} (unreadable) {verdict:?}",
+                            NAMES[f.to], hb.seq, hb.version
+                        );
+                    }
+                    if verdict.is_ok() {
+                        self.incompatible_delivered[f.to] += 1;
+                        self.speak[f.to].heard(hb.boot_epoch, hb.version);
+                        self.feed(
+                            f.to,
+                            Input::PeerIncompatible {
+                                node: hb.node,
+                                version: hb.version,
+                            },
+                        );
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    self.violations.push(Violation {
+                        at: now,
+                        what: "valid datagram rejected".into(),
+                    });
+                    continue;
+                }
             };
+            let (hb, version) = hb;
             let verdict = self.guards[f.to].check(&hb);
             if std::env::var_os("SIM_TRACE").is_some() {
                 eprintln!(
@@ -507,6 +556,7 @@ impl Sim {
                 );
             }
             if verdict.is_ok() {
+                self.speak[f.to].heard(hb.boot_epoch, version);
                 self.feed(f.to, Input::PeerHeartbeat(hb));
             }
         }
@@ -612,6 +662,11 @@ impl Sim {
                 self.neither_since = Some(now);
             }
         }
+    }
+
+    /// The wire version node `i` sends in now.
+    pub fn speaking(&self, i: usize) -> u16 {
+        self.speak[i].speak()
     }
 
     pub fn active_count(&self) -> usize {

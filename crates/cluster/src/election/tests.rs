@@ -1047,6 +1047,210 @@ fn replayed_heartbeats_do_not_move_anything() {
     }
 }
 
+// ---- rolling upgrades: a peer in a wire version this node cannot read ------------------------------------------
+
+fn incompatible(version: u16) -> Input {
+    Input::PeerIncompatible {
+        node: "lb2".into(),
+        version,
+    }
+}
+
+fn acquires(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::AcquireVips))
+}
+
+fn refused(actions: &[Action], what: &str) -> bool {
+    actions.iter().any(|a| {
+        matches!(a, Action::Event(Event::Refused { command, reason }) if *command == what && reason.contains("wire version"))
+    })
+}
+
+/// A standby whose active peer is upgraded and now speaks only a version it cannot read never takes over because
+/// of it, however long that lasts; the peer is alive; admin moves are refused with the reason; once the peer falls
+/// silent, the ordinary dead time applies.
+#[test]
+fn an_incompatible_peer_is_alive_and_never_taken_over_from() {
+    let t = timings();
+    let mut e = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
+        0,
+    );
+    e.handle(Input::Tick, 0);
+    e.handle(
+        Input::PeerHeartbeat(peer_heartbeat(NodeState::Active, true)),
+        10,
+    );
+    assert_eq!(e.state(), NodeState::Standby);
+    let first = e.handle(incompatible(2), 20);
+    assert!(
+        first
+            .iter()
+            .any(|a| matches!(a, Action::Event(Event::PeerIncompatible { version: 2, .. })))
+    );
+    let mut now = 20;
+    while now < 20 * t.dead_ms {
+        now += t.interval_ms;
+        let out = e.handle(incompatible(2), now);
+        assert!(!acquires(&out), "acquired at {now}");
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::Event(Event::PeerIncompatible { .. }))),
+            "reported once"
+        );
+        assert!(e.peer_alive(now));
+        assert_eq!(e.peer_incompatible(now).map(|p| p.version), Some(2));
+        assert!(e.peer().is_none(), "its last readable state is not trusted");
+    }
+    assert_eq!(e.state(), NodeState::Standby);
+    assert!(refused(&e.handle(Input::AdminTakeover, now), "takeover"));
+    assert_eq!(e.state(), NodeState::Standby);
+    // Silence: dead after dead_ms, like any peer.
+    let out = e.handle(Input::Tick, now + t.dead_ms - 1);
+    assert!(!acquires(&out));
+    let out = e.handle(Input::Tick, now + t.dead_ms);
+    assert!(acquires(&out));
+    assert!(e.peer_incompatible(now + t.dead_ms).is_none());
+}
+
+/// At start-up an incompatible peer counts as heard: the node stands by instead of taking over after
+/// `init_dead_ms`; the active node keeps the VIPs and refuses to release them blind; a readable heartbeat ends it.
+#[test]
+fn incompatible_at_start_up_and_while_active() {
+    let t = timings();
+    let mut e = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
+        0,
+    );
+    let mut now = 0;
+    while now < 3 * t.init_dead_ms {
+        assert!(!acquires(&e.handle(incompatible(7), now)));
+        now += t.interval_ms;
+    }
+    assert_eq!(e.state(), NodeState::Standby);
+    // Another node, active alone, then the peer comes up in a newer release.
+    let mut a = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
+        0,
+    );
+    a.handle(Input::Tick, t.init_dead_ms);
+    a.handle(Input::VipsAcquired, t.init_dead_ms + 1);
+    assert_eq!(a.state(), NodeState::Active);
+    let mut now = t.init_dead_ms + 10;
+    for _ in 0..50 {
+        let out = a.handle(incompatible(2), now);
+        assert!(!out.iter().any(|x| matches!(x, Action::ReleaseVips)));
+        now += t.interval_ms;
+    }
+    assert_eq!(a.state(), NodeState::Active);
+    assert!(refused(&a.handle(Input::AdminRelease, now), "release"));
+    assert_eq!(a.state(), NodeState::Active);
+    // The newer peer came down to our version: readable again, a normal peer.
+    let out = a.handle(
+        Input::PeerHeartbeat(peer_heartbeat(NodeState::Standby, false)),
+        now + 1,
+    );
+    assert!(
+        out.iter()
+            .any(|x| matches!(x, Action::Event(Event::PeerUp { .. })))
+    );
+    assert!(a.peer_incompatible(now + 1).is_none());
+    assert!(a.peer().is_some());
+}
+
+/// The procedure of docs/upgrade.md in the simulator, on a delaying link: upgrade the standby (the active node
+/// never moves), take over on the upgraded node (one clean move), upgrade the old node (nothing moves), and the
+/// pair ends speaking the new version. No violation of any property on the way.
+#[test]
+fn rolling_upgrade_moves_the_role_only_when_asked() {
+    let old = (1, 1);
+    let next = (1, 2);
+    let mut heard_unreadable = 0;
+    for seed in 0..20 {
+        let mut p = SimParams::new(50);
+        p.seed = seed;
+        p.max_delay_ms = 10;
+        p.vip_latency_ms = 3;
+        let mut sim = Sim::new(p.clone());
+        sim.versions = [old, old];
+        sim.crash(0);
+        sim.crash(1);
+        sim.start(0);
+        sim.start(1);
+        sim.run_for(1000);
+        assert!(sim.nodes[0].is_active());
+        // 1. Upgrade the standby.
+        sim.stop(1);
+        sim.run_for(200);
+        sim.versions[1] = next;
+        sim.start(1);
+        sim.run_for(2000);
+        assert_eq!(sim.active_exits, [0, 0], "seed {seed}");
+        assert_eq!(sim.nodes[1].state(), Some(NodeState::Standby));
+        assert_eq!(
+            sim.speaking(1),
+            1,
+            "the newer node answers in the older version"
+        );
+        // The older node hears the newer one's first heartbeats (sent before it heard us) as signs of life, unless
+        // the link reordered them behind a later one (then the replay guard drops them).
+        heard_unreadable += sim.incompatible_delivered[0];
+        // 2. Hand over to the upgraded node.
+        sim.feed(1, Input::AdminTakeover);
+        sim.run_for(1000);
+        assert!(sim.nodes[1].is_active(), "seed {seed}");
+        assert_eq!(sim.active_exits, [1, 0]);
+        // 3. Upgrade the old node (now standby).
+        sim.stop(0);
+        sim.run_for(200);
+        sim.versions[0] = next;
+        sim.start(0);
+        sim.run_for(2000);
+        assert!(sim.nodes[1].is_active());
+        assert_eq!(sim.active_exits, [1, 0], "seed {seed}");
+        assert_eq!((sim.speaking(0), sim.speaking(1)), (2, 2), "seed {seed}");
+        // 4. Fail back.
+        sim.feed(0, Input::AdminTakeover);
+        sim.run_for(1000);
+        assert!(sim.nodes[0].is_active());
+        assert_eq!(sim.active_exits, [1, 1]);
+        sim.assert_clean();
+    }
+    assert!(heard_unreadable >= 10, "{heard_unreadable}");
+}
+
+/// Two releases with no common version (an upgrade that skipped one): each is alive to the other, neither takes
+/// over from the other, whichever held the VIPs keeps them; a crash still fails over after the dead time.
+#[test]
+fn releases_without_a_common_version_never_take_over_from_each_other() {
+    for seed in 0..10 {
+        let mut p = SimParams::new(50);
+        p.seed = seed;
+        p.max_delay_ms = 10;
+        let mut sim = Sim::new(p.clone());
+        sim.versions = [(1, 1), (2, 2)];
+        // Neither may hold while both run from the start: the never-neither property does not apply.
+        sim.check_never_neither = false;
+        sim.crash(0);
+        sim.crash(1);
+        sim.start(0);
+        sim.run_for(1000);
+        assert!(sim.nodes[0].is_active());
+        sim.start(1);
+        sim.run_for(20 * p.timings.dead_ms);
+        assert!(sim.nodes[0].is_active(), "seed {seed}");
+        assert_eq!(sim.nodes[1].state(), Some(NodeState::Standby));
+        assert_eq!(sim.active_exits, [0, 0]);
+        assert!(sim.incompatible_delivered[0] > 10 && sim.incompatible_delivered[1] > 10);
+        assert!(sim.nodes[0].e().peer_incompatible(sim.now).is_some());
+        assert!(sim.nodes[1].e().peer_incompatible(sim.now).is_some());
+        sim.crash(0);
+        sim.run_for(p.timings.dead_ms + 2 * p.timings.interval_ms + 50);
+        assert!(sim.nodes[1].is_active(), "seed {seed}");
+        sim.assert_clean();
+    }
+}
+
 /// `PROPTEST_CASES` overrides the default number of cases (long runs: `PROPTEST_CASES=20000 cargo test --release`).
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -1069,6 +1273,8 @@ enum Step {
     Ping(usize, bool),
     CaughtUp(usize),
     FailNextAcquire(usize),
+    /// Node `.0` runs the next release (true) or the current one (false) from its next start.
+    Upgrade(usize, bool),
 }
 
 fn step_strategy(dead_ms: u64) -> impl Strategy<Value = Step> {
@@ -1089,6 +1295,7 @@ fn step_strategy(dead_ms: u64) -> impl Strategy<Value = Step> {
         1 => ((0usize..2), any::<bool>()).prop_map(|(i, r)| Step::Ping(i, r)),
         1 => (0usize..2).prop_map(Step::CaughtUp),
         1 => (0usize..2).prop_map(Step::FailNextAcquire),
+        1 => ((0usize..2), any::<bool>()).prop_map(|(i, next)| Step::Upgrade(i, next)),
     ]
 }
 
@@ -1149,6 +1356,9 @@ fn run_scenario(params: SimParams, steps: &[Step]) -> Sim {
                 sim.nodes[*i].fail_acquires += 1;
                 sim.check_liveness = false;
             }
+            Step::Upgrade(i, next) => {
+                sim.versions[*i] = if *next { (1, 2) } else { (1, 1) };
+            }
         }
     }
     // End on a healthy link with both nodes up: the pair must settle on exactly one holder.
@@ -1174,7 +1384,8 @@ proptest! {
     /// SAFETY (two holders only while one cannot hear the other; a split brain ends within one heartbeat of a
     /// healthy link), LIVENESS (a survivor is active within dead_ms + one interval; never neither on a healthy
     /// link) and convergence to exactly one holder, under loss, reordering, delay, partitions, crashes, restarts,
-    /// clean stops, admin commands and ping changes.
+    /// clean stops, admin commands, ping changes and restarts into the next release or back (rolling upgrades and
+    /// rollbacks: heartbeats of a version the receiver cannot read until the newer node answers in the older).
     #[test]
     fn pair_is_safe_and_live((params, steps) in scenario()) {
         let sim = run_scenario(params.clone(), &steps);

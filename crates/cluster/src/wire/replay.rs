@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Heartbeat, Reject};
+use super::{Heartbeat, IncompatibleHeartbeat, Reject};
 
 /// Rejects replayed and reordered heartbeats: per sending node, the (boot epoch, sequence) pair must strictly
 /// increase. An epoch higher than any seen from that node means the peer restarted and is accepted with any
@@ -63,8 +63,31 @@ impl ReplayGuard {
         self.judge(heartbeat, Some(own))
     }
 
+    /// Like [`ReplayGuard::check`] for a heartbeat of a version this node cannot parse, by its frozen envelope: it
+    /// shares the sender's (epoch, sequence) record with readable heartbeats, so a replayed datagram of either kind
+    /// never counts as a sign of life. A lower epoch is always `stale` (the proof of freshness needs the body).
+    pub fn check_incompatible(&mut self, heartbeat: &IncompatibleHeartbeat) -> Result<(), Reject> {
+        self.judge_parts(&heartbeat.node, heartbeat.boot_epoch, heartbeat.seq, None)
+    }
+
     fn judge(&mut self, heartbeat: &Heartbeat, own: Option<OwnView>) -> Result<(), Reject> {
-        let (epoch, seq) = (heartbeat.boot_epoch, heartbeat.seq);
+        self.judge_parts(
+            &heartbeat.node,
+            heartbeat.boot_epoch,
+            heartbeat.seq,
+            own.map(|o| (heartbeat, o)),
+        )
+    }
+
+    /// `fresh`: the parsed heartbeat and this node's view, when a lower epoch may prove itself fresh.
+    fn judge_parts(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        seq: u64,
+        fresh: Option<(&Heartbeat, OwnView)>,
+    ) -> Result<(), Reject> {
+        let own = fresh.map(|(_, o)| o);
         let switched = |highest_epoch: u64| Seen {
             epoch,
             seq,
@@ -72,8 +95,8 @@ impl ReplayGuard {
             own_seq_at_switch: own.map(|o| o.seq),
             last_ms: own.map(|o| o.now_ms),
         };
-        let Some(last) = self.last.get_mut(&heartbeat.node) else {
-            self.last.insert(heartbeat.node.clone(), switched(epoch));
+        let Some(last) = self.last.get_mut(node) else {
+            self.last.insert(node.to_owned(), switched(epoch));
             return Ok(());
         };
         if epoch == last.epoch {
@@ -86,7 +109,7 @@ impl ReplayGuard {
             }
             return Ok(());
         }
-        if epoch > last.highest_epoch || own.is_some_and(|o| proves_fresh(heartbeat, last, o)) {
+        if epoch > last.highest_epoch || fresh.is_some_and(|(hb, o)| proves_fresh(hb, last, o)) {
             *last = switched(last.highest_epoch);
             return Ok(());
         }
