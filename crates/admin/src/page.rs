@@ -114,7 +114,7 @@ button{{margin-right:.3em}} .meta td{{border:none;padding:.1em .6em}}
             );
             let _ = writeln!(
                 html,
-                r#"<tr><td>&nbsp;&nbsp;{server_label}</td><td>{address}</td><td>{port}</td><td>{conns}</td><td>weight {weight}</td><td></td><td class="{class}">{shown}</td><td><button onclick="act('{target}','drain')">Drain</button><button onclick="act('{target}','halt')">Halt</button><button onclick="act('{target}','online')">Online</button></td></tr>"#,
+                r#"<tr><td>&nbsp;&nbsp;{server_label}</td><td>{address}</td><td>{port}</td><td>{conns}</td><td>weight {weight}</td><td></td><td class="{class}"{source}>{shown}</td><td><button onclick="act('{target}','drain')">Drain</button><button onclick="act('{target}','halt')">Halt</button><button onclick="act('{target}','online')">Online</button></td></tr>"#,
                 server_label = escape(&server.label),
                 address = server.address,
                 port = server
@@ -123,6 +123,17 @@ button{{margin-right:.3em}} .meta td{{border:none;padding:.1em .6em}}
                 conns = server.current_connections,
                 weight = server.weight,
                 class = state_class(shown),
+                // Who set a drain or halt, and how this node knows it: a tooltip.
+                source = server
+                    .admin_source
+                    .as_ref()
+                    .map_or_else(String::new, |source| {
+                        format!(
+                            r#" title="{} by {}""#,
+                            server.admin_state,
+                            escape(&source.to_string())
+                        )
+                    }),
             );
         }
     }
@@ -183,6 +194,24 @@ mod tests {
             idle_connections: 0,
             last_check: None,
         }
+    }
+
+    #[test]
+    fn the_state_cell_names_who_set_it() {
+        let mut drained = server("w1", Health::Up, AdminState::Drain);
+        drained.admin_source = Some(AdminSource {
+            via: AdminVia::Operator,
+            set_by: "lb<2>".into(),
+            at_unix_ms: 0,
+        });
+        let status = document(vec![service("web", vec![drained], Vec::new())], None);
+        let html = render_overview(&status);
+        assert!(
+            html.contains(
+                r#"class="warn" title="drain by operator on lb&lt;2&gt; at 1970-01-01 00:00:00 UTC">drain<"#
+            ),
+            "{html}"
+        );
     }
 
     fn document(services: Vec<Service>, peer: Option<Peer>) -> Status {

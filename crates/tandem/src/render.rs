@@ -1,7 +1,7 @@
 //! Human-readable forms of the status document for `tandem status`.
 
 use std::fmt::Write;
-use tandem_status::{AdminEndpoint, Status};
+use tandem_status::{AdminEndpoint, AdminState, Status};
 
 /// A list as display text ("none" when empty).
 fn list<T: ToString>(items: &[T]) -> String {
@@ -91,18 +91,19 @@ pub fn status_text(status: &Status) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<22} {:<20} {:<12} {:<5} {:<16} {:>6} {:>7}",
-        "SERVICE / SERVER", "ADDRESS", "PORTS", "MODE", "STATE", "CONNS", "STICK"
+        "{:<22} {:<20} {:<12} {:<5} {:<16} {:<16} {:>6} {:>7}",
+        "SERVICE / SERVER", "ADDRESS", "PORTS", "MODE", "PERSISTENCE", "STATE", "CONNS", "STICK"
     );
     for service in &status.services {
         let _ = writeln!(
             out,
-            "{:<22} {:<20} {:<12} {:<5} {:<16} {:>6} {:>7}",
+            "{:<22} {:<20} {:<12} {:<5} {:<16} {:<16} {:>6} {:>7}",
             service.label,
             service.vip.to_string(),
             list(&service.ports),
             service.mode.as_str(),
             service.persistence.mode.as_str(),
+            format!("{}/{} up", service.servers_up(), service.servers.len()),
             service.current_connections,
             service.stick_table_size,
         );
@@ -116,14 +117,21 @@ pub fn status_text(status: &Status) -> String {
             );
             let _ = writeln!(
                 out,
-                "  {:<20} {:<20} {:<12} {:<5} {:<16} {:>6}",
+                "  {:<20} {:<20} {:<12} {:<5} {:<16} {:<16} {:>6}",
                 server.label,
                 server.address.to_string(),
                 or_dash(server.port),
                 "",
+                "",
                 state,
                 server.current_connections,
             );
+            // Where a drain or halt came from (an online server needs no explanation).
+            if let Some(source) = &server.admin_source
+                && server.admin_state != AdminState::Online
+            {
+                let _ = writeln!(out, "    {} by {source}", server.admin_state);
+            }
         }
     }
     out
@@ -162,4 +170,71 @@ pub fn endpoint_text(endpoint: &AdminEndpoint) -> String {
 
 fn short_digest(digest: &str) -> String {
     digest.chars().take(16).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_status::{AdminSource, AdminVia};
+
+    /// The documented example (docs/admin-api.md), as `tandem status` reads it from a node.
+    fn documented() -> Status {
+        let doc = include_str!("../../../docs/admin-api.md");
+        let section = &doc[doc.find("## Status document").unwrap_or(0)..];
+        let start = section
+            .find("```json\n")
+            .map_or(0, |i| i + "```json\n".len());
+        let end = start + section[start..].find("```").unwrap_or(0);
+        serde_json::from_str(&section[start..end]).expect("the documented status document")
+    }
+
+    /// Where `header` starts in the table header, and the row starting with `row`.
+    fn column<'a>(text: &'a str, header: &str, row: &str) -> (usize, &'a str) {
+        let head = text
+            .lines()
+            .find(|l| l.starts_with("SERVICE / SERVER"))
+            .expect("table header");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(row))
+            .expect("row");
+        (head.find(header).expect("column"), line)
+    }
+
+    #[test]
+    fn persistence_has_its_own_column_apart_from_the_state() {
+        let text = status_text(&documented());
+        let (persistence, service) = column(&text, "PERSISTENCE", "mysql");
+        assert_eq!(service.find("last-successful"), Some(persistence), "{text}");
+        let (state, service) = column(&text, "STATE", "mysql");
+        assert_eq!(service.find("1/1 up"), Some(state), "{text}");
+        // A server's state is under STATE, nothing of it under PERSISTENCE.
+        let (_, server) = column(&text, "STATE", "Overcloud-controller-1");
+        let at = server.find("up/online").expect("server state");
+        assert!(at >= state, "{text}");
+        assert!(!server.contains("last-successful"));
+    }
+
+    #[test]
+    fn a_drained_server_says_who_drained_it_and_how_the_node_knows() {
+        let mut status = documented();
+        let server = &mut status.services[0].servers[0];
+        server.admin_state = AdminState::Drain;
+        server.admin_source = Some(AdminSource {
+            via: AdminVia::Replicated,
+            set_by: "lb2".into(),
+            at_unix_ms: 1_796_572_522_000,
+        });
+        let text = status_text(&status);
+        assert!(
+            text.contains(
+                "    drain by replicated from the peer, set by an operator on lb2 at \
+                 2026-12-06 15:55:22 UTC\n"
+            ),
+            "{text}"
+        );
+        // Online servers carry no such line.
+        status.services[0].servers[0].admin_state = AdminState::Online;
+        assert!(!status_text(&status).contains(" by "));
+    }
 }
