@@ -1,8 +1,9 @@
 //! Configuration flow: `tandem reload` / SIGHUP read `cluster.toml` from disk and apply it live; on
-//! the secondary, configs pushed by the primary are validated, written atomically and applied.
+//! the secondary, configs pushed by the primary are validated, written atomically and applied. Each is a
+//! reload for systemd (`RELOADING=1` ... `READY=1`), and each re-reads node.toml's `[hooks]`.
 
 use super::vips::apply_vip_plan;
-use super::{Current, Daemon, digest_bytes, election_timings};
+use super::{Current, Daemon, digest_bytes, election_timings, notify};
 use std::sync::Arc;
 use tandem_admin::{ActionError, ActionResult};
 use tandem_cluster::driver::Command;
@@ -12,11 +13,23 @@ use tandem_proxy::ReloadReport;
 use tandem_sync::{ConfigSink, ConfigVersion, LocalConfig};
 
 impl Daemon {
-    /// `tandem reload` / SIGHUP: validate cluster.toml from disk and apply it live.
+    /// `tandem reload` / SIGHUP: validate cluster.toml from disk and apply it live. systemd hears
+    /// `RELOADING=1` before and `READY=1` after, whatever the outcome: a rejected configuration leaves the node
+    /// serving the running one (ready), and `tandem reload` (ExecReload) exits non-zero so `systemctl reload`
+    /// reports the failure.
     pub(super) async fn reload_from_disk(&self) -> ActionResult {
         let _serialised = self.reload_lock.lock().await;
+        notify::reloading();
+        let result = self.reload_serialised().await;
+        notify::ready(&self.notify_status());
+        result
+    }
+
+    /// The reload itself, under the reload lock.
+    async fn reload_serialised(&self) -> ActionResult {
         let current = self.current();
         if self.node.node.role == tandem_config::Role::Secondary && self.node.node.peer.is_some() {
+            self.reload_hooks_only()?;
             let text = std::fs::read_to_string(&self.cluster_path).map_err(|e| {
                 ActionError::invalid(format!("{}: cannot read: {e}", self.cluster_path.display()))
             })?;
@@ -44,6 +57,7 @@ impl Daemon {
                         .join("\n")
                 ))
             })?;
+        self.hooks.replace(loaded.node.hooks.clone());
         let node_plan = NodePlan::new(&self.node, &loaded.node);
         if !node_plan.is_empty() {
             tracing::warn!("{node_plan} (the running node.toml settings stay until then)");
@@ -68,6 +82,27 @@ impl Daemon {
             )
             .await;
         Ok(message)
+    }
+
+    /// On the secondary a reload does not read cluster.toml (the primary's is served) but node.toml's `[hooks]`
+    /// apply live like on the primary; a node.toml with errors refuses the reload.
+    fn reload_hooks_only(&self) -> Result<(), ActionError> {
+        let name = self.node_path.display().to_string();
+        let text = std::fs::read_to_string(&self.node_path)
+            .map_err(|e| ActionError::invalid(format!("{name}: cannot read: {e}")))?;
+        let node = tandem_config::parse_node_str(&text, &name, self.node_path.parent()).map_err(
+            |diagnostics| {
+                ActionError::invalid(format!(
+                    "configuration rejected, the running config is unchanged:\n{diagnostics}"
+                ))
+            },
+        )?;
+        let node_plan = NodePlan::new(&self.node, &node);
+        if !node_plan.is_empty() {
+            tracing::warn!("{node_plan} (the running node.toml settings stay until then)");
+        }
+        self.hooks.replace(node.hooks);
+        Ok(())
     }
 
     /// Serve a validated configuration (`tandem reload` on the primary or a standalone node).
@@ -205,6 +240,22 @@ impl Daemon {
         if current.digest == digest && current.generation == generation {
             return Ok(());
         }
+        // A configuration the primary pushed is a reload too, as systemd sees it.
+        notify::reloading();
+        let applied = self.save_and_apply_pushed(cluster, text, bytes, generation, digest);
+        notify::ready(&self.notify_status());
+        applied
+    }
+
+    /// The pushed configuration, validated: written, its generation adopted, served.
+    fn save_and_apply_pushed(
+        &self,
+        cluster: ClusterConfig,
+        text: &str,
+        bytes: &[u8],
+        generation: u64,
+        digest: &str,
+    ) -> Result<(), String> {
         write_atomically(&self.cluster_path, bytes)
             .map_err(|e| format!("writing {}: {e}", self.cluster_path.display()))?;
         tandem_config::generation::adopt(&self.node.node.state_dir, generation, digest)

@@ -4,11 +4,14 @@
 //! [`Daemon`] is the hub; each concern is a file of its own: `startup` (process, runtimes, the
 //! heartbeat thread, bringing the parts up and down), `vips` (the VIP layer as the election drives
 //! it), `config_flow` (reload from disk, configs pushed by the primary), `upkeep` (background
-//! watchers), `status` (the typed status document) and `admin` (the admin endpoint's backend).
+//! watchers), `status` (the typed status document), `admin` (the admin endpoint's backend), `notify`
+//! (systemd's READY/STATUS/RELOADING/STOPPING/WATCHDOG) and `hooks` (node.toml `[hooks]` commands).
 
 mod admin;
 mod admin_states;
 mod config_flow;
+mod hooks;
+mod notify;
 mod privileges;
 pub mod startup;
 mod status;
@@ -50,6 +53,8 @@ pub struct Daemon {
     started: Instant,
     /// The TCP 7778 session; absent on a standalone node.
     sync: std::sync::OnceLock<SyncHandle>,
+    /// node.toml `[hooks]`, run on cluster transitions.
+    hooks: Arc<hooks::HookRunner>,
     /// Operators' Drain/Halt/Online: saved in state_dir, replicated to the peer.
     admin_states: Arc<admin_states::DaemonAdminStates>,
 }

@@ -133,6 +133,8 @@ async fn async_main(loaded: Loaded, cluster_path: PathBuf, node_path: PathBuf) -
     let admin = AdminSetup::prepare(&loaded.node).await?;
     let daemon = Daemon::start(loaded, cluster_path, node_path, secret).await?;
     let admin = admin.spawn(&daemon);
+    // Every listener is bound (admin, services, heartbeat, sync) and the election runs: systemd may go on.
+    let mut notify = daemon.notify_ready();
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -148,8 +150,10 @@ async fn async_main(loaded: Loaded, cluster_path: PathBuf, node_path: PathBuf) -
             _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
     }
+    notify.stopping();
     admin.stop();
     daemon.stop().await;
+    notify.stop();
     Ok(())
 }
 
@@ -460,6 +464,11 @@ impl Daemon {
             spawn_heartbeat_thread(driver, DaemonVips(vips.clone()), tuning.heartbeat_realtime)
                 .await
                 .with_context(|| format!("starting the heartbeat on {bind}"))?;
+        let hooks = Arc::new(super::hooks::HookRunner::new(
+            node.hooks.clone(),
+            node.node.name.clone(),
+            node.node.peer,
+        ));
         let _ = cluster_handle
             .commands
             .send(Command::LocalConfig {
@@ -485,10 +494,12 @@ impl Daemon {
             reload_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             sync: std::sync::OnceLock::new(),
+            hooks,
             admin_states,
         });
         daemon.clone().start_sync(sync_secret).await?;
         daemon.clone().spawn_watchers();
+        daemon.hooks.start(daemon.cluster.status.clone());
         Ok(daemon)
     }
 
@@ -549,6 +560,7 @@ impl Daemon {
             tracing::error!(%error, "could not remove the VIPs at stop");
         }
         self.proxy.shutdown().await;
+        self.hooks.stop();
         tracing::info!("stopped");
     }
 }

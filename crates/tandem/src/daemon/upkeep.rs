@@ -75,7 +75,7 @@ impl Daemon {
     }
 
     /// Real servers passing their health checks, and all real servers, over every service.
-    fn health_summary(&self) -> (u32, u32) {
+    pub(super) fn health_summary(&self) -> (u32, u32) {
         let status = self.proxy.status();
         let (mut up, mut total) = (0u32, 0u32);
         for server in status.services.iter().flat_map(|service| &service.servers) {
