@@ -71,6 +71,17 @@ fn timings() -> Timings {
 }
 
 async fn pair(journal: &Journal) -> (ClusterHandle, ClusterHandle) {
+    let this_release = (MIN_WIRE_VERSION, WIRE_VERSION);
+    pair_of_releases(journal, None, this_release, this_release).await
+}
+
+/// A pair where lb1 (wire versions `lb1`) starts at once and lb2 (`lb2`) after `lb2_after` (None: both at once).
+async fn pair_of_releases(
+    journal: &Journal,
+    lb2_after: Option<Duration>,
+    lb1: (u16, u16),
+    lb2: (u16, u16),
+) -> (ClusterHandle, ClusterHandle) {
     let s1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let s2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (a1, a2) = (s1.local_addr().unwrap(), s2.local_addr().unwrap());
@@ -90,8 +101,10 @@ async fn pair(journal: &Journal) -> (ClusterHandle, ClusterHandle) {
         timings(),
         crate::epoch::clock_epoch(),
     );
-    let d1 = DriverConfig::new(c1, a1, Some(a2), crate::wire::test_secret(SECRET));
-    let d2 = DriverConfig::new(c2, a2, Some(a1), crate::wire::test_secret(SECRET));
+    let mut d1 = DriverConfig::new(c1, a1, Some(a2), crate::wire::test_secret(SECRET));
+    d1.wire_versions = lb1;
+    let mut d2 = DriverConfig::new(c2, a2, Some(a1), crate::wire::test_secret(SECRET));
+    d2.wire_versions = lb2;
     let v1 = FakeVips {
         node: "lb1".into(),
         journal: journal.clone(),
@@ -102,7 +115,86 @@ async fn pair(journal: &Journal) -> (ClusterHandle, ClusterHandle) {
         journal: journal.clone(),
         fail_acquire: false,
     };
-    (spawn_on(d1, s1, v1).unwrap(), spawn_on(d2, s2, v2).unwrap())
+    let n1 = spawn_on(d1, s1, v1).unwrap();
+    if let Some(after) = lb2_after {
+        tokio::time::sleep(after).await;
+    }
+    (n1, spawn_on(d2, s2, v2).unwrap())
+}
+
+/// Over real sockets: a newer release (lb2 reads 1..=2) joins an active older one (1..=1) and answers in version 1;
+/// a release the older node cannot read at all (2..=2) is shown as an incompatible peer on both sides, counted,
+/// and nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_of_different_wire_versions_in_one_pair() {
+    let journal = Journal::default();
+    let (mut n1, mut n2) =
+        pair_of_releases(&journal, Some(Duration::from_millis(600)), (1, 1), (1, 2)).await;
+    let s2 = wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Standby && s.wire.peer_version == Some(1)
+    })
+    .await;
+    assert_eq!((s2.wire.min, s2.wire.max, s2.wire.speaking), (1, 2, 1));
+    assert!(s2.wire.incompatible_peer.is_none());
+    let s1 = wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.peer.as_ref().is_some_and(|p| p.alive) && s.wire.peer_version == Some(1)
+    })
+    .await;
+    assert_eq!(s1.state, NodeState::Active);
+    assert_eq!(s1.takeovers, 1);
+    assert_eq!(journal.calls("lb2", "acquire").len(), 0);
+    n1.crash().await;
+    n2.crash().await;
+
+    let journal = Journal::default();
+    let (mut n1, mut n2) =
+        pair_of_releases(&journal, Some(Duration::from_millis(600)), (1, 1), (2, 2)).await;
+    let s2 = wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.wire.incompatible_peer.is_some()
+    })
+    .await;
+    assert_eq!(
+        s2.wire.incompatible_peer.as_ref().map(|p| p.version),
+        Some(1)
+    );
+    assert_eq!(s2.wire.speaking, 2);
+    let s1 = wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.wire.incompatible_peer.is_some() && s.heartbeats.incompatible >= 5
+    })
+    .await;
+    assert_eq!(
+        s1.wire
+            .incompatible_peer
+            .as_ref()
+            .map(|p| (p.name.as_str(), p.version)),
+        Some(("lb2", 2))
+    );
+    // Well past dead_ms and init_dead_ms: still one active node, the same one; the standby never acquired.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let s1 = n1.status.borrow().clone();
+    let s2 = n2.status.borrow().clone();
+    assert_eq!(s1.state, NodeState::Active);
+    assert_eq!(s2.state, NodeState::Standby);
+    assert!(s1.wire.incompatible_peer.is_some() && s2.wire.incompatible_peer.is_some());
+    assert_eq!(journal.calls("lb2", "acquire").len(), 0);
+    assert_eq!(journal.calls("lb1", "release").len(), 0);
+    assert_eq!(
+        s1.heartbeats.rejected.total(),
+        0,
+        "{:?}",
+        s1.heartbeats.rejected
+    );
+    // Takeover on the older-version side of the peer is refused with the reason.
+    n2.commands.send(Command::Takeover).await.unwrap();
+    let s2 = wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.last_event
+            .as_deref()
+            .is_some_and(|e| e.contains("takeover refused"))
+    })
+    .await;
+    assert!(s2.last_event.unwrap().contains("wire version 1"));
+    n1.crash().await;
+    n2.crash().await;
 }
 
 async fn wait_for(
