@@ -4,6 +4,7 @@ mod client;
 mod daemon;
 mod manual;
 mod metrics;
+mod monitor;
 #[cfg(test)]
 mod one_document_tests;
 mod render;
@@ -71,8 +72,13 @@ enum Command {
     },
     /// This node's role and state, its peer, VIPs, services, servers and replication.
     Status {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "check")]
         json: bool,
+        /// One line and a monitoring-plugin exit code (Nagios/Icinga): 0 OK, 1 WARNING (a server
+        /// down, peer lost, replication down or lagging), 2 CRITICAL (a service with every server
+        /// down, split brain, no active node, fault, config out of sync), 3 UNKNOWN (no answer).
+        #[arg(long)]
+        check: bool,
     },
     /// Drain, halt or bring online one real server of a virtual service.
     Server {
@@ -164,7 +170,15 @@ fn execute(cli: &Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
+        Command::Status { check: true, .. } => {
+            let verdict = cli
+                .admin_target()
+                .and_then(|target| runtime()?.block_on(target.status()))
+                .map_or_else(|error| monitor::unreachable(&error), |s| monitor::judge(&s));
+            println!("{}", verdict.line);
+            Ok(verdict.level.exit_code())
+        }
+        Command::Status { json, .. } => {
             let target = cli.admin_target()?;
             if *json {
                 // What the node said, as it said it.
