@@ -24,6 +24,8 @@ pub mod wire;
 pub use code::{Code, CodeError};
 pub use machine::{Acceptor, Event, Initiator, PairError, Paired, Refusal};
 pub use wire::{AbortKind, MAX_FRAME, NodeInfo};
+/// The secret's container in [`Initiator::new`] and [`Paired`] (zeroed on drop).
+pub use zeroize::Zeroizing;
 
 #[cfg(test)]
 mod tests;

@@ -46,6 +46,44 @@ pub struct NodeInfo {
     pub sync_port: u16,
 }
 
+impl NodeInfo {
+    /// Whether this node and `peer` can form a pair: different names and addresses, one IP
+    /// family, and the same heartbeat and sync ports (each node sends to the peer's address on
+    /// its own ports). `Err` says what differs, for the operator.
+    pub fn pairable_with(&self, peer: &NodeInfo) -> Result<(), String> {
+        if self.name == peer.name {
+            return Err(format!(
+                "both nodes are named \"{}\" ([node] name): give each its own name",
+                self.name
+            ));
+        }
+        if self.address == peer.address {
+            return Err(format!(
+                "both nodes have the address {} ([node] address)",
+                self.address
+            ));
+        }
+        if self.address.is_ipv4() != peer.address.is_ipv4() {
+            return Err(format!(
+                "{} ({}) and {} ({}) are of different IP families",
+                self.name, self.address, peer.name, peer.address
+            ));
+        }
+        if (self.heartbeat_port, self.sync_port) != (peer.heartbeat_port, peer.sync_port) {
+            return Err(format!(
+                "{} uses heartbeat_port {} and sync_port {}, {} uses {} and {}: both nodes must use the same ports ([node] heartbeat_port, sync_port)",
+                self.name,
+                self.heartbeat_port,
+                self.sync_port,
+                peer.name,
+                peer.heartbeat_port,
+                peer.sync_port
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why a side ended the session (sent in [`Frame::Abort`] or sealed in an outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AbortKind {
@@ -487,6 +525,44 @@ mod tests {
             assert_eq!(Frame::decode(&body).unwrap(), frame);
             assert_eq!(d.pending(), 0);
         }
+    }
+
+    #[test]
+    fn pairable_nodes_differ_in_name_and_address_and_share_ports() {
+        let other = NodeInfo {
+            name: "lb2".into(),
+            address: "192.0.2.2".parse().unwrap(),
+            ..node()
+        };
+        assert_eq!(node().pairable_with(&other), Ok(()));
+        let e = node().pairable_with(&node()).unwrap_err();
+        assert!(e.contains("both nodes are named"), "{e}");
+        let same_address = NodeInfo {
+            name: "lb2".into(),
+            ..node()
+        };
+        assert!(
+            node()
+                .pairable_with(&same_address)
+                .unwrap_err()
+                .contains("192.0.2.1")
+        );
+        let v6 = NodeInfo {
+            address: "2001:db8::2".parse().unwrap(),
+            ..other.clone()
+        };
+        assert!(
+            node()
+                .pairable_with(&v6)
+                .unwrap_err()
+                .contains("IP families")
+        );
+        let ports = NodeInfo {
+            heartbeat_port: 6695,
+            ..other
+        };
+        let e = node().pairable_with(&ports).unwrap_err();
+        assert!(e.contains("6695") && e.contains("same ports"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod metrics;
 mod monitor;
 #[cfg(test)]
 mod one_document_tests;
+mod pair;
 mod render;
 
 use anyhow::Result;
@@ -95,6 +96,9 @@ enum Command {
     Release,
     /// Re-read cluster.toml, validate it and apply it live (on the primary; pushed to the secondary).
     Reload,
+    /// Pair two fresh nodes with a one-time code: `--accept` on the secondary prints the code,
+    /// `--peer ADDRESS` on the primary sends the shared secret and cluster.toml (docs/pairing.md).
+    Pair(pair::PairArgs),
     /// Write a new random shared secret to FILE (mode 0600; never overwrites).
     Keygen { file: PathBuf },
     /// Read the admin password from standard input (no echo on a terminal) and write its salted
@@ -162,6 +166,7 @@ fn execute(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Run => daemon::startup::run(cli.cluster_file(), cli.node_file()),
         Command::Check { json } => check(cli, *json),
+        Command::Pair(args) => pair::run(args, &cli.cluster_file(), &cli.node_file()),
         Command::Keygen { file } => {
             tandem_config::secret::keygen(file)?;
             println!(
