@@ -249,6 +249,7 @@ mod tests {
                     received: 0,
                     rejected: Default::default(),
                 },
+                wire: Default::default(),
             },
             replication: None,
             services,

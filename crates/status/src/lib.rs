@@ -89,6 +89,57 @@ pub struct Cluster {
     pub vip_failures: u64,
     pub last_event: Option<String>,
     pub heartbeats: Heartbeats,
+    /// Heartbeat wire versions (rolling upgrades: docs/protocol.md); all zero from a node that predates them.
+    #[serde(default)]
+    pub wire: Wire,
+}
+
+/// Which heartbeat wire versions this node and its peer speak.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Wire {
+    /// The versions this node reads and speaks: `min..=max`.
+    pub min: u16,
+    pub max: u16,
+    /// The version this node's heartbeats go out in now: the highest the peer reads too.
+    pub speaking: u16,
+    /// The version of the peer's latest authenticated heartbeat; `null` until heard.
+    pub peer_version: Option<u16>,
+    /// The peer is alive but speaks a version this node cannot read (its state is unknown: this node never takes
+    /// over because of it); `null` otherwise.
+    pub incompatible_peer: Option<IncompatiblePeer>,
+    /// Authenticated heartbeats of a version this node cannot read, received since start.
+    pub incompatible_received: u64,
+}
+
+/// A peer alive in a heartbeat wire version this node cannot read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct IncompatiblePeer {
+    pub name: String,
+    pub version: u16,
+    pub last_heard_ms: u64,
+}
+
+impl Wire {
+    /// One line for `tandem status` when the pair does not speak one version (a rolling upgrade in progress), or
+    /// `None` when there is nothing to say.
+    pub fn mixed(&self) -> Option<String> {
+        if let Some(peer) = &self.incompatible_peer {
+            return Some(format!(
+                "peer {} speaks heartbeat wire version {}, this node reads {}..={}: peer alive, state unknown \
+                 (upgrade this node next; it does not take over because of this)",
+                peer.name, peer.version, self.min, self.max
+            ));
+        }
+        match self.peer_version {
+            Some(peer) if peer < self.max => Some(format!(
+                "peer speaks older heartbeat wire version {peer}; this node (up to {}) answers in {}",
+                self.max, self.speaking
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -70,6 +70,15 @@ fn fully_populated() -> Status {
                 received: 1,
                 rejected: counts.clone(),
             },
+            wire: Wire {
+                min: 1,
+                max: 1,
+                speaking: 1,
+                peer_version: Some(1),
+                // Its shape is described in prose in docs/admin-api.md (the example shows a settled pair).
+                incompatible_peer: None,
+                incompatible_received: 3,
+            },
         },
         replication: Some(Replication {
             connected: true,
@@ -317,5 +326,37 @@ fn admin_sources_read_as_sentences_with_utc_times() {
         source(AdminVia::Restored)
             .to_string()
             .starts_with("restored from state_dir, set by an operator on lb2")
+    );
+}
+
+#[test]
+fn a_mixed_version_pair_is_described_and_a_settled_one_is_not() {
+    let mut wire = Wire {
+        min: 1,
+        max: 2,
+        speaking: 2,
+        peer_version: Some(2),
+        incompatible_peer: None,
+        incompatible_received: 0,
+    };
+    assert_eq!(wire.mixed(), None);
+    wire.peer_version = None;
+    assert_eq!(wire.mixed(), None, "peer not heard yet");
+    wire.peer_version = Some(1);
+    wire.speaking = 1;
+    assert!(
+        wire.mixed()
+            .unwrap()
+            .contains("older heartbeat wire version 1")
+    );
+    wire.incompatible_peer = Some(IncompatiblePeer {
+        name: "lb2".into(),
+        version: 3,
+        last_heard_ms: 5,
+    });
+    assert!(
+        wire.mixed()
+            .unwrap()
+            .contains("peer lb2 speaks heartbeat wire version 3")
     );
 }

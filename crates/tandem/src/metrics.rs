@@ -159,6 +159,7 @@ pub fn render(status: &Status) -> String {
         render_sync(&b, sync);
     }
     render_services(&b, &status.services);
+    render_build_and_process(&b);
     let mut out = Vec::new();
     if TextEncoder::new()
         .encode(&b.registry.gather(), &mut out)
@@ -167,6 +168,22 @@ pub fn render(status: &Status) -> String {
         return String::from("# encoding failed\n");
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// `tandem_build_info` (what `tandem --version` prints) and the standard `process_*` families
+/// (resident memory, open files, start time, CPU seconds) of this process, read from /proc.
+fn render_build_and_process(b: &Builder) {
+    if let Some(info) = b.gauge_vec(
+        "tandem_build_info",
+        "Always 1: the version and git commit this daemon was built from",
+        &["version", "commit"],
+    ) {
+        info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TANDEM_GIT_COMMIT")])
+            .set(1);
+    }
+    let _ = b.registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ));
 }
 
 /// The node, its peer, the election's counters and the config version.
@@ -192,7 +209,9 @@ fn render_node(b: &Builder, status: &Status) {
         info.with_label_values(&[node.name.as_str(), node.role.as_str()])
             .set(1);
     }
-    let peer_up = node.peer.as_ref().is_some_and(|peer| peer.alive);
+    // A peer heard only in a wire version this node cannot read is alive too.
+    let peer_up = node.peer.as_ref().is_some_and(|peer| peer.alive)
+        || cluster.wire.incompatible_peer.is_some();
     b.int_gauge(
         "tandem_peer_up",
         "1 while the peer's heartbeats arrive within dead_ms",
@@ -261,6 +280,7 @@ fn render_node(b: &Builder, status: &Status) {
                 .inc_by(*count);
         }
     }
+    render_wire(b, &cluster.wire);
     b.int_gauge(
         "tandem_config_generation",
         "Generation of the cluster.toml this node serves",
@@ -270,6 +290,37 @@ fn render_node(b: &Builder, status: &Status) {
         "tandem_config_in_sync",
         "1 when the peer serves the same cluster.toml digest (standalone: 1)",
         i64::from(status.config.sync.is_settled()),
+    );
+}
+
+/// Heartbeat wire versions: what a rolling upgrade is watched by.
+fn render_wire(b: &Builder, wire: &tandem_status::Wire) {
+    b.int_gauge(
+        "tandem_peer_incompatible",
+        "The peer's heartbeat wire version while it is alive in a version this node cannot read (0: none)",
+        i64::from(wire.incompatible_peer.as_ref().map_or(0, |peer| peer.version)),
+    );
+    if let Some(versions) = b.gauge_vec(
+        "tandem_heartbeat_wire_version",
+        "Heartbeat wire versions: this node's min and max, the one it speaks now, the peer's latest",
+        &["of"],
+    ) {
+        let mut values = vec![
+            ("min", wire.min),
+            ("max", wire.max),
+            ("speaking", wire.speaking),
+        ];
+        if let Some(peer) = wire.peer_version {
+            values.push(("peer", peer));
+        }
+        for (of, version) in values {
+            versions.with_label_values(&[of]).set(i64::from(version));
+        }
+    }
+    b.counter(
+        "tandem_heartbeats_incompatible_total",
+        "Authenticated heartbeats of a wire version this node cannot read (signs of life of a newer peer)",
+        wire.incompatible_received,
     );
 }
 

@@ -83,6 +83,7 @@ fn document() -> Status {
                 received: 298,
                 rejected: [("bad_mac".to_owned(), 2)].into(),
             },
+            wire: Default::default(),
         },
         replication: None,
         services: vec![Service {
@@ -278,4 +279,59 @@ fn every_metric_is_documented() {
         .filter(|name| !doc.contains(&format!("`{name}`")))
         .collect();
     assert!(missing.is_empty(), "not in docs/metrics.md: {missing:?}");
+}
+
+/// A rolling upgrade in progress reaches the text and the metrics: an older peer, then a peer this node cannot
+/// read (alive, counted as up, its version exported).
+#[test]
+fn a_mixed_version_pair_reads_so() {
+    let mut status = document();
+    status.cluster.wire = Wire {
+        min: 1,
+        max: 2,
+        speaking: 1,
+        peer_version: Some(1),
+        incompatible_peer: None,
+        incompatible_received: 0,
+    };
+    let text = render::status_text(&status);
+    assert!(
+        text.contains(
+            "upgrade   peer speaks older heartbeat wire version 1; this node (up to 2) answers in 1"
+        ),
+        "{text}"
+    );
+    let metrics = metrics::render(&status);
+    assert!(
+        metrics.contains("tandem_heartbeat_wire_version{of=\"peer\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tandem_heartbeat_wire_version{of=\"speaking\"} 1"));
+    assert!(metrics.contains("tandem_peer_incompatible 0"));
+
+    status.node.peer = None;
+    status.cluster.wire = Wire {
+        min: 1,
+        max: 1,
+        speaking: 1,
+        peer_version: Some(2),
+        incompatible_peer: Some(IncompatiblePeer {
+            name: "lb2".into(),
+            version: 2,
+            last_heard_ms: 30,
+        }),
+        incompatible_received: 7,
+    };
+    let text = render::status_text(&status);
+    assert!(
+        text.contains("peer      lb2, alive in heartbeat wire version 2 (unreadable here), last heard 30 ms ago"),
+        "{text}"
+    );
+    assert!(
+        text.contains("upgrade   peer lb2 speaks heartbeat wire version 2, this node reads 1..=1")
+    );
+    let metrics = metrics::render(&status);
+    assert!(metrics.contains("tandem_peer_incompatible 2"), "{metrics}");
+    assert!(metrics.contains("tandem_peer_up 1"));
+    assert!(metrics.contains("tandem_heartbeats_incompatible_total 7"));
 }

@@ -32,11 +32,18 @@ pub fn status_text(status: &Status) -> String {
         node.role,
         node.state.as_str().to_uppercase()
     );
-    match &node.peer {
-        None => {
+    match (&node.peer, &status.cluster.wire.incompatible_peer) {
+        (None, Some(peer)) => {
+            let _ = writeln!(
+                out,
+                "peer      {}, alive in heartbeat wire version {} (unreadable here), last heard {} ms ago",
+                peer.name, peer.version, peer.last_heard_ms
+            );
+        }
+        (None, None) => {
             let _ = writeln!(out, "peer      none (standalone)");
         }
-        Some(peer) => {
+        (Some(peer), _) => {
             let _ = writeln!(
                 out,
                 "peer      {} at {}, state {}, last heard {} ms ago",
@@ -46,6 +53,9 @@ pub fn status_text(status: &Status) -> String {
                 peer.last_heard_ms
             );
         }
+    }
+    if let Some(line) = status.cluster.wire.mixed() {
+        let _ = writeln!(out, "upgrade   {line}");
     }
     let _ = writeln!(out, "vips      {}", list(&node.vips_held));
     let _ = writeln!(

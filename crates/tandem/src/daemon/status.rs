@@ -58,6 +58,7 @@ impl Daemon {
                         .map(|(reason, count)| (reason.to_owned(), count))
                         .collect(),
                 },
+                wire: wire(&cluster),
             },
             replication: sync.map(replication),
             services: self.services(),
@@ -312,4 +313,24 @@ fn replication(sync: SyncStatus) -> doc::Replication {
 /// A count the proxy keeps as `usize`, as the document's `u64`.
 fn count(value: usize) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// The heartbeat wire versions of this node and its peer (rolling upgrades).
+fn wire(cluster: &ClusterStatus) -> doc::Wire {
+    let wire = &cluster.wire;
+    doc::Wire {
+        min: wire.min,
+        max: wire.max,
+        speaking: wire.speaking,
+        peer_version: wire.peer_version,
+        incompatible_peer: wire
+            .incompatible_peer
+            .as_ref()
+            .map(|peer| doc::IncompatiblePeer {
+                name: peer.name.clone(),
+                version: peer.version,
+                last_heard_ms: millis(peer.last_heard.elapsed()),
+            }),
+        incompatible_received: cluster.heartbeats.incompatible,
+    }
 }
