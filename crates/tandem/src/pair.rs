@@ -546,15 +546,21 @@ async fn accept(args: &PairArgs, cluster_path: &Path, node_path: &Path) -> Resul
                 return Ok(ExitCode::SUCCESS);
             }
             (result, _) => {
+                let wrong_code = matches!(result, Err(PairError::WrongCode));
                 let error = match (local_error, result) {
                     (Some(local), _) => local,
                     (None, Err(e)) => anyhow!(e),
                     (None, Ok(())) => anyhow!("the primary ended the session"),
                 };
                 if acceptor.code_consumed() {
-                    return Err(error.context(format!(
-                        "pairing with {from} failed; the code is used up, nothing was written"
-                    )));
+                    // A wrong code's message already says the code is used up.
+                    return Err(error.context(if wrong_code {
+                        format!("pairing with {from} failed")
+                    } else {
+                        format!(
+                            "pairing with {from} failed; the code is used up (run `tandem pair --accept` again for a new one)"
+                        )
+                    }));
                 }
                 strays += 1;
                 if strays <= REPORTED_STRAY_CONNECTIONS {
@@ -756,9 +762,12 @@ async fn initiate(
     )
     .await;
     result.map_err(|e| {
-        anyhow!(e).context(format!(
-            "pairing with {peer_addr} failed; nothing was written here"
-        ))
+        let context = if e == PairError::WrongCode {
+            format!("pairing with {peer_addr} failed")
+        } else {
+            format!("pairing with {peer_addr} failed; nothing was written here")
+        };
+        anyhow!(e).context(context)
     })?;
     let (Some(paired), Some(staged_node)) = (accepted, staged_node) else {
         bail!(
