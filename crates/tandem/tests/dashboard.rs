@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! The monitoring files an operator imports name only metrics a running pair serves: every `tandem_*` name in the
 //! Grafana dashboard (`deploy/grafana/tandem.json`) and in the alert rules (`deploy/prometheus/tandem-alerts.yml`)
-//! is scraped from the two `/metrics` endpoints of a live pair on loopback (127.0.0.91 / 127.0.0.92).
+//! is scraped from the two `/metrics` endpoints of a live pair on loopback (127.0.0.91 / 127.0.0.92); and every
+//! family those endpoints serve is documented in `docs/metrics.md`.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -163,4 +164,30 @@ fn dashboard_and_alert_rules_name_only_metrics_a_pair_serves() {
         std::fs::read_to_string(lb1.dir.join("log")).unwrap_or_default()
     );
     assert!(scraped.len() > 20, "{scraped:?}");
+
+    // The other direction: whatever a live pair serves, the operator can look up.
+    let doc = std::fs::read_to_string(repo_root().join("docs/metrics.md")).unwrap();
+    let documented = |name: &str| {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        doc.contains(&format!("`{name}`")) || doc.contains(&format!("`{base}`"))
+    };
+    let undocumented: Vec<&String> = scraped
+        .iter()
+        .filter(|n| n.starts_with("tandem_") || n.starts_with("process_"))
+        .filter(|n| !documented(n))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "served by /metrics but missing from docs/metrics.md: {undocumented:?}"
+    );
+    for family in [
+        "tandem_build_info",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(scraped.contains(family), "{family} not served: {scraped:?}");
+    }
 }
