@@ -5,6 +5,12 @@
 //! after every accepted reload; the secondary hands the offer to the daemon's [`ConfigSink`]
 //! (validate with `tandem check`'s code, write atomically, apply live) and answers `Ack` or
 //! `Refused(reason)`. `node.toml` and the secret have no message at all: they cannot be sent.
+//!
+//! During a rolling upgrade the primary does not push to a peer that runs a newer release (it
+//! offered a newer sync protocol version, or its heartbeats are in a wire version this node cannot
+//! read): the newer node may read `cluster.toml` differently, and the upgrade is the moment to
+//! leave the configuration alone. The push resumes by itself once the peer's release is not newer;
+//! the status says why it is held.
 
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +98,10 @@ pub struct ConfigPush {
     refusal: Option<String>,
     /// Offer handed to the sink and not yet answered.
     applying: Option<ConfigVersion>,
+    /// Why the push is held because the peer runs a newer release: from the sync session's version
+    /// offer, and from the heartbeat.
+    hold_session: Option<String>,
+    hold_heartbeat: Option<String>,
 }
 
 impl ConfigPush {
@@ -104,7 +114,59 @@ impl ConfigPush {
             connected: false,
             refusal: None,
             applying: None,
+            hold_session: None,
+            hold_heartbeat: None,
         }
+    }
+
+    /// The session opened with these newest protocol versions offered (ours, the peer's): a peer
+    /// offering a newer one runs a newer release, and the push is held while it does. Call before
+    /// [`ConfigPush::on_session_open`].
+    pub fn set_peer_protocol(&mut self, ours: u16, theirs: u16) {
+        let hold = (theirs > ours).then(|| {
+            format!(
+                "the peer runs a newer release (sync protocol {theirs}, this node {ours}): upgrade this node first"
+            )
+        });
+        self.set_hold(HoldSource::Session, hold);
+    }
+
+    /// The heartbeat says the peer runs a newer release (`Some(why)`), or no longer (`None`). A
+    /// release of the hold offers the file at once if connected.
+    pub fn set_heartbeat_hold(&mut self, hold: Option<String>) -> Vec<ConfigAction> {
+        let was_held = self.hold().is_some();
+        self.set_hold(HoldSource::Heartbeat, hold);
+        if was_held && self.hold().is_none() && self.connected {
+            return self.offer().into_iter().collect();
+        }
+        Vec::new()
+    }
+
+    fn set_hold(&mut self, source: HoldSource, hold: Option<String>) {
+        let slot = match source {
+            HoldSource::Session => &mut self.hold_session,
+            HoldSource::Heartbeat => &mut self.hold_heartbeat,
+        };
+        if *slot == hold {
+            return;
+        }
+        if self.role == ConfigRole::Primary {
+            match &hold {
+                Some(why) => tracing::warn!(%why, "cluster.toml push to the peer held"),
+                None => tracing::info!("cluster.toml push to the peer resumed"),
+            }
+        }
+        *slot = hold;
+    }
+
+    /// Why the primary does not push now (the peer runs a newer release), if it does not.
+    pub fn hold(&self) -> Option<&str> {
+        if self.role != ConfigRole::Primary {
+            return None;
+        }
+        self.hold_session
+            .as_deref()
+            .or(self.hold_heartbeat.as_deref())
     }
 
     pub fn role(&self) -> ConfigRole {
@@ -157,7 +219,7 @@ impl ConfigPush {
     }
 
     fn offer(&self) -> Option<ConfigAction> {
-        if self.role != ConfigRole::Primary {
+        if self.role != ConfigRole::Primary || self.hold().is_some() {
             return None;
         }
         let local = self.local.as_ref()?;
@@ -259,7 +321,11 @@ impl ConfigPush {
             }
             (None, Some(_)) => ConfigSyncState::OutOfSync("no local configuration".into()),
             (Some(local), Some(peer)) => {
-                let waiting = if self.role == ConfigRole::Primary && self.connected {
+                let held;
+                let waiting = if let Some(why) = self.hold() {
+                    held = format!(" (push held: {why})");
+                    held.as_str()
+                } else if self.role == ConfigRole::Primary && self.connected {
                     " (push pending)"
                 } else if self.peer_role == Some(self.role) {
                     " (neither node is primary)"
@@ -276,6 +342,13 @@ impl ConfigPush {
             }
         }
     }
+}
+
+/// Where a hold of the push comes from.
+#[derive(Clone, Copy)]
+enum HoldSource {
+    Session,
+    Heartbeat,
 }
 
 fn short(digest: &str) -> &str {
@@ -377,5 +450,63 @@ mod tests {
             panic!()
         };
         assert!(reason.contains("both nodes"));
+    }
+
+    fn offers(actions: &[ConfigAction]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, ConfigAction::Send(ConfigMsg::Offer { .. })))
+            .count()
+    }
+
+    /// A rolling upgrade: the secondary runs the next release (it offered a newer protocol). The
+    /// primary announces what it runs but pushes nothing, says why, and pushes the waiting change
+    /// once the peer's release is no longer newer; an older or equal peer is pushed to as ever.
+    #[test]
+    fn no_push_to_a_peer_of_a_newer_release() {
+        let mut primary = ConfigPush::new(ConfigRole::Primary, Some(local(3, "a")));
+        let mut secondary = ConfigPush::new(ConfigRole::Secondary, Some(local(3, "a")));
+        primary.set_peer_protocol(2, 3);
+        assert!(primary.hold().unwrap().contains("newer release"));
+        let open = primary.on_session_open();
+        assert_eq!(offers(&open), 0);
+        assert!(
+            open.iter()
+                .any(|a| matches!(a, ConfigAction::Send(ConfigMsg::Running { .. })))
+        );
+        let mut never = |_: &[u8]| -> Result<(), String> { panic!("nothing is pushed") };
+        let open2 = secondary.on_session_open();
+        exchange(&mut secondary, &mut primary, open2, &mut never);
+        exchange(&mut primary, &mut secondary, open, &mut never);
+        assert!(primary.state().in_sync(), "same file: nothing to push");
+        // A reload on the primary meanwhile: not pushed, and the status says why.
+        let actions = primary.set_local(local(4, "b"));
+        assert_eq!(offers(&actions), 0);
+        exchange(&mut primary, &mut secondary, actions, &mut never);
+        let ConfigSyncState::OutOfSync(reason) = primary.state() else {
+            panic!()
+        };
+        assert!(
+            reason.contains("push held: the peer runs a newer release"),
+            "{reason}"
+        );
+        // The heartbeat hold alone holds too; releasing both pushes the waiting file.
+        assert!(
+            primary
+                .set_heartbeat_hold(Some("heartbeat v2".into()))
+                .is_empty()
+        );
+        primary.set_peer_protocol(3, 3);
+        assert_eq!(primary.hold(), Some("heartbeat v2"));
+        let actions = primary.set_heartbeat_hold(None);
+        assert_eq!(offers(&actions), 1);
+        let mut accept = |_: &[u8]| Ok(());
+        exchange(&mut primary, &mut secondary, actions, &mut accept);
+        assert!(primary.state().in_sync() && secondary.state().in_sync());
+        // An older peer is pushed to; a secondary never pushes, so never holds.
+        primary.set_peer_protocol(3, 2);
+        assert_eq!(primary.hold(), None);
+        secondary.set_peer_protocol(2, 3);
+        assert_eq!(secondary.hold(), None);
     }
 }

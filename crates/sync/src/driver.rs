@@ -39,6 +39,7 @@ pub struct SyncHandle {
     status: watch::Receiver<SyncStatus>,
     local_config: watch::Sender<Option<LocalConfig>>,
     active: watch::Sender<bool>,
+    config_hold: watch::Sender<Option<String>>,
     task: JoinHandle<()>,
 }
 
@@ -57,6 +58,17 @@ impl SyncHandle {
     /// This node became active (serves clients) or standby.
     pub fn set_active(&self, active: bool) {
         self.active.send_replace(active);
+    }
+
+    /// The heartbeat says the peer runs a newer release (`Some(why)`: a wire version this node
+    /// cannot read), or no longer (`None`): the primary holds its `cluster.toml` push meanwhile
+    /// (rolling upgrades; docs/protocol.md).
+    pub fn hold_config_push(&self, hold: Option<String>) {
+        self.config_hold.send_if_modified(|current| {
+            let changed = *current != hold;
+            *current = hold;
+            changed
+        });
     }
 
     /// Stops the task (the session is closed).
@@ -98,6 +110,7 @@ pub async fn spawn_sync(
     let (status_tx, status_rx) = watch::channel(SyncStatus::default());
     let (config_tx, config_rx) = watch::channel(local_config.clone());
     let (active_tx, active_rx) = watch::channel(active);
+    let (hold_tx, hold_rx) = watch::channel(None);
     let mut process = [0u8; 8];
     SystemRandom::new()
         .fill(&mut process)
@@ -117,6 +130,7 @@ pub async fn spawn_sync(
         status_tx,
         config_rx,
         active_rx,
+        hold_rx,
         rejects: Rejects::new(),
     };
     let task = tokio::spawn(driver.run(listener));
@@ -124,6 +138,7 @@ pub async fn spawn_sync(
         status: status_rx,
         local_config: config_tx,
         active: active_tx,
+        config_hold: hold_tx,
         task,
     })
 }
@@ -136,6 +151,7 @@ struct Driver {
     status_tx: watch::Sender<SyncStatus>,
     config_rx: watch::Receiver<Option<LocalConfig>>,
     active_rx: watch::Receiver<bool>,
+    hold_rx: watch::Receiver<Option<String>>,
     rejects: Rejects,
 }
 
@@ -277,6 +293,8 @@ impl Driver {
         let now = self.now();
         let active = *self.active_rx.borrow_and_update();
         let latest = self.config_rx.borrow_and_update().clone();
+        let hold = self.hold_rx.borrow_and_update().clone();
+        self.engine.set_config_hold(hold);
         self.engine
             .open(keys, now, &lock(&self.tables), active, latest);
         let (frames_tx, frames_rx) =
@@ -338,6 +356,10 @@ impl Driver {
                 Ok(()) = self.active_rx.changed() => {
                     let active = *self.active_rx.borrow_and_update();
                     self.engine.set_active(active, &lock(&self.tables));
+                }
+                Ok(()) = self.hold_rx.changed() => {
+                    let hold = self.hold_rx.borrow_and_update().clone();
+                    self.engine.set_config_hold(hold);
                 }
                 Ok(()) = self.config_rx.changed() => {
                     let local = self.config_rx.borrow_and_update().clone();

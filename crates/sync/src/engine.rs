@@ -202,6 +202,9 @@ impl SyncEngine {
         latest: Option<LocalConfig>,
     ) {
         let session = Session::new(keys, self.settings.max_frame, self.settings.timers, now);
+        // A peer of a newer release (it offered a newer protocol) gets no config push.
+        let (ours, theirs) = session.offered();
+        self.config.set_peer_protocol(ours, theirs);
         self.counters.sessions_opened += 1;
         self.backoff = self.settings.backoff_initial;
         // The publish period restarts with the session.
@@ -371,6 +374,14 @@ impl SyncEngine {
     /// This node became active (serves clients) or standby.
     pub fn set_active(&mut self, active: bool, tables: &StickTables) {
         self.replicator.set_active(active, tables);
+    }
+
+    /// The heartbeat says the peer runs a newer release (why), or no longer: the config push is
+    /// held meanwhile (`ConfigPush::set_heartbeat_hold`).
+    pub fn set_config_hold(&mut self, hold: Option<String>) {
+        let actions = self.config.set_heartbeat_hold(hold);
+        self.handle_config_actions(actions);
+        self.publish_pending = true;
     }
 
     /// A new local `cluster.toml` was accepted: the primary offers it.

@@ -106,8 +106,11 @@ pub enum Handshake {
 
 /// Keys and counters of an authenticated session.
 pub struct SessionKeys {
-    /// Protocol version both sides speak on this session.
+    /// Protocol version both sides speak on this session: the highest both offered.
     pub version: u16,
+    /// The newest version each side offered (ours, the peer's): a peer offering a newer one runs a newer release
+    /// (the primary holds its config push: `ConfigPush::set_peer_protocol`).
+    pub offered: (u16, u16),
     pub sealer: Sealer,
     pub opener: Opener,
 }
@@ -290,6 +293,7 @@ pub struct DialerHandshake {
 /// The dialing side after it sent its `Proof`: waits for the acceptor's `Confirm`.
 pub struct DialerAwaitingConfirm {
     version: u16,
+    offered: (u16, u16),
     transcript_bytes: Vec<u8>,
     acceptor_proof: hmac::Key,
     sealer: Sealer,
@@ -385,6 +389,7 @@ impl DialerHandshake {
             reply,
             DialerAwaitingConfirm {
                 version: session_version,
+                offered: (id.version, version),
                 transcript_bytes: bytes,
                 acceptor_proof: keys.acceptor_proof,
                 sealer: Sealer::new(FrameKey::new(
@@ -432,6 +437,7 @@ impl DialerAwaitingConfirm {
         })?;
         Ok(SessionKeys {
             version: self.version,
+            offered: self.offered,
             sealer: self.sealer,
             opener: self.opener,
         })
@@ -441,6 +447,7 @@ impl DialerAwaitingConfirm {
 /// The accepting side after it answered a `Hello` with its `Challenge`.
 pub struct AcceptorHandshake {
     version: u16,
+    offered: (u16, u16),
     secret: Secret,
     /// The transcript but the dialer's share, which comes with its proof.
     transcript: Transcript,
@@ -501,6 +508,7 @@ impl AcceptorHandshake {
         Ok((
             Self {
                 version: session_version,
+                offered: (identity.version, version),
                 secret: identity.secret.clone(),
                 transcript: Transcript {
                     cluster_id,
@@ -550,6 +558,7 @@ impl AcceptorHandshake {
             reply,
             SessionKeys {
                 version,
+                offered: self.offered,
                 sealer: Sealer::new(FrameKey::new(keys.acceptor_to_dialer, version, cluster)),
                 opener: Opener::new(FrameKey::new(keys.dialer_to_acceptor, version, cluster)),
             },

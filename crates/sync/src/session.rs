@@ -58,6 +58,11 @@ impl Session {
         self.keys.version
     }
 
+    /// The newest protocol version each side offered: (ours, the peer's).
+    pub fn offered(&self) -> (u16, u16) {
+        self.keys.offered
+    }
+
     /// Seals the next outgoing message.
     pub fn seal(&mut self, message: &Message, now: u64) -> Result<Vec<u8>, Rejection> {
         let frame = self.keys.sealer.seal(message)?;

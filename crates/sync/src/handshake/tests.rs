@@ -184,6 +184,53 @@ fn cluster_and_version_mismatch_are_refused_explicitly() {
     assert_eq!(d.version, PROTOCOL_VERSION);
 }
 
+/// A rolling upgrade: each side offers its range and the session speaks the highest common
+/// version, whichever side is newer and whichever dials; both sides learn what the other offered
+/// (the primary holds its config push to a newer peer). No common version is refused both ways.
+#[test]
+fn the_highest_common_version_is_negotiated_both_ways() {
+    let current = |max: u16, min: u16| {
+        let mut id = identity(SECRET);
+        id.version = max;
+        id.min_version = min;
+        id
+    };
+    for (older, newer, common) in [
+        ((2, 2), (3, 2), 2),
+        ((3, 2), (4, 3), 3),
+        ((3, 2), (3, 2), 3),
+    ] {
+        let older = current(older.0, older.1);
+        let newer = current(newer.0, newer.1);
+        for (dialer, acceptor) in [(&older, &newer), (&newer, &older)] {
+            let (d, a) = open_session(dialer, acceptor).unwrap();
+            assert_eq!((d.version, a.version), (common, common));
+            assert_eq!(d.offered, (dialer.version, acceptor.version));
+            assert_eq!(a.offered, (acceptor.version, dialer.version));
+        }
+    }
+    // Two releases apart with no overlap: refused with the ranges, explicitly to the dialer too.
+    let rng = SystemRandom::new();
+    let (d, hello) = DialerHandshake::start(&current(2, 2), &rng).unwrap();
+    let failure = AcceptorHandshake::on_hello(&current(4, 3), &rng, &hello)
+        .err()
+        .unwrap();
+    assert_eq!(failure.rejection.reason, RejectReason::VersionUnsupported);
+    assert!(
+        failure
+            .rejection
+            .detail
+            .contains("peer speaks protocol versions 2..=2, we speak 3..=4")
+    );
+    let refused = d.on_challenge(&failure.reply.unwrap()).err().unwrap();
+    assert_eq!(refused.reason, RejectReason::RefusedByPeer);
+    assert!(
+        refused.detail.contains("version_unsupported"),
+        "{}",
+        refused.detail
+    );
+}
+
 #[test]
 fn a_version_1_peer_is_refused_explicitly_both_ways() {
     let rng = SystemRandom::new();
