@@ -4,7 +4,7 @@
 set -euo pipefail
 need=(haproxy keepalived nginx-light redis-server redis-tools wrk socat arping nftables tcpdump
       iproute2 iputils-ping curl procps psmisc ca-certificates gcc
-      prometheus systemd)
+      prometheus systemd lintian man-db)
 missing=()
 for package in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -25,3 +25,10 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust stable) is required" >&2; exit 1; }
+# The Debian package (deploy/debian/build-package, tests/package) is built by cargo-deb; pinned so a new release
+# cannot change the package under us, installed only when that version is missing.
+cargo_deb_version=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qF "$cargo_deb_version"; then
+  echo "setup: installing cargo-deb $cargo_deb_version"
+  cargo install cargo-deb --version "$cargo_deb_version" --locked
+fi
