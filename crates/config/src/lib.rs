@@ -7,6 +7,7 @@
 //! changes is one [`ReloadPlan`] (and a [`NodePlan`] for `node.toml`). The reference for both
 //! files is `docs/configuration.md`.
 
+mod access_log_section;
 mod canonical;
 mod cluster;
 mod diag;
@@ -21,6 +22,9 @@ mod report;
 pub mod secret;
 mod tuning;
 
+pub use access_log_section::{
+    AccessLogConfig, AccessLogPath, DEFAULT_ACCESS_LOG_QUEUE, MAX_ACCESS_LOG_QUEUE,
+};
 pub use canonical::{
     CANONICAL_VERSION, balance_name, canonical_toml, digest, endpoint, garp_form_name, mode_name,
     persistence_inline, persistence_mode_name,

@@ -169,6 +169,9 @@ pub struct NodeConfig {
     /// `[hooks]`: commands run on cluster transitions (none when the section is absent).
     #[serde(default)]
     pub hooks: crate::node::Hooks,
+    /// `[access_log]`: one line per HTTP request / TCP connection (off when the section is absent).
+    #[serde(default)]
+    pub access_log: crate::access_log_section::AccessLogConfig,
 }
 
 /// `[node] role`: the one role type every part uses.

@@ -134,7 +134,7 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
         return None;
     }
     let root = Section::new("node.toml", 0..0, doc.get_ref());
-    let mut top: Vec<&str> = vec!["node", "admin", "tuning", "hooks"];
+    let mut top: Vec<&str> = vec!["node", "admin", "tuning", "hooks", "access_log"];
     top.extend(LOCAL_SECTIONS.iter().map(|(n, _)| *n));
     root.finish(ctx, &top, &misplaced_top);
 
@@ -143,6 +143,7 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
     let admin = read_admin(ctx, root.get("admin"), base_dir, &mut facts);
     let tuning = read_tuning(ctx, root.get("tuning"));
     let hooks = read_hooks(ctx, root.get("hooks"));
+    let access_log = crate::access_log_section::read_access_log(ctx, root.get("access_log"));
 
     let mut local = LocalSettings::default();
     for (name, _) in LOCAL_SECTIONS {
@@ -172,6 +173,7 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
         local,
         tuning,
         hooks,
+        access_log: access_log.unwrap_or_default(),
     });
     Some(ParsedNode {
         config,
