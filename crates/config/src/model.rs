@@ -172,6 +172,12 @@ pub struct NodeConfig {
     /// `[access_log]`: one line per HTTP request / TCP connection (off when the section is absent).
     #[serde(default)]
     pub access_log: crate::access_log_section::AccessLogConfig,
+    /// `[metrics]`: the read-only Prometheus listener (none when the section is absent).
+    #[serde(default)]
+    pub metrics: crate::metrics_section::MetricsConfig,
+    /// `[log]`: text (journald under systemd) or JSON lines.
+    #[serde(default)]
+    pub log: crate::log_section::LogConfig,
 }
 
 /// `[node] role`: the one role type every part uses.

@@ -134,7 +134,15 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
         return None;
     }
     let root = Section::new("node.toml", 0..0, doc.get_ref());
-    let mut top: Vec<&str> = vec!["node", "admin", "tuning", "hooks", "access_log"];
+    let mut top: Vec<&str> = vec![
+        "node",
+        "admin",
+        "tuning",
+        "hooks",
+        "access_log",
+        "metrics",
+        "log",
+    ];
     top.extend(LOCAL_SECTIONS.iter().map(|(n, _)| *n));
     root.finish(ctx, &top, &misplaced_top);
 
@@ -167,6 +175,12 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
     spans.password_file = admin.password_file_span;
     let admin = admin.config;
     check_ports(ctx, &node, &admin, &spans);
+    let taken = [
+        ("admin listener", admin.listen),
+        ("sync port", SocketAddr::new(node.address, node.sync_port)),
+    ];
+    let metrics = crate::metrics_section::read_metrics(ctx, root.get("metrics"), &taken);
+    let log = crate::log_section::read_log(ctx, root.get("log"));
     let config = (!ctx.has_errors()).then_some(NodeConfig {
         node,
         admin,
@@ -174,6 +188,8 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str, base_dir: Option<&Path>) -> Op
         tuning,
         hooks,
         access_log: access_log.unwrap_or_default(),
+        metrics: metrics.unwrap_or_default(),
+        log: log.unwrap_or_default(),
     });
     Some(ParsedNode {
         config,

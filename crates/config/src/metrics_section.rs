@@ -1,0 +1,113 @@
+//! `[metrics]` of `node.toml`: the read-only Prometheus listener (`GET /metrics` only, no
+//! credentials), so both nodes can be scraped without exposing the admin API.
+
+use crate::diag::Ctx;
+use crate::reader::{Section, Val, string, table};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+pub(crate) const METRICS_KEYS: &[&str] = &["listen"];
+
+/// `[metrics]`; without the section (or without `listen`) metrics stay on the admin listener only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsConfig {
+    /// Where the metrics-only listener binds, e.g. `0.0.0.0:9101`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Reads `[metrics]`; `None` after an error (reported at its `file:line:col`).
+/// `taken` are the node's other TCP listeners (admin, sync) with their names, refused as duplicates.
+pub(crate) fn read_metrics(
+    ctx: &mut Ctx<'_>,
+    v: Option<&Val<'_>>,
+    taken: &[(&str, SocketAddr)],
+) -> Option<MetricsConfig> {
+    let Some(v) = v else {
+        return Some(MetricsConfig::default());
+    };
+    let t = table(ctx, "metrics", v)?;
+    let s = Section::new("[metrics]", v.span(), t);
+    let errors_before = ctx.diags.errors.len();
+    s.finish(ctx, METRICS_KEYS, &|_| None);
+    let mut config = MetricsConfig::default();
+    if let Some(l) = s.get("listen")
+        && let Some(text) = string(ctx, "listen", l)
+    {
+        match text.v.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => {
+                ctx.error(&l.span(), "`listen`: port 0 is not allowed (1..=65535)")
+            }
+            Ok(addr) => {
+                let clash = taken.iter().find(|(_, other)| {
+                    other.port() == addr.port()
+                        && (other.ip() == addr.ip()
+                            || other.ip().is_unspecified()
+                            || addr.ip().is_unspecified())
+                });
+                match clash {
+                    Some((name, other)) => ctx.error(
+                        &l.span(),
+                        format!("metrics `listen` {addr} takes the port of the {name} ({other})"),
+                    ),
+                    None => config.listen = Some(addr),
+                }
+            }
+            Err(_) => ctx.error(
+                &l.span(),
+                format!(
+                    "`listen` = \"{}\" is not an address:port like \"0.0.0.0:9101\" or \"[::]:9101\"",
+                    text.v
+                ),
+            ),
+        }
+    }
+    (ctx.diags.errors.len() == errors_before).then_some(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Diagnostics, NodeConfig};
+
+    fn node(extra: &str) -> Result<NodeConfig, Diagnostics> {
+        let text = format!(
+            "[node]\nname = \"lb1\"\nrole = \"primary\"\ninterface = \"eth0\"\naddress = \"192.168.1.21\"\n\
+             peer = \"192.168.1.22\"\n[admin]\nlisten = \"127.0.0.1:9080\"\n{extra}"
+        );
+        crate::parse_node_str(&text, "node.toml", None)
+    }
+
+    #[test]
+    fn absent_means_no_metrics_listener() {
+        assert_eq!(node("").map(|n| n.metrics.listen), Ok(None));
+    }
+
+    #[test]
+    fn a_listen_address_is_read() {
+        let config = node("[metrics]\nlisten = \"0.0.0.0:9101\"\n").map(|n| n.metrics.listen);
+        assert_eq!(config, Ok(Some("0.0.0.0:9101".parse().unwrap())));
+    }
+
+    #[test]
+    fn clashes_and_bad_values_are_errors_at_their_line() {
+        for (extra, want) in [
+            (
+                "[metrics]\nlisten = \"0.0.0.0:9080\"\n",
+                "takes the port of the admin listener",
+            ),
+            (
+                "[metrics]\nlisten = \"192.168.1.21:7778\"\n",
+                "takes the port of the sync port",
+            ),
+            (
+                "[metrics]\nlisten = \"localhost:9101\"\n",
+                "is not an address:port",
+            ),
+            ("[metrics]\nlisten = \"0.0.0.0:0\"\n", "port 0"),
+            ("[metrics]\nport = 9101\n", "port"),
+        ] {
+            let errors = node(extra).expect_err(extra).to_string();
+            assert!(errors.contains(want), "{extra}: {errors}");
+            assert!(errors.contains("node.toml:10:"), "{extra}: {errors}");
+        }
+    }
+}
