@@ -30,5 +30,5 @@ pub use auth::Credentials;
 pub use backend::{ActionError, ActionResult, AdminBackend, ServerAction};
 pub use page::{render_overview, urlencode};
 pub use rules::REQUESTED_BY;
-pub use server::{HttpOptions, Limits, MAX_BODY, serve, serve_unix};
+pub use server::{HttpOptions, Limits, MAX_BODY, serve, serve_metrics, serve_unix};
 pub use tandem_status::{AdminEndpoint, Status};

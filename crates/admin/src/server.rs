@@ -1,4 +1,5 @@
-//! The two admin listeners' accept loops: HTTP(S) on `[admin] listen` and the local UNIX socket.
+//! The admin listeners' accept loops: HTTP(S) on `[admin] listen`, the local UNIX socket, and the
+//! read-only metrics listener on `[metrics] listen` (`GET /metrics` and nothing else).
 //!
 //! Both bound what a client can hold: at most `max_connections` connections at once (further
 //! ones wait in the kernel's backlog), a request head must arrive within `header_timeout` (also
@@ -78,9 +79,12 @@ impl HttpOptions {
 struct Listener<B> {
     backend: Arc<B>,
     endpoint: Arc<AdminEndpoint>,
-    /// `None` on the UNIX socket: its permissions are the authentication.
+    /// `None` on the UNIX socket (its permissions are the authentication) and on the metrics
+    /// listener (it serves nothing else).
     rules: Option<HttpRules>,
     limits: Limits,
+    /// The `[metrics] listen` listener: `GET /metrics` only, 404 for every other path.
+    metrics_only: bool,
 }
 
 /// Serve the HTTP(S) admin endpoint on an already bound listener until the task is dropped.
@@ -108,6 +112,7 @@ pub async fn serve<B: AdminBackend>(
             auth: Authenticator::new(options.credentials),
         }),
         limits: options.limits,
+        metrics_only: false,
     });
     let slots = Arc::new(Semaphore::new(options.limits.max_connections));
     loop {
@@ -161,6 +166,7 @@ pub async fn serve_unix<B: AdminBackend>(
         endpoint,
         rules: None,
         limits,
+        metrics_only: false,
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -187,6 +193,42 @@ pub async fn serve_unix<B: AdminBackend>(
         tokio::spawn(async move {
             let _slot = slot;
             serve_connection(stream, shared, peer).await;
+        });
+    }
+}
+
+/// Serve `GET /metrics` (Prometheus text, no credentials) and nothing else on an already bound
+/// listener until the task is dropped: what Prometheus scrapes without reaching the admin API.
+pub async fn serve_metrics<B: AdminBackend>(
+    listener: TcpListener,
+    backend: Arc<B>,
+    limits: Limits,
+    endpoint: Arc<AdminEndpoint>,
+) {
+    let shared = Arc::new(Listener {
+        backend,
+        endpoint,
+        rules: None,
+        limits,
+        metrics_only: true,
+    });
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            serve_connection(stream, shared, peer.to_string()).await;
         });
     }
 }
@@ -259,5 +301,34 @@ async fn handle<B: AdminBackend>(
     if Limited::new(body, MAX_BODY).collect().await.is_err() {
         return too_large();
     }
+    if shared.metrics_only {
+        return metrics_only(&parts, &*shared.backend);
+    }
     route(&parts, &*shared.backend, &shared.endpoint, peer).await
+}
+
+/// The metrics listener's one route.
+fn metrics_only<B: AdminBackend>(
+    parts: &hyper::http::request::Parts,
+    backend: &B,
+) -> Response<Full<Bytes>> {
+    match (parts.uri.path(), &parts.method) {
+        ("/metrics", &hyper::Method::GET) => {
+            let mut response = Response::new(Full::new(Bytes::from(backend.metrics())));
+            if let Ok(value) = "text/plain; version=0.0.4; charset=utf-8".parse() {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, value);
+            }
+            response
+        }
+        ("/metrics", _) => error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET /metrics is served here",
+        ),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "this is the metrics listener: only GET /metrics is served here",
+        ),
+    }
 }
