@@ -642,7 +642,8 @@ impl Driver {
         let text = match event {
             Event::StateChanged { from, to, reason } => {
                 let text = format!("{from} -> {to}: {reason}");
-                tracing::info!(node = %node, %from, %to, %reason, "cluster state changed");
+                // warn: a role change is what an operator filters the journal for (`journalctl -p warning`).
+                tracing::warn!(node = %node, %from, %to, %reason, "cluster state changed");
                 text
             }
             Event::PeerUp { node: peer } => {
