@@ -373,3 +373,30 @@ fn a_node_without_admin_states_refuses_the_peers() {
     let status = b.engine.status(0, &b.tables, &RejectCounters::default());
     assert_eq!(status.counters.replication.admin_entries_refused, 1);
 }
+
+#[test]
+fn admin_messages_stay_within_the_message_bound() {
+    use crate::admin_states::{AdminMode, Stamp};
+    let entry = |i: usize| AdminEntry {
+        service: "s".repeat(200),
+        server: format!("server-{i}"),
+        mode: AdminMode::Drain,
+        stamp: Stamp {
+            wall_ms: 1,
+            counter: 0,
+            node: "lb1".into(),
+        },
+    };
+    let runs = admin_runs((0..100).map(entry).collect(), 2_000);
+    assert_eq!(runs.iter().map(Vec::len).sum::<usize>(), 100);
+    assert!(runs.len() > 1);
+    for run in &runs {
+        let bytes: usize = run
+            .iter()
+            .map(|e| 24 + e.service.len() + e.server.len() + e.stamp.node.len())
+            .sum();
+        assert!(bytes <= 2_000, "{bytes}");
+    }
+    // One entry larger than the bound still goes out, alone.
+    assert_eq!(admin_runs(vec![entry(0)], 10).len(), 1);
+}
