@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use tandem_stick::{Clock, StickTables};
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLog;
 use crate::relay::threads::RelayLoops;
 
 /// The node's stick tables, shared with the replication session.
@@ -19,4 +20,6 @@ pub struct ConnCtx {
     pub(crate) shutdown: CancellationToken,
     /// TCP mode relays on these threads when set (see [`crate::TcpRelay`]).
     pub(crate) relay_loops: Option<Arc<RelayLoops>>,
+    /// Where connections and requests are logged, when the node has an access log.
+    pub(crate) access_log: Option<AccessLog>,
 }

@@ -201,12 +201,13 @@ pub(crate) async fn run_checks(
             _ = tokio::time::sleep_until(next) => {}
         }
         next += interval;
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             r = probe(addr, &cfg.check, timeout) => r,
         };
         let ok = result.is_ok();
-        server.record_check(&result);
+        server.record_check(&result, started.elapsed());
         match rf.record(ok) {
             Some(Transition::Up) => {
                 tracing::info!(service = %service, server = %server.label, %addr, "server UP: {} consecutive checks passed", cfg.rise);

@@ -76,6 +76,7 @@
 //! [`Proxy::service`] (live atomic counters for metrics), [`Proxy::stick_tables`], [`Proxy::clock`],
 //! [`Proxy::shutdown`].
 
+pub mod access_log;
 pub mod balance;
 mod buffer;
 mod ctx;
@@ -83,6 +84,7 @@ mod h1;
 pub mod health;
 mod http;
 pub mod listener;
+pub mod metrics;
 mod pool;
 pub mod relay;
 mod reload;
@@ -114,6 +116,7 @@ pub mod fuzzing {
     };
 }
 
+pub use access_log::{AccessLog, AccessLogTarget};
 pub use ctx::{ConnCtx, SharedStickTables};
 pub use h1::H1Engine;
 pub use http::hyper_engine::HyperEngine;
@@ -150,6 +153,8 @@ pub struct ProxyOptions {
     /// sleeps, so that the backend answers a whole batch first; it stops by itself for a while when a yield lasts
     /// far longer than the answers should (a busy neighbour). Off: never yield.
     pub relay_yield: bool,
+    /// One line per HTTP request and TCP connection goes here; `None`: no access log.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Default for ProxyOptions {
@@ -161,6 +166,7 @@ impl Default for ProxyOptions {
             http_engine: Arc::new(H1Engine::in_runtime()),
             tcp_relay: TcpRelay::Tasks,
             relay_yield: true,
+            access_log: None,
         }
     }
 }
@@ -171,6 +177,7 @@ impl std::fmt::Debug for ProxyOptions {
             .field("clock", &self.clock)
             .field("tcp_relay", &self.tcp_relay)
             .field("relay_yield", &self.relay_yield)
+            .field("access_log", &self.access_log)
             .finish_non_exhaustive()
     }
 }
@@ -281,6 +288,7 @@ impl Proxy {
                 http_engine: engine,
                 tcp_relay: tcp,
                 relay_yield: true,
+                access_log: None,
             },
         )
     }
@@ -296,6 +304,7 @@ impl Proxy {
             http_engine: engine,
             tcp_relay: tcp,
             relay_yield,
+            access_log,
         } = options;
         tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let relay_loops = match tcp {
@@ -319,6 +328,7 @@ impl Proxy {
             clock,
             shutdown: CancellationToken::new(),
             relay_loops,
+            access_log,
         };
         // Planned from the same configuration without services, so that every service is added.
         let empty = Arc::new(ClusterConfig {
@@ -350,6 +360,13 @@ impl Proxy {
             None => TcpRelay::Tasks,
             Some(loops) if loops.uring => TcpRelay::Uring(loops.len()),
             Some(loops) => TcpRelay::Loops(loops.len()),
+        }
+    }
+
+    /// Reopen the access log's file (SIGHUP, after logrotate moved it); nothing without an access log.
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.inner.ctx.access_log {
+            log.reopen();
         }
     }
 
@@ -624,7 +641,10 @@ impl Proxy {
         ProxyStatus {
             services: services
                 .iter()
-                .map(|s| status::service_status(s, tables.get(&s.cfg.label).map_or(0, |t| t.len())))
+                .map(|s| {
+                    let table = tables.get(&s.cfg.label).map(|t| t.stats());
+                    status::service_status(s, table)
+                })
                 .collect(),
         }
     }

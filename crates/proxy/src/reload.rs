@@ -11,6 +11,7 @@ use tandem_config::{ReloadPlan, ServerChange, ServiceChange, ServiceDelta, effec
 use tokio::sync::Semaphore;
 
 use crate::balance::Balancer;
+use crate::metrics::ServiceMetrics;
 use crate::state::{Counters, ServerRuntime, ServiceRuntime};
 
 /// What the plan makes of the running services.
@@ -102,6 +103,7 @@ fn new_service(svc: &Service, cluster_fallback: Option<&FallbackServer>) -> Serv
         servers,
         Default::default(),
         Arc::new(AtomicU64::new(0)),
+        Default::default(),
         new_limit(max),
         cluster_fallback,
     )
@@ -166,6 +168,7 @@ fn changed_service(
         servers,
         old.counters.clone(),
         old.failures.clone(),
+        old.metrics.clone(),
         limit,
         cluster_fallback,
     )
@@ -181,6 +184,7 @@ fn service_runtime(
     servers: Vec<Arc<ServerRuntime>>,
     counters: Arc<Counters>,
     failures: Arc<AtomicU64>,
+    metrics: Arc<ServiceMetrics>,
     limit: Option<Arc<Semaphore>>,
     cluster_fallback: Option<&FallbackServer>,
 ) -> ServiceRuntime {
@@ -199,6 +203,7 @@ fn service_runtime(
         balancer: Mutex::new(Balancer::new(svc.balance)),
         counters,
         failures,
+        metrics,
         limit,
         fallback,
         fallback_runtime,

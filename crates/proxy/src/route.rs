@@ -44,6 +44,19 @@ impl<'a> Route<'a> {
     /// Next server to try, or `None` when no usable server is left. `cookie` is the server label named by an
     /// http-cookie persistence cookie, if the request carried one.
     pub(crate) fn choose(&mut self, cookie: Option<&str>) -> Option<usize> {
+        let chosen = self.choose_server(cookie);
+        // Another server after a failed connect: a retry, counted on the server that failed.
+        if chosen.is_some()
+            && let Some(&failed) = self.tried.last()
+        {
+            self.svc.servers[failed]
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        chosen
+    }
+
+    fn choose_server(&mut self, cookie: Option<&str>) -> Option<usize> {
         let svc = self.svc;
         let persistent_ok =
             |i: usize| !self.tried.contains(&i) && svc.servers[i].usable_for_persistent();

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{Balancer, Candidate};
+use crate::metrics::ServiceMetrics;
 use crate::pool::UpstreamPool;
 use crate::pool::h1_conn::UpConn;
 use crate::pool::hyper_conn::Upstream;
@@ -64,6 +65,8 @@ pub struct LastCheck {
     pub at_unix_ms: u64,
     pub ok: bool,
     pub detail: String,
+    /// How long the probe took (until its verdict: answer, refusal or timeout).
+    pub duration_us: u64,
 }
 
 /// One real server of one service.
@@ -82,6 +85,14 @@ pub struct ServerRuntime {
     pub counters: Counters,
     pub check_failures: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Connects to this server that failed and were retried on another server.
+    pub retries: AtomicU64,
+    /// UP -> DOWN transitions decided by the health checks.
+    pub up_down: AtomicU64,
+    /// Milliseconds spent down after having been up, not counting the current down period.
+    downtime_ms: AtomicU64,
+    /// Unix ms when the current down period began (after having been up); 0 while up or never up.
+    down_since_ms: AtomicU64,
     /// Idle upstream HTTP connections (HTTP mode), of the hyper engine and of the native one.
     pub(crate) pool: UpstreamPool<Upstream>,
     pub(crate) h1_pool: UpstreamPool<UpConn>,
@@ -102,6 +113,10 @@ impl ServerRuntime {
             counters: Counters::default(),
             check_failures: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            up_down: AtomicU64::new(0),
+            downtime_ms: AtomicU64::new(0),
+            down_since_ms: AtomicU64::new(0),
             pool: UpstreamPool::default(),
             h1_pool: UpstreamPool::default(),
         }
@@ -122,10 +137,33 @@ impl ServerRuntime {
     pub(crate) fn set_health(&self, up: bool, reason: String) {
         // The reason first: whoever sees the new state also sees why.
         *lock(&self.health_reason) = reason;
-        self.healthy.store(up, Ordering::Release);
+        let was_up = self.healthy.swap(up, Ordering::AcqRel);
+        let now = now_unix_ms();
+        if was_up && !up {
+            self.up_down.fetch_add(1, Ordering::Relaxed);
+            self.down_since_ms.store(now.max(1), Ordering::Relaxed);
+        } else if !was_up && up {
+            let since = self.down_since_ms.swap(0, Ordering::Relaxed);
+            if since > 0 {
+                self.downtime_ms
+                    .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+            }
+        }
         if !up {
             self.clear_pools();
         }
+    }
+
+    /// Milliseconds this server has been down after having been up (the current down period included); a server
+    /// that has never been up counts none (`tandem_server_up` shows it).
+    pub fn downtime_ms(&self) -> u64 {
+        let since = self.down_since_ms.load(Ordering::Relaxed);
+        let current = if since > 0 {
+            now_unix_ms().saturating_sub(since)
+        } else {
+            0
+        };
+        self.downtime_ms.load(Ordering::Relaxed) + current
     }
 
     pub(crate) fn set_health_reason(&self, reason: String) {
@@ -133,7 +171,11 @@ impl ServerRuntime {
     }
 
     /// Records a check's result (`E` is the health checker's failure, shown as text).
-    pub(crate) fn record_check<E: std::fmt::Display>(&self, result: &Result<(), E>) {
+    pub(crate) fn record_check<E: std::fmt::Display>(
+        &self,
+        result: &Result<(), E>,
+        took: std::time::Duration,
+    ) {
         if result.is_err() {
             self.check_failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -145,6 +187,7 @@ impl ServerRuntime {
             at_unix_ms: now_unix_ms(),
             ok: result.is_ok(),
             detail,
+            duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         });
     }
 
@@ -263,6 +306,8 @@ pub struct ServiceRuntime {
     pub counters: Arc<Counters>,
     /// Connections refused or failed because no server could take them.
     pub failures: Arc<AtomicU64>,
+    /// Response classes, latency histograms, access-log counts.
+    pub metrics: Arc<ServiceMetrics>,
     /// `None` = unlimited.
     pub(crate) limit: Option<Arc<Semaphore>>,
     pub fallback: Option<FallbackServer>,

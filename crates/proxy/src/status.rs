@@ -5,6 +5,9 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 use tandem_config::model::{Balance, Mode, Persistence};
+use tandem_stick::TableStats;
+
+use crate::metrics::HistogramSnapshot;
 
 use crate::state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
 
@@ -30,6 +33,18 @@ pub struct ServiceStatus {
     /// Listeners of this service that could not be bound, with the reason.
     pub bind_errors: Vec<String>,
     pub stick_table_size: usize,
+    /// Most entries the stick table holds (0: no table).
+    pub stick_table_capacity: usize,
+    /// Entries evicted to make room since the table was created.
+    pub stick_table_evictions: u64,
+    /// HTTP mode: responses sent to clients by class, in the order of [`crate::metrics::CODE_CLASSES`].
+    pub http_responses: Option<[u64; 6]>,
+    /// HTTP mode: from the request sent to the server until its response head was read.
+    pub response_time: Option<HistogramSnapshot>,
+    /// New connections to real servers.
+    pub connect_time: HistogramSnapshot,
+    pub access_log_lines: u64,
+    pub access_log_dropped: u64,
     pub servers: Vec<ServerStatus>,
 }
 
@@ -53,9 +68,17 @@ pub struct ServerStatus {
     /// Idle upstream connections kept for reuse (HTTP mode).
     pub idle_connections: usize,
     pub last_check: Option<LastCheck>,
+    /// Connects that failed here and were retried on another server.
+    pub retries: u64,
+    /// UP -> DOWN transitions.
+    pub up_down: u64,
+    /// Time down after having been up (current down period included).
+    pub downtime_ms: u64,
 }
 
-pub(crate) fn service_status(s: &ServiceRuntime, stick_table_size: usize) -> ServiceStatus {
+pub(crate) fn service_status(s: &ServiceRuntime, table: Option<TableStats>) -> ServiceStatus {
+    let http = s.cfg.mode == Mode::Http;
+    let m = &s.metrics;
     ServiceStatus {
         label: s.cfg.label.clone(),
         vip: s.cfg.vip,
@@ -69,7 +92,14 @@ pub(crate) fn service_status(s: &ServiceRuntime, stick_table_size: usize) -> Ser
         bytes_out: s.counters.bytes_out.load(Ordering::Relaxed),
         failures: s.failures.load(Ordering::Relaxed),
         bind_errors: s.bind_errors(),
-        stick_table_size,
+        stick_table_size: table.map_or(0, |t| t.entries),
+        stick_table_capacity: table.map_or(0, |t| t.capacity),
+        stick_table_evictions: table.map_or(0, |t| t.evicted),
+        http_responses: http.then(|| m.codes.snapshot()),
+        response_time: http.then(|| m.response.snapshot()),
+        connect_time: m.connect.snapshot(),
+        access_log_lines: m.access_log_lines.load(Ordering::Relaxed),
+        access_log_dropped: m.access_log_dropped.load(Ordering::Relaxed),
         servers: s.servers.iter().map(|r| server_status(r)).collect(),
     }
 }
@@ -91,5 +121,8 @@ fn server_status(r: &ServerRuntime) -> ServerStatus {
         connect_failures: r.connect_failures.load(Ordering::Relaxed),
         idle_connections: r.idle_connections(),
         last_check: r.last_check(),
+        retries: r.retries.load(Ordering::Relaxed),
+        up_down: r.up_down.load(Ordering::Relaxed),
+        downtime_ms: r.downtime_ms(),
     }
 }

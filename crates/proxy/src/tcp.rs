@@ -3,15 +3,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
 
+use crate::access_log::{TcpEnd, TcpLine};
 use crate::ctx::ConnCtx;
 use crate::relay::tasks::relay;
 use crate::relay::{Job, RelayEnd, Traffic};
 use crate::route::Route;
-use crate::state::{Active, AdminState, ServiceRuntime};
+use crate::state::{Active, AdminState, Counters, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
 
 /// `client` is not registered with any reactor yet: blocking when the relay threads run io_uring, non-blocking
@@ -23,20 +24,79 @@ pub(crate) async fn serve(
     svc: Arc<ServiceRuntime>,
     ctx: ConnCtx,
 ) {
+    let log = ctx
+        .access_log
+        .as_ref()
+        .filter(|l| l.wants(&svc.cfg.label))
+        .cloned();
+    let accepted = log.as_ref().map(|_| (SystemTime::now(), Instant::now()));
+    let frontend = SocketAddr::new(svc.cfg.vip, vip_port);
+    let conn_bytes = log.as_ref().map(|_| Arc::new(Counters::default()));
+    let mut connect_time = None;
+    let mut server_label: Option<String> = None;
+    let end = serve_inner(
+        client,
+        peer,
+        vip_port,
+        &svc,
+        &ctx,
+        conn_bytes.clone(),
+        &mut connect_time,
+        &mut server_label,
+    )
+    .await;
+    if let (Some(log), Some((at, started)), Some(bytes)) = (log, accepted, conn_bytes) {
+        let line = TcpLine {
+            client: peer,
+            accepted: at,
+            frontend,
+            service: &svc.cfg.label,
+            server: server_label.as_deref(),
+            connect: connect_time,
+            total: started.elapsed(),
+            bytes_out: bytes.bytes_out.load(Ordering::Relaxed),
+            bytes_in: bytes.bytes_in.load(Ordering::Relaxed),
+            end,
+        }
+        .format();
+        log.send(line, &svc.metrics);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_inner(
+    client: std::net::TcpStream,
+    peer: SocketAddr,
+    vip_port: u16,
+    svc: &Arc<ServiceRuntime>,
+    ctx: &ConnCtx,
+    conn_bytes: Option<Arc<Counters>>,
+    connect_time: &mut Option<Duration>,
+    server_label: &mut Option<String>,
+) -> TcpEnd {
     let _svc_active = Active::new(&svc.counters);
     let proxy_cfg = &svc.cfg.proxy;
     let connect_timeout = Duration::from_millis(proxy_cfg.connect_timeout_ms.max(1));
-    let mut route = Route::new(&svc, &ctx, peer.ip());
+    let mut route = Route::new(svc, ctx, peer.ip());
     let (server, upstream) = loop {
         let Some(i) = route.choose(None) else {
             svc.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(service = %svc.cfg.label, client = %peer, "no real server available; closing client connection");
-            return;
+            return TcpEnd::NoServer;
         };
         let server = &svc.servers[i];
         let target = server.target(vip_port);
+        let started = Instant::now();
         match crate::listener::connect(target, connect_timeout).await {
-            Ok(s) => break (server.clone(), s),
+            Ok(s) => {
+                let took = started.elapsed();
+                svc.metrics.connect.observe(took);
+                *connect_time = Some(took);
+                if conn_bytes.is_some() {
+                    *server_label = Some(server.label.clone());
+                }
+                break (server.clone(), s);
+            }
             Err(e) => {
                 server.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, "connect to real server failed; trying another");
@@ -49,7 +109,7 @@ pub(crate) async fn serve(
     let kill = server.kill_token();
     // Halted between the choice and now (its close token may already be spent): do not start a new connection.
     if matches!(server.admin_state(), AdminState::Halt { .. }) {
-        return;
+        return TcpEnd::Killed;
     }
     let client_idle = Duration::from_millis(proxy_cfg.client_timeout_ms.max(1));
     let server_idle = Duration::from_millis(proxy_cfg.server_timeout_ms.max(1));
@@ -61,16 +121,21 @@ pub(crate) async fn serve(
         }
     });
     let log_end = |end: RelayEnd| match end {
-        RelayEnd::Closed => {}
-        RelayEnd::Idle => tracing::debug!(service = %svc.cfg.label, client = %peer, "idle timeout"),
+        RelayEnd::Closed => TcpEnd::Closed,
+        RelayEnd::Idle => {
+            tracing::debug!(service = %svc.cfg.label, client = %peer, "idle timeout");
+            TcpEnd::Idle
+        }
         RelayEnd::Error(e) => {
-            tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "relay ended")
+            tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "relay ended");
+            TcpEnd::Error
         }
     };
     let log_halt = |by_halt: bool| {
         if by_halt {
             tracing::info!(service = %svc.cfg.label, server = %server.label, client = %peer, "closed by halt");
         }
+        TcpEnd::Killed
     };
     if let Some(loops) = &ctx.relay_loops {
         let upstream = match upstream.into_std() {
@@ -78,26 +143,27 @@ pub(crate) async fn serve(
             Err(e) => return log_end(RelayEnd::Error(e)),
         };
         let (done, ended) = tokio::sync::oneshot::channel();
+        let mut traffic = Traffic::new(
+            client_idle,
+            server_idle,
+            svc.counters.clone(),
+            server.clone(),
+        );
+        traffic.conn = conn_bytes;
         let id = loops.hand_over(Job {
             client,
             server: upstream,
-            traffic: Traffic::new(
-                client_idle,
-                server_idle,
-                svc.counters.clone(),
-                server.clone(),
-            ),
+            traffic,
             done,
         });
-        tokio::select! {
+        return tokio::select! {
             biased;
             end = ended => log_end(end.unwrap_or(RelayEnd::Closed)),
             by_halt = halted => {
                 loops.close(id);
-                log_halt(by_halt);
+                log_halt(by_halt)
             }
-        }
-        return;
+        };
     }
     let client = match TcpStream::from_std(client) {
         Ok(c) => c,
@@ -105,7 +171,7 @@ pub(crate) async fn serve(
     };
     tokio::select! {
         biased;
-        end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters) => log_end(end),
+        end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters, conn_bytes.as_deref()) => log_end(end),
         by_halt = halted => log_halt(by_halt),
     }
 }

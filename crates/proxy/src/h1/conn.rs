@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
 
@@ -14,13 +14,14 @@ use super::body::{Body, Outcome};
 use super::head::{self, RequestInfo};
 use super::io::write_two;
 use super::timer::{Phase, Timer};
+use crate::access_log::{AccessLog, HttpLine, request_line};
 use crate::buffer::{Buf, Read};
 use crate::ctx::ConnCtx;
 use crate::http::{error_html, unavailable_page};
 use crate::pool::h1_conn::UpConn;
 use crate::route::Route;
 use crate::shared::thread_tag;
-use crate::state::{ActiveOwned, ServiceRuntime};
+use crate::state::{ActiveOwned, Counters, ServiceRuntime};
 
 /// Most time spent reading what a client still sends after we decided to close (so our last response is not cut
 /// by a reset), and most bytes read then.
@@ -36,6 +37,18 @@ pub(super) fn closing_error(status: u16, reason: &str, service: &str, what: &str
         false,
         false,
     )
+}
+
+/// What the access log says of the request being served.
+pub(super) struct ReqLog {
+    pub(super) accepted: SystemTime,
+    pub(super) started: Instant,
+    pub(super) request: Vec<u8>,
+    pub(super) server: Option<String>,
+    pub(super) connect: Option<Duration>,
+    pub(super) response: Option<Duration>,
+    /// 0 until an answer was sent (logged as -1).
+    pub(super) status: u16,
 }
 
 pub(super) struct Conn<'a> {
@@ -56,6 +69,13 @@ pub(super) struct Conn<'a> {
     pub(super) client_idle: Duration,
     pub(super) server_timeout: Duration,
     pub(super) connect_timeout: Duration,
+    /// The access log, when this service is logged.
+    pub(super) log: Option<AccessLog>,
+    /// The request being logged.
+    pub(super) req: Option<ReqLog>,
+    /// This connection's bytes (counted only with an access log) and where the current request's began.
+    pub(super) bytes: Counters,
+    pub(super) logged_bytes: (u64, u64),
 }
 
 impl Conn<'_> {
@@ -64,7 +84,9 @@ impl Conn<'_> {
             let Some(info) = self.read_request_head().await else {
                 return;
             };
+            self.begin_log();
             let keep = self.exchange(&info).await;
+            self.finish_log();
             if !keep {
                 self.linger_close().await;
                 return;
@@ -116,15 +138,77 @@ impl Conn<'_> {
             self.client.readable().await.ok()?;
             let buf = self.buf.get_or_insert_with(Buf::take);
             match buf.fill(self.client) {
-                Ok(Read::Data(n)) => self.svc.counters.add_in(n),
+                Ok(Read::Data(n)) => self.read_in(n),
                 Ok(Read::Empty) => {}
                 Ok(Read::Eof) | Err(_) => return None,
             }
         }
     }
 
+    /// Starts the access-log record of the request whose head is at the start of the buffer.
+    fn begin_log(&mut self) {
+        if self.log.is_some() {
+            let head = self.buf.as_ref().map_or(&[][..], |b| b.filled());
+            self.req = Some(ReqLog {
+                accepted: SystemTime::now(),
+                started: Instant::now(),
+                request: request_line(head).to_vec(),
+                server: None,
+                connect: None,
+                response: None,
+                status: 0,
+            });
+        }
+    }
+
+    /// Writes the access-log line of the request served (if logged).
+    pub(super) fn finish_log(&mut self) {
+        let (Some(log), Some(req)) = (&self.log, self.req.take()) else {
+            return;
+        };
+        let now = (
+            self.bytes.bytes_in.load(Ordering::Relaxed),
+            self.bytes.bytes_out.load(Ordering::Relaxed),
+        );
+        let (was_in, was_out) = std::mem::replace(&mut self.logged_bytes, now);
+        let line = HttpLine {
+            client: self.peer,
+            accepted: req.accepted,
+            frontend: SocketAddr::new(self.svc.cfg.vip, self.vip_port),
+            service: &self.svc.cfg.label,
+            server: req.server.as_deref(),
+            connect: req.connect,
+            response: req.response,
+            total: req.started.elapsed(),
+            status: req.status,
+            bytes_out: now.1 - was_out,
+            bytes_in: now.0 - was_in,
+            request: &req.request,
+        }
+        .format();
+        log.send(line, &self.svc.metrics);
+    }
+
+    /// A response head with `status` is going to the client: counted by class, and logged.
+    pub(super) fn answered(&mut self, status: u16) {
+        self.svc.metrics.codes.record(status);
+        if let Some(req) = &mut self.req {
+            req.status = status;
+        }
+    }
+
+    /// Client bytes read.
+    fn read_in(&self, n: usize) {
+        self.svc.counters.add_in(n);
+        if self.log.is_some() {
+            self.bytes.add_in(n);
+        }
+    }
+
     /// Answers a bad request and closes.
     async fn reject(&mut self, status: u16, reason: &str) {
+        self.begin_log();
+        self.answered(status);
         let page = closing_error(
             status,
             reason,
@@ -132,12 +216,16 @@ impl Conn<'_> {
             "The request could not be understood",
         );
         let _ = self.write_client(&page, &[]).await;
+        self.finish_log();
         self.linger_close().await;
     }
 
     pub(super) async fn write_client(&self, a: &[u8], b: &[u8]) -> io::Result<()> {
         write_two(self.client, a, b).await?;
         self.svc.counters.add_out(a.len() + b.len());
+        if self.log.is_some() {
+            self.bytes.add_out(a.len() + b.len());
+        }
         Ok(())
     }
 
@@ -151,6 +239,7 @@ impl Conn<'_> {
         body: &Body,
     ) -> bool {
         let keep = info.keep_alive && body.done;
+        self.answered(status);
         let page = head::local_response(status, reason, html, keep, info.is_head);
         self.write_client(&page, &[]).await.is_ok() && keep
     }
@@ -213,6 +302,9 @@ impl Conn<'_> {
                 }
                 _ => None,
             };
+            if let Some(req) = &mut self.req {
+                req.server = Some(server.label.clone());
+            }
             let active = ActiveOwned::new(server.clone());
             let mut fresh_only = false;
             // Ok(keep), or Err(()) when the server could not be reached (nothing was sent).
@@ -227,12 +319,20 @@ impl Conn<'_> {
                     Some(c) => c,
                     None => {
                         let target = server.target(self.vip_port);
+                        let started = Instant::now();
                         match crate::listener::connect(target, self.connect_timeout).await {
-                            Ok(stream) => UpConn {
-                                stream,
-                                buf: None,
-                                home: thread_tag(),
-                            },
+                            Ok(stream) => {
+                                let took = started.elapsed();
+                                svc.metrics.connect.observe(took);
+                                if let Some(req) = &mut self.req {
+                                    req.connect = Some(took);
+                                }
+                                UpConn {
+                                    stream,
+                                    buf: None,
+                                    home: thread_tag(),
+                                }
+                            }
                             Err(e) => {
                                 server.connect_failures.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, "connect to real server failed");

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,8 @@ impl Conn<'_> {
 
         // Request body and response head; interim responses are passed on as they come.
         let mut got_bytes = false;
+        // When the server had the request (or what it answered early to): what the response time counts from.
+        let mut waiting_since: Option<Instant> = None;
         let response = loop {
             if !body.done {
                 match self.relay_request_body(&up, body, server, &kill).await {
@@ -71,6 +74,7 @@ impl Conn<'_> {
                 }
             }
             self.timer.set(Phase::WaitingResponse, self.server_timeout);
+            waiting_since.get_or_insert_with(Instant::now);
             match self
                 .read_response_head(&mut up, info, set_cookie, server, &kill, &mut got_bytes)
                 .await
@@ -84,7 +88,16 @@ impl Conn<'_> {
                         b.consume(r.head_len);
                     }
                 }
-                Ok(r) => break r,
+                Ok(r) => {
+                    if let Some(since) = waiting_since {
+                        let took = since.elapsed();
+                        svc.metrics.response.observe(took);
+                        if let Some(req) = &mut self.req {
+                            req.response = Some(took);
+                        }
+                    }
+                    break r;
+                }
                 Err(e) => {
                     tracing::debug!(service = %svc.cfg.label, server = %server.label, error = %e, reused, "upstream response failed");
                     if reused && replayable && !got_bytes {
@@ -109,6 +122,7 @@ impl Conn<'_> {
         };
         // From here on a timeout must not answer 504: the response has begun.
         self.timer.enter(Phase::ResponseBody);
+        self.answered(response.status);
         if self
             .write_client(&self.down_head, &up_buf.filled()[..first])
             .await
@@ -148,6 +162,7 @@ impl Conn<'_> {
 
     async fn bad_body(&mut self, e: ChunkError) -> Outcome {
         tracing::debug!(service = %self.svc.cfg.label, client = %self.peer, error = %e, "bad request body");
+        self.answered(400);
         let page = closing_error(
             400,
             "Bad Request",
@@ -191,7 +206,13 @@ impl Conn<'_> {
             }
             let buf = self.buf.get_or_insert_with(Buf::take);
             match buf.fill(self.client) {
-                Ok(Read::Data(n)) => self.svc.counters.add_in(n),
+                Ok(Read::Data(n)) => {
+                    // (not `read_in`: `buf` borrows `self.buf`)
+                    self.svc.counters.add_in(n);
+                    if self.log.is_some() {
+                        self.bytes.add_in(n);
+                    }
+                }
                 Ok(Read::Empty) => continue,
                 Ok(Read::Eof) | Err(_) => return Err(BodyFailure::Client),
             }
@@ -306,7 +327,7 @@ impl Conn<'_> {
             return Outcome::Done { keep: false };
         }
         tokio::select! {
-            end = crate::relay::tasks::relay(self.client, &up.stream, self.client_idle, self.server_timeout, &svc.counters, &server.counters) => {
+            end = crate::relay::tasks::relay(self.client, &up.stream, self.client_idle, self.server_timeout, &svc.counters, &server.counters, self.log.as_ref().map(|_| &self.bytes)) => {
                 tracing::debug!(service = %svc.cfg.label, client = %self.peer, end = ?end, "upgraded connection ended");
             }
             _ = kill.cancelled() => {}

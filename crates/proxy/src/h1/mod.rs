@@ -153,6 +153,14 @@ async fn serve_requests(
         client_idle: Duration::from_millis(svc.cfg.proxy.client_timeout_ms.max(1)),
         server_timeout: Duration::from_millis(svc.cfg.proxy.server_timeout_ms.max(1)),
         connect_timeout: Duration::from_millis(svc.cfg.proxy.connect_timeout_ms.max(1)),
+        log: ctx
+            .access_log
+            .as_ref()
+            .filter(|l| l.wants(&svc.cfg.label))
+            .cloned(),
+        req: None,
+        bytes: Default::default(),
+        logged_bytes: (0, 0),
     };
     // The deadline of the current phase and shutdown, polled only when they fire (not on every I/O wake-up).
     let side = OnlyWhenWoken::new(async {
@@ -166,7 +174,6 @@ async fn serve_requests(
         () = conn.run() => None,
         fired = side => fired,
     };
-    drop(conn);
     match fired {
         Some(Phase::WaitingResponse) => {
             tracing::warn!(service = %svc.cfg.label, client = %peer, "real server did not answer within the server timeout");
@@ -176,8 +183,12 @@ async fn serve_requests(
                 &svc.cfg.label,
                 "The real server did not answer in time",
             );
+            conn.answered(504);
             if let Ok(n) = client.try_write(&page) {
                 svc.counters.add_out(n);
+                if conn.log.is_some() {
+                    conn.bytes.add_out(n);
+                }
             }
         }
         Some(phase) => {
@@ -185,6 +196,9 @@ async fn serve_requests(
         }
         None => {}
     }
+    // A request cut short (timeout, shutdown) is logged too.
+    conn.finish_log();
+    drop(conn);
 }
 
 /// A byte table: ASCII letters and digits, and `extra` (the token and reg-name tables of the parsers).

@@ -277,7 +277,15 @@ fn error_page(status: StatusCode, service: &str, what: &str) -> Response<ProxyBo
     local_response(status, error_html(status.as_u16(), reason, service, what))
 }
 
+/// Serves one request; its response class is counted (the access log is the native engine's only).
 async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let svc = rc.svc.clone();
+    let resp = handle_request(rc, req).await;
+    svc.metrics.codes.record(resp.status().as_u16());
+    resp
+}
+
+async fn handle_request(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
     let in_flight = InFlight::new(&rc.activity);
     let svc = &rc.svc;
     if let Some(why) = refusal(&req) {
@@ -339,7 +347,7 @@ async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBo
             let reused = pooled.is_some();
             let mut sender = match pooled {
                 Some(s) => s,
-                None => match connect_upstream(&server, target, connect_timeout).await {
+                None => match connect_upstream(&server, target, connect_timeout, svc).await {
                     Ok(s) => s,
                     Err(e) => {
                         server.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -355,8 +363,10 @@ async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBo
             } else {
                 None
             };
+            let sent = std::time::Instant::now();
             match tokio::time::timeout(server_timeout, sender.try_send_request(r)).await {
                 Ok(Ok(mut resp)) => {
+                    svc.metrics.response.observe(sent.elapsed());
                     let mut upstream_upgrade = None;
                     let sender = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         upstream_upgrade = Some(hyper::upgrade::on(&mut resp));
@@ -531,8 +541,11 @@ async fn connect_upstream(
     server: &Arc<ServerRuntime>,
     target: SocketAddr,
     timeout: Duration,
+    svc: &ServiceRuntime,
 ) -> std::io::Result<Upstream> {
+    let started = std::time::Instant::now();
     let stream = crate::listener::connect(target, timeout).await?;
+    svc.metrics.connect.observe(started.elapsed());
     let io = TokioIo::new(CountingIo::new(stream, ServerSink(server.clone())));
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(io)

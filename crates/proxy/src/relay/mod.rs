@@ -72,6 +72,8 @@ pub(crate) struct Traffic {
     /// The service's counters.
     pub service: Arc<Counters>,
     pub real: Arc<ServerRuntime>,
+    /// This connection's own bytes, when someone wants them (the access log).
+    pub conn: Option<Arc<Counters>>,
 }
 
 impl Traffic {
@@ -87,13 +89,17 @@ impl Traffic {
             last_activity: Instant::now(),
             service,
             real,
+            conn: None,
         }
     }
 
     /// `n` bytes were read from side `from` at `now`: counted on the service's and the server's counters.
     pub(crate) fn read(&mut self, from: usize, n: usize, now: Instant) {
         self.last_activity = now;
-        for counters in [&*self.service, &self.real.counters] {
+        for counters in [&*self.service, &self.real.counters]
+            .into_iter()
+            .chain(self.conn.as_deref())
+        {
             if from == CLIENT {
                 counters.add_in(n)
             } else {

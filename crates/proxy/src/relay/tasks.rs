@@ -38,17 +38,23 @@ pub async fn relay(
     server_idle: Duration,
     service: &Counters,
     real: &Counters,
+    conn: Option<&Counters>,
 ) -> RelayEnd {
+    let counts = Counting {
+        service,
+        real,
+        conn,
+    };
     let last = LastActivity::new();
     let up_done = AtomicBool::new(false);
     let down_done = AtomicBool::new(false);
     let up = async {
-        let r = one_way(client, server, &last, service, real, Dir::ClientToServer).await;
+        let r = one_way(client, server, &last, &counts, Dir::ClientToServer).await;
         up_done.store(true, Ordering::Relaxed);
         r
     };
     let down = async {
-        let r = one_way(server, client, &last, service, real, Dir::ServerToClient).await;
+        let r = one_way(server, client, &last, &counts, Dir::ServerToClient).await;
         down_done.store(true, Ordering::Relaxed);
         r
     };
@@ -101,14 +107,13 @@ async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     last: &LastActivity,
-    service: &Counters,
-    real: &Counters,
+    counts: &Counting<'_>,
     dir: Dir,
 ) -> io::Result<()> {
     loop {
         from.readable().await?;
         let mut buf = take_buffer();
-        let result = drain(from, to, &mut buf, last, service, real, dir).await;
+        let result = drain(from, to, &mut buf, last, counts, dir).await;
         give_buffer(buf);
         if result? {
             // EOF from `from`: pass the FIN on and let the other direction finish.
@@ -124,8 +129,7 @@ async fn drain(
     to: &TcpStream,
     buf: &mut [u8],
     last: &LastActivity,
-    service: &Counters,
-    real: &Counters,
+    counts: &Counting<'_>,
     dir: Dir,
 ) -> io::Result<bool> {
     loop {
@@ -136,21 +140,31 @@ async fn drain(
         };
         last.touch();
         write_all(to, &buf[..n], last).await?;
-        match dir {
-            Dir::ClientToServer => {
-                service.add_in(n);
-                real.add_in(n);
-            }
-            Dir::ServerToClient => {
-                service.add_out(n);
-                real.add_out(n);
-            }
-        }
+        counts.moved(dir, n);
         if n < buf.len() {
             return Ok(false);
         }
         // A long transfer must not starve the other tasks of this worker.
         tokio::task::consume_budget().await;
+    }
+}
+
+/// Where a relay counts its bytes: the service, the real server, and the connection when asked (access log).
+struct Counting<'a> {
+    service: &'a Counters,
+    real: &'a Counters,
+    conn: Option<&'a Counters>,
+}
+
+impl Counting<'_> {
+    fn moved(&self, dir: Dir, n: usize) {
+        let all = [self.service, self.real].into_iter().chain(self.conn);
+        for c in all {
+            match dir {
+                Dir::ClientToServer => c.add_in(n),
+                Dir::ServerToClient => c.add_out(n),
+            }
+        }
     }
 }
 

@@ -131,6 +131,11 @@ pub fn native_engine() -> tandem_proxy::H1Engine {
 /// poll loops when `TANDEM_TEST_TCP_RELAY=poll`, in the connection tasks when it is `tasks` (tests/run-all runs the
 /// TCP scenarios every way).
 pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
+    start_logged(cfg, None)
+}
+
+/// As [`start`], with an access log.
+pub fn start_logged(cfg: Arc<ClusterConfig>, access_log: Option<tandem_proxy::AccessLog>) -> Proxy {
     let stick: SharedStickTables = Default::default();
     let tcp = match std::env::var("TANDEM_TEST_TCP_RELAY").as_deref() {
         Ok("tasks") => tandem_proxy::TcpRelay::Tasks,
@@ -145,6 +150,7 @@ pub fn start(cfg: Arc<ClusterConfig>) -> Proxy {
             http_engine: Arc::new(native_engine()),
             tcp_relay: tcp,
             relay_yield: true,
+            access_log,
         },
     )
     .unwrap();
