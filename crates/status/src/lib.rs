@@ -253,6 +253,10 @@ pub struct Service {
     pub bind_errors: Vec<String>,
     pub stick_table_size: u64,
     pub servers: Vec<Server>,
+    /// Response classes, latency histograms, stick-table capacity, access-log counts; zeros from a node that
+    /// predates them.
+    #[serde(default)]
+    pub traffic: ServiceTraffic,
 }
 
 impl Service {
@@ -263,6 +267,82 @@ impl Service {
             .filter(|server| server.health == Health::Up)
             .count()
     }
+}
+
+/// A service's data-path figures, read from the proxy's atomics when the document is built.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct ServiceTraffic {
+    /// HTTP responses sent to clients by status class, the proxy's own (503, 502, 504, 400) included; all 0 for
+    /// a TCP service.
+    pub http_responses: HttpResponses,
+    /// HTTP: from the request sent to the real server until its response head arrived (empty for TCP).
+    pub response_seconds: Histogram,
+    /// New connections to real servers, until established (a reused idle connection is no connect).
+    pub connect_seconds: Histogram,
+    /// Most entries the stick table holds (0: no table).
+    pub stick_table_capacity: u64,
+    /// Entries evicted to make room for new ones since the table was created.
+    pub stick_table_evictions: u64,
+    /// Access-log lines queued for the writer, and lines dropped because its queue was full.
+    pub access_log_lines: u64,
+    pub access_log_dropped: u64,
+}
+
+/// Responses by status class.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct HttpResponses {
+    #[serde(rename = "1xx")]
+    pub informational: u64,
+    #[serde(rename = "2xx")]
+    pub success: u64,
+    #[serde(rename = "3xx")]
+    pub redirection: u64,
+    #[serde(rename = "4xx")]
+    pub client_error: u64,
+    #[serde(rename = "5xx")]
+    pub server_error: u64,
+    /// A status outside 100..=599.
+    pub other: u64,
+}
+
+impl HttpResponses {
+    /// `(class, count)` in the order of the metric's `code` label values.
+    pub fn classes(&self) -> [(&'static str, u64); 6] {
+        [
+            ("1xx", self.informational),
+            ("2xx", self.success),
+            ("3xx", self.redirection),
+            ("4xx", self.client_error),
+            ("5xx", self.server_error),
+            ("other", self.other),
+        ]
+    }
+}
+
+/// A latency histogram: `cumulative[i]` observations took at most `le[i]` seconds, `count` in all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Histogram {
+    pub le: Vec<f64>,
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+/// A real server's health and retry history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct ServerEvents {
+    /// Connects to this server that failed and were retried on another server.
+    pub retries: u64,
+    /// UP -> DOWN transitions.
+    pub up_down: u64,
+    /// Time spent down after having been up (the current down period included).
+    pub downtime_ms: u64,
+    /// How long the last completed health check took; `null` before the first.
+    pub check_duration_ms: Option<f64>,
 }
 
 /// Fields that do not apply to `mode` are 0 / empty.
@@ -299,6 +379,9 @@ pub struct Server {
     /// Idle upstream connections kept for reuse (HTTP mode).
     pub idle_connections: u64,
     pub last_check: Option<LastCheck>,
+    /// Retries, UP -> DOWN transitions, downtime, check duration; zeros from a node that predates them.
+    #[serde(default)]
+    pub events: ServerEvents,
 }
 
 /// Who set a server's admin state, and how this node learnt it.

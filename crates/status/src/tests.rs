@@ -174,7 +174,34 @@ fn fully_populated() -> Status {
                     ok: false,
                     detail: "refused".into(),
                 }),
+                events: ServerEvents {
+                    retries: 1,
+                    up_down: 1,
+                    downtime_ms: 1,
+                    check_duration_ms: Some(0.5),
+                },
             }],
+            traffic: ServiceTraffic {
+                http_responses: HttpResponses {
+                    informational: 1,
+                    success: 1,
+                    redirection: 1,
+                    client_error: 1,
+                    server_error: 1,
+                    other: 1,
+                },
+                response_seconds: Histogram {
+                    le: vec![0.5],
+                    cumulative: vec![1],
+                    count: 2,
+                    sum_seconds: 1.5,
+                },
+                connect_seconds: Histogram::default(),
+                stick_table_capacity: 1,
+                stick_table_evictions: 1,
+                access_log_lines: 1,
+                access_log_dropped: 1,
+            },
         }],
     }
 }

@@ -29,6 +29,7 @@ fn server(label: &str, health: Health, admin_state: AdminState) -> Server {
         connect_failures: 0,
         idle_connections: 0,
         last_check: None,
+        events: Default::default(),
     }
 }
 
@@ -105,6 +106,7 @@ fn document() -> Status {
             failures: 0,
             bind_errors: vec![BIND_ERROR.into()],
             stick_table_size: 1,
+            traffic: Default::default(),
             servers: vec![
                 server("Overcloud-controller-1", Health::Up, AdminState::Online),
                 server("drained-1", Health::Up, AdminState::Drain),

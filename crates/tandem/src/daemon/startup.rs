@@ -91,6 +91,22 @@ fn http_engine(tuning: &Tuning) -> Arc<dyn tandem_proxy::HttpEngine> {
     }
 }
 
+/// `[access_log]`: its writer thread, with the file opened now so that a path that cannot be written stops the
+/// start with the reason.
+fn access_log(node: &NodeConfig) -> Result<Option<tandem_proxy::AccessLog>> {
+    let config = &node.access_log;
+    let target = match &config.path {
+        None => return Ok(None),
+        Some(tandem_config::AccessLogPath::Stderr) => tandem_proxy::AccessLogTarget::Stderr,
+        Some(tandem_config::AccessLogPath::File(path)) => {
+            tandem_proxy::AccessLogTarget::File(path.clone())
+        }
+    };
+    let log = tandem_proxy::AccessLog::start(target, config.queue, config.skip.clone())
+        .context("[access_log] path")?;
+    Ok(Some(log))
+}
+
 /// The TCP relay `[tuning] tcp_relay` names (`uring` and `auto` ask for the same; the daemon refuses to run on
 /// the poll loops only for `uring`, after the proxy started).
 fn tcp_relay(tuning: &Tuning) -> tandem_proxy::TcpRelay {
@@ -141,6 +157,8 @@ async fn async_main(loaded: Loaded, cluster_path: PathBuf, node_path: PathBuf) -
     loop {
         tokio::select! {
             _ = hangup.recv() => {
+                // logrotate's postrotate: the access log goes to a fresh file.
+                daemon.proxy.reopen_access_log();
                 match daemon.reload_from_disk().await {
                     Ok(message) => tracing::info!("SIGHUP reload: {message}"),
                     Err(error) => tracing::error!("SIGHUP reload refused: {}", error.message),
@@ -420,6 +438,7 @@ impl Daemon {
                 http_engine: http_engine(tuning),
                 tcp_relay: tcp_relay(tuning),
                 relay_yield: tuning.relay_yield,
+                access_log: access_log(&node)?,
             },
         )
         .map_err(|e| anyhow!("{e}"))?;

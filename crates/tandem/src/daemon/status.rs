@@ -215,6 +215,45 @@ fn service(service: &ServiceStatus) -> doc::Service {
         bind_errors: service.bind_errors.clone(),
         stick_table_size: count(service.stick_table_size),
         servers: service.servers.iter().map(server).collect(),
+        traffic: traffic(service),
+    }
+}
+
+/// Response classes, histograms, stick-table capacity and access-log counts (zeros where they do not apply).
+fn traffic(service: &ServiceStatus) -> doc::ServiceTraffic {
+    let histogram = |h: &tandem_proxy::metrics::HistogramSnapshot| doc::Histogram {
+        le: h.le.clone(),
+        cumulative: h.cumulative.clone(),
+        count: h.count,
+        sum_seconds: h.sum_seconds,
+    };
+    let [
+        informational,
+        success,
+        redirection,
+        client_error,
+        server_error,
+        other,
+    ] = service.http_responses.unwrap_or_default();
+    doc::ServiceTraffic {
+        http_responses: doc::HttpResponses {
+            informational,
+            success,
+            redirection,
+            client_error,
+            server_error,
+            other,
+        },
+        response_seconds: service
+            .response_time
+            .as_ref()
+            .map(histogram)
+            .unwrap_or_default(),
+        connect_seconds: histogram(&service.connect_time),
+        stick_table_capacity: count(service.stick_table_capacity),
+        stick_table_evictions: service.stick_table_evictions,
+        access_log_lines: service.access_log_lines,
+        access_log_dropped: service.access_log_dropped,
     }
 }
 
@@ -250,6 +289,15 @@ fn server(server: &ServerStatus) -> doc::Server {
             ok: check.ok,
             detail: check.detail.clone(),
         }),
+        events: doc::ServerEvents {
+            retries: server.retries,
+            up_down: server.up_down,
+            downtime_ms: server.downtime_ms,
+            check_duration_ms: server
+                .last_check
+                .as_ref()
+                .map(|check| check.duration_us as f64 / 1000.0),
+        },
     }
 }
 
