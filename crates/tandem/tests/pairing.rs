@@ -393,3 +393,83 @@ fn a_node_already_in_a_cluster_is_refused_without_force() {
     assert_eq!(node.matches("peer =").count(), 1, "{node}");
     check_ok(&secondary);
 }
+
+#[test]
+fn a_mismatch_found_before_the_code_is_tried_keeps_the_code() {
+    let root = tempfile::tempdir().unwrap();
+    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.87", true);
+    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.88", false);
+    // The secondary's heartbeat port differs from the primary's.
+    let node = std::fs::read_to_string(secondary.join("node.toml")).unwrap();
+    std::fs::write(
+        secondary.join("node.toml"),
+        node.replace("heartbeat_port = 48694", "heartbeat_port = 48695"),
+    )
+    .unwrap();
+    let mut acceptor = Acceptor::start(&secondary, &[]);
+    let code = acceptor.code();
+    let out = pair_peer(&primary, "127.0.0.88", &code, &[]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    // The secondary sees the primary's hello first and refuses it.
+    assert!(said.contains("the peer refused"), "{said}");
+    assert!(said.contains("48695") && said.contains("48694"), "{said}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(acceptor.running(), "the code was never tried: still valid");
+    assert!(
+        acceptor.output().contains("still valid"),
+        "{}",
+        acceptor.output()
+    );
+    assert_eq!(names(&primary), ["cluster.toml", "node.toml"]);
+
+    // Fixed on the secondary's side (by restarting its acceptor with the right file, the same
+    // way an operator would), the pairing goes through.
+    drop(acceptor);
+    std::fs::write(secondary.join("node.toml"), node).unwrap();
+    let mut acceptor = Acceptor::start(&secondary, &[]);
+    let code = acceptor.code();
+    let out = pair_peer(&primary, "127.0.0.88", &code, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(acceptor.finish().0);
+}
+
+#[test]
+fn a_result_that_fails_check_on_the_secondary_is_written_nowhere() {
+    let root = tempfile::tempdir().unwrap();
+    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.85", true);
+    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.86", false);
+    // The secondary only takes VIPs in 10.0.0.0/8: the primary's 127.0.0.99 fails its check.
+    let node = std::fs::read_to_string(secondary.join("node.toml")).unwrap();
+    let node = node.replace(
+        "manage_vips = false\n",
+        "manage_vips = false\nvip_networks = [\"10.0.0.0/8\"]\n",
+    );
+    std::fs::write(secondary.join("node.toml"), &node).unwrap();
+    let primary_node = std::fs::read_to_string(primary.join("node.toml")).unwrap();
+
+    let mut acceptor = Acceptor::start(&secondary, &[]);
+    let code = acceptor.code();
+    let out = pair_peer(&primary, "127.0.0.86", &code, &[]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("the peer refused"), "{said}");
+    assert!(said.contains("vip_networks"), "{said}");
+    // The diagnostics name the real file, not the staged copy.
+    assert!(said.contains("cluster.toml:"), "{said}");
+    assert!(!said.contains(".pairing-"), "{said}");
+    let (ok, shown) = acceptor.finish();
+    assert!(!ok, "{shown}");
+    assert!(shown.contains("vip_networks"), "{shown}");
+
+    assert_eq!(
+        std::fs::read_to_string(secondary.join("node.toml")).unwrap(),
+        node
+    );
+    assert_eq!(
+        std::fs::read_to_string(primary.join("node.toml")).unwrap(),
+        primary_node
+    );
+    assert_eq!(names(&primary), ["cluster.toml", "node.toml"]);
+    assert_eq!(names(&secondary), ["node.toml"]);
+}
