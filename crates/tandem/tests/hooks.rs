@@ -319,3 +319,53 @@ fn hooks_run_on_transitions_with_arguments_and_environment_and_a_slow_one_is_kil
     });
     assert_eq!(lb1.state(), "active");
 }
+
+/// A node whose VIPs cannot be added goes to fault and `on_fault` says why. The interface does not exist, so no
+/// address is touched anywhere (every VIP operation fails at the interface lookup).
+#[test]
+fn on_fault_names_the_vip_error() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let events = r.join("fault.events");
+    let record = script(
+        &r.join("record.sh"),
+        "out=$1; shift\n\
+         printf '%s\\t%s|%s|%s\\t%s,%s,%s,%s\\n' \"$(date +%s%3N)\" \"$1\" \"$2\" \"$3\" \
+         \"$TANDEM_EVENT\" \"$TANDEM_STATE\" \"$TANDEM_PEER\" \"$TANDEM_NODE\" >> \"$out\"\n",
+    );
+    let dir = r.join("solo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cluster.toml"),
+        CLUSTER
+            .replace("127.0.0.165", "127.0.0.167")
+            .replace("38161", "38167"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("node.toml"),
+        format!(
+            "[node]\nname = \"solo\"\nrole = \"primary\"\ninterface = \"tnd-nohook0\"\naddress = \"127.0.0.168\"\n\
+             heartbeat_port = 36168\nsync_port = 37168\nmanage_vips = true\nstate_dir = \"state\"\n\
+             [admin]\nlisten = \"127.0.0.168:29168\"\nsocket = \"admin.sock\"\n\
+             [tuning]\nworkers = 1\nheartbeat_realtime = false\n\
+             [hooks]\non_fault = [\"{record}\", \"{0}\"]\non_active = [\"{record}\", \"{0}\"]\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    let mut solo = Node { dir, child: None };
+    solo.start(&[]);
+    wait_for("the fault hook", || find(&events, "fault").is_some());
+    let fault = find(&events, "fault").unwrap();
+    assert_eq!(fault.args[..2], ["fault", "fault"]);
+    assert!(
+        fault.args[2].contains("cannot add VIP 127.0.0.167")
+            && fault.args[2].contains("tnd-nohook0"),
+        "{fault:?}"
+    );
+    assert_eq!(fault.env, "fault,fault,,solo");
+    assert_eq!(solo.state(), "fault");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(calls(&events).len(), 1, "{:?}", calls(&events));
+}
