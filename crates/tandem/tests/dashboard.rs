@@ -2,7 +2,8 @@
 //! The monitoring files an operator imports name only metrics a running pair serves: every `tandem_*` name in the
 //! Grafana dashboard (`deploy/grafana/tandem.json`) and in the alert rules (`deploy/prometheus/tandem-alerts.yml`)
 //! is scraped from the two `/metrics` endpoints of a live pair on loopback (127.0.0.91 / 127.0.0.92); and every
-//! family those endpoints serve is documented in `docs/metrics.md`.
+//! family those endpoints serve is documented in `docs/metrics.md`. The pair is scraped on its read-only
+//! `[metrics] listen` listeners, which serve `GET /metrics` and nothing else.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -22,6 +23,7 @@ fn repo_root() -> PathBuf {
 struct Node {
     dir: PathBuf,
     admin: String,
+    metrics: String,
     child: Child,
 }
 
@@ -32,18 +34,24 @@ impl Drop for Node {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> Option<String> {
+/// `METHOD path` on `addr`: the status code and the body.
+fn http(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    http(addr, "GET", path).and_then(|(code, body)| (code == 200).then_some(body))
 }
 
 fn start(root: &Path, name: &str, role: &str, address: &str, peer: &str) -> Node {
@@ -60,12 +68,14 @@ fn start(root: &Path, name: &str, role: &str, address: &str, peer: &str) -> Node
     )
     .unwrap();
     let admin = format!("{address}:49082");
+    let metrics = format!("{address}:49101");
     std::fs::write(
         dir.join("node.toml"),
         format!(
             "[node]\nname = \"{name}\"\nrole = \"{role}\"\ninterface = \"lo\"\naddress = \"{address}\"\n\
              peer = \"{peer}\"\nheartbeat_port = 46696\nsync_port = 47780\nmanage_vips = false\n\
-             state_dir = \"state\"\n[admin]\nlisten = \"{admin}\"\nsocket = \"admin.sock\"\n"
+             state_dir = \"state\"\n[admin]\nlisten = \"{admin}\"\nsocket = \"admin.sock\"\n\
+             [metrics]\nlisten = \"{metrics}\"\n"
         ),
     )
     .unwrap();
@@ -77,7 +87,12 @@ fn start(root: &Path, name: &str, role: &str, address: &str, peer: &str) -> Node
         .stderr(std::fs::File::create(dir.join("log")).unwrap())
         .spawn()
         .unwrap();
-    Node { dir, admin, child }
+    Node {
+        dir,
+        admin,
+        metrics,
+        child,
+    }
 }
 
 /// Metric family names in Prometheus text: `# TYPE` lines and sample lines.
@@ -141,7 +156,7 @@ fn dashboard_and_alert_rules_name_only_metrics_a_pair_serves() {
     let (scraped, missing) = loop {
         let mut scraped = BTreeSet::new();
         for node in [&lb1, &lb2] {
-            if let Some(text) = http_get(&node.admin, "/metrics") {
+            if let Some(text) = http_get(&node.metrics, "/metrics") {
                 scraped.extend(families(&text));
             }
         }
@@ -164,6 +179,17 @@ fn dashboard_and_alert_rules_name_only_metrics_a_pair_serves() {
         std::fs::read_to_string(lb1.dir.join("log")).unwrap_or_default()
     );
     assert!(scraped.len() > 20, "{scraped:?}");
+
+    // The metrics listener serves nothing but GET /metrics; the admin listener serves metrics too.
+    for path in ["/", "/api/status", "/api/admin", "/metrics/../api/status"] {
+        let answer = http(&lb1.metrics, "GET", path).map(|(code, _)| code);
+        assert_eq!(answer, Some(404), "GET {path} on the metrics listener");
+    }
+    let post = http(&lb1.metrics, "POST", "/metrics").map(|(code, _)| code);
+    assert_eq!(post, Some(405));
+    let takeover = http(&lb1.metrics, "POST", "/api/takeover").map(|(code, _)| code);
+    assert_eq!(takeover, Some(404));
+    assert!(http_get(&lb1.admin, "/metrics").is_some_and(|m| m.contains("tandem_node_state")));
 
     // The other direction: whatever a live pair serves, the operator can look up.
     let doc = std::fs::read_to_string(repo_root().join("docs/metrics.md")).unwrap();

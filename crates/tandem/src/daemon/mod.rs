@@ -11,6 +11,7 @@ mod admin;
 mod admin_states;
 mod config_flow;
 mod hooks;
+mod logging;
 mod notify;
 mod privileges;
 pub mod startup;

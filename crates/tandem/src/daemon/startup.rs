@@ -20,20 +20,10 @@ use tandem_sync::SyncParams;
 use tandem_types::Secret;
 use tokio::signal::unix::{SignalKind, signal};
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// Entry point of `tandem run`.
 pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
-    init_tracing();
+    // The log's shape is node.toml's to choose, so it starts once the configuration is read; a
+    // rejected configuration goes to stderr as file:line:col lines (the journal keeps them too).
     let loaded = match tandem_config::load(&cluster_path, &node_path) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
@@ -44,6 +34,7 @@ pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    super::logging::init(&loaded.node.log);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -181,6 +172,8 @@ struct AdminSetup {
     http: tokio::net::TcpListener,
     options: HttpOptions,
     socket: Option<(tokio::net::UnixListener, PathBuf)>,
+    /// `[metrics] listen`: GET /metrics only.
+    metrics: Option<tokio::net::TcpListener>,
     endpoint: Arc<AdminEndpoint>,
 }
 
@@ -199,6 +192,16 @@ impl AdminSetup {
         let credentials = admin_credentials(node)?;
         let tls = admin_tls(node)?;
         let socket = admin_socket(node)?;
+        let metrics = match node.metrics.listen {
+            Some(listen) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding the metrics address {listen}"))?;
+                tracing::info!(%listen, "metrics listener: GET /metrics only, no credentials");
+                Some(listener)
+            }
+            None => None,
+        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoint = Arc::new(AdminEndpoint {
             url: format!("{scheme}://{}", admin.listen),
@@ -226,6 +229,7 @@ impl AdminSetup {
             http,
             options,
             socket,
+            metrics,
             endpoint,
         })
     }
@@ -238,6 +242,14 @@ impl AdminSetup {
             self.options,
             self.endpoint.clone(),
         ))];
+        if let Some(listener) = self.metrics {
+            tasks.push(tokio::spawn(tandem_admin::serve_metrics(
+                listener,
+                daemon.clone(),
+                limits,
+                self.endpoint.clone(),
+            )));
+        }
         let mut socket = None;
         if let Some((listener, path)) = self.socket {
             tasks.push(tokio::spawn(tandem_admin::serve_unix(
