@@ -37,6 +37,9 @@ pairing_peer_of() { sed -n 's/^peer[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' 
 
 drill_pairing() {
   local interval=$1 dead=$2 t0 t1 pid at code wrong rc d1 d2 s1 s2 lab_secret missing1 missing2 checks=true
+  # an acceptor left waiting (the drill stopped early) would hold lb2's sync port for the next drill; the drill runs
+  # in a subshell, so this trap is its own
+  trap 'stop_bg pair-accept-wrong KILL 2; stop_bg pair-accept KILL 2' EXIT
   td_stop_all
   vip_flush
   td_configure "$interval" "$dead"
