@@ -12,6 +12,7 @@ mod canonical;
 mod cluster;
 mod diag;
 pub mod generation;
+mod hooks_section;
 mod loaded;
 mod log_section;
 mod metrics_section;
@@ -34,12 +35,12 @@ pub use canonical::{
 pub use cluster::LOCAL_SECTIONS;
 pub use cluster::defaults as cluster_defaults;
 pub use diag::{Diagnostic, Diagnostics};
+pub use hooks_section::{HookEvent, Hooks, MAX_HOOK_TIMEOUT_MS};
 pub use loaded::Loaded;
 pub use log_section::{LogConfig, LogFormat};
 pub use metrics_section::MetricsConfig;
 pub use model::*;
 pub use node::defaults as node_defaults;
-pub use node::{HookEvent, Hooks, MAX_HOOK_TIMEOUT_MS};
 pub use plan::{
     Announce, HeartbeatTimings, NodePlan, ReloadPlan, Renamed, ServerChange, ServerPlan,
     ServiceChange, ServiceDelta, ServicePlan, Setting, VipPlan, effective_fallback, service_vips,

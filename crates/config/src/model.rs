@@ -168,7 +168,7 @@ pub struct NodeConfig {
     pub tuning: Tuning,
     /// `[hooks]`: commands run on cluster transitions (none when the section is absent).
     #[serde(default)]
-    pub hooks: crate::node::Hooks,
+    pub hooks: crate::hooks_section::Hooks,
     /// `[access_log]`: one line per HTTP request / TCP connection (off when the section is absent).
     #[serde(default)]
     pub access_log: crate::access_log_section::AccessLogConfig,
