@@ -459,10 +459,16 @@ async fn accept(args: &PairArgs, cluster_path: &Path, node_path: &Path) -> Resul
     })?;
     let code = Code::generate(&SystemRandom::new())?;
     let wait = Duration::from_secs(args.wait);
-    let hint_address = if listen.port() == me.sync_port {
-        listen.ip().to_string()
+    // What the operator types on the primary: this node's address when listening on all of them.
+    let reachable = if listen.ip().is_unspecified() {
+        me.address
     } else {
-        SocketAddr::new(listen.ip(), listen.port()).to_string()
+        listen.ip()
+    };
+    let hint_address = if listen.port() == me.sync_port {
+        reachable.to_string()
+    } else {
+        SocketAddr::new(reachable, listen.port()).to_string()
     };
     println!(
         "tandem pair: {} waits for its primary on {listen} for {} s (Ctrl-C to stop)",
