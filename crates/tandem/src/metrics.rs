@@ -5,8 +5,11 @@
 //! serves) into a fresh registry, so the data path never touches a Prometheus type and this module
 //! knows nothing of the daemon.
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Bucket, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tandem_status::{AdminState, Health, NodeState, Replication, Service, Status};
 
@@ -39,6 +42,11 @@ impl Builder {
     }
     fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
         let vec = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
+        self.registry.register(Box::new(vec.clone())).ok()?;
+        Some(vec)
+    }
+    fn float_counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Option<CounterVec> {
+        let vec = CounterVec::new(Opts::new(name, help), labels).ok()?;
         self.registry.register(Box::new(vec.clone())).ok()?;
         Some(vec)
     }
@@ -159,6 +167,8 @@ pub fn render(status: &Status) -> String {
         render_sync(&b, sync);
     }
     render_services(&b, &status.services);
+    render_traffic(&b, &status.services);
+    render_last_transition(&b, status);
     render_build_and_process(&b);
     let mut out = Vec::new();
     if TextEncoder::new()
@@ -324,6 +334,191 @@ fn render_wire(b: &Builder, wire: &tandem_status::Wire) {
     );
 }
 
+/// A histogram family made from counts read elsewhere (the proxy's lock-free buckets): the prometheus crate's
+/// `Histogram` only counts observations made through it, so the family is built from the bucket counts and
+/// encoded by the same registry and text encoder as every other family.
+struct HistogramFamily {
+    desc: Desc,
+    family: MetricFamily,
+}
+
+impl HistogramFamily {
+    fn new(name: &str, help: &str, label: &str) -> Option<Self> {
+        let desc = Desc::new(
+            name.into(),
+            help.into(),
+            vec![label.into()],
+            Default::default(),
+        )
+        .ok()?;
+        let mut family = MetricFamily::default();
+        family.set_name(name.into());
+        family.set_help(help.into());
+        family.set_field_type(MetricType::HISTOGRAM);
+        Some(HistogramFamily { desc, family })
+    }
+
+    fn add(&mut self, label: (&str, &str), h: &tandem_status::Histogram) {
+        let mut pair = LabelPair::default();
+        pair.set_name(label.0.into());
+        pair.set_value(label.1.into());
+        let buckets =
+            h.le.iter()
+                .zip(&h.cumulative)
+                .map(|(&le, &count)| {
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(le);
+                    b.set_cumulative_count(count);
+                    b
+                })
+                .collect();
+        let mut histogram = prometheus::proto::Histogram::default();
+        histogram.set_bucket(buckets);
+        histogram.set_sample_count(h.count);
+        histogram.set_sample_sum(h.sum_seconds);
+        let mut metric = Metric::from_label(vec![pair]);
+        metric.set_histogram(histogram);
+        self.family.mut_metric().push(metric);
+    }
+}
+
+impl Collector for HistogramFamily {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+    fn collect(&self) -> Vec<MetricFamily> {
+        vec![self.family.clone()]
+    }
+}
+
+/// The data path's figures: response classes and latencies, no-server failures, retries, health transitions and
+/// downtime, check durations, stick-table capacity and evictions, access-log drops.
+fn render_traffic(b: &Builder, services: &[Service]) {
+    let service_labels = &["service"];
+    let server_labels = &["service", "server"];
+    let codes = b.counter_vec(
+        "tandem_http_responses_total",
+        "HTTP responses sent to clients by status class (1xx..5xx, other), the proxy's own 502/503/504 included",
+        &["service", "code"],
+    );
+    let mut response = HistogramFamily::new(
+        "tandem_http_response_seconds",
+        "HTTP: from the request sent to the real server until its response head arrived",
+        "service",
+    );
+    let mut connect = HistogramFamily::new(
+        "tandem_server_connect_seconds",
+        "New connections to the service's real servers, until established",
+        "service",
+    );
+    let no_server = b.counter_vec(
+        "tandem_service_no_server_total",
+        "Clients turned away or answered 503 because no real server could take them",
+        service_labels,
+    );
+    let capacity = b.gauge_vec(
+        "tandem_stick_table_size",
+        "Most entries the service's stick table holds",
+        service_labels,
+    );
+    let evictions = b.counter_vec(
+        "tandem_stick_table_evictions_total",
+        "Stick-table entries evicted to make room for new ones",
+        service_labels,
+    );
+    let dropped = b.counter_vec(
+        "tandem_access_log_dropped_total",
+        "Access-log lines dropped because the writer's queue was full",
+        service_labels,
+    );
+    let retries = b.counter_vec(
+        "tandem_server_retries_total",
+        "Failed connects to this server that were retried on another server",
+        server_labels,
+    );
+    let up_down = b.counter_vec(
+        "tandem_server_check_up_down_total",
+        "UP -> DOWN transitions decided by the health checks",
+        server_labels,
+    );
+    let downtime = b.float_counter_vec(
+        "tandem_server_downtime_seconds_total",
+        "Seconds the server was down after having been up (the current down period included)",
+        server_labels,
+    );
+    let check_duration = b.float_vec(
+        "tandem_server_check_duration_seconds",
+        "Duration of the last completed health check",
+        server_labels,
+    );
+    for service in services {
+        let label = service.label.as_str();
+        let t = &service.traffic;
+        if service.mode == tandem_status::Mode::Http {
+            if let Some(m) = &codes {
+                for (class, count) in t.http_responses.classes() {
+                    m.with_label_values(&[label, class]).inc_by(count);
+                }
+            }
+            if let Some(h) = &mut response {
+                h.add(("service", label), &t.response_seconds);
+            }
+        }
+        if let Some(h) = &mut connect {
+            h.add(("service", label), &t.connect_seconds);
+        }
+        if let Some(m) = &no_server {
+            m.with_label_values(&[label]).inc_by(service.failures);
+        }
+        if t.stick_table_capacity > 0 {
+            if let Some(m) = &capacity {
+                m.with_label_values(&[label])
+                    .set(to_i64(t.stick_table_capacity));
+            }
+            if let Some(m) = &evictions {
+                m.with_label_values(&[label])
+                    .inc_by(t.stick_table_evictions);
+            }
+        }
+        if let Some(m) = &dropped {
+            m.with_label_values(&[label]).inc_by(t.access_log_dropped);
+        }
+        for server in &service.servers {
+            let labels = [label, server.label.as_str()];
+            let e = &server.events;
+            if let Some(m) = &retries {
+                m.with_label_values(&labels).inc_by(e.retries);
+            }
+            if let Some(m) = &up_down {
+                m.with_label_values(&labels).inc_by(e.up_down);
+            }
+            if let Some(m) = &downtime {
+                m.with_label_values(&labels)
+                    .inc_by(e.downtime_ms as f64 / 1000.0);
+            }
+            if let (Some(m), Some(ms)) = (&check_duration, e.check_duration_ms) {
+                m.with_label_values(&labels).set(ms / 1000.0);
+            }
+        }
+    }
+    for family in [response, connect].into_iter().flatten() {
+        let _ = b.registry.register(Box::new(family));
+    }
+}
+
+/// `tandem_last_transition_timestamp_seconds`: when this node entered its current state (`node.state_since_ms`
+/// ago), so `time() - tandem_last_transition_timestamp_seconds` is the time since the last failover here.
+fn render_last_transition(b: &Builder, status: &Status) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    b.gauge(
+        "tandem_last_transition_timestamp_seconds",
+        "Unix time when this node entered its current state (active, standby, ...)",
+        now - status.node.state_since_ms as f64 / 1000.0,
+    );
+}
+
 /// Every service and real server.
 fn render_services(b: &Builder, services: &[Service]) {
     let service_labels = &["service"];
@@ -478,5 +673,88 @@ fn render_services(b: &Builder, services: &[Service]) {
         if let Some(m) = &svc_up {
             m.with_label_values(&label).set(up);
         }
+    }
+}
+
+#[cfg(test)]
+mod traffic_tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The status document of `docs/admin-api.md` (a TCP service with a stick table and a server that went down
+    /// once), rendered.
+    fn rendered() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/admin-api.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let section = &doc[doc.find("## Status document").unwrap()..];
+        let start = section.find("```json\n").unwrap() + "```json\n".len();
+        let end = start + section[start..].find("```").unwrap();
+        let status: tandem_status::Status = serde_json::from_str(&section[start..end]).unwrap();
+        super::render(&status)
+    }
+
+    #[test]
+    fn histograms_are_rendered_from_the_bucket_counts() {
+        let text = rendered();
+        for line in [
+            "# TYPE tandem_server_connect_seconds histogram",
+            "tandem_server_connect_seconds_bucket{service=\"mysql\",le=\"0.0005\"} 3",
+            "tandem_server_connect_seconds_bucket{service=\"mysql\",le=\"0.001\"} 40",
+            "tandem_server_connect_seconds_bucket{service=\"mysql\",le=\"10\"} 41",
+            "tandem_server_connect_seconds_bucket{service=\"mysql\",le=\"+Inf\"} 41",
+            "tandem_server_connect_seconds_sum{service=\"mysql\"} 0.031",
+            "tandem_server_connect_seconds_count{service=\"mysql\"} 41",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn server_events_and_stick_table_capacity() {
+        let text = rendered();
+        let labels = "{server=\"Overcloud-controller-1\",service=\"mysql\"}";
+        for line in [
+            format!("tandem_server_check_up_down_total{labels} 1"),
+            format!("tandem_server_downtime_seconds_total{labels} 12"),
+            format!("tandem_server_check_duration_seconds{labels} 0.0004"),
+            format!("tandem_server_retries_total{labels} 0"),
+            "tandem_stick_table_size{service=\"mysql\"} 1000".into(),
+            "tandem_stick_table_evictions_total{service=\"mysql\"} 0".into(),
+            "tandem_service_no_server_total{service=\"mysql\"} 0".into(),
+            "tandem_access_log_dropped_total{service=\"mysql\"} 0".into(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // A TCP service has no HTTP responses and no response-time histogram.
+        assert!(!text.contains("tandem_http_responses_total{"), "{text}");
+        assert!(
+            !text.contains("tandem_http_response_seconds_bucket"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn last_transition_is_state_since_ago() {
+        let text = rendered();
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tandem_last_transition_timestamp_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let since_s = {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/admin-api.md");
+            let doc = std::fs::read_to_string(path).unwrap();
+            let at = doc.find("\"state_since_ms\": ").unwrap() + "\"state_since_ms\": ".len();
+            let digits: String = doc[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<f64>().unwrap() / 1000.0
+        };
+        assert!(
+            (now - since_s - value).abs() < 5.0,
+            "{value} vs {now} - {since_s}"
+        );
     }
 }

@@ -64,7 +64,9 @@ fn start(root: &Path, name: &str, role: &str, address: &str, peer: &str) -> Node
          init_dead_ms = 500\n[health_check]\ninterval_ms = 200\nrise = 1\nfall = 2\n\
          [[service]]\nlabel = \"db\"\nvip = \"127.0.0.93\"\nports = [41090]\nmode = \"tcp\"\n\
          persistence = { mode = \"source-ip\", timeout_s = 60, table_size = 100 }\n\
-         [[service.server]]\nlabel = \"ctl-1\"\naddress = \"127.0.0.94\"\nport = 41090\n",
+         [[service.server]]\nlabel = \"ctl-1\"\naddress = \"127.0.0.94\"\nport = 41090\n\
+         [[service]]\nlabel = \"web\"\nvip = \"127.0.0.93\"\nports = [41091]\nmode = \"http\"\n\
+         [[service.server]]\nlabel = \"app-1\"\naddress = \"127.0.0.94\"\nport = 41091\n",
     )
     .unwrap();
     let admin = format!("{address}:49082");
