@@ -16,9 +16,24 @@ impl Daemon {
             let daemon = Arc::downgrade(&self);
             tokio::spawn(async move {
                 let mut last = None;
+                let mut last_hold = None;
                 loop {
-                    let active = cluster_status.borrow_and_update().state
-                        == tandem_cluster::wire::NodeState::Active;
+                    let (active, hold) = {
+                        let status = cluster_status.borrow_and_update();
+                        (
+                            status.state == tandem_cluster::wire::NodeState::Active,
+                            config_push_hold(&status.wire),
+                        )
+                    };
+                    // A peer whose heartbeat this node cannot read runs a newer release: no config push to it.
+                    if last_hold.as_ref() != Some(&hold) {
+                        last_hold = Some(hold.clone());
+                        if let Some(daemon) = daemon.upgrade()
+                            && let Some(sync) = daemon.sync.get()
+                        {
+                            sync.hold_config_push(hold);
+                        }
+                    }
                     if last != Some(active) {
                         last = Some(active);
                         match daemon
@@ -123,4 +138,15 @@ impl Daemon {
             *slot = seen;
         }
     }
+}
+
+/// Why the primary holds its `cluster.toml` push, by the heartbeat: the peer is alive in a wire version this node
+/// cannot read (a newer release). The sync session holds it too when the peer offers a newer protocol.
+fn config_push_hold(wire: &tandem_cluster::driver::WireStatus) -> Option<String> {
+    wire.incompatible_peer.as_ref().map(|peer| {
+        format!(
+            "peer {} speaks heartbeat wire version {}, this node reads {}..={}: upgrade this node first",
+            peer.name, peer.version, wire.min, wire.max
+        )
+    })
 }
