@@ -796,13 +796,13 @@ async fn initiate(
     }
     staged_node.commit().map_err(unfinished)?;
     println!(
-        "paired with {} ({}) in cluster \"{}\": {}{} ([node] role = \"primary\", peer = \"{}\"); {} has the secret and cluster.toml",
+        "paired with {} ({}) in cluster \"{}\": wrote {}{} ([node] role = \"primary\", peer = \"{}\"); {} has the secret and cluster.toml",
         paired.peer.name,
         paired.peer.address,
         paired.cluster_name,
         if generated {
             format!(
-                "wrote a new shared secret to {} (mode 0600) and ",
+                "a new shared secret to {} (mode 0600) and ",
                 secret_path.display()
             )
         } else {
