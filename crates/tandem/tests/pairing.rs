@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 //! `tandem pair` as an operator runs it: `--accept` on the secondary (its printed code read from
-//! its output), `--peer` on the primary with that code, both on loopback (127.0.0.9x) with
+//! its output), `--peer` on the primary with that code, both on loopback (127.0.0.2xx) with
 //! temporary config directories. Right code: the same secret and cluster.toml on both, the peer
 //! fields written and everything else in node.toml kept; wrong code: both fail and nothing is
 //! written; a node already in a cluster: refused without --force.
@@ -32,12 +32,12 @@ warn_ms = 150
 init_dead_ms = 500
 [[service]]
 label = "web"
-vip = "127.0.0.99"
+vip = "127.0.0.210"
 ports = [41090]
 mode = "tcp"
 [[service.server]]
 label = "ctl-1"
-address = "127.0.0.98"
+address = "127.0.0.209"
 port = 41090
 "#;
 
@@ -200,34 +200,34 @@ fn another_code(shown: &str) -> String {
 #[test]
 fn the_right_code_pairs_two_fresh_nodes() {
     let root = tempfile::tempdir().unwrap();
-    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.91", true);
-    let secondary = fresh_node(root.path(), "lb2", "primary", "127.0.0.92", false);
+    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.201", true);
+    let secondary = fresh_node(root.path(), "lb2", "primary", "127.0.0.202", false);
     let primary_node_before = std::fs::read_to_string(primary.join("node.toml")).unwrap();
     let secondary_node_before = std::fs::read_to_string(secondary.join("node.toml")).unwrap();
 
     let mut acceptor = Acceptor::start(&secondary, &[]);
     let code = acceptor.code();
-    assert!(acceptor.output().contains("tandem pair --peer 127.0.0.92"));
+    assert!(acceptor.output().contains("tandem pair --peer 127.0.0.202"));
     // Through --code-file this time (stdin is used by the other tests).
     let code_file = root.path().join("code");
     std::fs::write(&code_file, format!("{code}\n")).unwrap();
     let out = tandem()
         .arg("--config-dir")
         .arg(&primary)
-        .args(["pair", "--peer", "127.0.0.92", "--code-file"])
+        .args(["pair", "--peer", "127.0.0.202", "--code-file"])
         .arg(&code_file)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success(), "primary: {}", text(&out));
     assert!(
-        text(&out).contains("paired with lb2 (127.0.0.92)"),
+        text(&out).contains("paired with lb2 (127.0.0.202)"),
         "{}",
         text(&out)
     );
     let (ok, shown) = acceptor.finish();
     assert!(ok, "secondary: {shown}");
-    assert!(shown.contains("paired with lb1 (127.0.0.91)"), "{shown}");
+    assert!(shown.contains("paired with lb1 (127.0.0.201)"), "{shown}");
 
     // The same secret on both, private, made like `tandem keygen` (64 hex digits).
     let secret = std::fs::read_to_string(primary.join("secret")).unwrap();
@@ -258,7 +258,7 @@ fn the_right_code_pairs_two_fresh_nodes() {
         "{primary_node}"
     );
     assert!(
-        primary_node.contains("peer = \"127.0.0.92\"  # lb2"),
+        primary_node.contains("peer = \"127.0.0.202\"  # lb2"),
         "{primary_node}"
     );
     assert!(
@@ -266,7 +266,7 @@ fn the_right_code_pairs_two_fresh_nodes() {
         "{secondary_node}"
     );
     assert!(
-        secondary_node.contains("peer = \"127.0.0.91\"  # lb1"),
+        secondary_node.contains("peer = \"127.0.0.201\"  # lb1"),
         "{secondary_node}"
     );
     for (before, after) in [
@@ -295,8 +295,8 @@ fn the_right_code_pairs_two_fresh_nodes() {
 #[test]
 fn a_typo_keeps_the_code_and_a_wrong_code_writes_nothing_on_either_side() {
     let root = tempfile::tempdir().unwrap();
-    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.93", true);
-    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.94", false);
+    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.203", true);
+    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.204", false);
     let before = |dir: &Path| std::fs::read_to_string(dir.join("node.toml")).unwrap();
     let (primary_before, secondary_before) = (before(&primary), before(&secondary));
 
@@ -307,14 +307,14 @@ fn a_typo_keeps_the_code_and_a_wrong_code_writes_nothing_on_either_side() {
     let mut typo: Vec<char> = code.chars().collect();
     typo[0] = if typo[0] == '1' { '2' } else { '1' };
     let typo: String = typo.into_iter().collect();
-    let out = pair_peer(&primary, "127.0.0.94", &typo, &[]);
+    let out = pair_peer(&primary, "127.0.0.204", &typo, &[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("typo"), "{}", text(&out));
     std::thread::sleep(Duration::from_millis(200));
     assert!(acceptor.running(), "a typo must not end the acceptor");
 
     // A well-formed but wrong code: both sides fail.
-    let out = pair_peer(&primary, "127.0.0.94", &another_code(&code), &[]);
+    let out = pair_peer(&primary, "127.0.0.204", &another_code(&code), &[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("wrong code"), "{}", text(&out));
     let (ok, shown) = acceptor.finish();
@@ -329,7 +329,7 @@ fn a_typo_keeps_the_code_and_a_wrong_code_writes_nothing_on_either_side() {
     assert_eq!(names(&secondary), ["node.toml"]);
 
     // The used-up code is refused: nobody listens any more.
-    let out = pair_peer(&primary, "127.0.0.94", &code, &[]);
+    let out = pair_peer(&primary, "127.0.0.204", &code, &[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("cannot connect"), "{}", text(&out));
 }
@@ -337,13 +337,13 @@ fn a_typo_keeps_the_code_and_a_wrong_code_writes_nothing_on_either_side() {
 #[test]
 fn a_node_already_in_a_cluster_is_refused_without_force() {
     let root = tempfile::tempdir().unwrap();
-    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.95", true);
-    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.96", false);
+    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.205", true);
+    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.206", false);
 
     // First pairing.
     let mut acceptor = Acceptor::start(&secondary, &[]);
     let code = acceptor.code();
-    let out = pair_peer(&primary, "127.0.0.96", &code, &[]);
+    let out = pair_peer(&primary, "127.0.0.206", &code, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(acceptor.finish().0);
     let secret = std::fs::read_to_string(primary.join("secret")).unwrap();
@@ -360,7 +360,7 @@ fn a_node_already_in_a_cluster_is_refused_without_force() {
     assert!(said.contains("already belongs to a cluster"), "{said}");
     assert!(said.contains("--force"), "{said}");
     assert!(!said.contains("one-time code"), "{said}");
-    let out = pair_peer(&primary, "127.0.0.96", "00000-00000-00000", &[]);
+    let out = pair_peer(&primary, "127.0.0.206", "00000-00000-00000", &[]);
     assert!(!out.status.success());
     assert!(
         text(&out).contains("already belongs to a cluster"),
@@ -377,7 +377,7 @@ fn a_node_already_in_a_cluster_is_refused_without_force() {
     .unwrap();
     let mut acceptor = Acceptor::start(&secondary, &["--force"]);
     let code = acceptor.code();
-    let out = pair_peer(&primary, "127.0.0.96", &code, &["--force"]);
+    let out = pair_peer(&primary, "127.0.0.206", &code, &["--force"]);
     assert!(out.status.success(), "{}", text(&out));
     let (ok, shown) = acceptor.finish();
     assert!(ok, "{shown}");
@@ -397,8 +397,8 @@ fn a_node_already_in_a_cluster_is_refused_without_force() {
 #[test]
 fn a_mismatch_found_before_the_code_is_tried_keeps_the_code() {
     let root = tempfile::tempdir().unwrap();
-    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.87", true);
-    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.88", false);
+    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.207", true);
+    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.208", false);
     // The secondary's heartbeat port differs from the primary's.
     let node = std::fs::read_to_string(secondary.join("node.toml")).unwrap();
     std::fs::write(
@@ -408,7 +408,7 @@ fn a_mismatch_found_before_the_code_is_tried_keeps_the_code() {
     .unwrap();
     let mut acceptor = Acceptor::start(&secondary, &[]);
     let code = acceptor.code();
-    let out = pair_peer(&primary, "127.0.0.88", &code, &[]);
+    let out = pair_peer(&primary, "127.0.0.208", &code, &[]);
     assert!(!out.status.success());
     let said = text(&out);
     // The secondary sees the primary's hello first and refuses it.
@@ -429,7 +429,7 @@ fn a_mismatch_found_before_the_code_is_tried_keeps_the_code() {
     std::fs::write(secondary.join("node.toml"), node).unwrap();
     let mut acceptor = Acceptor::start(&secondary, &[]);
     let code = acceptor.code();
-    let out = pair_peer(&primary, "127.0.0.88", &code, &[]);
+    let out = pair_peer(&primary, "127.0.0.208", &code, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(acceptor.finish().0);
 }
@@ -437,9 +437,9 @@ fn a_mismatch_found_before_the_code_is_tried_keeps_the_code() {
 #[test]
 fn a_result_that_fails_check_on_the_secondary_is_written_nowhere() {
     let root = tempfile::tempdir().unwrap();
-    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.85", true);
-    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.86", false);
-    // The secondary only takes VIPs in 10.0.0.0/8: the primary's 127.0.0.99 fails its check.
+    let primary = fresh_node(root.path(), "lb1", "primary", "127.0.0.211", true);
+    let secondary = fresh_node(root.path(), "lb2", "secondary", "127.0.0.212", false);
+    // The secondary only takes VIPs in 10.0.0.0/8: the primary's 127.0.0.210 fails its check.
     let node = std::fs::read_to_string(secondary.join("node.toml")).unwrap();
     let node = node.replace(
         "manage_vips = false\n",
@@ -450,7 +450,7 @@ fn a_result_that_fails_check_on_the_secondary_is_written_nowhere() {
 
     let mut acceptor = Acceptor::start(&secondary, &[]);
     let code = acceptor.code();
-    let out = pair_peer(&primary, "127.0.0.86", &code, &[]);
+    let out = pair_peer(&primary, "127.0.0.212", &code, &[]);
     assert!(!out.status.success());
     let said = text(&out);
     assert!(said.contains("the peer refused"), "{said}");
