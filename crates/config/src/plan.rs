@@ -559,6 +559,7 @@ impl NodePlan {
             ("admin.tls_key", oa.tls_key != na.tls_key),
             ("metrics.listen", old.metrics.listen != new.metrics.listen),
             ("log.format", old.log.format != new.log.format),
+            ("access_log", old.access_log != new.access_log),
             ("node.vip_networks", o.vip_networks != n.vip_networks),
             ("node.user", o.user != n.user),
             ("tuning.http_engine", ot.http_engine != nt.http_engine),

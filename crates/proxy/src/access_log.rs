@@ -257,7 +257,12 @@ impl HttpLine<'_> {
             ms(self.connect),
             ms(self.response),
             ms(Some(self.total)),
-            self.status,
+            // 0: no answer was sent (the client went away first), logged as HAProxy does.
+            if self.status == 0 {
+                -1
+            } else {
+                i32::from(self.status)
+            },
             self.bytes_out,
             self.bytes_in,
         );
@@ -386,6 +391,25 @@ mod tests {
             line,
             "192.0.2.7:51234 [06/Dec/2026:16:05:57.123] 10.0.0.10:80 web/app1 -1/12/15 200 1234 78 \
              \"GET /a#22b#23#01 HTTP/1.1\""
+        );
+        let unanswered = HttpLine {
+            client: "192.0.2.7:51234".parse().unwrap(),
+            accepted: UNIX_EPOCH,
+            frontend: "10.0.0.10:80".parse().unwrap(),
+            service: "web",
+            server: Some("app1"),
+            connect: Some(Duration::from_millis(1)),
+            response: None,
+            total: Duration::from_millis(7),
+            status: 0,
+            bytes_out: 0,
+            bytes_in: 40,
+            request: b"GET / HTTP/1.1",
+        }
+        .format();
+        assert!(
+            unanswered.contains(" web/app1 1/-1/7 -1 0 40 "),
+            "{unanswered}"
         );
     }
 
