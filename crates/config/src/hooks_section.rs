@@ -256,8 +256,13 @@ fn hook_command(ctx: &mut Ctx<'_>, key: &str, v: &Val<'_>) -> Option<Vec<String>
         Err(error) => ctx.warn(
             &program_span,
             format!(
-                "`{key}`: {} cannot be used ({error}); the hook will fail each time it runs",
-                program.display()
+                "`{key}`: {} {}; the hook will fail each time it runs",
+                program.display(),
+                if error.kind() == std::io::ErrorKind::NotFound {
+                    "does not exist".to_string()
+                } else {
+                    format!("cannot be looked at ({error})")
+                }
             ),
         ),
         Ok(meta) if !meta.is_file() => ctx.warn(
@@ -439,7 +444,8 @@ mod hooks_tests {
             "{all}"
         );
         assert!(
-            all.contains("node.toml:8:15: `on_standby`") && all.contains("No such file"),
+            all.contains("node.toml:8:15: `on_standby`")
+                && all.contains("not-there does not exist"),
             "{all}"
         );
         assert!(
