@@ -140,11 +140,12 @@ async fn async_main(loaded: Loaded, cluster_path: PathBuf, node_path: PathBuf) -
     let admin = AdminSetup::prepare(&loaded.node).await?;
     let daemon = Daemon::start(loaded, cluster_path, node_path, secret).await?;
     let admin = admin.spawn(&daemon);
-    // Every listener is bound (admin, services, heartbeat, sync) and the election runs: systemd may go on.
-    let mut notify = daemon.notify_ready();
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    // Every listener is bound (admin, services, heartbeat, sync), the election runs and a SIGTERM from here on is
+    // a clean stop: systemd may go on.
+    let mut notify = daemon.notify_ready();
     loop {
         tokio::select! {
             _ = hangup.recv() => {
@@ -527,6 +528,7 @@ impl Daemon {
             sync: std::sync::OnceLock::new(),
             hooks,
             admin_states,
+            reloads: Default::default(),
         });
         daemon.clone().start_sync(sync_secret).await?;
         daemon.clone().spawn_watchers();
