@@ -374,3 +374,72 @@ proptest! {
         }
     }
 }
+
+/// The secondary checks the primary's confirmation itself: it answers a wrong one with an abort,
+/// never with its own confirmation (which would give a guesser something to test offline).
+#[test]
+fn the_secondary_alone_detects_a_wrong_code() {
+    let mut initiator = Initiator::new(
+        new_code(),
+        "openstack",
+        primary_info(),
+        secret(),
+        CLUSTER_TOML.into(),
+        0,
+        TIMEOUT,
+    )
+    .unwrap();
+    let mut acceptor = Acceptor::new(new_code(), secondary_info(), 0, TIMEOUT);
+    let hello = initiator.poll_transmit().unwrap();
+    assert!(matches!(
+        acceptor.handle_bytes(&hello, 1),
+        Ok(Some(Event::PeerHello { .. }))
+    ));
+    acceptor.proceed().unwrap();
+    let answer = acceptor.poll_transmit().unwrap();
+    assert!(matches!(
+        initiator.handle_bytes(&answer, 2),
+        Ok(Some(Event::PeerHello { .. }))
+    ));
+    initiator.proceed().unwrap();
+    let key = initiator.poll_transmit().unwrap();
+    assert_eq!(acceptor.handle_bytes(&key, 3), Err(PairError::WrongCode));
+    assert!(acceptor.code_consumed());
+    let reply = acceptor.poll_transmit().unwrap();
+    assert!(matches!(
+        wire::Frame::decode(&reply[4..]),
+        Ok(wire::Frame::Abort {
+            kind: AbortKind::WrongCode,
+            ..
+        })
+    ));
+    assert!(acceptor.poll_transmit().is_none());
+}
+
+/// The primary checks the secondary's confirmation before it sends anything secret.
+#[test]
+fn the_primary_sends_nothing_secret_after_a_bad_confirmation() {
+    let code = new_code();
+    let r = run_with(
+        code.clone(),
+        code,
+        |to_secondary, index, bytes| {
+            // The secondary's confirmation (its second frame): one bit of the MAC flipped.
+            if !to_secondary && index == 1 {
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+            }
+        },
+        |_| None,
+    );
+    assert_eq!(r.primary.unwrap_err(), PairError::WrongCode);
+    assert!(r.secondary.is_err());
+    let mut d = wire::Deframer::default();
+    d.push(&r.to_secondary).unwrap();
+    while let Some(body) = d.next_body().unwrap() {
+        assert!(!matches!(
+            wire::Frame::decode(&body),
+            Ok(wire::Frame::Payload { .. })
+        ));
+    }
+}
