@@ -76,6 +76,19 @@ pub struct Config {
     pub generation: u64,
     pub digest: String,
     pub sync: ConfigSync,
+    /// Reloads since start by outcome; zeros from a node that predates them.
+    #[serde(default)]
+    pub reloads: Reloads,
+}
+
+/// Reloads of `cluster.toml` since start: `tandem reload`, SIGHUP, the admin API, and on the secondary the
+/// configurations the primary pushed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct Reloads {
+    pub ok: u64,
+    /// Refused: invalid, or not applicable (the running configuration stays).
+    pub rejected: u64,
 }
 
 /// Election counters.

@@ -56,6 +56,7 @@ fn fully_populated() -> Status {
             generation: 1,
             digest: "00".into(),
             sync: ConfigSync::OutOfSync("peer runs generation 2".into()),
+            reloads: Reloads { ok: 1, rejected: 1 },
         },
         cluster: Cluster {
             takeovers: 1,

@@ -169,6 +169,7 @@ pub fn render(status: &Status) -> String {
     render_services(&b, &status.services);
     render_traffic(&b, &status.services);
     render_last_transition(&b, status);
+    render_reloads(&b, status);
     render_build_and_process(&b);
     let mut out = Vec::new();
     if TextEncoder::new()
@@ -506,6 +507,19 @@ fn render_traffic(b: &Builder, services: &[Service]) {
     }
 }
 
+/// `tandem_reloads_total{result}`.
+fn render_reloads(b: &Builder, status: &Status) {
+    if let Some(m) = b.counter_vec(
+        "tandem_reloads_total",
+        "Reloads of cluster.toml since start, by result (ok, rejected)",
+        &["result"],
+    ) {
+        let reloads = &status.config.reloads;
+        m.with_label_values(&["ok"]).inc_by(reloads.ok);
+        m.with_label_values(&["rejected"]).inc_by(reloads.rejected);
+    }
+}
+
 /// `tandem_last_transition_timestamp_seconds`: when this node entered its current state (`node.state_since_ms`
 /// ago), so `time() - tandem_last_transition_timestamp_seconds` is the time since the last failover here.
 fn render_last_transition(b: &Builder, status: &Status) {
@@ -721,6 +735,8 @@ mod traffic_tests {
             "tandem_stick_table_evictions_total{service=\"mysql\"} 0".into(),
             "tandem_service_no_server_total{service=\"mysql\"} 0".into(),
             "tandem_access_log_dropped_total{service=\"mysql\"} 0".into(),
+            "tandem_reloads_total{result=\"ok\"} 2".into(),
+            "tandem_reloads_total{result=\"rejected\"} 1".into(),
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -70,6 +70,7 @@ fn document() -> Status {
             generation: 2,
             digest: "00112233445566778899".into(),
             sync: ConfigSync::InSync,
+            reloads: Default::default(),
         },
         cluster: Cluster {
             takeovers: 1,

@@ -21,6 +21,7 @@ impl Daemon {
         let _serialised = self.reload_lock.lock().await;
         notify::reloading();
         let result = self.reload_serialised().await;
+        self.reloads.count(&result);
         notify::ready(&self.notify_status());
         result
     }
@@ -243,6 +244,7 @@ impl Daemon {
         // A configuration the primary pushed is a reload too, as systemd sees it.
         notify::reloading();
         let applied = self.save_and_apply_pushed(cluster, text, bytes, generation, digest);
+        self.reloads.count(&applied);
         notify::ready(&self.notify_status());
         applied
     }
@@ -271,6 +273,31 @@ impl Daemon {
             "applied cluster.toml pushed by the primary: {plan}"
         );
         Ok(())
+    }
+}
+
+/// Reloads by outcome (`tandem_reloads_total{result}`): `tandem reload`, SIGHUP and the admin API's reload, and
+/// configurations the primary pushed that this node went on to apply.
+#[derive(Debug, Default)]
+pub(super) struct ReloadCounts {
+    ok: std::sync::atomic::AtomicU64,
+    rejected: std::sync::atomic::AtomicU64,
+}
+
+impl ReloadCounts {
+    fn count<T, E>(&self, result: &Result<T, E>) {
+        let counter = if result.is_ok() {
+            &self.ok
+        } else {
+            &self.rejected
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (ok, rejected).
+    pub(super) fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.ok.load(Relaxed), self.rejected.load(Relaxed))
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Daemon {
     hooks: Arc<hooks::HookRunner>,
     /// Operators' Drain/Halt/Online: saved in state_dir, replicated to the peer.
     admin_states: Arc<admin_states::DaemonAdminStates>,
+    /// Reloads by outcome.
+    reloads: config_flow::ReloadCounts,
 }
 
 impl Daemon {

@@ -39,6 +39,10 @@ impl Daemon {
                 generation: current.generation,
                 digest: current.digest.clone(),
                 sync: config_sync,
+                reloads: {
+                    let (ok, rejected) = self.reloads.get();
+                    doc::Reloads { ok, rejected }
+                },
             },
             cluster: doc::Cluster {
                 takeovers: cluster.takeovers,
