@@ -30,6 +30,12 @@
 //!   connections, and a request head must arrive within min(10 s, client timeout).
 //! - **Counters**: `bytes_in` = bytes from clients, `bytes_out` = bytes to clients. In TCP mode a server's
 //!   `current` counts connections; in HTTP mode it counts requests in flight (what least-connections balances).
+//!   Per service also: HTTP responses by class (the proxy's own 400/502/503/504 included), histograms of the
+//!   response time (request sent to response head) and of connects to real servers; per server: retries (a failed
+//!   connect moved elsewhere), UP -> DOWN transitions, downtime, the last check's duration.
+//! - **Access log** ([`ProxyOptions::access_log`]): one line per HTTP request (native engine) and per TCP
+//!   connection; formatted only for logged services, queued without waiting (a full queue drops the line and
+//!   counts it).
 //! - **Reload** ([`Proxy::apply_plan`], as the config crate's [`ReloadPlan`] says; [`Proxy::reload`] plans itself):
 //!   unchanged services are not touched (same runtime, connections, listeners, checks, stick table); changed
 //!   services get a new runtime that keeps the counters, the connection limit unless `max_connections` changed, the
@@ -48,6 +54,9 @@
 //! Each imports only modules listed above it (no import circles); `lib.rs` ties them together.
 //! - `shared.rs`: the `lock` helper and `thread_tag`; imports nothing of the crate.
 //! - [`balance`], [`listener`], `woken.rs` (futures polled only when woken): leaves.
+//! - [`metrics`]: response classes and lock-free latency histograms (fixed buckets, relaxed atomics): a leaf.
+//! - [`access_log`]: the access log's line formats and its writer thread, fed by a bounded queue that drops (and
+//!   counts) instead of waiting.
 //! - `buffer.rs`: the per-thread pool of read buffers, the short-read rule (`read_now`) and the cursor `Buf`.
 //! - `pool/`: idle upstream connections per real server (`mod.rs`), each engine's pooled connection type
 //!   (`hyper_conn.rs`, `h1_conn.rs`).
