@@ -5,6 +5,9 @@ set -euo pipefail
 need=(haproxy keepalived nginx-light redis-server redis-tools wrk socat arping nftables tcpdump
       iproute2 iputils-ping curl procps psmisc ca-certificates gcc
       prometheus systemd lintian man-db)
+# crates/tandem/tests/browser.rs drives the System Overview page in headless Chromium (CI must run it);
+# netns-tests/screenshot-page takes docs/system-overview.png with it. A font, so that pages render legibly.
+need+=(chromium fonts-dejavu-core)
 missing=()
 for package in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
