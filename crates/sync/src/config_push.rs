@@ -143,20 +143,17 @@ impl ConfigPush {
     }
 
     fn set_hold(&mut self, source: HoldSource, hold: Option<String>) {
-        let slot = match source {
-            HoldSource::Session => &mut self.hold_session,
-            HoldSource::Heartbeat => &mut self.hold_heartbeat,
-        };
-        if *slot == hold {
-            return;
+        let before = self.hold().map(str::to_owned);
+        match source {
+            HoldSource::Session => self.hold_session = hold,
+            HoldSource::Heartbeat => self.hold_heartbeat = hold,
         }
-        if self.role == ConfigRole::Primary {
-            match &hold {
-                Some(why) => tracing::warn!(%why, "cluster.toml push to the peer held"),
-                None => tracing::info!("cluster.toml push to the peer resumed"),
-            }
+        // Logged when the overall verdict changes (one source may clear while the other still holds).
+        match (before, self.hold()) {
+            (None, Some(why)) => tracing::warn!(%why, "cluster.toml push to the peer held"),
+            (Some(_), None) => tracing::info!("cluster.toml push to the peer resumed"),
+            _ => {}
         }
-        *slot = hold;
     }
 
     /// Why the primary does not push now (the peer runs a newer release), if it does not.
