@@ -1,0 +1,236 @@
+# shellcheck shell=bash
+# rolling-upgrade (issue 14): the pair is upgraded one node at a time, the procedure of docs/upgrade.md, while a
+# client probes the VIP. Sourced by netns-tests/drill.
+#
+# "old" is the lab's tandem binary; "next" is the same tree built with the test feature `wire-next` (heartbeat wire
+# version 2 reading 1..=2, sync protocol 3 reading 2..=3: the next release), into target/wire-next. Each node runs
+# its own copy of the binary ($LAB_TMP/tandem/NODE/bin/tandem); an upgrade is: stop (SIGTERM), replace the file,
+# start. A watcher on each node records VIP presence through the whole drill; one probe per phase:
+#   1. upgrade-standby  lb2 (standby) stopped, upgraded, started: lb1 stays active, 0 failed requests. In the mixed
+#                       window lb2 shows its peer's older version (`cluster.wire`, the `upgrade` line of `tandem
+#                       status`) and speaks it; lb1 took lb2's first (unreadable) heartbeats as a sign of life; the
+#                       sync session runs at protocol 2 and lb1 (the primary) holds its config push to the newer peer.
+#   2. handover         `tandem takeover` on the upgraded lb2: a planned clean handover, outage bounded like the
+#                       takeover drill's (20 ms).
+#   3. upgrade-old      lb1 (now standby) stopped, upgraded, started: lb2 stays active, 0 failed requests; both end
+#                       speaking wire version 2 and sync protocol 3.
+#   4. failback         `tandem takeover` on lb1: planned, bounded the same.
+# Over the whole drill: never both nodes holding the VIP (split_brain_episodes 0, both_holding_ms 0).
+
+TANDEM_DRILLS+=(rolling-upgrade)
+variants_rolling_upgrade() { echo "200 1000"; } # the operator's timings: an upgrade is about procedure, not speed
+
+RU_NEXT_TARGET=${RU_NEXT_TARGET:-$TND_ROOT/target/wire-next}
+RU_HANDOVER_BOUND_MS=${RU_HANDOVER_BOUND_MS:-20}
+
+# ru_build_next: the next release's binary (same profile as the lab's); sets RU_NEXT
+ru_build_next() {
+  local profile=debug args=()
+  [[ $TANDEM == */release/* ]] && { profile=release; args=(--release); }
+  log "building the next release (feature wire-next, $profile) into $RU_NEXT_TARGET"
+  (cd "$TND_ROOT" && cargo build -p tandem --features wire-next --target-dir "$RU_NEXT_TARGET" "${args[@]}" >&2) ||
+    return 1
+  RU_NEXT="$RU_NEXT_TARGET/$profile/tandem"
+  [[ -x $RU_NEXT ]]
+}
+ru_bin() { echo "$(td_dir "$1")/bin/tandem"; }
+# ru_install NODE BINARY: put BINARY in place as NODE's tandem (the node's daemon must be stopped)
+ru_install() { mkdir -p "$(td_dir "$1")/bin" && install -m 0755 "$2" "$(ru_bin "$1")"; }
+ru_start() { # NODE: start NODE's own binary, as td_start does the lab's
+  local node=$1
+  # shellcheck disable=SC2046
+  start_bg "tandem-$node" "$node" $(rt_prefix daemon) env RUST_LOG="${RUST_LOG:-info}" "$(ru_bin "$node")" run \
+    --config-dir "$(td_dir "$node")"
+}
+# ru_wire NODE FIELD: a field of NODE's cluster.wire (as JSON; null when absent)
+ru_wire() { local v; v=$(td_status_json "$1" | "$JSON" get "cluster.wire.$2" 2>/dev/null || true); echo "${v:-null}"; }
+ru_wire_is() { [[ $(ru_wire "$1" "$2") == "$3" ]]; } # NODE FIELD VALUE
+ru_field() { local v; v=$(td_status_json "$1" | "$JSON" get "$2" 2>/dev/null || true); echo "${v:-null}"; }
+# ru_phase_figures NAME SUMMARY: a phase's probe figures into R
+ru_phase_figures() {
+  R+=("${1}_failed_requests:=$(json_num "$("$JSON" get failed_requests "$2" 2>/dev/null)")"
+    "${1}_client_outage_ms:=$(json_num "$("$JSON" get client_outage_ms "$2" 2>/dev/null)")"
+    "${1}_attempts:=$(json_num "$("$JSON" get attempts "$2" 2>/dev/null)")")
+}
+ru_failed() { "$JSON" get failed_requests "$1" 2>/dev/null || echo null; }
+ru_outage() { "$JSON" get client_outage_ms "$1" 2>/dev/null || echo null; }
+# ru_bound_outage NAME SUMMARY LIMIT_MS: like bound_outage, for one phase's probe
+ru_bound_outage() {
+  local raw; raw=$(ru_outage "$2")
+  if [[ -z $raw || $raw == null ]]; then VIOL+=("$1 client_outage_ms missing"); return; fi
+  calc_le "$raw" "$3 + $PROBE_JITTER_MS" || VIOL+=("$1 client_outage_ms $raw > $3 (+ ${PROBE_JITTER_MS} ms of probe timer jitter)")
+}
+# ru_both_holding T0: from the two watchers' logs since T0, "EPISODES TOTAL_MS" during which both nodes held the VIP
+ru_both_holding() {
+  python3 - "$LAB_TMP/watch-lb1.log" "$LAB_TMP/watch-lb2.log" "$1" <<'EOF'
+import json, sys
+t0 = float(sys.argv[3])
+events = []
+for node, path in enumerate(sys.argv[1:3]):
+    with open(path) as f:
+        for line in f:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            events.append((float(e["at_ms"]), node, bool(e["present"])))
+events.sort()
+held = [False, False]
+episodes, total, since = 0, 0.0, None
+for at, node, present in events:
+    held[node] = present
+    both = held[0] and held[1]
+    if both and since is None:
+        since = at
+        if at >= t0:
+            episodes += 1
+    elif not both and since is not None:
+        total += at - max(since, t0) if at >= t0 else 0
+        since = None
+print(episodes, round(total, 1))
+EOF
+}
+# ru_summary OUT SUMMARY...: one summary over the phases: attempts and failures summed, the longest outage
+ru_summary() {
+  local out=$1; shift
+  python3 - "$out" "$@" <<'EOF'
+import json, sys
+total = {"attempts": 0, "failed_requests": 0, "client_outage_ms": 0}
+for path in sys.argv[2:]:
+    try:
+        s = json.load(open(path))
+    except (OSError, ValueError):
+        continue
+    total["attempts"] += s.get("attempts") or 0
+    total["failed_requests"] += s.get("failed_requests") or 0
+    total["client_outage_ms"] = max(total["client_outage_ms"], s.get("client_outage_ms") or 0)
+json.dump(total, open(sys.argv[1], "w"))
+EOF
+}
+
+drill_rolling_upgrade() {
+  local interval=$1 dead=$2 t_start t0 t2 at at2 s1 s2 s3 s4 m1 episodes both_ms text held
+  ru_build_next || { VIOL+=("the next release (feature wire-next) did not build"); RU_NEXT=""; }
+  [[ -n ${RU_NEXT:-} ]] || {
+    R+=(error="no next-release binary")
+    emit rolling-upgrade tandem "$interval" "$dead" "" "$LAB_TMP/no-probe" "$(vip_holders)" null
+    return 1
+  }
+  R+=(old_binary="$TANDEM" next_binary="$RU_NEXT")
+  td_stop_all
+  vip_flush
+  td_configure "$interval" "$dead"
+  ru_install lb1 "$TANDEM"
+  ru_install lb2 "$TANDEM"
+  ru_start lb1
+  ru_start lb2
+  td_wait_state lb1 active 20 && td_wait_state lb2 standby 20 && wait_for 5 "VIP on lb1 only" vip_only lb1 ||
+    VIOL+=("the old pair did not settle: lb1=$(td_state lb1) lb2=$(td_state lb2)")
+  wait_for 15 "the service through the VIP" vip_serves "$PROBE_PORT" || VIOL+=("the service never answered")
+  R+=(old_wire_max:="$(ru_wire lb1 max)" old_sync_protocol:="$(ru_field lb1 replication.protocol_version)")
+  watch_start
+  stamp t_start
+
+  # 1. upgrade the standby: the active node never moves
+  probe_start ru-standby "$PROBE_PORT" --mode "$PROBE_MODE"
+  m1=$(ru_field lb1 cluster.takeovers)
+  td_stop lb2 TERM
+  ru_install lb2 "$RU_NEXT"
+  ru_start lb2
+  td_wait_state lb2 standby 20 || VIOL+=("upgraded lb2 is $(td_state lb2), want standby")
+  WAIT_STEP=0.1 wait_for 10 "lb2 answering lb1 in wire version 1" ru_wire_is lb2 speaking 1 ||
+    VIOL+=("lb2 speaks wire version $(ru_wire lb2 speaking), want 1")
+  WAIT_STEP=0.1 wait_for 10 "the sync session between the releases" \
+    eval '[[ $(ru_field lb2 replication.protocol_version) == 2 && $(ru_field lb2 replication.connected) == true ]]' ||
+    VIOL+=("no sync session at protocol 2 between the releases")
+  text=$(td_cli lb2 status 2>/dev/null || true)
+  held=$(grep -c 'cluster.toml push to the peer held' "$LAB_TMP/tandem-lb1.log" || true)
+  R+=(mixed_lb2_wire:="$(td_status_json lb2 | "$JSON" get cluster.wire 2>/dev/null || echo null)"
+    mixed_lb1_wire:="$(td_status_json lb1 | "$JSON" get cluster.wire 2>/dev/null || echo null)"
+    mixed_lb2_upgrade_line="$(grep '^upgrade' <<<"$text" || true)"
+    mixed_sync_protocol:="$(ru_field lb2 replication.protocol_version)"
+    mixed_lb1_config_push_held_logged:="$held")
+  bound_eq mixed_lb2_wire_max "$(ru_wire lb2 max)" 2
+  bound_eq mixed_lb2_peer_version "$(ru_wire lb2 peer_version)" 1
+  [[ $text == *"upgrade   peer speaks older heartbeat wire version 1"* ]] ||
+    VIOL+=("tandem status on lb2 does not show the older peer")
+  calc_le 1 "$(ru_wire lb1 incompatible_received)" ||
+    VIOL+=("lb1 never took an unreadable heartbeat of lb2 as a sign of life")
+  calc_le 1 "${held:-0}" || VIOL+=("lb1 (primary) did not hold its config push to the newer peer")
+  sleep "$(awk -v i="$interval" 'BEGIN { s = 5 * i / 1000; if (s < 1) s = 1; print s }')"
+  s1=$(probe_stop ru-standby)
+  ru_phase_figures upgrade_standby "$s1"
+  bound_eq upgrade_standby_failed_requests "$(ru_failed "$s1")" 0
+  bound_eq upgrade_standby_lb1_takeovers "$(ru_field lb1 cluster.takeovers)" "$m1"
+  bound_eq upgrade_standby_lb1_vip_changes "$(watch_changes lb1 "$t_start")" 0
+  bound_eq upgrade_standby_lb1_state "$(td_state lb1)" active
+
+  # 2. planned handover to the upgraded node
+  probe_start ru-handover "$PROBE_PORT" --mode "$PROBE_MODE"
+  client_neigh_prime lb1
+  arp_capture_start
+  sleep 0.2
+  stamp t0
+  td_cli lb2 takeover >&2 || VIOL+=("tandem takeover on lb2 failed")
+  watch_wait lb2 present "$t0" 10 || VIOL+=("VIP never reached lb2")
+  settle "$interval"
+  arp_capture_stop
+  s2=$(probe_stop ru-handover)
+  at=$(watch_first lb2 present "$t0")
+  garp_check lb2 "$t0"
+  handover_figures lb1 lb2 "$t0"
+  ru_phase_figures handover "$s2"
+  R+=(handover_takeover_ms:="$(json_num "$(diff_ms "$at" "$t0")")")
+  td_wait_state lb2 active 5 || VIOL+=("lb2 is $(td_state lb2), want active")
+  td_wait_state lb1 standby 5 || VIOL+=("lb1 is $(td_state lb1), want standby")
+  ru_bound_outage handover "$s2" "$RU_HANDOVER_BOUND_MS"
+
+  # 3. upgrade the old node (now standby): nothing moves
+  probe_start ru-old "$PROBE_PORT" --mode "$PROBE_MODE"
+  stamp t2
+  td_stop lb1 TERM
+  ru_install lb1 "$RU_NEXT"
+  ru_start lb1
+  td_wait_state lb1 standby 20 || VIOL+=("upgraded lb1 is $(td_state lb1), want standby")
+  WAIT_STEP=0.1 wait_for 10 "both speaking wire version 2" \
+    eval '[[ $(ru_wire lb1 speaking) == 2 && $(ru_wire lb2 speaking) == 2 ]]' ||
+    VIOL+=("after both upgrades: lb1 speaks $(ru_wire lb1 speaking), lb2 $(ru_wire lb2 speaking), want 2")
+  WAIT_STEP=0.1 wait_for 10 "sync protocol 3" eval '[[ $(ru_field lb1 replication.protocol_version) == 3 ]]' ||
+    VIOL+=("after both upgrades the sync session runs protocol $(ru_field lb1 replication.protocol_version), want 3")
+  sleep "$(awk -v i="$interval" 'BEGIN { s = 5 * i / 1000; if (s < 1) s = 1; print s }')"
+  s3=$(probe_stop ru-old)
+  ru_phase_figures upgrade_old "$s3"
+  R+=(upgraded_wire:="$(td_status_json lb1 | "$JSON" get cluster.wire 2>/dev/null || echo null)"
+    upgraded_sync_protocol:="$(ru_field lb1 replication.protocol_version)"
+    upgraded_config_sync="$(ru_field lb1 config.sync)")
+  bound_eq upgrade_old_failed_requests "$(ru_failed "$s3")" 0
+  bound_eq upgrade_old_lb2_vip_changes "$(watch_changes lb2 "$t2")" 0
+  bound_eq upgrade_old_lb2_state "$(td_state lb2)" active
+
+  # 4. fail back to lb1, planned
+  probe_start ru-failback "$PROBE_PORT" --mode "$PROBE_MODE"
+  sleep 0.2
+  stamp t2
+  td_cli lb1 takeover >&2 || VIOL+=("tandem takeover on lb1 failed")
+  watch_wait lb1 present "$t2" 10 || VIOL+=("VIP never came back to lb1")
+  settle "$interval"
+  s4=$(probe_stop ru-failback)
+  at2=$(watch_first lb1 present "$t2")
+  ru_phase_figures failback "$s4"
+  R+=(failback_takeover_ms:="$(json_num "$(diff_ms "$at2" "$t2")")")
+  td_wait_state lb1 active 5 || VIOL+=("lb1 is $(td_state lb1), want active")
+  ru_bound_outage failback "$s4" "$RU_HANDOVER_BOUND_MS"
+
+  watch_stop
+  read -r episodes both_ms < <(ru_both_holding "$t_start")
+  R+=(split_brain_episodes:="$(json_num "$episodes")" both_holding_ms:="$(json_num "$both_ms")"
+    lb1_vip_changes:="$(watch_changes lb1 "$t_start")" lb2_vip_changes:="$(watch_changes lb2 "$t_start")")
+  bound_eq split_brain_episodes "$episodes" 0
+  # the VIP moved exactly twice on each node: away and back (lb1), in and out (lb2)
+  bound_eq lb1_vip_changes "$(watch_changes lb1 "$t_start")" 2
+  bound_eq lb2_vip_changes "$(watch_changes lb2 "$t_start")" 2
+  SUMMARY="$LAB_TMP/ru-summary.json"
+  ru_summary "$SUMMARY" "$s1" "$s2" "$s3" "$s4"
+  bound_eq vip_holders_after "$(vip_holders)" 1
+  emit rolling-upgrade tandem "$interval" "$dead" "$(diff_ms "$at" "$t0")" "$SUMMARY" "$(vip_holders)" "$GARP_UPDATED"
+}
