@@ -93,6 +93,8 @@ pub struct ServerRuntime {
     downtime_ms: AtomicU64,
     /// Unix ms when the current down period began (after having been up); 0 while up or never up.
     down_since_ms: AtomicU64,
+    /// Unix ms when the health verdict last changed (or the server was created): "up for 5 min".
+    health_since_ms: AtomicU64,
     /// Idle upstream HTTP connections (HTTP mode), of the hyper engine and of the native one.
     pub(crate) pool: UpstreamPool<Upstream>,
     pub(crate) h1_pool: UpstreamPool<UpConn>,
@@ -117,6 +119,7 @@ impl ServerRuntime {
             up_down: AtomicU64::new(0),
             downtime_ms: AtomicU64::new(0),
             down_since_ms: AtomicU64::new(0),
+            health_since_ms: AtomicU64::new(now_unix_ms()),
             pool: UpstreamPool::default(),
             h1_pool: UpstreamPool::default(),
         }
@@ -139,6 +142,9 @@ impl ServerRuntime {
         *lock(&self.health_reason) = reason;
         let was_up = self.healthy.swap(up, Ordering::AcqRel);
         let now = now_unix_ms();
+        if was_up != up {
+            self.health_since_ms.store(now, Ordering::Relaxed);
+        }
         if was_up && !up {
             self.up_down.fetch_add(1, Ordering::Relaxed);
             self.down_since_ms.store(now.max(1), Ordering::Relaxed);
@@ -164,6 +170,11 @@ impl ServerRuntime {
             0
         };
         self.downtime_ms.load(Ordering::Relaxed) + current
+    }
+
+    /// Unix ms when the health verdict last changed, or when the server was created.
+    pub fn health_since_unix_ms(&self) -> u64 {
+        self.health_since_ms.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_health_reason(&self, reason: String) {

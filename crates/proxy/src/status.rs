@@ -58,6 +58,8 @@ pub struct ServerStatus {
     /// "up" or "down".
     pub health: &'static str,
     pub health_reason: String,
+    /// Unix ms when `health` last changed (or the server was created).
+    pub health_since_unix_ms: u64,
     pub admin_state: AdminState,
     pub current_connections: u64,
     pub total_connections: u64,
@@ -112,6 +114,7 @@ fn server_status(r: &ServerRuntime) -> ServerStatus {
         weight: r.weight.load(Ordering::Relaxed),
         health: if r.is_healthy() { "up" } else { "down" },
         health_reason: r.health_reason(),
+        health_since_unix_ms: r.health_since_unix_ms(),
         admin_state: r.admin_state(),
         current_connections: r.counters.current.load(Ordering::Relaxed),
         total_connections: r.counters.total.load(Ordering::Relaxed),

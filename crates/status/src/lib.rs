@@ -379,6 +379,10 @@ pub struct Server {
     pub weight: u32,
     pub health: Health,
     pub health_reason: String,
+    /// How long `health` has held: since its last change, or since the server was configured; `null` from a
+    /// node that predates it.
+    #[serde(default)]
+    pub health_since_ms: Option<u64>,
     pub admin_state: AdminState,
     /// Where `admin_state` came from; `null`: no operator ever set it (online since start).
     #[serde(default)]

@@ -157,6 +157,7 @@ fn fully_populated() -> Status {
                 weight: 100,
                 health: Health::Down,
                 health_reason: "refused".into(),
+                health_since_ms: Some(1),
                 admin_state: AdminState::Halt,
                 admin_source: Some(AdminSource {
                     via: AdminVia::Replicated,

@@ -19,6 +19,7 @@ fn server(label: &str, health: Health, admin_state: AdminState) -> Server {
         weight: 100,
         health,
         health_reason: String::new(),
+        health_since_ms: Some(1000),
         admin_state,
         admin_source: None,
         current_connections: 2,

@@ -274,6 +274,7 @@ fn server(server: &ServerStatus) -> doc::Server {
             doc::Health::Down
         },
         health_reason: server.health_reason.clone(),
+        health_since_ms: Some(unix_ms_now().saturating_sub(server.health_since_unix_ms)),
         admin_state: match server.admin_state {
             AdminState::Online => doc::AdminState::Online,
             AdminState::Drain => doc::AdminState::Drain,
@@ -385,4 +386,11 @@ fn wire(cluster: &ClusterStatus) -> doc::Wire {
             }),
         incompatible_received: cluster.heartbeats.incompatible,
     }
+}
+
+/// The wall clock in Unix milliseconds (0 before 1970), for ages of Unix-ms stamps.
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
 }
