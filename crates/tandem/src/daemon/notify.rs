@@ -235,6 +235,11 @@ impl Daemon {
 /// `WATCHDOG=1` every `period`, skipped when the heartbeat driver made no progress since the previous ping. A
 /// missed ping is logged once per stall (rate-limited by the stall itself).
 async fn ping_watchdog(turns: Arc<AtomicU64>, period: Duration) {
+    watchdog_loop(turns, period, || send(&[NotifyState::Watchdog])).await;
+}
+
+/// [`ping_watchdog`] with the sending left to `ping` (tests count the pings).
+async fn watchdog_loop(turns: Arc<AtomicU64>, period: Duration, mut ping: impl FnMut()) {
     let mut gate = WatchdogGate::new(turns.load(Ordering::Relaxed));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,7 +248,7 @@ async fn ping_watchdog(turns: Arc<AtomicU64>, period: Duration) {
     loop {
         tick.tick().await;
         if gate.progressed(turns.load(Ordering::Relaxed)) {
-            send(&[NotifyState::Watchdog]);
+            ping();
             if stalled {
                 tracing::warn!("heartbeat loop turning again: watchdog pings resumed");
                 stalled = false;
@@ -304,6 +309,59 @@ mod tests {
             line(Fault, Some(("lb2", Active, true)), true, (3, 3, 3)),
             "fault (adding the VIPs failed), peer lb2 active, 3 services, 3/3 servers up"
         );
+    }
+
+    /// The loop as the daemon runs it: a "driver" turning every 5 ms gets a ping per period; when it stands still
+    /// the pings stop (after at most one more), and they resume with it. Real time, tolerant counts.
+    #[tokio::test]
+    async fn a_wedged_heartbeat_loop_stops_the_pings_and_a_live_one_resumes_them() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        use std::time::Duration;
+        let turns = Arc::new(AtomicU64::new(0));
+        let turning = Arc::new(AtomicBool::new(true));
+        let pings = Arc::new(Mutex::new(0u32));
+        let driver = {
+            let (turns, turning) = (turns.clone(), turning.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if turning.load(Ordering::Relaxed) {
+                        turns.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let counted = pings.clone();
+        let watchdog = tokio::spawn(super::watchdog_loop(
+            turns.clone(),
+            Duration::from_millis(100),
+            move || *counted.lock().unwrap() += 1,
+        ));
+        let count = || *pings.lock().unwrap();
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+        let live = count();
+        assert!(
+            (7..=11).contains(&live),
+            "{live} pings in 1.05 s at one per 100 ms"
+        );
+        turning.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let wedged = count();
+        assert!(
+            wedged <= live + 1,
+            "{} pings while wedged: at most one",
+            wedged - live
+        );
+        turning.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            count() >= wedged + 3,
+            "pings did not resume: {wedged} -> {}",
+            count()
+        );
+        driver.abort();
+        watchdog.abort();
     }
 
     #[test]
