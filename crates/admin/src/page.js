@@ -248,6 +248,8 @@
       h("td", null, server.address),
       h("td", null, server.port === null ? "client's port" : server.port, small(`weight\u00a0${server.weight}`)),
       h("td", { cls: "health" }, badge(server.health, stateClass(server.health)),
+        server.health_since_ms === null || server.health_since_ms === undefined ? null
+          : h("span", { cls: "since" }, ` for ${age(server.health_since_ms)}`),
         small(server.health_reason),
         check ? small(`checked ${age(Math.max(0, Date.now() - check.at_unix_ms))} ago${check.ok ? "" : ": failed"}`) : null,
         // From nodes that report them: how often it went down, and for how long in all.

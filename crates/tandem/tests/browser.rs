@@ -537,6 +537,8 @@ fn the_page_shows_a_running_daemon_and_drains_a_server_with_a_click() {
     assert!(local.contains("primary"), "{local}");
     let peer = browser.eval("document.getElementById('node-peer').innerText");
     assert!(peer.as_str().unwrap().contains("Standalone"), "{peer}");
+    let health = browser.eval("document.querySelector('tr.server td.health').textContent");
+    assert!(health.as_str().unwrap().starts_with("up for "), "{health}");
     let service_row =
         browser.eval("document.querySelector('tr.service[data-service=\"db\"]').innerText");
     assert!(
