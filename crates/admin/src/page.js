@@ -232,7 +232,8 @@
   // HTTP responses with a 5xx status (the proxy's own 502/503/504 included), from nodes that report them.
   function fiveXX(service) {
     const responses = service.mode === "http" && service.traffic && service.traffic.http_responses;
-    return responses ? small(`${responses["5xx"]} 5xx of ${Object.values(responses).reduce((a, b) => a + b, 0)}`) : null;
+    const total = responses ? Object.values(responses).reduce((a, b) => a + b, 0) : 0;
+    return total ? small(`${responses["5xx"]} 5xx of ${total}`) : null;
   }
 
   function serverRow(service, server) {
@@ -250,10 +251,12 @@
       h("td", { cls: "health" }, badge(server.health, stateClass(server.health)),
         server.health_since_ms === null || server.health_since_ms === undefined ? null
           : h("span", { cls: "since" }, ` for ${age(server.health_since_ms)}`),
-        small(server.health_reason),
-        check ? small(`checked ${age(Math.max(0, Date.now() - check.at_unix_ms))} ago${check.ok ? "" : ": failed"}`) : null,
-        // From nodes that report them: how often it went down, and for how long in all.
-        events && events.up_down ? small(`down ${events.up_down}\u00d7, ${age(events.downtime_ms)} in all`) : null),
+        small([
+          server.health_reason,
+          check ? `checked ${age(Math.max(0, Date.now() - check.at_unix_ms))} ago${check.ok ? "" : ", failed"}` : null,
+          // From nodes that report them: how often it went down, and for how long in all.
+          events && events.up_down ? `down ${events.up_down}\u00d7, ${age(events.downtime_ms)} in all` : null,
+        ].filter(Boolean).join(" \u00b7 "))),
       h("td", { cls: "admin", title: source ? `${server.admin_state}: ${source}` : null },
         badge(server.admin_state, stateClass(server.admin_state)),
         source ? small(source) : null),
