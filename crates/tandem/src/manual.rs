@@ -97,6 +97,7 @@ fn write_pages(command: &clap::Command, dir: &Path, written: &mut Vec<PathBuf>) 
     let man = Man::new(command.clone())
         .title(name.to_uppercase())
         .section(SECTION)
+        .date(page_date())
         .source(format!("tandem {}", env!("CARGO_PKG_VERSION")))
         .manual("tandem manual");
     let mut page = Vec::new();
@@ -107,6 +108,40 @@ fn write_pages(command: &clap::Command, dir: &Path, written: &mut Vec<PathBuf>) 
     std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
     written.push(path);
     Ok(())
+}
+
+/// The pages' date (`.TH`'s third field; clap_mangen leaves an empty one unquoted, which shifts the source and
+/// manual fields): the day of `SOURCE_DATE_EPOCH` (build-package sets the commit's time, so one commit gives the
+/// same pages), else today.
+fn page_date() -> String {
+    let seconds = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|value| value.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(0))
+        });
+    iso_date(seconds.div_euclid(86_400))
+}
+
+/// `days` since 1970-01-01 as YYYY-MM-DD, proleptic Gregorian (Howard Hinnant's `civil_from_days`).
+fn iso_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// FILES (on the main page) and SEE ALSO, which clap has no place for.
@@ -201,7 +236,13 @@ mod tests {
         let dir = tempfile::tempdir()?;
         write_all(dir.path())?;
         let top = std::fs::read_to_string(dir.path().join("man/tandem.8"))?;
-        assert!(top.contains(".TH TANDEM 8"), "{top}");
+        // Five fields: title, section, date, source, manual (an empty date would shift the last two).
+        let title_line = format!(
+            ".TH TANDEM 8 {} \"tandem {}\" \"tandem manual\"",
+            page_date(),
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(top.contains(&title_line), "{title_line} not in {top}");
         assert!(top.contains("tandem\\-status(8)"), "subcommand list: {top}");
         assert!(
             top.contains(".SH FILES") && top.contains("/etc/tandem/node.toml"),
@@ -221,6 +262,15 @@ mod tests {
             "a hidden option is documented: {password}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn dates_are_gregorian() {
+        assert_eq!(iso_date(0), "1970-01-01");
+        assert_eq!(iso_date(-1), "1969-12-31");
+        assert_eq!(iso_date(11_016), "2000-02-29");
+        assert_eq!(iso_date(19_723), "2024-01-01");
+        assert_eq!(iso_date(20_793), "2026-12-06");
     }
 
     #[test]
