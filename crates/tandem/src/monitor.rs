@@ -90,6 +90,13 @@ pub fn judge(status: &Status) -> Verdict {
             warning.push(format!("peer {} lost", peer.name));
         }
     }
+    // Rolling upgrade half done (docs/upgrade.md): the peer is alive but unreadable, its state unknown.
+    if let Some(peer) = &status.cluster.wire.incompatible_peer {
+        warning.push(format!(
+            "peer {} speaks heartbeat wire version {}, unreadable here: upgrade this node",
+            peer.name, peer.version
+        ));
+    }
     if let ConfigSync::OutOfSync(why) = &status.config.sync {
         critical.push(format!("config out of sync: {why}"));
     }
@@ -198,6 +205,7 @@ fn shorten(items: &[String], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_status::IncompatiblePeer;
 
     /// The documented example of docs/admin-api.md: an active node with its standby peer, all up.
     fn example() -> Status {
@@ -270,6 +278,17 @@ mod tests {
             r.last_ack_age_ms = Some(SYNC_ACK_WARN_MS + 1);
         }
         assert_eq!(judge(&s).level, Level::Warning);
+
+        let mut s = healthy();
+        s.node.peer = None;
+        s.cluster.wire.incompatible_peer = Some(IncompatiblePeer {
+            name: "lb2".into(),
+            version: 2,
+            last_heard_ms: 10,
+        });
+        let v = judge(&s);
+        assert_eq!(v.level, Level::Warning, "{}", v.line);
+        assert!(v.line.contains("heartbeat wire version 2"), "{}", v.line);
     }
 
     #[test]
