@@ -341,7 +341,7 @@
       });
       let text = await answerText(response);
       if (response.status === 401) text = "Not signed in: " + text;
-      else if (response.status === 403) text = "Refused: " + text;
+      else if (response.status === 403 && !/^refused/i.test(text)) text = "Refused: " + text;
       say(text, response.ok);
     } catch (error) {
       say("The node did not answer: " + error.message, false);
