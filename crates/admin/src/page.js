@@ -162,7 +162,9 @@
       h("h3", null, p.name, h("span", { cls: "which" }, "peer, as this node hears it"), badge(p.state, stateClass(p.state))),
       h("dl", null,
         row("Role", p.role),
-        row("State", p.alive ? p.state : "dead: no heartbeat within the dead time",
+        row("State", p.alive
+          ? `${p.state}${p.state_since_ms === null || p.state_since_ms === undefined ? "" : ` for ${age(p.state_since_ms)}`}`
+          : "dead: no heartbeat within the dead time",
           small(`last heard ${age(p.last_heard_ms)} ago`)),
         row("Address", p.address || "-"),
         row("VIPs held", p.holds_vips ? vipList(s.node.vips) : "none"),

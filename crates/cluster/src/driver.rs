@@ -153,6 +153,8 @@ pub struct PeerStatus {
     pub servers_up: u32,
     pub servers_total: u32,
     pub last_heard: Instant,
+    /// Since when the peer's heartbeats carry `state`.
+    pub state_since: Instant,
     /// Heard within dead_ms.
     pub alive: bool,
 }
@@ -799,6 +801,7 @@ fn status_of(
             servers_up: hb.servers_up,
             servers_total: hb.servers_total,
             last_heard: origin + Duration::from_millis(p.last_heard_ms),
+            state_since: origin + Duration::from_millis(p.state_since_ms),
             alive: election.peer_alive(now_ms),
         }
     });

@@ -61,6 +61,10 @@ pub struct Peer {
     pub state: PeerState,
     pub alive: bool,
     pub last_heard_ms: u64,
+    /// How long the peer's heartbeats have carried `state` (as this node heard them); `null` from a node that
+    /// predates it.
+    #[serde(default)]
+    pub state_since_ms: Option<u64>,
     pub holds_vips: bool,
     pub config_generation: u64,
     /// Hex, as `config.digest`.

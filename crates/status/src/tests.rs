@@ -45,6 +45,7 @@ fn fully_populated() -> Status {
                 state: PeerState::Dead,
                 alive: false,
                 last_heard_ms: 1,
+                state_since_ms: Some(1),
                 holds_vips: false,
                 config_generation: 1,
                 config_digest: "00".into(),

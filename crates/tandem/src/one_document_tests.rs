@@ -60,6 +60,7 @@ fn document() -> Status {
                 state: PeerState::Heard(NodeState::Standby),
                 alive: true,
                 last_heard_ms: 40,
+                state_since_ms: Some(60_000),
                 holds_vips: false,
                 config_generation: 2,
                 config_digest: "00112233445566778899".into(),

@@ -26,6 +26,9 @@ pub struct ElectionStats {
 pub struct PeerView {
     pub heartbeat: Heartbeat,
     pub last_heard_ms: u64,
+    /// When the peer's heartbeats began to carry `heartbeat.state` (this run of the peer, heard without a
+    /// silence): "standby for 5 min" on the page, not "since the last heartbeat".
+    pub state_since_ms: u64,
 }
 
 /// A peer heard only in a wire version this node cannot parse, and when.

@@ -133,9 +133,20 @@ impl Election {
                 self.announce_on_contact = self.state == NodeState::Active;
             }
         }
+        let state_since_ms = match &previous {
+            Some(p)
+                if was_alive
+                    && p.heartbeat.state == hb.state
+                    && p.heartbeat.boot_epoch == hb.boot_epoch =>
+            {
+                p.state_since_ms
+            }
+            _ => now,
+        };
         self.peer = Some(PeerView {
             heartbeat: hb,
             last_heard_ms: now,
+            state_since_ms,
         });
         self.peer_clock_ms = now;
         self.peer_warned = false;

@@ -680,6 +680,31 @@ fn admin_release_and_takeover_move_the_role_cleanly() {
 }
 
 #[test]
+fn the_peer_state_is_dated_from_its_change_not_from_each_heartbeat() {
+    let mut sim = started(SimParams::new(200));
+    sim.run_for(3000);
+    let active_at = sim.became_active(0, 0).expect("lb1 active");
+    let view = sim.nodes[1].e().peer().expect("lb1 heard").clone();
+    assert_eq!(view.heartbeat.state, NodeState::Active);
+    assert!(
+        view.state_since_ms >= active_at && view.state_since_ms <= active_at + 10,
+        "lb1 active at {active_at}, dated {}",
+        view.state_since_ms
+    );
+    assert!(view.last_heard_ms > view.state_since_ms + 2000);
+    let t0 = sim.now;
+    sim.feed(0, Input::AdminRelease);
+    sim.run_for(1000);
+    let view = sim.nodes[1].e().peer().expect("lb1 heard");
+    assert_eq!(view.heartbeat.state, NodeState::Standby);
+    assert!(
+        view.state_since_ms >= t0 && view.state_since_ms <= t0 + 10,
+        "released at {t0}, dated {}",
+        view.state_since_ms
+    );
+}
+
+#[test]
 fn release_is_refused_without_a_ready_peer() {
     let mut sim = started(SimParams::new(20));
     sim.crash(1);

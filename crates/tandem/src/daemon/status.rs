@@ -101,6 +101,7 @@ impl Daemon {
             },
             alive: peer.alive,
             last_heard_ms: millis(peer.last_heard.elapsed()),
+            state_since_ms: Some(millis(peer.state_since.elapsed())),
             holds_vips: peer.holds_vips,
             config_generation: peer.config_generation,
             config_digest: hex::encode(peer.config_digest),
