@@ -770,7 +770,7 @@ fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() 
                   "manage_vips": true, "interface": "eth0", "vips": ["192.168.1.250"],
                   "vips_held": ["192.168.1.250"], "uptime_s": 600,
                   "peer": { "name": "lb2", "address": "192.168.1.22", "role": "secondary",
-                            "state": "active", "alive": true, "last_heard_ms": 120,
+                            "state": "active", "alive": true, "last_heard_ms": 120, "state_since_ms": 61_000,
                             "holds_vips": true, "config_generation": 4, "config_digest": "bbbbbbbbbbbbbbbb",
                             "servers_up": 0, "servers_total": 1 } },
         "config": { "generation": 3, "digest": "aaaaaaaaaaaaaaaa", "sync": "config out of sync: peer runs generation 4" },
@@ -814,6 +814,10 @@ fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() 
     let peer = browser.eval("document.getElementById('node-peer').innerText");
     assert!(
         peer.as_str().unwrap().contains("(differs from this node)"),
+        "{peer}"
+    );
+    assert!(
+        peer.as_str().unwrap().contains("active for 1 min 1 s"),
         "{peer}"
     );
     assert!(
