@@ -146,23 +146,37 @@ impl Conn<'_> {
     }
 
     /// Starts the access-log record of the request whose head is at the start of the buffer.
+    #[inline]
     fn begin_log(&mut self) {
         if self.log.is_some() {
-            let head = self.buf.as_ref().map_or(&[][..], |b| b.filled());
-            self.req = Some(ReqLog {
-                accepted: SystemTime::now(),
-                started: Instant::now(),
-                request: request_line(head).to_vec(),
-                server: None,
-                connect: None,
-                response: None,
-                status: 0,
-            });
+            self.begin_log_record();
         }
     }
 
+    #[inline(never)]
+    fn begin_log_record(&mut self) {
+        let head = self.buf.as_ref().map_or(&[][..], |b| b.filled());
+        self.req = Some(ReqLog {
+            accepted: SystemTime::now(),
+            started: Instant::now(),
+            request: request_line(head).to_vec(),
+            server: None,
+            connect: None,
+            response: None,
+            status: 0,
+        });
+    }
+
     /// Writes the access-log line of the request served (if logged).
+    #[inline]
     pub(super) fn finish_log(&mut self) {
+        if self.req.is_some() {
+            self.write_log_line();
+        }
+    }
+
+    #[inline(never)]
+    fn write_log_line(&mut self) {
         let (Some(log), Some(req)) = (&self.log, self.req.take()) else {
             return;
         };

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,7 @@ impl Conn<'_> {
         // Request body and response head; interim responses are passed on as they come.
         let mut got_bytes = false;
         // When the server had the request (or what it answered early to): what the response time counts from.
-        let mut waiting_since: Option<Instant> = None;
+        let mut waiting_since: Option<Duration> = None;
         let response = loop {
             if !body.done {
                 match self.relay_request_body(&up, body, server, &kill).await {
@@ -73,8 +73,8 @@ impl Conn<'_> {
                     Err(BodyFailure::Malformed(e)) => return self.bad_body(e).await,
                 }
             }
-            self.timer.set(Phase::WaitingResponse, self.server_timeout);
-            waiting_since.get_or_insert_with(Instant::now);
+            let now = self.timer.set(Phase::WaitingResponse, self.server_timeout);
+            waiting_since.get_or_insert(now);
             match self
                 .read_response_head(&mut up, info, set_cookie, server, &kill, &mut got_bytes)
                 .await
@@ -90,7 +90,7 @@ impl Conn<'_> {
                 }
                 Ok(r) => {
                     if let Some(since) = waiting_since {
-                        let took = since.elapsed();
+                        let took = self.timer.since().saturating_sub(since);
                         svc.metrics.response.observe(took);
                         if let Some(req) = &mut self.req {
                             req.response = Some(took);

@@ -65,15 +65,23 @@ impl Timer {
         self.base.elapsed().as_millis() as u64
     }
 
-    /// Enters `phase`, which must end within `limit` from now.
-    pub(super) fn set(&self, phase: Phase, limit: Duration) {
-        let deadline = self.now_ms().saturating_add(limit.as_millis() as u64);
+    /// Enters `phase`, which must end within `limit` from now. Returns now, as time since [`Timer::since`]'s
+    /// origin (one clock read serves the deadline and the response-time histogram).
+    pub(super) fn set(&self, phase: Phase, limit: Duration) -> Duration {
+        let now = self.base.elapsed();
+        let deadline = (now.as_millis() as u64).saturating_add(limit.as_millis() as u64);
         self.phase.store(phase as u8, Ordering::Relaxed);
         self.deadline_ms.store(deadline, Ordering::Release);
         // A later deadline is noticed when the armed sleep fires; an earlier one needs the watchdog now.
         if deadline < self.armed_ms.load(Ordering::Acquire) {
             self.watchdog.wake();
         }
+        now
+    }
+
+    /// Time since the origin of the values [`Timer::set`] returns.
+    pub(super) fn since(&self) -> Duration {
+        self.base.elapsed()
     }
 
     /// Enters `phase`, keeping the current deadline.
