@@ -93,6 +93,18 @@ impl Drop for Browser {
     }
 }
 
+/// A child process killed (by its pid) when dropped, unless taken out.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A GET over HTTP/1.1 (DevTools' own HTTP endpoint, which keeps the connection open and answers
 /// with a Content-Length, and the admin API): the body, or `None` when nothing answers.
 fn http_get(addr: &str, path: &str, authorization: Option<&str>) -> Option<String> {
@@ -163,6 +175,8 @@ impl Browser {
             .unwrap();
         // Chromium prints "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID".
         let stderr = child.stderr.take().unwrap();
+        // Until the page is attached, a failure must not leave the browser running.
+        let mut child = KillOnDrop(Some(child));
         let (found, listening) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
@@ -200,7 +214,7 @@ impl Browser {
             .unwrap();
         let (page, _) = tungstenite::client(page_url.as_str(), stream).unwrap();
         let mut browser = Browser {
-            child,
+            child: child.0.take().unwrap(),
             _profile: profile,
             page,
             next_id: 1,
