@@ -164,6 +164,15 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_section_needs_a_restart() {
+        let old = node("").unwrap();
+        let new = node("[access_log]\npath = \"stderr\"\n").unwrap();
+        let plan = crate::NodePlan::new(&old, &new);
+        assert_eq!(plan.restart_needed, vec!["access_log".to_string()]);
+        assert!(crate::NodePlan::new(&new, &new).is_empty());
+    }
+
+    #[test]
     fn a_service_named_twice_is_a_warning() {
         let text = "[node]\nname = \"lb1\"\nrole = \"primary\"\ninterface = \"eth0\"\naddress = \"192.168.1.21\"\n\
              peer = \"192.168.1.22\"\n[admin]\nlisten = \"127.0.0.1:9080\"\n\
