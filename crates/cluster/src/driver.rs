@@ -531,7 +531,7 @@ impl Driver {
         match self.check(datagram, from, now_ms) {
             Ok(input) => {
                 self.counters.received += 1;
-                if matches!(input, Input::PeerIncompatible { .. }) {
+                if matches!(input, Input::PeerIncompatible(_)) {
                     self.counters.incompatible += 1;
                 }
                 Some(input)
@@ -564,10 +564,7 @@ impl Driver {
                 }
                 self.guard.check_incompatible(&hb)?;
                 self.speak.heard(hb.boot_epoch, hb.version);
-                return Ok(Input::PeerIncompatible {
-                    node: hb.node,
-                    version: hb.version,
-                });
+                return Ok(Input::PeerIncompatible(hb));
             }
         };
         let (hb, version) = hb;

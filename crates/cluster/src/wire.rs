@@ -10,8 +10,8 @@
 //! bincode body, so a node can tell a newer or older peer apart before parsing anything.
 //!
 //! **The envelope is frozen across versions:** magic, version, the tag (HMAC-SHA256 under the shared secret over
-//! header and body) and the start of the body (cluster and node names, role and state as varints, boot epoch and
-//! sequence number, bincode 2 standard encoding). A node therefore authenticates a heartbeat of any version, and
+//! header and body) and the start of the body (cluster and node names, role and state as varints, boot epoch,
+//! sequence number and `holds_vips`, bincode 2 standard encoding). A node therefore authenticates a heartbeat of any version, and
 //! one of a version it cannot fully parse ([`Decoded::Incompatible`]) is still an authenticated, replay-checked sign
 //! of life of the peer: the election keeps such a peer alive without reading its state (`Input::PeerIncompatible`).
 //! A node reads every version in [`MIN_WIRE_VERSION`]`..=`[`WIRE_VERSION`] and answers a peer in the highest version
@@ -256,13 +256,17 @@ pub enum Decoded {
     Incompatible(IncompatibleHeartbeat),
 }
 
-/// The frozen envelope of a heartbeat of a version this node cannot parse (see the module doc).
+/// The frozen envelope of a heartbeat of a version this node cannot parse (see the module doc): enough to know the
+/// peer is alive (replay-checked), whether it may hold the VIPs, and who wins a split brain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncompatibleHeartbeat {
     pub version: u16,
     pub node: String,
+    /// `None`: a role number this node does not know (counts as not primary).
+    pub role: Option<Role>,
     pub boot_epoch: u64,
     pub seq: u64,
+    pub holds_vips: bool,
 }
 
 /// What the "next" release (wire version 2) appends to a version-1 body: the newest version its sender speaks. It
@@ -403,8 +407,14 @@ impl HeartbeatCodec {
             return Ok(Decoded::Incompatible(IncompatibleHeartbeat {
                 version,
                 node,
+                role: match envelope.role {
+                    0 => Some(Role::Primary),
+                    1 => Some(Role::Secondary),
+                    _ => None,
+                },
                 boot_epoch: envelope.boot_epoch,
                 seq: envelope.seq,
+                holds_vips: envelope.holds_vips,
             }));
         }
         let heartbeat = parse_body(body, version).ok_or(Reject::Malformed)?;
@@ -490,25 +500,34 @@ impl SpeakVersion {
 struct Envelope<'a> {
     cluster: &'a [u8],
     node: &'a [u8],
+    role: u64,
     boot_epoch: u64,
     seq: u64,
+    holds_vips: bool,
 }
 
 /// Parses the frozen envelope of an authenticated body: cluster, node, role (varint), state (varint), boot epoch,
-/// sequence number, in bincode 2 standard encoding. Role and state are skipped as numbers: a later version may
-/// have states this one does not know.
+/// sequence number, `holds_vips` (one byte, 0 or 1), in bincode 2 standard encoding. Role and state are read as
+/// numbers: a later version may have states this one does not know (the state is skipped).
 fn parse_envelope(body: &[u8]) -> Option<Envelope<'_>> {
     let (cluster, rest) = read_bytes(body)?;
     let (node, rest) = read_bytes(rest)?;
-    let (_role, rest) = read_varint(rest)?;
+    let (role, rest) = read_varint(rest)?;
     let (_state, rest) = read_varint(rest)?;
     let (boot_epoch, rest) = read_varint(rest)?;
-    let (seq, _) = read_varint(rest)?;
+    let (seq, rest) = read_varint(rest)?;
+    let holds_vips = match rest.first()? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
     Some(Envelope {
         cluster,
         node,
+        role,
         boot_epoch,
         seq,
+        holds_vips,
     })
 }
 
@@ -758,8 +777,10 @@ mod tests {
         let expected = Decoded::Incompatible(IncompatibleHeartbeat {
             version: 2,
             node: "lb1".into(),
+            role: Some(Role::Primary),
             boot_epoch: hb.boot_epoch,
             seq: 77,
+            holds_vips: true,
         });
         assert_eq!(old.decode_any(&bytes), Ok(expected));
         assert_eq!(old.decode(&bytes), Err(Reject::BadVersion));
@@ -944,15 +965,22 @@ mod tests {
             seq in any::<u64>(),
             epoch in any::<u64>(),
             state in 0usize..NodeState::ALL.len(),
+            secondary in any::<bool>(),
+            holds_vips in any::<bool>(),
         ) {
             let mut hb = sample(seq);
             hb.node = node.clone();
             hb.boot_epoch = epoch;
             hb.state = NodeState::ALL[state];
+            hb.holds_vips = holds_vips;
+            let role = if secondary { Role::Secondary } else { Role::Primary };
+            hb.role = role;
             let bytes = codec().with_versions(2, 2).encode(&hb).unwrap();
             prop_assert_eq!(
                 codec().with_versions(1, 1).decode_any(&bytes),
-                Ok(Decoded::Incompatible(IncompatibleHeartbeat { version: 2, node, boot_epoch: epoch, seq }))
+                Ok(Decoded::Incompatible(IncompatibleHeartbeat {
+                    version: 2, node, role: Some(role), boot_epoch: epoch, seq, holds_vips,
+                }))
             );
         }
 

@@ -84,24 +84,42 @@ impl Election {
 
     pub(super) fn evaluate_holder(&mut self, now: u64, out: &mut Vec<Action>) {
         let Some(peer) = self.live_peer(now).cloned() else {
-            self.split_brain_episode = false;
+            match self.peer_incompatible(now).cloned() {
+                // A peer we cannot read says it may hold the VIPs too: the split brain rule on its frozen envelope
+                // (role, name, epoch), which it computes the same way on ours.
+                Some(p) if p.holds_vips => {
+                    let won = self.wins_split_brain_over(
+                        p.role == Some(Role::Primary),
+                        &p.node,
+                        p.boot_epoch,
+                    );
+                    self.split_brain(&p.node, won, out);
+                    if !won && matches!(self.state, NodeState::Active | NodeState::Acquiring) {
+                        self.start_release(
+                            Reason::SplitBrainLost,
+                            false,
+                            NodeState::Standby,
+                            now,
+                            out,
+                        );
+                    }
+                }
+                Some(_) if self.split_brain_episode => {
+                    // The loser has dropped the addresses: make sure every neighbour points here.
+                    self.split_brain_episode = false;
+                    if self.state == NodeState::Active {
+                        self.announce(out);
+                    }
+                }
+                _ => self.split_brain_episode = false,
+            }
             return;
         };
         if peer.holds_vips {
             // Both hold the VIPs: only a partition can lead here (handovers never overlap). The peer may already be
             // dropping them (it noticed first): then this node only has to announce.
             let won = self.wins_split_brain(&peer);
-            if !self.split_brain_episode {
-                self.split_brain_episode = true;
-                self.stats.split_brains += 1;
-                out.push(Action::Event(Event::SplitBrain {
-                    peer: peer.node.clone(),
-                    won,
-                }));
-                if won && self.state == NodeState::Active {
-                    self.announce(out);
-                }
-            }
+            self.split_brain(&peer.node, won, out);
             if !won && matches!(peer.state, NodeState::Active | NodeState::Acquiring) {
                 self.start_release(Reason::SplitBrainLost, false, NodeState::Standby, now, out);
             }
@@ -158,14 +176,31 @@ impl Election {
 
     /// Split brain: the primary keeps the VIPs; equal roles fall back to the lower node name.
     pub(super) fn wins_split_brain(&self, peer: &Heartbeat) -> bool {
+        self.wins_split_brain_over(peer.role == Role::Primary, &peer.node, peer.boot_epoch)
+    }
+
+    /// The split brain rule on the fields every wire version carries (the frozen envelope).
+    pub(super) fn wins_split_brain_over(&self, peer_primary: bool, node: &str, epoch: u64) -> bool {
         let mine = (
             self.cfg.role == Role::Primary,
             std::cmp::Reverse((self.cfg.node.as_str(), self.cfg.boot_epoch)),
         );
-        let theirs = (
-            peer.role == Role::Primary,
-            std::cmp::Reverse((peer.node.as_str(), peer.boot_epoch)),
-        );
+        let theirs = (peer_primary, std::cmp::Reverse((node, epoch)));
         mine > theirs
+    }
+
+    /// Counts and reports a split brain episode once; the winner announces.
+    fn split_brain(&mut self, peer: &str, won: bool, out: &mut Vec<Action>) {
+        if !self.split_brain_episode {
+            self.split_brain_episode = true;
+            self.stats.split_brains += 1;
+            out.push(Action::Event(Event::SplitBrain {
+                peer: peer.to_owned(),
+                won,
+            }));
+            if won && self.state == NodeState::Active {
+                self.announce(out);
+            }
+        }
     }
 }

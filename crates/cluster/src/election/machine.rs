@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use super::config::ElectionConfig;
 use super::messages::{Action, Event, Input, Reason, STOP_RESEND_MS, VipOp};
-use crate::wire::{Heartbeat, NodeState, PingState};
+use crate::wire::{Heartbeat, NodeState, PingState, Role};
 
 /// Counters kept by the election.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,11 +31,15 @@ pub struct PeerView {
     pub state_since_ms: u64,
 }
 
-/// A peer heard only in a wire version this node cannot parse, and when.
+/// A peer heard only in a wire version this node cannot parse: its frozen envelope, and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IncompatiblePeer {
     pub node: String,
     pub version: u16,
+    pub role: Option<Role>,
+    pub boot_epoch: u64,
+    /// The peer may have the VIPs on its interface.
+    pub holds_vips: bool,
     pub last_heard_ms: u64,
 }
 
@@ -246,9 +250,7 @@ impl Election {
         match input {
             Input::Tick => {}
             Input::PeerHeartbeat(hb) => self.on_heartbeat(hb, now_ms, &mut out),
-            Input::PeerIncompatible { node, version } => {
-                self.on_incompatible(node, version, now_ms, &mut out)
-            }
+            Input::PeerIncompatible(hb) => self.on_incompatible(hb, now_ms, &mut out),
             Input::PingResult { reachable } => {
                 let ping = if reachable {
                     PingState::Reachable

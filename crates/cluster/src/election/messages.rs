@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::config::Timings;
-use crate::wire::{Heartbeat, NodeState};
+use crate::wire::{Heartbeat, IncompatibleHeartbeat, NodeState};
 
 /// What happens to the election.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,12 +11,10 @@ pub enum Input {
     /// An authenticated, replay-checked heartbeat from the peer.
     PeerHeartbeat(Heartbeat),
     /// An authenticated, replay-checked heartbeat from the peer in a wire version this node cannot parse (a newer
-    /// release during a rolling upgrade): the peer is alive, its state unknown. It keeps the peer from being
-    /// declared dead and never lets this node take the VIPs (see `Election::peer_incompatible`).
-    PeerIncompatible {
-        node: String,
-        version: u16,
-    },
+    /// release during a rolling upgrade), of which only the frozen envelope was read: the peer is alive, its state
+    /// unknown but for whether it may hold the VIPs. It keeps the peer from being declared dead and never lets this
+    /// node take the VIPs (see `Election::peer_incompatible`).
+    PeerIncompatible(IncompatibleHeartbeat),
     /// Time passed (call at [`Election::next_timeout`](super::Election::next_timeout) or more often).
     Tick,
     /// Aggregate result of the ping nodes: can this node reach at least one?

@@ -4,7 +4,7 @@
 use super::config::Timings;
 use super::machine::{Election, IncompatiblePeer, PeerView};
 use super::messages::{Action, Event, refuse};
-use crate::wire::{Heartbeat, NodeState, PingState, Role};
+use crate::wire::{Heartbeat, IncompatibleHeartbeat, NodeState, PingState, Role};
 
 impl Election {
     /// New `[heartbeat]` timings and auto-failback, taken live. The rule for the switch: no timer already running
@@ -157,29 +157,34 @@ impl Election {
     /// nothing it says is known, so the last readable heartbeat is dropped rather than trusted as current.
     pub(super) fn on_incompatible(
         &mut self,
-        node: String,
-        version: u16,
+        hb: IncompatibleHeartbeat,
         now: u64,
         out: &mut Vec<Action>,
     ) {
-        if node == self.cfg.node {
+        if hb.node == self.cfg.node {
             return;
         }
-        let news = self
-            .peer_incompatible(now)
-            .is_none_or(|p| p.version != version || p.node != node);
+        let previous = self.peer_incompatible(now);
+        let news = previous.is_none_or(|p| p.version != hb.version || p.node != hb.node);
+        // A change of "may hold the VIPs" deserves an answer at once, as a readable heartbeat's would.
+        let holds_changed = previous.is_some_and(|p| p.holds_vips != hb.holds_vips);
         if news {
             out.push(Action::Event(Event::PeerIncompatible {
-                node: node.clone(),
-                version,
+                node: hb.node.clone(),
+                version: hb.version,
             }));
-            // Our next heartbeat (in our own version) tells the newer peer at once that we are here.
+        }
+        if news || holds_changed {
+            // Our next heartbeat (in our own version) tells the newer peer at once where we stand.
             self.send_now = true;
         }
         self.peer = None;
         self.incompatible = Some(IncompatiblePeer {
-            node,
-            version,
+            node: hb.node,
+            version: hb.version,
+            role: hb.role,
+            boot_epoch: hb.boot_epoch,
+            holds_vips: hb.holds_vips,
             last_heard_ms: now,
         });
         self.peer_clock_ms = now;

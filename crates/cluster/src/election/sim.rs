@@ -522,13 +522,7 @@ impl Sim {
                     if verdict.is_ok() {
                         self.incompatible_delivered[f.to] += 1;
                         self.speak[f.to].heard(hb.boot_epoch, hb.version);
-                        self.feed(
-                            f.to,
-                            Input::PeerIncompatible {
-                                node: hb.node,
-                                version: hb.version,
-                            },
-                        );
+                        self.feed(f.to, Input::PeerIncompatible(hb));
                     }
                     continue;
                 }
