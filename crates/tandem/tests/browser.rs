@@ -647,11 +647,26 @@ fn the_page_shows_a_running_daemon_and_drains_a_server_with_a_click() {
         "{service_row}"
     );
 
-    // It refreshes from /api/status with the page's credentials.
+    // It refreshes from /api/status with the page's credentials, in place: the rows and buttons
+    // are the same DOM nodes after two refreshes (nothing is rebuilt, so nothing flickers).
+    browser.eval(
+        "window.row = document.querySelector('tr.server[data-server=\"ctl-2\"]'); \
+         window.button = window.row.querySelector('button[data-action=drain]'); window.refreshes = 0; \
+         new MutationObserver(() => window.refreshes++).observe(document.getElementById('refreshed'), \
+         {childList: true, characterData: true, subtree: true}); true",
+    );
     browser.wait_for(
-        "document.getElementById('refreshed').textContent.startsWith('updated')",
-        "a refresh from /api/status",
+        "document.getElementById('refreshed').textContent.startsWith('updated') && window.refreshes >= 2",
+        "two refreshes from /api/status",
         Duration::from_secs(10),
+    );
+    assert_eq!(
+        browser.eval(
+            "window.row === document.querySelector('tr.server[data-server=\"ctl-2\"]') && window.row.isConnected \
+             && window.button === window.row.querySelector('button[data-action=drain]')"
+        ),
+        true,
+        "the refresh rebuilt the rows"
     );
 
     // Halt asked and cancelled: nothing changes.
