@@ -6,7 +6,9 @@
 //! after `init_dead_ms`), or (b) its peer's latest heartbeat says the peer holds no VIPs and grants it the role —
 //! by handing over, by being stopped or in fault, or by acknowledging this node's claim while standing by. So two
 //! nodes that hear each other never both add the VIPs; two that did not (a partition) resolve it as soon as one
-//! heartbeat gets through: the primary (then the lower node name) keeps them, the other drops them.
+//! heartbeat gets through: the primary (then the lower node name) keeps them, the other drops them. A peer heard only
+//! in a wire version this node cannot read ([`Input::PeerIncompatible`], a rolling upgrade) is alive with an unknown
+//! state: never a reason to take the VIPs, and a split brain with it is resolved on its frozen envelope.
 //!
 //! The files, one concern each: `config` (timings and the node's place in the pair), `messages` (inputs,
 //! actions, events), `machine` (the state machine, its timer and the VIP steps), `peer` (the peer's heartbeat,

@@ -125,7 +125,8 @@ impl PingState {
     }
 }
 
-/// One heartbeat: everything a node tells its peer, several times a second.
+/// One heartbeat: everything a node tells its peer, several times a second. Its first seven fields, in this order
+/// and encoding, are the frozen envelope every later wire version keeps (`parse_envelope`): never reorder them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Cluster id (`[cluster] name`): heartbeats of another cluster are dropped.
