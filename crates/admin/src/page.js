@@ -212,6 +212,7 @@
     const p = service.persistence;
     const details = [
       p.table_size ? `stick table ${service.stick_table_size}/${p.table_size}` : null,
+      service.traffic && service.traffic.stick_table_evictions ? `${service.traffic.stick_table_evictions} evicted` : null,
       p.timeout_s ? `expiry ${p.timeout_s} s` : null,
       p.cookie_name ? `cookie ${p.cookie_name}` : null,
     ].filter(Boolean);

@@ -809,9 +809,14 @@ fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() 
         "replication": null,
         "services": [ { "label": hostile, "vip": "192.168.1.250", "ports": [3306], "mode": "tcp",
             "balance": "round-robin",
-            "persistence": { "mode": "none", "timeout_s": 0, "table_size": 0, "cookie_name": "" },
+            "persistence": { "mode": "source-ip", "timeout_s": 600, "table_size": 100, "cookie_name": "" },
             "current_connections": 0, "total_connections": 0, "bytes_in": 0, "bytes_out": 0, "failures": 7,
-            "bind_errors": [], "stick_table_size": 0,
+            "bind_errors": [], "stick_table_size": 100,
+            "traffic": { "stick_table_capacity": 100, "stick_table_evictions": 12,
+                         "http_responses": { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0 },
+                         "response_seconds": { "le": [], "cumulative": [], "count": 0, "sum_seconds": 0.0 },
+                         "connect_seconds": { "le": [], "cumulative": [], "count": 0, "sum_seconds": 0.0 },
+                         "access_log_lines": 0, "access_log_dropped": 0 },
             "servers": [ { "label": "s1", "address": "192.168.1.150", "port": null,
                 "weight": 100, "health": "down", "health_reason": "connect refused", "admin_state": "online",
                 "admin_source": null, "current_connections": 0, "total_connections": 0, "bytes_in": 0,
@@ -859,6 +864,14 @@ fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() 
         0
     );
     assert_eq!(browser.eval("window.pwned === undefined"), true);
+    let service = browser.eval("document.querySelector('tr.service').innerText");
+    assert!(
+        service
+            .as_str()
+            .unwrap()
+            .contains("stick table 100/100, 12 evicted, expiry 600 s"),
+        "{service}"
+    );
     let label = browser.eval("document.querySelector('tr.service .label').textContent");
     assert_eq!(label, hostile);
     let server = browser.eval("document.querySelector('tr.server').innerText");
