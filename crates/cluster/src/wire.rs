@@ -169,7 +169,7 @@ pub enum Reject {
     Oversize,
     #[error("not a tandem heartbeat (bad magic)")]
     Malformed,
-    #[error("unsupported heartbeat wire version")]
+    #[error("heartbeat of a wire version this node does not read, not authenticated")]
     BadVersion,
     #[error("authentication failed (wrong key or altered datagram)")]
     BadMac,
