@@ -3,7 +3,7 @@
 # client probes the VIP. Sourced by netns-tests/drill.
 #
 # "old" is the lab's tandem binary; "next" is the same tree built with the test feature `wire-next` (heartbeat wire
-# version 2 reading 1..=2, sync protocol 3 reading 2..=3: the next release), into target/wire-next. Each node runs
+# version 2 reading 1..=2, sync protocol 3 reading 2..=3: the next release; see ru_build_next). Each node runs
 # its own copy of the binary ($LAB_TMP/tandem/NODE/bin/tandem); an upgrade is: stop (SIGTERM), replace the file,
 # start. A watcher on each node records VIP presence through the whole drill; one probe per phase:
 #   1. upgrade-standby  lb2 (standby) stopped, upgraded, started: lb1 stays active, 0 failed requests. In the mixed
@@ -20,18 +20,30 @@
 TANDEM_DRILLS+=(rolling-upgrade)
 variants_rolling_upgrade() { echo "200 1000"; } # the operator's timings: an upgrade is about procedure, not speed
 
-RU_NEXT_TARGET=${RU_NEXT_TARGET:-$TND_ROOT/target/wire-next}
+# RU_NEXT_TARGET: build the next release into that target dir (a full second build of every dependency). Unset, it is
+# built in the lab's own target dir, where only tandem-cluster, tandem-sync and tandem are compiled again (their
+# features differ), and the lab's binary is put back afterwards: minutes less in CI.
+RU_NEXT_TARGET=${RU_NEXT_TARGET:-}
 RU_HANDOVER_BOUND_MS=${RU_HANDOVER_BOUND_MS:-20}
 
 # ru_build_next: the next release's binary (same profile as the lab's); sets RU_NEXT
 ru_build_next() {
-  local profile=debug args=()
+  local profile=debug args=() target_dir keep
   [[ $TANDEM == */release/* ]] && { profile=release; args=(--release); }
-  log "building the next release (feature wire-next, $profile) into $RU_NEXT_TARGET"
-  (cd "$TND_ROOT" && cargo build -p tandem --features wire-next --target-dir "$RU_NEXT_TARGET" "${args[@]}" >&2) ||
+  target_dir=${RU_NEXT_TARGET:-$(dirname "$(dirname "$TANDEM")")}
+  keep="$LAB_TMP/tandem-current"
+  cp "$TANDEM" "$keep" || return 1
+  log "building the next release (feature wire-next, $profile) in $target_dir"
+  if ! (cd "$TND_ROOT" && cargo build -p tandem --features wire-next --target-dir "$target_dir" "${args[@]}" >&2); then
     return 1
-  RU_NEXT="$RU_NEXT_TARGET/$profile/tandem"
-  [[ -x $RU_NEXT ]]
+  fi
+  RU_NEXT="$LAB_TMP/tandem-next"
+  cp "$target_dir/$profile/tandem" "$RU_NEXT" || return 1
+  # the lab's binary again, replaced by rename (it may be running: no writing into it)
+  if [[ -z $RU_NEXT_TARGET ]]; then
+    cp "$keep" "$TANDEM.ru-restore" && mv -f "$TANDEM.ru-restore" "$TANDEM" || return 1
+  fi
+  [[ -x $RU_NEXT ]] && ! cmp -s "$RU_NEXT" "$TANDEM"
 }
 ru_bin() { echo "$(td_dir "$1")/bin/tandem"; }
 # ru_install NODE BINARY: put BINARY in place as NODE's tandem (the node's daemon must be stopped)
@@ -74,7 +86,8 @@ for node, path in enumerate(sys.argv[1:3]):
             except ValueError:
                 continue
             events.append((float(e["at_ms"]), node, bool(e["present"])))
-events.sort()
+# at the same instant (the watchers' resolution), a removal before an addition: not an overlap anyone could see
+events.sort(key=lambda e: (e[0], e[2]))
 held = [False, False]
 episodes, total, since = 0, 0.0, None
 for at, node, present in events:
