@@ -189,21 +189,46 @@ fn write_lines(
 
 /// The date as HAProxy writes it: `06/Dec/2026:16:05:57.123` (UTC).
 pub fn log_date(t: SystemTime) -> String {
+    let mut s = String::with_capacity(24);
+    push_log_date(&mut s, t);
+    s
+}
+
+/// Appends [`log_date`]'s text. The part down to the second is formatted once per second per thread (most lines of
+/// a busy service share it), the milliseconds every time.
+fn push_log_date(s: &mut String, t: SystemTime) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{day:02}/{}/{y:04}:{:02}:{:02}:{:02}.{:03}",
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            cached.1.clear();
+            let _ = write!(
+                cached.1,
+                "{day:02}/{}/{y:04}:{:02}:{:02}:{:02}.",
+                MONTHS[(m - 1) as usize],
+                rem / 3600,
+                rem / 60 % 60,
+                rem % 60,
+            );
+            cached.0 = secs;
+        }
+        s.push_str(&cached.1);
+    });
+    let ms = d.subsec_millis();
+    for digit in [ms / 100, ms / 10 % 10, ms % 10] {
+        s.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (H. Hinnant's algorithm).
@@ -246,11 +271,11 @@ impl HttpLine<'_> {
     /// `CLIENT:PORT [DATE] VIP:PORT SERVICE/SERVER Tc/Tr/Ta STATUS BYTES_OUT BYTES_IN "REQUEST LINE"`
     pub(crate) fn format(&self) -> String {
         let mut s = String::with_capacity(160 + self.request.len());
+        let _ = write!(s, "{} [", self.client);
+        push_log_date(&mut s, self.accepted);
         let _ = write!(
             s,
-            "{} [{}] {} {}/{} {}/{}/{} {} {} {} \"",
-            self.client,
-            log_date(self.accepted),
+            "] {} {}/{} {}/{}/{} {} {} {} \"",
             self.frontend,
             self.service,
             self.server.unwrap_or("<NOSRV>"),
@@ -316,10 +341,12 @@ pub(crate) struct TcpLine<'a> {
 impl TcpLine<'_> {
     /// `CLIENT:PORT [DATE] VIP:PORT SERVICE/SERVER Tc/Tt BYTES_OUT BYTES_IN END`
     pub(crate) fn format(&self) -> String {
-        format!(
-            "{} [{}] {} {}/{} {}/{} {} {} {}",
-            self.client,
-            log_date(self.accepted),
+        let mut s = String::with_capacity(128);
+        let _ = write!(s, "{} [", self.client);
+        push_log_date(&mut s, self.accepted);
+        let _ = write!(
+            s,
+            "] {} {}/{} {}/{} {} {} {}",
             self.frontend,
             self.service,
             self.server.unwrap_or("<NOSRV>"),
@@ -328,7 +355,8 @@ impl TcpLine<'_> {
             self.bytes_out,
             self.bytes_in,
             self.end.code()
-        )
+        );
+        s
     }
 }
 
@@ -368,6 +396,21 @@ mod tests {
         // A leap day.
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(log_date(t), "29/Feb/2000:00:00:00.000");
+    }
+
+    #[test]
+    fn the_cached_second_follows_the_clock() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_796_573_157_999);
+        assert_eq!(log_date(t), "06/Dec/2026:16:05:57.999");
+        assert_eq!(
+            log_date(t + Duration::from_millis(1)),
+            "06/Dec/2026:16:05:58.000"
+        );
+        assert_eq!(log_date(t), "06/Dec/2026:16:05:57.999");
+        assert_eq!(
+            log_date(t + Duration::from_millis(86_400_000)),
+            "07/Dec/2026:16:05:57.999"
+        );
     }
 
     #[test]
