@@ -165,6 +165,9 @@ pub struct HeartbeatCounters {
     pub sent: u64,
     pub send_errors: u64,
     pub received: u64,
+    /// Heartbeats the peer should have sent (one per interval) that never arrived: the gaps between accepted
+    /// heartbeats, counted when the next one arrives.
+    pub missed: u64,
     /// Authenticated heartbeats of a wire version this node cannot parse (a newer peer): signs of life only.
     pub incompatible: u64,
     pub rejected: RejectCounts,
@@ -307,6 +310,7 @@ pub fn spawn_on(
         election,
         origin,
         counters: HeartbeatCounters::default(),
+        last_accepted_ms: None,
         rejected_shown: RejectCounts::default(),
         rejected_due_ms: 0,
         reject_log: RejectLog::new(),
@@ -336,6 +340,8 @@ struct Driver {
     socket: HbSocket,
     origin: Instant,
     counters: HeartbeatCounters,
+    /// When the last heartbeat was accepted (for `missed`).
+    last_accepted_ms: Option<u64>,
     /// The rejection counts last put in the status, and when they may be refreshed next.
     rejected_shown: RejectCounts,
     rejected_due_ms: u64,
@@ -346,6 +352,32 @@ struct Driver {
     last_event: Option<String>,
     /// Shared with [`ClusterHandle::turns`].
     turns: Arc<AtomicU64>,
+}
+
+/// Heartbeats missing from a gap of `gap_ms` between two that arrived, at one per `interval_ms` (rounded to the
+/// nearest interval; a gap up to 1.5 intervals is on time).
+fn missed_in_gap(gap_ms: u64, interval_ms: u64) -> u64 {
+    let interval = interval_ms.max(1);
+    if gap_ms <= interval + interval / 2 {
+        return 0;
+    }
+    (gap_ms + interval / 2) / interval - 1
+}
+
+#[cfg(test)]
+#[test]
+fn missed_heartbeats_are_the_intervals_of_a_gap() {
+    assert_eq!(missed_in_gap(200, 200), 0);
+    assert_eq!(
+        missed_in_gap(300, 200),
+        0,
+        "half an interval late is on time"
+    );
+    assert_eq!(missed_in_gap(301, 200), 1);
+    assert_eq!(missed_in_gap(400, 200), 1);
+    assert_eq!(missed_in_gap(1_000, 200), 4);
+    assert_eq!(missed_in_gap(60_000, 200), 299);
+    assert_eq!(missed_in_gap(5, 0), 4, "a zero interval counts as 1 ms");
 }
 
 /// Connects the socket to the peer, so the kernel delivers nothing from any other address (no wake-up, no copy),
@@ -531,6 +563,7 @@ impl Driver {
         match self.check(datagram, from, now_ms) {
             Ok(input) => {
                 self.counters.received += 1;
+                self.count_missed(now_ms);
                 if matches!(input, Input::PeerIncompatible(_)) {
                     self.counters.incompatible += 1;
                 }
@@ -543,6 +576,15 @@ impl Driver {
                 }
                 None
             }
+        }
+    }
+
+    /// A heartbeat arrived at `now_ms`: the ones that should have come since the last (one per interval, half an
+    /// interval of lateness allowed) are counted as missed.
+    fn count_missed(&mut self, now_ms: u64) {
+        let interval = self.election.config().timings.interval_ms.max(1);
+        if let Some(last) = self.last_accepted_ms.replace(now_ms) {
+            self.counters.missed += missed_in_gap(now_ms.saturating_sub(last), interval);
         }
     }
 

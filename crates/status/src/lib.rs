@@ -165,6 +165,10 @@ pub struct Heartbeats {
     pub sent: u64,
     pub send_errors: u64,
     pub received: u64,
+    /// Heartbeats the peer should have sent that never arrived (gaps, counted when the next one arrives); 0 from
+    /// a node that predates it.
+    #[serde(default)]
+    pub missed: u64,
     /// Dropped datagrams by reason, zeros included.
     pub rejected: BTreeMap<String, u64>,
 }

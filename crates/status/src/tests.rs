@@ -70,6 +70,7 @@ fn fully_populated() -> Status {
                 sent: 1,
                 send_errors: 1,
                 received: 1,
+                missed: 1,
                 rejected: counts.clone(),
             },
             wire: Wire {

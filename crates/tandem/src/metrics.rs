@@ -280,6 +280,11 @@ fn render_node(b: &Builder, status: &Status) {
         "Valid heartbeat datagrams received",
         cluster.heartbeats.received,
     );
+    b.counter(
+        "tandem_heartbeats_missed_total",
+        "Heartbeats the peer should have sent (one per interval) that never arrived",
+        cluster.heartbeats.missed,
+    );
     if let Some(rejected) = b.counter_vec(
         "tandem_heartbeats_rejected_total",
         "Heartbeat datagrams dropped, by reason",
@@ -736,6 +741,7 @@ mod traffic_tests {
             "tandem_service_no_server_total{service=\"mysql\"} 0".into(),
             "tandem_access_log_dropped_total{service=\"mysql\"} 0".into(),
             "tandem_reloads_total{result=\"ok\"} 2".into(),
+            "tandem_heartbeats_missed_total 2".into(),
             "tandem_reloads_total{result=\"rejected\"} 1".into(),
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

@@ -85,6 +85,7 @@ fn document() -> Status {
                 sent: 300,
                 send_errors: 0,
                 received: 298,
+                missed: 0,
                 rejected: [("bad_mac".to_owned(), 2)].into(),
             },
             wire: Default::default(),

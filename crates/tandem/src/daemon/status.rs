@@ -55,6 +55,7 @@ impl Daemon {
                     sent: cluster.heartbeats.sent,
                     send_errors: cluster.heartbeats.send_errors,
                     received: cluster.heartbeats.received,
+                    missed: cluster.heartbeats.missed,
                     rejected: cluster
                         .heartbeats
                         .rejected
