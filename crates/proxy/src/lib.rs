@@ -93,6 +93,7 @@ mod h1;
 pub mod health;
 mod http;
 pub mod listener;
+mod log_gate;
 pub mod metrics;
 mod pool;
 pub mod relay;

@@ -103,6 +103,8 @@ pub struct ServiceMetrics {
     pub access_log_dropped: AtomicU64,
     /// Access-log lines queued.
     pub access_log_lines: AtomicU64,
+    /// Rate limits of the per-connection failure lines in the log.
+    pub failure_logs: crate::log_gate::FailureLogs,
 }
 
 #[cfg(test)]

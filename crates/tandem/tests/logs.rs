@@ -83,12 +83,40 @@ fn json_log_lines_are_objects_with_time_level_target_message_and_fields() {
         }
         seen.push(line);
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(backend);
     assert!(
         server_down && state_change,
         "server DOWN seen: {server_down}, state change seen: {state_change}; lines:\n{}",
         seen.join("\n")
     );
+
+    // Every server down: 50 clients in a burst get one "no real server" line, not 50; the next one,
+    // a second later, says how many were held back.
+    let connect = || {
+        if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.76:25306") {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = std::io::Read::read(&mut s, &mut [0u8; 16]);
+        }
+    };
+    for _ in 0..50 {
+        connect();
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    connect();
+    let mut no_server = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["message"] == "no real server available; closing client connection" {
+            no_server.push(event);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(backend);
+    assert_eq!(no_server.len(), 2, "{no_server:?}");
+    assert_eq!(no_server[0]["held_back"], 0, "{no_server:?}");
+    assert_eq!(no_server[1]["held_back"], 49, "{no_server:?}");
 }

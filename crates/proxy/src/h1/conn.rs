@@ -349,7 +349,14 @@ impl Conn<'_> {
                             }
                             Err(e) => {
                                 server.connect_failures.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, "connect to real server failed");
+                                if let Some(held) = svc
+                                    .metrics
+                                    .failure_logs
+                                    .connect_failed
+                                    .admit(crate::log_gate::now_ms())
+                                {
+                                    tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, held_back = held, "connect to real server failed");
+                                }
                                 break Err(());
                             }
                         }

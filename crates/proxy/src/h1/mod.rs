@@ -176,7 +176,14 @@ async fn serve_requests(
     };
     match fired {
         Some(Phase::WaitingResponse) => {
-            tracing::warn!(service = %svc.cfg.label, client = %peer, "real server did not answer within the server timeout");
+            if let Some(held) = svc
+                .metrics
+                .failure_logs
+                .server_timeout
+                .admit(crate::log_gate::now_ms())
+            {
+                tracing::warn!(service = %svc.cfg.label, client = %peer, held_back = held, "real server did not answer within the server timeout");
+            }
             let page = closing_error(
                 504,
                 "Gateway Timeout",

@@ -351,7 +351,14 @@ async fn handle_request(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response
                     Ok(s) => s,
                     Err(e) => {
                         server.connect_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, "connect to real server failed");
+                        if let Some(held) = svc
+                            .metrics
+                            .failure_logs
+                            .connect_failed
+                            .admit(crate::log_gate::now_ms())
+                        {
+                            tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, held_back = held, "connect to real server failed");
+                        }
                         break;
                     }
                 },
@@ -426,7 +433,14 @@ async fn handle_request(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response
                     }
                 }
                 Err(_) => {
-                    tracing::warn!(service = %svc.cfg.label, server = %server.label, "real server did not answer within the server timeout");
+                    if let Some(held) = svc
+                        .metrics
+                        .failure_logs
+                        .server_timeout
+                        .admit(crate::log_gate::now_ms())
+                    {
+                        tracing::warn!(service = %svc.cfg.label, server = %server.label, held_back = held, "real server did not answer within the server timeout");
+                    }
                     return error_page(
                         StatusCode::GATEWAY_TIMEOUT,
                         &svc.cfg.label,
