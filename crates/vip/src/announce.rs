@@ -3,8 +3,11 @@
 //! One round sends one frame per VIP. A burst is `count` rounds `spacing` apart, the first at once; after it an
 //! optional refresh sends one round every `refresh`. [`AnnounceSchedule`] is the timing, without clocks or sockets;
 //! [`Announcer::start`] drives it on tokio and can be stopped at any time (when the node releases its VIPs).
+//! [`AnnounceCounts`] counts the frames the kernel accepted, for `tandem_garp_sent_total`.
 
+use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -71,13 +74,45 @@ impl AnnounceSchedule {
     }
 }
 
-/// Sends announcements for VIPs on the manager's interface. Clones share one packet socket.
+/// Announcement frames handed to the kernel successfully, by address family, since the [`Announcer`] was made.
+/// Clones share the counts, so a copy kept elsewhere reads them without locking whoever owns the announcer.
+#[derive(Debug, Clone, Default)]
+pub struct AnnounceCounts {
+    /// Gratuitous ARP frames (IPv4 VIPs).
+    ipv4: Arc<AtomicU64>,
+    /// Unsolicited neighbour advertisements (IPv6 VIPs).
+    ipv6: Arc<AtomicU64>,
+}
+
+impl AnnounceCounts {
+    /// Gratuitous ARP frames sent (both frames of the `Both` form count).
+    pub fn ipv4(&self) -> u64 {
+        self.ipv4.load(Ordering::Relaxed)
+    }
+
+    /// Unsolicited neighbour advertisements sent.
+    pub fn ipv6(&self) -> u64 {
+        self.ipv6.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, vip: &Vip) {
+        let family = if vip.addr().is_ipv4() {
+            &self.ipv4
+        } else {
+            &self.ipv6
+        };
+        family.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends announcements for VIPs on the manager's interface. Clones share one packet socket and the counts.
 #[derive(Debug, Clone)]
 pub struct Announcer {
     manager: Arc<VipManager>,
     /// Opened on first use and kept: closing an AF_PACKET socket waits for an RCU grace period (~10 ms), which a
     /// takeover should not pay on every round.
     socket: Arc<Mutex<Option<Arc<PacketSocket>>>>,
+    counts: AnnounceCounts,
 }
 
 impl Announcer {
@@ -86,7 +121,13 @@ impl Announcer {
         Self {
             manager,
             socket: Arc::new(Mutex::new(None)),
+            counts: AnnounceCounts::default(),
         }
+    }
+
+    /// The frames this announcer (and its clones) got the kernel to take so far.
+    pub fn counts(&self) -> AnnounceCounts {
+        self.counts.clone()
     }
 
     fn socket(&self) -> Result<Arc<PacketSocket>, VipError> {
@@ -128,28 +169,14 @@ impl Announcer {
             });
         }
         let socket = self.socket()?;
-        let mut sent = 0;
-        for vip in vips {
-            let (frames, destination, ethertype) = match vip.addr() {
-                IpAddr::V4(addr) => (
-                    frames::gratuitous_arps(mac, addr, arp_mode),
-                    BROADCAST_MAC,
-                    ETH_P_ARP,
-                ),
-                IpAddr::V6(addr) => (
-                    vec![frames::unsolicited_na(mac, addr)],
-                    ALL_NODES_MAC,
-                    ETH_P_IPV6,
-                ),
-            };
-            for frame in &frames {
-                socket
-                    .send(link.index, destination, ethertype, frame)
-                    .map_err(|e| VipError::from_io(interface, VipAction::Announce(*vip), e))?;
-                sent += 1;
-            }
-        }
-        Ok(sent)
+        send_round(
+            vips,
+            mac,
+            arp_mode,
+            &self.counts,
+            |destination, ethertype, frame| socket.send(link.index, destination, ethertype, frame),
+        )
+        .map_err(|(vip, e)| VipError::from_io(interface, VipAction::Announce(vip), e))
     }
 
     /// Starts announcing `vips` on `config`'s schedule. The first round is sent before this returns, so a failure to
@@ -179,6 +206,39 @@ impl Announcer {
         ));
         Ok(Announcement { task, progress })
     }
+}
+
+/// One round's frames for `vips` from `mac`, each handed to `send` (destination MAC, EtherType, frame) and counted
+/// in `counts` once `send` succeeds. Returns the number sent, or the VIP whose frame failed and why (the frames
+/// before it stay sent and counted).
+fn send_round(
+    vips: &[Vip],
+    mac: [u8; 6],
+    arp_mode: ArpMode,
+    counts: &AnnounceCounts,
+    mut send: impl FnMut([u8; 6], u16, &[u8]) -> io::Result<()>,
+) -> Result<usize, (Vip, io::Error)> {
+    let mut sent = 0;
+    for vip in vips {
+        let (frames, destination, ethertype) = match vip.addr() {
+            IpAddr::V4(addr) => (
+                frames::gratuitous_arps(mac, addr, arp_mode),
+                BROADCAST_MAC,
+                ETH_P_ARP,
+            ),
+            IpAddr::V6(addr) => (
+                vec![frames::unsolicited_na(mac, addr)],
+                ALL_NODES_MAC,
+                ETH_P_IPV6,
+            ),
+        };
+        for frame in &frames {
+            send(destination, ethertype, frame).map_err(|e| (*vip, e))?;
+            counts.count(vip);
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 /// Background rounds from `round` on, until the schedule ends or the task is aborted.
@@ -292,6 +352,52 @@ mod tests {
             delays(&schedule, 5),
             [Some(0), Some(50), Some(60_000), Some(60_000), Some(60_000)]
         );
+    }
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    fn vips(addrs: &[&str]) -> Vec<Vip> {
+        addrs.iter().map(|a| a.parse().expect("test VIP")).collect()
+    }
+
+    #[test]
+    fn every_frame_the_kernel_takes_is_counted_by_family() {
+        let counts = AnnounceCounts::default();
+        let vips = vips(&["192.0.2.1", "192.0.2.2", "2001:db8::1"]);
+        let mut seen = Vec::new();
+        let sent = send_round(&vips, MAC, ArpMode::Both, &counts, |dest, ethertype, _| {
+            seen.push((dest, ethertype));
+            Ok(())
+        })
+        .expect("fake sender never fails");
+        // Both ARP forms per IPv4 VIP, one NA for the IPv6 one.
+        assert_eq!(sent, 5);
+        assert_eq!(seen.len(), 5);
+        assert_eq!((counts.ipv4(), counts.ipv6()), (4, 1));
+        // A second round adds to the same counts, and clones read them.
+        let copy = counts.clone();
+        send_round(&vips, MAC, ArpMode::Request, &counts, |_, _, _| Ok(())).expect("second round");
+        assert_eq!((copy.ipv4(), copy.ipv6()), (6, 2));
+    }
+
+    #[test]
+    fn a_frame_the_kernel_refuses_is_not_counted() {
+        let counts = AnnounceCounts::default();
+        let vips = vips(&["192.0.2.1", "2001:db8::1", "192.0.2.2"]);
+        let mut calls = 0;
+        let failed = send_round(&vips, MAC, ArpMode::Request, &counts, |_, _, _| {
+            calls += 1;
+            if calls == 2 {
+                Err(io::Error::from_raw_os_error(libc::ENOBUFS))
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("second frame fails");
+        assert_eq!(failed.0, vips[1]);
+        // The first went out; the refused one is not counted and the round stops there.
+        assert_eq!((counts.ipv4(), counts.ipv6()), (1, 0));
+        assert_eq!(calls, 2);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{AnnounceConfig, Announcement, Announcer, Vip, VipError, VipManager};
+use crate::{AnnounceConfig, AnnounceCounts, Announcement, Announcer, Vip, VipError, VipManager};
 
 /// The configured VIPs of one interface, acquired and released as a set.
 #[derive(Debug)]
@@ -187,6 +187,12 @@ impl FloatingVips {
         self.announcement
             .as_ref()
             .map_or(0, Announcement::rounds_sent)
+    }
+
+    /// Announcement frames sent since this set was made, across acquires and releases: a shared handle that reads
+    /// the live counts without access to the set.
+    pub fn announce_counts(&self) -> AnnounceCounts {
+        self.announcer.counts()
     }
 
     /// Whether announcements are still going (a burst in progress, or a refresh configured).

@@ -7,7 +7,8 @@
 //!   configured VIPs are held.
 //! - [`Announcer`] sends gratuitous ARP (IPv4, request or reply form) and unsolicited neighbour advertisements
 //!   (IPv6) on an AF_PACKET socket, in a burst (default 5 rounds, 200 ms apart, the first at once) and an optional
-//!   periodic refresh, stoppable at any time. The frames are built by [`frames`] with etherparse.
+//!   periodic refresh, stoppable at any time, and counts the frames the kernel took ([`AnnounceCounts`]). The frames
+//!   are built by [`frames`] with etherparse.
 //!
 //! Every failure is a typed [`VipError`] naming the action and the interface; none is swallowed, because the daemon
 //! must show `fault` rather than claim to be active without its addresses.
@@ -42,7 +43,7 @@ mod netlink;
 mod packet;
 mod vip;
 
-pub use announce::{AnnounceConfig, AnnounceSchedule, Announcement, Announcer};
+pub use announce::{AnnounceConfig, AnnounceCounts, AnnounceSchedule, Announcement, Announcer};
 pub use error::{VipAction, VipError};
 pub use floating::FloatingVips;
 pub use frames::ArpMode;

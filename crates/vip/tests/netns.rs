@@ -518,6 +518,9 @@ fn acquire_sends_garp_requests_and_neighbour_advertisements() {
         assert_eq!(vips.announce_rounds(), 3);
         assert!(vips.announce_error().is_none());
         assert!(!vips.announcing());
+        // One GARP and one NA per round, each counted once the kernel took it.
+        let counts = vips.announce_counts();
+        assert_eq!((counts.ipv4(), counts.ipv6()), (3, 3));
         started
     });
     let frames = capture.frames();
