@@ -15,8 +15,8 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::election::{Action, Election, ElectionConfig, Event, Input, Timings, VipOp};
-use crate::ping::{PingConfig, PingVerdict};
+use crate::ping::{PingConfig, PingNodeStatus, PingNodes, PingVerdict};
 use tandem_types::Secret;
 
 use crate::wire::{
@@ -204,6 +204,8 @@ pub struct ClusterStatus {
     pub state_since: Instant,
     pub holds_vips: bool,
     pub ping: PingState,
+    /// Each ping node's last answer (observability only: the election hears `ping`).
+    pub ping_nodes: Vec<PingNodeStatus>,
     pub caught_up: bool,
     /// Why the node is in fault.
     pub fault: Option<String>,
@@ -292,6 +294,7 @@ pub fn spawn_on(
         .with_versions(min_version, max_version);
     let (min_version, max_version) = codec.versions();
     let speak = SpeakVersion::new(min_version, max_version);
+    let ping_nodes = Arc::new(Mutex::new(PingNodes::new(&cfg.ping_nodes, &cfg.ping)));
     let status = status_of(
         &election,
         &speak,
@@ -299,6 +302,7 @@ pub fn spawn_on(
         &HeartbeatCounters::default(),
         None,
         0,
+        ping_snapshot(&ping_nodes),
     );
     let (status_tx, status_rx) = watch::channel(status);
     let turns = Arc::new(AtomicU64::new(0));
@@ -318,6 +322,7 @@ pub fn spawn_on(
         socket: HbSocket::Registered(socket),
         status_tx,
         last_event: None,
+        ping_nodes,
         cfg,
     };
     let task = tokio::spawn(driver.run(command_rx, vips));
@@ -352,6 +357,8 @@ struct Driver {
     last_event: Option<String>,
     /// Shared with [`ClusterHandle::turns`].
     turns: Arc<AtomicU64>,
+    /// Written by the ping task, read into every published status.
+    ping_nodes: Arc<Mutex<PingNodes>>,
 }
 
 /// Heartbeats missing from a gap of `gap_ms` between two that arrived, at one per `interval_ms` (rounded to the
@@ -427,6 +434,7 @@ impl Driver {
             tokio::spawn(run_ping(
                 self.cfg.ping_nodes.clone(),
                 self.cfg.ping,
+                self.ping_nodes.clone(),
                 result_tx.clone(),
             ))
         });
@@ -786,6 +794,7 @@ impl Driver {
             &counters,
             self.last_event.clone(),
             now,
+            ping_snapshot(&self.ping_nodes),
         );
         self.status_tx.send_if_modified(|old| {
             if *old == status {
@@ -823,6 +832,7 @@ fn status_of(
     counters: &HeartbeatCounters,
     last_event: Option<String>,
     now_ms: u64,
+    ping_nodes: Vec<PingNodeStatus>,
 ) -> ClusterStatus {
     let cfg = election.config();
     let stats = election.stats();
@@ -851,6 +861,7 @@ fn status_of(
         state_since: origin + Duration::from_millis(election.state_since_ms()),
         holds_vips: election.holds_vips(),
         ping: election.ping(),
+        ping_nodes,
         caught_up: election.caught_up(),
         fault: election.fault_reason().map(str::to_owned),
         peer,
@@ -909,17 +920,36 @@ async fn run_vips(
     }
 }
 
-/// Probes the ping nodes forever, reporting the debounced verdict after every round.
-async fn run_ping(nodes: Vec<IpAddr>, cfg: PingConfig, results: mpsc::UnboundedSender<Input>) {
+fn ping_snapshot(ping_nodes: &Mutex<PingNodes>) -> Vec<PingNodeStatus> {
+    ping_nodes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .snapshot(Instant::now())
+}
+
+/// Probes the ping nodes forever, reporting the debounced verdict after every round: at the first answer (as
+/// soon as before per-node bookkeeping), or when the round ends without one. Each node's answer goes into `book`.
+async fn run_ping(
+    nodes: Vec<IpAddr>,
+    cfg: PingConfig,
+    book: Arc<Mutex<PingNodes>>,
+    results: mpsc::UnboundedSender<Input>,
+) {
     let mut verdict = PingVerdict::new(cfg.fail_after);
     let mut ticker = tokio::time::interval(cfg.period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    while !results.is_closed() {
         ticker.tick().await;
-        let answered = crate::ping::probe_any(&nodes, cfg.timeout).await;
-        let reachable = verdict.record(answered);
-        if results.send(Input::PingResult { reachable }).is_err() {
-            return;
+        let answered = crate::ping::probe_each(&nodes, cfg.timeout, &book, || {
+            let reachable = verdict.record(true);
+            let _ = results.send(Input::PingResult { reachable });
+        })
+        .await;
+        if !answered {
+            let reachable = verdict.record(false);
+            if results.send(Input::PingResult { reachable }).is_err() {
+                return;
+            }
         }
     }
 }

@@ -7,13 +7,17 @@
 //! Every echo request carries a fresh random identifier, sequence number and 16-byte payload nonce ([`EchoProbe`]);
 //! a reply counts only if it comes from the probed address and echoes all of them, so a reply spoofed from the ping
 //! node's address (which anyone on the path can forge) does not keep a cut-off node "reachable".
+//!
+//! [`PingVerdict`] debounces "did any node answer" for the election; [`PingNodes`] keeps each node's own record
+//! (last answer, its round-trip time) for the status document and `/metrics` only.
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "driver")]
 mod probe;
 #[cfg(feature = "driver")]
-pub use probe::{probe, probe_any};
+pub use probe::{probe, probe_any, probe_each, probe_rtt};
 
 const ECHO_REQUEST_V4: u8 = 8;
 const ECHO_REPLY_V4: u8 = 0;
@@ -154,9 +158,125 @@ impl PingVerdict {
     }
 }
 
+/// One ping node as [`PingNodes`] last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PingNodeStatus {
+    pub address: IpAddr,
+    /// Answered within [`PingNodes::window`].
+    pub reachable: bool,
+    /// When the last valid echo reply (or UDP "port unreachable") arrived; `None` until the first.
+    pub last_reply: Option<Instant>,
+    /// Request to reply of that last answer.
+    pub rtt: Option<Duration>,
+}
+
+/// Each ping node's last answer and its round-trip time. Observability only: the election's input stays the
+/// debounced "any node answered" of [`PingVerdict`].
+#[derive(Clone, Debug)]
+pub struct PingNodes {
+    window: Duration,
+    /// `(address, last answer: when and its round trip)`, in configuration order.
+    nodes: Vec<(IpAddr, Option<(Instant, Duration)>)>,
+}
+
+impl PingNodes {
+    pub fn new(addresses: &[IpAddr], cfg: &PingConfig) -> Self {
+        Self {
+            window: Self::window(cfg),
+            nodes: addresses.iter().map(|a| (*a, None)).collect(),
+        }
+    }
+
+    /// How recent an answer must be for its node to count as reachable: as many rounds as the election's debounce
+    /// waits (`fail_after`; a round lasts the period, or the timeout when a node stays silent), plus one timeout
+    /// for the round in flight. A node that answers every round never drops out between two answers.
+    pub fn window(cfg: &PingConfig) -> Duration {
+        cfg.period.max(cfg.timeout) * cfg.fail_after.max(1) + cfg.timeout
+    }
+
+    /// Records one probe's outcome at `now`: `Some(rtt)` if the node answered. Silence changes nothing (the
+    /// previous answer just ages); an address that is not a ping node is ignored.
+    pub fn record(&mut self, address: IpAddr, rtt: Option<Duration>, now: Instant) {
+        let Some(rtt) = rtt else { return };
+        if let Some(entry) = self.nodes.iter_mut().find(|(a, _)| *a == address) {
+            entry.1 = Some((now, rtt));
+        }
+    }
+
+    /// Every node's record as of `now`.
+    pub fn snapshot(&self, now: Instant) -> Vec<PingNodeStatus> {
+        self.nodes
+            .iter()
+            .map(|(address, last)| PingNodeStatus {
+                address: *address,
+                reachable: last
+                    .is_some_and(|(at, _)| now.saturating_duration_since(at) <= self.window),
+                last_reply: last.map(|(at, _)| at),
+                rtt: last.map(|(_, rtt)| rtt),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ping_nodes_keep_each_nodes_last_answer_and_age_it_out() {
+        let cfg = PingConfig {
+            period: Duration::from_millis(200),
+            timeout: Duration::from_millis(100),
+            fail_after: 3,
+        };
+        assert_eq!(PingNodes::window(&cfg), Duration::from_millis(700));
+        let gw: IpAddr = "192.0.2.1".parse().unwrap();
+        let dns: IpAddr = "2001:db8::53".parse().unwrap();
+        let mut book = PingNodes::new(&[gw, dns], &cfg);
+        let t0 = Instant::now();
+        let first = book.snapshot(t0);
+        assert_eq!(first.len(), 2);
+        assert!(
+            first
+                .iter()
+                .all(|n| !n.reachable && n.last_reply.is_none() && n.rtt.is_none())
+        );
+
+        book.record(gw, Some(Duration::from_micros(850)), t0);
+        book.record(dns, None, t0);
+        book.record("198.51.100.9".parse().unwrap(), Some(Duration::ZERO), t0);
+        let s = book.snapshot(t0 + Duration::from_millis(10));
+        assert_eq!(s[0].address, gw);
+        assert!(s[0].reachable);
+        assert_eq!(s[0].last_reply, Some(t0));
+        assert_eq!(s[0].rtt, Some(Duration::from_micros(850)));
+        assert_eq!(s[1].address, dns);
+        assert!(!s[1].reachable, "the silent node stays unreachable");
+        assert_eq!(
+            book.snapshot(t0).len(),
+            2,
+            "unknown addresses are not added"
+        );
+
+        // Silence afterwards keeps the last answer; it counts until the window has passed.
+        book.record(gw, None, t0 + Duration::from_millis(200));
+        assert!(book.snapshot(t0 + Duration::from_millis(700))[0].reachable);
+        let late = book.snapshot(t0 + Duration::from_millis(701));
+        assert!(!late[0].reachable);
+        assert_eq!(
+            late[0].rtt,
+            Some(Duration::from_micros(850)),
+            "the last RTT stays on record"
+        );
+
+        // A new answer replaces the old one.
+        let t1 = t0 + Duration::from_secs(1);
+        book.record(gw, Some(Duration::from_millis(3)), t1);
+        let again = book.snapshot(t1);
+        assert!(again[0].reachable);
+        assert_eq!(again[0].rtt, Some(Duration::from_millis(3)));
+        assert_eq!(again[0].last_reply, Some(t1));
+    }
 
     fn probe(id: u16, seq: u16) -> EchoProbe {
         EchoProbe {

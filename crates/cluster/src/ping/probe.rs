@@ -2,29 +2,36 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::EchoProbe;
+use super::{EchoProbe, PingNodes};
 
 /// Traceroute's first port: nothing listens there, so a live host answers "port unreachable".
 const UDP_PROBE_PORT: u16 = 33434;
 
 /// Probes one address with a fresh random [`EchoProbe`]; `true` if it answered within `timeout`.
 pub async fn probe(addr: IpAddr, timeout: Duration) -> bool {
-    let Some(echo) = EchoProbe::random() else {
-        return false;
-    };
+    probe_rtt(addr, timeout).await.is_some()
+}
+
+/// As [`probe`], with the round trip of the answer: from just before the request was sent (socket setup
+/// included, which costs microseconds) until the reply was read.
+pub async fn probe_rtt(addr: IpAddr, timeout: Duration) -> Option<Duration> {
+    let echo = EchoProbe::random()?;
+    let start = Instant::now();
     match tokio::time::timeout(timeout, probe_icmp(addr, echo)).await {
-        Ok(Ok(answered)) => return answered,
-        Ok(Err(_)) => {}        // no ICMP socket available: fall back to UDP
-        Err(_) => return false, // no reply in time
+        Ok(Ok(answered)) => return answered.then(|| start.elapsed()),
+        Ok(Err(_)) => {}       // no ICMP socket available: fall back to UDP
+        Err(_) => return None, // no reply in time
     }
-    matches!(
-        tokio::time::timeout(timeout, probe_udp(addr)).await,
-        Ok(Ok(true))
-    )
+    let start = Instant::now();
+    match tokio::time::timeout(timeout, probe_udp(addr)).await {
+        Ok(Ok(true)) => Some(start.elapsed()),
+        _ => None,
+    }
 }
 
 async fn probe_icmp(addr: IpAddr, echo: EchoProbe) -> io::Result<bool> {
@@ -88,6 +95,35 @@ pub async fn probe_any(nodes: &[IpAddr], timeout: Duration) -> bool {
     false
 }
 
+/// One probe round over every node, each answer (or silence) recorded in `book` as it comes; `on_first_answer`
+/// runs as soon as any node answers, so the election hears "reachable" as early as [`probe_any`] would tell it,
+/// while the round goes on to hear the other nodes (up to `timeout`). Returns whether any node answered.
+pub async fn probe_each(
+    nodes: &[IpAddr],
+    timeout: Duration,
+    book: &Mutex<PingNodes>,
+    on_first_answer: impl FnOnce(),
+) -> bool {
+    let mut set = tokio::task::JoinSet::new();
+    for addr in nodes {
+        let addr = *addr;
+        set.spawn(async move { (addr, probe_rtt(addr, timeout).await) });
+    }
+    let mut on_first_answer = Some(on_first_answer);
+    while let Some(result) = set.join_next().await {
+        let Ok((addr, rtt)) = result else { continue };
+        book.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(addr, rtt, Instant::now());
+        if rtt.is_some()
+            && let Some(first) = on_first_answer.take()
+        {
+            first();
+        }
+    }
+    on_first_answer.is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +135,28 @@ mod tests {
         assert!(probe_any(&[lo], Duration::from_secs(1)).await);
         // The UDP fallback on its own: the closed port answers "unreachable", which proves the host is up.
         assert!(probe_udp(lo).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_round_records_each_node_with_its_rtt() {
+        // Tests send only to loopback, where every address answers: silence is covered by the unit test of
+        // `PingNodes` in the parent module.
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let cfg = super::super::PingConfig::default();
+        let book = Mutex::new(PingNodes::new(&[a, b], &cfg));
+        let mut first_calls = 0;
+        let answered =
+            probe_each(&[a, b], Duration::from_secs(1), &book, || first_calls += 1).await;
+        assert!(answered);
+        assert_eq!(first_calls, 1, "reported once, at the first answer");
+        for node in book.lock().unwrap().snapshot(Instant::now()) {
+            assert!(node.reachable, "{node:?}");
+            let rtt = node.rtt.unwrap();
+            assert!(
+                rtt < Duration::from_millis(100),
+                "loopback round trip {rtt:?}"
+            );
+        }
     }
 }
