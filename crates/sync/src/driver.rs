@@ -2,7 +2,8 @@
 //! between the socket and the [`SyncEngine`], sleeps until its `next_timeout`, and publishes the
 //! [`SyncStatus`] when the engine says so. Every timing decision is the engine's. The connection
 //! itself (dialing, accepting within the handshake limits, the handshakes, rejection logs) is
-//! `connect`'s.
+//! `connect`'s. The session's round-trip time is the kernel's (`rtt`), read from the socket at
+//! most once a second and put into the published status.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,10 +27,12 @@ use crate::reject::{RejectReason, Rejection};
 use crate::status::SyncStatus;
 
 mod connect;
+mod rtt;
 use connect::{
     Authenticated, Rejects, accept_loop, dial, dial_handshake, lock, read_rejection,
     within_handshake_timeout,
 };
+pub use rtt::tcp_rtt_us;
 
 /// The stick tables, shared with the proxy.
 pub type SharedTables = Arc<Mutex<StickTables>>;
@@ -132,6 +135,8 @@ pub async fn spawn_sync(
         active_rx,
         hold_rx,
         rejects: Rejects::new(),
+        rtt_us: None,
+        rtt_due_ms: 0,
     };
     let task = tokio::spawn(driver.run(listener));
     Ok(SyncHandle {
@@ -153,6 +158,9 @@ struct Driver {
     active_rx: watch::Receiver<bool>,
     hold_rx: watch::Receiver<Option<String>>,
     rejects: Rejects,
+    /// The current session's TCP round-trip time (µs), and when to read it again.
+    rtt_us: Option<u64>,
+    rtt_due_ms: u64,
 }
 
 enum SessionEnd {
@@ -187,10 +195,21 @@ impl Driver {
         if !self.engine.publish_due(now) {
             return;
         }
-        let status = self
-            .engine
-            .status(now, &lock(&self.tables), &lock(&self.rejects.counters));
+        let mut status =
+            self.engine
+                .status(now, &lock(&self.tables), &lock(&self.rejects.counters));
+        status.rtt_us = self.rtt_us.filter(|_| status.connected);
         self.status_tx.send_replace(status);
+    }
+
+    /// Reads the session socket's round-trip time from the kernel, at most once a second.
+    fn refresh_rtt(&mut self, stream: &tokio::net::TcpStream) {
+        let now = self.now();
+        if now < self.rtt_due_ms {
+            return;
+        }
+        self.rtt_due_ms = now.saturating_add(1000);
+        self.rtt_us = tcp_rtt_us(stream);
     }
 
     /// Counts and logs why a session or an attempt ended (an unreachable peer is no news).
@@ -297,6 +316,7 @@ impl Driver {
         self.engine.set_config_hold(hold);
         self.engine
             .open(keys, now, &lock(&self.tables), active, latest);
+        self.rtt_due_ms = 0;
         let (frames_tx, frames_rx) =
             mpsc::channel::<Bytes>(self.params.settings.write_queue_frames.max(1));
         let (sent_tx, mut sent_rx) = watch::channel((0u64, 0u64));
@@ -334,6 +354,7 @@ impl Driver {
             // `borrow` (not `borrow_and_update`): a write still wakes the select below.
             let (frames, bytes) = *sent_rx.borrow();
             self.engine.on_sent(frames, bytes);
+            self.refresh_rtt(reader.get_ref().as_ref());
             self.publish_if_due();
             let wait = self.until_next_timeout();
             tokio::select! {
@@ -380,6 +401,7 @@ impl Driver {
         let (frames, bytes) = *sent_rx.borrow();
         self.engine.on_sent(frames, bytes);
         self.engine.close();
+        self.rtt_us = None;
         drop(writer_task);
         self.publish_if_due();
         end

@@ -536,6 +536,8 @@ impl SyncEngine {
             },
             counters,
             last_error: self.last_error.clone(),
+            // The socket's figure: the driver's to fill.
+            rtt_us: None,
         }
     }
 }

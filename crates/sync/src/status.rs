@@ -59,4 +59,7 @@ pub struct SyncStatus {
     pub counters: SyncCounters,
     /// Why the last session closed.
     pub last_error: Option<String>,
+    /// The kernel's smoothed round-trip time of the session's TCP connection (`TCP_INFO`), in microseconds; read
+    /// by the driver (the engine leaves it `None`), at most once a second; `None` while disconnected.
+    pub rtt_us: Option<u64>,
 }

@@ -106,6 +106,11 @@ async fn full_resync_then_incremental_then_resume_after_a_cut() {
             .any(|t| t.peer_entries == Some(20_000))
     })
     .await;
+    // Both ends publish the kernel's RTT of the session socket (loopback: present and small).
+    for node in [&p.a, &p.b] {
+        let rtt = node.status().rtt_us;
+        assert!(rtt.is_some_and(|us| us < 100_000), "rtt_us {rtt:?}");
+    }
 
     // Incremental: new clients and a moved MySQL writer.
     fill(&p.a.tables, 20_000, 20_100, p.a.now());
