@@ -109,6 +109,19 @@ pub struct Cluster {
     /// Heartbeat wire versions (rolling upgrades: docs/protocol.md); all zero from a node that predates them.
     #[serde(default)]
     pub wire: Wire,
+    /// VIP announcement frames sent since start; zeros from a node that predates them.
+    #[serde(default)]
+    pub garp_sent: GarpSent,
+}
+
+/// VIP announcement frames this node handed to the kernel since start, by address family.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct GarpSent {
+    /// Gratuitous ARP frames (IPv4 VIPs).
+    pub ipv4: u64,
+    /// Unsolicited neighbour advertisements (IPv6 VIPs).
+    pub ipv6: u64,
 }
 
 /// Which heartbeat wire versions this node and its peer speak.

@@ -82,6 +82,7 @@ fn fully_populated() -> Status {
                 incompatible_peer: None,
                 incompatible_received: 3,
             },
+            garp_sent: GarpSent { ipv4: 1, ipv6: 1 },
         },
         replication: Some(Replication {
             connected: true,

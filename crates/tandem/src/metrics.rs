@@ -296,6 +296,14 @@ fn render_node(b: &Builder, status: &Status) {
                 .inc_by(*count);
         }
     }
+    if let Some(garp) = b.counter_vec(
+        "tandem_garp_sent_total",
+        "VIP announcement frames handed to the kernel: gratuitous ARP (ipv4), unsolicited neighbour advertisements (ipv6)",
+        &["family"],
+    ) {
+        garp.with_label_values(&["ipv4"]).inc_by(cluster.garp_sent.ipv4);
+        garp.with_label_values(&["ipv6"]).inc_by(cluster.garp_sent.ipv6);
+    }
     render_wire(b, &cluster.wire);
     b.int_gauge(
         "tandem_config_generation",
@@ -742,6 +750,8 @@ mod traffic_tests {
             "tandem_access_log_dropped_total{service=\"mysql\"} 0".into(),
             "tandem_reloads_total{result=\"ok\"} 2".into(),
             "tandem_heartbeats_missed_total 2".into(),
+            "tandem_garp_sent_total{family=\"ipv4\"} 10".into(),
+            "tandem_garp_sent_total{family=\"ipv6\"} 0".into(),
             "tandem_reloads_total{result=\"rejected\"} 1".into(),
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

@@ -89,6 +89,7 @@ fn document() -> Status {
                 rejected: [("bad_mac".to_owned(), 2)].into(),
             },
             wire: Default::default(),
+            garp_sent: Default::default(),
         },
         replication: None,
         services: vec![Service {

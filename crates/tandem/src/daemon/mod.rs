@@ -48,6 +48,8 @@ pub struct Daemon {
     proxy: Proxy,
     cluster: ClusterHandle,
     vips: Arc<tokio::sync::Mutex<VipState>>,
+    /// GARP / NA frames sent, read without the VIP layer's lock.
+    garp_sent: vips::GarpSent,
     /// Addresses found on the interface at the last look (what `status` calls "VIPs held").
     vips_seen: Mutex<Vec<IpAddr>>,
     reload_lock: tokio::sync::Mutex<()>,

@@ -2,7 +2,7 @@
 //! thread, and bringing the proxy, election, VIPs and sync session up in order and down cleanly.
 
 use super::config_flow::{PushedConfigSink, local_config};
-use super::vips::{DaemonVips, VipState, floating_vips};
+use super::vips::{DaemonVips, GarpSent, VipState, floating_vips};
 use super::{Current, Daemon, digest_bytes, election_timings};
 use anyhow::{Context, Result, anyhow};
 use std::net::SocketAddr;
@@ -436,6 +436,7 @@ impl Daemon {
         } else {
             None
         };
+        let garp_sent = GarpSent::of(floating.as_ref());
         let vips = Arc::new(tokio::sync::Mutex::new(VipState {
             floating,
             holding: false,
@@ -522,6 +523,7 @@ impl Daemon {
             proxy,
             cluster: cluster_handle,
             vips,
+            garp_sent,
             vips_seen: Mutex::new(Vec::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),

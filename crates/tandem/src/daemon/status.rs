@@ -64,6 +64,7 @@ impl Daemon {
                         .collect(),
                 },
                 wire: wire(&cluster),
+                garp_sent: self.garp_sent.document(),
             },
             replication: sync.map(replication),
             services: self.services(),

@@ -6,7 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tandem_cluster::driver::VipControl;
 use tandem_config::{ClusterConfig, GarpForm, NodeConfig, ReloadPlan, service_vips};
-use tandem_vip::{AnnounceConfig, ArpMode, FloatingVips, Vip};
+use tandem_vip::{AnnounceConfig, AnnounceCounts, ArpMode, FloatingVips, Vip};
+
+/// The VIP announcement frames sent since start, readable for status without the VIP layer's lock (which an
+/// acquire holds across its first round). Zero with `manage_vips = false`: nothing is announced.
+#[derive(Clone, Default)]
+pub(super) struct GarpSent(Option<AnnounceCounts>);
+
+impl GarpSent {
+    pub(super) fn of(floating: Option<&FloatingVips>) -> Self {
+        Self(floating.map(FloatingVips::announce_counts))
+    }
+
+    pub(super) fn document(&self) -> tandem_status::GarpSent {
+        self.0
+            .as_ref()
+            .map_or_else(Default::default, |counts| tandem_status::GarpSent {
+                ipv4: counts.ipv4(),
+                ipv6: counts.ipv6(),
+            })
+    }
+}
 
 /// The VIP layer as the election drives it; with `manage_vips = false` it only records the role.
 pub(super) struct VipState {
