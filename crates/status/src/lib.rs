@@ -39,6 +39,10 @@ pub struct Node {
     /// Why the node is in `fault`.
     pub fault: Option<String>,
     pub ping: Ping,
+    /// Each ping node's own record (observability only: the election goes by `ping`); empty without ping nodes
+    /// and from a node that predates it.
+    #[serde(default)]
+    pub ping_nodes: Vec<PingNode>,
     pub manage_vips: bool,
     pub interface: String,
     /// Every VIP of the configured services.
@@ -48,6 +52,19 @@ pub struct Node {
     pub uptime_s: u64,
     /// `null` on a standalone node, and until the peer's first heartbeat.
     pub peer: Option<Peer>,
+}
+
+/// One ping node as this node's probes last heard it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct PingNode {
+    pub address: IpAddr,
+    /// Answered within the recent window (`fail_after` probe rounds plus one timeout).
+    pub reachable: bool,
+    /// Since its last answer; `null` until the first.
+    pub last_reply_age_ms: Option<u64>,
+    /// Round-trip time of that answer, in milliseconds; `null` until the first.
+    pub rtt_ms: Option<f64>,
 }
 
 /// The peer as its last heartbeat described it.
@@ -203,6 +220,10 @@ pub struct Replication {
     pub counters: SyncCounters,
     /// Why the last session closed.
     pub last_error: Option<String>,
+    /// The kernel's smoothed round-trip time of the session's TCP connection, in microseconds; `null` while
+    /// disconnected and from a node that predates it.
+    #[serde(default)]
+    pub rtt_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

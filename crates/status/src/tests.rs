@@ -33,6 +33,12 @@ fn fully_populated() -> Status {
             state_since_ms: 1,
             fault: Some("why".into()),
             ping: Ping::Reachable,
+            ping_nodes: vec![PingNode {
+                address: ip,
+                reachable: true,
+                last_reply_age_ms: Some(1),
+                rtt_ms: Some(0.5),
+            }],
             manage_vips: true,
             interface: "lo".into(),
             vips: vec![ip],
@@ -133,6 +139,7 @@ fn fully_populated() -> Status {
                 },
             },
             last_error: Some("closed".into()),
+            rtt_us: Some(1),
         }),
         services: vec![Service {
             label: "mysql".into(),

@@ -61,6 +61,32 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Each ping node on its own (the election's input is `node.ping`: any node reachable).
+fn render_ping_nodes(b: &Builder, nodes: &[tandem_status::PingNode]) {
+    if let Some(up) = b.gauge_vec(
+        "tandem_ping_node_up",
+        "1 while this ping node answers (within fail_after probe rounds plus one timeout)",
+        &["address"],
+    ) {
+        for node in nodes {
+            up.with_label_values(&[node.address.to_string().as_str()])
+                .set(i64::from(node.reachable));
+        }
+    }
+    if let Some(rtt) = b.float_vec(
+        "tandem_ping_node_rtt_seconds",
+        "Round-trip time of this ping node's last answer",
+        &["address"],
+    ) {
+        for node in nodes {
+            if let Some(ms) = node.rtt_ms {
+                rtt.with_label_values(&[node.address.to_string().as_str()])
+                    .set(ms / 1000.0);
+            }
+        }
+    }
+}
+
 /// Replication and config push on TCP 7778.
 fn render_sync(b: &Builder, sync: &Replication) {
     b.int_gauge(
@@ -78,6 +104,13 @@ fn render_sync(b: &Builder, sync: &Replication) {
         "Seconds since the peer last acknowledged updates (-1: never)",
         sync.last_ack_age_ms.map_or(-1.0, |ms| ms as f64 / 1000.0),
     );
+    if let Some(us) = sync.rtt_us {
+        b.gauge(
+            "tandem_peer_rtt_seconds",
+            "The kernel's smoothed RTT of the sync session's TCP connection to the peer",
+            us as f64 / 1_000_000.0,
+        );
+    }
     if let Some(entries) = b.gauge_vec(
         "tandem_sync_table_entries",
         "Stick-table entries per service on this node (side=local) and as the peer last reported (side=peer)",
@@ -235,6 +268,7 @@ fn render_node(b: &Builder, status: &Status) {
             .as_ref()
             .map_or(-1.0, |peer| peer.last_heard_ms as f64 / 1000.0),
     );
+    render_ping_nodes(b, &node.ping_nodes);
     b.int_gauge(
         "tandem_vips_held",
         "Number of VIPs present on this node's interface",
@@ -787,6 +821,38 @@ mod traffic_tests {
         assert!(
             (now - since_s - value).abs() < 5.0,
             "{value} vs {now} - {since_s}"
+        );
+    }
+
+    #[test]
+    fn ping_nodes_and_peer_rtt() {
+        let text = rendered();
+        for line in [
+            "tandem_ping_node_up{address=\"192.168.1.1\"} 1",
+            "tandem_ping_node_rtt_seconds{address=\"192.168.1.1\"} 0.0004",
+            "tandem_peer_rtt_seconds 0.00018",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // Unknown is absent, not 0: a disconnected session has no RTT.
+        let mut status = {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/admin-api.md");
+            let doc = std::fs::read_to_string(path).unwrap();
+            let section = &doc[doc.find("## Status document").unwrap()..];
+            let start = section.find("```json\n").unwrap() + "```json\n".len();
+            let end = start + section[start..].find("```").unwrap();
+            serde_json::from_str::<tandem_status::Status>(&section[start..end]).unwrap()
+        };
+        status.replication.as_mut().unwrap().rtt_us = None;
+        status.node.ping_nodes[0].reachable = false;
+        status.node.ping_nodes[0].rtt_ms = None;
+        let text = super::render(&status);
+        assert!(!text.contains("tandem_peer_rtt_seconds "), "{text}");
+        assert!(!text.contains("tandem_ping_node_rtt_seconds{"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l == "tandem_ping_node_up{address=\"192.168.1.1\"} 0"),
+            "{text}"
         );
     }
 }

@@ -48,6 +48,7 @@ fn document() -> Status {
             state_since_ms: 5000,
             fault: None,
             ping: Ping::NotConfigured,
+            ping_nodes: Vec::new(),
             manage_vips: false,
             interface: "lo".into(),
             vips: vec![ip("127.0.0.250")],
@@ -252,6 +253,7 @@ fn with_replication() -> Status {
             },
         },
         last_error: None,
+        rtt_us: None,
     });
     status
 }

@@ -28,6 +28,7 @@ impl Daemon {
                 state_since_ms: millis(cluster.state_since.elapsed()),
                 fault: cluster.fault.clone(),
                 ping: ping(cluster.ping),
+                ping_nodes: cluster.ping_nodes.iter().map(ping_node).collect(),
                 manage_vips: self.node.node.manage_vips,
                 interface: self.node.node.interface.clone(),
                 vips: service_vips(&current.cluster),
@@ -187,6 +188,15 @@ fn ping(ping: PingState) -> doc::Ping {
         PingState::NotConfigured => doc::Ping::NotConfigured,
         PingState::Reachable => doc::Ping::Reachable,
         PingState::Unreachable => doc::Ping::Unreachable,
+    }
+}
+
+fn ping_node(node: &tandem_cluster::ping::PingNodeStatus) -> doc::PingNode {
+    doc::PingNode {
+        address: node.address,
+        reachable: node.reachable,
+        last_reply_age_ms: node.last_reply.map(|at| millis(at.elapsed())),
+        rtt_ms: node.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
     }
 }
 
@@ -363,6 +373,7 @@ fn replication(sync: SyncStatus) -> doc::Replication {
             },
         },
         last_error: sync.last_error,
+        rtt_us: sync.rtt_us,
     }
 }
 
