@@ -75,6 +75,8 @@ pub(super) struct StatusView<'a> {
     pub has_peer: bool,
     /// The peer as last heard: name, state, heard within dead_ms.
     pub peer: Option<(&'a str, NodeState, bool)>,
+    /// The peer alive in a heartbeat wire version this node cannot read (a rolling upgrade): name, version.
+    pub incompatible: Option<(&'a str, u16)>,
     pub services: usize,
     pub servers_up: u32,
     pub servers_total: u32,
@@ -90,6 +92,11 @@ impl<'a> StatusView<'a> {
                 .peer
                 .as_ref()
                 .map(|peer| (peer.name.as_str(), peer.state, peer.alive)),
+            incompatible: cluster
+                .wire
+                .incompatible_peer
+                .as_ref()
+                .map(|peer| (peer.name.as_str(), peer.version)),
             services: 0,
             servers_up: 0,
             servers_total: 0,
@@ -106,6 +113,10 @@ pub(super) fn status_line(view: &StatusView<'_>) -> String {
     };
     let peer = match (view.peer, view.has_peer) {
         (_, false) => "standalone".to_string(),
+        _ if view.incompatible.is_some() => {
+            let (name, version) = view.incompatible.unwrap_or_default();
+            format!("peer {name} alive in newer wire version {version} (upgrade in progress)")
+        }
         (None, true) => "peer not heard yet".to_string(),
         (Some((name, state, true)), true) => format!("peer {name} {state}"),
         (Some((name, _, false)), true) => format!("peer {name} lost"),
@@ -280,10 +291,29 @@ mod tests {
             fault: (state == NodeState::Fault).then_some("adding the VIPs failed"),
             has_peer,
             peer,
+            incompatible: None,
             services,
             servers_up: up,
             servers_total: total,
         })
+    }
+
+    #[test]
+    fn a_peer_in_an_unreadable_version_is_named_not_missing() {
+        let text = status_line(&StatusView {
+            state: NodeState::Active,
+            fault: None,
+            has_peer: true,
+            peer: None,
+            incompatible: Some(("lb2", 2)),
+            services: 23,
+            servers_up: 69,
+            servers_total: 69,
+        });
+        assert_eq!(
+            text,
+            "active, peer lb2 alive in newer wire version 2 (upgrade in progress), 23 services, 69/69 servers up"
+        );
     }
 
     #[test]
