@@ -112,6 +112,10 @@ enum Command {
         #[arg(long, hide = true, default_value_t = tandem_config::password::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
+    /// Remove this node's configured VIPs from its interface when no daemon of the node runs (the
+    /// unit's ExecStopPost: nothing stale after a crash, daemon/guardian.rs).
+    #[command(hide = true)]
+    ReleaseVips,
     /// Write the manual pages and shell completions under DIR (for the Debian package; manual.rs).
     #[command(hide = true)]
     GenerateManual { dir: PathBuf },
@@ -229,6 +233,9 @@ fn execute(cli: &Cli) -> Result<ExitCode> {
         Command::Release => post(cli, "/api/release"),
         Command::Reload => post(cli, "/api/reload"),
         Command::GenerateManual { dir } => manual::generate(dir),
+        Command::ReleaseVips => {
+            daemon::guardian::release_vips(&cli.cluster_file(), &cli.node_file())
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 mod admin;
 mod admin_states;
 mod config_flow;
+pub mod guardian;
 mod hooks;
 mod logging;
 mod notify;

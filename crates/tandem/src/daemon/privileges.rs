@@ -549,7 +549,7 @@ fn last_cap() -> u32 {
 }
 
 /// `capset` for the calling thread: permitted = effective = inheritable = `mask`.
-fn set_caps(mask: u64) -> io::Result<()> {
+pub(super) fn set_caps(mask: u64) -> io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,

@@ -2,6 +2,7 @@
 //! thread, and bringing the proxy, election, VIPs and sync session up in order and down cleanly.
 
 use super::config_flow::{PushedConfigSink, local_config};
+use super::guardian::Guardian;
 use super::vips::{DaemonVips, GarpSent, VipState, floating_vips};
 use super::{Current, Daemon, digest_bytes, election_timings};
 use anyhow::{Context, Result, anyhow};
@@ -48,12 +49,26 @@ pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
         &node_path,
     ))
     .map_err(|error| anyhow!("{error}"))?;
+    // Still one thread: the only moment the VIP guardian can be forked safely, before any VIP is added.
+    let guardian = if loaded.node.node.manage_vips {
+        let vips = tandem_config::service_vips(&loaded.cluster)
+            .into_iter()
+            .map(tandem_vip::Vip::host)
+            .collect::<Result<Vec<_>, _>>()?;
+        super::guardian::Guardian::spawn(
+            &loaded.node.node.state_dir,
+            &loaded.node.node.interface,
+            vips,
+        )
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(loaded.node.tuning.worker_threads())
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async_main(loaded, cluster_path, node_path))?;
+    runtime.block_on(async_main(loaded, cluster_path, node_path, guardian))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -135,10 +150,15 @@ fn secret_for(node: &NodeConfig) -> Result<Secret> {
     }
 }
 
-async fn async_main(loaded: Loaded, cluster_path: PathBuf, node_path: PathBuf) -> Result<()> {
+async fn async_main(
+    loaded: Loaded,
+    cluster_path: PathBuf,
+    node_path: PathBuf,
+    guardian: Option<Guardian>,
+) -> Result<()> {
     let secret = secret_for(&loaded.node)?;
     let admin = AdminSetup::prepare(&loaded.node).await?;
-    let daemon = Daemon::start(loaded, cluster_path, node_path, secret).await?;
+    let daemon = Daemon::start(loaded, cluster_path, node_path, secret, guardian).await?;
     let admin = admin.spawn(&daemon);
     let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -410,6 +430,7 @@ impl Daemon {
         cluster_path: PathBuf,
         node_path: PathBuf,
         secret: Secret,
+        guardian: Option<Guardian>,
     ) -> Result<Arc<Daemon>> {
         let node = loaded.node.clone();
         let cluster = Arc::new(loaded.cluster.clone());
@@ -440,6 +461,7 @@ impl Daemon {
         let vips = Arc::new(tokio::sync::Mutex::new(VipState {
             floating,
             holding: false,
+            guardian,
         }));
 
         let stick: SharedStickTables = Arc::new(Mutex::new(StickTables::new()));
@@ -589,10 +611,18 @@ impl Daemon {
         }
         // Whatever the election managed, never leave our addresses behind on a stopped node.
         let mut vips = self.vips.lock().await;
-        if let Some(floating) = vips.floating.as_mut()
-            && let Err(error) = floating.release().await
-        {
-            tracing::error!(%error, "could not remove the VIPs at stop");
+        if let Some(floating) = vips.floating.as_mut() {
+            match floating.release().await {
+                // Released here: the guardian must not touch the interface (a restarted daemon may be
+                // adding them already).
+                Ok(()) => {
+                    if let Some(guardian) = vips.guardian.take() {
+                        guardian.stop();
+                    }
+                }
+                // The guardian tries again when this process exits.
+                Err(error) => tracing::error!(%error, "could not remove the VIPs at stop"),
+            }
         }
         self.proxy.shutdown().await;
         self.hooks.stop();

@@ -32,6 +32,8 @@ impl GarpSent {
 pub(super) struct VipState {
     pub(super) floating: Option<FloatingVips>,
     pub(super) holding: bool,
+    /// The process that removes the VIPs if this one dies without releasing them (guardian.rs).
+    pub(super) guardian: Option<super::guardian::Guardian>,
 }
 
 #[derive(Clone)]
@@ -98,7 +100,10 @@ pub(super) async fn apply_vip_plan(
     plan: &ReloadPlan,
 ) {
     let mut state = vips.lock().await;
-    let Some(floating) = state.floating.as_mut() else {
+    let VipState {
+        floating, guardian, ..
+    } = &mut *state;
+    let Some(floating) = floating.as_mut() else {
         return;
     };
     if plan.announce.is_some()
@@ -121,7 +126,16 @@ pub(super) async fn apply_vip_plan(
         }
     };
     tracing::info!(added = ?plan.vips.added, removed = ?plan.vips.removed, "moving to the new VIP set");
-    if let Err(error) = floating.update_vips(next).await {
-        tracing::error!(%error, "moving to the new VIP set failed");
+    // The guardian covers the old and the new set while the move runs, then the new one only.
+    if let Some(guardian) = guardian.as_mut() {
+        guardian.moving(&next);
+    }
+    match floating.update_vips(next.clone()).await {
+        Ok(()) => {
+            if let Some(guardian) = guardian.as_mut() {
+                guardian.moved(next);
+            }
+        }
+        Err(error) => tracing::error!(%error, "moving to the new VIP set failed"),
     }
 }
