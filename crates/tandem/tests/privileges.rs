@@ -120,7 +120,6 @@ fn open_tempdir() -> tempfile::TempDir {
     dir
 }
 
-#[test]
 fn root_drops_to_the_user_with_exactly_the_four_capabilities() {
     if !is_root() {
         eprintln!("skipped: needs root");
@@ -247,7 +246,6 @@ fn root_drops_to_the_user_with_exactly_the_four_capabilities() {
     assert_eq!(std::fs::metadata(&shared).unwrap().uid(), 0);
 }
 
-#[test]
 fn a_missing_user_or_a_closed_config_keeps_root_with_the_reason() {
     if !is_root() {
         eprintln!("skipped: needs root");
@@ -294,7 +292,6 @@ fn a_missing_user_or_a_closed_config_keeps_root_with_the_reason() {
     );
 }
 
-#[test]
 fn nothing_to_do_when_not_root_and_refused_once_threads_run() {
     if !is_root() {
         eprintln!("skipped: needs root");
@@ -328,7 +325,6 @@ fn nothing_to_do_when_not_root_and_refused_once_threads_run() {
     let _ = helper.join();
 }
 
-#[test]
 fn status_lines_are_parsed() {
     let text = "Name:\ttandem\nUid:\t998\t998\t998\t998\nGid:\t997\t997\t997\t997\nGroups:\t997 \n\
                 CapInh:\t0000000000803400\nCapPrm:\t0000000000803400\nCapEff:\t0000000000803400\n\
@@ -348,7 +344,6 @@ fn status_lines_are_parsed() {
     assert!(Path::new("/proc/thread-self/status").exists());
 }
 
-#[test]
 fn system_directories_are_never_handed_over() {
     for system in [
         "/",
@@ -372,7 +367,6 @@ fn system_directories_are_never_handed_over() {
     }
 }
 
-#[test]
 fn the_plan_for_a_node_covers_what_the_daemon_touches_after_the_drop() {
     let dir = open_tempdir();
     let base = dir.path();
@@ -424,7 +418,6 @@ fn the_plan_for_a_node_covers_what_the_daemon_touches_after_the_drop() {
 }
 
 /// A node of a pair whose secret is world-readable: `run` refuses it, `check` names the fix.
-#[test]
 fn a_secret_others_can_read_is_refused_by_run() {
     let dir = open_tempdir();
     let base = dir.path();
@@ -479,7 +472,6 @@ fn a_secret_others_can_read_is_refused_by_run() {
 /// `tandem run` started as root with `[node] user = "nobody"`: every thread of the daemon runs as that user with
 /// exactly the four capabilities, and still serves a port below 1024. Addresses used by no other test:
 /// 127.0.0.98:998 (service), heartbeat 26697, sync 27781, admin 127.0.0.1:29083.
-#[test]
 fn a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities() {
     if !is_root() {
         eprintln!("skipped: needs root");
@@ -550,4 +542,66 @@ fn a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities() {
     // SAFETY: our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+/// The tests, one after another in the main thread (`harness = false`): they fork, and a fork is only safe from a
+/// process with no other threads: a child of libtest's multi-threaded harness hung on a lock another thread held
+/// (seen in CI). Arguments filter by name, like libtest's.
+fn main() {
+    let tests: &[(&str, fn())] = &[
+        (
+            "root_drops_to_the_user_with_exactly_the_four_capabilities",
+            root_drops_to_the_user_with_exactly_the_four_capabilities,
+        ),
+        (
+            "a_missing_user_or_a_closed_config_keeps_root_with_the_reason",
+            a_missing_user_or_a_closed_config_keeps_root_with_the_reason,
+        ),
+        (
+            "nothing_to_do_when_not_root_and_refused_once_threads_run",
+            nothing_to_do_when_not_root_and_refused_once_threads_run,
+        ),
+        ("status_lines_are_parsed", status_lines_are_parsed),
+        (
+            "system_directories_are_never_handed_over",
+            system_directories_are_never_handed_over,
+        ),
+        (
+            "the_plan_for_a_node_covers_what_the_daemon_touches_after_the_drop",
+            the_plan_for_a_node_covers_what_the_daemon_touches_after_the_drop,
+        ),
+        (
+            "a_secret_others_can_read_is_refused_by_run",
+            a_secret_others_can_read_is_refused_by_run,
+        ),
+        (
+            "a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities",
+            a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities,
+        ),
+    ];
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, Vec::new());
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        if std::panic::catch_unwind(test).is_ok() {
+            println!("test {name} ... ok");
+            passed += 1;
+        } else {
+            println!("test {name} ... FAILED");
+            failed.push(*name);
+        }
+    }
+    println!(
+        "test result: {}. {passed} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
 }
