@@ -53,6 +53,9 @@ pub const RECV_BUFFER: usize = 1 << 20;
 /// Rejection counters reach the status (and its watchers) at most this often, or once per heartbeat interval if
 /// that is longer; sent/received counters follow every heartbeat as before.
 pub const REJECT_PUBLISH_MS: u64 = 100;
+/// How long the process-death probe (a TCP connect to the peer's sync port) waits for the peer's kernel. A live
+/// host answers a SYN within a round trip; no answer in time means "not confirmed", never "gone".
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// The VIP layer, implemented by the daemon with the vip crate (or by nothing when `manage_vips = false`).
 /// Calls are made one at a time, in the order the election asked for them.
@@ -80,6 +83,10 @@ pub struct DriverConfig {
     pub ping: PingConfig,
     /// A VIP operation that takes longer counts as failed.
     pub vip_timeout: Duration,
+    /// The peer's sync port (`[node] sync_port`): probed with a fresh TCP connection when the peer's heartbeat port
+    /// is reported unreachable, to confirm that its daemon is gone (see docs/protocol.md, "Process death"). `None`:
+    /// no probe, a dead daemon is found by silence (`dead_ms`) only.
+    pub probe_port: Option<u16>,
     /// The heartbeat wire versions read and spoken: this build's ([`MIN_WIRE_VERSION`]`..=`[`WIRE_VERSION`]), or
     /// another release's in the rolling-upgrade tests.
     #[doc(hidden)]
@@ -109,6 +116,7 @@ impl DriverConfig {
                 fail_after: 3,
             },
             vip_timeout: Duration::from_secs(5),
+            probe_port: None,
             wire_versions: (MIN_WIRE_VERSION, WIRE_VERSION),
         }
     }
@@ -322,6 +330,7 @@ pub fn spawn_on(
         socket: HbSocket::Registered(socket),
         status_tx,
         last_event: None,
+        port_refused: false,
         ping_nodes,
         cfg,
     };
@@ -353,6 +362,8 @@ struct Driver {
     reject_log: RejectLog,
     /// The socket is connected to the peer: send without an address.
     connected: bool,
+    /// A send met the peer's "port unreachable": fed to the election after the actions at hand.
+    port_refused: bool,
     status_tx: watch::Sender<ClusterStatus>,
     last_event: Option<String>,
     /// Shared with [`ClusterHandle::turns`].
@@ -450,10 +461,16 @@ impl Driver {
                 for inp in inputs.drain(..) {
                     let now = self.now_ms();
                     let actions = self.election.handle(inp, now);
-                    if self.execute(actions, &vip_tx).await {
+                    if self.execute(actions, &vip_tx, &result_tx).await {
                         stopped = true;
                         break;
                     }
+                }
+                // Once per turn: what it sends may meet the same refusal, which waits for the next turn.
+                if !stopped && std::mem::take(&mut self.port_refused) {
+                    let now = self.now_ms();
+                    let actions = self.election.handle(Input::PeerPortUnreachable, now);
+                    stopped = self.execute(actions, &vip_tx, &result_tx).await;
                 }
                 self.publish();
                 // The election decides when a clean stop is over (linger and resends are its policy); without a
@@ -552,8 +569,10 @@ impl Driver {
                     }
                 }
                 // A connected socket reports the peer's "port unreachable" once (the peer is down): read on.
+                // The election decides whether it is worth a probe.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused => {
-                    refused = true
+                    refused = true;
+                    inputs.push(Input::PeerPortUnreachable);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -637,6 +656,7 @@ impl Driver {
         &mut self,
         actions: Vec<Action>,
         vip_tx: &mpsc::UnboundedSender<VipOp>,
+        results: &mpsc::UnboundedSender<Input>,
     ) -> bool {
         let mut stopped = false;
         for action in actions {
@@ -651,6 +671,7 @@ impl Driver {
                 Action::AnnounceVips => {
                     let _ = vip_tx.send(VipOp::Announce);
                 }
+                Action::ProbePeerProcess => self.probe_peer_process(results),
                 Action::Event(event) => self.log(&event),
                 Action::Stopped => stopped = true,
             }
@@ -675,15 +696,33 @@ impl Driver {
         }
     }
 
-    async fn send_datagram(&self, datagram: &[u8], peer: SocketAddr) -> io::Result<usize> {
+    async fn send_datagram(&mut self, datagram: &[u8], peer: SocketAddr) -> io::Result<usize> {
         match self.socket.send(datagram, peer, self.connected).await {
             // A connected socket hands a pending "port unreachable" (the peer was down) to the next send, which
-            // then sends nothing: the error is consumed, try once more.
+            // then sends nothing: the error is consumed, try once more (and tell the election).
             Err(e) if self.connected && e.kind() == io::ErrorKind::ConnectionRefused => {
+                self.port_refused = true;
                 self.socket.send(datagram, peer, true).await
             }
             other => other,
         }
+    }
+
+    /// Opens a fresh TCP connection to the peer's sync port, from this node's address, on its own task, and feeds
+    /// the answer back: `refused` only for a RST (`ECONNREFUSED`); an accepted connection is closed at once.
+    fn probe_peer_process(&self, results: &mpsc::UnboundedSender<Input>) {
+        let (Some(peer), Some(port)) = (self.cfg.peer, self.cfg.probe_port) else {
+            let _ = results.send(Input::PeerProbeResult { refused: false });
+            return;
+        };
+        let target = SocketAddr::new(peer.ip(), port);
+        let local = SocketAddr::new(self.cfg.bind.ip(), 0);
+        let results = results.clone();
+        tokio::spawn(async move {
+            let refused = probe_refused(local, target).await;
+            tracing::debug!(%target, refused, "peer process probe");
+            let _ = results.send(Input::PeerProbeResult { refused });
+        });
     }
 
     fn log(&mut self, event: &Event) {
@@ -727,6 +766,10 @@ impl Driver {
             Event::PeerDead { silent_ms } => {
                 tracing::warn!(node = %node, silent_ms, "peer declared dead");
                 format!("peer silent for {silent_ms} ms: declared dead")
+            }
+            Event::PeerProcessGone { silent_ms } => {
+                tracing::warn!(node = %node, silent_ms, "peer's daemon gone (port unreachable, sync port refused): declared dead");
+                format!("peer's daemon gone after {silent_ms} ms of silence: declared dead")
             }
             Event::SplitBrain { peer, won } => {
                 tracing::error!(node = %node, %peer, won, "split brain: both nodes held the VIPs");
@@ -805,6 +848,24 @@ impl Driver {
             }
         });
     }
+}
+
+/// True if `target` refused a TCP connection from `local` (RST) within [`PROBE_TIMEOUT`]. Binding to the node's
+/// own address keeps the probe on the path the heartbeats take; an unspecified or foreign-family address binds
+/// nothing but the port.
+async fn probe_refused(local: SocketAddr, target: SocketAddr) -> bool {
+    let socket = match target {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    };
+    let Ok(socket) = socket else { return false };
+    if local.is_ipv4() == target.is_ipv4() && !local.ip().is_unspecified() {
+        let _ = socket.bind(local);
+    }
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, socket.connect(target)).await,
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
 }
 
 fn command_input(command: Command) -> Input {

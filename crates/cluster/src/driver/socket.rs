@@ -8,9 +8,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::batch::RecvBatch;
+
+/// Readiness the heartbeat socket waits for: data, or a pending error (each cleared by a read that finds nothing,
+/// so a reported error does not wake the task again).
+const READ_OR_ERROR: Interest = Interest::READABLE.add(Interest::ERROR);
 
 pub(super) enum HbSocket {
     /// In the reactor: `readable()` wakes the task.
@@ -40,10 +45,12 @@ impl HbSocket {
         *self = std::mem::replace(self, HbSocket::Switching).into_registered();
     }
 
-    /// Ready to read (registered); never, when polled (the timer reads instead).
+    /// Ready to read, or an error is pending (registered); never, when polled (the timer reads instead). A pending
+    /// error is the peer's "port unreachable", which raises only `EPOLLERR`: waiting for it too lets the next read
+    /// report it at once rather than at the next send, an interval later.
     pub(super) async fn readable(&self) -> io::Result<()> {
         match self {
-            HbSocket::Registered(s) => s.readable().await,
+            HbSocket::Registered(s) => s.ready(READ_OR_ERROR).await.map(|_| ()),
             HbSocket::Polled(_) | HbSocket::Switching => std::future::pending().await,
         }
     }
@@ -52,7 +59,15 @@ impl HbSocket {
     pub(super) fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         let fd = self.fd();
         match self {
-            HbSocket::Registered(s) => s.try_io(tokio::io::Interest::READABLE, || batch.recv(fd)),
+            // One interest per `try_io`: tokio matches a combined interest against no readiness at all (the read
+            // would never run, nor clear the error readiness that woke the task). The error's turn reads too: the
+            // pending error is what `recvmmsg` reports, and a read that finds nothing clears that readiness.
+            HbSocket::Registered(s) => match s.try_io(Interest::READABLE, || batch.recv(fd)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.try_io(Interest::ERROR, || batch.recv(fd))
+                }
+                other => other,
+            },
             HbSocket::Polled(_) => batch.recv(fd),
             HbSocket::Switching => Err(io::ErrorKind::NotConnected.into()),
         }

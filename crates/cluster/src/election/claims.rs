@@ -16,7 +16,9 @@ impl Election {
                 }
                 return;
             }
-            let reason = if self.cfg.has_peer {
+            let reason = if self.peer_process_gone {
+                Reason::PeerProcessGone
+            } else if self.cfg.has_peer {
                 Reason::PeerDead
             } else {
                 Reason::Standalone

@@ -61,6 +61,11 @@ pub struct Election {
     pub(super) peer_clock_ms: u64,
     pub(super) peer_warned: bool,
     pub(super) peer_dead_reported: bool,
+    /// When the peer's port was reported unreachable, while the probe that may confirm its daemon is gone runs;
+    /// cleared by any heartbeat from the peer (a daemon that answers is alive, whatever the probe says).
+    pub(super) process_suspect_ms: Option<u64>,
+    /// The peer was given up because its daemon is gone (not for silence): names the reason of the takeover.
+    pub(super) peer_process_gone: bool,
     pub(super) ping: PingState,
     pub(super) caught_up: bool,
     pub(super) config_generation: u64,
@@ -120,6 +125,8 @@ impl Election {
             peer_clock_ms: now_ms,
             peer_warned: false,
             peer_dead_reported: false,
+            process_suspect_ms: None,
+            peer_process_gone: false,
             ping,
             caught_up: false,
             config_generation: 0,
@@ -251,6 +258,8 @@ impl Election {
             Input::Tick => {}
             Input::PeerHeartbeat(hb) => self.on_heartbeat(hb, now_ms, &mut out),
             Input::PeerIncompatible(hb) => self.on_incompatible(hb, now_ms, &mut out),
+            Input::PeerPortUnreachable => self.on_port_unreachable(now_ms, &mut out),
+            Input::PeerProbeResult { refused } => self.on_probe_result(refused, now_ms, &mut out),
             Input::PingResult { reachable } => {
                 let ping = if reachable {
                     PingState::Reachable

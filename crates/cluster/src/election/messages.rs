@@ -15,6 +15,17 @@ pub enum Input {
     /// unknown but for whether it may hold the VIPs. It keeps the peer from being declared dead and never lets this
     /// node take the VIPs (see `Election::peer_incompatible`).
     PeerIncompatible(IncompatibleHeartbeat),
+    /// The peer's host answered one of our heartbeats with ICMP port unreachable (a connected UDP socket reports
+    /// it as `ECONNREFUSED`): nothing listens on the heartbeat port, so the peer's daemon may be gone while its host
+    /// lives. Never a reason to take over by itself (anyone who knows the ports can forge the ICMP): if the peer was
+    /// alive, the election asks for [`Action::ProbePeerProcess`] and waits for its [`Input::PeerProbeResult`].
+    PeerPortUnreachable,
+    /// The answer to [`Action::ProbePeerProcess`]: `refused` is true when a fresh TCP connection to the peer's sync
+    /// port was refused (RST to our own SYN, which an off-path sender cannot forge without our sequence number).
+    /// False for a connection accepted, timed out or failed otherwise: the peer is not given up for it.
+    PeerProbeResult {
+        refused: bool,
+    },
     /// Time passed (call at [`Election::next_timeout`](super::Election::next_timeout) or more often).
     Tick,
     /// Aggregate result of the ping nodes: can this node reach at least one?
@@ -85,6 +96,9 @@ pub enum Action {
     ReleaseVips,
     /// Announce the VIPs again; report with `VipsAnnounced` or `VipFailure`.
     AnnounceVips,
+    /// Confirm that the peer's daemon is gone while its host lives: open a fresh TCP connection to the peer's sync
+    /// port (bounded to a few ms) and report with [`Input::PeerProbeResult`] (`refused` only for a RST).
+    ProbePeerProcess,
     /// Something worth a log line, a counter or an alert.
     Event(Event),
     /// The clean stop is over: the final heartbeats are out and the peer took over, or nobody is there to confirm
@@ -103,6 +117,7 @@ pub enum Reason {
     InitDeadExpired,
     PeerHeard,
     PeerDead,
+    PeerProcessGone,
     PeerIncompatible,
     PeerStopped,
     PeerFault,
@@ -130,6 +145,9 @@ impl fmt::Display for Reason {
             Reason::InitDeadExpired => f.write_str("peer not heard within init_dead_ms"),
             Reason::PeerHeard => f.write_str("peer heard"),
             Reason::PeerDead => f.write_str("peer silent for dead_ms"),
+            Reason::PeerProcessGone => {
+                f.write_str("peer's daemon gone (port unreachable, sync port refused)")
+            }
             Reason::PeerIncompatible => {
                 f.write_str("peer alive in a wire version this node cannot read")
             }
@@ -173,6 +191,10 @@ pub enum Event {
     PeerSilent { silent_ms: u64 },
     /// Peer silent longer than `dead_ms`.
     PeerDead { silent_ms: u64 },
+    /// The peer's host refused both its heartbeat port (ICMP port unreachable) and a fresh connection to its sync
+    /// port (RST), with no heartbeat in between: its daemon is gone; the peer is given up at once, not after
+    /// `dead_ms`.
+    PeerProcessGone { silent_ms: u64 },
     /// Both nodes held the VIPs when contact (re)appeared; `won` says whether this node keeps them.
     SplitBrain { peer: String, won: bool },
     /// This node asks the peer for the active role (admin takeover or auto-failback).

@@ -83,6 +83,9 @@ pub struct SimNode {
     pub stopped_at: Vec<u64>,
     /// Heartbeats sent while stopped (time, sequence number).
     pub stopped_heartbeats: Vec<(u64, u64)>,
+    /// The daemon was killed but the host lives ([`Sim::kill_process`]): its kernel answers heartbeats with ICMP
+    /// port unreachable and a probe of the sync port with RST.
+    pub process_killed: bool,
 }
 
 impl SimNode {
@@ -161,6 +164,12 @@ pub struct Sim {
     pub incompatible_delivered: [u64; 2],
     guards: [ReplayGuard; 2],
     wire: Vec<InFlight>,
+    /// ICMP port unreachable on its way back: (due, node told).
+    icmp: Vec<(u64, usize)>,
+    /// Process probes in flight: (due, node probing).
+    probes: Vec<(u64, usize)>,
+    /// Probe answers given: (time, node probing, refused).
+    pub probe_results: Vec<(u64, usize, bool)>,
     order: u64,
     rng: Rng,
     pub violations: Vec<Violation>,
@@ -193,6 +202,9 @@ impl Sim {
             mode: LinkMode::Healthy,
             mode_since: 0,
             wire: Vec::new(),
+            icmp: Vec::new(),
+            probes: Vec::new(),
+            probe_results: Vec::new(),
             order: 0,
             rng,
             violations: Vec::new(),
@@ -226,6 +238,7 @@ impl Sim {
             stopping: false,
             stopped_at: Vec::new(),
             stopped_heartbeats: Vec::new(),
+            process_killed: false,
         }
     }
 
@@ -260,6 +273,7 @@ impl Sim {
         node.up_since = self.now;
         node.exit_at = None;
         node.stopping = false;
+        node.process_killed = false;
         self.liveness.retain(|(dead, _, _)| *dead != i);
         // A survivor that restarts gets its own start-up wait again.
         let restart_deadline =
@@ -279,11 +293,49 @@ impl Sim {
         }
         let node = &mut self.nodes[i];
         node.election = None;
+        node.process_killed = false;
         node.vip_queue.clear();
         node.acquires_in_flight = 0;
         node.addresses = false;
         node.vip_busy_until = self.now;
         self.went_down(i);
+    }
+
+    /// Kills node `i`'s daemon while its host lives (SIGKILL, OOM): its addresses vanish as in a crash (removed by
+    /// the guardian), and its kernel refuses what comes for the daemon. On a healthy link the survivor must be
+    /// active within one of its intervals (its next heartbeat meets the refusal) plus the ICMP, the probe's round
+    /// trip and the VIP latency, not `dead_ms`.
+    pub fn kill_process(&mut self, i: usize) {
+        if !self.nodes[i].up() {
+            return;
+        }
+        self.crash(i);
+        self.nodes[i].process_killed = true;
+        let other = 1 - i;
+        if self.mode == LinkMode::Healthy && self.nodes[other].up() {
+            let p = &self.params;
+            let fast =
+                self.now + p.timings.interval_ms + 4 * p.max_delay_ms + 2 * p.vip_latency_ms + 1;
+            for (dead, survivor, deadline) in &mut self.liveness {
+                if *dead == i && *survivor == other {
+                    *deadline = (*deadline).min(fast.max(
+                        self.nodes[other].up_since
+                            + p.timings.init_dead_ms
+                            + 2 * p.vip_latency_ms
+                            + 1,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A datagram's way back to node `to` from the other node's host is open.
+    fn back_open(&self, to: usize) -> bool {
+        match self.mode {
+            LinkMode::Healthy | LinkMode::Lossy(_) => true,
+            LinkMode::Cut => false,
+            LinkMode::OneWay(from) => from != 1 - to,
+        }
     }
 
     fn went_down(&mut self, i: usize) {
@@ -393,6 +445,13 @@ impl Sim {
                     self.nodes[i].acquires_in_flight += 1;
                     self.queue_vip(i, VipOp::Acquire, fails);
                 }
+                Action::ProbePeerProcess => {
+                    // A SYN there and its answer back (each way delayed as a datagram).
+                    let due = now
+                        + self.rng.upto(self.params.max_delay_ms)
+                        + self.rng.upto(self.params.max_delay_ms);
+                    self.probes.push((due, i));
+                }
                 Action::ReleaseVips => self.queue_vip(i, VipOp::Release, false),
                 Action::AnnounceVips => {
                     self.nodes[i].announces.push(now);
@@ -425,6 +484,9 @@ impl Sim {
         let mut next = u64::MAX;
         for f in &self.wire {
             next = next.min(f.deliver_at);
+        }
+        for (due, _) in self.icmp.iter().chain(&self.probes) {
+            next = next.min(*due);
         }
         for node in &self.nodes {
             if let Some(e) = &node.election {
@@ -507,6 +569,11 @@ impl Sim {
         due.sort_by_key(|f| (f.deliver_at, f.order));
         for f in due {
             if !self.nodes[f.to].up() {
+                // A live host without the daemon answers with ICMP port unreachable (if the way back is open).
+                if self.nodes[f.to].process_killed && self.back_open(1 - f.to) {
+                    let due = now + self.rng.upto(self.params.max_delay_ms);
+                    self.icmp.push((due, 1 - f.to));
+                }
                 continue;
             }
             let hb = match self.codecs[f.to].decode_any(&f.datagram) {
@@ -553,6 +620,38 @@ impl Sim {
                 self.speak[f.to].heard(hb.boot_epoch, version);
                 self.feed(f.to, Input::PeerHeartbeat(hb));
             }
+        }
+        // ICMP reports and probe answers.
+        let mut told = Vec::new();
+        self.icmp.retain(|&(due, to)| {
+            if due <= now {
+                told.push(to);
+                false
+            } else {
+                true
+            }
+        });
+        for to in told {
+            self.feed(to, Input::PeerPortUnreachable);
+        }
+        let mut answered = Vec::new();
+        self.probes.retain(|&(due, from)| {
+            if due <= now {
+                answered.push(from);
+                false
+            } else {
+                true
+            }
+        });
+        for from in answered {
+            let peer = &self.nodes[1 - from];
+            // RST only from a live host without the daemon, over a link that carries both ways (else a timeout).
+            let refused = !peer.up()
+                && peer.process_killed
+                && self.back_open(from)
+                && self.back_open(1 - from);
+            self.probe_results.push((now, from, refused));
+            self.feed(from, Input::PeerProbeResult { refused });
         }
         // Exits after a clean stop.
         for i in 0..2 {

@@ -1727,3 +1727,210 @@ fn lossy_takeover_stop_crash_restart_never_holds_twice() {
     sim.assert_clean();
     assert_eq!(sim.holders(), 1);
 }
+
+// ---- process death (peer's daemon gone, host alive) -------------------------------------------------------------
+
+fn settled_pair(interval_ms: u64, max_delay_ms: u64, seed: u64) -> Sim {
+    let mut params = SimParams::new(interval_ms);
+    if interval_ms == 200 {
+        params.timings = timings();
+    }
+    params.max_delay_ms = max_delay_ms;
+    params.seed = seed;
+    let mut sim = Sim::new(params);
+    sim.run_for(sim.params.timings.init_dead_ms + 500);
+    assert!(sim.nodes[0].is_active() && sim.nodes[1].state() == Some(NodeState::Standby));
+    sim
+}
+
+fn standby(sim: &mut Sim) -> &mut Election {
+    sim.nodes[1].election.as_mut().expect("standby up")
+}
+
+#[test]
+fn port_unreachable_alone_only_asks_for_one_probe() {
+    let mut sim = settled_pair(200, 0, 1);
+    let now = sim.now;
+    let first = standby(&mut sim).handle(Input::PeerPortUnreachable, now);
+    assert!(first.contains(&Action::ProbePeerProcess), "{first:?}");
+    assert!(!first.contains(&Action::AcquireVips));
+    let again = standby(&mut sim).handle(Input::PeerPortUnreachable, now + 1);
+    assert!(
+        !again.contains(&Action::ProbePeerProcess),
+        "one probe at a time"
+    );
+    // The probe found the daemon listening (or timed out): nothing changes.
+    let answer = standby(&mut sim).handle(Input::PeerProbeResult { refused: false }, now + 2);
+    assert!(!answer.contains(&Action::AcquireVips));
+    assert_eq!(standby(&mut sim).state(), NodeState::Standby);
+    assert!(standby(&mut sim).peer_alive(now + 2));
+    // A later report may probe again.
+    let later = standby(&mut sim).handle(Input::PeerPortUnreachable, now + 3);
+    assert!(later.contains(&Action::ProbePeerProcess));
+}
+
+#[test]
+fn refused_probe_gives_the_peer_up_at_once() {
+    let mut sim = settled_pair(200, 0, 1);
+    let now = sim.now;
+    standby(&mut sim).handle(Input::PeerPortUnreachable, now);
+    let out = standby(&mut sim).handle(Input::PeerProbeResult { refused: true }, now + 1);
+    assert!(out.contains(&Action::AcquireVips), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Event(Event::PeerProcessGone { .. })))
+    );
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Event(Event::StateChanged {
+            to: NodeState::Acquiring,
+            reason: Reason::PeerProcessGone,
+            ..
+        })
+    )));
+    assert!(!standby(&mut sim).peer_alive(now + 1));
+}
+
+#[test]
+fn refused_probe_without_a_report_is_ignored() {
+    let mut sim = settled_pair(200, 0, 1);
+    let now = sim.now;
+    let out = standby(&mut sim).handle(Input::PeerProbeResult { refused: true }, now);
+    assert!(!out.contains(&Action::AcquireVips), "{out:?}");
+    assert!(standby(&mut sim).peer_alive(now));
+}
+
+#[test]
+fn a_heartbeat_after_the_report_cancels_the_confirmation() {
+    let mut sim = settled_pair(200, 0, 1);
+    let now = sim.now;
+    standby(&mut sim).handle(Input::PeerPortUnreachable, now);
+    // The peer's next heartbeat arrives (a daemon that restarted quickly, or a forged report).
+    let heard = sim.nodes[1].e().peer().expect("peer").last_heard_ms;
+    sim.run_for(250);
+    assert!(sim.nodes[1].e().peer().expect("peer").last_heard_ms > heard);
+    let now = sim.now;
+    let out = standby(&mut sim).handle(Input::PeerProbeResult { refused: true }, now);
+    assert!(!out.contains(&Action::AcquireVips), "{out:?}");
+    assert_eq!(standby(&mut sim).state(), NodeState::Standby);
+}
+
+#[test]
+fn port_unreachable_before_the_peer_is_heard_probes_nothing() {
+    let cfg = ElectionConfig::new("c", "lb2", Role::Secondary, true, timings(), 1);
+    let mut e = Election::new(cfg, 0);
+    e.handle(Input::Tick, 0);
+    let out = e.handle(Input::PeerPortUnreachable, 10);
+    assert!(!out.contains(&Action::ProbePeerProcess), "{out:?}");
+    let out = e.handle(Input::PeerProbeResult { refused: true }, 11);
+    assert!(!out.contains(&Action::AcquireVips));
+    assert_eq!(e.state(), NodeState::Init);
+}
+
+#[test]
+fn killed_daemon_on_a_live_host_is_replaced_within_one_interval() {
+    for (interval, delay) in [(200, 0), (200, 2), (10, 0), (10, 1)] {
+        for offset in [0, 1, 3, 7, 50, 111, 199] {
+            let mut sim = settled_pair(interval, delay, offset + 1);
+            sim.run_for(offset % interval);
+            let killed = sim.now;
+            sim.kill_process(0);
+            sim.run_for(sim.params.timings.dead_ms * 2);
+            let active = sim.became_active(1, killed).expect("standby took over");
+            let p = &sim.params;
+            let bound = p.timings.interval_ms + 4 * p.max_delay_ms + 2 * p.vip_latency_ms + 1;
+            assert!(
+                active - killed <= bound,
+                "{interval}/{delay} +{offset}: active after {} ms (bound {bound})",
+                active - killed
+            );
+            assert!(has_event(&sim, 1, |e| matches!(
+                e,
+                Event::PeerProcessGone { .. }
+            )));
+            assert!(!has_event(&sim, 1, |e| matches!(e, Event::PeerDead { .. })));
+            sim.assert_clean();
+        }
+    }
+}
+
+#[test]
+fn host_death_still_takes_dead_ms() {
+    for interval in [200, 10] {
+        let mut sim = settled_pair(interval, 0, 3);
+        let heard = sim.nodes[1].e().peer().expect("peer").last_heard_ms;
+        let killed = sim.now;
+        sim.crash(0);
+        sim.run_for(sim.params.timings.dead_ms * 2);
+        let active = sim.became_active(1, killed).expect("standby took over");
+        assert!(
+            active >= heard + sim.params.timings.dead_ms,
+            "{interval}: active {} ms after the last heartbeat",
+            active - heard
+        );
+        assert!(sim.probe_results.is_empty(), "no ICMP from a dead host");
+        assert!(has_event(&sim, 1, |e| matches!(e, Event::PeerDead { .. })));
+        sim.assert_clean();
+    }
+}
+
+/// Counts the times node `i` gave its peer up (for silence or a gone daemon) at or after `since`.
+fn deaths(sim: &Sim, i: usize, since: u64) -> usize {
+    sim.nodes[i]
+        .events
+        .iter()
+        .filter(|(t, e)| {
+            *t >= since && matches!(e, Event::PeerDead { .. } | Event::PeerProcessGone { .. })
+        })
+        .count()
+}
+
+#[test]
+fn forged_port_unreachable_never_moves_the_vips() {
+    let mut sim = settled_pair(200, 1, 5);
+    let since = sim.now;
+    for _ in 0..50 {
+        sim.feed(1, Input::PeerPortUnreachable);
+        sim.run_for(37);
+    }
+    assert!(sim.nodes[0].is_active() && !sim.nodes[1].holds());
+    assert_eq!(deaths(&sim, 1, since), 0);
+    assert!(sim.probe_results.iter().all(|(_, _, refused)| !refused));
+    assert!(!sim.probe_results.is_empty());
+    sim.assert_clean();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A daemon killed on a live host and restarted after any pause: the survivor takes over once, is never told
+    /// the peer died twice for one kill, never shares the VIPs with it on a healthy link, and the pair settles.
+    #[test]
+    fn killed_and_restarted_daemon_dies_once(
+        seed in 0u64..10_000,
+        fast in any::<bool>(),
+        delay in 0u64..3,
+        offset in 0u64..200,
+        pause in 0u64..400,
+        kills in 1usize..4,
+    ) {
+        let interval = if fast { 10 } else { 200 };
+        let mut sim = settled_pair(interval, delay, seed);
+        let t = sim.params.timings;
+        for _ in 0..kills {
+            sim.run_for(offset % interval);
+            let active = if sim.nodes[0].is_active() { 0 } else { 1 };
+            let since = sim.now;
+            sim.kill_process(active);
+            sim.run_for(pause % (2 * interval));
+            sim.start(active);
+            sim.feed(active, Input::CaughtUp(true));
+            sim.run_for(t.init_dead_ms + t.dead_ms);
+            prop_assert!(deaths(&sim, 1 - active, since) <= 1);
+            prop_assert_eq!(sim.active_count(), 1);
+            prop_assert_eq!(sim.holders(), 1);
+        }
+        let list: Vec<String> = sim.violations.iter().map(|v| format!("{} {}", v.at, v.what)).collect();
+        prop_assert!(list.is_empty(), "{:?}", list);
+    }
+}
