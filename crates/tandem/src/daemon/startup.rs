@@ -515,6 +515,8 @@ impl Daemon {
         let sync_secret = secret.clone();
         let mut driver = DriverConfig::new(election, bind, peer, secret);
         driver.ping_nodes = heartbeat.ping_nodes.clone();
+        // A peer whose heartbeat port is unreachable is probed on its sync port: a RST confirms its daemon is gone.
+        driver.probe_port = node.node.peer.map(|_| node.node.sync_port);
         let cluster_handle =
             spawn_heartbeat_thread(driver, DaemonVips(vips.clone()), tuning.heartbeat_realtime)
                 .await
