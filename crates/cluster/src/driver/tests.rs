@@ -905,3 +905,98 @@ async fn set_timings_command_changes_the_cadence_without_moving_the_role() {
     n1.abort();
     n2.abort();
 }
+
+/// The peer's "port unreachable" raises only the socket's error readiness: it must wake the driver and be read at
+/// once (not at the next send, an interval later).
+#[tokio::test(flavor = "current_thread")]
+async fn port_unreachable_wakes_the_socket_and_is_read_as_refused() {
+    let closed = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = closed.local_addr().unwrap();
+    drop(closed);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(target).await.unwrap();
+    let hb = super::socket::HbSocket::Registered(socket);
+    hb.send(b"x", target, true).await.unwrap();
+    tokio::time::timeout(Duration::from_millis(500), hb.readable())
+        .await
+        .expect("woken by the error")
+        .unwrap();
+    let mut batch = super::batch::RecvBatch::new();
+    let first = hb.recv(&mut batch).map(|_| ());
+    assert_eq!(
+        first.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+    let then = hb.recv(&mut batch).map(|_| ());
+    assert_eq!(
+        then.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+    // Read and cleared: no further wake-up.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), hb.readable())
+            .await
+            .is_err()
+    );
+}
+
+/// A killed daemon on a live host (its socket closed, its sync port refusing): the standby takes over after the
+/// ICMP and the probe, well before dead_ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_daemon_is_taken_over_before_dead_time() {
+    let journal = Journal::default();
+    let s1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a1, a2) = (s1.local_addr().unwrap(), s2.local_addr().unwrap());
+    let t = Timings {
+        interval_ms: 20,
+        dead_ms: 1000,
+        warn_ms: 500,
+        init_dead_ms: 500,
+    };
+    let epoch = crate::epoch::clock_epoch();
+    let c1 = ElectionConfig::new("openstack", "lb1", Role::Primary, true, t, epoch);
+    let c2 = ElectionConfig::new("openstack", "lb2", Role::Secondary, true, t, epoch);
+    let d1 = DriverConfig::new(c1, a1, Some(a2), crate::wire::test_secret(SECRET));
+    let mut d2 = DriverConfig::new(c2, a2, Some(a1), crate::wire::test_secret(SECRET));
+    // lb1's "sync port": a port nothing listens on once lb1 is gone.
+    let sync = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    d2.probe_port = Some(sync.local_addr().unwrap().port());
+    let vips = |node: &str| FakeVips {
+        node: node.into(),
+        journal: journal.clone(),
+        fail_acquire: false,
+    };
+    let mut n1 = spawn_on(d1, s1, vips("lb1")).unwrap();
+    let mut n2 = spawn_on(d2, s2, vips("lb2")).unwrap();
+    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Standby && s.peer.is_some()
+    })
+    .await;
+    // While lb1 lives its sync port accepts: a report alone moves nothing (probed as accepted).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let crashed = Instant::now();
+    n1.abort();
+    drop(sync);
+    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    let took = journal.calls("lb2", "acquire")[0] - crashed;
+    eprintln!("killed daemon takeover: {took:?} (interval 20 ms, dead 1000 ms)");
+    assert!(took < Duration::from_millis(300), "took {took:?}");
+    assert!(
+        n2.status
+            .borrow()
+            .last_event
+            .as_deref()
+            .is_some_and(|e| e.contains("VIPs added") || e.contains("daemon gone")),
+        "{:?}",
+        n2.status.borrow().last_event
+    );
+    n2.abort();
+}
