@@ -33,9 +33,11 @@ use crate::wire::{
 };
 
 mod batch;
+mod process_probe;
 mod reject_log;
 mod socket;
 use batch::RecvBatch;
+pub use process_probe::PROBE_TIMEOUT;
 use reject_log::RejectLog;
 use socket::HbSocket;
 
@@ -53,9 +55,6 @@ pub const RECV_BUFFER: usize = 1 << 20;
 /// Rejection counters reach the status (and its watchers) at most this often, or once per heartbeat interval if
 /// that is longer; sent/received counters follow every heartbeat as before.
 pub const REJECT_PUBLISH_MS: u64 = 100;
-/// How long the process-death probe (a TCP connect to the peer's sync port) waits for the peer's kernel. A live
-/// host answers a SYN within a round trip; no answer in time means "not confirmed", never "gone".
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// The VIP layer, implemented by the daemon with the vip crate (or by nothing when `manage_vips = false`).
 /// Calls are made one at a time, in the order the election asked for them.
@@ -671,7 +670,10 @@ impl Driver {
                 Action::AnnounceVips => {
                     let _ = vip_tx.send(VipOp::Announce);
                 }
-                Action::ProbePeerProcess => self.probe_peer_process(results),
+                Action::ProbePeerProcess => {
+                    let (peer, port) = (self.cfg.peer, self.cfg.probe_port);
+                    process_probe::spawn(peer, port, self.cfg.bind.ip(), results);
+                }
                 Action::Event(event) => self.log(&event),
                 Action::Stopped => stopped = true,
             }
@@ -706,23 +708,6 @@ impl Driver {
             }
             other => other,
         }
-    }
-
-    /// Opens a fresh TCP connection to the peer's sync port, from this node's address, on its own task, and feeds
-    /// the answer back: `refused` only for a RST (`ECONNREFUSED`); an accepted connection is closed at once.
-    fn probe_peer_process(&self, results: &mpsc::UnboundedSender<Input>) {
-        let (Some(peer), Some(port)) = (self.cfg.peer, self.cfg.probe_port) else {
-            let _ = results.send(Input::PeerProbeResult { refused: false });
-            return;
-        };
-        let target = SocketAddr::new(peer.ip(), port);
-        let local = SocketAddr::new(self.cfg.bind.ip(), 0);
-        let results = results.clone();
-        tokio::spawn(async move {
-            let refused = probe_refused(local, target).await;
-            tracing::debug!(%target, refused, "peer process probe");
-            let _ = results.send(Input::PeerProbeResult { refused });
-        });
     }
 
     fn log(&mut self, event: &Event) {
@@ -848,24 +833,6 @@ impl Driver {
             }
         });
     }
-}
-
-/// True if `target` refused a TCP connection from `local` (RST) within [`PROBE_TIMEOUT`]. Binding to the node's
-/// own address keeps the probe on the path the heartbeats take; an unspecified or foreign-family address binds
-/// nothing but the port.
-async fn probe_refused(local: SocketAddr, target: SocketAddr) -> bool {
-    let socket = match target {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-    };
-    let Ok(socket) = socket else { return false };
-    if local.is_ipv4() == target.is_ipv4() && !local.ip().is_unspecified() {
-        let _ = socket.bind(local);
-    }
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, socket.connect(target)).await,
-        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused
-    )
 }
 
 fn command_input(command: Command) -> Input {
