@@ -622,28 +622,10 @@ impl Sim {
             }
         }
         // ICMP reports and probe answers.
-        let mut told = Vec::new();
-        self.icmp.retain(|&(due, to)| {
-            if due <= now {
-                told.push(to);
-                false
-            } else {
-                true
-            }
-        });
-        for to in told {
+        for to in take_due(&mut self.icmp, now) {
             self.feed(to, Input::PeerPortUnreachable);
         }
-        let mut answered = Vec::new();
-        self.probes.retain(|&(due, from)| {
-            if due <= now {
-                answered.push(from);
-                false
-            } else {
-                true
-            }
-        });
-        for from in answered {
+        for from in take_due(&mut self.probes, now) {
             let peer = &self.nodes[1 - from];
             // RST only from a live host without the daemon, over a link that carries both ways (else a timeout).
             let refused = !peer.up()
@@ -800,4 +782,11 @@ impl Sim {
             .collect();
         assert!(list.is_empty(), "violations: {list:#?}");
     }
+}
+
+/// Removes the entries of a (due, node) queue that are due at `now`, returning their nodes in queue order.
+fn take_due(queue: &mut Vec<(u64, usize)>, now: u64) -> Vec<usize> {
+    let (due, later): (Vec<_>, Vec<_>) = queue.drain(..).partition(|&(at, _)| at <= now);
+    *queue = later;
+    due.into_iter().map(|(_, node)| node).collect()
 }
