@@ -114,25 +114,10 @@ pub async fn serve<B: AdminBackend>(
         limits: options.limits,
         metrics_only: false,
     });
-    let slots = Arc::new(Semaphore::new(options.limits.max_connections));
-    loop {
-        // Take a slot before accepting: beyond the cap, clients wait in the backlog.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    accept_loop(listener, options.limits, "admin", move |stream, peer| {
         let shared = shared.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let peer = peer.to_string();
+        async move {
             match acceptor {
                 None => serve_connection(stream, shared, peer).await,
                 Some(acceptor) => {
@@ -150,8 +135,9 @@ pub async fn serve<B: AdminBackend>(
                     }
                 }
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Serve the admin API on the local UNIX socket (no HTTP credentials) until the task is dropped.
@@ -168,33 +154,10 @@ pub async fn serve_unix<B: AdminBackend>(
         limits,
         metrics_only: false,
     });
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "admin socket accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let peer = match stream.peer_cred() {
-            Ok(cred) => format!(
-                "socket (uid {}, pid {})",
-                cred.uid(),
-                cred.pid().unwrap_or_default()
-            ),
-            Err(_) => "socket".to_owned(),
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            serve_connection(stream, shared, peer).await;
-        });
-    }
+    accept_loop(listener, limits, "admin socket", move |stream, peer| {
+        serve_connection(stream, shared.clone(), peer)
+    })
+    .await;
 }
 
 /// Serve `GET /metrics` (Prometheus text, no credentials) and nothing else on an already bound
@@ -212,23 +175,68 @@ pub async fn serve_metrics<B: AdminBackend>(
         limits,
         metrics_only: true,
     });
+    accept_loop(listener, limits, "metrics", move |stream, peer| {
+        serve_connection(stream, shared.clone(), peer)
+    })
+    .await;
+}
+
+/// A listener the accept loop takes connections from, each with how to name its peer in logs.
+trait Accept {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_one(&self) -> impl Future<Output = std::io::Result<(Self::Stream, String)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<(Self::Stream, String)> {
+        let (stream, peer) = self.accept().await?;
+        Ok((stream, peer.to_string()))
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<(Self::Stream, String)> {
+        let (stream, _) = self.accept().await?;
+        let peer = match stream.peer_cred() {
+            Ok(cred) => format!(
+                "socket (uid {}, pid {})",
+                cred.uid(),
+                cred.pid().unwrap_or_default()
+            ),
+            Err(_) => "socket".to_owned(),
+        };
+        Ok((stream, peer))
+    }
+}
+
+/// Every listener's loop, until the task is dropped: a slot is taken before accepting (beyond
+/// `max_connections` clients wait in the kernel's backlog), a failed accept is logged and retried after
+/// 50 ms, and each connection is served on its own task that holds its slot.
+async fn accept_loop<L, F, Fut>(listener: L, limits: Limits, what: &'static str, serve: F)
+where
+    L: Accept,
+    F: Fn(L::Stream, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept_one().await {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::warn!(%error, "metrics accept failed");
+                tracing::warn!(%error, "{what} accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let shared = shared.clone();
+        let connection = serve(stream, peer);
         tokio::spawn(async move {
             let _slot = slot;
-            serve_connection(stream, shared, peer.to_string()).await;
+            connection.await;
         });
     }
 }
