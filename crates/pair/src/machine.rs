@@ -220,6 +220,62 @@ impl Io {
     }
 }
 
+/// What the two roles' state machines differ in; [`pump`] is the byte handling they share.
+trait Role {
+    fn io(&mut self) -> &mut Io;
+    /// The caller owes a decision (proceed, refuse, accept): later frames wait in the buffer.
+    fn awaits_caller(&self) -> bool;
+    /// One decoded frame other than `Abort`; `body` is its encoding (for the transcript).
+    fn on_frame(&mut self, frame: Frame, body: &[u8]) -> Result<Option<Event>, PairError>;
+    fn handle_timeout(&mut self, now_ms: u64) -> Result<(), PairError>;
+}
+
+/// Feeds received bytes to `role`; returns at most one event (call again with `&[]` for more).
+fn pump<R: Role>(role: &mut R, data: &[u8], now_ms: u64) -> Result<Option<Event>, PairError> {
+    if role.io().finished {
+        return Ok(None);
+    }
+    role.handle_timeout(now_ms)?;
+    if let Err(e) = role.io().deframer.push(data) {
+        return Err(role.io().fail(e.into()));
+    }
+    // Bounded: each round takes one frame out of the (bounded) buffer or returns.
+    loop {
+        if role.awaits_caller() {
+            return Ok(None);
+        }
+        let body = match role.io().deframer.next_body() {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(role.io().fail(e.into())),
+        };
+        let handled = match Frame::decode(&body) {
+            Ok(Frame::Abort { kind, detail }) => {
+                role.io().finished = true;
+                return Err(PairError::from_abort(kind, detail));
+            }
+            Ok(frame) => role.on_frame(frame, &body),
+            Err(e) => Err(e.into()),
+        };
+        match handled {
+            Ok(Some(event)) => return Ok(Some(event)),
+            Ok(None) => {}
+            Err(e) => return Err(role.io().fail(e)),
+        }
+        if role.io().finished {
+            return Ok(None);
+        }
+    }
+}
+
+/// A frame body as it went over the wire (length first): what the transcript binds.
+fn length_prefixed(body: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(body.len() + 4);
+    framed.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
+    framed.extend_from_slice(body);
+    framed
+}
+
 fn secret_in_bounds(secret: &[u8]) -> Result<(), PairError> {
     if !(MIN_SECRET..=MAX_SECRET).contains(&secret.len()) {
         return Err(PairError::Invalid(format!(
@@ -354,40 +410,10 @@ impl Initiator {
 
     /// Feeds received bytes; returns at most one event (call again with `&[]` for more).
     pub fn handle_bytes(&mut self, data: &[u8], now_ms: u64) -> Result<Option<Event>, PairError> {
-        if self.io.finished {
-            return Ok(None);
-        }
-        self.handle_timeout(now_ms)?;
-        if let Err(e) = self.io.deframer.push(data) {
-            return Err(self.io.fail(e.into()));
-        }
-        loop {
-            if matches!(self.state, InitiatorState::AwaitingProceed { .. }) {
-                // The caller owes a decision; later frames wait in the buffer.
-                return Ok(None);
-            }
-            let body = match self.io.deframer.next_body() {
-                Ok(Some(body)) => body,
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(self.io.fail(e.into())),
-            };
-            match self.on_frame(&body) {
-                Ok(Some(event)) => return Ok(Some(event)),
-                Ok(None) => {}
-                Err(e) => return Err(self.io.fail(e)),
-            }
-            if self.io.finished {
-                return Ok(None);
-            }
-        }
+        pump(self, data, now_ms)
     }
 
-    fn on_frame(&mut self, body: &[u8]) -> Result<Option<Event>, PairError> {
-        let frame = Frame::decode(body)?;
-        if let Frame::Abort { kind, detail } = frame {
-            self.io.finished = true;
-            return Err(PairError::from_abort(kind, detail));
-        }
+    fn on_frame(&mut self, frame: Frame, body: &[u8]) -> Result<Option<Event>, PairError> {
         match std::mem::replace(&mut self.state, InitiatorState::Done) {
             InitiatorState::AwaitingHello { mut transcript } => {
                 let Frame::AcceptorHello { node, spake } = frame else {
@@ -395,10 +421,7 @@ impl Initiator {
                         "frame instead of the secondary's hello",
                     ));
                 };
-                let mut framed = Vec::with_capacity(body.len() + 4);
-                framed.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
-                framed.extend_from_slice(body);
-                transcript.add(&framed);
+                transcript.add(&length_prefixed(body));
                 self.state = InitiatorState::AwaitingProceed {
                     transcript,
                     peer: node.clone(),
@@ -522,6 +545,39 @@ enum AcceptorState {
     Done,
 }
 
+impl Role for Initiator {
+    fn io(&mut self) -> &mut Io {
+        &mut self.io
+    }
+    fn awaits_caller(&self) -> bool {
+        matches!(self.state, InitiatorState::AwaitingProceed { .. })
+    }
+    fn on_frame(&mut self, frame: Frame, body: &[u8]) -> Result<Option<Event>, PairError> {
+        Initiator::on_frame(self, frame, body)
+    }
+    fn handle_timeout(&mut self, now_ms: u64) -> Result<(), PairError> {
+        Initiator::handle_timeout(self, now_ms)
+    }
+}
+
+impl Role for Acceptor {
+    fn io(&mut self) -> &mut Io {
+        &mut self.io
+    }
+    fn awaits_caller(&self) -> bool {
+        matches!(
+            self.state,
+            AcceptorState::AwaitingProceed { .. } | AcceptorState::AwaitingVerdict { .. }
+        )
+    }
+    fn on_frame(&mut self, frame: Frame, body: &[u8]) -> Result<Option<Event>, PairError> {
+        Acceptor::on_frame(self, frame, body)
+    }
+    fn handle_timeout(&mut self, now_ms: u64) -> Result<(), PairError> {
+        Acceptor::handle_timeout(self, now_ms)
+    }
+}
+
 /// The secondary's side of one connection: waits for the primary, checks its proof of the code,
 /// receives the secret and cluster.toml.
 pub struct Acceptor {
@@ -590,42 +646,10 @@ impl Acceptor {
     }
 
     pub fn handle_bytes(&mut self, data: &[u8], now_ms: u64) -> Result<Option<Event>, PairError> {
-        if self.io.finished {
-            return Ok(None);
-        }
-        self.handle_timeout(now_ms)?;
-        if let Err(e) = self.io.deframer.push(data) {
-            return Err(self.io.fail(e.into()));
-        }
-        loop {
-            if matches!(
-                self.state,
-                AcceptorState::AwaitingProceed { .. } | AcceptorState::AwaitingVerdict { .. }
-            ) {
-                return Ok(None);
-            }
-            let body = match self.io.deframer.next_body() {
-                Ok(Some(body)) => body,
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(self.io.fail(e.into())),
-            };
-            match self.on_frame(&body) {
-                Ok(Some(event)) => return Ok(Some(event)),
-                Ok(None) => {}
-                Err(e) => return Err(self.io.fail(e)),
-            }
-            if self.io.finished {
-                return Ok(None);
-            }
-        }
+        pump(self, data, now_ms)
     }
 
-    fn on_frame(&mut self, body: &[u8]) -> Result<Option<Event>, PairError> {
-        let frame = Frame::decode(body)?;
-        if let Frame::Abort { kind, detail } = frame {
-            self.io.finished = true;
-            return Err(PairError::from_abort(kind, detail));
-        }
+    fn on_frame(&mut self, frame: Frame, body: &[u8]) -> Result<Option<Event>, PairError> {
         match std::mem::replace(&mut self.state, AcceptorState::Done) {
             AcceptorState::AwaitingHello => {
                 let Frame::InitiatorHello { cluster, node } = frame else {
@@ -633,11 +657,8 @@ impl Acceptor {
                         "frame instead of the primary's hello",
                     ));
                 };
-                let mut hello = Vec::with_capacity(body.len() + 4);
-                hello.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
-                hello.extend_from_slice(body);
                 self.state = AcceptorState::AwaitingProceed {
-                    hello,
+                    hello: length_prefixed(body),
                     cluster_name: cluster.clone(),
                     peer: node.clone(),
                 };
