@@ -4,89 +4,20 @@
 //! its timeout is killed with its children while the election goes on, and the hook queued behind it runs next;
 //! a reload swaps the commands without a restart.
 
+mod common;
+
+use common::{Node, tandem, text, wait_for};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-fn tandem() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-    command
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID");
-    command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-struct Node {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use std::time::Duration;
 
 impl Node {
-    fn cli(&self, args: &[&str]) -> Output {
-        tandem()
-            .arg("--config-dir")
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
     fn state(&self) -> String {
-        let output = self.cli(&["status", "--json"]);
-        if !output.status.success() {
-            return String::new();
-        }
-        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-        status["node"]["state"]
+        self.status()["node"]["state"]
             .as_str()
             .unwrap_or_default()
             .to_string()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    fn start(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::File::create(self.dir.join("log")).unwrap();
-        self.child = Some(
-            tandem()
-                .arg("run")
-                .arg("--config-dir")
-                .arg(&self.dir)
-                .envs(env.iter().copied())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -149,7 +80,7 @@ fn node(root: &Path, name: &str, node_toml: &str) -> Node {
     std::fs::write(dir.join("cluster.toml"), CLUSTER).unwrap();
     std::fs::copy(root.join("secret"), dir.join("secret")).unwrap();
     std::fs::write(dir.join("node.toml"), node_toml).unwrap();
-    Node { dir, child: None }
+    Node::new(dir)
 }
 
 #[test]
@@ -347,7 +278,7 @@ fn on_fault_names_the_vip_error() {
         ),
     )
     .unwrap();
-    let mut solo = Node { dir, child: None };
+    let mut solo = Node::new(dir);
     solo.start(&[]);
     wait_for("the fault hook", || find(&events, "fault").is_some());
     let fault = find(&events, "fault").unwrap();

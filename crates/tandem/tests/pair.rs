@@ -4,65 +4,14 @@
 //! config that fails validation on the secondary, takeover and release through the CLI, and the
 //! node-local file never reaching the peer.
 
+mod common;
+
+use common::{Node, tandem, text, wait_for};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn tandem() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-struct Node {
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 impl Node {
-    fn cli(&self, args: &[&str]) -> Output {
-        tandem()
-            .arg("--config-dir")
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn status(&self) -> serde_json::Value {
-        let output = self.cli(&["status", "--json"]);
-        if !output.status.success() {
-            return serde_json::Value::Null;
-        }
-        serde_json::from_slice(&output.stdout).unwrap_or_default()
-    }
-    fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.join("log")).unwrap();
-        self.child = Some(
-            tandem()
-                .arg("run")
-                .arg("--config-dir")
-                .arg(&self.dir)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
     fn sigterm(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id().to_string();
@@ -73,14 +22,6 @@ impl Node {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-    }
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -140,7 +81,7 @@ fn node_on(
         ),
     )
     .unwrap();
-    Node { dir, child: None }
+    Node::new(dir)
 }
 
 #[test]
@@ -168,8 +109,8 @@ fn a_pair_elects_pushes_config_and_hands_over() {
         "127.0.0.71",
         49080,
     );
-    lb1.start();
-    lb2.start();
+    lb1.start(&[]);
+    lb2.start(&[]);
 
     wait_for("one active, one standby", || {
         lb1.status()["node"]["state"] == "active" && lb2.status()["node"]["state"] == "standby"
@@ -267,7 +208,7 @@ fn a_pair_elects_pushes_config_and_hands_over() {
 
     // The secondary restarted while the primary is down runs its last synced config.
     lb2.sigterm();
-    lb2.start();
+    lb2.start(&[]);
     wait_for("lb2 active alone with the synced config", || {
         let status = lb2.status();
         status["node"]["state"] == "active" && status["config"]["digest"] == primary["digest"]
@@ -296,8 +237,8 @@ fn heartbeat_timings_change_live_on_both_nodes() {
         49081,
         pair.1,
     );
-    lb1.start();
-    lb2.start();
+    lb1.start(&[]);
+    lb2.start(&[]);
     wait_for("one active, one standby, config in sync", || {
         let (s1, s2) = (lb1.status(), lb2.status());
         s1["node"]["state"] == "active"

@@ -1,0 +1,121 @@
+//! Helpers shared by the `tandem` binary's integration tests: running the binary as a person would, a
+//! daemon's config directory with its child process, polling with a deadline, and tiny loopback backends.
+//! Each test file pulls this in with `mod common;`; not every file uses every helper.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `tandem` binary, without the environment whatever runs the tests could leak into it: a service
+/// manager's notify socket and watchdog, or admin credentials. A test sets what it wants afterwards.
+pub fn tandem() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    command
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("TANDEM_ADMIN_USER")
+        .env_remove("TANDEM_ADMIN_PASSWORD");
+    command
+}
+
+/// What a person sees of a command: stdout then stderr.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The repository's root (for the shipped examples, dashboards and rules).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Polls `condition` until it holds; fails the test naming `what` after 15 s.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A TCP backend on `addr` that writes `name` and a newline to each connection; it lives while the
+/// returned listener does.
+pub fn banner_backend(addr: &str, name: &'static str) -> TcpListener {
+    let listener = TcpListener::bind(addr).unwrap();
+    let accept = listener.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for stream in accept.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.write_all(format!("{name}\n").as_bytes());
+        }
+    });
+    listener
+}
+
+/// A node's config directory and, while it runs, its daemon (killed on drop); the daemon's stderr goes
+/// to `log` in the directory.
+pub struct Node {
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Node {
+    pub fn new(dir: PathBuf) -> Node {
+        Node { dir, child: None }
+    }
+
+    /// `tandem --config-dir DIR ARGS...`, run to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        tandem()
+            .arg("--config-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `tandem status --json`, or Null while the daemon does not answer.
+    pub fn status(&self) -> serde_json::Value {
+        let output = self.cli(&["status", "--json"]);
+        if !output.status.success() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&output.stdout).unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// Starts `tandem run` on the directory with `env` added.
+    pub fn start(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.dir.join("log")).unwrap();
+        self.child = Some(
+            tandem()
+                .arg("run")
+                .arg("--config-dir")
+                .arg(&self.dir)
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+}
