@@ -11,7 +11,7 @@ use std::time::Instant;
 pub const LOG_INTERVAL_MS: u64 = 1000;
 
 /// Milliseconds since the first call in this process (monotonic), for the gates' clocks.
-pub fn now_ms() -> u64 {
+fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = START.get_or_init(Instant::now);
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -27,6 +27,11 @@ pub struct LogGate {
 }
 
 impl LogGate {
+    /// [`LogGate::admit`] now. Read only when a failure happens, so the clock costs the data path nothing.
+    pub fn admit_now(&self) -> Option<u64> {
+        self.admit(now_ms())
+    }
+
     /// `Some(held back since the last line)` when this event may be logged at `now_ms`, else `None`
     /// (and the event is counted for the next line).
     pub fn admit(&self, now_ms: u64) -> Option<u64> {

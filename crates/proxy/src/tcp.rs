@@ -81,12 +81,7 @@ async fn serve_inner(
     let (server, upstream) = loop {
         let Some(i) = route.choose(None) else {
             svc.failures.fetch_add(1, Ordering::Relaxed);
-            if let Some(held) = svc
-                .metrics
-                .failure_logs
-                .no_server
-                .admit(crate::log_gate::now_ms())
-            {
+            if let Some(held) = svc.metrics.failure_logs.no_server.admit_now() {
                 tracing::warn!(service = %svc.cfg.label, client = %peer, held_back = held, "no real server available; closing client connection");
             }
             return TcpEnd::NoServer;
@@ -106,12 +101,7 @@ async fn serve_inner(
             }
             Err(e) => {
                 server.connect_failures.fetch_add(1, Ordering::Relaxed);
-                if let Some(held) = svc
-                    .metrics
-                    .failure_logs
-                    .connect_failed
-                    .admit(crate::log_gate::now_ms())
-                {
+                if let Some(held) = svc.metrics.failure_logs.connect_failed.admit_now() {
                     tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, held_back = held, "connect to real server failed; trying another");
                 }
                 route.failed(i);

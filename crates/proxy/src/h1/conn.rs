@@ -349,11 +349,8 @@ impl Conn<'_> {
                             }
                             Err(e) => {
                                 server.connect_failures.fetch_add(1, Ordering::Relaxed);
-                                if let Some(held) = svc
-                                    .metrics
-                                    .failure_logs
-                                    .connect_failed
-                                    .admit(crate::log_gate::now_ms())
+                                if let Some(held) =
+                                    svc.metrics.failure_logs.connect_failed.admit_now()
                                 {
                                     tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, held_back = held, "connect to real server failed");
                                 }

@@ -176,12 +176,7 @@ async fn serve_requests(
     };
     match fired {
         Some(Phase::WaitingResponse) => {
-            if let Some(held) = svc
-                .metrics
-                .failure_logs
-                .server_timeout
-                .admit(crate::log_gate::now_ms())
-            {
+            if let Some(held) = svc.metrics.failure_logs.server_timeout.admit_now() {
                 tracing::warn!(service = %svc.cfg.label, client = %peer, held_back = held, "real server did not answer within the server timeout");
             }
             let page = closing_error(

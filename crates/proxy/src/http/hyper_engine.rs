@@ -351,12 +351,7 @@ async fn handle_request(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response
                     Ok(s) => s,
                     Err(e) => {
                         server.connect_failures.fetch_add(1, Ordering::Relaxed);
-                        if let Some(held) = svc
-                            .metrics
-                            .failure_logs
-                            .connect_failed
-                            .admit(crate::log_gate::now_ms())
-                        {
+                        if let Some(held) = svc.metrics.failure_logs.connect_failed.admit_now() {
                             tracing::warn!(service = %svc.cfg.label, server = %server.label, %target, error = %e, held_back = held, "connect to real server failed");
                         }
                         break;
@@ -433,12 +428,7 @@ async fn handle_request(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response
                     }
                 }
                 Err(_) => {
-                    if let Some(held) = svc
-                        .metrics
-                        .failure_logs
-                        .server_timeout
-                        .admit(crate::log_gate::now_ms())
-                    {
+                    if let Some(held) = svc.metrics.failure_logs.server_timeout.admit_now() {
                         tracing::warn!(service = %svc.cfg.label, server = %server.label, held_back = held, "real server did not answer within the server timeout");
                     }
                     return error_page(
