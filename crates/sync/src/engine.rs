@@ -24,7 +24,7 @@ use crate::config_push::{
 };
 use crate::handshake::{Identity, SessionKeys};
 use crate::reject::{RejectCounters, RejectReason, Rejection};
-use crate::replication::{ReplMsg, ReplicationSettings, Replicator};
+use crate::replication::{ReplMsg, ReplicationSettings, Replicator, split_by_bytes};
 use crate::session::{Message, Session, SessionTimers};
 use crate::status::{ConfigStatus, SyncCounters, SyncStatus, TableSyncStatus};
 use crate::wire::DEFAULT_MAX_FRAME;
@@ -545,22 +545,9 @@ impl SyncEngine {
 /// Splits admin entries into runs whose labels add up to at most `max_bytes` (each at least one
 /// entry; an entry's labels are bounded by `MAX_LABEL_BYTES`).
 fn admin_runs(entries: Vec<AdminEntry>, max_bytes: usize) -> Vec<Vec<AdminEntry>> {
-    let mut runs = Vec::new();
-    let mut run = Vec::new();
-    let mut bytes = 0;
-    for entry in entries {
-        let size = 24 + entry.service.len() + entry.server.len() + entry.stamp.node.len();
-        if !run.is_empty() && bytes + size > max_bytes {
-            runs.push(std::mem::take(&mut run));
-            bytes = 0;
-        }
-        bytes += size;
-        run.push(entry);
-    }
-    if !run.is_empty() {
-        runs.push(run);
-    }
-    runs
+    split_by_bytes(entries, max_bytes, |entry| {
+        24 + entry.service.len() + entry.server.len() + entry.stamp.node.len()
+    })
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use tandem_stick::StickTables;
 
 pub use msg::{LogId, ProtocolViolation, ReplCounters, ReplMsg, ReplicationSettings, ResumePoint};
 use receive::Receiver;
+pub(crate) use send::split_by_bytes;
 use send::{Sender, local_labels};
 
 /// The replication state of one node (kept across sessions) and of its current session.

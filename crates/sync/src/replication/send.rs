@@ -63,7 +63,11 @@ fn update_bytes(update: &Update) -> usize {
 }
 
 /// Splits `items` into runs of at most `max_bytes` (by `size`), each at least one item.
-fn split_by_bytes<T>(items: Vec<T>, max_bytes: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+pub(crate) fn split_by_bytes<T>(
+    items: Vec<T>,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
     let mut runs = Vec::new();
     let mut run = Vec::new();
     let mut bytes = 0;
