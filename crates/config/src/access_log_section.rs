@@ -107,15 +107,8 @@ pub(crate) fn read_access_log(ctx: &mut Ctx<'_>, v: Option<&Val<'_>>) -> Option<
 #[cfg(test)]
 mod tests {
     use super::{AccessLogConfig, AccessLogPath};
-    use crate::{Diagnostics, NodeConfig};
 
-    fn node(extra: &str) -> Result<NodeConfig, Diagnostics> {
-        let text = format!(
-            "[node]\nname = \"lb1\"\nrole = \"primary\"\ninterface = \"eth0\"\naddress = \"192.168.1.21\"\n\
-             peer = \"192.168.1.22\"\n[admin]\nlisten = \"127.0.0.1:9080\"\n{extra}"
-        );
-        crate::parse_node_str(&text, "node.toml", None)
-    }
+    use crate::test_node as node;
 
     #[test]
     fn absent_means_no_access_log() {

@@ -362,3 +362,13 @@ fn secret_check(nctx: &mut Ctx<'_>, node: &NodeConfig, spans: &NodeSpans) {
         }
     }
 }
+
+/// node.toml for the section tests: a valid `[node]` and `[admin]` (8 lines), then `extra`.
+#[cfg(test)]
+pub(crate) fn test_node(extra: &str) -> Result<NodeConfig, Diagnostics> {
+    let text = format!(
+        "[node]\nname = \"lb1\"\nrole = \"primary\"\ninterface = \"eth0\"\naddress = \"192.168.1.21\"\n\
+         peer = \"192.168.1.22\"\n[admin]\nlisten = \"127.0.0.1:9080\"\n{extra}"
+    );
+    parse_node_str(&text, "node.toml", None)
+}

@@ -51,14 +51,8 @@ pub(crate) fn read_log(ctx: &mut Ctx<'_>, v: Option<&Val<'_>>) -> Option<LogConf
 #[cfg(test)]
 mod tests {
     use super::LogFormat;
-    use crate::{Diagnostics, NodeConfig};
 
-    fn node(extra: &str) -> Result<NodeConfig, Diagnostics> {
-        let text = format!(
-            "[node]\nname = \"lb1\"\nrole = \"primary\"\ninterface = \"eth0\"\naddress = \"192.168.1.21\"\n{extra}"
-        );
-        crate::parse_node_str(&text, "node.toml", None)
-    }
+    use crate::test_node as node;
 
     #[test]
     fn text_by_default_json_on_request() {
@@ -72,7 +66,7 @@ mod tests {
         let errors = node("[log]\nformat = \"syslog\"\n")
             .expect_err("syslog is not a format")
             .to_string();
-        assert!(errors.contains("node.toml:7:"), "{errors}");
+        assert!(errors.contains("node.toml:10:"), "{errors}");
         assert!(errors.contains("json"), "{errors}");
     }
 }

@@ -2,7 +2,7 @@
 //! credentials), so both nodes can be scraped without exposing the admin API.
 
 use crate::diag::Ctx;
-use crate::reader::{Section, Val, string, table};
+use crate::reader::{Section, Val, socket_addr, table};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -30,35 +30,25 @@ pub(crate) fn read_metrics(
     let errors_before = ctx.diags.errors.len();
     s.finish(ctx, METRICS_KEYS, &|_| None);
     let mut config = MetricsConfig::default();
-    if let Some(l) = s.get("listen")
-        && let Some(text) = string(ctx, "listen", l)
+    if let Some(addr) = s
+        .get("listen")
+        .and_then(|l| socket_addr(ctx, "listen", l, "\"0.0.0.0:9101\" or \"[::]:9101\""))
     {
-        match text.v.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() == 0 => {
-                ctx.error(&l.span(), "`listen`: port 0 is not allowed (1..=65535)")
-            }
-            Ok(addr) => {
-                let clash = taken.iter().find(|(_, other)| {
-                    other.port() == addr.port()
-                        && (other.ip() == addr.ip()
-                            || other.ip().is_unspecified()
-                            || addr.ip().is_unspecified())
-                });
-                match clash {
-                    Some((name, other)) => ctx.error(
-                        &l.span(),
-                        format!("metrics `listen` {addr} takes the port of the {name} ({other})"),
-                    ),
-                    None => config.listen = Some(addr),
-                }
-            }
-            Err(_) => ctx.error(
-                &l.span(),
+        let clash = taken.iter().find(|(_, other)| {
+            other.port() == addr.v.port()
+                && (other.ip() == addr.v.ip()
+                    || other.ip().is_unspecified()
+                    || addr.v.ip().is_unspecified())
+        });
+        match clash {
+            Some((name, other)) => ctx.error(
+                &addr.span,
                 format!(
-                    "`listen` = \"{}\" is not an address:port like \"0.0.0.0:9101\" or \"[::]:9101\"",
-                    text.v
+                    "metrics `listen` {} takes the port of the {name} ({other})",
+                    addr.v
                 ),
             ),
+            None => config.listen = Some(addr.v),
         }
     }
     (ctx.diags.errors.len() == errors_before).then_some(config)
@@ -66,15 +56,8 @@ pub(crate) fn read_metrics(
 
 #[cfg(test)]
 mod tests {
-    use crate::{Diagnostics, NodeConfig};
 
-    fn node(extra: &str) -> Result<NodeConfig, Diagnostics> {
-        let text = format!(
-            "[node]\nname = \"lb1\"\nrole = \"primary\"\ninterface = \"eth0\"\naddress = \"192.168.1.21\"\n\
-             peer = \"192.168.1.22\"\n[admin]\nlisten = \"127.0.0.1:9080\"\n{extra}"
-        );
-        crate::parse_node_str(&text, "node.toml", None)
-    }
+    use crate::test_node as node;
 
     #[test]
     fn absent_means_no_metrics_listener() {

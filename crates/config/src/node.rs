@@ -4,7 +4,8 @@ use crate::cluster::LOCAL_SECTIONS;
 use crate::diag::Ctx;
 use crate::model::*;
 use crate::reader::{
-    At, Section, Val, array, boolean, choice, ip, label, port, string, table, to_toml_table,
+    At, Section, Val, array, boolean, choice, ip, label, port, socket_addr, string, table,
+    to_toml_table,
 };
 use crate::tuning::{TUNING_KEYS, read_tuning};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -470,23 +471,8 @@ fn read_admin(
     let s = Section::new("[admin]", v.span(), t);
     s.finish(ctx, ADMIN_KEYS, &|_| None);
     let listen = match s.get("listen") {
-        Some(l) => string(ctx, "listen", l).and_then(|text| match text.v.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() == 0 => {
-                ctx.error(&l.span(), "`listen`: port 0 is not allowed (1..=65535)");
-                None
-            }
-            Ok(addr) => Some((addr, Some(l.span()))),
-            Err(_) => {
-                ctx.error(
-                    &l.span(),
-                    format!(
-                        "`listen` = \"{}\" is not an address:port like \"127.0.0.1:9080\" or \"[::1]:9080\"",
-                        text.v
-                    ),
-                );
-                None
-            }
-        }),
+        Some(l) => socket_addr(ctx, "listen", l, "\"127.0.0.1:9080\" or \"[::1]:9080\"")
+            .map(|addr| (addr.v, Some(addr.span))),
         None => Some((default_listen, None)),
     };
     facts.admin_listen = listen.as_ref().map(|(a, _)| *a);

@@ -279,6 +279,37 @@ pub(crate) fn port_number(
     }
 }
 
+/// An `"ADDRESS:PORT"` string (port 1..=65535); `example` completes the error message, e.g.
+/// `"127.0.0.1:9080" or "[::1]:9080"`.
+pub(crate) fn socket_addr(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    v: &Val<'_>,
+    example: &str,
+) -> Option<At<std::net::SocketAddr>> {
+    let text = string(ctx, key, v)?;
+    match text.v.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => {
+            ctx.error(
+                &v.span(),
+                format!("`{key}`: port 0 is not allowed (1..=65535)"),
+            );
+            None
+        }
+        Ok(addr) => Some(At::new(addr, v.span())),
+        Err(_) => {
+            ctx.error(
+                &v.span(),
+                format!(
+                    "`{key}` = \"{}\" is not an address:port like {example}",
+                    text.v
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// One of a fixed set of strings.
 pub(crate) fn choice<T: Copy>(
     ctx: &mut Ctx<'_>,
