@@ -4,32 +4,17 @@
 //! WATCHDOG at half `WATCHDOG_USEC`, RELOADING/READY around `tandem reload`, SIGHUP and a pushed config, STOPPING on
 //! SIGTERM — and, without `NOTIFY_SOCKET`, that the daemon runs the same and says nothing. All on loopback.
 
+mod common;
+
+use common::{banner_backend, tandem, text, wait_for};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn tandem() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-    // Whatever ran the tests (systemd, a CI unit) must not leak its own socket into the daemons.
-    command
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID");
-    command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// The test's end of `NOTIFY_SOCKET`: every datagram with the time it arrived, read by a thread of its own so the
 /// timing does not depend on what the test is doing.
@@ -129,60 +114,27 @@ fn statuses(socket: &NotifySocket) -> Vec<String> {
         .collect()
 }
 
+/// A node of the shared harness, with the names `listeners_accept` reports.
 struct Node {
-    dir: PathBuf,
+    node: common::Node,
     name: String,
-    address: String,
-    admin_port: u16,
-    child: Option<Child>,
+    admin: String,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+impl std::ops::Deref for Node {
+    type Target = common::Node;
+    fn deref(&self) -> &common::Node {
+        &self.node
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut common::Node {
+        &mut self.node
     }
 }
 
 impl Node {
-    fn cli(&self, args: &[&str]) -> Output {
-        tandem()
-            .arg("--config-dir")
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let output = self.cli(&["status", "--json"]);
-        if !output.status.success() {
-            return serde_json::Value::Null;
-        }
-        serde_json::from_slice(&output.stdout).unwrap_or_default()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    fn start(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::File::create(self.dir.join("log")).unwrap();
-        self.child = Some(
-            tandem()
-                .arg("run")
-                .arg("--config-dir")
-                .arg(&self.dir)
-                .envs(env.iter().copied())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
         assert!(
@@ -212,27 +164,6 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A backend that answers every connection with its name.
-fn banner_backend(addr: &str) -> TcpListener {
-    let listener = TcpListener::bind(addr).unwrap();
-    let accept = listener.try_clone().unwrap();
-    std::thread::spawn(move || {
-        for stream in accept.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let _ = stream.write_all(b"backend\n");
-        }
-    });
-    listener
 }
 
 const HEARTBEAT: &str = "interval_ms = 50\ndead_ms = 250\nwarn_ms = 150\ninit_dead_ms = 500";
@@ -274,22 +205,16 @@ fn node(
     )
     .unwrap();
     Node {
-        dir,
+        node: common::Node::new(dir),
         name: name.to_string(),
-        address: address.to_string(),
-        admin_port,
-        child: None,
+        admin: format!("{address}:{admin_port}"),
     }
 }
 
 /// At READY the admin listener, the admin socket and the service port all accept connections.
 fn listeners_accept(node: &Node, service: &str) -> Result<(), String> {
-    TcpStream::connect((node.address.as_str(), node.admin_port)).map_err(|e| {
-        format!(
-            "{} admin {}:{}: {e}",
-            node.name, node.address, node.admin_port
-        )
-    })?;
+    TcpStream::connect(&node.admin)
+        .map_err(|e| format!("{} admin {}: {e}", node.name, node.admin))?;
     let mut socket = UnixStream::connect(node.dir.join("admin.sock"))
         .map_err(|e| format!("{} admin socket: {e}", node.name))?;
     socket
@@ -319,7 +244,7 @@ fn a_pair_tells_systemd_ready_status_watchdog_reloads_and_stopping() {
         .output()
         .unwrap();
     assert!(keygen.status.success(), "{}", text(&keygen));
-    let _backend = banner_backend("127.0.0.146:38141");
+    let _backend = banner_backend("127.0.0.146:38141", "backend");
     let service = "127.0.0.145:38141";
     let cluster = cluster_toml("notify-test", "127.0.0.145", 38141, "127.0.0.146", "");
     let ports = (36141, 37141, 29141);
@@ -511,7 +436,7 @@ fn a_pair_tells_systemd_ready_status_watchdog_reloads_and_stopping() {
 #[test]
 fn without_notify_socket_nothing_is_sent_and_nothing_changes() {
     let root = tempfile::tempdir().unwrap();
-    let _backend = banner_backend("127.0.0.146:38147");
+    let _backend = banner_backend("127.0.0.146:38147", "backend");
     let cluster = cluster_toml("notify-none", "127.0.0.149", 38147, "127.0.0.146", "");
     let mut solo = node(
         root.path(),
