@@ -111,15 +111,14 @@ pub(super) fn status_line(view: &StatusView<'_>) -> String {
         (NodeState::Fault, Some(reason)) => format!("fault ({reason})"),
         (state, _) => state.as_str().to_string(),
     };
-    let peer = match (view.peer, view.has_peer) {
-        (_, false) => "standalone".to_string(),
-        _ if view.incompatible.is_some() => {
-            let (name, version) = view.incompatible.unwrap_or_default();
+    let peer = match (view.has_peer, view.incompatible, view.peer) {
+        (false, _, _) => "standalone".to_string(),
+        (true, Some((name, version)), _) => {
             format!("peer {name} alive in newer wire version {version} (upgrade in progress)")
         }
-        (None, true) => "peer not heard yet".to_string(),
-        (Some((name, state, true)), true) => format!("peer {name} {state}"),
-        (Some((name, _, false)), true) => format!("peer {name} lost"),
+        (true, None, None) => "peer not heard yet".to_string(),
+        (true, None, Some((name, state, true))) => format!("peer {name} {state}"),
+        (true, None, Some((name, _, false))) => format!("peer {name} lost"),
     };
     let services = match view.services {
         1 => "1 service".to_string(),
