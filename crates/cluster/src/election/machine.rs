@@ -220,7 +220,7 @@ impl Election {
         if self.cfg.has_peer {
             next = next.min(if self.send_now { 0 } else { self.next_send_ms });
         }
-        if self.peer.is_some() || self.incompatible.is_some() {
+        if self.last_heard_ms().is_some() {
             if !self.peer_warned {
                 next = next.min(self.peer_clock_ms.saturating_add(t.warn_ms));
             }

@@ -84,10 +84,8 @@ impl Election {
 
     pub(super) fn check_silence(&mut self, now: u64, out: &mut Vec<Action>) {
         let t = self.cfg.timings;
-        let last_heard = match (&self.peer, &self.incompatible) {
-            (Some(peer), _) => peer.last_heard_ms,
-            (None, Some(peer)) => peer.last_heard_ms,
-            (None, None) => return,
+        let Some(last_heard) = self.last_heard_ms() else {
+            return;
         };
         // Thresholds count from the peer clock; the events report the real silence.
         let counted = now.saturating_sub(self.peer_clock_ms);
@@ -148,11 +146,7 @@ impl Election {
             last_heard_ms: now,
             state_since_ms,
         });
-        self.peer_clock_ms = now;
-        self.peer_warned = false;
-        self.peer_dead_reported = false;
-        self.process_suspect_ms = None;
-        self.peer_process_gone = false;
+        self.restart_peer_clock(now);
     }
 
     /// A heartbeat in a wire version this node cannot parse: the peer is alive (its silence timers restart), but
@@ -189,11 +183,7 @@ impl Election {
             holds_vips: hb.holds_vips,
             last_heard_ms: now,
         });
-        self.peer_clock_ms = now;
-        self.peer_warned = false;
-        self.peer_dead_reported = false;
-        self.process_suspect_ms = None;
-        self.peer_process_gone = false;
+        self.restart_peer_clock(now);
     }
 
     /// ICMP port unreachable from the peer's host. Only a peer still counted alive is worth a probe (a dead one
@@ -214,10 +204,8 @@ impl Election {
         if self.process_suspect_ms.take().is_none() || !refused || self.peer_dead_reported {
             return;
         }
-        let last_heard = match (&self.peer, &self.incompatible) {
-            (Some(peer), _) => peer.last_heard_ms,
-            (None, Some(peer)) => peer.last_heard_ms,
-            (None, None) => return,
+        let Some(last_heard) = self.last_heard_ms() else {
+            return;
         };
         self.peer_dead_reported = true;
         self.peer_warned = true;
@@ -225,6 +213,25 @@ impl Election {
         out.push(Action::Event(Event::PeerProcessGone {
             silent_ms: now.saturating_sub(last_heard),
         }));
+    }
+
+    /// When the peer was last heard, in a readable version or not; `None` if never.
+    pub(super) fn last_heard_ms(&self) -> Option<u64> {
+        match (&self.peer, &self.incompatible) {
+            (Some(peer), _) => Some(peer.last_heard_ms),
+            (None, Some(peer)) => Some(peer.last_heard_ms),
+            (None, None) => None,
+        }
+    }
+
+    /// Any heartbeat from the peer, readable or not: its silence counts from now, and a suspicion or a finding
+    /// that its daemon is gone no longer holds.
+    fn restart_peer_clock(&mut self, now: u64) {
+        self.peer_clock_ms = now;
+        self.peer_warned = false;
+        self.peer_dead_reported = false;
+        self.process_suspect_ms = None;
+        self.peer_process_gone = false;
     }
 
     pub(super) fn live_peer(&self, now: u64) -> Option<&Heartbeat> {
