@@ -12,7 +12,7 @@ use crate::ctx::ConnCtx;
 use crate::relay::tasks::relay;
 use crate::relay::{Job, RelayEnd, Traffic};
 use crate::route::Route;
-use crate::state::{Active, AdminState, Counters, ServiceRuntime};
+use crate::state::{Active, AdminState, Counters, ServerRuntime, ServiceRuntime};
 use crate::woken::OnlyWhenWoken;
 
 /// `client` is not registered with any reactor yet: blocking when the relay threads run io_uring, non-blocking
@@ -28,31 +28,20 @@ pub(crate) async fn serve(
         .access_log
         .as_ref()
         .filter(|l| l.wants(&svc.cfg.label))
-        .cloned();
-    let accepted = log.as_ref().map(|_| (SystemTime::now(), Instant::now()));
-    let frontend = SocketAddr::new(svc.cfg.vip, vip_port);
-    let conn_bytes = log.as_ref().map(|_| Arc::new(Counters::default()));
-    let mut connect_time = None;
-    let mut server_label: Option<String> = None;
-    let end = serve_inner(
-        client,
-        peer,
-        vip_port,
-        &svc,
-        &ctx,
-        conn_bytes.clone(),
-        &mut connect_time,
-        &mut server_label,
-    )
-    .await;
-    if let (Some(log), Some((at, started)), Some(bytes)) = (log, accepted, conn_bytes) {
+        .map(|log| (log.clone(), SystemTime::now(), Instant::now()));
+    let mut served = Served {
+        bytes: log.as_ref().map(|_| Arc::default()),
+        ..Served::default()
+    };
+    let end = serve_inner(client, peer, vip_port, &svc, &ctx, &mut served).await;
+    if let (Some((log, accepted, started)), Some(bytes)) = (log, served.bytes) {
         let line = TcpLine {
             client: peer,
-            accepted: at,
-            frontend,
+            accepted,
+            frontend: SocketAddr::new(svc.cfg.vip, vip_port),
             service: &svc.cfg.label,
-            server: server_label.as_deref(),
-            connect: connect_time,
+            server: served.server.as_ref().map(|s| s.label.as_str()),
+            connect: served.connect,
             total: started.elapsed(),
             bytes_out: bytes.bytes_out.load(Ordering::Relaxed),
             bytes_in: bytes.bytes_in.load(Ordering::Relaxed),
@@ -63,16 +52,23 @@ pub(crate) async fn serve(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a connection's access-log line needs from serving it.
+#[derive(Default)]
+struct Served {
+    /// The connection's own bytes; `Some` only when it is logged.
+    bytes: Option<Arc<Counters>>,
+    connect: Option<Duration>,
+    /// Set only when logged.
+    server: Option<Arc<ServerRuntime>>,
+}
+
 async fn serve_inner(
     client: std::net::TcpStream,
     peer: SocketAddr,
     vip_port: u16,
     svc: &Arc<ServiceRuntime>,
     ctx: &ConnCtx,
-    conn_bytes: Option<Arc<Counters>>,
-    connect_time: &mut Option<Duration>,
-    server_label: &mut Option<String>,
+    served: &mut Served,
 ) -> TcpEnd {
     let _svc_active = Active::new(&svc.counters);
     let proxy_cfg = &svc.cfg.proxy;
@@ -93,9 +89,9 @@ async fn serve_inner(
             Ok(s) => {
                 let took = started.elapsed();
                 svc.metrics.connect.observe(took);
-                *connect_time = Some(took);
-                if conn_bytes.is_some() {
-                    *server_label = Some(server.label.clone());
+                served.connect = Some(took);
+                if served.bytes.is_some() {
+                    served.server = Some(server.clone());
                 }
                 break (server.clone(), s);
             }
@@ -153,7 +149,7 @@ async fn serve_inner(
             svc.counters.clone(),
             server.clone(),
         );
-        traffic.conn = conn_bytes;
+        traffic.conn = served.bytes.clone();
         let id = loops.hand_over(Job {
             client,
             server: upstream,
@@ -175,7 +171,7 @@ async fn serve_inner(
     };
     tokio::select! {
         biased;
-        end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters, conn_bytes.as_deref()) => log_end(end),
+        end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters, served.bytes.as_deref()) => log_end(end),
         by_halt = halted => log_halt(by_halt),
     }
 }
