@@ -109,13 +109,19 @@ fn io_error(path: &Path, e: io::Error) -> SecretError {
     }
 }
 
-/// Creates `path` holding a new random secret (mode 0600, `O_EXCL`: refuses to overwrite).
-pub fn keygen(path: &Path) -> Result<(), SecretError> {
+/// A new random secret as `keygen` writes it (without the newline): `KEYGEN_BYTES` from the
+/// system generator, in hex.
+pub fn generate() -> Result<String, SecretError> {
     let mut bytes = [0u8; KEYGEN_BYTES];
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| SecretError::Random)?;
-    let text = format!("{}\n", hex::encode(bytes));
+    Ok(hex::encode(bytes))
+}
+
+/// Creates `path` holding a new random secret (mode 0600, `O_EXCL`: refuses to overwrite).
+pub fn keygen(path: &Path) -> Result<(), SecretError> {
+    let text = format!("{}\n", generate()?);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -15,7 +15,7 @@
 //! `tandem keygen` when this node has none) and `cluster.toml`.
 
 use anyhow::{Context, Result, anyhow, bail};
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -672,11 +672,8 @@ fn primary_secret(local: &Local) -> Result<(Zeroizing<Vec<u8>>, bool)> {
         let secret = tandem_config::secret::load_secret(path)?;
         return Ok((Zeroizing::new(secret.expose().to_vec()), false));
     }
-    let mut bytes = Zeroizing::new([0u8; tandem_config::secret::KEYGEN_BYTES]);
-    SystemRandom::new()
-        .fill(&mut bytes[..])
-        .map_err(|_| anyhow!("the system random number generator failed"))?;
-    Ok((Zeroizing::new(hex::encode(&bytes[..]).into_bytes()), true))
+    let text = Zeroizing::new(tandem_config::secret::generate()?);
+    Ok((Zeroizing::new(text.as_bytes().to_vec()), true))
 }
 
 async fn initiate(
