@@ -4,29 +4,16 @@
 //! (pinned fingerprint, `--insecure`, environment credentials), with no secret in its log, its
 //! status or its metrics.
 
+mod common;
+
+use common::{tandem, text};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "Tr0ub4dor-and-3";
-
-fn tandem() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-    command
-        .env_remove("TANDEM_ADMIN_USER")
-        .env_remove("TANDEM_ADMIN_PASSWORD");
-    command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// `tandem password FILE` with `input` on standard input (a pipe, so no prompt).
 fn password(file: &Path, input: &str, extra: &[&str]) -> Output {

@@ -4,14 +4,13 @@
 //! keeps it (restored from state_dir); a change made while a node was down wins when it comes back; a corrupt
 //! state file is set aside and the node gets the states from its peer.
 
+mod common;
+
+use common::tandem;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn tandem() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
 
 struct Node {
     dir: PathBuf,

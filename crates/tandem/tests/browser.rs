@@ -8,10 +8,13 @@
 //! Without chromium the tests skip with a message, except in CI (`CI` set to `true`), where they
 //! fail: `deploy/setup-debian.sh` installs chromium there.
 
+mod common;
+
 use base64::Engine;
+use common::{banner_backend, tandem};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,10 +23,6 @@ use tungstenite::{Message, WebSocket};
 const ADMIN: &str = "127.0.0.1:29170";
 const USER: &str = "ops";
 const PASSWORD: &str = "browser-test-password";
-
-fn tandem() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
 
 /// Chromium's path (`TANDEM_CHROMIUM`, else `chromium` / `chromium-browser` / `google-chrome` on
 /// PATH); `None` means skip, which CI does not allow.
@@ -376,19 +375,6 @@ impl Browser {
 }
 
 // ---- the daemon -----------------------------------------------------------------------------
-
-/// A backend that answers every connection with a line naming it (enough for connect checks).
-fn banner_backend(addr: &str, name: &'static str) -> TcpListener {
-    let listener = TcpListener::bind(addr).unwrap();
-    let accept = listener.try_clone().unwrap();
-    std::thread::spawn(move || {
-        for stream in accept.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let _ = stream.write_all(format!("{name}\n").as_bytes());
-        }
-    });
-    listener
-}
 
 const CLUSTER: &str = r#"[cluster]
 name = "browser-test"

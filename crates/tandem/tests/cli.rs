@@ -2,27 +2,13 @@
 //! The `tandem` binary end to end on loopback: check, keygen, and a standalone daemon driven by the
 //! CLI (status, drain/halt/online, reload good and bad, metrics, SIGTERM).
 
+mod common;
+
+use common::{banner_backend, repo_root, tandem, text};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn tandem() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 #[test]
 fn check_json_lists_the_23_openstack_services() {
@@ -89,19 +75,6 @@ fn keygen_writes_0600_and_refuses_to_overwrite() {
         first,
         "the secret was overwritten"
     );
-}
-
-/// A backend that answers every connection with a banner naming it.
-fn banner_backend(addr: &str, name: &'static str) -> TcpListener {
-    let listener = TcpListener::bind(addr).unwrap();
-    let accept = listener.try_clone().unwrap();
-    std::thread::spawn(move || {
-        for stream in accept.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let _ = stream.write_all(format!("{name}\n").as_bytes());
-        }
-    });
-    listener
 }
 
 struct Daemon {

@@ -5,20 +5,15 @@
 //! family those endpoints serve is documented in `docs/metrics.md`. The pair is scraped on its read-only
 //! `[metrics] listen` listeners, which serve `GET /metrics` and nothing else.
 
+mod common;
+
+use common::{repo_root, tandem};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-fn tandem() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 struct Node {
     dir: PathBuf,

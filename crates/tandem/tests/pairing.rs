@@ -5,22 +5,13 @@
 //! fields written and everything else in node.toml kept; wrong code: both fail and nothing is
 //! written; a node already in a cluster: refused without --force.
 
+mod common;
+
+use common::{tandem, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn tandem() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 const CLUSTER: &str = r#"# the cluster, edited on the primary
 [cluster]

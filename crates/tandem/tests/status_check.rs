@@ -2,14 +2,13 @@
 //! the plugin exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN) as the node's state changes.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::tandem;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn tandem() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
 
 fn text(output: &Output) -> String {
     format!(
