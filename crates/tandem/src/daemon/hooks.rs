@@ -197,6 +197,22 @@ pub(super) struct Outcome {
     pub stderr: Captured,
 }
 
+impl Outcome {
+    /// A hook that could not be started: `why` stands in its stderr.
+    fn not_run(started: Instant, why: String) -> Self {
+        Outcome {
+            status: None,
+            timed_out: false,
+            elapsed: started.elapsed(),
+            stdout: Captured::default(),
+            stderr: Captured {
+                kept: why.into_bytes(),
+                dropped: 0,
+            },
+        }
+    }
+}
+
 /// A stream's first [`MAX_OUTPUT`] bytes and how many more there were.
 #[derive(Debug, Default)]
 pub(super) struct Captured {
@@ -257,16 +273,7 @@ impl Drop for GroupGuard {
 pub(super) async fn run(job: &Job) -> Outcome {
     let started = Instant::now();
     let Some((program, args)) = job.argv.split_first() else {
-        return Outcome {
-            status: None,
-            timed_out: false,
-            elapsed: started.elapsed(),
-            stdout: Captured::default(),
-            stderr: Captured {
-                kept: b"empty command".to_vec(),
-                dropped: 0,
-            },
-        };
+        return Outcome::not_run(started, "empty command".into());
     };
     let mut command = tokio::process::Command::new(program);
     command
@@ -294,18 +301,7 @@ pub(super) async fn run(job: &Job) -> Outcome {
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => {
-            return Outcome {
-                status: None,
-                timed_out: false,
-                elapsed: started.elapsed(),
-                stdout: Captured::default(),
-                stderr: Captured {
-                    kept: format!("cannot start {program}: {error}").into_bytes(),
-                    dropped: 0,
-                },
-            };
-        }
+        Err(error) => return Outcome::not_run(started, format!("cannot start {program}: {error}")),
     };
     let mut guard = GroupGuard(child.id().and_then(|pid| i32::try_from(pid).ok()));
     let stdout = child.stdout.take().map(|pipe| tokio::spawn(capture(pipe)));
