@@ -21,7 +21,7 @@ use crate::http::{error_html, unavailable_page};
 use crate::pool::h1_conn::UpConn;
 use crate::route::Route;
 use crate::shared::thread_tag;
-use crate::state::{ActiveOwned, Counters, ServiceRuntime};
+use crate::state::{ActiveOwned, Counters, ServerRuntime, ServiceRuntime};
 
 /// Most time spent reading what a client still sends after we decided to close (so our last response is not cut
 /// by a reset), and most bytes read then.
@@ -44,7 +44,7 @@ pub(super) struct ReqLog {
     pub(super) accepted: SystemTime,
     pub(super) started: Instant,
     pub(super) request: Vec<u8>,
-    pub(super) server: Option<String>,
+    pub(super) server: Option<Arc<ServerRuntime>>,
     pub(super) connect: Option<Duration>,
     pub(super) response: Option<Duration>,
     /// 0 until an answer was sent (logged as -1).
@@ -190,7 +190,7 @@ impl Conn<'_> {
             accepted: req.accepted,
             frontend: SocketAddr::new(self.svc.cfg.vip, self.vip_port),
             service: &self.svc.cfg.label,
-            server: req.server.as_deref(),
+            server: req.server.as_ref().map(|s| s.label.as_str()),
             connect: req.connect,
             response: req.response,
             total: req.started.elapsed(),
@@ -317,7 +317,7 @@ impl Conn<'_> {
                 _ => None,
             };
             if let Some(req) = &mut self.req {
-                req.server = Some(server.label.clone());
+                req.server = Some(server.clone());
             }
             let active = ActiveOwned::new(server.clone());
             let mut fresh_only = false;
