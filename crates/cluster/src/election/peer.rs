@@ -59,7 +59,7 @@ impl Election {
             }
             return;
         }
-        if self.peer.is_some() && !self.peer_dead_reported {
+        if self.last_heard_ms().is_some() && !self.peer_dead_reported {
             self.peer_clock_ms = now;
         }
         if self.state == NodeState::Init {

@@ -171,6 +171,30 @@ fn shorter_dead_time_restarts_the_peer_deadline_from_now() {
     assert!(!e.peer_alive(1000));
 }
 
+/// The same for a peer heard only in a version this node cannot read: it is alive, so a shorter dead time counts
+/// from the change, not from its last heartbeat.
+#[test]
+fn shorter_dead_time_restarts_an_incompatible_peers_deadline_from_now() {
+    let t = timings();
+    let mut e = Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
+        0,
+    );
+    e.handle(Input::Tick, 0);
+    e.handle(incompatible(2), 10);
+    let short = Timings {
+        interval_ms: 50,
+        dead_ms: 300,
+        warn_ms: 150,
+        init_dead_ms: 600,
+    };
+    assert!(!peer_dead_event(&set_timings(&mut e, short, 700)));
+    assert!(e.peer_alive(999) && e.peer_incompatible(999).is_some());
+    assert!(!peer_dead_event(&e.handle(Input::Tick, 999)));
+    assert!(peer_dead_event(&e.handle(Input::Tick, 1000)));
+    assert!(!e.peer_alive(1000));
+}
+
 #[test]
 fn longer_dead_time_does_not_revive_a_dead_peer() {
     let mut e = node_hearing_peer(0);
