@@ -11,7 +11,7 @@
 mod common;
 
 use base64::Engine;
-use common::{banner_backend, tandem};
+use common::{KillOnDrop, banner_backend, tandem};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -89,18 +89,6 @@ impl Drop for Browser {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A child process killed (by its pid) when dropped, unless taken out.
-struct KillOnDrop(Option<Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::tandem;
+use common::{KillOnDrop, tandem};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn text(output: &Output) -> String {
@@ -34,15 +34,6 @@ fn cluster_toml(extra: &str) -> String {
          [[service.server]]\nlabel = \"ctl-1\"\naddress = \"127.0.0.71\"\nport = 24306\n\
          [[service.server]]\nlabel = \"ctl-2\"\naddress = \"127.0.0.72\"\nport = 24306\n{extra}"
     )
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn check(dir: &Path) -> Output {
@@ -99,7 +90,7 @@ fn status_check_exit_codes_follow_the_node() {
     );
 
     let _ctl1 = backend("127.0.0.71:24306");
-    let daemon = Daemon(
+    let daemon = KillOnDrop(Some(
         tandem()
             .arg("run")
             .arg("--config-dir")
@@ -108,7 +99,7 @@ fn status_check_exit_codes_follow_the_node() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    ));
 
     // ctl-2 has nothing listening: one server down is a WARNING.
     let line = wait_for_code(path, 1);

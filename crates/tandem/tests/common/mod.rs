@@ -119,3 +119,16 @@ impl Node {
         );
     }
 }
+
+/// A child process killed and reaped on drop (unless taken out first), so a failing test leaves nothing
+/// running.
+pub struct KillOnDrop(pub Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
