@@ -6,7 +6,7 @@ use crate::code::Code;
 use crate::keys::{AAD_OUTCOME, AAD_PAYLOAD, SessionKeys, Transcript};
 use crate::wire::{
     AbortKind, Deframer, Frame, MAX_CLUSTER_TOML, MAX_DETAIL, MAX_SECRET, MIN_SECRET, NodeInfo,
-    Reader, WireError, Writer, truncate,
+    Reader, WireError, Writer, length_prefixed, truncate,
 };
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 use std::collections::VecDeque;
@@ -266,14 +266,6 @@ fn pump<R: Role>(role: &mut R, data: &[u8], now_ms: u64) -> Result<Option<Event>
             return Ok(None);
         }
     }
-}
-
-/// A frame body as it went over the wire (length first): what the transcript binds.
-fn length_prefixed(body: &[u8]) -> Vec<u8> {
-    let mut framed = Vec::with_capacity(body.len() + 4);
-    framed.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
-    framed.extend_from_slice(body);
-    framed
 }
 
 fn secret_in_bounds(secret: &[u8]) -> Result<(), PairError> {

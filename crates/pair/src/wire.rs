@@ -321,11 +321,7 @@ impl Frame {
 
     /// The frame with its length prefix, ready to send.
     pub fn encode(&self) -> Vec<u8> {
-        let body = self.body();
-        let mut out = Vec::with_capacity(4 + body.len());
-        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
-        out.extend_from_slice(&body);
-        out
+        length_prefixed(&self.body())
     }
 
     /// Reads one frame body.
@@ -400,6 +396,15 @@ fn spake(r: &mut Reader<'_>) -> Result<Vec<u8>, WireError> {
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.
+/// A frame body as it goes over the wire (its length first): what is sent, and what the
+/// transcript binds of a received frame.
+pub(crate) fn length_prefixed(body: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(4 + body.len());
+    framed.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    framed.extend_from_slice(body);
+    framed
+}
+
 pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
