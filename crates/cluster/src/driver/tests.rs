@@ -860,14 +860,7 @@ async fn restarting_standby_never_moves_the_active_and_failback_waits_for_caught
 async fn set_timings_command_changes_the_cadence_without_moving_the_role() {
     let journal = Journal::default();
     let (mut n1, mut n2) = pair(&journal).await;
-    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
-        s.state == NodeState::Active
-    })
-    .await;
-    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
-        s.state == NodeState::Standby && s.peer.is_some()
-    })
-    .await;
+    settled(&mut n1, &mut n2).await;
     // Twice as slow: 40 ms heartbeats, 300 ms dead time.
     let slower = Timings {
         interval_ms: 40,
@@ -969,14 +962,7 @@ async fn killed_daemon_is_taken_over_before_dead_time() {
     };
     let mut n1 = spawn_on(d1, s1, vips("lb1")).unwrap();
     let mut n2 = spawn_on(d2, s2, vips("lb2")).unwrap();
-    wait_for(&mut n1.status, Duration::from_secs(2), |s| {
-        s.state == NodeState::Active
-    })
-    .await;
-    wait_for(&mut n2.status, Duration::from_secs(2), |s| {
-        s.state == NodeState::Standby && s.peer.is_some()
-    })
-    .await;
+    settled(&mut n1, &mut n2).await;
     // While lb1 lives its sync port accepts: a report alone moves nothing (probed as accepted).
     tokio::time::sleep(Duration::from_millis(100)).await;
     let crashed = Instant::now();
