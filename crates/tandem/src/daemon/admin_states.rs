@@ -8,7 +8,6 @@
 //! change (the proxy, then the map, then the file, before the CLI gets its answer) and a small
 //! task that applies the peer's changes to the proxy and saves them.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -90,28 +89,6 @@ fn read_file(file: &Path) -> Result<Option<StateFile>, String> {
         ));
     }
     Ok(Some(parsed))
-}
-
-/// Writes `bytes` to a temporary file, fsyncs it, renames it over `file` and fsyncs the
-/// directory: after a crash the file holds the old or the new states, never half of them.
-fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let tmp = file.with_extension("json.tmp");
-    {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        out.write_all(bytes)?;
-        out.sync_all()?;
-    }
-    std::fs::rename(&tmp, file)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl DaemonAdminStates {
@@ -233,7 +210,7 @@ impl DaemonAdminStates {
         };
         let mut bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
-        write_atomically(&self.file, &bytes)
+        super::write_atomically(&self.file, &bytes)
     }
 
     fn save_logged(&self) {
@@ -333,12 +310,18 @@ mod tests {
             node: "lb1".into(),
             states: states.snapshot(),
         };
-        write_atomically(&file, &serde_json::to_vec(&saved).unwrap()).unwrap();
+        super::super::write_atomically(&file, &serde_json::to_vec(&saved).unwrap()).unwrap();
         let read = read_file(&file).unwrap().unwrap();
         assert_eq!(read.states, states.snapshot());
-        write_atomically(&file, b"{\"format\":1,\"node\":\"lb1\",\"states\":[]}").unwrap();
+        super::super::write_atomically(&file, b"{\"format\":1,\"node\":\"lb1\",\"states\":[]}")
+            .unwrap();
         assert!(read_file(&file).unwrap().unwrap().states.is_empty());
-        assert!(!file.with_extension("json.tmp").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

@@ -258,7 +258,7 @@ impl Daemon {
         generation: u64,
         digest: &str,
     ) -> Result<(), String> {
-        write_atomically(&self.cluster_path, bytes)
+        replace_keeping_previous(&self.cluster_path, bytes)
             .map_err(|e| format!("writing {}: {e}", self.cluster_path.display()))?;
         tandem_config::generation::adopt(&self.node.node.state_dir, generation, digest)
             .map_err(|e| format!("recording generation {generation}: {e}"))?;
@@ -333,25 +333,14 @@ pub(super) fn local_config(current: &Current) -> LocalConfig {
     }
 }
 
-/// temp file, fsync, keep the previous as `.prev`, rename, fsync the directory.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
+/// The previous file kept as `NAME.prev`, then the new one written atomically.
+fn replace_keeping_previous(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     if path.exists() {
-        std::fs::copy(path, dir.join(format!("{name}.prev")))?;
+        let mut previous = path.as_os_str().to_owned();
+        previous.push(".prev");
+        std::fs::copy(path, previous)?;
     }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    super::write_atomically(path, bytes)
 }
 
 /// The sync session hands pushed configs to the daemon through this.

@@ -31,6 +31,31 @@ use tandem_proxy::Proxy;
 use tandem_sync::{SyncHandle, SyncStatus};
 use vips::VipState;
 
+/// Writes `bytes` to `.NAME.tmp` beside `path`, fsyncs it, renames it over `path` and fsyncs the
+/// directory: after a crash the file holds the old or the new content, never half of either.
+/// (The pushed `cluster.toml` and the admin states; `tandem-config` and `tandem-cluster` keep their
+/// own for the generation record and the boot epoch.)
+pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The configuration being served, with its version.
 #[derive(Clone)]
 pub struct Current {
