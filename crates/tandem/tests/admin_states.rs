@@ -6,16 +6,10 @@
 
 mod common;
 
-use common::tandem;
+use common::{Node, tandem};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-struct Node {
-    dir: PathBuf,
-    child: Option<Child>,
-}
 
 impl Node {
     fn setup(root: &Path, name: &str, role: &str, address: &str, peer: &str) -> Node {
@@ -40,26 +34,9 @@ impl Node {
             ),
         )
         .unwrap();
-        let mut node = Node { dir, child: None };
-        node.start();
+        let mut node = Node::new(dir);
+        node.start(&[]);
         node
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("log"))
-            .unwrap();
-        let child = tandem()
-            .arg("run")
-            .arg("--config-dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
     }
 
     /// SIGKILL: nothing of the process's memory survives, only what it wrote.
@@ -70,35 +47,8 @@ impl Node {
         }
     }
 
-    fn cli(&self, args: &[&str]) -> Output {
-        tandem()
-            .args(args)
-            .arg("--config-dir")
-            .arg(&self.dir)
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> Option<Value> {
-        let output = self.cli(&["status", "--json"]);
-        if !output.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&output.stdout).ok()
-    }
-
     fn state_file(&self) -> PathBuf {
         self.dir.join("state/admin-states.json")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.crash();
     }
 }
 
@@ -123,10 +73,7 @@ fn server_state(status: &Value, server: &str) -> (String, String, String) {
 fn wait_for(node: &Node, server: &str, want: (&str, &str, &str)) -> (String, String, String) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let seen = node
-            .status()
-            .map(|s| server_state(&s, server))
-            .unwrap_or_default();
+        let seen = server_state(&node.status(), server);
         if (seen.0.as_str(), seen.1.as_str(), seen.2.as_str()) == want || Instant::now() > deadline
         {
             return seen;
@@ -140,8 +87,7 @@ fn expect(seen: (&str, &str, &str)) -> (String, String, String) {
 }
 
 fn connected(node: &Node) -> bool {
-    node.status()
-        .is_some_and(|s| s["replication"]["connected"] == Value::Bool(true))
+    node.status()["replication"]["connected"] == Value::Bool(true)
 }
 
 fn wait_connected(a: &Node, b: &Node) {
@@ -186,7 +132,7 @@ fn a_drain_follows_the_peer_survives_restarts_and_the_later_change_wins() {
         lb2.log()
     );
     assert_eq!(
-        server_state(&lb1.status().unwrap(), "ctl-1"),
+        server_state(&lb1.status(), "ctl-1"),
         expect(("drain", "operator", "lb1"))
     );
     // An unknown server is refused and leaves nothing behind.
@@ -205,7 +151,7 @@ fn a_drain_follows_the_peer_survives_restarts_and_the_later_change_wins() {
             .contains("\"drain\"")
     );
     lb2.crash();
-    lb2.start();
+    lb2.start(&[]);
     assert_eq!(
         wait_for(&lb2, "ctl-1", ("drain", "restored", "lb1")),
         expect(("drain", "restored", "lb1")),
@@ -223,7 +169,7 @@ fn a_drain_follows_the_peer_survives_restarts_and_the_later_change_wins() {
             .success()
     );
     assert!(lb1.cli(&["server", "halt", "db", "ctl-2"]).status.success());
-    lb2.start();
+    lb2.start(&[]);
     assert_eq!(
         wait_for(&lb2, "ctl-1", ("online", "replicated", "lb1")),
         expect(("online", "replicated", "lb1")),
@@ -243,7 +189,7 @@ fn a_drain_follows_the_peer_survives_restarts_and_the_later_change_wins() {
         b"{\"format\": 1, \"node\": \"lb1\", \"states\": [{",
     )
     .unwrap();
-    lb1.start();
+    lb1.start(&[]);
     assert_eq!(
         wait_for(&lb1, "ctl-2", ("halt", "replicated", "lb1")),
         expect(("halt", "replicated", "lb1")),

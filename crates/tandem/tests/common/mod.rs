@@ -103,9 +103,13 @@ impl Node {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
-    /// Starts `tandem run` on the directory with `env` added.
+    /// Starts `tandem run` on the directory with `env` added; its stderr goes after any earlier run's.
     pub fn start(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::File::create(self.dir.join("log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))
+            .unwrap();
         self.child = Some(
             tandem()
                 .arg("run")
