@@ -116,7 +116,7 @@ impl Local {
             anyhow!(
                 "{} has errors; fix them first:\n{}",
                 node_path.display(),
-                diagnostics_text(&diags)
+                diags
             )
         })?;
         Ok(Local {
@@ -149,14 +149,6 @@ impl Local {
             )
         })
     }
-}
-
-fn diagnostics_text(diags: &tandem_config::Diagnostics) -> String {
-    diags
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// node.toml with `[node] role` and `peer` set, everything else as written. The peer's name
@@ -284,7 +276,8 @@ fn check_staged(
     real_cluster: &Path,
 ) -> Result<tandem_config::Loaded, String> {
     tandem_config::check(cluster, &node.path).map_err(|diags| {
-        diagnostics_text(&diags)
+        diags
+            .to_string()
             .replace(
                 &node.path.display().to_string(),
                 &node.target.display().to_string(),
@@ -691,7 +684,7 @@ async fn initiate(
     let loaded = tandem_config::check(cluster_path, node_path).map_err(|diags| {
         anyhow!(
             "this node's configuration fails `tandem check`; fix it first:\n{}",
-            diagnostics_text(&diags)
+            diags
         )
     })?;
     let cluster_text = loaded.cluster_text.clone();
