@@ -10,20 +10,14 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::metrics::ServiceMetrics;
+use tandem_config::AccessLogPath;
 
-/// Where the lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    Stderr,
-    File(PathBuf),
-}
+use crate::metrics::ServiceMetrics;
 
 /// The node's access log; cheap to clone, every clone feeds the same writer thread.
 #[derive(Clone)]
@@ -49,7 +43,7 @@ impl std::fmt::Debug for AccessLog {
 impl AccessLog {
     /// Opens the target (an error here is a start-up error) and starts the writer thread. `queue`: lines held while
     /// the writer is behind (at least 1); `skip`: service labels not logged.
-    pub fn start(target: AccessLogTarget, queue: usize, skip: Vec<String>) -> io::Result<Self> {
+    pub fn start(target: AccessLogPath, queue: usize, skip: Vec<String>) -> io::Result<Self> {
         let out = Output::open(&target)?;
         let (tx, rx) = sync_channel(queue.max(1));
         let reopen = Arc::new(AtomicBool::new(false));
@@ -78,7 +72,7 @@ impl AccessLog {
         };
         std::thread::Builder::new()
             .name("tandem-access-log".into())
-            .spawn(move || write_lines(rx, out, AccessLogTarget::Stderr, &flag))?;
+            .spawn(move || write_lines(rx, out, AccessLogPath::Stderr, &flag))?;
         Ok(AccessLog {
             inner: Arc::new(Inner { tx, skip, reopen }),
         })
@@ -112,13 +106,13 @@ struct Output {
 }
 
 impl Output {
-    fn open(target: &AccessLogTarget) -> io::Result<Output> {
+    fn open(target: &AccessLogPath) -> io::Result<Output> {
         match target {
-            AccessLogTarget::Stderr => Ok(Output {
+            AccessLogPath::Stderr => Ok(Output {
                 writer: io::BufWriter::new(Box::new(io::stderr())),
                 identity: None,
             }),
-            AccessLogTarget::File(path) => {
+            AccessLogPath::File(path) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -135,10 +129,10 @@ impl Output {
     }
 
     /// The path names another file (or none) than the one open.
-    fn moved(&self, target: &AccessLogTarget) -> bool {
+    fn moved(&self, target: &AccessLogPath) -> bool {
         use std::os::unix::fs::MetadataExt;
         match (target, self.identity) {
-            (AccessLogTarget::File(path), Some(id)) => match std::fs::metadata(path) {
+            (AccessLogPath::File(path), Some(id)) => match std::fs::metadata(path) {
                 Ok(meta) => (meta.dev(), meta.ino()) != id,
                 Err(_) => true,
             },
@@ -148,12 +142,7 @@ impl Output {
 }
 
 /// The writer thread: until every sender is gone.
-fn write_lines(
-    rx: Receiver<String>,
-    mut out: Output,
-    target: AccessLogTarget,
-    reopen: &AtomicBool,
-) {
+fn write_lines(rx: Receiver<String>, mut out: Output, target: AccessLogPath, reopen: &AtomicBool) {
     let mut last_look = Instant::now();
     let mut failing = false;
     while let Ok(first) = rx.recv() {
@@ -552,12 +541,8 @@ mod tests {
     fn a_file_moved_away_is_reopened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
-        let log = AccessLog::start(
-            AccessLogTarget::File(path.clone()),
-            16,
-            vec!["quiet".into()],
-        )
-        .unwrap();
+        let log =
+            AccessLog::start(AccessLogPath::File(path.clone()), 16, vec!["quiet".into()]).unwrap();
         assert!(!log.wants("quiet") && log.wants("web"));
         let metrics = ServiceMetrics::default();
         log.send("first".into(), &metrics);

@@ -126,7 +126,7 @@ pub mod fuzzing {
     };
 }
 
-pub use access_log::{AccessLog, AccessLogTarget};
+pub use access_log::AccessLog;
 pub use ctx::{ConnCtx, SharedStickTables};
 pub use h1::H1Engine;
 pub use http::hyper_engine::HyperEngine;

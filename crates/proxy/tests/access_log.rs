@@ -9,8 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tandem_config::AccessLogPath;
 use tandem_config::model::Mode;
-use tandem_proxy::{AccessLog, AccessLogTarget};
+use tandem_proxy::AccessLog;
 
 /// The file's lines once it holds at least `n` (bounded wait).
 async fn lines(path: &Path, n: usize) -> Vec<String> {
@@ -63,7 +64,7 @@ async fn one_line_per_request_and_connection() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let log = AccessLog::start(
-        AccessLogTarget::File(path.clone()),
+        AccessLogPath::File(path.clone()),
         1024,
         vec!["quiet".into()],
     )

@@ -101,12 +101,8 @@ fn http_engine(tuning: &Tuning) -> Arc<dyn tandem_proxy::HttpEngine> {
 /// start with the reason.
 fn access_log(node: &NodeConfig) -> Result<Option<tandem_proxy::AccessLog>> {
     let config = &node.access_log;
-    let target = match &config.path {
-        None => return Ok(None),
-        Some(tandem_config::AccessLogPath::Stderr) => tandem_proxy::AccessLogTarget::Stderr,
-        Some(tandem_config::AccessLogPath::File(path)) => {
-            tandem_proxy::AccessLogTarget::File(path.clone())
-        }
+    let Some(target) = config.path.clone() else {
+        return Ok(None);
     };
     let log = tandem_proxy::AccessLog::start(target, config.queue, config.skip.clone())
         .context("[access_log] path")?;
