@@ -108,10 +108,7 @@ fn node_hearing_peer(heard_at: u64) -> Election {
         warn_ms: 500,
         init_dead_ms: 3000,
     };
-    let mut a = Election::new(
-        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
-        0,
-    );
+    let mut a = primary_lb1(t);
     let mut b = Election::new(
         ElectionConfig::new("c", "lb2", Role::Secondary, true, t, 2),
         0,
@@ -128,6 +125,14 @@ fn node_hearing_peer(heard_at: u64) -> Election {
     a.handle(Input::PeerHeartbeat(hb), heard_at);
     assert!(a.peer_alive(heard_at));
     a
+}
+
+/// lb1, the primary of a pair, created at 0 with timings `t`.
+fn primary_lb1(t: Timings) -> Election {
+    Election::new(
+        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
+        0,
+    )
 }
 
 fn set_timings(e: &mut Election, t: Timings, now: u64) -> Vec<Action> {
@@ -176,10 +181,7 @@ fn shorter_dead_time_restarts_the_peer_deadline_from_now() {
 #[test]
 fn shorter_dead_time_restarts_an_incompatible_peers_deadline_from_now() {
     let t = timings();
-    let mut e = Election::new(
-        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
-        0,
-    );
+    let mut e = primary_lb1(t);
     e.handle(Input::Tick, 0);
     e.handle(incompatible(2), 10);
     let short = Timings {
@@ -235,10 +237,7 @@ fn longer_dead_time_gives_a_live_peer_the_new_time_from_now() {
 #[test]
 fn shorter_interval_is_used_from_the_next_send_at_the_latest() {
     let t = timings();
-    let mut e = Election::new(
-        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
-        0,
-    );
+    let mut e = primary_lb1(t);
     e.handle(Input::Tick, 0);
     assert_eq!(e.next_timeout(), 200);
     let fast = Timings {
@@ -288,10 +287,7 @@ fn start_up_wait_restarts_with_new_timings() {
 #[test]
 fn unusable_timings_are_refused_and_change_nothing() {
     let t = timings();
-    let mut e = Election::new(
-        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
-        0,
-    );
+    let mut e = primary_lb1(t);
     for bad in [
         Timings {
             interval_ms: 0,
@@ -1125,10 +1121,7 @@ fn refused(actions: &[Action], what: &str) -> bool {
 #[test]
 fn an_incompatible_peer_is_alive_and_never_taken_over_from() {
     let t = timings();
-    let mut e = Election::new(
-        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
-        0,
-    );
+    let mut e = primary_lb1(t);
     e.handle(Input::Tick, 0);
     e.handle(
         Input::PeerHeartbeat(peer_heartbeat(NodeState::Active, true)),
@@ -1171,10 +1164,7 @@ fn an_incompatible_peer_is_alive_and_never_taken_over_from() {
 #[test]
 fn incompatible_at_start_up_and_while_active() {
     let t = timings();
-    let mut e = Election::new(
-        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
-        0,
-    );
+    let mut e = primary_lb1(t);
     let mut now = 0;
     while now < 3 * t.init_dead_ms {
         assert!(!acquires(&e.handle(incompatible(7), now)));
@@ -1182,10 +1172,7 @@ fn incompatible_at_start_up_and_while_active() {
     }
     assert_eq!(e.state(), NodeState::Standby);
     // Another node, active alone, then the peer comes up in a newer release.
-    let mut a = Election::new(
-        ElectionConfig::new("c", "lb1", Role::Primary, true, t, 1),
-        0,
-    );
+    let mut a = primary_lb1(t);
     a.handle(Input::Tick, t.init_dead_ms);
     a.handle(Input::VipsAcquired, t.init_dead_ms + 1);
     assert_eq!(a.state(), NodeState::Active);
