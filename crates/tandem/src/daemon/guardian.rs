@@ -262,26 +262,23 @@ fn remove(interface: &str, vips: &[Vip]) -> i32 {
                 return 1;
             }
         };
-        let mut removed = Vec::new();
-        let mut code = 0;
-        for (vip, result) in vips.iter().zip(manager.remove_all(vips).await) {
-            match result {
-                Ok(tandem_vip::RemoveOutcome::Removed) => removed.push(vip.to_string()),
-                Ok(tandem_vip::RemoveOutcome::NotPresent) => {}
-                Err(error) => {
-                    tracing::error!(%error, "VIP guardian: could not remove a VIP");
-                    code = 1;
+        // The start-up clean-up's own call: only what is on the interface is removed (and logged).
+        match manager.remove_stale(vips).await {
+            Ok(removed) => {
+                if !removed.is_empty() {
+                    tracing::warn!(
+                        removed = removed.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "the daemon died holding VIPs; the VIP guardian removed them"
+                    );
                 }
+                0
+            }
+            Err(error) => {
+                tracing::error!(%error, "VIP guardian: could not remove a VIP");
+                1
             }
         }
-        if !removed.is_empty() {
-            tracing::warn!(
-                ?removed,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "the daemon died holding VIPs; the VIP guardian removed them"
-            );
-        }
-        code
     })
 }
 
