@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{tandem, text};
+use common::{output_with_input, tandem, text};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -17,23 +17,14 @@ const PASSWORD: &str = "Tr0ub4dor-and-3";
 
 /// `tandem password FILE` with `input` on standard input (a pipe, so no prompt).
 fn password(file: &Path, input: &str, extra: &[&str]) -> Output {
-    let mut child = tandem()
-        .arg("password")
-        .arg(file)
-        .args(["--iterations", "10000"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_input(
+        tandem()
+            .arg("password")
+            .arg(file)
+            .args(["--iterations", "10000"])
+            .args(extra),
+        input,
+    )
 }
 
 #[test]

@@ -11,7 +11,7 @@
 mod common;
 
 use base64::Engine;
-use common::{KillOnDrop, banner_backend, tandem};
+use common::{KillOnDrop, banner_backend, output_with_input, tandem};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -411,21 +411,15 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("cluster.toml"), CLUSTER).unwrap();
-        let mut password = tandem()
-            .arg("password")
-            .arg(d.join("admin.pw"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        password
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASSWORD}\n").as_bytes())
-            .unwrap();
-        assert!(password.wait().unwrap().success(), "tandem password failed");
+        let password = output_with_input(
+            tandem().arg("password").arg(d.join("admin.pw")),
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(
+            password.status.success(),
+            "tandem password failed: {}",
+            String::from_utf8_lossy(&password.stderr)
+        );
         std::fs::write(
             d.join("node.toml"),
             format!(

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{tandem, text};
+use common::{KillOnDrop, output_with_input, tandem, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const CLUSTER: &str = r#"# the cluster, edited on the primary
@@ -55,17 +55,8 @@ fn fresh_node(root: &Path, name: &str, role: &str, address: &str, cluster: bool)
 
 /// `tandem pair --accept` running, its stdout in a file.
 struct Acceptor {
-    child: Option<Child>,
+    child: KillOnDrop,
     out: PathBuf,
-}
-
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl Acceptor {
@@ -81,7 +72,7 @@ impl Acceptor {
             .spawn()
             .unwrap();
         Acceptor {
-            child: Some(child),
+            child: KillOnDrop(Some(child)),
             out,
         }
     }
@@ -94,7 +85,7 @@ impl Acceptor {
             if let Some(line) = shown.lines().find(|l| l.starts_with("one-time code: ")) {
                 return line["one-time code: ".len()..].trim().to_string();
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = self.child.0.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "acceptor exited {status} before showing a code: {}",
                     self.output()
@@ -116,10 +107,10 @@ impl Acceptor {
 
     /// Waits for the exit; returns (success, stdout + stderr).
     fn finish(&mut self) -> (bool, String) {
-        let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = self.child.0.as_mut().unwrap().try_wait().unwrap() {
+                self.child.0 = None;
                 return (status.success(), self.output());
             }
             assert!(Instant::now() < deadline, "acceptor still running");
@@ -128,30 +119,20 @@ impl Acceptor {
     }
 
     fn running(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+        self.child.0.as_mut().unwrap().try_wait().unwrap().is_none()
     }
 }
 
 /// `tandem pair --peer` on the primary, the code piped on standard input as a script does.
 fn pair_peer(dir: &Path, peer: &str, code: &str, extra: &[&str]) -> Output {
-    use std::io::Write;
-    let mut child = tandem()
-        .arg("--config-dir")
-        .arg(dir)
-        .args(["pair", "--peer", peer])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{code}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_input(
+        tandem()
+            .arg("--config-dir")
+            .arg(dir)
+            .args(["pair", "--peer", peer])
+            .args(extra),
+        &format!("{code}\n"),
+    )
 }
 
 fn check_ok(dir: &Path) {

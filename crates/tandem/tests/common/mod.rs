@@ -31,6 +31,23 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// Runs `command` to completion with `input` on its stdin (what a person types at a prompt).
+pub fn output_with_input(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// The repository's root (for the shipped examples, dashboards and rules).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
