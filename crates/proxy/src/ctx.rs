@@ -23,3 +23,10 @@ pub struct ConnCtx {
     /// Where connections and requests are logged, when the node has an access log.
     pub(crate) access_log: Option<AccessLog>,
 }
+
+impl ConnCtx {
+    /// The access log, if connections of `service` are logged.
+    pub(crate) fn access_log_for(&self, service: &str) -> Option<&AccessLog> {
+        self.access_log.as_ref().filter(|l| l.wants(service))
+    }
+}

@@ -25,10 +25,8 @@ pub(crate) async fn serve(
     ctx: ConnCtx,
 ) {
     let log = ctx
-        .access_log
-        .as_ref()
-        .filter(|l| l.wants(&svc.cfg.label))
-        .map(|log| (log.clone(), SystemTime::now(), Instant::now()));
+        .access_log_for(&svc.cfg.label)
+        .map(|log| (log, SystemTime::now(), Instant::now()));
     let mut served = Served {
         bytes: log.as_ref().map(|_| Arc::default()),
         ..Served::default()

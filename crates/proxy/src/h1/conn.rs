@@ -70,7 +70,7 @@ pub(super) struct Conn<'a> {
     pub(super) server_timeout: Duration,
     pub(super) connect_timeout: Duration,
     /// The access log, when this service is logged.
-    pub(super) log: Option<AccessLog>,
+    pub(super) log: Option<&'a AccessLog>,
     /// The request being logged.
     pub(super) req: Option<ReqLog>,
     /// This connection's bytes (counted only with an access log) and where the current request's began.

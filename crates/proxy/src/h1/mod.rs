@@ -153,11 +153,7 @@ async fn serve_requests(
         client_idle: Duration::from_millis(svc.cfg.proxy.client_timeout_ms.max(1)),
         server_timeout: Duration::from_millis(svc.cfg.proxy.server_timeout_ms.max(1)),
         connect_timeout: Duration::from_millis(svc.cfg.proxy.connect_timeout_ms.max(1)),
-        log: ctx
-            .access_log
-            .as_ref()
-            .filter(|l| l.wants(&svc.cfg.label))
-            .cloned(),
+        log: ctx.access_log_for(&svc.cfg.label),
         req: None,
         bytes: Default::default(),
         logged_bytes: (0, 0),
