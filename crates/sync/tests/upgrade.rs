@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use tandem_stick::Clock;
 use tandem_sync::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use tandem_sync::{ConfigRole, Identity, LocalConfig, SyncParams, spawn_sync};
+use tandem_sync::{ConfigRole, Identity, LocalConfig};
 
 /// A node of the release speaking protocol versions `min..=max`.
 struct Release {
@@ -25,41 +24,26 @@ const THIS: Release = Release {
     min: MIN_PROTOCOL_VERSION,
 };
 
-async fn spawn(
-    local: SocketAddr,
-    peer: SocketAddr,
-    role: ConfigRole,
-    release: &Release,
-    config: LocalConfig,
-) -> std::io::Result<Node> {
-    let mut id: Identity = identity(SECRET);
-    id.version = release.max;
-    id.min_version = release.min;
-    let clock = Clock::new();
-    let sink = RecordingSink::default();
-    let tables = tables();
-    let params = SyncParams {
+impl Release {
+    fn identity(&self) -> Identity {
+        let mut id: Identity = identity(SECRET);
+        id.version = self.max;
+        id.min_version = self.min;
+        id
+    }
+}
+
+fn spec(local: SocketAddr, peer: SocketAddr, role: ConfigRole, config: LocalConfig) -> NodeSpec {
+    NodeSpec {
         local,
         peer,
-        identity: id,
+        secret: SECRET.to_vec(),
         role,
+        config: Some(config),
+        active: role == ConfigRole::Primary,
+        tables: tables(),
         settings: settings(),
-    };
-    let handle = spawn_sync(
-        params,
-        tables.clone(),
-        clock,
-        Box::new(sink.clone()),
-        Some(config),
-        role == ConfigRole::Primary,
-    )
-    .await?;
-    Ok(Node {
-        handle,
-        tables,
-        clock,
-        sink,
-    })
+    }
 }
 
 /// The primary (127.0.0.1, dials) of release `a`, the secondary (127.0.0.3, accepts) of `b`.
@@ -69,32 +53,20 @@ async fn pair(
     b: &Release,
     b_config: LocalConfig,
 ) -> (Node, Node) {
-    for _ in 0..20 {
-        let port = listen_any_port(ip(3)).await.local_addr().unwrap().port();
-        let b_addr = SocketAddr::new(ip(3), port);
-        let Ok(secondary) = spawn(
-            b_addr,
-            SocketAddr::new(ip(1), port),
-            ConfigRole::Secondary,
-            b,
-            b_config.clone(),
-        )
-        .await
-        else {
-            continue; // the port was taken in between
-        };
-        let primary = spawn(
-            SocketAddr::new(ip(1), port),
-            b_addr,
-            ConfigRole::Primary,
-            a,
-            a_config,
-        )
-        .await
-        .unwrap();
-        return (primary, secondary);
-    }
-    panic!("no free port on 127.0.0.3");
+    let (secondary, b_addr) = start_accepting_as(ip(3), Some(b.identity()), |port| {
+        let local = SocketAddr::new(ip(3), port);
+        let peer = SocketAddr::new(ip(1), port);
+        spec(local, peer, ConfigRole::Secondary, b_config.clone())
+    })
+    .await;
+    let local = SocketAddr::new(ip(1), b_addr.port());
+    let primary = try_start_as(
+        spec(local, b_addr, ConfigRole::Primary, a_config),
+        a.identity(),
+    )
+    .await
+    .unwrap();
+    (primary, secondary)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,12 +149,18 @@ pub async fn start(spec: NodeSpec) -> Node {
 }
 
 async fn try_start(spec: NodeSpec) -> std::io::Result<Node> {
+    let id = identity(&spec.secret);
+    try_start_as(spec, id).await
+}
+
+/// Starts a node of `spec` that presents `identity` (e.g. another release's protocol versions).
+pub async fn try_start_as(spec: NodeSpec, identity: Identity) -> std::io::Result<Node> {
     let clock = Clock::new();
     let sink = RecordingSink::default();
     let params = SyncParams {
         local: spec.local,
         peer: spec.peer,
-        identity: identity(&spec.secret),
+        identity,
         role: spec.role,
         settings: spec.settings,
     };
@@ -193,8 +199,14 @@ const BIND_ATTEMPTS: usize = 20;
 /// Starts a node that accepts on `ip` at a port free there, and returns it with its listening
 /// address. `spec(port)` must put the node's `local` on `ip:port`. The port is checked free and
 /// then bound by the driver; if something took it in between, another port is tried.
-pub async fn start_accepting(
+pub async fn start_accepting(ip: IpAddr, spec: impl FnMut(u16) -> NodeSpec) -> (Node, SocketAddr) {
+    start_accepting_as(ip, None, spec).await
+}
+
+/// [`start_accepting`], presenting `identity` if given (else the one of the spec's secret).
+pub async fn start_accepting_as(
     ip: IpAddr,
+    identity_override: Option<Identity>,
     mut spec: impl FnMut(u16) -> NodeSpec,
 ) -> (Node, SocketAddr) {
     for _ in 0..BIND_ATTEMPTS {
@@ -208,7 +220,11 @@ pub async fn start_accepting(
             spec.local,
             spec.peer
         );
-        match try_start(spec).await {
+        let started = match identity_override.clone() {
+            Some(id) => try_start_as(spec, id).await,
+            None => try_start(spec).await,
+        };
+        match started {
             Ok(node) => return (node, local),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
             Err(e) => panic!("starting the accepting node on {local}: {e}"),
