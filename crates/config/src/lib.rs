@@ -139,20 +139,23 @@ fn read(path: &Path, diags: &mut Diagnostics) -> Option<String> {
     }
 }
 
+/// The directory relative paths in `node_path` are resolved against: the file's own directory
+/// (`.` for a bare file name), made absolute.
+pub fn node_base_dir(node_path: &Path) -> Option<std::path::PathBuf> {
+    let parent = node_path.parent()?;
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    std::path::absolute(parent).ok()
+}
+
 fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Loaded, Diagnostics> {
     let mut diags = Diagnostics::default();
     let cluster_text = read(cluster_path, &mut diags);
     let node_text = read(node_path, &mut diags);
-    let base_dir = node_path
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .and_then(|p| std::path::absolute(p).ok());
+    let base_dir = node_base_dir(node_path);
 
     let cluster_name = cluster_path.display().to_string();
     let node_name = node_path.display().to_string();

@@ -86,17 +86,6 @@ pub fn run(args: &PairArgs, cluster_path: &Path, node_path: &Path) -> Result<Exi
 
 // --- this node's files -----------------------------------------------------------------------
 
-/// The directory relative paths in node.toml are resolved against (as `tandem check` does).
-fn base_dir(node_path: &Path) -> Option<PathBuf> {
-    let parent = node_path.parent()?;
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    std::path::absolute(parent).ok()
-}
-
 struct Local {
     node_path: PathBuf,
     node_text: String,
@@ -110,7 +99,7 @@ impl Local {
         let node = tandem_config::parse_node_str(
             &node_text,
             &node_path.display().to_string(),
-            base_dir(node_path).as_deref(),
+            tandem_config::node_base_dir(node_path).as_deref(),
         )
         .map_err(|diags| {
             anyhow!(
