@@ -3,22 +3,14 @@
 //! server on 127.0.0.183) writes one line per TCP connection to the configured file; after the file is moved away
 //! (logrotate) a SIGHUP makes the daemon write the next lines to a fresh file at the configured path.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use common::{KillOnDrop, banner_backend, tandem};
+use std::io::Read;
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A real server that answers every connection with `hi\n` and closes.
-fn backend() {
-    let listener = TcpListener::bind("127.0.0.183:41290").unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let _ = s.write_all(b"hi\n");
-        }
-    });
-}
 
 /// One connection through the VIP: what it read.
 fn through_vip() -> Option<String> {
@@ -61,10 +53,11 @@ fn wait_lines(path: &Path, n: usize) -> Vec<String> {
 
 #[test]
 fn one_line_per_connection_and_a_fresh_file_after_sighup() {
-    backend();
+    // A real server that answers every connection with `hi\n` and closes.
+    let _backend = banner_backend("127.0.0.183:41290", "hi");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let keygen = Command::new(env!("CARGO_BIN_EXE_tandem"))
+    let keygen = tandem()
         .arg("keygen")
         .arg(d.join("secret"))
         .output()
@@ -89,7 +82,7 @@ fn one_line_per_connection_and_a_fresh_file_after_sighup() {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+    let child = tandem()
         .arg("run")
         .arg("--config-dir")
         .arg(d)
@@ -97,15 +90,8 @@ fn one_line_per_connection_and_a_fresh_file_after_sighup() {
         .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let pid = child.id();
-    let _guard = Kill(child);
+    let _guard = KillOnDrop(Some(child));
 
     // Until the server is up, connections are closed at once (logged as SC); then they get the answer.
     let deadline = Instant::now() + Duration::from_secs(15);

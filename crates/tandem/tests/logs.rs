@@ -2,8 +2,11 @@
 //! level, the target, the message and the event's fields — what a log shipper parses.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{KillOnDrop, tandem};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +33,7 @@ fn json_log_lines_are_objects_with_time_level_target_message_and_fields() {
     .unwrap();
     // ctl-1 answers (the kernel completes the check's connect from the backlog) until it is dropped.
     let mut backend = Some(std::net::TcpListener::bind("127.0.0.77:25306").unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+    let mut child = tandem()
         .arg("run")
         .arg("--config-dir")
         .arg(path)
@@ -39,6 +42,7 @@ fn json_log_lines_are_objects_with_time_level_target_message_and_fields() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let daemon = KillOnDrop(Some(child));
     let (lines_tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -113,8 +117,7 @@ fn json_log_lines_are_objects_with_time_level_target_message_and_fields() {
             no_server.push(event);
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
     drop(backend);
     assert_eq!(no_server.len(), 2, "{no_server:?}");
     assert_eq!(no_server[0]["held_back"], 0, "{no_server:?}");
