@@ -106,13 +106,13 @@ pub fn judge(status: &Status) -> Verdict {
     if let Some(replication) = &status.replication {
         if !replication.connected {
             warning.push(format!("replication to {} disconnected", replication.peer));
-        } else if replication
+        } else if let Some(age) = replication
             .last_ack_age_ms
-            .is_some_and(|age| age > SYNC_ACK_WARN_MS)
+            .filter(|age| *age > SYNC_ACK_WARN_MS)
         {
             warning.push(format!(
                 "replication lagging (last ack {} s ago)",
-                replication.last_ack_age_ms.unwrap_or(0) / 1000
+                age / 1000
             ));
         }
     }
