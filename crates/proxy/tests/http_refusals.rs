@@ -210,6 +210,7 @@ async fn hyper_engine_refuses_host_and_coding_errors_too() {
         vec![server("a", backend.addr, 1)],
     )]));
     wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, "web")).await;
+    let mut refused = 0;
     for request in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
@@ -223,6 +224,7 @@ async fn hyper_engine_refuses_host_and_coding_errors_too() {
             String::from_utf8_lossy(request)
         );
         assert_eq!(backend.requests.load(Ordering::Relaxed), 0, "{answer}");
+        refused += u64::from(!answer.is_empty());
     }
     let answer = exchange(
         vip,
@@ -233,5 +235,9 @@ async fn hyper_engine_refuses_host_and_coding_errors_too() {
         answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("a 3"),
         "{answer:?}"
     );
+    // Counted by class as they were answered (hyper's own refusals, before a request reaches us, are not).
+    let codes = proxy.status().services[0].http_responses.unwrap();
+    assert_eq!(codes[1], 1, "{codes:?}");
+    assert!(codes[3] >= refused, "{codes:?}, {refused} refused");
     proxy.shutdown().await;
 }

@@ -279,13 +279,12 @@ fn error_page(status: StatusCode, service: &str, what: &str) -> Response<ProxyBo
 
 /// Serves one request; its response class is counted (the access log is the native engine's only).
 async fn handle(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let svc = rc.svc.clone();
-    let resp = handle_request(rc, req).await;
-    svc.metrics.codes.record(resp.status().as_u16());
+    let resp = handle_request(&rc, req).await;
+    rc.svc.metrics.codes.record(resp.status().as_u16());
     resp
 }
 
-async fn handle_request(rc: Arc<RequestCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle_request(rc: &RequestCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let in_flight = InFlight::new(&rc.activity);
     let svc = &rc.svc;
     if let Some(why) = refusal(&req) {
