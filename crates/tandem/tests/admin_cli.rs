@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::{output_with_input, tandem, text};
+use common::{KillOnDrop, output_with_input, tandem, text};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "Tr0ub4dor-and-3";
@@ -161,15 +161,9 @@ fn check_refuses_open_listeners_clear_passwords_and_foreign_vips() {
 }
 
 struct Daemon {
-    child: Child,
+    /// Killed before the directory goes.
+    _child: KillOnDrop,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Daemon {
@@ -258,7 +252,10 @@ fn start() -> (Daemon, String) {
         .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
         .spawn()
         .unwrap();
-    let daemon = Daemon { child, dir };
+    let daemon = Daemon {
+        _child: KillOnDrop(Some(child)),
+        dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let output = daemon.cli(&["status", "--json"], &[]);

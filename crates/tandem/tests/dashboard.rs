@@ -7,26 +7,19 @@
 
 mod common;
 
-use common::{repo_root, tandem};
+use common::{KillOnDrop, repo_root, tandem};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 struct Node {
     dir: PathBuf,
     admin: String,
     metrics: String,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _child: KillOnDrop,
 }
 
 /// `METHOD path` on `addr`: the status code and the body.
@@ -88,7 +81,7 @@ fn start(root: &Path, name: &str, role: &str, address: &str, peer: &str) -> Node
         dir,
         admin,
         metrics,
-        child,
+        _child: KillOnDrop(Some(child)),
     }
 }
 
