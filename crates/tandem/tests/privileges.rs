@@ -7,6 +7,9 @@
 #[path = "../src/daemon/privileges.rs"]
 mod privileges;
 
+mod common;
+
+use common::{KillOnDrop, tandem};
 use privileges::{KEPT_MASK, Outcome, Plan};
 use serde_json::{Value, json};
 use std::io::Read;
@@ -439,7 +442,6 @@ fn a_secret_others_can_read_is_refused_by_run() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     let fix = format!("chmod 600 {}", secret.display());
 
-    let tandem = || std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
     let check = tandem()
         .args(["check", "--config-dir"])
         .arg(base)
@@ -499,12 +501,15 @@ fn a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities() {
     // The socket's directory is the user's, as systemd's RuntimeDirectory= makes /run/tandem.
     std::fs::create_dir(dir.path().join("run")).unwrap();
     std::os::unix::fs::chown(dir.path().join("run"), Some(nobody.uid), Some(nobody.gid)).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+    let child = tandem()
         .args(["run", "--config-dir"])
         .arg(dir.path())
         .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
         .spawn()
         .unwrap();
+    let pid = child.id();
+    // A failed assertion must not leave a daemon running with capabilities.
+    let mut daemon = KillOnDrop(Some(child));
     // Up when the service port (below 1024: CAP_NET_BIND_SERVICE) answers.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect("127.0.0.98:998").is_err() {
@@ -515,7 +520,7 @@ fn a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
     let mut threads = 0;
     for task in tasks {
         let creds = privileges::read_status(&task.unwrap().path().join("status")).unwrap();
@@ -540,8 +545,8 @@ fn a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities() {
         nobody.uid
     );
     // SAFETY: our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(daemon.0.as_mut().unwrap().wait().unwrap().success());
 }
 
 /// The tests, one after another in the main thread (`harness = false`): they fork, and a fork is only safe from a
