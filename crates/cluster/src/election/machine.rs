@@ -189,12 +189,9 @@ impl Election {
     /// (it cannot tell whether the peer holds them), keeps them if it holds them, and refuses admin takeover and
     /// release; the peer, a newer release, reads this node and decides with full information.
     pub fn peer_incompatible(&self, now_ms: u64) -> Option<&IncompatiblePeer> {
-        if self.peer_dead_reported {
-            return None;
-        }
         self.incompatible
             .as_ref()
-            .filter(|_| now_ms < self.peer_clock_ms.saturating_add(self.cfg.timings.dead_ms))
+            .filter(|_| self.peer_within_dead_time(now_ms))
     }
 
     pub fn ping(&self) -> PingState {

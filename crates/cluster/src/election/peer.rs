@@ -235,15 +235,17 @@ impl Election {
     }
 
     pub(super) fn live_peer(&self, now: u64) -> Option<&Heartbeat> {
-        // Once declared dead, a peer stays dead until heard again (a longer dead time set meanwhile does not revive
-        // it).
-        if self.peer_dead_reported {
-            return None;
-        }
         self.peer
             .as_ref()
-            .filter(|_| now < self.peer_clock_ms.saturating_add(self.cfg.timings.dead_ms))
+            .filter(|_| self.peer_within_dead_time(now))
             .map(|p| &p.heartbeat)
+    }
+
+    /// The peer, readable or not, was heard within the dead time. Once declared dead, a peer stays dead until
+    /// heard again (a longer dead time set meanwhile does not revive it).
+    pub(super) fn peer_within_dead_time(&self, now: u64) -> bool {
+        !self.peer_dead_reported
+            && now < self.peer_clock_ms.saturating_add(self.cfg.timings.dead_ms)
     }
 }
 
