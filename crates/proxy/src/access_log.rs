@@ -196,7 +196,7 @@ fn push_log_date(s: &mut String, t: SystemTime) {
     SECOND.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.0 != secs {
-            let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+            let (y, m, day) = tandem_types::civil_from_days((secs / 86_400) as i64);
             let rem = secs % 86_400;
             const MONTHS: [&str; 12] = [
                 "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -218,20 +218,6 @@ fn push_log_date(s: &mut String, t: SystemTime) {
     for digit in [ms / 100, ms / 10 % 10, ms % 10] {
         s.push(char::from(b'0' + digit as u8));
     }
-}
-
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Milliseconds for a timing field; `-1` when the step did not happen (as HAProxy).

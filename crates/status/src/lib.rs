@@ -475,16 +475,7 @@ impl fmt::Display for UtcTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.0 / 1000;
         let (days, rest) = (secs / 86_400, secs % 86_400);
-        // Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted).
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day) = tandem_types::civil_from_days(days as i64);
         write!(
             f,
             "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
