@@ -11,7 +11,7 @@
 mod common;
 
 use base64::Engine;
-use common::{KillOnDrop, banner_backend, output_with_input, tandem};
+use common::{KillOnDrop, banner_backend, output_with_input, tandem, terminate};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -479,17 +479,9 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(mut child) = self.child.take()
+            && terminate(&mut child).is_none()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{banner_backend, repo_root, tandem, text};
+use common::{banner_backend, repo_root, tandem, terminate, text};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -275,23 +275,8 @@ fn daemon_served_and_operated_through_the_cli() {
     assert!(page.contains("System Overview") && page.contains("ctl-2"));
 
     // SIGTERM: a clean exit.
-    let pid = daemon.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = terminate(&mut daemon.child).expect("daemon did not stop on SIGTERM");
+    assert!(status.success(), "exit status {status}");
 }
 
 fn banner_through_opt(addr: &str) -> Option<String> {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{banner_backend, tandem, text, wait_for};
+use common::{banner_backend, tandem, terminate, text, wait_for};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -148,21 +148,13 @@ impl Node {
 
     /// SIGTERM and wait for a clean exit.
     fn stop(&mut self) {
-        self.signal("-TERM");
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "exit status {status}; log:\n{}",
-                    self.log()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = terminate(self.child.as_mut().unwrap()).expect("no exit after SIGTERM");
+        self.child = None;
+        assert!(
+            status.success(),
+            "exit status {status}; log:\n{}",
+            self.log()
+        );
     }
 }
 

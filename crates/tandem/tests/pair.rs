@@ -6,21 +6,16 @@
 
 mod common;
 
-use common::{Node, tandem, text, wait_for};
+use common::{Node, tandem, terminate, text, wait_for};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 impl Node {
     fn sigterm(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                assert!(Instant::now() < deadline, "no exit after SIGTERM");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.child.as_mut() {
+            assert!(terminate(child).is_some(), "no exit after SIGTERM");
+            self.child = None;
         }
     }
 }
