@@ -13,6 +13,8 @@
 #   tnd-<pid>-ctl1..3 eth0 192.168.1.150-152 running tnd-backend (every OpenStack port)
 #   tnd-<pid>-flood   eth0 192.168.1.66   (the flood drill's attacker; added by that drill only: lab_node_add)
 # The VIP 192.168.1.250 floats between lb1 and lb2.
+# IPv6 (the ipv6 drill only: lab_ipv6 on|off): every node also gets fd7e:0:0:1::<its IPv4 last octet>/64 on eth0
+# (lb1 fd7e:0:0:1::21, ctl1 fd7e:0:0:1::150) on the same bridge; the IPv6 VIP is fd7e:0:0:1::250. Off otherwise.
 
 set -euo pipefail
 
@@ -24,6 +26,8 @@ LAB_KEEP_LOGS=${LAB_KEEP_LOGS:-0}
 LAB_FAILED=0
 VIP=192.168.1.250
 LAB_NODES=(lb1 lb2 client gw ctl1 ctl2 ctl3)
+VIP6=fd7e:0:0:1::250          # the ipv6 drill's VIP (it sets VIP=$VIP6 for its own run)
+LAB_V6_PREFIX=fd7e:0:0:1      # a ULA /64: lab_ipv6
 CLIENT_SOURCES=10.77.0.0/24   # persistence drills: 254 clients
 BULK_SOURCES=10.64.0.0/12     # resync-large: a million clients
 declare -A NODE_IP=(
@@ -216,6 +220,27 @@ lab_node_add() {
   ip -n "$(ns "$node")" link set eth0 up
 }
 
+# node_ip6 NODE: NODE's IPv6 address, its IPv4 node number under the lab's /64 (lb1 -> fd7e:0:0:1::21)
+node_ip6() { echo "$LAB_V6_PREFIX::${NODE_IP[$1]##*.}"; }
+# lab_ipv6 on|off: IPv6 on every node's eth0 (its node_ip6/64, no DAD, no router discovery), or off again (the
+# kernel then drops every IPv6 address, the VIP included). The other drills run with IPv6 off: no MLD, DAD or
+# router solicitations on the bridge.
+lab_ipv6() {
+  local node conf
+  for node in "${LAB_NODES[@]}"; do
+    if [[ $1 == on ]]; then
+      for conf in default eth0; do
+        nsx "$node" sysctl -qw "net.ipv6.conf.$conf.accept_dad=0" "net.ipv6.conf.$conf.accept_ra=0" \
+          "net.ipv6.conf.$conf.router_solicitations=0"
+      done
+      nsx "$node" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 net.ipv6.conf.eth0.disable_ipv6=0
+      ip -n "$(ns "$node")" addr replace "$(node_ip6 "$node")/64" dev eth0 nodad
+    else
+      nsx "$node" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 net.ipv6.conf.eth0.disable_ipv6=1 || true
+    fi
+  done
+}
+
 # proc_ticks PID [THREAD_COMM]: CPU time (utime + stime, clock ticks) of a process, or of its threads named
 # THREAD_COMM (e.g. tandem-heartbea, the kernel's 15-character cut); 0 when gone
 proc_ticks() {
@@ -247,11 +272,19 @@ lab_backends() {
   done
 }
 
-# vip_on NODE: 0 when NODE holds the VIP
-vip_on() { ip -n "$(ns "$1")" -o -4 addr show dev eth0 2>/dev/null | grep -q " $VIP/"; }
+# vip_on NODE: 0 when NODE holds the VIP (IPv4 or IPv6). The list is read whole first: `ip | grep -q` under
+# pipefail fails when grep exits before ip has written everything (SIGPIPE), which IPv6's longer lists made likely.
+vip_on() { local a; a=$(ip -n "$(ns "$1")" -o addr show dev eth0 2>/dev/null) || true; [[ $a == *" $VIP/"* ]]; }
 vip_holders() { local n=0; vip_on lb1 && n=$((n + 1)); vip_on lb2 && n=$((n + 1)); echo "$n"; }
 vip_holder() { if vip_on lb1; then echo lb1; elif vip_on lb2; then echo lb2; else echo none; fi; }
-vip_flush() { local n; for n in lb1 lb2; do ip -n "$(ns "$n")" addr del "$VIP/24" dev eth0 2>/dev/null || true; ip -n "$(ns "$n")" addr del "$VIP/32" dev eth0 2>/dev/null || true; done; }
+vip_flush() {
+  local n len
+  for n in lb1 lb2; do
+    for len in 24 32 128; do ip -n "$(ns "$n")" addr del "$VIP/$len" dev eth0 2>/dev/null || true; done
+  done
+}
+# vip_target PORT: VIP:PORT as a socket address (an IPv6 VIP in brackets)
+vip_target() { if [[ $VIP == *:* ]]; then echo "[$VIP]:$1"; else echo "$VIP:$1"; fi; }
 
 # client_neigh_mac: the client's ARP entry for the VIP ("" when none)
 client_neigh_mac() { ip -n "$(ns client)" neigh show "$VIP" dev eth0 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1)}'; }
@@ -288,7 +321,7 @@ watch_wait() { wait_for "$4" "VIP $2 on $1" watch_seen "$1" "$2" "$3"; }
 # vip_serves PORT: one short probe from the client gets an answer from a controller through the VIP
 vip_serves() {
   local n
-  n=$(nsx client "$PROBE" --target "$VIP:$1" --mode "${PROBE_MODE:-tcp}" --interval-ms 10 --duration-ms 25 --timeout-ms 200 2>/dev/null | "$JSON" get successes)
+  n=$(nsx client "$PROBE" --target "$(vip_target "$1")" --mode "${PROBE_MODE:-tcp}" --interval-ms 10 --duration-ms 25 --timeout-ms 200 2>/dev/null | "$JSON" get successes)
   [[ -n $n && $n != 0 ]]
 }
 
@@ -297,8 +330,8 @@ probe_start() { # NAME PORT [extra args]
   local name=$1 port=$2; shift 2
   rm -f "$LAB_TMP/$name.stop" "$LAB_TMP/$name.ready" "$LAB_TMP/$name.json"
   # shellcheck disable=SC2046
-  start_bg "$name" client $(rt_prefix instrument) "$PROBE" --target "$VIP:$port" --interval-ms "${PROBE_INTERVAL_MS:-10}" \
-    --timeout-ms "${PROBE_TIMEOUT_MS:-200}" --duration-ms 600000 --stop-file "$LAB_TMP/$name.stop" \
+  start_bg "$name" client $(rt_prefix instrument) "$PROBE" --target "$(vip_target "$port")" --interval-ms "${PROBE_INTERVAL_MS:-10}" \
+    --timeout-ms "${PROBE_TIMEOUT_MS:-200}" --duration-ms "${PROBE_DURATION_MS:-600000}" --stop-file "$LAB_TMP/$name.stop" \
     --ready-file "$LAB_TMP/$name.ready" --out "$LAB_TMP/$name.json" --events "$LAB_TMP/$name.events" --warmup "$@"
   wait_for 30 "probe $name first success" test -e "$LAB_TMP/$name.ready"
 }

@@ -19,10 +19,11 @@ impl Drop for Backend {
 
 /// Two loopback ports the kernel hands out, both free right now. Fixed ports (this test used pid-derived ones in
 /// 40000-55000) sit inside the ephemeral range, where any outgoing connection on the machine may hold them.
-fn free_ports() -> [u16; 2] {
+fn free_ports(address: &str) -> [u16; 2] {
     // Both listeners live until both ports are read, so the two differ.
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let any_port = std::net::SocketAddr::new(address.parse().unwrap(), 0);
+    let a = std::net::TcpListener::bind(any_port).unwrap();
+    let b = std::net::TcpListener::bind(any_port).unwrap();
     [
         a.local_addr().unwrap().port(),
         b.local_addr().unwrap().port(),
@@ -42,13 +43,13 @@ fn refusing_port() -> (socket2::Socket, u16) {
 /// Starts tnd-backend on two free ports and waits for its ready file; returns it and its (tcp, http) ports. A port
 /// taken by someone else between choosing it and the backend's bind makes the backend exit: that is retried on
 /// fresh ports (bounded), any other early exit fails with the backend's own message.
-fn start_backend(dir: &tempfile::TempDir) -> (Backend, u16, u16) {
+fn start_backend(dir: &tempfile::TempDir, address: &str) -> (Backend, u16, u16) {
     for attempt in 1..=5 {
-        let [tcp, http] = free_ports();
+        let [tcp, http] = free_ports(address);
         let ready = dir.path().join(format!("ready-{attempt}"));
         let log = dir.path().join(format!("backend-{attempt}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_tnd-backend"))
-            .args(["--name", "ctl9", "--address", "127.0.0.1"])
+            .args(["--name", "ctl9", "--address", address])
             .args([
                 "--ports",
                 &format!("{tcp},{http}"),
@@ -97,7 +98,7 @@ fn probe(args: &[&str]) -> Value {
 #[test]
 fn probe_measures_a_backend_over_tcp_and_http_and_a_closed_port() {
     let dir = tempfile::tempdir().unwrap();
-    let (_backend, tcp, http) = start_backend(&dir);
+    let (_backend, tcp, http) = start_backend(&dir, "127.0.0.1");
     let (_closed_socket, closed) = refusing_port();
 
     let tcp_target = format!("127.0.0.1:{tcp}");
@@ -163,6 +164,49 @@ fn probe_measures_a_backend_over_tcp_and_http_and_a_closed_port() {
     ]);
     assert_eq!(s["attempts"], 300, "{s}");
     assert_eq!(s["successes"], 300, "{s}");
+}
+
+/// The ipv6 drill's client and controllers: the backend listens on an IPv6 address and the probe reaches it over
+/// IPv6, in both modes (the probe once opened IPv4 sockets only); IPv4 source ranges with an IPv6 target are refused.
+#[test]
+fn probe_and_backend_speak_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_backend, tcp, http) = start_backend(&dir, "::1");
+    for (port, mode) in [(tcp, "tcp"), (http, "http")] {
+        let target = format!("[::1]:{port}");
+        let s = probe(&[
+            "--target",
+            &target,
+            "--mode",
+            mode,
+            "--interval-ms",
+            "5",
+            "--duration-ms",
+            "200",
+        ]);
+        assert!(s["attempts"].as_u64().unwrap() >= 10, "{mode}: {s}");
+        assert_eq!(s["failed_requests"], 0, "{mode}: {s}");
+        assert_eq!(s["answered_by"]["ctl9"], s["successes"], "{mode}: {s}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tnd-probe"))
+        .args([
+            "--target",
+            &format!("[::1]:{tcp}"),
+            "--sources",
+            "10.77.0.0/24",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("IPv6"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

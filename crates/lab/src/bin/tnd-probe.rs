@@ -28,7 +28,7 @@ enum Mode {
 #[derive(Parser, Debug)]
 #[command(about = "Probe a VIP:port at a fixed rate and summarize availability as JSON")]
 struct Args {
-    /// VIP:port to probe
+    /// VIP:port to probe (an IPv6 VIP in brackets: `[fd7e:0:0:1::250]:3306`)
     #[arg(long)]
     target: SocketAddr,
     #[arg(long, value_enum, default_value_t = Mode::Tcp)]
@@ -132,7 +132,12 @@ async fn exchange(
     source: Option<Ipv4Addr>,
     seq: u64,
 ) -> Result<String, FailureKind> {
-    let socket = TcpSocket::new_v4().map_err(|e| classify(&e))?;
+    let socket = if target.is_ipv6() {
+        TcpSocket::new_v6()
+    } else {
+        TcpSocket::new_v4()
+    }
+    .map_err(|e| classify(&e))?;
     if let Some(src) = source {
         socket.set_reuseaddr(true).map_err(|e| classify(&e))?;
         socket
@@ -242,6 +247,13 @@ async fn main() -> Result<()> {
         Some(spec) => Some(parse_sources(spec).map_err(|e| anyhow::anyhow!("--sources: {e}"))?),
         None => None,
     };
+    if sources.is_some() && args.target.is_ipv6() {
+        // the source lists are IPv4 ranges: binding one to an IPv6 socket would fail every attempt
+        bail!(
+            "--sources are IPv4 addresses; the target {} is IPv6",
+            args.target
+        );
+    }
     if let Some(total) = args.fill {
         return fill(&args, sources, total).await;
     }
