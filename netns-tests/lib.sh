@@ -181,7 +181,8 @@ lab_reap_stale() {
 
 lab_topology() {
   [[ $(id -u) == 0 ]] || die "the lab needs root (network namespaces)"
-  LAB_TMP=$(mktemp -d "/tmp/$LAB_ID.XXXXXX")
+  # LAB_TMP_ROOT=/dev/shm keeps the run's logs off a disk that parallel builds keep busy
+  LAB_TMP=$(mktemp -d "${LAB_TMP_ROOT:-/tmp}/$LAB_ID.XXXXXX")
   lab_traps
   lab_reap_stale
   local br node
