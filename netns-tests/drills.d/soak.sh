@@ -46,6 +46,7 @@ SOAK_TAIL_MS=${SOAK_TAIL_MS:-1000}
 SOAK_SAMPLE_S=${SOAK_SAMPLE_S:-2}
 SOAK_FLAT_MIN_S=${SOAK_FLAT_MIN_S:-300}             # memory and files are bounded in runs at least this long
 SOAK_STALL_MS=${SOAK_STALL_MS:-100}                 # the stall watch's threshold
+SOAK_PROBE_TIMEOUT_MS=${SOAK_PROBE_TIMEOUT_MS:-1000} # the soak's probes: an attempt unanswered this long failed
 SOAK_WRK_DELAY_MS=${SOAK_WRK_DELAY_MS:-5}           # per connection between requests: ~800 req/s on 4 connections
 SOAK_REDIS_ARGS=${SOAK_REDIS_ARGS:--c 4 -n 1000 -t set,get}
 SOAK_REDIS_PORT=6379
@@ -226,8 +227,11 @@ drill_soak() {
   : >"$LAB_TMP/soak-events.txt"
   : >"$LAB_TMP/soak-samples.txt"
   watch_start
-  PROBE_DURATION_MS=$((deadline * 1000)) probe_start probe 80 --mode http
-  PROBE_DURATION_MS=$((deadline * 1000)) probe_start stick 6080 --sources "$CLIENT_SOURCES" --source-map
+  # an attempt fails when refused, reset, answered wrongly or not answered within SOAK_PROBE_TIMEOUT_MS (as wrk's
+  # --timeout 1s): a slow answer on a busy machine is not a client error; start times still place failures to 10 ms
+  PROBE_TIMEOUT_MS=$SOAK_PROBE_TIMEOUT_MS PROBE_DURATION_MS=$((deadline * 1000)) probe_start probe 80 --mode http
+  PROBE_TIMEOUT_MS=$SOAK_PROBE_TIMEOUT_MS PROBE_DURATION_MS=$((deadline * 1000)) \
+    probe_start stick 6080 --sources "$CLIENT_SOURCES" --source-map
   soak_load_start "$deadline"
   rm -f "$LAB_TMP/soak-sampler.stop"
   : >"$LAB_TMP/soak-stalls.txt"
