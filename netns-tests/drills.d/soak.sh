@@ -25,7 +25,9 @@
 #     more, e.g. while another job hogs both cores); the raw *_outside_windows and *_in_stalls are reported too;
 #   lost_stick_entries = 0: no source of the 6080 probe changed controller over the run, and the active's table holds
 #     as many entries as the standby's at the end (and all 254 sources);
-#   split_brain_episodes = 0 (never both nodes holding the VIP for 1 ms or more: the watchers' resolution);
+#   split_brain_episodes = 0 (never both nodes holding the VIP for 1 ms or more: the watchers' resolution), an overlap
+#     starting within 1 s of a crash of lb1 being the dead node's stale VIP instead (its guardian removes it):
+#     stale_vip_overlap_longest_ms <= 100, the stale-vip drill's bound;
 #   lb2's daemon (one process over the run): VmRSS and open files (/proc/PID/status, /proc/PID/fd, sampled every
 #     SOAK_SAMPLE_S) grow <= 5 % (in runs of SOAK_FLAT_MIN_S = 300 s or more; shorter runs report them): VmRSS as the
 #     largest sample of the last quarter of the run against the largest of the quarter after the warm-up (the first
@@ -275,6 +277,7 @@ drill_soak() {
     probe_failures_outside_windows_unexplained stick_failures_outside_windows_unexplained split_brain_episodes; do
     bound_eq "$f" "$("$JSON" get "$f" <<<"$out" 2>/dev/null)" 0
   done
+  bound_le stale_vip_overlap_longest_ms "$("$JSON" get stale_vip_overlap_longest_ms <<<"$out" 2>/dev/null)" 100
   bound_eq lost_stick_entries "$("$JSON" get sources_changed_controller "$STICK" 2>/dev/null)" 0
   bound_eq stick_entries_standby "$e2" "$e1"
   bound_eq stick_sources_seen "$("$JSON" get sources_seen "$STICK" 2>/dev/null)" "$e1"
@@ -378,19 +381,27 @@ res.update(redis_runs=len(runs), redis_runs_ok=len(runs) - len(bad), redis_runs_
            redis_errors_outside=[{"at_ms": round(r["end"] / 1000, 1), "rc": r["rc"], "error": r.get("error")} for r in out[:20]],
            redis_error_kinds=sorted({(r.get("error") or f"exit {r['rc']}")[:60] for r in bad})[:10])
 
-# split brain: both watchers saying present at once, for 1 ms or more
+# split brain: both watchers saying present at once, for 1 ms or more. An overlap that starts within 1 s after a
+# (host) crash of lb1 is not one: lb1's daemon is dead and its VIP guardian is removing the address (the stale-vip
+# drill bounds that at 100 ms); it is counted apart as a stale-VIP overlap.
+kills = [float(l.split()[4]) for l in lines("soak-events.txt") if l.split()[1] in ("crash", "host-crash")]
 events = sorted([(at, 0, p) for at, p in watch["lb1"]] + [(at, 1, p) for at, p in watch["lb2"]], key=lambda e: (e[0], e[2]))
-held, since, episodes, longest = [False, False], None, 0, 0.0
+held, since, episodes, longest, stale, stale_longest = [False, False], None, 0, 0.0, 0, 0.0
 for at, node, p in events:
     held[node] = p
     if held[0] and held[1] and since is None:
         since = at
     elif not (held[0] and held[1]) and since is not None:
-        if at - since >= 1.0:
-            episodes += 1
-        longest = max(longest, at - since)
+        if any(k <= since <= k + 1000 for k in kills):
+            stale += 1
+            stale_longest = max(stale_longest, at - since)
+        else:
+            if at - since >= 1.0:
+                episodes += 1
+            longest = max(longest, at - since)
         since = None
-res.update(split_brain_episodes=episodes, both_holding_longest_ms=round(longest, 1))
+res.update(split_brain_episodes=episodes, both_holding_longest_ms=round(longest, 1),
+           stale_vip_overlaps=stale, stale_vip_overlap_longest_ms=round(stale_longest, 1))
 
 # memory and open files per node and process
 samples = []
