@@ -14,13 +14,14 @@
 //! actions, events), `machine` (the state machine, its timer and the VIP steps), `peer` (the peer's heartbeat,
 //! silence and deadlines, live timing changes), `heartbeat` (what we send and how fresh the peer's news of us is),
 //! `claims` (offers, grants, claims, split brain), `handover` (admin takeover/release, clean stop and its linger),
-//! `failback` (the takeover-request flag).
+//! `failback` (the takeover-request flag), `loss` (polls and answers that carry the pair through random heartbeat loss).
 
 mod claims;
 mod config;
 mod failback;
 mod handover;
 mod heartbeat;
+mod loss;
 mod machine;
 mod messages;
 mod peer;

@@ -216,6 +216,7 @@ impl Election {
         let mut next = u64::MAX;
         if self.cfg.has_peer {
             next = next.min(if self.send_now { 0 } else { self.next_send_ms });
+            next = next.min(self.poll_due_ms());
         }
         if self.last_heard_ms().is_some() {
             if !self.peer_warned {
@@ -324,7 +325,9 @@ impl Election {
             }
         }
         self.update_request_flag(now_ms, &mut out);
-        if self.cfg.has_peer && (self.send_now || now_ms >= self.next_send_ms) {
+        if self.cfg.has_peer
+            && (self.send_now || now_ms >= self.next_send_ms || now_ms >= self.poll_due_ms())
+        {
             let hb = self.build_heartbeat(now_ms);
             out.push(Action::SendHeartbeat(hb));
             self.send_now = false;

@@ -131,6 +131,7 @@ impl Election {
                 self.announce_on_contact = self.state == NodeState::Active;
             }
         }
+        self.answer_if_peer_missed_ours(&hb, now);
         let state_since_ms = match &previous {
             Some(p)
                 if was_alive
