@@ -11,7 +11,7 @@
 # netns-tests/drill.
 
 TANDEM_DRILLS+=(cpu-hog cpu-hog-keepalived)
-# 10/30 is the drill's point but not yet a CI bound: on the loaded 2-vCPU VM it moved the role in 2 of 5 runs (30-37 ms
+# 10/30 is the drill's point but not yet a CI bound: on the loaded 2-vCPU VM it moved the role in 2 of 6 runs (30-37 ms
 # of heartbeat silence on both nodes within 0.3 s of the hog starting; see docs/benchmarks.md). --short runs 200/1000.
 variants_cpu_hog() {
   if [[ $SHORT == 1 ]]; then echo "200 1000"; else printf '10 30\n200 1000\n'; fi
