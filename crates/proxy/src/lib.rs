@@ -46,6 +46,10 @@
 //!   that wants its VIP:port (every reload also retries the ones that could not be bound), a check runs per server
 //!   runtime and restarts only where the plan says.
 //! - **Shutdown** ([`Proxy::shutdown`]) closes the listeners, stops the checks and closes established connections.
+//! - **Release** ([`Proxy::close_connections_of`], called when the node gives up VIPs): every connection accepted
+//!   on those VIPs, in TCP and HTTP mode, is closed at once: the client reset (it fails fast instead of waiting on
+//!   a connection nobody serves any more), the server side closed (a database rolls back the session's open
+//!   transaction and frees its locks). The listeners stay.
 //! - **Stick tables**: `source-ip` and `last-successful` services get a table in the shared [`SharedStickTables`]
 //!   (reconciled on every reload, entries naming removed servers dropped, expired entries swept every second);
 //!   all `now` values come from [`Proxy::clock`], which the replication session must share.
@@ -64,7 +68,10 @@
 //! - [`health`]: the checks. `status.rs`: the [`ProxyStatus`] snapshot.
 //! - [`relay`]: TCP mode's relay: what the relays share (`mod.rs`), in the connection task ([`relay::tasks`]), or on
 //!   relay threads (`threads.rs`) running poll loops (`poll.rs`) or io_uring rings (`uring.rs`, `local_yield.rs`).
-//! - `ctx.rs`: [`ConnCtx`], what every connection task needs (stick tables, clock, shutdown, relay threads).
+//! - `vip_conns.rs`: the connections of each VIP (a cancellation scope per VIP, ended by a release of the VIP:
+//!   [`Proxy::close_connections_of`]) and the client reset (SO_LINGER 0) a released connection gets.
+//! - `ctx.rs`: [`ConnCtx`], what every connection task needs (stick tables, clock, shutdown or its VIP's release,
+//!   relay threads).
 //! - `route.rs`: server choice for one client (persistence, balancing, retry).
 //! - `tcp.rs`: TCP mode's connection: connect with retry, then relay.
 //! - `http/`: the [`HttpEngine`] seam and shared helpers (`mod.rs`); the hyper engine (`hyper_engine.rs`, with its
@@ -83,7 +90,7 @@
 //! [`ReloadPlan`] from [`Proxy::config`] to the new configuration -> [`ReloadReport`] ([`Proxy::reload`] plans
 //! itself), [`Proxy::set_server_state`] with [`AdminState`], [`Proxy::status`] -> [`ProxyStatus`] (serde),
 //! [`Proxy::service`] (live atomic counters for metrics), [`Proxy::stick_tables`], [`Proxy::clock`],
-//! [`Proxy::shutdown`].
+//! [`Proxy::close_connections_of`] / [`Proxy::released_connections_closed`], [`Proxy::shutdown`].
 
 pub mod access_log;
 pub mod balance;
@@ -103,10 +110,11 @@ mod shared;
 pub mod state;
 mod status;
 mod tcp;
+mod vip_conns;
 mod woken;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -232,6 +240,8 @@ pub struct Proxy {
 struct Inner {
     ctx: ConnCtx,
     engine: Arc<dyn HttpEngine>,
+    /// The connections of each VIP, for [`Proxy::close_connections_of`].
+    vip_conns: vip_conns::VipConns,
     state: Mutex<State>,
 }
 
@@ -337,9 +347,11 @@ impl Proxy {
             stick,
             clock,
             shutdown: CancellationToken::new(),
+            vip: None,
             relay_loops,
             access_log,
         };
+        let vip_conns = vip_conns::VipConns::new(ctx.shutdown.clone());
         // Planned from the same configuration without services, so that every service is added.
         let empty = Arc::new(ClusterConfig {
             services: Vec::new(),
@@ -349,6 +361,7 @@ impl Proxy {
             inner: Arc::new(Inner {
                 ctx,
                 engine,
+                vip_conns,
                 state: Mutex::new(State {
                     cfg: empty.clone(),
                     services: BTreeMap::new(),
@@ -596,7 +609,7 @@ impl Proxy {
                     let cancel = self.inner.ctx.shutdown.child_token();
                     tokio::spawn(accept_loop(
                         socket.clone(),
-                        addr.port(),
+                        addr,
                         rx,
                         cancel.clone(),
                         self.inner.clone(),
@@ -664,6 +677,20 @@ impl Proxy {
         lock(&self.inner.state).services.get(label).cloned()
     }
 
+    /// This node gave up `vips`: every connection accepted on one of them (any service, any port, any engine) is
+    /// closed now, its client reset (SO_LINGER 0: the client fails at once instead of waiting on a connection
+    /// nobody serves) and its server side closed (so that, say, a database rolls back the session's open
+    /// transaction and frees its locks). Returns how many connections were open on them; each closes in its own
+    /// task or relay loop within moments. Listeners stay: connections that come once the VIPs are back are served.
+    pub fn close_connections_of(&self, vips: &[IpAddr]) -> usize {
+        self.inner.vip_conns.release(vips)
+    }
+
+    /// Connections closed by [`Proxy::close_connections_of`] since start.
+    pub fn released_connections_closed(&self) -> u64 {
+        self.inner.vip_conns.closed_total()
+    }
+
     /// Close the listeners, stop the checks and close every established connection.
     pub async fn shutdown(&self) {
         self.inner.ctx.shutdown.cancel();
@@ -707,11 +734,15 @@ impl Proxy {
 
 async fn accept_loop(
     listener: Arc<listener::Listener>,
-    vip_port: u16,
+    addr: SocketAddr,
     mut service: watch::Receiver<Arc<ServiceRuntime>>,
     cancel: CancellationToken,
     inner: Arc<Inner>,
 ) {
+    let vip_port = addr.port();
+    // The context of this VIP's connections, made again after a release of the VIP.
+    let mut scope = inner.vip_conns.scope(addr.ip());
+    let mut conn_ctx = inner.ctx.for_vip(scope.clone());
     loop {
         let svc = service.borrow_and_update().clone();
         let permit = match &svc.limit {
@@ -748,19 +779,26 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let ctx = inner.ctx.clone();
+        // Accepted after a release: the connection belongs to the VIP's next scope (checked after the accept, so
+        // that the first connection once the VIP is back is not closed by the release before it).
+        if scope.released() {
+            scope = inner.vip_conns.scope(addr.ip());
+            conn_ctx = inner.ctx.for_vip(scope.clone());
+        }
+        let open = vip_conns::OpenConn::new(&scope);
+        let ctx = conn_ctx.clone();
         match svc.cfg.mode {
             Mode::Tcp => {
                 tokio::spawn(async move {
                     tcp::serve(stream, peer, vip_port, svc, ctx).await;
-                    drop(permit);
+                    drop((permit, open));
                 });
             }
             Mode::Http => {
                 let fut = inner.engine.serve(stream, peer, vip_port, svc, ctx);
                 tokio::spawn(async move {
                     fut.await;
-                    drop(permit);
+                    drop((permit, open));
                 });
             }
         }

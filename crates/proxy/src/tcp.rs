@@ -13,6 +13,7 @@ use crate::relay::tasks::relay;
 use crate::relay::{Job, RelayEnd, Traffic};
 use crate::route::Route;
 use crate::state::{Active, AdminState, Counters, ServerRuntime, ServiceRuntime};
+use crate::vip_conns::reset_on_close;
 use crate::woken::OnlyWhenWoken;
 
 /// `client` is not registered with any reactor yet: blocking when the relay threads run io_uring, non-blocking
@@ -111,7 +112,8 @@ async fn serve_inner(
     }
     let client_idle = Duration::from_millis(proxy_cfg.client_timeout_ms.max(1));
     let server_idle = Duration::from_millis(proxy_cfg.server_timeout_ms.max(1));
-    // Halt-with-close and shutdown, polled only when they fire (not on every I/O wake-up of the relay).
+    // Halt-with-close, shutdown and the VIP's release, polled only when they fire (not on every I/O wake-up of the
+    // relay).
     let halted = OnlyWhenWoken::new(async {
         tokio::select! {
             _ = kill.cancelled() => true,
@@ -158,7 +160,8 @@ async fn serve_inner(
             biased;
             end = ended => log_end(end.unwrap_or(RelayEnd::Closed)),
             by_halt = halted => {
-                loops.close(id);
+                // The loop owns both sockets now: it resets the client itself.
+                loops.close(id, ctx.released());
                 log_halt(by_halt)
             }
         };
@@ -170,6 +173,11 @@ async fn serve_inner(
     tokio::select! {
         biased;
         end = relay(&client, &upstream, client_idle, server_idle, &svc.counters, &server.counters, served.bytes.as_deref()) => log_end(end),
-        by_halt = halted => log_halt(by_halt),
+        by_halt = halted => {
+            if ctx.released() {
+                reset_on_close(&client);
+            }
+            log_halt(by_halt)
+        }
     }
 }

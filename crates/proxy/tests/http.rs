@@ -437,8 +437,68 @@ async fn websocket_style_upgrade_is_tunnelled(e: Engine) {
     proxy.shutdown().await;
 }
 
+/// A node that gives up a VIP closes what it proxied for it: a client waiting for a response and an idle client of
+/// the released VIP are reset and the waiting request's upstream connection is closed within moments; a request on
+/// another VIP goes on waiting, and the released VIP serves new connections afterwards.
+async fn release_resets_clients_and_closes_servers_of_the_released_vips_only(e: Engine) {
+    init_tracing();
+    let mut backend = WatchedBackend::start(e.sa("127.27.1.11:8001"), false).await;
+    let (released, kept) = (e.sa("127.27.1.1:8000"), e.sa("127.27.1.2:8000"));
+    let proxy = e.start(cluster(vec![
+        service(
+            "rel",
+            released,
+            Mode::Http,
+            vec![server("a", backend.addr, 1)],
+        ),
+        service("kept", kept, Mode::Http, vec![server("a", backend.addr, 1)]),
+    ]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| {
+        all_up(s, "rel") && all_up(s, "kept")
+    })
+    .await;
+    let within = Duration::from_secs(2);
+    let request = b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut waiting = Vec::new();
+    for vip in [released, kept] {
+        let mut c = TcpStream::connect(vip).await.unwrap();
+        c.write_all(request).await.unwrap();
+        let Some(Seen::Data(id)) = backend.next(within).await else {
+            panic!("the backend did not get the request sent to {vip}");
+        };
+        waiting.push((c, id));
+    }
+    let mut idle = TcpStream::connect(released).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    assert_eq!(proxy.close_connections_of(&[released.ip()]), 2);
+    assert!(
+        was_reset(&mut waiting[0].0, within).await,
+        "waiting client not reset"
+    );
+    assert!(was_reset(&mut idle, within).await, "idle client not reset");
+    assert_eq!(backend.next(within).await, Some(Seen::Closed(waiting[0].1)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(500), "closing took {took:?}");
+    // The other VIP's request is still waiting on its server; the released VIP takes new requests.
+    assert_eq!(backend.next(Duration::from_millis(200)).await, None);
+    let mut again = TcpStream::connect(released).await.unwrap();
+    again.write_all(request).await.unwrap();
+    assert!(matches!(backend.next(within).await, Some(Seen::Data(_))));
+    let mut one = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), waiting[1].0.read(&mut one))
+            .await
+            .is_err(),
+        "the other VIP's client was disturbed"
+    );
+    assert_eq!(proxy.released_connections_closed(), 2);
+    proxy.shutdown().await;
+}
+
 on_both_engines!(
     keep_alive_reuse_forwarded_for_and_hop_by_hop,
+    release_resets_clients_and_closes_servers_of_the_released_vips_only,
     cookie_persistence_inserts_label_with_nocache_and_honours_it,
     curl_with_cookie_jar_stays_on_one_server,
     no_server_up_gives_fallback_then_503_naming_the_service,

@@ -828,3 +828,79 @@ async fn relay_options_from_the_caller_are_used_and_yield_off_relays_the_same() 
     }
     proxy.shutdown().await;
 }
+
+/// A node that gives up a VIP closes what it proxied for it: every connection of that VIP (each of its ports) has
+/// its client reset and its server side closed within moments; connections of another VIP go on, and the released
+/// VIP serves again afterwards (its next connections are not closed by the earlier release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_resets_clients_and_closes_servers_of_the_released_vips_only() {
+    init_tracing();
+    let mut backend = WatchedBackend::start(sa("127.26.1.11:7001"), true).await;
+    let (released, kept) = (sa("127.26.1.1:7000"), sa("127.26.1.2:7000"));
+    let mut two_ports = service(
+        "rel",
+        released,
+        Mode::Tcp,
+        vec![server("a", backend.addr, 1)],
+    );
+    two_ports.ports.push(7002);
+    let proxy = start(cluster(vec![
+        two_ports,
+        service("kept", kept, Mode::Tcp, vec![server("a", backend.addr, 1)]),
+    ]));
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| {
+        all_up(s, "rel") && all_up(s, "kept")
+    })
+    .await;
+    let within = Duration::from_secs(2);
+    async fn echoed(c: &mut TcpStream) {
+        c.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back, b"ping");
+    }
+    let mut conns = Vec::new();
+    for vip in [released, sa("127.26.1.1:7002"), kept] {
+        let mut c = TcpStream::connect(vip).await.unwrap();
+        echoed(&mut c).await;
+        let Some(Seen::Data(id)) = backend.next(within).await else {
+            panic!("the backend did not see the connection to {vip}");
+        };
+        conns.push((c, id));
+    }
+    let started = Instant::now();
+    assert_eq!(proxy.close_connections_of(&[ip("127.26.1.1")]), 2);
+    for (c, _) in &mut conns[..2] {
+        assert!(was_reset(c, within).await, "the client was not reset");
+    }
+    let mut closed = Vec::new();
+    while closed.len() < 2 {
+        match backend.next(within).await {
+            Some(Seen::Closed(id)) => closed.push(id),
+            other => panic!("expected the server sides to close, got {other:?}"),
+        }
+    }
+    closed.sort();
+    assert_eq!(closed, vec![conns[0].1, conns[1].1]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(500), "closing took {took:?}");
+    // The other VIP's connection is untouched; the released VIP serves new connections, which a later release
+    // closes again.
+    echoed(&mut conns[2].0).await;
+    let mut again = TcpStream::connect(released).await.unwrap();
+    echoed(&mut again).await;
+    assert!(matches!(backend.next(within).await, Some(Seen::Data(_))));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    echoed(&mut again).await;
+    assert_eq!(proxy.close_connections_of(&[ip("127.26.1.1")]), 1);
+    assert!(was_reset(&mut again, within).await);
+    assert!(matches!(backend.next(within).await, Some(Seen::Closed(_))));
+    echoed(&mut conns[2].0).await;
+    assert_eq!(proxy.released_connections_closed(), 3);
+    // A shutdown is not a release: the client sees its connection end, without a reset.
+    proxy.shutdown().await;
+    assert!(!was_reset(&mut conns[2].0, within).await);
+}

@@ -129,6 +129,10 @@ pub struct Cluster {
     /// VIP announcement frames sent since start; zeros from a node that predates them.
     #[serde(default)]
     pub garp_sent: GarpSent,
+    /// Proxied connections closed because this node gave up their VIPs (client reset, server side closed); zero
+    /// from a node that predates it.
+    #[serde(default)]
+    pub released_connections_closed: u64,
 }
 
 /// VIP announcement frames this node handed to the kernel since start, by address family.

@@ -89,6 +89,7 @@ fn fully_populated() -> Status {
                 incompatible_received: 3,
             },
             garp_sent: GarpSent { ipv4: 1, ipv6: 1 },
+            released_connections_closed: 4,
         },
         replication: Some(Replication {
             connected: true,

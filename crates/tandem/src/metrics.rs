@@ -285,6 +285,11 @@ fn render_node(b: &Builder, status: &Status) {
         cluster.releases,
     );
     b.counter(
+        "tandem_released_connections_closed_total",
+        "Proxied connections closed because this node gave up their VIPs",
+        cluster.released_connections_closed,
+    );
+    b.counter(
         "tandem_split_brain_total",
         "Times both nodes were found active when contact returned",
         cluster.split_brains,

@@ -91,6 +91,7 @@ fn document() -> Status {
             },
             wire: Default::default(),
             garp_sent: Default::default(),
+            released_connections_closed: 0,
         },
         replication: None,
         services: vec![Service {

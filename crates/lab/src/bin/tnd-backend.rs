@@ -33,6 +33,9 @@ struct Args {
     /// ports to serve (comma-separated); default: every port of the OpenStack example
     #[arg(long, value_delimiter = ',')]
     ports: Option<Vec<u16>>,
+    /// ports to leave free for a real server (comma-separated), e.g. 3306 for a MariaDB in the same namespace
+    #[arg(long, value_delimiter = ',')]
+    skip_port: Vec<u16>,
     /// which of those ports speak HTTP (comma-separated)
     #[arg(long, value_delimiter = ',', default_values_t = HTTP_PORTS)]
     http_ports: Vec<u16>,
@@ -119,7 +122,10 @@ async fn main() -> Result<()> {
     let ports = args
         .ports
         .clone()
-        .unwrap_or_else(|| OPENSTACK_PORTS.to_vec());
+        .unwrap_or_else(|| OPENSTACK_PORTS.to_vec())
+        .into_iter()
+        .filter(|port| !args.skip_port.contains(port))
+        .collect::<Vec<_>>();
     let served = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for port in ports {

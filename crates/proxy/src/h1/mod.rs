@@ -37,6 +37,7 @@ use tokio::net::TcpStream;
 use crate::ctx::ConnCtx;
 use crate::http::{HEADER_READ_TIMEOUT, HttpEngine, wait_first_byte};
 use crate::state::{Active, ServiceRuntime};
+use crate::vip_conns::reset_on_close;
 use crate::woken::OnlyWhenWoken;
 use conn::{Conn, closing_error};
 use timer::{Phase, Timer, Watchdog};
@@ -158,11 +159,17 @@ async fn serve_requests(
         bytes: Default::default(),
         logged_bytes: (0, 0),
     };
-    // The deadline of the current phase and shutdown, polled only when they fire (not on every I/O wake-up).
+    // The deadline of the current phase, shutdown and the VIP's release, polled only when they fire (not on every
+    // I/O wake-up).
     let side = OnlyWhenWoken::new(async {
         tokio::select! {
             phase = Watchdog::new(&timer) => Some(phase),
-            _ = ctx.shutdown.cancelled() => None,
+            _ = ctx.shutdown.cancelled() => {
+                if ctx.released() {
+                    reset_on_close(&client);
+                }
+                None
+            }
         }
     });
     let fired = tokio::select! {

@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,6 +38,7 @@ use crate::ctx::ConnCtx;
 use crate::pool::hyper_conn::{UpBody, Upstream};
 use crate::route::Route;
 use crate::state::{Active, ActiveOwned, ServerRuntime, ServiceRuntime};
+use crate::vip_conns::reset_on_close;
 use crate::woken::OnlyWhenWoken;
 
 /// The hyper-based engine.
@@ -103,6 +105,7 @@ async fn serve_http(
     client_idle: Duration,
 ) {
     let activity = Arc::new(Activity::new());
+    let client_fd = client.as_raw_fd();
     let io = TokioIo::new(CountingIo::new(
         client,
         ClientSink {
@@ -128,11 +131,20 @@ async fn serve_http(
         .keep_alive(true)
         .serve_connection(io, service)
         .with_upgrades();
-    // Idle timeout and shutdown, polled only when they fire (not on every I/O wake-up of the connection).
+    // Idle timeout, shutdown and the VIP's release, polled only when they fire (not on every I/O wake-up of the
+    // connection).
     let stop = OnlyWhenWoken::new(async {
         tokio::select! {
             _ = idle_watchdog(&activity, client_idle) => true,
-            _ = ctx.shutdown.cancelled() => false,
+            _ = ctx.shutdown.cancelled() => {
+                if ctx.released() {
+                    // SAFETY: `conn` owns the client socket until it resolves, and this runs only while it is
+                    // pending (the select is biased: `conn` is polled first and would have ended it), so the
+                    // descriptor is open and still this connection's.
+                    reset_on_close(&unsafe { std::os::fd::BorrowedFd::borrow_raw(client_fd) });
+                }
+                false
+            }
         }
     });
     tokio::select! {
@@ -381,6 +393,7 @@ async fn handle_request(rc: &RequestCtx, req: Request<Incoming>) -> Response<Pro
                             server_up,
                             svc.cfg.label.clone(),
                             server.kill_token(),
+                            rc.ctx.shutdown.clone(),
                         );
                     }
                     let insert_cookie = if cookie_mode
@@ -570,6 +583,7 @@ fn spawn_tunnel(
     server: hyper::upgrade::OnUpgrade,
     service: String,
     kill: tokio_util::sync::CancellationToken,
+    end: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(async move {
         match tokio::try_join!(client, server) {
@@ -581,6 +595,8 @@ fn spawn_tunnel(
                         tracing::debug!(service = %service, error = %e, "upgraded connection ended");
                     },
                     _ = kill.cancelled() => {}
+                    // Shutdown, or the VIP was released (the tunnel outlives its HTTP connection's task).
+                    _ = end.cancelled() => {}
                 }
             }
             Err(e) => tracing::debug!(service = %service, error = %e, "upgrade failed"),

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::ctx::ConnCtx;
 use crate::state::ServiceRuntime;
+use crate::vip_conns::reset_on_close;
 
 /// The seam between the proxy and an HTTP implementation: serve one accepted client connection of `svc` until it
 /// ends. Server choice, persistence and counters come from the service runtime; an engine only speaks HTTP.
@@ -49,7 +50,7 @@ pub(crate) fn register(
 /// Most time a client may take to send a complete request head (slowloris guard), capped by the client timeout.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waits (holding nothing) until the client's first byte is there; false when the connection is to be dropped
-/// instead (closed, no request within `limit`, shutdown).
+/// instead (closed, no request within `limit`, shutdown, its VIP released: then the client is reset).
 pub(crate) async fn wait_first_byte(
     client: &TcpStream,
     limit: Duration,
@@ -68,7 +69,12 @@ pub(crate) async fn wait_first_byte(
                     return false;
                 }
             },
-            _ = ctx.shutdown.cancelled() => return false,
+            _ = ctx.shutdown.cancelled() => {
+                if ctx.released() {
+                    reset_on_close(client);
+                }
+                return false;
+            }
         }
         // Readiness can be spurious: peek, and go back to waiting (readiness cleared) if nothing is there.
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];

@@ -117,7 +117,11 @@ impl Traffic {
 
 pub(crate) enum Command {
     Add(u64, Job),
-    Close(u64),
+    /// End pair `id`; `reset`: with a RST to its client (its VIP was released).
+    Close {
+        id: u64,
+        reset: bool,
+    },
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use mio::{Events, Interest, Poll, Token};
 use tokio::sync::oneshot;
 
 use super::{CLIENT, Command, Job, RelayEnd, SERVER, TICK, Traffic};
+use crate::vip_conns::reset_on_close;
 
 pub(super) const WAKER: Token = Token(usize::MAX);
 const READ_SIZE: usize = 32 * 1024;
@@ -197,7 +198,12 @@ impl RelayLoop {
         loop {
             match self.inbox.try_recv() {
                 Ok(Command::Add(id, job)) => self.add(id, job),
-                Ok(Command::Close(id)) => self.finish(id, RelayEnd::Closed),
+                Ok(Command::Close { id, reset }) => {
+                    if reset && let Some(pair) = self.pairs.get(&id) {
+                        reset_on_close(&pair.streams[CLIENT]);
+                    }
+                    self.finish(id, RelayEnd::Closed)
+                }
                 Err(mpsc::TryRecvError::Empty) => return true,
                 Err(mpsc::TryRecvError::Disconnected) => return false,
             }

@@ -110,9 +110,10 @@ impl RelayLoops {
         id
     }
 
-    /// Closes pair `id` now (halt with close, shutdown). Nothing happens if it has ended already.
-    pub(crate) fn close(&self, id: u64) {
-        self.send(id, Command::Close(id));
+    /// Closes pair `id` now (halt with close, shutdown, its VIP released); `reset`: its client gets a RST
+    /// (SO_LINGER 0). Nothing happens if it has ended already.
+    pub(crate) fn close(&self, id: u64, reset: bool) {
+        self.send(id, Command::Close { id, reset });
     }
 
     /// Sends a command to the loop of pair `id`.

@@ -32,6 +32,7 @@ use slab::Slab;
 
 use super::local_yield::YieldGovernor;
 use super::{CLIENT, Command, RelayEnd, SERVER, TICK, Traffic};
+use crate::vip_conns::reset_on_close;
 
 /// Submission queue size; completions are handled at most [`BATCH`] at a time so that what they queue always fits.
 const ENTRIES: u32 = 4096;
@@ -724,8 +725,13 @@ impl UringLoop {
                     self.read_on(key, SERVER);
                     self.settle(key);
                 }
-                Ok(Command::Close(id)) => {
+                Ok(Command::Close { id, reset }) => {
                     if let Some(&key) = self.keys.get(&id) {
+                        // The pair keeps its sockets until its operations completed: the option lands on an
+                        // open socket, and the close in `settle` sends the RST.
+                        if reset {
+                            reset_on_close(&self.pairs[key].streams[CLIENT]);
+                        }
                         self.finish(key, RelayEnd::Closed);
                         self.settle(key);
                     }

@@ -647,3 +647,88 @@ pub async fn mute_backend(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// What a [`WatchedBackend`] saw of one of its connections (numbered in accept order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The connection's first bytes arrived.
+    Data(u64),
+    /// The proxy closed (or reset) a connection that had sent bytes.
+    Closed(u64),
+}
+
+/// A backend that tells what happens to its connections: when one first sends bytes and when the proxy closes it.
+/// Connections that never send anything (connect health checks) are not reported. With `echo`, it sends back what
+/// it reads (TCP mode); without, it reads and never answers (an HTTP request left waiting).
+pub struct WatchedBackend {
+    pub addr: SocketAddr,
+    pub seen: tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    task: JoinHandle<()>,
+}
+
+impl WatchedBackend {
+    pub async fn start(addr: SocketAddr, echo: bool) -> WatchedBackend {
+        let listener = bind_retry(addr).await;
+        let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            for id in 0.. {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut got = false;
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(n) if n > 0 => {
+                                if !got {
+                                    got = true;
+                                    let _ = tx.send(Seen::Data(id));
+                                }
+                                if echo && s.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            _ => break,
+                        }
+                    }
+                    if got {
+                        let _ = tx.send(Seen::Closed(id));
+                    }
+                });
+            }
+        });
+        WatchedBackend { addr, seen, task }
+    }
+
+    /// The next event, within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<Seen> {
+        tokio::time::timeout(within, self.seen.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for WatchedBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits up to `within` for `stream` to end; true when it was reset (ECONNRESET), as a client of a released VIP
+/// must see. Panics when it neither ends nor resets in time.
+pub async fn was_reset(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    let started = Instant::now();
+    loop {
+        let left = within.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => panic!("the connection neither ended nor was reset within {within:?}"),
+            Ok(Ok(0)) => return false,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}

@@ -454,11 +454,6 @@ impl Daemon {
             None
         };
         let garp_sent = GarpSent::of(floating.as_ref());
-        let vips = Arc::new(tokio::sync::Mutex::new(VipState {
-            floating,
-            holding: false,
-            guardian,
-        }));
 
         let stick: SharedStickTables = Arc::new(Mutex::new(StickTables::new()));
         let tuning = &node.tuning;
@@ -474,6 +469,12 @@ impl Daemon {
             },
         )
         .map_err(|e| anyhow!("{e}"))?;
+        let vips = Arc::new(tokio::sync::Mutex::new(VipState {
+            floating,
+            holding: false,
+            guardian,
+            proxy: proxy.clone(),
+        }));
         let admin_states = super::admin_states::DaemonAdminStates::restore(&node, &cluster, &proxy);
         if tuning.tcp_relay == TcpRelayKind::Uring
             && !matches!(proxy.tcp_relay(), tandem_proxy::TcpRelay::Uring(_))

@@ -66,6 +66,7 @@ impl Daemon {
                 },
                 wire: wire(&cluster),
                 garp_sent: self.garp_sent.document(),
+                released_connections_closed: self.proxy.released_connections_closed(),
             },
             replication: sync.map(replication),
             services: self.services(),

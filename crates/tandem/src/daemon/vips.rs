@@ -1,11 +1,14 @@
 //! The VIP layer as the election drives it: which addresses the services float, adding and
 //! removing them (or only recording the role with `manage_vips = false`), and moving to a new set.
+//! Whenever VIPs are given up, the proxy closes the connections it served on them.
 
 use anyhow::Result;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_cluster::driver::VipControl;
 use tandem_config::{ClusterConfig, GarpForm, NodeConfig, ReloadPlan, service_vips};
+use tandem_proxy::Proxy;
 use tandem_vip::{AnnounceConfig, AnnounceCounts, ArpMode, FloatingVips, Vip};
 
 /// The VIP announcement frames sent since start, readable for status without the VIP layer's lock (which an
@@ -34,6 +37,15 @@ pub(super) struct VipState {
     pub(super) holding: bool,
     /// The process that removes the VIPs if this one dies without releasing them (guardian.rs).
     pub(super) guardian: Option<super::guardian::Guardian>,
+    /// Closes the connections of VIPs this node gives up.
+    pub(super) proxy: Proxy,
+}
+
+/// This node gave up `vips`: the clients of their connections are reset and the real servers' sides closed, so
+/// that nothing the clients can no longer reach keeps a server's session (and its locks) open.
+fn close_connections_of(proxy: &Proxy, vips: &[IpAddr]) {
+    let closed = proxy.close_connections_of(vips);
+    tracing::info!(?vips, closed, "closed the connections of the released VIPs");
 }
 
 #[derive(Clone)]
@@ -51,10 +63,13 @@ impl VipControl for DaemonVips {
     async fn release(&mut self) -> Result<(), String> {
         let mut state = self.0.lock().await;
         state.holding = false;
-        match state.floating.as_mut() {
+        let released = match state.floating.as_mut() {
             Some(floating) => floating.release().await.map_err(|e| e.to_string()),
             None => Ok(()),
-        }
+        };
+        // Even if removing an address failed: this node no longer serves them.
+        close_connections_of(&state.proxy, &service_vips(&state.proxy.config()));
+        released
     }
     async fn announce(&mut self) -> Result<(), String> {
         let mut state = self.0.lock().await;
@@ -101,7 +116,10 @@ pub(super) async fn apply_vip_plan(
 ) {
     let mut state = vips.lock().await;
     let VipState {
-        floating, guardian, ..
+        floating,
+        guardian,
+        holding,
+        proxy,
     } = &mut *state;
     let Some(floating) = floating.as_mut() else {
         return;
@@ -137,5 +155,8 @@ pub(super) async fn apply_vip_plan(
             }
         }
         Err(error) => tracing::error!(%error, "moving to the new VIP set failed"),
+    }
+    if *holding && !plan.vips.removed.is_empty() {
+        close_connections_of(proxy, &plan.vips.removed);
     }
 }
