@@ -8,6 +8,8 @@ need=(haproxy keepalived nginx-light redis-server redis-tools wrk socat arping n
 # crates/tandem/tests/browser.rs drives the System Overview page in headless Chromium (CI must run it);
 # netns-tests/screenshot-page takes docs/system-overview.png with it. A font, so that pages render legibly.
 need+=(chromium fonts-dejavu-core)
+# netns-tests' mysql drill runs real MariaDB servers (own datadirs, in the lab's namespaces) under sysbench.
+need+=(mariadb-server mariadb-client sysbench)
 missing=()
 for package in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -19,11 +21,17 @@ if ((${#missing[@]})); then
   apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 # Debian starts some of these services on install; tests start their own instances on loopback.
-for service in nginx redis-server haproxy keepalived prometheus prometheus-node-exporter; do
+for service in nginx redis-server haproxy keepalived prometheus prometheus-node-exporter mariadb; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
     systemctl stop "$service" || true
   fi
 done
+# Without systemd (a container), the package's init script may have started MariaDB: stop it too.
+if ! command -v systemctl >/dev/null 2>&1 || ! systemctl is-system-running >/dev/null 2>&1; then
+  if [[ -x /etc/init.d/mariadb ]] && /etc/init.d/mariadb status >/dev/null 2>&1; then
+    /etc/init.d/mariadb stop || true
+  fi
+fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
