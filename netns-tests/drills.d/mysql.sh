@@ -212,6 +212,11 @@ mysql_keepalived() {
 
 drill_mysql() {
   local interval=$1 dead=$2 t0 c before=() changed sessions closed rc=0 mode
+  if ! command -v mariadbd >/dev/null || ! command -v sysbench >/dev/null; then
+    VIOL+=("mariadbd and sysbench must be installed (deploy/setup-debian.sh: mariadb-server, sysbench)")
+    emit mysql tandem "$interval" "$dead" null "" 0 null
+    return 1
+  fi
   trap mysql_servers_stop EXIT # the drill runs in a subshell: whatever happens, the lab's backends come back
   mysql_servers_start || { VIOL+=("the MariaDB servers did not start"); emit mysql tandem "$interval" "$dead" null "" 0 null; return 1; }
   for c in "${MYSQL_CTLS[@]}"; do before+=("$(my_checksum "$c")"); done
