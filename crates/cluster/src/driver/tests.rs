@@ -279,7 +279,7 @@ async fn crash_of_the_active_is_taken_over_within_dead_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_shutdown_hands_over_in_under_50_ms_release_first() {
+async fn clean_shutdown_hands_over_in_under_50_ms_make_before_break() {
     let journal = Journal::default();
     let (mut n1, mut n2) = pair(&journal).await;
     wait_for(&mut n1.status, Duration::from_secs(2), |s| {
@@ -303,8 +303,13 @@ async fn clean_shutdown_hands_over_in_under_50_ms_release_first() {
         acquired - stop
     );
     assert!(
-        released <= acquired,
-        "the stopping node dropped the VIPs before the peer added them"
+        acquired <= released,
+        "make-before-break: the peer added the VIPs before the stopping node dropped its own"
+    );
+    assert!(
+        released - acquired < Duration::from_millis(50),
+        "overlap {:?}",
+        released - acquired
     );
     assert!(
         acquired - stop < Duration::from_millis(50),
@@ -337,8 +342,13 @@ async fn release_and_takeover_commands_move_the_role() {
         s.state == NodeState::Active
     })
     .await;
+    wait_for(&mut n1.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Standby
+    })
+    .await;
+    // Make-before-break: lb2 added the VIPs before lb1 removed its own.
     let acquired = journal.calls("lb2", "acquire")[0];
-    assert!(journal.calls("lb1", "release")[0] <= acquired);
+    assert!(acquired <= journal.calls("lb1", "release")[0]);
     assert!(acquired - t < Duration::from_millis(50));
     let t = Instant::now();
     n1.commands.send(Command::Takeover).await.unwrap();
@@ -346,13 +356,13 @@ async fn release_and_takeover_commands_move_the_role() {
         s.state == NodeState::Active && s.takeovers == 2
     })
     .await;
-    let reacquired = journal.calls("lb1", "acquire")[1];
-    assert!(journal.calls("lb2", "release")[0] <= reacquired);
-    assert!(reacquired - t < Duration::from_millis(50));
     let s2 = wait_for(&mut n2.status, Duration::from_secs(1), |s| {
         s.state == NodeState::Standby
     })
     .await;
+    let reacquired = journal.calls("lb1", "acquire")[1];
+    assert!(reacquired <= journal.calls("lb2", "release")[0]);
+    assert!(reacquired - t < Duration::from_millis(50));
     assert!(s2.releases >= 1, "{s2:#?}");
     assert_eq!(s2.releases, 1, "{s2:#?}");
     n1.abort();
@@ -845,10 +855,14 @@ async fn restarting_standby_never_moves_the_active_and_failback_waits_for_caught
         s.state == NodeState::Active
     })
     .await;
+    wait_for(&mut n2.status, Duration::from_secs(1), |s| {
+        s.state == NodeState::Standby
+    })
+    .await;
     let acquired = journal.calls("lb1", "acquire")[0];
     assert!(
-        journal.calls("lb2", "release")[0] <= acquired,
-        "released before the primary added them"
+        acquired <= journal.calls("lb2", "release")[0],
+        "make-before-break: the primary added the VIPs before lb2 released them"
     );
     eprintln!("failback after caught-up: {:?}", acquired - t);
     assert!(acquired - t < Duration::from_millis(50));

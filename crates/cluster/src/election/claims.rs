@@ -27,6 +27,9 @@ impl Election {
             return;
         };
         if peer.holds_vips {
+            if self.takes_overlapping_offer(&peer, now) {
+                return self.start_acquire(Reason::HandoverFromPeer, now, out);
+            }
             if self.state == NodeState::Claiming {
                 self.claim_seq = None;
                 self.set_state(NodeState::Standby, Reason::PeerHoldsVips, now, out);
@@ -117,9 +120,14 @@ impl Election {
             }
             return;
         };
+        if peer.holds_vips && self.cfg.make_before_break && peer_handing_over(&peer) {
+            // The peer hands the role over and removes its VIPs as soon as it hears that we hold them (within its
+            // bound): the planned overlap of a make-before-break handover, not a split brain.
+            return;
+        }
         if peer.holds_vips {
-            // Both hold the VIPs: only a partition can lead here (handovers never overlap). The peer may already be
-            // dropping them (it noticed first): then this node only has to announce.
+            // Both hold the VIPs: only a partition can lead here (planned handovers overlap only as above). The peer
+            // may already be dropping them (it noticed first): then this node only has to announce.
             let won = self.wins_split_brain(&peer);
             self.split_brain(&peer.node, won, out);
             if !won && matches!(peer.state, NodeState::Active | NodeState::Acquiring) {
@@ -155,6 +163,17 @@ impl Election {
                 out,
             );
         }
+    }
+
+    /// Take the peer's make-before-break offer (it still holds the VIPs)? Under the same conditions as a classic
+    /// offer: written after the peer saw our current offer status, on fresh news of us, and not crossing an offer
+    /// of ours.
+    fn takes_overlapping_offer(&self, peer: &Heartbeat, now: u64) -> bool {
+        self.cfg.make_before_break
+            && peer_handing_over(peer)
+            && !self.handover_pending
+            && self.peer_saw_my_status(peer)
+            && self.peer_news_is_fresh(peer, now)
     }
 
     /// Who should claim when neither node holds the VIPs: reachability of the ping nodes first, then an explicit
@@ -205,4 +224,9 @@ impl Election {
             }
         }
     }
+}
+
+/// The peer is releasing on purpose and lets us take the VIPs while it may still hold them (make-before-break).
+fn peer_handing_over(peer: &Heartbeat) -> bool {
+    peer.state == NodeState::Releasing && peer.handover
 }

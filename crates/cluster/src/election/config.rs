@@ -15,6 +15,21 @@ pub struct Timings {
     pub init_dead_ms: u64,
 }
 
+/// A make-before-break handover: once the peer reports holding the VIPs as `active` (added and announced), the
+/// giving node keeps its own this much longer, for a SYN already on its way to it.
+pub const HANDOVER_GRACE_MS: u64 = 2;
+/// The least [`Timings::handover_overlap_ms`]: time for the peer to add and announce on a loaded host.
+pub const MIN_HANDOVER_OVERLAP_MS: u64 = 20;
+
+impl Timings {
+    /// The longest a make-before-break handover keeps the VIPs on the giving node, from its offer to its removal
+    /// (one interval, at least [`MIN_HANDOVER_OVERLAP_MS`]): it ends earlier as soon as the peer holds them (plus
+    /// [`HANDOVER_GRACE_MS`]) or declines. A lost datagram costs this bound, never a split brain.
+    pub fn handover_overlap_ms(&self) -> u64 {
+        self.interval_ms.max(MIN_HANDOVER_OVERLAP_MS)
+    }
+}
+
 /// Everything the election needs to know about this node, filled by the daemon from cluster.toml and node.toml.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElectionConfig {
@@ -38,6 +53,11 @@ pub struct ElectionConfig {
     /// After a clean stop, how long at most to keep repeating the final heartbeat until the peer confirms it took
     /// over (see [`Action::Stopped`](super::Action::Stopped)).
     pub shutdown_linger_ms: u64,
+    /// Planned handovers are make-before-break: the giving node keeps its VIPs until the peer holds and has
+    /// announced them (bounded, see `docs/protocol.md`, "Clean handover"). Always true in the daemon; false models
+    /// the releases before it (break-before-make, and never taking an offer from a node that still holds the
+    /// VIPs) in the simulator's rolling-upgrade runs.
+    pub make_before_break: bool,
 }
 
 impl ElectionConfig {
@@ -61,6 +81,7 @@ impl ElectionConfig {
             boot_epoch,
             fault_retry_ms: timings.dead_ms.max(1000),
             shutdown_linger_ms: timings.dead_ms.min(1000),
+            make_before_break: true,
         }
     }
 }

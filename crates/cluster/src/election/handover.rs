@@ -1,7 +1,9 @@
-//! Moving the role on purpose: admin takeover and release, and the clean stop (hand over, then repeat the final
-//! heartbeat until the peer confirms or the linger ends).
+//! Moving the role on purpose: admin takeover and release, the clean stop (hand over, then repeat the final
+//! heartbeat until the peer confirms or the linger ends), and the make-before-break overlap of every planned
+//! handover (the giving node keeps its VIPs until the peer holds them, bounded).
 
-use super::machine::Election;
+use super::config::HANDOVER_GRACE_MS;
+use super::machine::{Election, Overlap};
 use super::messages::{Action, Reason, STOP_RESEND_MS, refuse};
 use crate::wire::NodeState;
 
@@ -12,6 +14,17 @@ impl Election {
                 self.announce(out);
             }
             NodeState::Acquiring => {}
+            // Asked back while handing over (a takeover right after a release): the offer stands until the peer
+            // holds the VIPs; the request, in the heartbeat from now on, brings them back by another handover.
+            NodeState::Releasing
+                if self.handover_pending
+                    && self.release_then == NodeState::Standby
+                    && self.live_peer(now).is_some() =>
+            {
+                let t = self.cfg.timings;
+                self.admin_request_until = Some(now + t.dead_ms + t.interval_ms);
+                self.send_now = true;
+            }
             NodeState::Releasing | NodeState::Stopped => {
                 refuse(out, "takeover", format!("node is {}", self.state));
             }
@@ -101,6 +114,62 @@ impl Election {
                 self.claim_seq = None;
                 self.set_state(NodeState::Stopped, Reason::Shutdown, now, out);
             }
+        }
+    }
+
+    /// May a planned handover keep the VIPs until the peer holds them? Only from `active` with the addresses in
+    /// place and no VIP operation under way, towards a peer heard in a readable version that stands by holding
+    /// nothing. Otherwise (a peer unheard, unreadable, or busy) it is break-before-make, as before.
+    pub(super) fn can_overlap(&self, now: u64) -> bool {
+        self.cfg.make_before_break
+            && self.state == NodeState::Active
+            && self.addresses_present
+            && self.vip_idle()
+            && self.live_peer(now).is_some_and(|p| {
+                !p.holds_vips && matches!(p.state, NodeState::Standby | NodeState::Init)
+            })
+    }
+
+    /// When the overlap must end at the latest: the bound from its start, or the grace after the peer became
+    /// active.
+    pub(super) fn overlap_deadline(&self, o: Overlap) -> u64 {
+        let bound = o
+            .since_ms
+            .saturating_add(self.cfg.timings.handover_overlap_ms());
+        o.peer_active_ms
+            .map_or(bound, |at| bound.min(at.saturating_add(HANDOVER_GRACE_MS)))
+    }
+
+    /// During a make-before-break handover: remove the VIPs once the peer reports holding them as `active` (added
+    /// and announced) plus [`HANDOVER_GRACE_MS`]; at once if the peer declined the offer (it acknowledged a
+    /// heartbeat carrying it and neither holds nor acquires: a release before make-before-break, which then takes
+    /// the classic offer sent after the removal) or is no longer heard readably; and when the bound passes
+    /// whatever happened (a lost datagram, a peer that died while acquiring). The offer stands throughout.
+    pub(super) fn evaluate_overlap(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(mut o) = self.overlap else {
+            return;
+        };
+        let epoch = self.cfg.boot_epoch;
+        let declined = match self.live_peer(now) {
+            None => true,
+            Some(p) => {
+                if p.holds_vips && p.state == NodeState::Active && o.peer_active_ms.is_none() {
+                    o.peer_active_ms = Some(now);
+                }
+                let saw_offer = o
+                    .offer_seq
+                    .is_some_and(|seq| p.ack_epoch == epoch && p.ack_seq >= seq);
+                saw_offer
+                    && !p.holds_vips
+                    && !matches!(p.state, NodeState::Acquiring | NodeState::Active)
+            }
+        };
+        self.overlap = Some(o);
+        if declined || now >= self.overlap_deadline(o) {
+            self.overlap = None;
+            self.issue_release(out);
+            // The offer goes on (releasing, then standby or stopped with `handover`), now as a classic one.
+            self.send_now = true;
         }
     }
 

@@ -22,9 +22,13 @@ impl Election {
             boot_epoch: self.cfg.boot_epoch,
             seq: self.seq,
             holds_vips: holds,
-            handover: !holds
-                && (self.state == NodeState::Stopped
-                    || (self.handover_pending && self.state == NodeState::Standby)),
+            // While releasing on purpose (make-before-break) the offer is made holding the VIPs: a peer of this
+            // release takes it at once; an older one ignores an offer from a holder, and takes the classic one
+            // (standby or stopped, holding nothing) that follows the removal.
+            handover: self.handing_over()
+                || (!holds
+                    && (self.state == NodeState::Stopped
+                        || (self.handover_pending && self.state == NodeState::Standby))),
             takeover_request: self.takeover_request(now_ms),
             caught_up: self.caught_up,
             ping: self.ping,
@@ -37,6 +41,11 @@ impl Election {
         };
         // Remember where the current run of offering (or not offering) heartbeats began: news from the peer
         // older than that is not trusted as a grant.
+        if let Some(o) = self.overlap.as_mut()
+            && o.offer_seq.is_none()
+        {
+            o.offer_seq = Some(self.seq);
+        }
         let status = self.offer_status();
         if status != self.last_sent_status {
             self.status_seq = self.seq;
@@ -90,16 +99,17 @@ impl Election {
         (self.holds_vips(), self.granting())
     }
 
-    /// Would a heartbeat built now let the peer take the VIPs (handover, stopped, fault, or acknowledging its
+    /// Would a heartbeat built now let the peer take the VIPs (handing over, stopped, fault, or acknowledging its
     /// claim while standing by)?
     pub(super) fn granting(&self) -> bool {
         let peer_claims = self
             .peer
             .as_ref()
             .is_some_and(|p| p.heartbeat.state == NodeState::Claiming);
-        !self.holds_vips()
-            && (matches!(self.state, NodeState::Stopped | NodeState::Fault)
-                || (self.handover_pending && self.state == NodeState::Standby)
-                || (matches!(self.state, NodeState::Init | NodeState::Standby) && peer_claims))
+        self.handing_over()
+            || !self.holds_vips()
+                && (matches!(self.state, NodeState::Stopped | NodeState::Fault)
+                    || (self.handover_pending && self.state == NodeState::Standby)
+                    || (matches!(self.state, NodeState::Init | NodeState::Standby) && peer_claims))
     }
 }

@@ -43,6 +43,18 @@ pub struct IncompatiblePeer {
     pub last_heard_ms: u64,
 }
 
+/// A make-before-break handover under way: this node (`releasing`) still holds the VIPs and offers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Overlap {
+    /// When the handover began; the VIPs are removed `handover_overlap_ms` after this at the latest.
+    pub(super) since_ms: u64,
+    /// Sequence number of the first heartbeat carrying the offer: a peer acknowledging it without holding the
+    /// VIPs has declined (a release before make-before-break, or the offer was not good enough for it).
+    pub(super) offer_seq: Option<u64>,
+    /// When the peer was first seen `active` holding the VIPs (added and announced).
+    pub(super) peer_active_ms: Option<u64>,
+}
+
 /// The election state machine of one node.
 #[derive(Clone, Debug)]
 pub struct Election {
@@ -79,8 +91,11 @@ pub struct Election {
     pub(super) addresses_present: bool,
     /// Where `Releasing` leads once the VIPs are gone.
     pub(super) release_then: NodeState,
-    /// This node dropped the VIPs for its peer to take them.
+    /// This node dropped the VIPs for its peer to take them (or, while `releasing`, is handing them over).
     pub(super) handover_pending: bool,
+    /// `releasing` with the VIPs kept until the peer holds them (make-before-break); None once the removal is
+    /// issued.
+    pub(super) overlap: Option<Overlap>,
     /// Sequence number of the heartbeat that announced our claim.
     pub(super) claim_seq: Option<u64>,
     /// Sequence number of the first heartbeat of the current run of heartbeats that do (or do not) let the peer
@@ -139,6 +154,7 @@ impl Election {
             addresses_present: false,
             release_then: NodeState::Standby,
             handover_pending: false,
+            overlap: None,
             claim_seq: None,
             status_seq: 0,
             sent_at: VecDeque::new(),
@@ -174,6 +190,12 @@ impl Election {
     /// True from the moment this node asks for the VIPs until their removal is confirmed.
     pub fn holds_vips(&self) -> bool {
         self.addresses_present || self.acquires_pending > 0
+    }
+
+    /// This node is `releasing` on purpose and lets the peer take the VIPs (make-before-break: it may still hold
+    /// them, and removes them within `Timings::handover_overlap_ms`).
+    pub fn handing_over(&self) -> bool {
+        self.state == NodeState::Releasing && self.handover_pending && self.cfg.make_before_break
     }
 
     pub fn peer(&self) -> Option<&PeerView> {
@@ -240,6 +262,11 @@ impl Election {
                     .saturating_add(self.cfg.shutdown_linger_ms);
                 next = next.min(resend).min(linger_end);
             }
+            NodeState::Releasing => {
+                if let Some(o) = self.overlap {
+                    next = next.min(self.overlap_deadline(o));
+                }
+            }
             _ => {}
         }
         if let Some(until) = self.admin_request_until {
@@ -287,7 +314,7 @@ impl Election {
                 if self.acquires_pending == 0 {
                     self.addresses_present = false;
                 }
-                if self.state == NodeState::Releasing && self.vip_idle() {
+                if self.state == NodeState::Releasing && self.overlap.is_none() && self.vip_idle() {
                     self.stats.releases += 1;
                     let next = self.release_then;
                     self.set_state(next, Reason::VipsReleased, now_ms, &mut out);
@@ -369,6 +396,7 @@ impl Election {
             self.fault_reason = Some(format!("{} failed: {error}", op.as_str()));
             self.fault_since_ms = now;
             self.handover_pending = false;
+            self.overlap = None;
             self.set_state(NodeState::Fault, Reason::VipFailure(error), now, out);
             // Never half active: take down whatever got added (retried from the fault state if this fails too).
             self.issue_release(out);
@@ -422,7 +450,8 @@ impl Election {
                     }
                 }
             }
-            NodeState::Releasing | NodeState::Stopped => {}
+            NodeState::Releasing => self.evaluate_overlap(now, out),
+            NodeState::Stopped => {}
         }
     }
 
@@ -448,7 +477,16 @@ impl Election {
     ) {
         self.release_then = then;
         self.handover_pending = handover;
-        self.issue_release(out);
+        if handover && self.can_overlap(now) {
+            // Make-before-break: keep the VIPs and offer them; removed once the peer holds them (bounded).
+            self.overlap = Some(Overlap {
+                since_ms: now,
+                offer_seq: None,
+                peer_active_ms: None,
+            });
+        } else {
+            self.issue_release(out);
+        }
         self.set_state(NodeState::Releasing, reason, now, out);
     }
 

@@ -95,6 +95,10 @@ impl SimNode {
     pub fn state(&self) -> Option<NodeState> {
         self.election.as_ref().map(Election::state)
     }
+    /// The addresses are on the interface (an acquire done and not yet undone): what a client can reach.
+    pub fn has_addresses(&self) -> bool {
+        self.addresses
+    }
     pub fn is_active(&self) -> bool {
         self.state() == Some(NodeState::Active)
     }
@@ -160,6 +164,9 @@ pub struct Sim {
     speak: [SpeakVersion; 2],
     /// The wire versions (min, max) each node reads and speaks from its next start on.
     pub versions: [(u16, u16); 2],
+    /// Each node runs, from its next start on, the release before make-before-break handovers
+    /// (`ElectionConfig::make_before_break` false).
+    pub legacy: [bool; 2],
     /// Heartbeats delivered as incompatible (a version the receiver cannot read), per receiving node.
     pub incompatible_delivered: [u64; 2],
     guards: [ReplayGuard; 2],
@@ -174,7 +181,15 @@ pub struct Sim {
     rng: Rng,
     pub violations: Vec<Violation>,
     both_holding_since: Option<u64>,
+    /// Both hold while one of them hands over on purpose (make-before-break), since.
+    planned_since: Option<u64>,
+    /// The longest planned overlap seen.
+    pub max_planned_overlap_ms: u64,
     neither_since: Option<u64>,
+    /// Neither node has the addresses on its interface, since (whatever the states).
+    no_address_since: Option<u64>,
+    /// Every stretch without the addresses on either node: (from, to).
+    pub address_gaps: Vec<(u64, u64)>,
     /// (dead node, other node, deadline) for the liveness check.
     liveness: Vec<(usize, usize, u64)>,
     pub split_brain_episodes: u64,
@@ -194,6 +209,7 @@ impl Sim {
             codecs: [codec.clone(), codec.clone()],
             speak: [SpeakVersion::new(this_release.0, this_release.1); 2],
             versions: [this_release; 2],
+            legacy: [false; 2],
             incompatible_delivered: [0, 0],
             codec,
             guards: [ReplayGuard::new(), ReplayGuard::new()],
@@ -209,7 +225,11 @@ impl Sim {
             rng,
             violations: Vec::new(),
             both_holding_since: None,
+            planned_since: None,
+            max_planned_overlap_ms: 0,
             neither_since: None,
+            no_address_since: None,
+            address_gaps: Vec::new(),
             liveness: Vec::new(),
             split_brain_episodes: 0,
             active_exits: [0, 0],
@@ -254,6 +274,7 @@ impl Sim {
         );
         cfg.auto_failback = p.auto_failback;
         cfg.ping_nodes_configured = p.ping_configured;
+        cfg.make_before_break = !self.legacy[i];
         cfg
     }
 
@@ -420,9 +441,11 @@ impl Sim {
                     }
                 }
                 Action::AcquireVips => {
-                    // Property 1: two holders only ever start while one of them cannot hear the other.
+                    // Property 1: two holders only ever start while one of them cannot hear the other, or while
+                    // the other hands the VIPs over on purpose (make-before-break).
                     let other = &self.nodes[1 - i];
-                    if other.holds() && !self.nodes[i].holds() {
+                    let handing_over = other.election.as_ref().is_some_and(Election::handing_over);
+                    if other.holds() && !self.nodes[i].holds() && !handing_over {
                         let other_hears =
                             other.election.as_ref().is_some_and(|e| e.peer_alive(now));
                         if peer_alive && other_hears {
@@ -668,8 +691,43 @@ impl Sim {
             (false, Some(_)) => self.both_holding_since = None,
             _ => {}
         }
+        let any_address = self.nodes.iter().any(SimNode::has_addresses);
+        match (any_address, self.no_address_since) {
+            (false, None) => self.no_address_since = Some(now),
+            (true, Some(since)) => {
+                self.no_address_since = None;
+                if now > since {
+                    self.address_gaps.push((since, now));
+                }
+            }
+            _ => {}
+        }
+        // Property 5: a planned overlap (one node hands over while both hold) ends within the giver's bound plus
+        // the time to remove (its VIP queue) and the news of the peer's acquisition, on any link.
+        let planned = both
+            && self
+                .nodes
+                .iter()
+                .any(|n| n.election.as_ref().is_some_and(Election::handing_over));
+        match (planned, self.planned_since) {
+            (true, None) => self.planned_since = Some(now),
+            (false, Some(_)) => self.planned_since = None,
+            _ => {}
+        }
+        if let Some(since) = self.planned_since {
+            let overlap = now - since;
+            self.max_planned_overlap_ms = self.max_planned_overlap_ms.max(overlap);
+            let bound = p.timings.handover_overlap_ms() + 3 * p.vip_latency_ms + 1;
+            if overlap > bound {
+                self.violations.push(Violation {
+                    at: now,
+                    what: format!("a planned handover overlaps for {overlap} ms (bound {bound})"),
+                });
+                self.planned_since = Some(now);
+            }
+        }
         // Property 2: with a healthy link, a split brain lasts at most one heartbeat (plus delay and VIP latency).
-        if both && self.mode == LinkMode::Healthy {
+        if both && !planned && self.mode == LinkMode::Healthy {
             let since = self.both_holding_since.unwrap_or(now).max(self.mode_since);
             if now > since + p.settle_ms() {
                 self.violations.push(Violation {

@@ -469,7 +469,9 @@ fn clean_stop_hands_over_in_a_few_ms_at_any_interval() {
                 }
             )
         });
-        assert!(released.unwrap() <= stop_at + took);
+        // Make-before-break: the VIPs leave once the peer holds them (its news, the grace, the removal).
+        let released_by = stop_at + took + p.max_delay_ms + HANDOVER_GRACE_MS + p.vip_latency_ms;
+        assert!(released.unwrap() <= released_by);
         sim.run_for(interval * 3);
         assert!(!sim.nodes[0].up(), "stopped node exited");
         assert!(sim.nodes[1].is_active());
@@ -652,9 +654,10 @@ fn clean_stop_on_a_healthy_link_exits_as_soon_as_the_peer_holds_the_vips() {
         sim.run_for(interval * 3);
         let active = sim.became_active(1, stop_at).expect("secondary took over");
         let stopped = sim.nodes[0].stopped_at[0];
-        // The peer holds the VIPs from its acquire on; its next heartbeat says so (at once, it is news).
+        // The peer holds the VIPs from its acquire on; its next heartbeat says so (at once, it is news), and the
+        // stopping node removes its own after the grace (make-before-break).
         assert!(
-            stopped <= active + 2,
+            stopped <= active + 2 + HANDOVER_GRACE_MS + 1,
             "interval {interval}: exit {stopped}, peer active {active}"
         );
         assert!(!sim.nodes[0].up());
@@ -1368,6 +1371,8 @@ enum Step {
     FailNextAcquire(usize),
     /// Node `.0` runs the next release (true) or the current one (false) from its next start.
     Upgrade(usize, bool),
+    /// Node `.0` runs the release before make-before-break handovers (true) or this one (false) from its next start.
+    Legacy(usize, bool),
 }
 
 fn step_strategy(dead_ms: u64) -> impl Strategy<Value = Step> {
@@ -1389,6 +1394,7 @@ fn step_strategy(dead_ms: u64) -> impl Strategy<Value = Step> {
         1 => (0usize..2).prop_map(Step::CaughtUp),
         1 => (0usize..2).prop_map(Step::FailNextAcquire),
         1 => ((0usize..2), any::<bool>()).prop_map(|(i, next)| Step::Upgrade(i, next)),
+        1 => ((0usize..2), any::<bool>()).prop_map(|(i, legacy)| Step::Legacy(i, legacy)),
     ]
 }
 
@@ -1452,6 +1458,7 @@ fn run_scenario(params: SimParams, steps: &[Step]) -> Sim {
             Step::Upgrade(i, next) => {
                 sim.versions[*i] = if *next { (1, 2) } else { (1, 1) };
             }
+            Step::Legacy(i, legacy) => sim.legacy[*i] = *legacy,
         }
     }
     // End on a healthy link with both nodes up: the pair must settle on exactly one holder.
@@ -1517,6 +1524,7 @@ proptest! {
                     sim.check_liveness = false;
                 }
                 Step::Upgrade(..) => {}
+                Step::Legacy(i, legacy) => sim.legacy[*i] = *legacy,
             }
         }
         sim.set_mode(LinkMode::Healthy);
