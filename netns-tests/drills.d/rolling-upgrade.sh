@@ -16,7 +16,10 @@
 #                       speaking wire version 2 and sync protocol 3.
 #   4. failback         `tandem takeover` on lb1: planned, bounded the same.
 # Over the whole drill: never both nodes holding the VIP (split_brain_episodes 0: overlaps of 1 ms or more, the
-# watchers' resolution; both_holding_ms reports every overlap, shorter ones included).
+# watchers' resolution) except the bounded overlap of the two planned handovers (make-before-break: the old holder
+# keeps the VIP until the new one has added and announced it): an overlap that starts inside a handover phase and
+# ends within handover_overlap_bound is planned (planned_overlaps, max_planned_overlap_ms), any other is a split
+# brain; both_holding_ms reports every overlap, shorter ones included.
 
 TANDEM_DRILLS+=(rolling-upgrade)
 variants_rolling_upgrade() { echo "200 1000"; } # the operator's timings: an upgrade is about procedure, not speed
@@ -73,11 +76,15 @@ ru_bound_outage() {
   if [[ -z $raw || $raw == null ]]; then VIOL+=("$1 client_outage_ms missing"); return; fi
   calc_le "$raw" "$3 + $PROBE_JITTER_MS" || VIOL+=("$1 client_outage_ms $raw > $3 (+ ${PROBE_JITTER_MS} ms of probe timer jitter)")
 }
-# ru_both_holding T0: from the two watchers' logs since T0, "EPISODES TOTAL_MS" during which both nodes held the VIP
+# ru_both_holding T0 BOUND_MS [FROM:TO ...]: from the two watchers' logs since T0, "EPISODES TOTAL_MS PLANNED
+# MAX_PLANNED_MS": overlaps (both nodes holding the VIP) of 1 ms or more that are split brains, the total of every
+# overlap, and the planned ones: starting inside a handover window FROM:TO (epoch ms) and lasting at most BOUND_MS
 ru_both_holding() {
-  python3 - "$LAB_TMP/watch-lb1.log" "$LAB_TMP/watch-lb2.log" "$1" <<'EOF'
+  python3 - "$LAB_TMP/watch-lb1.log" "$LAB_TMP/watch-lb2.log" "$@" <<'EOF'
 import json, sys
 t0 = float(sys.argv[3])
+bound = float(sys.argv[4])
+windows = [tuple(float(x) for x in w.split(":")) for w in sys.argv[5:]]
 WATCH_RESOLUTION_MS = 1.0
 events = []
 for node, path in enumerate(sys.argv[1:3]):
@@ -92,6 +99,7 @@ for node, path in enumerate(sys.argv[1:3]):
 events.sort(key=lambda e: (e[0], e[2]))
 held = [False, False]
 episodes, total, since = 0, 0.0, None
+planned, max_planned = 0, 0.0
 for at, node, present in events:
     held[node] = present
     both = held[0] and held[1]
@@ -104,12 +112,15 @@ for at, node, present in events:
             # Each watcher sees a change up to one poll (1 ms) late, so an overlap shorter than that is the two
             # watchers' clocks, not two holders: a planned handover measured 0.4 ms "both" once with a 0.3 ms gap
             # the other way. A real split brain lasts at least a heartbeat interval.
-            if overlap >= WATCH_RESOLUTION_MS:
+            if any(a <= since <= b for a, b in windows) and overlap <= bound:
+                planned += 1
+                max_planned = max(max_planned, overlap)
+            elif overlap >= WATCH_RESOLUTION_MS:
                 episodes += 1
         since = None
 if since is not None:  # both still holding when the logs end
     episodes += 1
-print(episodes, round(total, 1))
+print(episodes, round(total, 1), planned, round(max_planned, 1))
 EOF
 }
 # ru_summary OUT SUMMARY...: one summary over the phases: attempts and failures summed, the longest outage
@@ -131,7 +142,8 @@ EOF
 }
 
 drill_rolling_upgrade() {
-  local interval=$1 dead=$2 t_start t0 t2 at at2 s1 s2 s3 s4 m1 episodes both_ms text held
+  local interval=$1 dead=$2 t_start t0 t2 at at2 s1 s2 s3 s4 m1 episodes both_ms text held planned max_planned
+  local t_end w_handover w_failback bound
   ru_build_next || { VIOL+=("the next release (feature wire-next) did not build"); RU_NEXT=""; }
   [[ -n ${RU_NEXT:-} ]] || {
     R+=(error="no next-release binary")
@@ -205,7 +217,11 @@ drill_rolling_upgrade() {
   R+=(handover_takeover_ms:="$(json_num "$(diff_ms "$at" "$t0")")")
   td_wait_state lb2 active 5 || VIOL+=("lb2 is $(td_state lb2), want active")
   td_wait_state lb1 standby 5 || VIOL+=("lb1 is $(td_state lb1), want standby")
+  stamp t_end
+  w_handover="$t0:$t_end"
+  R+=(handover_both_holding_ms:="$HO_BOTH" handover_vip_gap_ms:="$HO_GAP")
   ru_bound_outage handover "$s2" "$RU_HANDOVER_BOUND_MS"
+  bound_eq handover_failed_requests "$(ru_failed "$s2")" 0
 
   # 3. upgrade the old node (now standby): nothing moves
   probe_start ru-old "$PROBE_PORT" --mode "$PROBE_MODE"
@@ -241,11 +257,20 @@ drill_rolling_upgrade() {
   ru_phase_figures failback "$s4"
   R+=(failback_takeover_ms:="$(json_num "$(diff_ms "$at2" "$t2")")")
   td_wait_state lb1 active 5 || VIOL+=("lb1 is $(td_state lb1), want active")
+  td_wait_state lb2 standby 5 || VIOL+=("lb2 is $(td_state lb2), want standby")
+  stamp t_end
+  w_failback="$t2:$t_end"
+  handover_figures lb2 lb1 "$t2"
+  R+=(failback_both_holding_ms:="$HO_BOTH" failback_vip_gap_ms:="$HO_GAP")
   ru_bound_outage failback "$s4" "$RU_HANDOVER_BOUND_MS"
+  bound_eq failback_failed_requests "$(ru_failed "$s4")" 0
 
   watch_stop
-  read -r episodes both_ms < <(ru_both_holding "$t_start")
+  bound=$(handover_overlap_bound "$interval")
+  read -r episodes both_ms planned max_planned < <(ru_both_holding "$t_start" "$bound" "$w_handover" "$w_failback")
   R+=(split_brain_episodes:="$(json_num "$episodes")" both_holding_ms:="$(json_num "$both_ms")"
+    planned_overlaps:="$(json_num "$planned")" max_planned_overlap_ms:="$(json_num "$max_planned")"
+    planned_overlap_bound_ms:="$bound"
     lb1_vip_changes:="$(watch_changes lb1 "$t_start")" lb2_vip_changes:="$(watch_changes lb2 "$t_start")")
   bound_eq split_brain_episodes "$episodes" 0
   # the VIP moved exactly twice on each node: away and back (lb1), in and out (lb2)
