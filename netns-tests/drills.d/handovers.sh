@@ -106,7 +106,7 @@ drill_handovers() {
   settle "$interval"
   SUMMARY=$(probe_stop probe)
   watch_stop
-  bound=$(handover_overlap_bound "$interval")
+  bound=$(handover_overlap_bound "$interval" "$dead")
   mapfile -t fields < <(ho_summary "$LAB_TMP/ho-figures.jsonl" "$bound" "$HANDOVER_GAP_LIMIT_MS")
   R+=(reps:="$reps" probe_interval_ms:="${HANDOVER_PROBE_MS:-${PROBE_INTERVAL_MS:-10}}" overlap_bound_ms:="$bound"
     vip_gap_limit_ms:="$HANDOVER_GAP_LIMIT_MS" "${fields[@]}")

@@ -274,7 +274,7 @@ drill_rolling_upgrade() {
   ru_gap_failures failback "$LAB_TMP/ru-failback.events" "$at2"
 
   watch_stop
-  bound=$(handover_overlap_bound "$interval")
+  bound=$(handover_overlap_bound "$interval" "$dead")
   read -r episodes both_ms planned max_planned < <(ru_both_holding "$t_start" "$bound" "$w_handover" "$w_failback")
   R+=(split_brain_episodes:="$(json_num "$episodes")" both_holding_ms:="$(json_num "$both_ms")"
     planned_overlaps:="$(json_num "$planned")" max_planned_overlap_ms:="$(json_num "$max_planned")"

@@ -7,8 +7,8 @@
 //! by handing over, by being stopped or in fault, or by acknowledging this node's claim while standing by. So two
 //! nodes that hear each other never both add the VIPs unintentionally; the one planned exception is (c) the peer's
 //! heartbeat says it is `releasing` with `holds_vips` and `handover` (a make-before-break handover): it has
-//! committed to removing its VIPs as soon as this node holds them, and within `Timings::handover_overlap_ms` at
-//! the latest, so the overlap is bounded and a planned handover leaves no instant without a holder. Two that did not (a partition) resolve it as soon as one
+//! committed to removing its VIPs as soon as this node holds them, and within `Timings::handover_max_overlap_ms`
+//! at the latest, so the overlap is bounded and a planned handover leaves no instant without a holder. Two that did not (a partition) resolve it as soon as one
 //! heartbeat gets through: the primary (then the lower node name) keeps them, the other drops them. A peer heard only
 //! in a wire version this node cannot read ([`Input::PeerIncompatible`], a rolling upgrade) is alive with an unknown
 //! state: never a reason to take the VIPs, and a split brain with it is resolved on its frozen envelope.
@@ -29,7 +29,9 @@ mod machine;
 mod messages;
 mod peer;
 
-pub use config::{ElectionConfig, HANDOVER_GRACE_MS, MIN_HANDOVER_OVERLAP_MS, Timings};
+pub use config::{
+    ElectionConfig, HANDOVER_GRACE_MS, MIN_HANDOVER_OVERLAP_MS, MIN_HANDOVER_TAKEN_MS, Timings,
+};
 pub use machine::{Election, ElectionStats, IncompatiblePeer, PeerView};
 pub use messages::{Action, Event, Input, Reason, STOP_RESEND_MS, VipOp};
 

@@ -18,15 +18,29 @@ pub struct Timings {
 /// A make-before-break handover: once the peer reports holding the VIPs as `active` (added and announced), the
 /// giving node keeps its own this much longer, for a SYN already on its way to it.
 pub const HANDOVER_GRACE_MS: u64 = 2;
-/// The least [`Timings::handover_overlap_ms`]: time for the peer to add and announce on a loaded host.
+/// The least [`Timings::handover_overlap_ms`]: time for the peer to answer an offer on a loaded host.
 pub const MIN_HANDOVER_OVERLAP_MS: u64 = 20;
+/// The least [`Timings::handover_taken_ms`]: time for the peer to add and announce on a loaded host.
+pub const MIN_HANDOVER_TAKEN_MS: u64 = 250;
 
 impl Timings {
-    /// The longest a make-before-break handover keeps the VIPs on the giving node, from its offer to its removal
-    /// (one interval, at least [`MIN_HANDOVER_OVERLAP_MS`]): it ends earlier as soon as the peer holds them (plus
-    /// [`HANDOVER_GRACE_MS`]) or declines. A lost datagram costs this bound, never a split brain.
+    /// How long a make-before-break offer waits for the peer to take it (to report it acquires) before the giving
+    /// node removes its VIPs anyway: one interval, at least [`MIN_HANDOVER_OVERLAP_MS`]. A lost datagram costs
+    /// this, never a split brain.
     pub fn handover_overlap_ms(&self) -> u64 {
         self.interval_ms.max(MIN_HANDOVER_OVERLAP_MS)
+    }
+
+    /// Once the peer acquires, how much longer the giving node waits for it to be active before removing its VIPs
+    /// anyway: one dead time, at least [`MIN_HANDOVER_TAKEN_MS`]. It normally removes them [`HANDOVER_GRACE_MS`]
+    /// after the peer is active; the longest overlap is `handover_overlap_ms + handover_taken_ms`.
+    pub fn handover_taken_ms(&self) -> u64 {
+        self.dead_ms.max(MIN_HANDOVER_TAKEN_MS)
+    }
+
+    /// The longest a planned handover keeps the VIPs on both nodes (plus the removal itself).
+    pub fn handover_max_overlap_ms(&self) -> u64 {
+        self.handover_overlap_ms() + self.handover_taken_ms()
     }
 }
 

@@ -130,12 +130,14 @@ impl Election {
             })
     }
 
-    /// When the overlap must end at the latest: the bound from its start, or the grace after the peer became
-    /// active.
+    /// When the overlap must end at the latest: the offer's bound while the peer has not taken it, then the
+    /// bound for its acquisition, or the grace after the peer became active.
     pub(super) fn overlap_deadline(&self, o: Overlap) -> u64 {
-        let bound = o
-            .since_ms
-            .saturating_add(self.cfg.timings.handover_overlap_ms());
+        let t = &self.cfg.timings;
+        let bound = match o.peer_took_ms {
+            None => o.since_ms.saturating_add(t.handover_overlap_ms()),
+            Some(at) => at.saturating_add(t.handover_taken_ms()),
+        };
         o.peer_active_ms
             .map_or(bound, |at| bound.min(at.saturating_add(HANDOVER_GRACE_MS)))
     }
@@ -143,29 +145,44 @@ impl Election {
     /// During a make-before-break handover: remove the VIPs once the peer reports holding them as `active` (added
     /// and announced) plus [`HANDOVER_GRACE_MS`]; at once if the peer declined the offer (it acknowledged a
     /// heartbeat carrying it and neither holds nor acquires: a release before make-before-break, which then takes
-    /// the classic offer sent after the removal) or is no longer heard readably; and when the bound passes
-    /// whatever happened (a lost datagram, a peer that died while acquiring). The offer stands throughout.
+    /// the classic offer sent after the removal) or is no longer heard readably; and when a bound passes whatever
+    /// happened (`handover_overlap_ms` for the offer to be taken, a lost datagram; then `handover_taken_ms` for the
+    /// acquisition). A peer that cannot complete (dead, or in fault) leaves the VIPs here: a node handing over to
+    /// stand by stays active instead (a stopping one removes them and stops, as it would have). The offer stands
+    /// throughout.
     pub(super) fn evaluate_overlap(&mut self, now: u64, out: &mut Vec<Action>) {
         let Some(mut o) = self.overlap else {
             return;
         };
         let epoch = self.cfg.boot_epoch;
-        let declined = match self.live_peer(now) {
-            None => true,
+        let peer_dead = self.live_peer(now).is_none() && self.peer_incompatible(now).is_none();
+        let (declined, failed) = match self.live_peer(now) {
+            None => (true, peer_dead),
             Some(p) => {
+                if p.holds_vips && o.peer_took_ms.is_none() {
+                    o.peer_took_ms = Some(now);
+                }
                 if p.holds_vips && p.state == NodeState::Active && o.peer_active_ms.is_none() {
                     o.peer_active_ms = Some(now);
                 }
                 let saw_offer = o
                     .offer_seq
                     .is_some_and(|seq| p.ack_epoch == epoch && p.ack_seq >= seq);
-                saw_offer
+                let declined = saw_offer
                     && !p.holds_vips
-                    && !matches!(p.state, NodeState::Acquiring | NodeState::Active)
+                    && !matches!(p.state, NodeState::Acquiring | NodeState::Active);
+                // Its acquisition failed and its leftovers are gone: nobody else will hold the VIPs.
+                (declined, p.state == NodeState::Fault && !p.holds_vips)
             }
         };
         self.overlap = Some(o);
-        if declined || now >= self.overlap_deadline(o) {
+        if failed && self.release_then == NodeState::Standby {
+            self.overlap = None;
+            self.handover_pending = false;
+            self.set_state(NodeState::Active, Reason::HandoverAborted, now, out);
+            return;
+        }
+        if declined || failed || now >= self.overlap_deadline(o) {
             self.overlap = None;
             self.issue_release(out);
             // The offer goes on (releasing, then standby or stopped with `handover`), now as a classic one.

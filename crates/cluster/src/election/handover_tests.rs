@@ -41,12 +41,12 @@ fn settled(mut p: SimParams, kind: Planned, giver: usize) -> Sim {
     p.auto_failback = kind == Planned::Failback;
     let mut sim = Sim::new(p);
     let t = sim.params.timings;
-    sim.run_for(t.init_dead_ms + 3 * t.interval_ms);
+    sim.run_for(t.init_dead_ms + 3 * t.interval_ms + 3 * sim.params.vip_latency_ms);
     assert!(sim.nodes[0].is_active(), "lb1 active after start");
     if kind == Planned::Failback {
         // The secondary serves after a release of the primary; the primary is caught up again later.
         sim.feed(0, Input::AdminRelease);
-        sim.run_for(3 * t.interval_ms);
+        sim.run_for(3 * t.interval_ms + 3 * sim.params.vip_latency_ms);
         assert!(sim.nodes[1].is_active(), "lb2 active after the release");
         // Failing back is allowed again once the primary was active; model its restart instead.
         sim.crash(0);
@@ -58,7 +58,7 @@ fn settled(mut p: SimParams, kind: Planned, giver: usize) -> Sim {
     }
     if giver == 1 {
         sim.feed(0, Input::AdminRelease);
-        sim.run_for(3 * t.interval_ms);
+        sim.run_for(3 * t.interval_ms + 3 * sim.params.vip_latency_ms);
         assert!(sim.nodes[1].is_active());
     }
     sim
@@ -90,7 +90,8 @@ fn expected_overlap(p: &SimParams) -> u64 {
 fn planned_handovers_leave_no_instant_without_a_holder() {
     for kind in PLANNED {
         for interval in [10, 200, 1000] {
-            for (delay, vip) in [(0, 1), (1, 1), (3, 2), (0, 5)] {
+            // (0, 60): adding the VIPs takes longer than the offer's bound (a loaded host): still no gap.
+            for (delay, vip) in [(0, 1), (1, 1), (3, 2), (0, 5), (1, 60)] {
                 for giver in [0, 1] {
                     if kind == Planned::Failback && giver == 0 {
                         continue;
@@ -99,7 +100,7 @@ fn planned_handovers_leave_no_instant_without_a_holder() {
                     let mut sim = settled(p.clone(), kind, giver);
                     let t0 = sim.now;
                     let (giver, taker) = trigger(&mut sim, kind, giver);
-                    sim.run_for(interval * 3 + 50);
+                    sim.run_for(interval * 3 + 50 + 3 * vip);
                     let case = format!(
                         "{kind:?} interval {interval} delay {delay} vip {vip} from lb{}",
                         giver + 1
@@ -221,6 +222,50 @@ fn the_overlap_ends_at_its_bound_when_the_peer_goes_quiet() {
         );
         assert!(sim.now - t0 <= bound + 2);
     }
+}
+
+/// The taker dies while adding the VIPs (after it took the offer): the giver, still holding them, stays active
+/// once the taker is given up; no instant without a holder. A stopping giver stops anyway.
+#[test]
+fn a_taker_dying_while_acquiring_leaves_the_vips_with_the_giver() {
+    for (kind, process) in [
+        (Planned::Release, false),
+        (Planned::Release, true),
+        (Planned::Takeover, false),
+    ] {
+        let p = params(10, 0, 5, 11);
+        let mut sim = settled(p, kind, 0);
+        let t0 = sim.now;
+        trigger(&mut sim, kind, 0);
+        sim.run_for(2);
+        assert_eq!(sim.nodes[1].state(), Some(NodeState::Acquiring), "{kind:?}");
+        if process {
+            sim.kill_process(1);
+        } else {
+            sim.crash(1);
+        }
+        let t = sim.params.timings;
+        sim.run_for(t.dead_ms + 2 * t.interval_ms);
+        assert!(sim.nodes[0].is_active(), "{kind:?}: giver active again");
+        assert!(
+            has_reason(&sim, 0, Reason::HandoverAborted),
+            "{kind:?}: the handover was aborted, not redone"
+        );
+        let gaps: Vec<_> = sim
+            .address_gaps
+            .iter()
+            .filter(|(from, _)| *from >= t0)
+            .collect();
+        assert!(gaps.is_empty(), "{kind:?}: no holder during {gaps:?}");
+        sim.assert_clean();
+    }
+}
+
+fn has_reason(sim: &Sim, i: usize, reason: Reason) -> bool {
+    sim.nodes[i]
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::StateChanged { reason: r, .. } if *r == reason))
 }
 
 fn election(node: &str, role: Role, epoch: u64) -> Election {

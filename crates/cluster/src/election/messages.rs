@@ -122,6 +122,9 @@ pub enum Reason {
     PeerStopped,
     PeerFault,
     HandoverFromPeer,
+    /// A make-before-break handover the peer could not complete (it died or failed adding the VIPs): this node,
+    /// still holding them, stays active.
+    HandoverAborted,
     ClaimStarted,
     ClaimGranted,
     ClaimYielded,
@@ -154,6 +157,9 @@ impl fmt::Display for Reason {
             Reason::PeerStopped => f.write_str("peer stopped"),
             Reason::PeerFault => f.write_str("peer in fault"),
             Reason::HandoverFromPeer => f.write_str("peer handed over"),
+            Reason::HandoverAborted => {
+                f.write_str("peer could not take the VIPs over (dead or in fault): kept them")
+            }
             Reason::ClaimStarted => f.write_str("no node active: claiming"),
             Reason::ClaimGranted => f.write_str("peer granted the claim"),
             Reason::ClaimYielded => f.write_str("peer is preferred"),

@@ -717,7 +717,7 @@ impl Sim {
         if let Some(since) = self.planned_since {
             let overlap = now - since;
             self.max_planned_overlap_ms = self.max_planned_overlap_ms.max(overlap);
-            let bound = p.timings.handover_overlap_ms() + 3 * p.vip_latency_ms + 1;
+            let bound = p.timings.handover_max_overlap_ms() + 3 * p.vip_latency_ms + 1;
             if overlap > bound {
                 self.violations.push(Violation {
                     at: now,
