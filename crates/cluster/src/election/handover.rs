@@ -175,6 +175,15 @@ impl Election {
                 (declined, p.state == NodeState::Fault && !p.holds_vips)
             }
         };
+        let declined = if declined && self.live_peer(now).is_some() && !o.declined_once {
+            // Offer once more, acknowledging the peer's latest heartbeat: only a second refusal is a decline.
+            o.declined_once = true;
+            o.offer_seq = None;
+            self.send_now = true;
+            false
+        } else {
+            declined
+        };
         self.overlap = Some(o);
         if failed && self.release_then == NodeState::Standby {
             self.overlap = None;

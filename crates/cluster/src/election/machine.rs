@@ -51,6 +51,9 @@ pub(super) struct Overlap {
     /// Sequence number of the first heartbeat carrying the offer: a peer acknowledging it without holding the
     /// VIPs has declined (a release before make-before-break, or the offer was not good enough for it).
     pub(super) offer_seq: Option<u64>,
+    /// The peer declined once: the offer was made again, acknowledging its latest heartbeat (a peer of this
+    /// release declines an offer written before it saw its own latest status, and takes the next).
+    pub(super) declined_once: bool,
     /// When the peer was first seen acquiring (holding the VIPs, taking the offer).
     pub(super) peer_took_ms: Option<u64>,
     /// When the peer was first seen `active` holding the VIPs (added and announced).
@@ -484,6 +487,7 @@ impl Election {
             self.overlap = Some(Overlap {
                 since_ms: now,
                 offer_seq: None,
+                declined_once: false,
                 peer_took_ms: None,
                 peer_active_ms: None,
             });
