@@ -27,7 +27,8 @@
 #     as many entries as the standby's at the end (and all 254 sources);
 #   split_brain_episodes = 0 (never both nodes holding the VIP for 1 ms or more: the watchers' resolution), an overlap
 #     starting within 1 s of a crash of lb1 being the dead node's stale VIP instead (its guardian removes it):
-#     stale_vip_overlap_longest_ms <= 100, the stale-vip drill's bound;
+#     stale_vip_overlap_longest_ms <= 100, the stale-vip drill's bound; an overlap within 5 s after a planned
+#     handover (make-before-break), at most max(interval, 20) + max(dead, 250) + 10 ms long, is planned_overlaps;
 #   lb2's daemon (one process over the run): VmRSS and open files (/proc/PID/status, /proc/PID/fd, sampled every
 #     SOAK_SAMPLE_S) grow <= 5 % (in runs of SOAK_FLAT_MIN_S = 300 s or more; shorter runs report them): VmRSS as the
 #     largest sample of the last quarter of the run against the largest of the quarter after the warm-up (the first
@@ -385,6 +386,12 @@ res.update(redis_runs=len(runs), redis_runs_ok=len(runs) - len(bad), redis_runs_
 # (host) crash of lb1 is not one: lb1's daemon is dead and its VIP guardian is removing the address (the stale-vip
 # drill bounds that at 100 ms); it is counted apart as a stale-VIP overlap.
 kills = [float(l.split()[4]) for l in lines("soak-events.txt") if l.split()[1] in ("crash", "host-crash")]
+# A planned handover (clean stop, takeover, failback) is make-before-break (docs/protocol.md, "Clean handover"): an
+# overlap that starts within 5 s after such an event (a failback waits for its servers) and lasts at most the
+# design's bound (max(interval, 20) + max(dead, 250) ms, + 10 for the watchers) is planned, counted apart.
+planned_events = [float(l.split()[4]) for l in lines("soak-events.txt") if l.split()[1] not in ("crash", "host-crash")]
+PLANNED_BOUND_MS = float(os.environ.get("SOAK_PLANNED_OVERLAP_MS", "1210"))
+planned, planned_longest = 0, 0.0
 events = sorted([(at, 0, p) for at, p in watch["lb1"]] + [(at, 1, p) for at, p in watch["lb2"]], key=lambda e: (e[0], e[2]))
 held, since, episodes, longest, stale, stale_longest = [False, False], None, 0, 0.0, 0, 0.0
 for at, node, p in events:
@@ -395,13 +402,17 @@ for at, node, p in events:
         if any(k <= since <= k + 1000 for k in kills):
             stale += 1
             stale_longest = max(stale_longest, at - since)
+        elif any(k <= since <= k + 5000 for k in planned_events) and at - since <= PLANNED_BOUND_MS:
+            planned += 1
+            planned_longest = max(planned_longest, at - since)
         else:
             if at - since >= 1.0:
                 episodes += 1
             longest = max(longest, at - since)
         since = None
 res.update(split_brain_episodes=episodes, both_holding_longest_ms=round(longest, 1),
-           stale_vip_overlaps=stale, stale_vip_overlap_longest_ms=round(stale_longest, 1))
+           stale_vip_overlaps=stale, stale_vip_overlap_longest_ms=round(stale_longest, 1),
+           planned_overlaps=planned, planned_overlap_longest_ms=round(planned_longest, 1))
 
 # memory and open files per node and process
 samples = []
