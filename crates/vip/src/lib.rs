@@ -10,6 +10,10 @@
 //!   periodic refresh, stoppable at any time, and counts the frames the kernel took ([`AnnounceCounts`]). The frames
 //!   are built by [`frames`] with etherparse.
 //!
+//! - Duplicate-VIP detection: [`ConflictDetector`] (sans-IO, in [`conflict`]) decides from the claims heard on the
+//!   wire ([`claim`] parses them and builds the probes) when to probe, what is a conflict, when to log it and when to
+//!   re-announce; [`ClaimSocket`] is the filtered AF_PACKET socket it listens and probes on.
+//!
 //! Every failure is a typed [`VipError`] naming the action and the interface; none is swallowed, because the daemon
 //! must show `fault` rather than claim to be active without its addresses.
 //!
@@ -36,16 +40,22 @@
 //! inside a throw-away namespace.
 
 mod announce;
+pub mod claim;
+pub mod conflict;
 mod error;
 mod floating;
 pub mod frames;
+mod listen;
 mod netlink;
 mod packet;
 mod vip;
 
 pub use announce::{AnnounceConfig, AnnounceCounts, AnnounceSchedule, Announcement, Announcer};
+pub use claim::{Claim, ClaimKind};
+pub use conflict::{Claimant, ConflictAction, ConflictDetector, VipConflict};
 pub use error::{VipAction, VipError};
 pub use floating::FloatingVips;
 pub use frames::ArpMode;
+pub use listen::ClaimSocket;
 pub use netlink::{AddOutcome, LinkInfo, RemoveOutcome, VipManager};
 pub use vip::Vip;
