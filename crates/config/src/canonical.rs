@@ -40,6 +40,7 @@ pub fn canonical_toml(config: &ClusterConfig) -> String {
     let _ = writeln!(out, "garp_spacing_ms = {}", hb.garp_spacing_ms);
     let _ = writeln!(out, "garp_refresh_ms = {}", hb.garp_refresh_ms);
     let _ = writeln!(out, "garp_form = {}", quote(garp_form_name(hb.garp_form)));
+    let _ = writeln!(out, "conflict_check_ms = {}", hb.conflict_check_ms);
 
     let _ = writeln!(out, "\n[health_check]");
     write_health(&mut out, &config.health_check);

@@ -38,6 +38,14 @@ pub struct HeartbeatConfig {
     /// Periodic re-announcement while active; 0 = off.
     pub garp_refresh_ms: u64,
     pub garp_form: GarpForm,
+    /// Duplicate-VIP check: while active, probe every VIP this often and watch for other MACs claiming one;
+    /// 0 = off. Absent from a serialised config of a release that predates it: the default.
+    #[serde(default = "default_conflict_check_ms")]
+    pub conflict_check_ms: u64,
+}
+
+fn default_conflict_check_ms() -> u64 {
+    crate::cluster::defaults::CONFLICT_CHECK_MS
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,7 +49,7 @@ pub struct ReloadPlan {
     pub auto_failback: Option<bool>,
     /// The new ping nodes, when the list changed.
     pub ping_nodes: Option<Vec<IpAddr>>,
-    /// The new VIP announcement settings (`garp_*`), when they changed.
+    /// The new VIP announcement settings (`garp_*`, `conflict_check_ms`), when they changed.
     pub announce: Option<Announce>,
     /// `[health_check]` defaults changed (their effect on each service is in its plan).
     pub health_defaults_changed: bool,
@@ -86,7 +86,8 @@ impl HeartbeatTimings {
     }
 }
 
-/// The VIP announcement part of `[heartbeat]` (gratuitous ARP / unsolicited NA).
+/// The VIP announcement part of `[heartbeat]` (gratuitous ARP / unsolicited NA, and the duplicate-VIP check that
+/// re-announces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Announce {
     pub garp_count: u32,
@@ -94,6 +95,8 @@ pub struct Announce {
     /// 0 = no periodic re-announcement.
     pub garp_refresh_ms: u64,
     pub garp_form: GarpForm,
+    /// The duplicate-VIP check interval (0 = off).
+    pub conflict_check_ms: u64,
 }
 
 impl Announce {
@@ -103,6 +106,7 @@ impl Announce {
             garp_spacing_ms: heartbeat.garp_spacing_ms,
             garp_refresh_ms: heartbeat.garp_refresh_ms,
             garp_form: heartbeat.garp_form,
+            conflict_check_ms: heartbeat.conflict_check_ms,
         }
     }
 }

@@ -70,6 +70,7 @@ fn defaults_are_filled_in() {
     );
     assert!(!c.heartbeat.auto_failback);
     assert_eq!(c.heartbeat.garp_form, GarpForm::Request);
+    assert_eq!(c.heartbeat.conflict_check_ms, 1000);
     assert_eq!(
         (
             c.health_check.interval_ms,

@@ -47,9 +47,20 @@ fn heartbeat() -> impl Strategy<Value = HeartbeatConfig> {
                     garp_spacing_ms: spacing,
                     garp_refresh_ms: refresh,
                     garp_form: form,
+                    conflict_check_ms: cluster_defaults::CONFLICT_CHECK_MS,
                 }
             },
         )
+        .prop_flat_map(|heartbeat| {
+            (
+                Just(heartbeat),
+                prop_oneof![Just(0u64), Just(1000u64), 100u64..=60_000],
+            )
+        })
+        .prop_map(|(mut heartbeat, conflict_check_ms)| {
+            heartbeat.conflict_check_ms = conflict_check_ms;
+            heartbeat
+        })
 }
 
 fn health() -> impl Strategy<Value = HealthCheckConfig> {
@@ -338,6 +349,13 @@ fn operator_style(c: &ClusterConfig, seed: u64) -> String {
         kv("garp_refresh_ms", hb.garp_refresh_ms.to_string(), style),
         kv("garp_form", q(garp_form_name(hb.garp_form)), style),
     ];
+    if hb.conflict_check_ms != cluster_defaults::CONFLICT_CHECK_MS || rng.flip() {
+        keys.push(kv(
+            "conflict_check_ms",
+            hb.conflict_check_ms.to_string(),
+            style,
+        ));
+    }
     if hb.garp_count != cluster_defaults::GARP_COUNT || rng.flip() {
         keys.push(kv("garp_count", hb.garp_count.to_string(), style));
     }

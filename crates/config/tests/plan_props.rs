@@ -119,6 +119,7 @@ fn cluster() -> impl Strategy<Value = ClusterConfig> {
                 garp_spacing_ms: 200,
                 garp_refresh_ms: 0,
                 garp_form: GarpForm::Request,
+                conflict_check_ms: 1000,
             },
             health_check: HealthCheckConfig {
                 interval_ms: 2000,

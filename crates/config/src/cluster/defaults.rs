@@ -7,6 +7,10 @@ pub const INIT_DEAD_MIN_MS: u64 = 3000;
 pub const GARP_COUNT: u32 = 5;
 pub const GARP_SPACING_MS: u64 = 200;
 pub const GARP_REFRESH_MS: u64 = 0;
+/// Duplicate-VIP check: the active node probes its VIPs this often (0 = off).
+pub const CONFLICT_CHECK_MS: u64 = 1000;
+/// The shortest non-zero `conflict_check_ms`.
+pub const CONFLICT_CHECK_MIN_MS: u64 = 100;
 pub const HEALTH_INTERVAL_MS: u64 = 2000;
 pub const HEALTH_RISE: u32 = 2;
 pub const HEALTH_FALL: u32 = 5;

@@ -1,4 +1,4 @@
-//! `[heartbeat]`: timings, auto-failback, ping nodes and VIP announcements.
+//! `[heartbeat]`: timings, auto-failback, ping nodes, VIP announcements and the duplicate-VIP check.
 
 use super::defaults as d;
 use super::misplaced::misplaced_in_cluster;
@@ -20,6 +20,7 @@ pub(crate) const HEARTBEAT_KEYS: &[&str] = &[
     "garp_spacing_ms",
     "garp_refresh_ms",
     "garp_form",
+    "conflict_check_ms",
 ];
 
 pub(super) fn read_heartbeat(
@@ -46,6 +47,21 @@ pub(super) fn read_heartbeat(
     let init_dead = get(ctx, "init_dead_ms", 0, 3_600_000);
     let garp_spacing = get(ctx, "garp_spacing_ms", 0, 10_000);
     let garp_refresh = get(ctx, "garp_refresh_ms", 0, 3_600_000);
+    let conflict_check = get(ctx, "conflict_check_ms", 0, 60_000);
+    let conflict_check_ok = match &conflict_check {
+        Some(c) if c.v > 0 && c.v < d::CONFLICT_CHECK_MIN_MS => {
+            ctx.error(
+                &c.span,
+                format!(
+                    "`conflict_check_ms` ({}) must be 0 (off) or at least {} ms: every check probes every VIP",
+                    c.v,
+                    d::CONFLICT_CHECK_MIN_MS
+                ),
+            );
+            false
+        }
+        _ => true,
+    };
     let garp_count = s
         .get("garp_count")
         .and_then(|v| int_in(ctx, "garp_count", v, 1, 100, ""));
@@ -95,7 +111,7 @@ pub(super) fn read_heartbeat(
     let dead_v = dead
         .as_ref()
         .map_or(interval_v * d::DEAD_INTERVALS, |a| a.v);
-    let mut ok = ping_ok;
+    let mut ok = ping_ok && conflict_check_ok;
     if dead_v <= interval_v {
         let span = dead
             .as_ref()
@@ -160,6 +176,7 @@ pub(super) fn read_heartbeat(
         "garp_count",
         "auto_failback",
         "garp_form",
+        "conflict_check_ms",
     ]
     .iter()
     .zip([
@@ -172,6 +189,7 @@ pub(super) fn read_heartbeat(
         garp_count.is_some(),
         auto_failback.is_some(),
         garp_form.is_some(),
+        conflict_check.is_some(),
     ])
     .any(|(k, read)| s.get(k).is_some() && !read);
     if any_bad || !ok {
@@ -190,6 +208,7 @@ pub(super) fn read_heartbeat(
         garp_spacing_ms: garp_spacing.map_or(d::GARP_SPACING_MS, |a| a.v),
         garp_refresh_ms: garp_refresh.map_or(d::GARP_REFRESH_MS, |a| a.v),
         garp_form: garp_form.map_or(GarpForm::Request, |a| a.v),
+        conflict_check_ms: conflict_check.map_or(d::CONFLICT_CHECK_MS, |a| a.v),
     };
     (Some(config), ping)
 }

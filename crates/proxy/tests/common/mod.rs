@@ -101,6 +101,7 @@ pub fn cluster(services: Vec<Service>) -> Arc<ClusterConfig> {
             garp_spacing_ms: 100,
             garp_refresh_ms: 0,
             garp_form: GarpForm::Both,
+            conflict_check_ms: 1000,
         },
         health_check: health(50, 1, 2),
         proxy: proxy_defaults(),
