@@ -112,6 +112,16 @@
     ];
   }
 
+  // Duplicate-VIP detection: every MAC that claimed a VIP of this node (none: no row).
+  function conflictRow(c) {
+    if (!c || !c.vips || !c.vips.length) return null;
+    const lines = c.vips.flatMap((v) => v.claimants.map((m) => h("div", { cls: "conflict" },
+      badge(m.current ? "now" : "past", m.current ? "bad" : "warn"),
+      ` ${v.vip} claimed by ${m.mac}`,
+      small(`${m.kind}, ${m.frames} frames, last ${age(m.last_seen_age_ms)} ago`))));
+    return row("VIP conflicts", lines);
+  }
+
   function thisNode(s) {
     const n = s.node;
     const why = n.fault || s.cluster.last_event;
@@ -126,6 +136,7 @@
         row("State", `${n.state} for ${age(n.state_since_ms)}`, why ? small(why) : null),
         row("Address", n.address, small(`interface ${n.interface}${n.manage_vips ? "" : ", VIPs moved by something else"}`)),
         row("VIPs held", held.size ? vipList(n.vips_held) : "none", small("configured: ", vips)),
+        conflictRow(n.vip_conflicts),
         row("Config", `generation ${s.config.generation}, digest `, h("code", null, shortDigest(s.config.digest))),
         row("Config sync", s.config.sync),
         row("Sync (TCP 7778)", syncLine(s.replication)),
@@ -186,6 +197,13 @@
       out.push(banner("bad", "Both nodes are active (split brain).", "Each holds or claims the VIPs; see the log of both nodes."));
     }
     if (p && !p.alive) out.push(banner("warn", `Peer ${p.name} is not heard.`, `Last heartbeat ${age(p.last_heard_ms)} ago.`));
+    for (const c of (n.vip_conflicts && n.vip_conflicts.vips) || []) {
+      const now = c.claimants.filter((m) => m.current).map((m) => m.mac);
+      if (now.length) {
+        out.push(banner("bad", `VIP ${c.vip} is claimed by another machine (${now.join(", ")}).`,
+          "This node re-announces it; remove the address from that machine."));
+      }
+    }
     const inSync = ["in sync", "standalone", "peer not heard yet"].includes(s.config.sync);
     if (!inSync || (p && p.config_digest !== s.config.digest)) {
       out.push(banner("bad", "Config out of sync.",

@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+mod conflicts;
 #[cfg(test)]
 mod tests;
+
+pub use conflicts::{VipClaimant, VipConflict, VipConflicts, mac_text};
 
 /// The whole document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +52,9 @@ pub struct Node {
     pub vips: Vec<IpAddr>,
     /// The VIPs found on the interface at the last look.
     pub vips_held: Vec<IpAddr>,
+    /// Duplicate-VIP detection: other MACs claiming this node's VIPs.
+    #[serde(default)]
+    pub vip_conflicts: VipConflicts,
     pub uptime_s: u64,
     /// `null` on a standalone node, and until the peer's first heartbeat.
     pub peer: Option<Peer>,

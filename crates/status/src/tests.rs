@@ -43,6 +43,25 @@ fn fully_populated() -> Status {
             interface: "lo".into(),
             vips: vec![ip],
             vips_held: vec![ip],
+            vip_conflicts: VipConflicts {
+                check_ms: 1000,
+                probes_sent: 1,
+                in_conflict: 1,
+                vips: vec![VipConflict {
+                    vip: ip,
+                    detected: 1,
+                    current: true,
+                    claimants: vec![VipClaimant {
+                        mac: "02:7e:00:00:01:66".into(),
+                        kind: "arp-request".into(),
+                        first_seen_unix_ms: 1,
+                        last_seen_unix_ms: 1,
+                        last_seen_age_ms: 1,
+                        frames: 1,
+                        current: true,
+                    }],
+                }],
+            },
             uptime_s: 1,
             peer: Some(Peer {
                 name: "lb2".into(),

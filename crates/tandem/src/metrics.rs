@@ -87,6 +87,36 @@ fn render_ping_nodes(b: &Builder, nodes: &[tandem_status::PingNode]) {
     }
 }
 
+/// Duplicate-VIP detection: conflicts per VIP, VIPs in conflict now, probes, and whether the check runs.
+fn render_vip_conflicts(b: &Builder, conflicts: &tandem_status::VipConflicts) {
+    if let Some(detected) = b.counter_vec(
+        "tandem_vip_conflicts_total",
+        "Conflicts detected per VIP: another MAC started claiming it while this node was active",
+        &["vip"],
+    ) {
+        for vip in &conflicts.vips {
+            detected
+                .with_label_values(&[vip.vip.to_string().as_str()])
+                .inc_by(vip.detected);
+        }
+    }
+    b.int_gauge(
+        "tandem_vips_in_conflict",
+        "VIPs another MAC claims now (within the last 3 check intervals, while this node is active)",
+        i64::from(conflicts.in_conflict),
+    );
+    b.counter(
+        "tandem_vip_conflict_probes_total",
+        "ARP probes and DAD neighbour solicitations sent for the duplicate-VIP check",
+        conflicts.probes_sent,
+    );
+    b.gauge(
+        "tandem_vip_conflict_check_seconds",
+        "Interval of the duplicate-VIP check (0: off)",
+        conflicts.check_ms as f64 / 1000.0,
+    );
+}
+
 /// Replication and config push on TCP 7778.
 fn render_sync(b: &Builder, sync: &Replication) {
     b.int_gauge(
@@ -274,6 +304,7 @@ fn render_node(b: &Builder, status: &Status) {
         "Number of VIPs present on this node's interface",
         i64::try_from(node.vips_held.len()).unwrap_or(i64::MAX),
     );
+    render_vip_conflicts(b, &node.vip_conflicts);
     b.counter(
         "tandem_takeovers_total",
         "Times this node became active",

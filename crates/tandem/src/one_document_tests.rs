@@ -53,6 +53,25 @@ fn document() -> Status {
             interface: "lo".into(),
             vips: vec![ip("127.0.0.250")],
             vips_held: vec![ip("127.0.0.250")],
+            vip_conflicts: tandem_status::VipConflicts {
+                check_ms: 1000,
+                probes_sent: 42,
+                in_conflict: 1,
+                vips: vec![tandem_status::VipConflict {
+                    vip: ip("127.0.0.250"),
+                    detected: 2,
+                    current: true,
+                    claimants: vec![tandem_status::VipClaimant {
+                        mac: "02:7e:00:00:01:66".into(),
+                        kind: "arp-request".into(),
+                        first_seen_unix_ms: 1_796_500_000_000,
+                        last_seen_unix_ms: 1_796_500_004_000,
+                        last_seen_age_ms: 300,
+                        frames: 7,
+                        current: true,
+                    }],
+                }],
+            },
             uptime_s: 60,
             peer: Some(Peer {
                 name: "lb2".into(),
@@ -148,6 +167,10 @@ fn page_text_and_metrics_show_the_same_document() {
     assert!(text.contains("up/drain w100"));
     assert!(text.contains("down/online w100"));
     assert!(text.contains("up/halt w100"));
+    assert!(
+        text.contains("CONFLICT  127.0.0.250 claimed by 02:7e:00:00:01:66 (arp-request)"),
+        "text: {text}"
+    );
 
     let metrics = metrics::render(&status);
     for line in [
@@ -164,6 +187,10 @@ fn page_text_and_metrics_show_the_same_document() {
         r#"tandem_peer_up 1"#,
         r#"tandem_peer_last_heard_seconds 0.04"#,
         r#"tandem_vips_held 1"#,
+        r#"tandem_vip_conflicts_total{vip="127.0.0.250"} 2"#,
+        r#"tandem_vips_in_conflict 1"#,
+        r#"tandem_vip_conflict_probes_total 42"#,
+        r#"tandem_vip_conflict_check_seconds 1"#,
         r#"tandem_heartbeats_rejected_total{reason="bad_mac"} 2"#,
         r#"tandem_config_generation 2"#,
         r#"tandem_config_in_sync 1"#,

@@ -20,6 +20,30 @@ fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_owned(), |value| value.to_string())
 }
 
+/// Duplicate-VIP detection: one line per MAC that claimed one of this node's VIPs, upper case while it still does.
+fn vip_conflicts(out: &mut String, conflicts: &tandem_status::VipConflicts) {
+    for vip in &conflicts.vips {
+        for claimant in &vip.claimants {
+            let (tag, verb) = if claimant.current {
+                ("CONFLICT", "claimed by")
+            } else {
+                ("conflict", "was claimed by")
+            };
+            let _ = writeln!(
+                out,
+                "{tag}  {} {verb} {} ({}): first seen {}, last {} ms ago, {} frames ({} conflicts detected for it)",
+                vip.vip,
+                claimant.mac,
+                claimant.kind,
+                tandem_status::UtcTime(claimant.first_seen_unix_ms),
+                claimant.last_seen_age_ms,
+                claimant.frames,
+                vip.detected
+            );
+        }
+    }
+}
+
 /// The status document as an operator reads it on a terminal.
 pub fn status_text(status: &Status) -> String {
     let mut out = String::new();
@@ -58,6 +82,7 @@ pub fn status_text(status: &Status) -> String {
         let _ = writeln!(out, "upgrade   {line}");
     }
     let _ = writeln!(out, "vips      {}", list(&node.vips_held));
+    vip_conflicts(&mut out, &node.vip_conflicts);
     let _ = writeln!(
         out,
         "config    generation {}, digest {}, {}",

@@ -758,6 +758,11 @@ fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() 
                   "state": "active", "state_since_ms": 65_000, "fault": null, "ping": "notconfigured",
                   "manage_vips": true, "interface": "eth0", "vips": ["192.168.1.250"],
                   "vips_held": ["192.168.1.250"], "uptime_s": 600,
+                  "vip_conflicts": { "check_ms": 1000, "probes_sent": 9, "in_conflict": 1,
+                      "vips": [ { "vip": "192.168.1.250", "detected": 1, "current": true,
+                          "claimants": [ { "mac": "02:7e:00:00:01:66", "kind": "arp-reply",
+                              "first_seen_unix_ms": 1, "last_seen_unix_ms": 2, "last_seen_age_ms": 400,
+                              "frames": 3, "current": true } ] } ] },
                   "peer": { "name": "lb2", "address": "192.168.1.22", "role": "secondary",
                             "state": "active", "alive": true, "last_heard_ms": 120, "state_since_ms": 61_000,
                             "holds_vips": true, "config_generation": 4, "config_digest": "bbbbbbbbbbbbbbbb",
@@ -800,6 +805,18 @@ fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() 
         "{banners}"
     );
     assert!(banners.contains("Config out of sync."), "{banners}");
+    assert!(
+        banners.contains("VIP 192.168.1.250 is claimed by another machine (02:7e:00:00:01:66)."),
+        "{banners}"
+    );
+    let local = browser.eval("document.getElementById('node-local').innerText");
+    assert!(
+        local
+            .as_str()
+            .unwrap()
+            .contains("192.168.1.250 claimed by 02:7e:00:00:01:66"),
+        "{local}"
+    );
     assert!(
         banners.contains("generation 3, digest aaaaaaaaaaaa; lb2: generation 4"),
         "{banners}"

@@ -5,11 +5,13 @@
 //! heartbeat thread, bringing the parts up and down), `vips` (the VIP layer as the election drives
 //! it), `config_flow` (reload from disk, configs pushed by the primary), `upkeep` (background
 //! watchers), `status` (the typed status document), `admin` (the admin endpoint's backend), `notify`
-//! (systemd's READY/STATUS/RELOADING/STOPPING/WATCHDOG) and `hooks` (node.toml `[hooks]` commands).
+//! (systemd's READY/STATUS/RELOADING/STOPPING/WATCHDOG), `hooks` (node.toml `[hooks]` commands) and
+//! `conflicts` (duplicate-VIP detection).
 
 mod admin;
 mod admin_states;
 mod config_flow;
+mod conflicts;
 pub mod guardian;
 mod hooks;
 mod logging;
@@ -76,6 +78,8 @@ pub struct Daemon {
     vips: Arc<tokio::sync::Mutex<VipState>>,
     /// GARP / NA frames sent, read without the VIP layer's lock.
     garp_sent: vips::GarpSent,
+    /// Duplicate-VIP detection (conflicts.rs): the detector's record, read by status.
+    conflicts: Arc<conflicts::ConflictState>,
     /// Addresses found on the interface at the last look (what `status` calls "VIPs held").
     vips_seen: Mutex<Vec<IpAddr>>,
     reload_lock: tokio::sync::Mutex<()>,

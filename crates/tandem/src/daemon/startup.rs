@@ -545,6 +545,7 @@ impl Daemon {
             cluster: cluster_handle,
             vips,
             garp_sent,
+            conflicts: Default::default(),
             vips_seen: Mutex::new(Vec::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),

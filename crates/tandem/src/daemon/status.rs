@@ -33,6 +33,7 @@ impl Daemon {
                 interface: self.node.node.interface.clone(),
                 vips: service_vips(&current.cluster),
                 vips_held: self.vips_held(),
+                vip_conflicts: self.conflicts.document(),
                 uptime_s: self.started.elapsed().as_secs(),
                 peer: cluster.peer.as_ref().map(|peer| self.peer(peer)),
             },

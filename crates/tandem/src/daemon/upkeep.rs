@@ -10,6 +10,7 @@ use tandem_config::service_vips;
 impl Daemon {
     /// Background upkeep: health summary for the heartbeat, and which VIPs are really on the interface.
     pub(super) fn spawn_watchers(self: Arc<Self>) {
+        self.spawn_conflict_watch();
         if self.sync.get().is_some() {
             // Active role -> the sync session (the active node's tables are authoritative).
             let mut cluster_status = self.cluster.status.clone();
