@@ -15,11 +15,12 @@
 //! flood of forged claims costs at most 10 announcement rounds a second.
 //!
 //! The peer is the one claimant this node may leave alone: its MAC is learnt from the ARP it sends from its own
-//! address ([`ConflictDetector::set_peer`]). When both nodes hold the VIPs (a split brain the heartbeats cannot see,
-//! or one about to be resolved) and both re-announced, the clients would flip between them every interval; so only
-//! the node that keeps the VIPs when the election resolves a split brain (the primary) re-announces against the
-//! peer, and the secondary reports the conflict without fighting. Any other MAC is fought by both. (A host that
-//! forges ARP from the peer's address could pass for the peer this way: it can poison the clients anyway.)
+//! address ([`ConflictDetector::set_peer`]). When both nodes hold the VIPs because both are active (a split brain,
+//! heard or not), re-announcing would have the clients flip between two working proxies at every announcement and
+//! break their connections in flight; the election resolves it, so the daemon has the detector report the peer's
+//! claims without fighting them — unless the election hears the peer in a state that holds no VIP (standby, init,
+//! fault, stopped), when its claim is a stale address and is fought like any other. (A host that forges ARP from the
+//! peer's address could pass for the peer this way: it can poison the clients anyway.)
 //!
 //! Bounded: at most [`MAX_CLAIMANTS`] MACs are remembered per VIP (the least recently heard is forgotten first), VIPs
 //! are only the configured ones, and one claim costs one hash lookup and a scan of at most `MAX_CLAIMANTS` entries.
@@ -161,8 +162,8 @@ impl ConflictDetector {
     }
 
     /// The peer's address (its MAC is learnt from the ARP it sends from it), and whether this node leaves a VIP the
-    /// peer claims to the election instead of re-announcing (the secondary: the primary keeps the VIPs when a split
-    /// brain is resolved). A changed address forgets the MAC.
+    /// peer claims to the election instead of re-announcing (unless the peer is heard in a state that holds no VIP).
+    /// A changed address forgets the MAC.
     pub fn set_peer(&mut self, address: Option<IpAddr>, yield_to_peer: bool) {
         if address != self.peer_ip {
             self.peer_ip = address;
@@ -600,7 +601,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_primary_fights_the_peer_but_both_fight_a_third_machine() {
+    fn the_peer_is_fought_only_when_told_but_a_third_machine_always() {
         let t0 = Instant::now();
         let peer_ip: IpAddr = "192.168.1.22".parse().expect("peer");
         let peer_arp = Claim {

@@ -169,10 +169,24 @@ async fn watch(daemon: Weak<Daemon>, manager: VipManager, reannounce: Arc<tokio:
         let now = Instant::now();
         let cluster = d.current().cluster;
         let check_ms = cluster.heartbeat.conflict_check_ms;
-        let holding = cluster_status.borrow_and_update().state == NodeState::Active;
+        let (holding, yield_to_peer) = {
+            let status = cluster_status.borrow_and_update();
+            // Both active (a split brain, heard or not): the election resolves it; fighting would flip the clients.
+            // A peer heard in a state that holds nothing has a stale VIP: fight it.
+            let peer_holds_nothing = status.peer.as_ref().is_some_and(|peer| {
+                peer.alive
+                    && matches!(
+                        peer.state,
+                        NodeState::Standby
+                            | NodeState::Init
+                            | NodeState::Fault
+                            | NodeState::Stopped
+                    )
+            });
+            (status.state == NodeState::Active, !peer_holds_nothing)
+        };
         let state = Arc::clone(&d.conflicts);
         let peer = d.node.node.peer;
-        let yield_to_peer = d.node.node.role == tandem_types::Role::Secondary;
         drop(d);
         if check_ms == 0 {
             watch = None;
