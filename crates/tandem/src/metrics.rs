@@ -88,16 +88,23 @@ fn render_ping_nodes(b: &Builder, nodes: &[tandem_status::PingNode]) {
 }
 
 /// Duplicate-VIP detection: conflicts per VIP, VIPs in conflict now, probes, and whether the check runs.
-fn render_vip_conflicts(b: &Builder, conflicts: &tandem_status::VipConflicts) {
+fn render_vip_conflicts(b: &Builder, node: &tandem_status::Node) {
+    let conflicts = &node.vip_conflicts;
     if let Some(detected) = b.counter_vec(
         "tandem_vip_conflicts_total",
         "Conflicts detected per VIP: another MAC started claiming it while this node was active",
         &["vip"],
     ) {
-        for vip in &conflicts.vips {
+        // Every configured VIP has a series (0 until its first conflict), so increase() sees the first one.
+        for vip in &node.vips {
+            let count = conflicts
+                .vips
+                .iter()
+                .find(|c| c.vip == *vip)
+                .map_or(0, |c| c.detected);
             detected
-                .with_label_values(&[vip.vip.to_string().as_str()])
-                .inc_by(vip.detected);
+                .with_label_values(&[vip.to_string().as_str()])
+                .inc_by(count);
         }
     }
     b.int_gauge(
@@ -304,7 +311,7 @@ fn render_node(b: &Builder, status: &Status) {
         "Number of VIPs present on this node's interface",
         i64::try_from(node.vips_held.len()).unwrap_or(i64::MAX),
     );
-    render_vip_conflicts(b, &node.vip_conflicts);
+    render_vip_conflicts(b, node);
     b.counter(
         "tandem_takeovers_total",
         "Times this node became active",

@@ -268,8 +268,9 @@ mod tests {
             ),
             "{text}"
         );
-        // Online servers carry no such line.
+        // Online servers carry no such line (and the documented VIP conflict's "claimed by" line goes too).
         status.services[0].servers[0].admin_state = AdminState::Online;
+        status.node.vip_conflicts = Default::default();
         assert!(!status_text(&status).contains(" by "));
     }
 }
