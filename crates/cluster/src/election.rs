@@ -17,7 +17,8 @@
 //! actions, events), `machine` (the state machine, its timer and the VIP steps), `peer` (the peer's heartbeat,
 //! silence and deadlines, live timing changes), `heartbeat` (what we send and how fresh the peer's news of us is),
 //! `claims` (offers, grants, claims, split brain), `handover` (admin takeover/release, clean stop and its linger),
-//! `failback` (the takeover-request flag), `loss` (polls and answers that carry the pair through random heartbeat loss).
+//! `failback` (the takeover-request flag), `loss` (polls and answers that carry the pair through random heartbeat loss),
+//! `process` (a peer whose daemon is gone while its host lives).
 
 mod claims;
 mod config;
@@ -28,6 +29,7 @@ mod loss;
 mod machine;
 mod messages;
 mod peer;
+mod process;
 
 pub use config::{
     ElectionConfig, HANDOVER_GRACE_MS, MIN_HANDOVER_OVERLAP_MS, MIN_HANDOVER_TAKEN_MS, Timings,

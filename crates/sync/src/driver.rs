@@ -4,6 +4,13 @@
 //! itself (dialing, accepting within the handshake limits, the handshakes, rejection logs) is
 //! `connect`'s. The session's round-trip time is the kernel's (`rtt`), read from the socket at
 //! most once a second and put into the published status.
+//!
+//! A session that the peer's side closes or resets (FIN, RST, a failed write) is also counted on
+//! [`SyncHandle::peer_closes`] the moment it is seen: a killed daemon's kernel closes its sockets
+//! at once, so this is the earliest sign that the peer's daemon died (the election confirms it;
+//! docs/protocol.md, "Process death"). The node that dials also listens on its own sync address
+//! and closes whatever connects there (`presence_loop`), so that a probe of its sync port is
+//! refused only when its daemon is gone, as the acceptor's is.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,8 +36,8 @@ use crate::status::SyncStatus;
 mod connect;
 mod rtt;
 use connect::{
-    Authenticated, Rejects, accept_loop, dial, dial_handshake, lock, read_rejection,
-    within_handshake_timeout,
+    Authenticated, Rejects, accept_loop, closed_by_peer, dial, dial_handshake, lock,
+    presence_listener, read_rejection, within_handshake_timeout,
 };
 pub use rtt::tcp_rtt_us;
 
@@ -43,6 +50,7 @@ pub struct SyncHandle {
     local_config: watch::Sender<Option<LocalConfig>>,
     active: watch::Sender<bool>,
     config_hold: watch::Sender<Option<String>>,
+    peer_closes: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
@@ -72,6 +80,14 @@ impl SyncHandle {
             *current = hold;
             changed
         });
+    }
+
+    /// How many sessions the peer's side closed or reset (FIN, RST, a write that failed), bumped
+    /// as soon as the driver sees it; the election takes each as a sign that the peer's daemon may
+    /// be gone. Sessions this node ends (timeouts, refused frames, a newer connection) are not
+    /// counted.
+    pub fn peer_closes(&self) -> watch::Receiver<u64> {
+        self.peer_closes.clone()
     }
 
     /// Stops the task (the session is closed).
@@ -105,15 +121,16 @@ pub async fn spawn_sync(
             ),
         ));
     }
-    let listener = if dials(params.local, params.peer) {
-        None
+    let (listener, presence) = if dials(params.local, params.peer) {
+        (None, presence_listener(params.local).await)
     } else {
-        Some(TcpListener::bind(params.local).await?)
+        (Some(TcpListener::bind(params.local).await?), None)
     };
     let (status_tx, status_rx) = watch::channel(SyncStatus::default());
     let (config_tx, config_rx) = watch::channel(local_config.clone());
     let (active_tx, active_rx) = watch::channel(active);
     let (hold_tx, hold_rx) = watch::channel(None);
+    let (peer_closes_tx, peer_closes_rx) = watch::channel(0u64);
     let mut process = [0u8; 8];
     SystemRandom::new()
         .fill(&mut process)
@@ -137,13 +154,15 @@ pub async fn spawn_sync(
         rejects: Rejects::new(),
         rtt_us: None,
         rtt_due_ms: 0,
+        peer_closes: peer_closes_tx,
     };
-    let task = tokio::spawn(driver.run(listener));
+    let task = tokio::spawn(driver.run(listener, presence));
     Ok(SyncHandle {
         status: status_rx,
         local_config: config_tx,
         active: active_tx,
         config_hold: hold_tx,
+        peer_closes: peer_closes_rx,
         task,
     })
 }
@@ -161,6 +180,8 @@ struct Driver {
     /// The current session's TCP round-trip time (µs), and when to read it again.
     rtt_us: Option<u64>,
     rtt_due_ms: u64,
+    /// Sessions closed or reset from the peer's side (see [`SyncHandle::peer_closes`]).
+    peer_closes: watch::Sender<u64>,
 }
 
 enum SessionEnd {
@@ -226,8 +247,14 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, listener: Option<TcpListener>) {
+    /// The session ended from the peer's side: told at once, before any clean-up.
+    fn peer_closed(&self) {
+        self.peer_closes.send_modify(|n| *n += 1);
+    }
+
+    async fn run(mut self, listener: Option<TcpListener>, presence: Option<TcpListener>) {
         let peer = self.params.peer.to_string();
+        let _presence_task = presence.map(|l| AbortOnDrop(tokio::spawn(connect::presence_loop(l))));
         let (session_tx, mut session_rx) = mpsc::channel::<Authenticated>(1);
         let _accept_task = listener.map(|l| {
             let task = tokio::spawn(accept_loop(
@@ -361,8 +388,16 @@ impl Driver {
                 frame = reader.next() => {
                     let payload = match frame {
                         Some(Ok(bytes)) => bytes,
-                        Some(Err(e)) => break SessionEnd::Closed(read_rejection(e)),
-                        None => break SessionEnd::Closed(Rejection::new(RejectReason::Io, "connection closed by the peer")),
+                        Some(Err(e)) => {
+                            if closed_by_peer(&e) {
+                                self.peer_closed();
+                            }
+                            break SessionEnd::Closed(read_rejection(e));
+                        }
+                        None => {
+                            self.peer_closed();
+                            break SessionEnd::Closed(Rejection::new(RejectReason::Io, "connection closed by the peer"));
+                        }
                     };
                     let now = self.now();
                     if let Err(rejection) = self.engine.on_frame(&payload, now, || lock(&self.tables)) {
@@ -392,6 +427,7 @@ impl Driver {
                 _ = sent_rx.changed() => {}
             }
             if writer_task.0.is_finished() {
+                self.peer_closed();
                 break SessionEnd::Closed(Rejection::new(
                     RejectReason::Io,
                     "write to the peer failed",

@@ -30,7 +30,8 @@ impl Pair {
 }
 
 /// A (127.0.0.1, dials) -> relay (127.0.0.2) -> B (127.0.0.3, accepts). Each listener gets a
-/// port free on its own address; A dials from port 0, so its configured port is never bound.
+/// port free on its own address; A dials from port 0 (its configured port only gets its presence
+/// listener, if free).
 async fn pair(
     a_cfg: (bool, Option<tandem_sync::LocalConfig>),
     b_cfg: (bool, Option<tandem_sync::LocalConfig>),

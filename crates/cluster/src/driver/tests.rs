@@ -1000,3 +1000,68 @@ async fn killed_daemon_is_taken_over_before_dead_time() {
     );
     n2.abort();
 }
+
+/// The sync session's end, reported by the daemon (`Command::PeerSessionLost`): from a live lb1 it moves nothing (its
+/// sync port accepts the probe); from a killed one the standby takes over within milliseconds, without waiting for
+/// its next heartbeat (one a second here) to meet the ICMP: the report sends one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_lost_from_a_killed_daemon_is_taken_over_at_once_and_from_a_live_one_never() {
+    let journal = Journal::default();
+    let s1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a1, a2) = (s1.local_addr().unwrap(), s2.local_addr().unwrap());
+    let t = Timings {
+        interval_ms: 1000,
+        dead_ms: 5000,
+        warn_ms: 3000,
+        init_dead_ms: 500,
+    };
+    let epoch = crate::epoch::clock_epoch();
+    let c1 = ElectionConfig::new("openstack", "lb1", Role::Primary, true, t, epoch);
+    let c2 = ElectionConfig::new("openstack", "lb2", Role::Secondary, true, t, epoch);
+    let d1 = DriverConfig::new(c1, a1, Some(a2), crate::wire::test_secret(SECRET));
+    let mut d2 = DriverConfig::new(c2, a2, Some(a1), crate::wire::test_secret(SECRET));
+    let sync = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    d2.probe_port = Some(sync.local_addr().unwrap().port());
+    let vips = |node: &str| FakeVips {
+        node: node.into(),
+        journal: journal.clone(),
+        fail_acquire: false,
+    };
+    let mut n1 = spawn_on(d1, s1, vips("lb1")).unwrap();
+    let mut n2 = spawn_on(d2, s2, vips("lb2")).unwrap();
+    settled(&mut n1, &mut n2).await;
+    for _ in 0..3 {
+        n2.commands.send(Command::PeerSessionLost).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(n2.status.borrow().state, NodeState::Standby);
+    assert!(journal.calls("lb2", "acquire").is_empty());
+    let crashed = Instant::now();
+    n1.crash().await;
+    drop(sync);
+    n2.commands.send(Command::PeerSessionLost).await.unwrap();
+    wait_for(&mut n2.status, Duration::from_secs(3), |s| {
+        s.state == NodeState::Active
+    })
+    .await;
+    let took = journal.calls("lb2", "acquire")[0] - crashed;
+    eprintln!("session lost takeover: {took:?} (interval 1000 ms, dead 5000 ms)");
+    assert!(took < Duration::from_millis(150), "took {took:?}");
+    n2.abort();
+}
+
+#[test]
+fn missed_heartbeats_are_the_intervals_of_a_gap() {
+    assert_eq!(missed_in_gap(200, 200), 0);
+    assert_eq!(
+        missed_in_gap(300, 200),
+        0,
+        "half an interval late is on time"
+    );
+    assert_eq!(missed_in_gap(301, 200), 1);
+    assert_eq!(missed_in_gap(400, 200), 1);
+    assert_eq!(missed_in_gap(1_000, 200), 4);
+    assert_eq!(missed_in_gap(60_000, 200), 299);
+    assert_eq!(missed_in_gap(5, 0), 4, "a zero interval counts as 1 ms");
+}

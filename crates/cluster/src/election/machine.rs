@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use super::config::ElectionConfig;
 use super::messages::{Action, Event, Input, Reason, STOP_RESEND_MS, VipOp};
+use super::process::Suspicion;
 use crate::wire::{Heartbeat, NodeState, PingState, Role};
 
 /// Counters kept by the election.
@@ -78,9 +79,9 @@ pub struct Election {
     pub(super) peer_clock_ms: u64,
     pub(super) peer_warned: bool,
     pub(super) peer_dead_reported: bool,
-    /// When the peer's port was reported unreachable, while the probe that may confirm its daemon is gone runs;
-    /// cleared by any heartbeat from the peer (a daemon that answers is alive, whatever the probe says).
-    pub(super) process_suspect_ms: Option<u64>,
+    /// What the peer's host said since its daemon was first suspected gone (`process`); cleared by any heartbeat
+    /// from the peer (a daemon that answers is alive, whatever its host said before).
+    pub(super) process_suspicion: Option<Suspicion>,
     /// The peer was given up because its daemon is gone (not for silence): names the reason of the takeover.
     pub(super) peer_process_gone: bool,
     pub(super) ping: PingState,
@@ -145,7 +146,7 @@ impl Election {
             peer_clock_ms: now_ms,
             peer_warned: false,
             peer_dead_reported: false,
-            process_suspect_ms: None,
+            process_suspicion: None,
             peer_process_gone: false,
             ping,
             caught_up: false,
@@ -289,6 +290,7 @@ impl Election {
             Input::PeerHeartbeat(hb) => self.on_heartbeat(hb, now_ms, &mut out),
             Input::PeerIncompatible(hb) => self.on_incompatible(hb, now_ms, &mut out),
             Input::PeerPortUnreachable => self.on_port_unreachable(now_ms, &mut out),
+            Input::PeerSessionLost => self.on_session_lost(now_ms, &mut out),
             Input::PeerProbeResult { refused } => self.on_probe_result(refused, now_ms, &mut out),
             Input::PingResult { reachable } => {
                 let ping = if reachable {

@@ -20,6 +20,12 @@ pub enum Input {
     /// lives. Never a reason to take over by itself (anyone who knows the ports can forge the ICMP): if the peer was
     /// alive, the election asks for [`Action::ProbePeerProcess`] and waits for its [`Input::PeerProbeResult`].
     PeerPortUnreachable,
+    /// The sync session with the peer was closed or reset from the peer's side (FIN or RST): a killed daemon's
+    /// kernel closes its sockets at once, so this comes within a round trip of the death. A clean stop has said
+    /// goodbye before (its `stopped` heartbeats) and is not suspected. Never a reason to take over by itself: the
+    /// election probes the sync port ([`Action::ProbePeerProcess`]) and sends a heartbeat at once, whose ICMP port
+    /// unreachable ([`Input::PeerPortUnreachable`]) is the other half of the proof.
+    PeerSessionLost,
     /// The answer to [`Action::ProbePeerProcess`]: `refused` is true when a fresh TCP connection to the peer's sync
     /// port was refused (RST to our own SYN, which an off-path sender cannot forge without our sequence number).
     /// False for a connection accepted, timed out or failed otherwise: the peer is not given up for it.

@@ -187,35 +187,6 @@ impl Election {
         self.restart_peer_clock(now);
     }
 
-    /// ICMP port unreachable from the peer's host. Only a peer still counted alive is worth a probe (a dead one
-    /// is dead already; one never heard has nothing to lose), and one probe at a time: further reports while it
-    /// runs add nothing.
-    pub(super) fn on_port_unreachable(&mut self, now: u64, out: &mut Vec<Action>) {
-        if self.process_suspect_ms.is_some() || !self.peer_alive(now) {
-            return;
-        }
-        self.process_suspect_ms = Some(now);
-        out.push(Action::ProbePeerProcess);
-    }
-
-    /// The probe's answer. The peer is given up at once only if the sync port refused our fresh connection and no
-    /// heartbeat came since the port was reported unreachable (a heartbeat clears the suspicion: a daemon that
-    /// restarted quickly is alive and is not declared dead for a report about its previous run).
-    pub(super) fn on_probe_result(&mut self, refused: bool, now: u64, out: &mut Vec<Action>) {
-        if self.process_suspect_ms.take().is_none() || !refused || self.peer_dead_reported {
-            return;
-        }
-        let Some(last_heard) = self.last_heard_ms() else {
-            return;
-        };
-        self.peer_dead_reported = true;
-        self.peer_warned = true;
-        self.peer_process_gone = true;
-        out.push(Action::Event(Event::PeerProcessGone {
-            silent_ms: now.saturating_sub(last_heard),
-        }));
-    }
-
     /// When the peer was last heard, in a readable version or not; `None` if never.
     pub(super) fn last_heard_ms(&self) -> Option<u64> {
         match (&self.peer, &self.incompatible) {
@@ -231,7 +202,7 @@ impl Election {
         self.peer_clock_ms = now;
         self.peer_warned = false;
         self.peer_dead_reported = false;
-        self.process_suspect_ms = None;
+        self.process_suspicion = None;
         self.peer_process_gone = false;
     }
 

@@ -175,6 +175,11 @@ pub struct Sim {
     icmp: Vec<(u64, usize)>,
     /// Process probes in flight: (due, node probing).
     probes: Vec<(u64, usize)>,
+    /// The sync session's FIN or RST from a host whose daemon died, on its way: (due, node told).
+    session_closes: Vec<(u64, usize)>,
+    /// A node that exits after a clean stop leaves its host running (its kernel refuses heartbeats and probes, and
+    /// closes the sync session), as a killed daemon does; off by default.
+    pub host_lives_after_stop: bool,
     /// Probe answers given: (time, node probing, refused).
     pub probe_results: Vec<(u64, usize, bool)>,
     order: u64,
@@ -220,6 +225,8 @@ impl Sim {
             wire: Vec::new(),
             icmp: Vec::new(),
             probes: Vec::new(),
+            session_closes: Vec::new(),
+            host_lives_after_stop: false,
             probe_results: Vec::new(),
             order: 0,
             rng,
@@ -331,7 +338,7 @@ impl Sim {
             return;
         }
         self.crash(i);
-        self.nodes[i].process_killed = true;
+        self.host_refuses(i);
         let other = 1 - i;
         if self.mode == LinkMode::Healthy && self.nodes[other].up() {
             let p = &self.params;
@@ -347,6 +354,25 @@ impl Sim {
                     ));
                 }
             }
+        }
+    }
+
+    /// Node `i`'s daemon is gone from a live host: its kernel refuses heartbeats and probes from now on, and closes
+    /// the sync session. The FIN takes the way the daemon's last heartbeats took (if open) and, like them on a LAN,
+    /// does not overtake them: it arrives after every heartbeat of `i` still in flight.
+    fn host_refuses(&mut self, i: usize) {
+        self.nodes[i].process_killed = true;
+        let other = 1 - i;
+        if self.nodes[other].up() && self.back_open(other) {
+            let last_heartbeat = self
+                .wire
+                .iter()
+                .filter(|f| f.to == other)
+                .map(|f| f.deliver_at)
+                .max()
+                .unwrap_or(0);
+            let due = (self.now + self.rng.upto(self.params.max_delay_ms)).max(last_heartbeat);
+            self.session_closes.push((due, other));
         }
     }
 
@@ -508,7 +534,12 @@ impl Sim {
         for f in &self.wire {
             next = next.min(f.deliver_at);
         }
-        for (due, _) in self.icmp.iter().chain(&self.probes) {
+        for (due, _) in self
+            .icmp
+            .iter()
+            .chain(&self.probes)
+            .chain(&self.session_closes)
+        {
             next = next.min(*due);
         }
         for node in &self.nodes {
@@ -648,6 +679,9 @@ impl Sim {
         for to in take_due(&mut self.icmp, now) {
             self.feed(to, Input::PeerPortUnreachable);
         }
+        for to in take_due(&mut self.session_closes, now) {
+            self.feed(to, Input::PeerSessionLost);
+        }
         for from in take_due(&mut self.probes, now) {
             let peer = &self.nodes[1 - from];
             // RST only from a live host without the daemon, over a link that carries both ways (else a timeout).
@@ -668,6 +702,9 @@ impl Sim {
                 node.acquires_in_flight = 0;
                 node.addresses = false;
                 self.went_down(i);
+                if self.host_lives_after_stop {
+                    self.host_refuses(i);
+                }
             }
         }
         // Timers.

@@ -1749,6 +1749,8 @@ fn lossy_takeover_stop_crash_restart_never_holds_twice() {
 
 // ---- process death (peer's daemon gone, host alive) -------------------------------------------------------------
 
+mod session_lost;
+
 fn settled_pair(interval_ms: u64, max_delay_ms: u64, seed: u64) -> Sim {
     let mut params = SimParams::new(interval_ms);
     if interval_ms == 200 {

@@ -1,6 +1,7 @@
 //! The connection under the session: dialing (from a privileged source port when permitted),
 //! accepting within the handshake limits, running either side's handshake within its timeout,
-//! the socket framing, and counting and rate-limited logging of rejections.
+//! the socket framing, and counting and rate-limited logging of rejections; the dialer's presence
+//! listener.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -318,4 +319,43 @@ pub(super) async fn dial(params: &SyncParams) -> std::io::Result<TcpStream> {
     let socket = new_socket(params.peer)?;
     socket.bind(SocketAddr::new(ip, 0))?;
     socket.connect(params.peer).await
+}
+
+/// Whether a read error means the peer's side reset or dropped the connection (as its kernel does
+/// for a daemon that died), rather than a failure of our own.
+pub(super) fn closed_by_peer(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        error.kind(),
+        ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+    )
+}
+
+/// The dialer's listener on its own sync address, or `None` (logged) when the address cannot be
+/// bound: the node then only loses the fast detection of its death by the peer (docs/protocol.md,
+/// "Process death").
+pub(super) async fn presence_listener(local: SocketAddr) -> Option<TcpListener> {
+    match TcpListener::bind(local).await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            warn!(%local, error = %e, "sync: cannot listen on this node's own sync address; the peer will find a dead daemon here by silence only");
+            None
+        }
+    }
+}
+
+/// Accepts and closes at once every connection to the dialer's own sync address: while this
+/// daemon lives, a probe of its sync port is accepted, never refused. Nothing is read, so nothing
+/// reaches the session; a flood costs an accept and a close per connection (bounded by the
+/// kernel's backlog), and a failing accept (out of descriptors) is retried after a pause.
+pub(super) async fn presence_loop(listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => drop(stream),
+            Err(e) => {
+                debug!(error = %e, "sync presence listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

@@ -181,8 +181,10 @@ pub async fn try_start_as(spec: NodeSpec, identity: Identity) -> std::io::Result
     })
 }
 
-/// Starts a node that dials. It never binds its own `local` port (it dials from port 0 of its
-/// address), so that port needs not be free; checked here so the tests notice if that changes.
+/// Starts a node that dials (checked here, so the tests notice if that changes). It dials from
+/// port 0 of its address; its own `local` port only gets the presence listener that answers
+/// probes, best effort (a port in use there is logged, not an error), so that port needs not be
+/// free.
 pub async fn start_dialing(spec: NodeSpec) -> Node {
     assert!(
         dials(spec.local, spec.peer),

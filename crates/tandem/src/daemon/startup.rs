@@ -587,6 +587,7 @@ impl Daemon {
         )
         .await
         .with_context(|| format!("starting the sync session on {local}"))?;
+        forward_peer_closes(handle.peer_closes(), self.cluster.commands.clone());
         let _ = self.sync.set(handle);
         Ok(())
     }
@@ -628,4 +629,20 @@ impl Daemon {
         self.hooks.stop();
         tracing::info!("stopped");
     }
+}
+
+/// Tells the election each time the sync session is closed or reset from the peer's side: the first sign of a
+/// daemon killed on a live host, which the election confirms before giving the peer up (docs/protocol.md,
+/// "Process death"). Ends with the sync task or the election.
+fn forward_peer_closes(
+    mut closes: tokio::sync::watch::Receiver<u64>,
+    commands: tokio::sync::mpsc::Sender<Command>,
+) {
+    tokio::spawn(async move {
+        while closes.changed().await.is_ok() {
+            if commands.send(Command::PeerSessionLost).await.is_err() {
+                break;
+            }
+        }
+    });
 }

@@ -1,0 +1,107 @@
+//! Process death: the peer's host lives but its daemon is gone (SIGKILL, OOM, panic). Two triggers start a
+//! suspicion — ICMP port unreachable for one of our heartbeats ([`Input::PeerPortUnreachable`]) and the sync
+//! session closed or reset by the peer without a goodbye ([`Input::PeerSessionLost`]) — and one rule ends it: the
+//! peer is given up at once only when its host has refused **both** its heartbeat port (the ICMP) and a fresh TCP
+//! connection to its sync port (the probe's RST), with no heartbeat from the peer in between. Anything else is
+//! settled by silence (`dead_ms`), as before. See docs/protocol.md, "Process death".
+//!
+//! [`Input::PeerPortUnreachable`]: super::Input::PeerPortUnreachable
+//! [`Input::PeerSessionLost`]: super::Input::PeerSessionLost
+
+use super::machine::Election;
+use super::messages::{Action, Event};
+use crate::wire::NodeState;
+
+/// What the peer's host has said since the suspicion began (cleared by any heartbeat from the peer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Suspicion {
+    /// Our heartbeat port was reported unreachable (ICMP).
+    port_unreachable: bool,
+    /// A probe of the sync port was asked for and has not answered yet.
+    probing: bool,
+    /// A probe of the sync port was refused (RST to our own SYN).
+    refused: bool,
+}
+
+impl Election {
+    /// A peer worth suspecting: alive, not given up already, and not gone by its own word — a clean stop says
+    /// goodbye with its `stopped` heartbeats before its sockets close, so what follows a goodbye (the session's
+    /// FIN, ICMP for our heartbeats) is no news. Nor while this node is stopping itself.
+    fn peer_suspectable(&self, now: u64) -> bool {
+        self.peer_alive(now)
+            && !self.peer_dead_reported
+            && self.state != NodeState::Stopped
+            && self
+                .peer
+                .as_ref()
+                .is_none_or(|p| p.heartbeat.state != NodeState::Stopped)
+    }
+
+    /// Asks for the probe unless one runs or already answered "refused" in this suspicion.
+    fn probe_once(suspicion: &mut Suspicion, out: &mut Vec<Action>) {
+        if !suspicion.probing && !suspicion.refused {
+            suspicion.probing = true;
+            out.push(Action::ProbePeerProcess);
+        }
+    }
+
+    /// ICMP port unreachable from the peer's host: half of the proof, and a reason to probe (never a reason to take
+    /// over alone: anyone who knows the ports can forge the ICMP).
+    pub(super) fn on_port_unreachable(&mut self, now: u64, out: &mut Vec<Action>) {
+        if !self.peer_suspectable(now) {
+            return;
+        }
+        let suspicion = self.process_suspicion.get_or_insert_default();
+        suspicion.port_unreachable = true;
+        Self::probe_once(suspicion, out);
+        self.confirm_process_gone(now, out);
+    }
+
+    /// The sync session was closed or reset by the peer's side without a goodbye (its kernel closes a dead
+    /// daemon's sockets at once): probe the sync port, and send a heartbeat now so that the peer's host answers it
+    /// with ICMP within a round trip instead of at our next interval.
+    pub(super) fn on_session_lost(&mut self, now: u64, out: &mut Vec<Action>) {
+        if !self.peer_suspectable(now) {
+            return;
+        }
+        let suspicion = self.process_suspicion.get_or_insert_default();
+        Self::probe_once(suspicion, out);
+        self.send_now = true;
+    }
+
+    /// The probe's answer. Not refused (accepted, timed out, failed otherwise): the suspicion ends, the peer lives
+    /// as far as anyone can tell. Refused: the other half of the proof.
+    pub(super) fn on_probe_result(&mut self, refused: bool, now: u64, out: &mut Vec<Action>) {
+        let Some(suspicion) = self.process_suspicion.as_mut().filter(|s| s.probing) else {
+            return;
+        };
+        suspicion.probing = false;
+        if !refused {
+            self.process_suspicion = None;
+            return;
+        }
+        suspicion.refused = true;
+        self.confirm_process_gone(now, out);
+    }
+
+    /// Gives the peer up when its host refused both ports since the suspicion began (a heartbeat in between would
+    /// have cleared it: a daemon that restarted quickly is not declared dead for its previous run).
+    fn confirm_process_gone(&mut self, now: u64, out: &mut Vec<Action>) {
+        let proven = self
+            .process_suspicion
+            .is_some_and(|s| s.port_unreachable && s.refused);
+        if !proven || self.peer_dead_reported {
+            return;
+        }
+        let Some(last_heard) = self.last_heard_ms() else {
+            return;
+        };
+        self.process_suspicion = None;
+        self.peer_dead_reported = true;
+        self.peer_warned = true;
+        self.peer_process_gone = true;
+        out.push(Action::Event(Event::PeerProcessGone {
+            silent_ms: now.saturating_sub(last_heard),
+        }));
+    }
+}
