@@ -36,6 +36,7 @@ pub use config::{
 };
 pub use machine::{Election, ElectionStats, IncompatiblePeer, PeerView};
 pub use messages::{Action, Event, Input, Reason, STOP_RESEND_MS, VipOp};
+pub use process::{PROVOKE_EVERY_MS, PROVOKE_FOR_MS};
 
 #[cfg(test)]
 mod handover_tests;

@@ -278,6 +278,9 @@ impl Election {
         if let Some(until) = self.admin_request_until {
             next = next.min(until);
         }
+        if let Some(due) = self.provoke_due_ms() {
+            next = next.min(due);
+        }
         next
     }
 
@@ -359,6 +362,7 @@ impl Election {
             }
         }
         self.update_request_flag(now_ms, &mut out);
+        self.provoke_port_unreachable(now_ms);
         if self.cfg.has_peer
             && (self.send_now || now_ms >= self.next_send_ms || now_ms >= self.poll_due_ms())
         {

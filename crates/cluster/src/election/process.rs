@@ -12,6 +12,14 @@ use super::machine::Election;
 use super::messages::{Action, Event};
 use crate::wire::NodeState;
 
+/// Once the sync port has refused but the heartbeat port has not (yet), a heartbeat goes out this often: a dying
+/// daemon's sockets close one after the other, and a heartbeat that reached its socket before it closed drew no
+/// ICMP. Only for [`PROVOKE_FOR_MS`] after the refusal, so a live peer behind a firewall that resets the sync port
+/// costs a few datagrams (its next heartbeat ends the suspicion anyway).
+pub const PROVOKE_EVERY_MS: u64 = 2;
+/// How long after the refusal heartbeats are sent every [`PROVOKE_EVERY_MS`].
+pub const PROVOKE_FOR_MS: u64 = 20;
+
 /// What the peer's host has said since the suspicion began (cleared by any heartbeat from the peer).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Suspicion {
@@ -21,6 +29,9 @@ pub(super) struct Suspicion {
     probing: bool,
     /// A probe of the sync port was refused (RST to our own SYN).
     refused: bool,
+    /// While waiting for the ICMP after the refusal: the next extra heartbeat, and the last one.
+    next_provoke_ms: u64,
+    provoke_until_ms: u64,
 }
 
 impl Election {
@@ -81,7 +92,28 @@ impl Election {
             return;
         }
         suspicion.refused = true;
+        if !suspicion.port_unreachable {
+            suspicion.next_provoke_ms = now;
+            suspicion.provoke_until_ms = now.saturating_add(PROVOKE_FOR_MS);
+        }
         self.confirm_process_gone(now, out);
+    }
+
+    /// When the next extra heartbeat is due while the suspicion waits for the ICMP (for `next_timeout`).
+    pub(super) fn provoke_due_ms(&self) -> Option<u64> {
+        self.process_suspicion
+            .filter(|s| s.refused && !s.port_unreachable && s.next_provoke_ms <= s.provoke_until_ms)
+            .map(|s| s.next_provoke_ms)
+    }
+
+    /// Sends a heartbeat now if one is due to draw the ICMP (see [`PROVOKE_EVERY_MS`]).
+    pub(super) fn provoke_port_unreachable(&mut self, now: u64) {
+        if self.provoke_due_ms().is_some_and(|due| now >= due)
+            && let Some(s) = self.process_suspicion.as_mut()
+        {
+            s.next_provoke_ms = now.saturating_add(PROVOKE_EVERY_MS);
+            self.send_now = true;
+        }
     }
 
     /// Gives the peer up when its host refused both ports since the suspicion began (a heartbeat in between would

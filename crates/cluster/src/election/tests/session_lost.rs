@@ -56,6 +56,33 @@ fn a_refused_probe_needs_the_icmp_too() {
 }
 
 #[test]
+fn a_refusal_without_the_icmp_sends_heartbeats_for_a_moment() {
+    // A dying daemon's sockets close one after the other: the heartbeat sent on the session's loss may have reached
+    // its socket before it closed. After the sync port's refusal, heartbeats go out every PROVOKE_EVERY_MS for
+    // PROVOKE_FOR_MS, then the usual cadence again.
+    let mut sim = settled_pair(200, 0, 4);
+    let t = sim.now;
+    standby(&mut sim).handle(Input::PeerSessionLost, t);
+    let out = standby(&mut sim).handle(Input::PeerProbeResult { refused: true }, t + 1);
+    assert!(sends_heartbeat(&out), "{out:?}");
+    let mut sent = 1;
+    let mut now = t + 1;
+    while now < t + 1 + 3 * PROVOKE_FOR_MS {
+        let next = standby(&mut sim).next_timeout();
+        assert!(next > now, "next {next} at {now}");
+        now = next.min(t + 1 + 3 * PROVOKE_FOR_MS);
+        let out = standby(&mut sim).handle(Input::Tick, now);
+        if sends_heartbeat(&out) {
+            assert!(now <= t + 1 + PROVOKE_FOR_MS, "resent at +{}", now - t - 1);
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, PROVOKE_FOR_MS / PROVOKE_EVERY_MS + 1);
+    let out = standby(&mut sim).handle(Input::PeerPortUnreachable, now);
+    assert!(acquires(&out), "{out:?}");
+}
+
+#[test]
 fn the_icmp_before_the_session_loss_counts_too() {
     let mut sim = settled_pair(10, 0, 2);
     let now = sim.now;
