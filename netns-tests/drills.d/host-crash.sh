@@ -6,7 +6,8 @@
 # client's frames to lb1's MAC are dropped until lb2's announcement moves it. Bound: client_outage_ms <= dead_ms +
 # interval + 10 ms (the VIP add and the announcement), garp_updated, 1 holder. Then the rule is removed, lb1 restarted:
 # it comes back standby, 1 holder. keepalived-host-crash is the same with keepalived + HAProxy (advert 1/0.1/0.01 s;
-# master down = 3 adverts + skew). Sourced by netns-tests/drill.
+# master down = 3 adverts + skew). Both run their daemons at real-time priority (CRASH_RT_DAEMONS=1, see
+# process-crash.sh). Sourced by netns-tests/drill.
 
 TANDEM_DRILLS+=(host-crash)
 KEEPALIVED_DRILLS+=(keepalived-host-crash)
@@ -34,14 +35,18 @@ nft_unisolate() {
 }
 
 drill_host_crash() {
-  local interval=$1 dead=$2 t0 pid at heard_lb1 gone
+  local interval=$1 dead=$2 t0 t_nft pid at heard_lb1 gone LAB_RT_DAEMONS=${CRASH_RT_DAEMONS:-1}
   nft_unisolate lb1
   td_pair "$interval" "$dead"
   instruments_start lb1
   pid=$(pid_of tandem-lb1)
-  stamp t0
+  # the host is dead once the rules are committed, before `nft` returns: timed from its return (nft_ms is its own
+  # length, which under load reaches hundreds of ms)
+  stamp t_nft
   nft_isolate lb1
+  stamp t0
   kill -KILL "$pid"
+  R+=(nft_ms:="$(diff_ms "$t0" "$t_nft")")
   watch_wait lb2 present "$t0" $((dead / 1000 + 10)) || VIOL+=("VIP never reached lb2")
   settle "$interval"
   instruments_stop
@@ -67,14 +72,16 @@ drill_host_crash() {
 # keepalived-host-crash ADVERT_S: the same isolation of lb1, then its HA stack (keepalived's VRRP child, its parent,
 # HAProxy) gets SIGKILL; lb2's keepalived takes the VIP after the master down interval.
 drill_keepalived_host_crash() {
-  local advert=$1 interval dead t0 at
+  local advert=$1 interval dead t0 t_nft at LAB_RT_DAEMONS=${CRASH_RT_DAEMONS:-1}
   read -r interval dead < <(ka_times "$advert")
   nft_unisolate lb1
   ka_pair "$advert"
   instruments_start lb1
-  stamp t0
+  stamp t_nft
   nft_isolate lb1
+  stamp t0
   ka_kill lb1 KILL
+  R+=(nft_ms:="$(diff_ms "$t0" "$t_nft")")
   watch_wait lb2 present "$t0" 15 || VIOL+=("VIP never reached lb2")
   settle "$interval"
   instruments_stop

@@ -7,7 +7,10 @@
 # Figures for where the outage goes, all from the kill: detect_ms (lb2's log: peer's daemon gone), vip_on_new_ms
 # (tnd-watch), garp_ms (the first announcement from lb2 captured on the client), recovered_ms (the probe's first
 # success through lb2), exited_ms (lb1's process torn down by the kernel: its sockets close then, not at the signal;
-# with lb1_rss_kb and lb1_threads). Sourced by netns-tests/drill.
+# with lb1_rss_kb and lb1_threads). The daemons run at real-time priority here (CRASH_RT_DAEMONS=1, as
+# LAB_RT_DAEMONS=1 does for every drill): on this 2-core machine loaded by parallel builds a normal-priority killed
+# daemon took 1-160 ms just to be torn down by its kernel (exited_ms), and its peer's non-real-time sync task as
+# long to be woken for the FIN; CRASH_RT_DAEMONS=0 measures that. Sourced by netns-tests/drill.
 
 TANDEM_DRILLS+=(process-crash)
 variants_process_crash() {
@@ -44,7 +47,7 @@ for line in sys.stdin:
 
 drill_process_crash() {
   local interval=$1 dead=$2 t0 t_exit pid at garp detect recovered bound rss threads i
-  local PROBE_INTERVAL_MS=${PROBE_INTERVAL_MS:-2}
+  local PROBE_INTERVAL_MS=${PROBE_INTERVAL_MS:-2} LAB_RT_DAEMONS=${CRASH_RT_DAEMONS:-1}
   bound=$((interval >= 200 ? 20 : 15))
   td_pair "$interval" "$dead"
   instruments_start lb1

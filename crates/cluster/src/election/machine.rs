@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 
 use super::config::ElectionConfig;
 use super::messages::{Action, Event, Input, Reason, STOP_RESEND_MS, VipOp};
-use super::process::Suspicion;
 use crate::wire::{Heartbeat, NodeState, PingState, Role};
 
 /// Counters kept by the election.
@@ -59,6 +58,21 @@ pub(super) struct Overlap {
     pub(super) peer_took_ms: Option<u64>,
     /// When the peer was first seen `active` holding the VIPs (added and announced).
     pub(super) peer_active_ms: Option<u64>,
+}
+
+/// What the peer's host has said since its daemon was first suspected gone (the rules are `process`'s); cleared by
+/// any heartbeat from the peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Suspicion {
+    /// Our heartbeat port was reported unreachable (ICMP).
+    pub(super) port_unreachable: bool,
+    /// A probe of the sync port was asked for and has not answered yet.
+    pub(super) probing: bool,
+    /// A probe of the sync port was refused (RST to our own SYN).
+    pub(super) refused: bool,
+    /// While waiting for the ICMP after the refusal: the next extra heartbeat, and the last one.
+    pub(super) next_provoke_ms: u64,
+    pub(super) provoke_until_ms: u64,
 }
 
 /// The election state machine of one node.

@@ -8,7 +8,7 @@
 //! [`Input::PeerPortUnreachable`]: super::Input::PeerPortUnreachable
 //! [`Input::PeerSessionLost`]: super::Input::PeerSessionLost
 
-use super::machine::Election;
+use super::machine::{Election, Suspicion};
 use super::messages::{Action, Event};
 use crate::wire::NodeState;
 
@@ -19,20 +19,6 @@ use crate::wire::NodeState;
 pub const PROVOKE_EVERY_MS: u64 = 2;
 /// How long after the refusal heartbeats are sent every [`PROVOKE_EVERY_MS`].
 pub const PROVOKE_FOR_MS: u64 = 20;
-
-/// What the peer's host has said since the suspicion began (cleared by any heartbeat from the peer).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Suspicion {
-    /// Our heartbeat port was reported unreachable (ICMP).
-    port_unreachable: bool,
-    /// A probe of the sync port was asked for and has not answered yet.
-    probing: bool,
-    /// A probe of the sync port was refused (RST to our own SYN).
-    refused: bool,
-    /// While waiting for the ICMP after the refusal: the next extra heartbeat, and the last one.
-    next_provoke_ms: u64,
-    provoke_until_ms: u64,
-}
 
 impl Election {
     /// A peer worth suspecting: alive, not given up already, and not gone by its own word — a clean stop says
