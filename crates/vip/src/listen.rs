@@ -148,28 +148,7 @@ impl ClaimSocket {
     /// Sends one probe for `vip` from `mac` (an ARP probe, or a DAD neighbour solicitation).
     pub fn send_probe(&self, mac: [u8; 6], vip: IpAddr) -> io::Result<()> {
         let (frame, destination, ethertype) = claim::probe(mac, vip);
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = ethertype.to_be();
-        address.sll_ifindex = self.ifindex;
-        address.sll_halen = 6;
-        address.sll_addr[..6].copy_from_slice(&destination);
-        // SAFETY: the buffer and address pointers are valid for the lengths passed.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const address).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        crate::packet::send_frame(&self.fd, self.ifindex, destination, ethertype, &frame)
     }
 }
 

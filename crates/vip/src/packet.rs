@@ -46,33 +46,45 @@ impl PacketSocket {
     ) -> io::Result<()> {
         let ifindex =
             i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = ethertype.to_be();
-        address.sll_ifindex = ifindex;
-        address.sll_halen = 6;
-        address.sll_addr[..6].copy_from_slice(&destination);
-        // SAFETY: the buffer and address pointers are valid for the lengths passed.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const address).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if usize::try_from(sent).ok() != Some(frame.len()) {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("sent {sent} of {} bytes", frame.len()),
-            ));
-        }
-        Ok(())
+        send_frame(&self.fd, ifindex, destination, ethertype, frame)
     }
+}
+
+/// Sends one complete Ethernet frame on `fd` (an AF_PACKET socket) out of interface `ifindex` to `destination`:
+/// the announcement socket and the duplicate-VIP check's probes both send this way.
+pub(crate) fn send_frame(
+    fd: &impl AsRawFd,
+    ifindex: i32,
+    destination: [u8; 6],
+    ethertype: u16,
+    frame: &[u8],
+) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_protocol = ethertype.to_be();
+    address.sll_ifindex = ifindex;
+    address.sll_halen = 6;
+    address.sll_addr[..6].copy_from_slice(&destination);
+    // SAFETY: the buffer and address pointers are valid for the lengths passed.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const address).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if usize::try_from(sent).ok() != Some(frame.len()) {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("sent {sent} of {} bytes", frame.len()),
+        ));
+    }
+    Ok(())
 }
