@@ -23,6 +23,7 @@ mod plan;
 mod reader;
 mod report;
 pub mod secret;
+pub mod tls;
 mod tuning;
 
 pub use access_log_section::{

@@ -109,6 +109,31 @@ pub struct Service {
     /// merged by the loader; `None` only when neither is configured).
     pub fallback: Option<FallbackServer>,
     pub servers: Vec<Server>,
+    /// TLS termination (HTTP mode only): `tls = { certificates = [...], redirect_http = 80 }`.
+    pub tls: Option<TlsSettings>,
+}
+
+/// TLS termination of an HTTP-mode service. Every port of the service speaks HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSettings {
+    /// In the order written; the certificate is chosen by SNI, the first one without SNI or on no match.
+    pub certificates: Vec<CertificateFile>,
+    /// A port on the same VIP where plain HTTP is answered with a redirect to `https://` (written
+    /// `redirect_http = 80`, or `true` for port 80).
+    pub redirect_http: Option<u16>,
+}
+
+/// One PEM file (chain and private key) named by a TLS service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateFile {
+    /// As written in `cluster.toml`: relative to its directory (the name the config push carries).
+    pub file: String,
+    /// Where it was read: `file` resolved against `cluster.toml`'s directory (node-local, never pushed).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// SHA-256 hex of the file's bytes when the config was loaded: in the canonical form, so a changed
+    /// certificate is a changed service (a reload swaps it) and the config digest covers the certificates.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -224,6 +224,7 @@ fn service(index: u8, cluster_fallback: Option<FallbackServer>) -> impl Strategy
                     // The model holds the effective fallback.
                     fallback: fb.or(cluster_fallback.clone()),
                     servers,
+                    tls: None,
                 }
             },
         )

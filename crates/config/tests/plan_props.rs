@@ -88,6 +88,7 @@ fn service(label: String) -> impl Strategy<Value = Service> {
                 },
                 fallback,
                 servers,
+                tls: None,
             },
         )
 }

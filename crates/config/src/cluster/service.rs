@@ -67,6 +67,7 @@ impl ServiceDraft {
             proxy: self.proxy,
             fallback: self.fallback.ok()?,
             servers: self.servers?,
+            tls: None,
         })
     }
 }

@@ -73,6 +73,7 @@ pub fn service(label: &str, vip: SocketAddr, mode: Mode, servers: Vec<Server>) -
         proxy: proxy_defaults(),
         fallback: None,
         servers,
+        tls: None,
     }
 }
 
