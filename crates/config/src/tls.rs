@@ -78,10 +78,10 @@ pub fn read_certificate(pem: &[u8]) -> Result<CertificateMaterial, String> {
         .map_err(|e| format!("the first certificate cannot be parsed: {e}"))?;
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("the private key is not usable: {e}"))?;
-    if let Some(public) = signing_key.public_key() {
-        if public.as_ref() != cert.public_key().raw {
-            return Err("the private key does not belong to the first certificate".into());
-        }
+    if let Some(public) = signing_key.public_key()
+        && public.as_ref() != cert.public_key().raw
+    {
+        return Err("the private key does not belong to the first certificate".into());
     }
     let mut names: Vec<String> = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
