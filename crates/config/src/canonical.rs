@@ -59,6 +59,9 @@ pub fn canonical_toml(config: &ClusterConfig) -> String {
         let _ = writeln!(out, "mode = {}", quote(mode_name(s.mode)));
         let _ = writeln!(out, "balance = {}", quote(balance_name(s.balance)));
         let _ = writeln!(out, "persistence = {}", persistence_inline(&s.persistence));
+        if let Some(tls) = &s.tls {
+            let _ = writeln!(out, "tls = {}", tls_inline(tls));
+        }
         let _ = writeln!(out, "[service.health_check]");
         write_health(&mut out, &s.health_check);
         let _ = writeln!(out, "[service.proxy]");
@@ -135,6 +138,27 @@ pub fn persistence_inline(p: &Persistence) -> String {
             quote(&p.cookie_name)
         ),
     }
+}
+
+/// `tls` as an inline table: each certificate by the name written in cluster.toml with its content's SHA-256 (so a
+/// changed file is a changed configuration), never the node-local path it was read from.
+pub fn tls_inline(tls: &TlsSettings) -> String {
+    let files: Vec<String> = tls
+        .certificates
+        .iter()
+        .map(|c| {
+            format!(
+                "{{ file = {}, sha256 = {} }}",
+                quote(&c.file),
+                quote(&c.sha256)
+            )
+        })
+        .collect();
+    let redirect = match tls.redirect_http {
+        Some(port) => format!(", redirect_http = {port}"),
+        None => String::new(),
+    };
+    format!("{{ certificates = [{}]{redirect} }}", files.join(", "))
 }
 
 /// Ports in order, consecutive ascending runs written as "a-b" ranges.

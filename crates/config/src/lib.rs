@@ -31,13 +31,14 @@ pub use access_log_section::{
 };
 pub use canonical::{
     CANONICAL_VERSION, balance_name, canonical_toml, digest, endpoint, garp_form_name, mode_name,
-    persistence_inline, persistence_mode_name,
+    persistence_inline, persistence_mode_name, tls_inline,
 };
 pub use cluster::LOCAL_SECTIONS;
+pub use cluster::MAX_CERTIFICATES_PER_SERVICE;
 pub use cluster::defaults as cluster_defaults;
 pub use diag::{Diagnostic, Diagnostics};
 pub use hooks_section::{HookEvent, Hooks, MAX_HOOK_TIMEOUT_MS};
-pub use loaded::Loaded;
+pub use loaded::{CheckedCertificate, Loaded, certificate_files};
 pub use log_section::{LogConfig, LogFormat};
 pub use metrics_section::MetricsConfig;
 pub use model::*;
@@ -48,7 +49,7 @@ pub use plan::{
 };
 pub use report::{check_json, check_summary, persistence_json};
 
-use cluster::{ClusterSpans, ParsedCluster};
+use cluster::{CertificateSource, ClusterSpans, ParsedCluster};
 use diag::Ctx;
 use node::{NodeFacts, NodeSpans, ParsedNode};
 use std::path::Path;
@@ -57,12 +58,50 @@ use std::path::Path;
 pub const CLUSTER_FILE: &str = "cluster.toml";
 pub const NODE_FILE: &str = "node.toml";
 
-/// Parses and validates a cluster.toml text on its own (e.g. received from the peer).
-/// `file_name` names it in diagnostics.
+/// Now, as Unix seconds: the moment certificate validity is judged at by [`load`] and [`check`].
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Parses and validates a cluster.toml text on its own. `file_name` names it in diagnostics. A TLS service's
+/// certificate files cannot be found without a directory: use [`parse_cluster_in`] for those.
 pub fn parse_cluster_str(text: &str, file_name: &str) -> Result<ClusterConfig, Diagnostics> {
+    let source = CertificateSource {
+        dir: None,
+        now_unix: now_unix(),
+    };
     let mut ctx = Ctx::new(file_name, text);
-    match cluster::parse(&mut ctx, text).and_then(|p| p.config) {
+    match cluster::parse(&mut ctx, text, &source).and_then(|p| p.config) {
         Some(config) if !ctx.has_errors() => Ok(config),
+        _ => Err(finish(ctx.diags)),
+    }
+}
+
+/// Parses and validates a cluster.toml text whose certificate files are relative to `dir`, judging their
+/// validity at `now_unix`; also returns the certificates read and the warnings.
+pub fn parse_cluster_in(
+    text: &str,
+    file_name: &str,
+    dir: &Path,
+    now_unix: i64,
+) -> Result<(ClusterConfig, Vec<CheckedCertificate>, Vec<Diagnostic>), Diagnostics> {
+    let source = CertificateSource {
+        dir: Some(absolute_dir(dir)),
+        now_unix,
+    };
+    let mut ctx = Ctx::new(file_name, text);
+    let parsed = cluster::parse(&mut ctx, text, &source);
+    match parsed {
+        Some(ParsedCluster {
+            config: Some(config),
+            certificates,
+            ..
+        }) if !ctx.has_errors() => {
+            let mut diags = finish(ctx.diags);
+            Ok((config, certificates, std::mem::take(&mut diags.warnings)))
+        }
         _ => Err(finish(ctx.diags)),
     }
 }
@@ -75,15 +114,59 @@ pub fn parse_cluster_for_node(
     file_name: &str,
     node: &NodeConfig,
 ) -> Result<ClusterConfig, Diagnostics> {
+    let source = CertificateSource {
+        dir: None,
+        now_unix: now_unix(),
+    };
+    parse_for_node(text, file_name, node, &source).map(|(config, _)| config)
+}
+
+/// [`parse_cluster_for_node`] with the certificate files relative to `dir` (a pushed config's staging
+/// directory), judged at `now_unix`; also returns the certificates read.
+pub fn parse_cluster_for_node_in(
+    text: &str,
+    file_name: &str,
+    node: &NodeConfig,
+    dir: &Path,
+    now_unix: i64,
+) -> Result<(ClusterConfig, Vec<CheckedCertificate>), Diagnostics> {
+    let source = CertificateSource {
+        dir: Some(absolute_dir(dir)),
+        now_unix,
+    };
+    parse_for_node(text, file_name, node, &source)
+}
+
+fn parse_for_node(
+    text: &str,
+    file_name: &str,
+    node: &NodeConfig,
+    source: &CertificateSource,
+) -> Result<(ClusterConfig, Vec<CheckedCertificate>), Diagnostics> {
     let mut ctx = Ctx::new(file_name, text);
-    let parsed = cluster::parse(&mut ctx, text);
+    let parsed = cluster::parse(&mut ctx, text, source);
     if let Some(p) = &parsed {
         cross_check(&mut ctx, None, &p.spans, &NodeFacts::of(node));
     }
-    match parsed.and_then(|p| p.config) {
-        Some(config) if !ctx.has_errors() => Ok(config),
+    match parsed {
+        Some(ParsedCluster {
+            config: Some(config),
+            certificates,
+            ..
+        }) if !ctx.has_errors() => Ok((config, certificates)),
         _ => Err(finish(ctx.diags)),
     }
+}
+
+/// `dir` made absolute (as it is when relative to the working directory), so resolved certificate paths do
+/// not depend on a later change of directory.
+fn absolute_dir(dir: &Path) -> std::path::PathBuf {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// Parses and validates a node.toml text. Relative paths in it are resolved against
@@ -103,13 +186,22 @@ pub fn parse_node_str(
 /// Validates both files and records the generation in `state_dir` (what `tandem run` and
 /// `tandem reload` use).
 pub fn load(cluster_path: &Path, node_path: &Path) -> Result<Loaded, Diagnostics> {
-    load_inner(cluster_path, node_path, true)
+    load_inner(cluster_path, node_path, true, now_unix())
 }
 
 /// Validates both files without writing anything; the generation is the one `load` would
 /// assign (what `tandem check` uses).
 pub fn check(cluster_path: &Path, node_path: &Path) -> Result<Loaded, Diagnostics> {
-    load_inner(cluster_path, node_path, false)
+    load_inner(cluster_path, node_path, false, now_unix())
+}
+
+/// [`check`] judging certificate validity at `now_unix` instead of the system clock.
+pub fn check_at(
+    cluster_path: &Path,
+    node_path: &Path,
+    now_unix: i64,
+) -> Result<Loaded, Diagnostics> {
+    load_inner(cluster_path, node_path, false, now_unix)
 }
 
 /// `load` on `dir/cluster.toml` and `dir/node.toml`.
@@ -152,11 +244,20 @@ pub fn node_base_dir(node_path: &Path) -> Option<std::path::PathBuf> {
     std::path::absolute(parent).ok()
 }
 
-fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Loaded, Diagnostics> {
+fn load_inner(
+    cluster_path: &Path,
+    node_path: &Path,
+    persist: bool,
+    now_unix: i64,
+) -> Result<Loaded, Diagnostics> {
     let mut diags = Diagnostics::default();
     let cluster_text = read(cluster_path, &mut diags);
     let node_text = read(node_path, &mut diags);
     let base_dir = node_base_dir(node_path);
+    let certificate_source = CertificateSource {
+        dir: node_base_dir(cluster_path),
+        now_unix,
+    };
 
     let cluster_name = cluster_path.display().to_string();
     let node_name = node_path.display().to_string();
@@ -164,7 +265,7 @@ fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Lo
     let mut nctx = Ctx::new(node_name, node_text.as_deref().unwrap_or(""));
     let parsed_cluster: Option<ParsedCluster> = cluster_text
         .as_deref()
-        .and_then(|t| cluster::parse(&mut cctx, t));
+        .and_then(|t| cluster::parse(&mut cctx, t, &certificate_source));
     let parsed_node: Option<ParsedNode> = node_text
         .as_deref()
         .and_then(|t| node::parse(&mut nctx, t, base_dir.as_deref()));
@@ -185,6 +286,7 @@ fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Lo
     if let (
         Some(ParsedCluster {
             config: Some(cluster_config),
+            certificates,
             ..
         }),
         Some(ParsedNode {
@@ -222,6 +324,7 @@ fn load_inner(cluster_path: &Path, node_path: &Path, persist: bool) -> Result<Lo
                     digest,
                     generation,
                     warnings: Vec::new(),
+                    certificates: certificates.clone(),
                 })
             }
             Err(e) => nctx.error(

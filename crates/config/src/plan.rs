@@ -180,6 +180,8 @@ pub enum Setting {
     Proxy,
     /// The service's fallback server, or the one it inherits (HTTP services only).
     Fallback,
+    /// TLS on or off, its certificate files (by name or content) or its redirect port.
+    Tls,
 }
 
 impl Setting {
@@ -192,6 +194,7 @@ impl Setting {
             Setting::HealthCheck => "health_check",
             Setting::Proxy => "proxy",
             Setting::Fallback => "fallback",
+            Setting::Tls => "tls",
         }
     }
 }
@@ -354,6 +357,7 @@ fn plan_service(
             Setting::Fallback,
             o.fallback != n.fallback || fallback_o != fallback_n,
         ),
+        (Setting::Tls, o.tls != n.tls),
     ]
     .into_iter()
     .filter_map(|(s, changed)| changed.then_some(s))

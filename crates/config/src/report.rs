@@ -2,8 +2,9 @@
 
 use crate::canonical::{balance_name, endpoint, mode_name, persistence_mode_name};
 use crate::cluster::LOCAL_SECTIONS;
-use crate::loaded::Loaded;
+use crate::loaded::{CheckedCertificate, Loaded};
 use crate::model::*;
+use crate::tls;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
@@ -116,6 +117,7 @@ pub fn check_json(loaded: &Loaded) -> Value {
                 "persistence": persistence_json(&s.persistence),
                 "health_check": s.health_check,
                 "servers": servers,
+                "tls": tls_json(loaded, s),
             })
         })
         .collect();
@@ -140,6 +142,38 @@ pub fn check_json(loaded: &Loaded) -> Value {
             .map(|(section, page, instead)| json!({ "section": section, "page": page, "instead": instead }))
             .collect::<Vec<_>>(),
     })
+}
+
+/// A TLS service's certificates as `tandem check --json` lists them (`null` without TLS): each file with its
+/// SHA-256, names and validity (Unix seconds and the UTC date), and the redirect port.
+fn tls_json(loaded: &Loaded, s: &Service) -> Value {
+    let Some(tls) = &s.tls else {
+        return Value::Null;
+    };
+    let certificates: Vec<Value> = tls
+        .certificates
+        .iter()
+        .map(|c| {
+            let checked = checked(loaded, &s.label, &c.file);
+            json!({
+                "file": c.file,
+                "path": c.path.display().to_string(),
+                "sha256": c.sha256,
+                "names": checked.map(|k| k.names.clone()).unwrap_or_default(),
+                "not_before_unix": checked.map(|k| k.not_before_unix),
+                "not_after_unix": checked.map(|k| k.not_after_unix),
+                "expires": checked.map(|k| tls::utc_date(k.not_after_unix)),
+            })
+        })
+        .collect();
+    json!({ "certificates": certificates, "redirect_http": tls.redirect_http })
+}
+
+fn checked<'a>(loaded: &'a Loaded, service: &str, file: &str) -> Option<&'a CheckedCertificate> {
+    loaded
+        .certificates
+        .iter()
+        .find(|c| c.service == service && c.file == file)
 }
 
 /// The human summary `tandem check` prints when both files are valid.
@@ -203,6 +237,33 @@ pub fn check_summary(loaded: &Loaded) -> String {
             mode_name(s.mode),
             persistence_mode_name(s.persistence.mode),
         );
+        if let Some(tls) = &s.tls {
+            let redirect = match tls.redirect_http {
+                Some(port) => format!(", plain HTTP on port {port} redirected to HTTPS"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "    TLS with {} certificate file(s) (chosen by SNI; the first without SNI or on no match){redirect}:",
+                tls.certificates.len()
+            );
+            for c in &tls.certificates {
+                match checked(loaded, &s.label, &c.file) {
+                    Some(k) => {
+                        let _ = writeln!(
+                            out,
+                            "      {}: {} (expires {})",
+                            c.file,
+                            k.names.join(", "),
+                            tls::utc_date(k.not_after_unix)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "      {}", c.file);
+                    }
+                }
+            }
+        }
     }
     let recorded = not_applied(loaded);
     if !recorded.is_empty() {

@@ -43,6 +43,52 @@ pub fn name_covers(name: &str, host: &str) -> bool {
     }
 }
 
+/// A certificate expiring sooner than this is reported by `tandem check` (a warning, not an error).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// How a certificate's validity stands at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// Valid now and for at least [`EXPIRY_WARNING_DAYS`] more.
+    Good,
+    /// Valid now, expiring within [`EXPIRY_WARNING_DAYS`]: whole days left.
+    ExpiresSoon {
+        days: i64,
+    },
+    Expired,
+    NotYetValid,
+}
+
+impl CertificateMaterial {
+    /// The leaf's validity at `now_unix` (the caller's clock, so tests are deterministic).
+    pub fn validity_at(&self, now_unix: i64) -> Validity {
+        if now_unix < self.not_before_unix {
+            Validity::NotYetValid
+        } else if now_unix > self.not_after_unix {
+            Validity::Expired
+        } else if self.not_after_unix - now_unix < EXPIRY_WARNING_DAYS * 86_400 {
+            Validity::ExpiresSoon {
+                days: (self.not_after_unix - now_unix) / 86_400,
+            }
+        } else {
+            Validity::Good
+        }
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time, as `tandem check` prints expiry dates.
+pub fn utc_date(unix: i64) -> String {
+    match x509_parser::time::ASN1Time::from_timestamp(unix) {
+        Ok(t) => t.to_datetime().date().to_string(),
+        Err(_) => format!("@{unix}"),
+    }
+}
+
+/// SHA-256 of a certificate file's bytes, lower-case hex (what `CertificateFile::sha256` holds).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
 /// Reads a PEM file; the error says what is wrong with it (the caller adds which file and config entry).
 pub fn load_certificate(path: &Path) -> Result<(CertificateMaterial, Vec<u8>), String> {
     let meta =

@@ -8,12 +8,15 @@ mod persistence;
 mod proxy;
 mod servers;
 mod service;
+mod tls_section;
 
 pub mod defaults;
 
 pub(crate) use heartbeat::HEARTBEAT_KEYS;
 pub use misplaced::LOCAL_SECTIONS;
 pub(crate) use servers::fmt_ip;
+pub(crate) use tls_section::CertificateSource;
+pub use tls_section::MAX_CERTIFICATES_PER_SERVICE;
 
 use crate::diag::Ctx;
 use crate::model::*;
@@ -55,10 +58,16 @@ pub(crate) struct ParsedCluster {
     pub config: Option<ClusterConfig>,
     /// Known even when there are errors (except syntax errors), for the cross-file checks.
     pub spans: ClusterSpans,
+    /// Every certificate file read (also when there are errors elsewhere).
+    pub certificates: Vec<crate::loaded::CheckedCertificate>,
 }
 
 /// Parses and validates `cluster.toml`; `None` when `ctx` holds at least one error.
-pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str) -> Option<ParsedCluster> {
+pub(crate) fn parse(
+    ctx: &mut Ctx<'_>,
+    src: &str,
+    certificates: &CertificateSource,
+) -> Option<ParsedCluster> {
     let (doc, syntax) = DeTable::parse_recoverable(src);
     if !syntax.is_empty() {
         // The recovered document is unreliable: report syntax errors only, so that nothing
@@ -98,7 +107,7 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str) -> Option<ParsedCluster> {
         match v.get_ref() {
             DeValue::Array(items) => {
                 for item in items.iter() {
-                    drafts.push(read_service(ctx, item, &defaults));
+                    drafts.push(read_service(ctx, item, &defaults, certificates));
                 }
             }
             DeValue::Table(_) => ctx.error(
@@ -134,6 +143,10 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str) -> Option<ParsedCluster> {
             })
             .collect(),
     };
+    let checked = drafts
+        .iter_mut()
+        .flat_map(|d| std::mem::take(&mut d.certificates))
+        .collect();
     let config = match (name, heartbeat, health) {
         (Some(name), Some(heartbeat), Some(health)) if !ctx.has_errors() => drafts
             .into_iter()
@@ -149,7 +162,11 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, src: &str) -> Option<ParsedCluster> {
             }),
         _ => None,
     };
-    Some(ParsedCluster { config, spans })
+    Some(ParsedCluster {
+        config,
+        spans,
+        certificates: checked,
+    })
 }
 
 fn read_cluster_section(ctx: &mut Ctx<'_>, root: &Section<'_, '_>) -> Option<String> {

@@ -6,7 +6,9 @@ use super::misplaced::misplaced_in_section;
 use super::persistence::{persistence_for, read_persistence};
 use super::proxy::{ProxyInput, read_fallback, read_proxy, resolve_proxy};
 use super::servers::{fmt_ip, read_servers};
+use super::tls_section::{CertificateSource, read_tls};
 use crate::diag::Ctx;
+use crate::loaded::CheckedCertificate;
 use crate::model::*;
 use crate::reader::{At, Section, Val, array, choice, integer, ip, label, port_number, table};
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ const SERVICE_KEYS: &[&str] = &[
     "proxy",
     "fallback",
     "server",
+    "tls",
 ];
 
 pub(super) struct ServiceDefaults {
@@ -47,6 +50,10 @@ pub(super) struct ServiceDraft {
     pub proxy: ProxyDefaults,
     pub fallback: Result<Option<FallbackServer>, ()>,
     pub servers: Option<Vec<Server>>,
+    pub tls: Result<Option<TlsSettings>, ()>,
+    /// `tls.redirect_http` with its span: a VIP:port of this service too.
+    pub redirect: Option<At<u16>>,
+    pub certificates: Vec<CheckedCertificate>,
 }
 
 impl ServiceDraft {
@@ -67,7 +74,7 @@ impl ServiceDraft {
             proxy: self.proxy,
             fallback: self.fallback.ok()?,
             servers: self.servers?,
-            tls: None,
+            tls: self.tls.ok()?,
         })
     }
 }
@@ -76,6 +83,7 @@ pub(super) fn read_service(
     ctx: &mut Ctx<'_>,
     v: &Val<'_>,
     defaults: &ServiceDefaults,
+    certificates: &CertificateSource,
 ) -> ServiceDraft {
     let mut draft = ServiceDraft {
         label: None,
@@ -89,6 +97,9 @@ pub(super) fn read_service(
         proxy: resolve_proxy(&defaults.proxy, &ProxyInput::default()),
         fallback: Err(()),
         servers: None,
+        tls: Ok(None),
+        redirect: None,
+        certificates: Vec::new(),
     };
     let Some(t) = table(ctx, "service", v) else {
         return draft;
@@ -151,6 +162,18 @@ pub(super) fn read_service(
         None => Ok(defaults.fallback.clone()),
     };
     draft.servers = read_servers(ctx, &s, &name, &draft.ports);
+    let tls = read_tls(
+        ctx,
+        s.get("tls"),
+        &name,
+        draft.label.as_ref().map(|l| l.v.as_str()),
+        mode,
+        &draft.ports,
+        certificates,
+    );
+    draft.tls = tls.settings;
+    draft.redirect = tls.redirect;
+    draft.certificates = tls.certificates;
     draft
 }
 
@@ -297,19 +320,50 @@ pub(super) fn check_services(ctx: &mut Ctx<'_>, drafts: &[ServiceDraft]) {
                 }
             }
         }
-        for (span, other, other_span, port, count) in clashes {
-            let line = ctx.line_of(&other_span);
-            let more = match count {
-                1 => String::new(),
-                n => format!(" (and {} more ports of this entry)", n - 1),
-            };
-            ctx.error(
-                &span,
-                format!(
-                    "{}:{port} is already used by service \"{other}\" (line {line}){more}",
-                    fmt_ip(vip.v)
-                ),
-            );
+        report_clashes(ctx, vip.v, clashes);
+    }
+    // The redirect ports last, so that a clash always points at the `redirect_http` that takes a used port.
+    for draft in drafts {
+        let (Some(vip), Some(redirect)) = (&draft.vip, &draft.redirect) else {
+            continue;
+        };
+        let me = draft
+            .label
+            .as_ref()
+            .map_or("(unlabelled)".to_string(), |l| l.v.clone());
+        match claimed.get(&(vip.v, redirect.v)) {
+            Some((other, other_span)) if *other != me => {
+                let line = ctx.line_of(other_span);
+                ctx.error(
+                    &redirect.span,
+                    format!(
+                        "`redirect_http`: {}:{} is already used by service \"{other}\" (line {line})",
+                        fmt_ip(vip.v),
+                        redirect.v
+                    ),
+                );
+            }
+            _ => {
+                claimed.insert((vip.v, redirect.v), (me, redirect.span.clone()));
+            }
         }
+    }
+}
+
+/// One error per clashing ports entry.
+fn report_clashes(ctx: &mut Ctx<'_>, vip: IpAddr, clashes: Vec<PortClash>) {
+    for (span, other, other_span, port, count) in clashes {
+        let line = ctx.line_of(&other_span);
+        let more = match count {
+            1 => String::new(),
+            n => format!(" (and {} more ports of this entry)", n - 1),
+        };
+        ctx.error(
+            &span,
+            format!(
+                "{}:{port} is already used by service \"{other}\" (line {line}){more}",
+                fmt_ip(vip)
+            ),
+        );
     }
 }
