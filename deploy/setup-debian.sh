@@ -3,7 +3,7 @@
 # benchmarks against the references (HAProxy, keepalived). Idempotent; run as root.
 set -euo pipefail
 need=(haproxy keepalived nginx-light redis-server redis-tools wrk socat arping nftables tcpdump
-      iproute2 iputils-ping curl procps psmisc ca-certificates gcc
+      iproute2 iputils-ping curl openssl procps psmisc ca-certificates gcc
       prometheus systemd lintian man-db)
 # crates/tandem/tests/browser.rs drives the System Overview page in headless Chromium (CI must run it);
 # netns-tests/screenshot-page takes docs/system-overview.png with it. A font, so that pages render legibly.

@@ -28,6 +28,14 @@
 //!   server has); a peer that stops reading counts as silence too. In HTTP mode
 //!   `server_timeout_ms` bounds the wait for a response (504), `client_timeout_ms` closes idle keep-alive
 //!   connections, and a request head must arrive within min(10 s, client timeout).
+//! - **TLS** ([`tls`]): an HTTP-mode service with `tls` terminates TLS on all its ports (rustls on ring, TLS 1.2
+//!   and 1.3, certificate by SNI, ALPN `h2` and `http/1.1`, tickets and a session cache, a handshake timeout of
+//!   min(10 s, client timeout)); its connections are served by the hyper engine's request path (HTTP/1.1, or h2
+//!   towards the client and HTTP/1.1 towards the servers, over the same pools), with `X-Forwarded-Proto: https`
+//!   and a `Secure` persistence cookie. `redirect_http` adds a plain listener on the VIP answering 308 to
+//!   `https://`. A reload that changes the certificates builds a new runtime (established connections keep their
+//!   configuration); certificates that cannot be loaded (or whose file changed after the check) keep the running
+//!   runtime ([`ReloadReport::tls_errors`]).
 //! - **Counters**: `bytes_in` = bytes from clients, `bytes_out` = bytes to clients. In TCP mode a server's
 //!   `current` counts connections; in HTTP mode it counts requests in flight (what least-connections balances).
 //!   Per service also: HTTP responses by class (the proxy's own 400/502/503/504 included), histograms of the
@@ -75,12 +83,15 @@
 //! - `route.rs`: server choice for one client (persistence, balancing, retry).
 //! - `tcp.rs`: TCP mode's connection: connect with retry, then relay.
 //! - `http/`: the [`HttpEngine`] seam and shared helpers (`mod.rs`); the hyper engine (`hyper_engine.rs`, with its
-//!   counting I/O in `io.rs`).
+//!   counting I/O in `io.rs`), whose request path also serves TLS connections (`serve_io`).
+//! - [`tls`]: a TLS service's rustls configuration and SNI choice (`mod.rs`, imported by [`state`]), the TLS
+//!   connection (`serve.rs`: handshake, then the hyper engine) and the redirect listener (`redirect.rs`).
 //! - `h1/`: the native HTTP/1.1 engine ([`H1Engine`], `mod.rs`): the connection (`conn.rs`), one request on one
 //!   upstream connection (`forward.rs`), bodies (`body.rs`), deadlines (`timer.rs`), writes (`io.rs`), heads
 //!   (`head.rs`), chunked framing (`chunked.rs`), its threads (`threads.rs`) and batched io_uring sends
 //!   (`batch.rs`).
-//! - `reload.rs`: the next service runtimes from the running ones and a [`ReloadPlan`] (no I/O).
+//! - `reload.rs`: the next service runtimes from the running ones and a [`ReloadPlan`] (no I/O; the TLS sides are
+//!   built by `lib.rs` beforehand, which reads the certificate files).
 //! - `lib.rs`: [`Proxy`]: start ([`ProxyOptions`]), reload, listeners and accept loops, buttons, status, shutdown;
 //!   `fuzzing` re-exports the HTTP/1 parsers for the fuzz targets (hidden, not an API).
 //!
@@ -110,6 +121,7 @@ mod shared;
 pub mod state;
 mod status;
 mod tcp;
+pub mod tls;
 mod vip_conns;
 mod woken;
 
@@ -226,6 +238,9 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     /// Listeners that could not be bound: (service, address, error).
     pub bind_errors: Vec<(String, SocketAddr, String)>,
+    /// TLS services whose certificates could not be loaded: (service, error). A changed one kept its running
+    /// configuration, an added one is not served.
+    pub tls_errors: Vec<(String, String)>,
     /// The plan given was made from another configuration than the one served, so the proxy planned again from the
     /// served one (the lists above are from that plan).
     pub replanned: bool,
@@ -454,9 +469,12 @@ impl Proxy {
             unchanged: labels(plan.unchanged()),
             removed: labels(plan.removed()),
             bind_errors: Vec::new(),
+            tls_errors: Vec::new(),
             replanned,
         };
-        let next = reload::next_services(&st.services, &cfg, plan);
+        let tls = build_tls(&st.services, &cfg, plan);
+        let next = reload::next_services(&st.services, &cfg, plan, &tls);
+        report.tls_errors = next.tls_errors.clone();
         self.reconcile_stick(&cfg);
         self.reconcile_checks(st, &next);
         self.reconcile_listeners(st, &next.services, &mut report);
@@ -569,7 +587,13 @@ impl Proxy {
         let mut wanted: HashMap<SocketAddr, Arc<ServiceRuntime>> = HashMap::new();
         for rt in next.values() {
             rt.clear_bind_errors();
-            for &port in &rt.cfg.ports {
+            // A TLS service's redirect listener serves the same runtime on a port that is not one of its own.
+            let redirect = rt
+                .tls
+                .as_ref()
+                .and(rt.cfg.tls.as_ref())
+                .and_then(|t| t.redirect_http);
+            for &port in rt.cfg.ports.iter().chain(redirect.iter()) {
                 let addr = SocketAddr::new(rt.cfg.vip, port);
                 if wanted.contains_key(&addr) {
                     let e = format!("{addr} is already used by another service");
@@ -732,6 +756,32 @@ impl Proxy {
     }
 }
 
+/// The TLS side of every service of `cfg` that terminates TLS and that the plan adds or changes (reads the
+/// certificate files). A changed service keeps its session-ticket keys, so tickets issued before the reload resume.
+fn build_tls(
+    running: &BTreeMap<String, Arc<ServiceRuntime>>,
+    cfg: &ClusterConfig,
+    plan: &ReloadPlan,
+) -> reload::TlsBuilt {
+    let unchanged: HashSet<&str> = plan.unchanged().into_iter().collect();
+    let mut built = reload::TlsBuilt::new();
+    for svc in &cfg.services {
+        let Some(settings) = svc.tls.as_ref().filter(|_| reload::wants_tls(svc)) else {
+            continue;
+        };
+        let old = running.get(&svc.label);
+        if (unchanged.contains(svc.label.as_str()) && old.is_some())
+            || built.contains_key(&svc.label)
+        {
+            continue;
+        }
+        let ticketer = old.and_then(|o| o.tls.as_ref()).map(|t| t.ticketer.clone());
+        let result = tls::TlsService::build(settings, ticketer).map(Arc::new);
+        built.insert(svc.label.clone(), result);
+    }
+    built
+}
+
 async fn accept_loop(
     listener: Arc<listener::Listener>,
     addr: SocketAddr,
@@ -795,7 +845,13 @@ async fn accept_loop(
                 });
             }
             Mode::Http => {
-                let fut = inner.engine.serve(stream, peer, vip_port, svc, ctx);
+                let fut = if !svc.cfg.ports.contains(&vip_port) {
+                    Box::pin(tls::redirect::serve_redirect(stream, peer, svc, ctx))
+                } else if svc.tls.is_some() {
+                    Box::pin(tls::serve::serve_tls(stream, peer, vip_port, svc, ctx))
+                } else {
+                    inner.engine.serve(stream, peer, vip_port, svc, ctx)
+                };
                 tokio::spawn(async move {
                     fut.await;
                     drop((permit, open));

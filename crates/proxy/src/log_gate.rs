@@ -56,6 +56,7 @@ pub struct FailureLogs {
     pub no_server: LogGate,
     pub connect_failed: LogGate,
     pub server_timeout: LogGate,
+    pub tls_handshake: LogGate,
 }
 
 #[cfg(test)]

@@ -105,6 +105,77 @@ pub struct ServiceMetrics {
     pub access_log_lines: AtomicU64,
     /// Rate limits of the per-connection failure lines in the log.
     pub failure_logs: crate::log_gate::FailureLogs,
+    /// TLS services: handshakes and their outcomes.
+    pub tls: TlsCounters,
+}
+
+/// Why a TLS handshake failed, as counted and labelled (`reason`) in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client did not finish within the handshake timeout.
+    Timeout,
+    /// Not TLS, or TLS broken: garbage, a malformed or unexpected message.
+    Protocol,
+    /// No TLS version or cipher suite (or other parameter) in common with the client.
+    NoSharedParameters,
+    /// The client closed (or reset) the connection before the handshake was done.
+    Closed,
+    /// Anything else (an alert from the client, an internal error).
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in the order of [`TlsCounters::failures`].
+    pub const ALL: [HandshakeFailure; 5] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::NoSharedParameters,
+        HandshakeFailure::Closed,
+        HandshakeFailure::Other,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::NoSharedParameters => "no_shared_parameters",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::Other => "other",
+        }
+    }
+}
+
+/// A TLS service's handshake counters.
+#[derive(Debug, Default)]
+pub struct TlsCounters {
+    /// Completed handshakes.
+    pub handshakes: AtomicU64,
+    /// Completed handshakes that resumed a session (ticket or session id).
+    pub resumed: AtomicU64,
+    /// Completed handshakes by version: TLS 1.2, TLS 1.3.
+    pub tls12: AtomicU64,
+    pub tls13: AtomicU64,
+    /// Completed handshakes by the protocol agreed by ALPN: `h2`, anything else (HTTP/1.1).
+    pub h2: AtomicU64,
+    pub http1: AtomicU64,
+    /// Failed handshakes, in the order of [`HandshakeFailure::ALL`].
+    failures: [AtomicU64; 5],
+}
+
+impl TlsCounters {
+    pub(crate) fn failed(&self, why: HandshakeFailure) {
+        let i = HandshakeFailure::ALL
+            .iter()
+            .position(|r| *r == why)
+            .unwrap_or(4);
+        self.failures[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed handshakes by reason, in the order of [`HandshakeFailure::ALL`].
+    pub fn failures(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.failures[i].load(Ordering::Relaxed))
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the next set of service runtimes and the kept servers whose health check restarts. No I/O and no comparison of
 //! configurations: `lib.rs` swaps the set in, re-points the listeners and starts or stops the checks.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +13,29 @@ use tokio::sync::Semaphore;
 use crate::balance::Balancer;
 use crate::metrics::ServiceMetrics;
 use crate::state::{Counters, ServerRuntime, ServiceRuntime};
+use crate::tls::TlsService;
+
+/// The TLS side of the services a reload builds, by label (built by the caller, which reads the certificate files):
+/// only services with `tls` in HTTP mode that are added or changed have an entry; `Err` says why it could not be
+/// built.
+pub(crate) type TlsBuilt = HashMap<String, Result<Arc<TlsService>, String>>;
+
+/// The TLS side of `svc` from `built`: `Ok(None)` for a service without TLS.
+fn tls_for(svc: &Service, built: &TlsBuilt) -> Result<Option<Arc<TlsService>>, String> {
+    if !wants_tls(svc) {
+        return Ok(None);
+    }
+    match built.get(&svc.label) {
+        Some(Ok(tls)) => Ok(Some(tls.clone())),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err("its TLS configuration was not built".into()),
+    }
+}
+
+/// Whether `svc` terminates TLS (HTTP mode with `tls` set).
+pub(crate) fn wants_tls(svc: &Service) -> bool {
+    svc.tls.is_some() && svc.mode == tandem_config::model::Mode::Http
+}
 
 /// What the plan makes of the running services.
 pub(crate) struct Next {
@@ -20,6 +43,9 @@ pub(crate) struct Next {
     pub(crate) services: BTreeMap<String, Arc<ServiceRuntime>>,
     /// Kept server runtimes whose health check restarts (new check settings or a new check address).
     pub(crate) restart_checks: Vec<Arc<ServerRuntime>>,
+    /// Services whose TLS side could not be built, and why: a changed one keeps its running runtime, an added one is
+    /// not served.
+    pub(crate) tls_errors: Vec<(String, String)>,
 }
 
 /// The runtimes `cfg` is served with, given the running ones and the plan from the running configuration to `cfg`.
@@ -31,10 +57,12 @@ pub(crate) fn next_services(
     running: &BTreeMap<String, Arc<ServiceRuntime>>,
     cfg: &ClusterConfig,
     plan: &ReloadPlan,
+    tls: &TlsBuilt,
 ) -> Next {
     let mut next = Next {
         services: BTreeMap::new(),
         restart_checks: Vec::new(),
+        tls_errors: Vec::new(),
     };
     let cluster_fallback = cfg.fallback.as_ref();
     for sp in &plan.services {
@@ -46,19 +74,41 @@ pub(crate) fn next_services(
             continue;
         };
         let old = running.get(&sp.label);
+        if sp.change == ServiceChange::Unchanged
+            && let Some(old) = old
+        {
+            next.services.insert(sp.label.clone(), old.clone());
+            continue;
+        }
+        let svc_tls = match tls_for(svc, tls) {
+            Ok(t) => t,
+            Err(e) => {
+                match old {
+                    Some(old) => {
+                        tracing::error!(service = %sp.label, error = %e, "TLS cannot be set up; the service keeps its running configuration");
+                        next.services.insert(sp.label.clone(), old.clone());
+                    }
+                    None => {
+                        tracing::error!(service = %sp.label, error = %e, "TLS cannot be set up; the service is not served")
+                    }
+                }
+                next.tls_errors.push((sp.label.clone(), e));
+                continue;
+            }
+        };
         let rt = match (&sp.change, old) {
-            (ServiceChange::Unchanged, Some(old)) => old.clone(),
             (ServiceChange::Changed(delta), Some(old)) => Arc::new(changed_service(
                 svc,
                 old,
                 delta,
                 cluster_fallback,
                 &mut next.restart_checks,
+                svc_tls,
             )),
-            (ServiceChange::Added, None) => Arc::new(new_service(svc, cluster_fallback)),
+            (ServiceChange::Added, None) => Arc::new(new_service(svc, cluster_fallback, svc_tls)),
             (change, _) => {
                 tracing::error!(service = %sp.label, ?change, "the reload plan does not fit the running services; the service is built anew");
-                Arc::new(new_service(svc, cluster_fallback))
+                Arc::new(new_service(svc, cluster_fallback, svc_tls))
             }
         };
         next.services.insert(sp.label.clone(), rt);
@@ -67,12 +117,19 @@ pub(crate) fn next_services(
     for svc in &cfg.services {
         if !seen.insert(&svc.label) {
             tracing::error!(service = %svc.label, "duplicate service label; ignoring the second one");
-        } else if !next.services.contains_key(&svc.label) {
+        } else if !next.services.contains_key(&svc.label)
+            && !next.tls_errors.iter().any(|(l, _)| *l == svc.label)
+        {
             tracing::error!(service = %svc.label, "the reload plan does not name this service; it is added");
-            next.services.insert(
-                svc.label.clone(),
-                Arc::new(new_service(svc, cluster_fallback)),
-            );
+            match tls_for(svc, tls) {
+                Ok(svc_tls) => {
+                    next.services.insert(
+                        svc.label.clone(),
+                        Arc::new(new_service(svc, cluster_fallback, svc_tls)),
+                    );
+                }
+                Err(e) => next.tls_errors.push((svc.label.clone(), e)),
+            }
         }
     }
     next
@@ -84,7 +141,11 @@ fn first_with_label<'a>(cfg: &'a ClusterConfig, label: &str) -> Option<&'a Servi
 }
 
 /// A service new to this proxy: new servers (down until checked), counters and limit.
-fn new_service(svc: &Service, cluster_fallback: Option<&FallbackServer>) -> ServiceRuntime {
+fn new_service(
+    svc: &Service,
+    cluster_fallback: Option<&FallbackServer>,
+    tls: Option<Arc<TlsService>>,
+) -> ServiceRuntime {
     let servers = svc
         .servers
         .iter()
@@ -101,11 +162,10 @@ fn new_service(svc: &Service, cluster_fallback: Option<&FallbackServer>) -> Serv
     service_runtime(
         svc,
         servers,
-        Default::default(),
-        Arc::new(AtomicU64::new(0)),
-        Default::default(),
+        Figures::default(),
         new_limit(max),
         cluster_fallback,
+        tls,
     )
 }
 
@@ -117,6 +177,7 @@ fn changed_service(
     delta: &ServiceDelta,
     cluster_fallback: Option<&FallbackServer>,
     restart_checks: &mut Vec<Arc<ServerRuntime>>,
+    tls: Option<Arc<TlsService>>,
 ) -> ServiceRuntime {
     let servers = svc
         .servers
@@ -163,15 +224,12 @@ fn changed_service(
     } else {
         new_limit(svc.proxy.max_connections)
     };
-    service_runtime(
-        svc,
-        servers,
-        old.counters.clone(),
-        old.failures.clone(),
-        old.metrics.clone(),
-        limit,
-        cluster_fallback,
-    )
+    let kept = Figures {
+        counters: old.counters.clone(),
+        failures: old.failures.clone(),
+        metrics: old.metrics.clone(),
+    };
+    service_runtime(svc, servers, kept, limit, cluster_fallback, tls)
 }
 
 /// The connection-limit semaphore for `max` connections (0 = unlimited).
@@ -179,16 +237,25 @@ fn new_limit(max: u32) -> Option<Arc<Semaphore>> {
     (max > 0).then(|| Arc::new(Semaphore::new(max as usize)))
 }
 
-fn service_runtime(
-    svc: &Service,
-    servers: Vec<Arc<ServerRuntime>>,
+/// A service's counters and metrics, carried from runtime to runtime across reloads.
+#[derive(Default)]
+struct Figures {
     counters: Arc<Counters>,
     failures: Arc<AtomicU64>,
     metrics: Arc<ServiceMetrics>,
+}
+
+fn service_runtime(
+    svc: &Service,
+    servers: Vec<Arc<ServerRuntime>>,
+    figures: Figures,
     limit: Option<Arc<Semaphore>>,
     cluster_fallback: Option<&FallbackServer>,
+    tls: Option<Arc<TlsService>>,
 ) -> ServiceRuntime {
     let fallback = effective_fallback(svc, cluster_fallback);
+    // A cookie set over TLS is sent back over TLS only.
+    let secure = if tls.is_some() { "; Secure" } else { "" };
     let fallback_runtime = fallback.as_ref().map(|f| {
         Arc::new(ServerRuntime::new(
             "fallback".into(),
@@ -201,9 +268,9 @@ fn service_runtime(
         cfg: svc.clone(),
         servers,
         balancer: Mutex::new(Balancer::new(svc.balance)),
-        counters,
-        failures,
-        metrics,
+        counters: figures.counters,
+        failures: figures.failures,
+        metrics: figures.metrics,
         limit,
         fallback,
         fallback_runtime,
@@ -213,13 +280,14 @@ fn service_runtime(
             .iter()
             .map(|s| {
                 ::http::HeaderValue::from_str(&format!(
-                    "{}={}; Path=/",
+                    "{}={}; Path=/{secure}",
                     svc.persistence.cookie_name,
                     crate::http::encode_cookie_value(&s.label)
                 ))
                 .ok()
             })
             .collect(),
+        tls,
     }
 }
 

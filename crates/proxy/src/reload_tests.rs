@@ -45,11 +45,22 @@ fn started(text: &str) -> BTreeMap<String, Arc<ServiceRuntime>> {
         services: Vec::new(),
         ..c.clone()
     };
-    next_services(&BTreeMap::new(), &c, &ReloadPlan::new(&empty, &c)).services
+    next_services(
+        &BTreeMap::new(),
+        &c,
+        &ReloadPlan::new(&empty, &c),
+        &TlsBuilt::new(),
+    )
+    .services
 }
 
 fn reloaded(running: &BTreeMap<String, Arc<ServiceRuntime>>, from: &str, to: &str) -> Next {
-    next_services(running, &cfg(to), &ReloadPlan::new(&cfg(from), &cfg(to)))
+    next_services(
+        running,
+        &cfg(to),
+        &ReloadPlan::new(&cfg(from), &cfg(to)),
+        &TlsBuilt::new(),
+    )
 }
 
 fn server<'a>(
@@ -212,7 +223,7 @@ fn the_plan_decides_not_a_comparison() {
         ],
         ..ReloadPlan::new(&c, &c)
     };
-    let next = next_services(&running, &c, &plan);
+    let next = next_services(&running, &c, &plan, &TlsBuilt::new());
     let w1 = server(&next.services, "web", "w1");
     assert!(!Arc::ptr_eq(w1, server(&running, "web", "w1")));
     assert_eq!(
@@ -238,7 +249,7 @@ fn a_plan_that_does_not_fit_still_serves_the_whole_configuration() {
     let c = cfg(CLUSTER);
     let mut plan = ReloadPlan::new(&c, &c);
     plan.services.retain(|s| s.label == "web");
-    let next = next_services(&BTreeMap::new(), &c, &plan);
+    let next = next_services(&BTreeMap::new(), &c, &plan, &TlsBuilt::new());
     let labels: Vec<&str> = next.services.keys().map(String::as_str).collect();
     assert_eq!(labels, vec!["db", "web"]);
     assert_eq!(next.services["web"].servers.len(), 3);

@@ -17,6 +17,7 @@ use crate::pool::UpstreamPool;
 use crate::pool::h1_conn::UpConn;
 use crate::pool::hyper_conn::Upstream;
 use crate::shared::lock;
+use crate::tls::TlsService;
 
 /// The appliance's per-server buttons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -324,8 +325,10 @@ pub struct ServiceRuntime {
     pub fallback: Option<FallbackServer>,
     pub(crate) fallback_runtime: Option<Arc<ServerRuntime>>,
     pub(crate) bind_errors: Mutex<Vec<String>>,
-    /// Per server (same order): `NAME=label; Path=/` for http-cookie persistence.
+    /// Per server (same order): `NAME=label; Path=/` for http-cookie persistence (`; Secure` on TLS services).
     pub(crate) cookies: Vec<Option<::http::HeaderValue>>,
+    /// TLS termination (HTTP mode with `tls` set): what the handshakes use; the certificates served.
+    pub tls: Option<Arc<TlsService>>,
 }
 
 impl ServiceRuntime {

@@ -29,7 +29,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tandem_config::model::PersistenceMode;
 use tokio::net::TcpStream;
 
-use super::io::{Activity, ClientSink, CountingIo, ServerSink};
+pub(crate) use super::io::Activity;
+use super::io::{ClientSink, CountingIo, ServerSink};
 use super::{
     HEADER_READ_TIMEOUT, HttpEngine, cookie_in, error_html, register, unavailable_page,
     wait_first_byte,
@@ -106,13 +107,65 @@ async fn serve_http(
 ) {
     let activity = Arc::new(Activity::new());
     let client_fd = client.as_raw_fd();
-    let io = TokioIo::new(CountingIo::new(
+    let io = CountingIo::new(
         client,
         ClientSink {
             counters: svc.counters.clone(),
             activity: activity.clone(),
         },
-    ));
+    );
+    let conn = Conn {
+        peer,
+        vip_port,
+        svc,
+        ctx,
+        client_idle,
+        activity,
+        client_fd,
+    };
+    serve_io(io, conn, Protocol::Http1).await;
+}
+
+/// What a client connection is served as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Plain HTTP/1.x.
+    Http1,
+    /// HTTP/1.x over TLS.
+    Https1,
+    /// HTTP/2 over TLS.
+    H2,
+}
+
+/// One client connection as the hyper side serves it.
+pub(crate) struct Conn {
+    pub(crate) peer: SocketAddr,
+    pub(crate) vip_port: u16,
+    pub(crate) svc: Arc<ServiceRuntime>,
+    pub(crate) ctx: ConnCtx,
+    pub(crate) client_idle: Duration,
+    /// Stamped by the counting I/O under `io` (under TLS, if any).
+    pub(crate) activity: Arc<Activity>,
+    /// The client socket's descriptor, for the reset of a released VIP's connection.
+    pub(crate) client_fd: std::os::fd::RawFd,
+}
+
+/// Serves the requests of one client connection (plain, or the decrypted side of TLS) until it ends, the client
+/// idles out, the proxy shuts down or the VIP is released.
+pub(crate) async fn serve_io<I>(io: I, conn: Conn, protocol: Protocol)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        peer,
+        vip_port,
+        svc,
+        ctx,
+        client_idle,
+        activity,
+        client_fd,
+    } = conn;
+    let io = TokioIo::new(io);
     let req_ctx = Arc::new(RequestCtx {
         svc: svc.clone(),
         ctx: ctx.clone(),
@@ -120,17 +173,32 @@ async fn serve_http(
         vip_port,
         activity: activity.clone(),
         client_ip: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+        https: protocol != Protocol::Http1,
     });
     let service = hyper::service::service_fn(move |req| {
         let rc = req_ctx.clone();
         async move { Ok::<_, Infallible>(handle(rc, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT.min(client_idle))
-        .keep_alive(true)
-        .serve_connection(io, service)
-        .with_upgrades();
+    let conn: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = match protocol {
+        Protocol::Http1 | Protocol::Https1 => Box::pin(
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT.min(client_idle))
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .with_upgrades(),
+        ),
+        Protocol::H2 => Box::pin(
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(H2_MAX_STREAMS)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .max_header_list_size(H2_MAX_HEADER_LIST)
+                .max_send_buf_size(H2_STREAM_WINDOW as usize)
+                .serve_connection(io, service),
+        ),
+    };
     // Idle timeout, shutdown and the VIP's release, polled only when they fire (not on every I/O wake-up of the
     // connection).
     let stop = OnlyWhenWoken::new(async {
@@ -158,6 +226,13 @@ async fn serve_http(
     }
 }
 
+/// HTTP/2 limits per client connection (memory is bounded by streams x window): concurrent streams, the flow-control
+/// windows a client may fill before we read, and the size of a header block.
+const H2_MAX_STREAMS: u32 = 100;
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
 /// Resolves when the connection has had no traffic and no request in flight for `idle`.
 async fn idle_watchdog(activity: &Activity, idle: Duration) {
     let idle_ms = idle.as_millis() as u64;
@@ -180,6 +255,8 @@ struct RequestCtx {
     activity: Arc<Activity>,
     /// The client address as a header value, built once per connection for X-Forwarded-For.
     client_ip: Option<HeaderValue>,
+    /// The client came over TLS: `X-Forwarded-Proto: https`.
+    https: bool,
 }
 
 /// Counts a request in flight on the client connection until the response body is done.
@@ -325,6 +402,16 @@ async fn handle_request(rc: &RequestCtx, req: Request<Incoming>) -> Response<Pro
         None
     };
     prepare_request(&mut parts, rc.peer.ip(), rc.client_ip.as_ref(), upgrade);
+    if rc.https {
+        parts.headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("https"),
+        );
+    }
+    // An HTTP/2 client's request goes to the server as HTTP/1.1 (its `:authority` became `Host` above).
+    if parts.version >= http::Version::HTTP_2 {
+        parts.version = http::Version::HTTP_11;
+    }
     let bodyless = body.is_end_stream();
     let mut req = Some(Request::from_parts(parts, UpBody::Client(body)));
 

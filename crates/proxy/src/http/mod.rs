@@ -4,7 +4,7 @@
 //! the native HTTP/1.1 engine in `crate::h1`.
 
 pub(crate) mod hyper_engine;
-mod io;
+pub(crate) mod io;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! Every address is on 127.0.0.0/8.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod tls;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -437,7 +439,8 @@ pub fn rss_kib() -> u64 {
 }
 
 /// An HTTP/1.1 backend (hyper) answering every request with its name in the body and what it saw in headers:
-/// `x-backend`, `x-seen-xff`, `x-seen-via`, `x-seen-foo` (a header the client marks hop-by-hop), `x-seen-conn`.
+/// `x-backend`, `x-seen-xff`, `x-seen-via`, `x-seen-foo` (a header the client marks hop-by-hop), `x-seen-conn`,
+/// `x-seen-proto` (X-Forwarded-Proto), `x-seen-host`, `x-seen-version` (the request's HTTP version).
 /// `/big/N` answers N bytes, `/chunked/N` N bytes with no length (chunked); POST bodies are answered with their
 /// length. Counts accepted connections.
 pub struct HttpBackend {
@@ -493,7 +496,9 @@ impl HttpBackend {
                             };
                             let (xff, via, hop, conn) =
                                 (h("x-forwarded-for"), h("via"), h("x-foo"), h("connection"));
+                            let (proto, host) = (h("x-forwarded-proto"), h("host"));
                             let path = req.uri().path().to_string();
+                            let req_version = req.version();
                             if let Some(size) = path.strip_prefix("/chunked/") {
                                 // Unknown length: hyper sends it chunked, in 1000-byte chunks.
                                 let size: usize = size.parse().unwrap();
@@ -525,6 +530,9 @@ impl HttpBackend {
                                 .header("x-seen-via", via)
                                 .header("x-seen-foo", hop)
                                 .header("x-seen-conn", conn)
+                                .header("x-seen-proto", proto)
+                                .header("x-seen-host", host)
+                                .header("x-seen-version", format!("{:?}", req_version))
                                 .body(http_body_util::Either::Left(Full::new(body)))
                                 .unwrap();
                             Ok::<_, std::convert::Infallible>(resp)

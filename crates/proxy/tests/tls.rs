@@ -1,0 +1,489 @@
+//! TLS termination with real clients: curl (HTTP/1.1 and HTTP/2, SNI by --resolve), `openssl s_client` (SNI choice,
+//! version refusal, resumption by ticket and by session id), garbage, truncated and stalled handshakes, many idle TLS
+//! connections, the redirect listener, certificate swaps on reload. Certificates are ECDSA P-256 from rcgen. Every
+//! address is on 127.0.0.0/8.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::tls::*;
+use common::*;
+use tandem_config::model::{ClusterConfig, PersistenceMode};
+use tandem_proxy::Proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start_up(cfg: Arc<ClusterConfig>, label: &str) -> Proxy {
+    let proxy = start(cfg);
+    wait_for(&proxy, Duration::from_secs(5), "up", |s| all_up(s, label)).await;
+    proxy
+}
+
+/// Runs a client binary off the runtime's threads (it talks to the proxy in this process).
+async fn run(program: &str, args: Vec<String>, stdin: &'static [u8]) -> Output {
+    let program = require_binary(program);
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut input, stdin).unwrap();
+        // s_client quits at the end of its input (without -ign_eof); keep it open briefly so it reads the answer.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(input);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// curl over HTTPS to `name` (resolved to `vip`), trusting only `trust`; returns (exit ok, stdout with headers).
+async fn curl(vip: SocketAddr, name: &str, trust: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args: Vec<String> = vec![
+        "-sS".into(),
+        "-D".into(),
+        "-".into(),
+        "--max-time".into(),
+        "10".into(),
+        "--resolve".into(),
+        format!("{name}:{}:{}", vip.port(), vip.ip()),
+        "--cacert".into(),
+        trust.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(format!("https://{name}:{}/path?q=1", vip.port()));
+    let out = run("curl", args, b"").await;
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_lowercase(),
+    )
+}
+
+/// `openssl s_client` to `vip` with `args`, sending an HTTP/1.0 request; stdout and stderr together.
+async fn s_client(vip: SocketAddr, args: &[&str]) -> String {
+    let mut all: Vec<String> = vec![
+        "s_client".into(),
+        "-connect".into(),
+        vip.to_string(),
+        "-ign_eof".into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let out = run("openssl", all, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_http1_and_h2_with_sni_choice_and_forwarded_proto() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = sa("127.40.1.1:8443");
+    let backend = HttpBackend::start("b1", sa("127.40.1.10:8080")).await;
+    let certs = vec![
+        certificate(dir.path(), "horizon.pem", &["horizon.example.org"]),
+        certificate(dir.path(), "api.pem", &["*.api.example.org"]),
+    ];
+    let _proxy = start_up(
+        cluster(vec![tls_service("web", vip, backend.addr, certs, None)]),
+        "web",
+    )
+    .await;
+    let (d, horizon, api) = (dir.path(), "horizon.pem", "api.pem");
+
+    // HTTP/1.1, the first certificate by its exact name.
+    let (ok, out) = curl(vip, "horizon.example.org", &ca(d, horizon), &["--http1.1"]).await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("http/1.1 200"), "{out}");
+    assert!(out.contains("x-seen-proto: https"), "{out}");
+    assert!(out.contains("x-seen-xff: 127.0.0.1"), "{out}");
+    assert!(
+        out.contains("x-seen-host: horizon.example.org:8443"),
+        "{out}"
+    );
+    // HTTP/2 towards the client, HTTP/1.1 towards the server.
+    let (ok, out) = curl(vip, "horizon.example.org", &ca(d, horizon), &["--http2"]).await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("http/2 200"), "{out}");
+    assert!(out.contains("x-seen-proto: https"), "{out}");
+    assert!(out.contains("x-seen-version: http/1.1"), "{out}");
+    assert!(
+        out.contains("x-seen-host: horizon.example.org:8443"),
+        "{out}"
+    );
+    // The wildcard certificate for a name under it: trusting only it works, trusting the first fails.
+    let (ok, out) = curl(vip, "keystone.api.example.org", &ca(d, api), &["--http2"]).await;
+    assert!(ok, "{out}");
+    let (ok, _) = curl(vip, "keystone.api.example.org", &ca(d, horizon), &[]).await;
+    assert!(!ok, "the wildcard name must get the wildcard certificate");
+    // No match: the first certificate (curl then refuses the name, but the chain is the first one's).
+    let (ok, _) = curl(
+        vip,
+        "other.example.org",
+        &ca(d, horizon),
+        &[
+            "--connect-to",
+            "other.example.org:8443:horizon.example.org:8443",
+        ],
+    )
+    .await;
+    assert!(
+        !ok,
+        "the first certificate does not cover other.example.org"
+    );
+    let out = s_client(
+        vip,
+        &[
+            "-servername",
+            "other.example.org",
+            "-CAfile",
+            ca(d, horizon).to_str().unwrap(),
+            "-verify_return_error",
+        ],
+    )
+    .await;
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert!(backend.requests.load(Ordering::Relaxed) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_sni_version_refusal_and_resumption() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = sa("127.40.2.1:8443");
+    let backend = HttpBackend::start("b1", sa("127.40.2.10:8080")).await;
+    let certs = vec![
+        certificate(dir.path(), "horizon.pem", &["horizon.example.org"]),
+        certificate(dir.path(), "api.pem", &["*.api.example.org"]),
+    ];
+    let proxy = start_up(
+        cluster(vec![tls_service("web", vip, backend.addr, certs, None)]),
+        "web",
+    )
+    .await;
+    let d = dir.path();
+    let api_ca = ca(d, "api.pem");
+    let horizon_ca = ca(d, "horizon.pem");
+
+    // SNI: the wildcard certificate verifies against its own certificate only.
+    let out = s_client(
+        vip,
+        &[
+            "-servername",
+            "nova.api.example.org",
+            "-CAfile",
+            api_ca.to_str().unwrap(),
+            "-verify_return_error",
+        ],
+    )
+    .await;
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert!(out.contains(" 200 OK"), "{out}");
+    let out = s_client(
+        vip,
+        &[
+            "-servername",
+            "nova.api.example.org",
+            "-CAfile",
+            horizon_ca.to_str().unwrap(),
+            "-verify_return_error",
+        ],
+    )
+    .await;
+    assert!(!out.contains("Verify return code: 0 (ok)"), "{out}");
+    // No SNI at all: the first certificate.
+    let out = s_client(
+        vip,
+        &[
+            "-noservername",
+            "-CAfile",
+            horizon_ca.to_str().unwrap(),
+            "-verify_return_error",
+        ],
+    )
+    .await;
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+
+    // TLS 1.1 (and older) is refused.
+    let before = proxy.service("web").unwrap().metrics.tls.failures();
+    let out = s_client(vip, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]).await;
+    assert!(!out.contains(" 200 OK"), "{out}");
+    assert!(out.contains("Cipher is (NONE)"), "{out}");
+    let after = proxy.service("web").unwrap().metrics.tls.failures();
+    assert_eq!(after[2], before[2] + 1, "no shared version: {after:?}");
+
+    // TLS 1.3 resumption with a ticket.
+    let sess = d.join("s13");
+    let first = s_client(vip, &["-tls1_3", "-sess_out", sess.to_str().unwrap()]).await;
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    let again = s_client(vip, &["-tls1_3", "-sess_in", sess.to_str().unwrap()]).await;
+    assert!(again.contains("Reused, TLSv1.3"), "{again}");
+    // TLS 1.2 resumption with a ticket, and by session id without tickets.
+    for (name, extra) in [("s12t", None), ("s12id", Some("-no_ticket"))] {
+        let sess = d.join(name);
+        let mut args = vec!["-tls1_2", "-sess_out", sess.to_str().unwrap()];
+        args.extend(extra);
+        let first = s_client(vip, &args).await;
+        assert!(first.contains("New, TLSv1.2"), "{first}");
+        args[1] = "-sess_in";
+        let again = s_client(vip, &args).await;
+        assert!(again.contains("Reused, TLSv1.2"), "{name}: {again}");
+    }
+    let tls = &proxy.service("web").unwrap().metrics.tls;
+    assert!(tls.resumed.load(Ordering::Relaxed) >= 3);
+    assert!(tls.tls12.load(Ordering::Relaxed) >= 4);
+    // The client that refused the certificate aborted its handshake: four completed TLS 1.3 ones.
+    assert!(tls.tls13.load(Ordering::Relaxed) >= 4);
+}
+
+/// The first bytes a TLS 1.3 client sends (its ClientHello), from rustls' client.
+fn client_hello() -> Vec<u8> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), "horizon.example.org".try_into().unwrap())
+            .unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+/// Whether the proxy closes `s` within `within` (EOF or reset, after any bytes it sends).
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_truncated_and_stalled_handshakes_fail_and_the_service_serves() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = sa("127.40.3.1:8443");
+    let backend = HttpBackend::start("b1", sa("127.40.3.10:8080")).await;
+    let certs = vec![certificate(
+        dir.path(),
+        "horizon.pem",
+        &["horizon.example.org"],
+    )];
+    let mut svc = tls_service("web", vip, backend.addr, certs, None);
+    // The handshake timeout is min(10 s, client timeout).
+    svc.proxy.client_timeout_ms = 1000;
+    let proxy = start_up(cluster(vec![svc]), "web").await;
+    let tls = || proxy.service("web").unwrap().metrics.tls.failures();
+
+    // Garbage (a plain HTTP request to the TLS port): an alert or a close at once, counted as a protocol error.
+    let mut s = TcpStream::connect(vip).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut s, Duration::from_millis(500)).await);
+    // Random bytes with a handshake record header.
+    let mut s = TcpStream::connect(vip).await.unwrap();
+    s.write_all(&[
+        0x16, 0x03, 0x01, 0x00, 0x10, 1, 0, 0, 0x0c, 0xff, 0xfe, 0xfd, 0, 1, 2, 3, 4, 5, 6, 7, 8,
+    ])
+    .await
+    .unwrap();
+    assert!(closed_within(&mut s, Duration::from_millis(500)).await);
+    let f = tls();
+    assert_eq!(f[1], 2, "protocol errors: {f:?}");
+
+    // A truncated ClientHello, then the client closes: counted as closed.
+    let hello = client_hello();
+    let mut s = TcpStream::connect(vip).await.unwrap();
+    s.write_all(&hello[..hello.len() / 2]).await.unwrap();
+    s.shutdown().await.unwrap();
+    assert!(closed_within(&mut s, Duration::from_millis(500)).await);
+    // A client that stalls mid-handshake is closed at the handshake timeout (1 s here), not before.
+    let mut stalled = TcpStream::connect(vip).await.unwrap();
+    stalled.write_all(&hello[..hello.len() / 2]).await.unwrap();
+    let started = Instant::now();
+    assert!(!closed_within(&mut stalled, Duration::from_millis(600)).await);
+    // Meanwhile the service serves.
+    let (ok, out) = curl(
+        vip,
+        "horizon.example.org",
+        &ca(dir.path(), "horizon.pem"),
+        &[],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(closed_within(&mut stalled, Duration::from_millis(1500)).await);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    let f = tls();
+    assert_eq!((f[0], f[3]), (1, 1), "timeout and closed: {f:?}");
+    let t = &proxy.service("web").unwrap().metrics.tls;
+    assert_eq!(t.handshakes.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_http_and_secure_cookie() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = sa("127.40.4.1:8443");
+    let backend = HttpBackend::start("b1", sa("127.40.4.10:8080")).await;
+    let certs = vec![certificate(
+        dir.path(),
+        "horizon.pem",
+        &["horizon.example.org"],
+    )];
+    let mut svc = tls_service("web", vip, backend.addr, certs, Some(8080));
+    svc.persistence = persistence(PersistenceMode::HttpCookie, 0);
+    let _proxy = start_up(cluster(vec![svc]), "web").await;
+
+    let out = run(
+        "curl",
+        vec![
+            "-sS".into(),
+            "-D".into(),
+            "-".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "--max-time".into(),
+            "5".into(),
+            "-H".into(),
+            "Host: horizon.example.org".into(),
+            "http://127.40.4.1:8080/dashboard/?a=b".into(),
+        ],
+        b"",
+    )
+    .await;
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 308"), "{head}");
+    assert!(
+        head.contains("location: https://horizon.example.org:8443/dashboard/?a=b"),
+        "{head}"
+    );
+    assert_eq!(backend.requests.load(Ordering::Relaxed), 0);
+    // Following it lands on the TLS service; its persistence cookie is Secure.
+    let (ok, out) = curl(
+        vip,
+        "horizon.example.org",
+        &ca(dir.path(), "horizon.pem"),
+        &["--http1.1"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("set-cookie: serverid=a; path=/; secure"),
+        "{out}"
+    );
+}
+
+async fn get_over(s: &mut tokio_rustls::client::TlsStream<TcpStream>) -> String {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: horizon.example.org\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_certificates_and_keeps_established_connections() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = sa("127.40.5.1:8443");
+    let backend = HttpBackend::start("b1", sa("127.40.5.10:8080")).await;
+    let old = certificate(dir.path(), "old.pem", &["horizon.example.org"]);
+    let proxy = start_up(
+        cluster(vec![tls_service("web", vip, backend.addr, vec![old], None)]),
+        "web",
+    )
+    .await;
+    let name = rustls::pki_types::ServerName::try_from("horizon.example.org").unwrap();
+    let mut established = connector(&ca(dir.path(), "old.pem"))
+        .connect(name.clone(), TcpStream::connect(vip).await.unwrap())
+        .await
+        .unwrap();
+    assert!(get_over(&mut established).await.starts_with("HTTP/1.1 200"));
+
+    // A new certificate (another file): the service changes, new connections get the new certificate.
+    let new = certificate(dir.path(), "new.pem", &["horizon.example.org"]);
+    let report = proxy.reload(cluster(vec![tls_service(
+        "web",
+        vip,
+        backend.addr,
+        vec![new.clone()],
+        None,
+    )]));
+    assert_eq!(report.changed, ["web"]);
+    assert!(report.tls_errors.is_empty(), "{report:?}");
+    let fresh = connector(&ca(dir.path(), "new.pem"))
+        .connect(name.clone(), TcpStream::connect(vip).await.unwrap())
+        .await;
+    assert!(fresh.is_ok(), "the new certificate is served");
+    assert!(
+        connector(&ca(dir.path(), "old.pem"))
+            .connect(name.clone(), TcpStream::connect(vip).await.unwrap())
+            .await
+            .is_err(),
+        "the old certificate is no longer served"
+    );
+    // The established connection goes on with its old configuration.
+    assert!(get_over(&mut established).await.starts_with("HTTP/1.1 200"));
+
+    // A file that changed after the check is refused: the running certificate stays.
+    let mut tampered = certificate(dir.path(), "tampered.pem", &["horizon.example.org"]);
+    tampered.sha256 = new.sha256.clone();
+    let report = proxy.reload(cluster(vec![tls_service(
+        "web",
+        vip,
+        backend.addr,
+        vec![tampered],
+        None,
+    )]));
+    assert_eq!(report.tls_errors.len(), 1, "{report:?}");
+    assert!(report.tls_errors[0].1.contains("changed"), "{report:?}");
+    assert!(
+        connector(&ca(dir.path(), "new.pem"))
+            .connect(name, TcpStream::connect(vip).await.unwrap())
+            .await
+            .is_ok(),
+        "the running certificate is still served"
+    );
+    assert_eq!(
+        proxy
+            .service("web")
+            .unwrap()
+            .tls
+            .as_ref()
+            .unwrap()
+            .certificates[0]
+            .file,
+        "new.pem"
+    );
+}
