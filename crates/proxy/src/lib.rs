@@ -152,7 +152,7 @@ pub use h1::H1Engine;
 pub use http::hyper_engine::HyperEngine;
 pub use http::{HttpEngine, unavailable_page};
 pub use state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
-pub use status::{ProxyStatus, ServerStatus, ServiceStatus};
+pub use status::{ProxyStatus, ServerStatus, ServiceStatus, TlsStatus};
 
 use crate::shared::lock;
 

@@ -8,6 +8,7 @@ use tandem_config::model::{Balance, Mode, Persistence};
 use tandem_stick::TableStats;
 
 use crate::metrics::HistogramSnapshot;
+use crate::tls::CertificateInfo;
 
 use crate::state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
 
@@ -45,7 +46,24 @@ pub struct ServiceStatus {
     pub connect_time: HistogramSnapshot,
     pub access_log_lines: u64,
     pub access_log_dropped: u64,
+    /// TLS services: handshakes and the certificates served.
+    pub tls: Option<TlsStatus>,
     pub servers: Vec<ServerStatus>,
+}
+
+/// A TLS service's handshakes since start (kept across reloads) and its certificates now.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsStatus {
+    pub handshakes: u64,
+    pub resumed: u64,
+    pub tls12: u64,
+    pub tls13: u64,
+    /// Completed handshakes by ALPN: `h2`, HTTP/1.1 (or no ALPN).
+    pub h2: u64,
+    pub http1: u64,
+    /// Failed handshakes by reason, in the order of [`crate::metrics::HandshakeFailure::ALL`].
+    pub failures: [u64; 5],
+    pub certificates: Vec<CertificateInfo>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +120,19 @@ pub(crate) fn service_status(s: &ServiceRuntime, table: Option<TableStats>) -> S
         connect_time: m.connect.snapshot(),
         access_log_lines: m.access_log_lines.load(Ordering::Relaxed),
         access_log_dropped: m.access_log_dropped.load(Ordering::Relaxed),
+        tls: s.tls.as_ref().map(|tls| {
+            let t = &m.tls;
+            TlsStatus {
+                handshakes: t.handshakes.load(Ordering::Relaxed),
+                resumed: t.resumed.load(Ordering::Relaxed),
+                tls12: t.tls12.load(Ordering::Relaxed),
+                tls13: t.tls13.load(Ordering::Relaxed),
+                h2: t.h2.load(Ordering::Relaxed),
+                http1: t.http1.load(Ordering::Relaxed),
+                failures: t.failures(),
+                certificates: tls.certificates.clone(),
+            }
+        }),
         servers: s.servers.iter().map(|r| server_status(r)).collect(),
     }
 }

@@ -247,6 +247,16 @@ async fn openssl_sni_version_refusal_and_resumption() {
     assert!(tls.tls12.load(Ordering::Relaxed) >= 4);
     // The client that refused the certificate aborted its handshake: four completed TLS 1.3 ones.
     assert!(tls.tls13.load(Ordering::Relaxed) >= 4);
+    // The status snapshot (what /metrics renders) carries the same figures and the certificates.
+    let st = proxy.status();
+    let web = st.services.iter().find(|s| s.label == "web").unwrap();
+    let t = web.tls.as_ref().unwrap();
+    assert_eq!(t.handshakes, tls.handshakes.load(Ordering::Relaxed));
+    assert_eq!(t.failures[2], after[2]);
+    let files: Vec<&str> = t.certificates.iter().map(|c| c.file.as_str()).collect();
+    assert_eq!(files, ["horizon.pem", "api.pem"]);
+    assert_eq!(t.certificates[1].names, ["*.api.example.org"]);
+    assert!(t.certificates[0].not_after_unix > 0);
 }
 
 /// The first bytes a TLS 1.3 client sends (its ClientHello), from rustls' client.

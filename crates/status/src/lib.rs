@@ -352,6 +352,64 @@ pub struct ServiceTraffic {
     /// Access-log lines queued for the writer, and lines dropped because its queue was full.
     pub access_log_lines: u64,
     pub access_log_dropped: u64,
+    /// TLS services only: handshakes and certificates (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServiceTls>,
+}
+
+/// A TLS service's handshakes since the node started and the certificates it serves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct ServiceTls {
+    /// Completed handshakes, and of those: resumed ones, by version, by the protocol ALPN agreed.
+    pub handshakes: u64,
+    pub resumed: u64,
+    pub tls12: u64,
+    pub tls13: u64,
+    pub alpn_h2: u64,
+    pub alpn_http1: u64,
+    pub failures: TlsFailures,
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// Failed TLS handshakes by reason.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct TlsFailures {
+    /// Not done within the handshake timeout.
+    pub timeout: u64,
+    /// Not TLS (garbage), or a malformed or unexpected message.
+    pub protocol: u64,
+    /// No TLS version, cipher suite or other parameter in common.
+    pub no_shared_parameters: u64,
+    /// The client closed or reset the connection mid-handshake.
+    pub closed: u64,
+    pub other: u64,
+}
+
+impl TlsFailures {
+    /// `(reason, count)` in the order of the metric's `reason` label values.
+    pub fn reasons(&self) -> [(&'static str, u64); 5] {
+        [
+            ("timeout", self.timeout),
+            ("protocol", self.protocol),
+            ("no_shared_parameters", self.no_shared_parameters),
+            ("closed", self.closed),
+            ("other", self.other),
+        ]
+    }
+}
+
+/// One certificate a TLS service serves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub struct TlsCertificate {
+    /// The file as written in `cluster.toml`.
+    pub file: String,
+    /// The DNS names it covers (wildcards as written).
+    pub names: Vec<String>,
+    /// Its `notAfter`, Unix seconds.
+    pub not_after_unix: i64,
 }
 
 /// Responses by status class.

@@ -233,6 +233,20 @@ fn fully_populated() -> Status {
                 stick_table_evictions: 1,
                 access_log_lines: 1,
                 access_log_dropped: 1,
+                tls: Some(ServiceTls {
+                    handshakes: 1,
+                    resumed: 1,
+                    tls12: 1,
+                    tls13: 1,
+                    alpn_h2: 1,
+                    alpn_http1: 1,
+                    failures: TlsFailures::default(),
+                    certificates: vec![TlsCertificate {
+                        file: "a.pem".into(),
+                        names: vec!["a.example.org".into()],
+                        not_after_unix: 1,
+                    }],
+                }),
             },
         }],
     }

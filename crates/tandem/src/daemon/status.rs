@@ -273,6 +273,35 @@ fn traffic(service: &ServiceStatus) -> doc::ServiceTraffic {
         stick_table_evictions: service.stick_table_evictions,
         access_log_lines: service.access_log_lines,
         access_log_dropped: service.access_log_dropped,
+        tls: service.tls.as_ref().map(tls),
+    }
+}
+
+fn tls(t: &tandem_proxy::TlsStatus) -> doc::ServiceTls {
+    let [timeout, protocol, no_shared_parameters, closed, other] = t.failures;
+    doc::ServiceTls {
+        handshakes: t.handshakes,
+        resumed: t.resumed,
+        tls12: t.tls12,
+        tls13: t.tls13,
+        alpn_h2: t.h2,
+        alpn_http1: t.http1,
+        failures: doc::TlsFailures {
+            timeout,
+            protocol,
+            no_shared_parameters,
+            closed,
+            other,
+        },
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| doc::TlsCertificate {
+                file: c.file.clone(),
+                names: c.names.clone(),
+                not_after_unix: c.not_after_unix,
+            })
+            .collect(),
     }
 }
 
