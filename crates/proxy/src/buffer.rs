@@ -108,12 +108,20 @@ impl Buf {
 
     /// Reads what `from` has now into the free space (moving the content to the front first if needed).
     pub(crate) fn fill(&mut self, from: &TcpStream) -> io::Result<Read> {
+        self.fill_with(|space| read_now(from, space))
+    }
+
+    /// Lets `read` put bytes into the free space (moving the content to the front first if needed).
+    pub(crate) fn fill_with(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> io::Result<Read>,
+    ) -> io::Result<Read> {
         if self.end == self.data.len() && self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let r = read_now(from, &mut self.data[self.end..])?;
+        let r = read(&mut self.data[self.end..])?;
         if let Read::Data(n) = r {
             self.end += n;
         }

@@ -30,9 +30,10 @@
 //!   connections, and a request head must arrive within min(10 s, client timeout).
 //! - **TLS** ([`tls`]): an HTTP-mode service with `tls` terminates TLS on all its ports (rustls on ring, TLS 1.2
 //!   and 1.3, certificate by SNI, ALPN `h2` and `http/1.1`, tickets and a session cache, a handshake timeout of
-//!   min(10 s, client timeout)); its connections are served by the hyper engine's request path (HTTP/1.1, or h2
-//!   towards the client and HTTP/1.1 towards the servers, over the same pools), with `X-Forwarded-Proto: https`
-//!   and a `Secure` persistence cookie. `redirect_http` adds a plain listener on the VIP answering 308 to
+//!   min(10 s, client timeout)); HTTP/1.1 over TLS is served by the native engine (on its threads, TLS records
+//!   encrypted into its batched writes) when it is the engine, h2 (towards the client; HTTP/1.1 towards the
+//!   servers, over the same pools) by the hyper engine's request path; `X-Forwarded-Proto: https` replaces the
+//!   client's, and the persistence cookie is `Secure`. `redirect_http` adds a plain listener on the VIP answering 308 to
 //!   `https://`. A reload that changes the certificates builds a new runtime (established connections keep their
 //!   configuration); certificates that cannot be loaded (or whose file changed after the check) keep the running
 //!   runtime ([`ReloadReport::tls_errors`]).
@@ -86,7 +87,8 @@
 //!   counting I/O in `io.rs`), whose request path also serves TLS connections (`serve_io`).
 //! - [`tls`]: a TLS service's rustls configuration and SNI choice (`mod.rs`, imported by [`state`]), the TLS
 //!   connection (`serve.rs`: handshake, then the hyper engine) and the redirect listener (`redirect.rs`).
-//! - `h1/`: the native HTTP/1.1 engine ([`H1Engine`], `mod.rs`): the connection (`conn.rs`), one request on one
+//! - `h1/`: the native HTTP/1.1 engine ([`H1Engine`], `mod.rs`): the client side, plain or TLS (`client.rs`), the
+//!   connection (`conn.rs`), one request on one
 //!   upstream connection (`forward.rs`), bodies (`body.rs`), deadlines (`timer.rs`), writes (`io.rs`), heads
 //!   (`head.rs`), chunked framing (`chunked.rs`), its threads (`threads.rs`) and batched io_uring sends
 //!   (`batch.rs`).
@@ -150,7 +152,7 @@ pub use access_log::AccessLog;
 pub use ctx::{ConnCtx, SharedStickTables};
 pub use h1::H1Engine;
 pub use http::hyper_engine::HyperEngine;
-pub use http::{HttpEngine, unavailable_page};
+pub use http::{ConnectionJob, HttpEngine, unavailable_page};
 pub use state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
 pub use status::{ProxyStatus, ServerStatus, ServiceStatus, TlsStatus};
 
@@ -848,7 +850,15 @@ async fn accept_loop(
                 let fut = if !svc.cfg.ports.contains(&vip_port) {
                     Box::pin(tls::redirect::serve_redirect(stream, peer, svc, ctx))
                 } else if svc.tls.is_some() {
-                    Box::pin(tls::serve::serve_tls(stream, peer, vip_port, svc, ctx))
+                    let native = inner.engine.serves_tls_http1();
+                    inner.engine.run(
+                        peer,
+                        Box::new(move || {
+                            Box::pin(tls::serve::serve_tls(
+                                stream, peer, vip_port, svc, ctx, native,
+                            ))
+                        }),
+                    )
                 } else {
                     inner.engine.serve(stream, peer, vip_port, svc, ctx)
                 };

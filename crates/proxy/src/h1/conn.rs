@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::net::TcpStream;
-
 use super::body::{Body, Outcome};
+use super::client::Client;
 use super::head::{self, RequestInfo};
-use super::io::write_two;
 use super::timer::{Phase, Timer};
 use crate::access_log::{AccessLog, HttpLine, request_line};
 use crate::buffer::{Buf, Read};
@@ -52,7 +50,7 @@ pub(super) struct ReqLog {
 }
 
 pub(super) struct Conn<'a> {
-    pub(super) client: &'a TcpStream,
+    pub(super) client: &'a Client,
     pub(super) peer: SocketAddr,
     pub(super) vip_port: u16,
     pub(super) svc: &'a Arc<ServiceRuntime>,
@@ -103,10 +101,11 @@ impl Conn<'_> {
             if let Some(buf) = &self.buf
                 && !buf.is_empty()
             {
-                match head::parse_request(
+                match head::parse_request_from(
                     buf.filled(),
                     self.cookie_name.as_deref(),
                     &self.client_ip,
+                    self.client.is_tls(),
                     &mut self.up_head,
                 ) {
                     Ok(Some(info)) => return Some(info),
@@ -137,7 +136,7 @@ impl Conn<'_> {
             }
             self.client.readable().await.ok()?;
             let buf = self.buf.get_or_insert_with(Buf::take);
-            match buf.fill(self.client) {
+            match self.client.fill(buf) {
                 Ok(Read::Data(n)) => self.read_in(n),
                 Ok(Read::Empty) => {}
                 Ok(Read::Eof) | Err(_) => return None,
@@ -235,7 +234,7 @@ impl Conn<'_> {
     }
 
     pub(super) async fn write_client(&self, a: &[u8], b: &[u8]) -> io::Result<()> {
-        write_two(self.client, a, b).await?;
+        self.client.write_two(a, b).await?;
         self.svc.counters.add_out(a.len() + b.len());
         if self.log.is_some() {
             self.bytes.add_out(a.len() + b.len());
@@ -264,7 +263,7 @@ impl Conn<'_> {
         if let Some(b) = self.buf.take() {
             b.give();
         }
-        let _ = socket2::SockRef::from(self.client).shutdown(std::net::Shutdown::Write);
+        self.client.close_write().await;
         self.timer.clear(Phase::Idle);
         let mut scratch = [0u8; 4096];
         let mut read = 0;
@@ -273,7 +272,7 @@ impl Conn<'_> {
                 if self.client.readable().await.is_err() {
                     return;
                 }
-                match self.client.try_read(&mut scratch) {
+                match self.client.try_discard(&mut scratch) {
                     Ok(0) => return,
                     Ok(n) => read += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

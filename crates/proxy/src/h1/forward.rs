@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::{Body, BodyFailure, Outcome};
 use super::chunked::ChunkError;
+use super::client::Client;
 use super::conn::{Conn, closing_error};
 use super::head::{self, Framing, RequestInfo, ResponseInfo};
 use super::io::{readable, write_two};
@@ -205,7 +206,7 @@ impl Conn<'_> {
                 return Ok(());
             }
             let buf = self.buf.get_or_insert_with(Buf::take);
-            match buf.fill(self.client) {
+            match self.client.fill(buf) {
                 Ok(Read::Data(n)) => {
                     // (not `read_in`: `buf` borrows `self.buf`)
                     self.svc.counters.add_in(n);
@@ -326,12 +327,71 @@ impl Conn<'_> {
         if !ok {
             return Outcome::Done { keep: false };
         }
+        let client = match self.client {
+            Client::Plain(tcp) => tcp,
+            Client::Tls(_) => {
+                tokio::select! {
+                    end = self.tunnel_tls(&up, server) => {
+                        tracing::debug!(service = %svc.cfg.label, client = %self.peer, end = ?end, "upgraded connection ended");
+                    }
+                    _ = kill.cancelled() => {}
+                }
+                return Outcome::Done { keep: false };
+            }
+        };
         tokio::select! {
-            end = crate::relay::tasks::relay(self.client, &up.stream, self.client_idle, self.server_timeout, &svc.counters, &server.counters, self.log.as_ref().map(|_| &self.bytes)) => {
+            end = crate::relay::tasks::relay(client, &up.stream, self.client_idle, self.server_timeout, &svc.counters, &server.counters, self.log.as_ref().map(|_| &self.bytes)) => {
                 tracing::debug!(service = %svc.cfg.label, client = %self.peer, end = ?end, "upgraded connection ended");
             }
             _ = kill.cancelled() => {}
         }
         Outcome::Done { keep: false }
+    }
+
+    /// The tunnel after a 101 when the client speaks TLS: decrypted client bytes to the server, server bytes
+    /// encrypted to the client, until either side ends or stays silent past its timeout.
+    async fn tunnel_tls(&mut self, up: &UpConn, server: &ServerRuntime) -> io::Result<()> {
+        let svc = self.svc;
+        let mut from_client = Buf::take();
+        let mut from_server = Buf::take();
+        let idle = self.client_idle.min(self.server_timeout);
+        let r = loop {
+            let client_ready = tokio::select! {
+                r = self.client.readable() => { if let Err(e) = r { break Err(e) } true }
+                r = up.stream.readable() => { if let Err(e) = r { break Err(e) } false }
+                _ = tokio::time::sleep(idle) => break Ok(()),
+            };
+            if client_ready {
+                match self.client.fill(&mut from_client) {
+                    Ok(Read::Data(n)) => {
+                        svc.counters.add_in(n);
+                        server.counters.add_in(n);
+                        if let Err(e) = write_two(&up.stream, from_client.filled(), &[]).await {
+                            break Err(e);
+                        }
+                        from_client.consume(n);
+                    }
+                    Ok(Read::Empty) => {}
+                    Ok(Read::Eof) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            } else {
+                match from_server.fill(&up.stream) {
+                    Ok(Read::Data(n)) => {
+                        server.counters.add_out(n);
+                        if let Err(e) = self.write_client(from_server.filled(), &[]).await {
+                            break Err(e);
+                        }
+                        from_server.consume(n);
+                    }
+                    Ok(Read::Empty) => {}
+                    Ok(Read::Eof) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        from_client.give();
+        from_server.give();
+        r
     }
 }

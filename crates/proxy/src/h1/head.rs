@@ -96,6 +96,8 @@ enum Field {
     Cookie,
     Host,
     XForwardedFor,
+    /// Replaced by ours on TLS connections, forwarded as received otherwise.
+    XForwardedProto,
     CacheControl,
     /// `TE`, `Trailer`, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`: dropped, nothing else to do.
     OtherHopByHop,
@@ -116,6 +118,7 @@ impl Field {
             13 if is("cache-control") => Field::CacheControl,
             14 if is("content-length") => Field::ContentLength,
             15 if is("x-forwarded-for") => Field::XForwardedFor,
+            17 if is("x-forwarded-proto") => Field::XForwardedProto,
             16 if is("proxy-connection") => Field::OtherHopByHop,
             17 if is("transfer-encoding") => Field::TransferEncoding,
             18 if is("proxy-authenticate") => Field::OtherHopByHop,
@@ -416,6 +419,18 @@ pub fn parse_request(
     client_ip: &str,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestInfo>, HeadError> {
+    parse_request_from(input, cookie_name, client_ip, false, out)
+}
+
+/// [`parse_request`] for a client that came over TLS (`https`): the head sent upstream says so with
+/// `X-Forwarded-Proto: https`, replacing any the client sent.
+pub(crate) fn parse_request_from(
+    input: &[u8],
+    cookie_name: Option<&str>,
+    client_ip: &str,
+    https: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<RequestInfo>, HeadError> {
     // Uninitialised: zeroing 100 headers (3 KiB) per parse showed as the biggest user-space cost of a request.
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -490,6 +505,7 @@ pub fn parse_request(
                 append_item(forwarded_for.get_or_insert_with(Vec::new), h.value);
                 continue;
             }
+            Field::XForwardedProto if https => continue,
             Field::Host => {
                 hosts += 1;
                 host = h.value;
@@ -542,6 +558,9 @@ pub fn parse_request(
             push_header(out, "X-Forwarded-For", &v);
         }
         None => push_header(out, "X-Forwarded-For", client_ip.as_bytes()),
+    }
+    if https {
+        push_header(out, "X-Forwarded-Proto", b"https");
     }
     out.extend_from_slice(b"\r\n");
     Ok(Some(RequestInfo {
@@ -814,6 +833,29 @@ mod tests {
         .unwrap()
         .unwrap();
         (info, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn over_tls_forwarded_proto_is_ours() {
+        let input = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\n\r\n";
+        let mut out = Vec::new();
+        parse_request_from(input.as_bytes(), None, "10.0.0.7", true, &mut out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.7\r\nX-Forwarded-Proto: https\r\n\r\n"
+        );
+        // Plain HTTP: the client's is forwarded as received, none added.
+        let mut out = Vec::new();
+        parse_request(input.as_bytes(), None, "10.0.0.7", &mut out)
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("X-Forwarded-Proto: http\r\n")
+        );
     }
 
     #[test]

@@ -14,10 +14,15 @@
 //! (or the fallback server) when no server is up; 504 when the server does not answer within the server timeout;
 //! 502 on other upstream failures; `Upgrade` (WebSocket) handshakes become a raw tunnel after the 101. The head
 //! rules (what is forwarded, framing, keep-alive) are in [`head`].
+//!
+//! The client side may be TLS ([`serve_tls_requests`], after the handshake in `crate::tls`): reads decrypt into
+//! the same buffers, writes are encrypted into one buffer per write and sent like plain ones (batched), the
+//! request head gets `X-Forwarded-Proto: https`, and an upgraded connection is tunnelled through the TLS session.
 
 mod batch;
 mod body;
 pub(crate) mod chunked;
+mod client;
 mod conn;
 mod forward;
 pub(crate) mod head;
@@ -35,10 +40,11 @@ use tandem_config::model::PersistenceMode;
 use tokio::net::TcpStream;
 
 use crate::ctx::ConnCtx;
-use crate::http::{HEADER_READ_TIMEOUT, HttpEngine, wait_first_byte};
+use crate::http::{ConnectionJob, HEADER_READ_TIMEOUT, HttpEngine, wait_first_byte};
 use crate::state::{Active, ServiceRuntime};
 use crate::vip_conns::reset_on_close;
 use crate::woken::OnlyWhenWoken;
+use client::Client;
 use conn::{Conn, closing_error};
 use timer::{Phase, Timer, Watchdog};
 
@@ -70,6 +76,21 @@ impl H1Engine {
 }
 
 impl HttpEngine for H1Engine {
+    fn run(
+        &self,
+        peer: SocketAddr,
+        job: ConnectionJob,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        match &self.threads {
+            Some(threads) => threads.serve(peer, job),
+            None => Box::pin(async move { job().await }),
+        }
+    }
+
+    fn serves_tls_http1(&self) -> bool {
+        true
+    }
+
     fn serve(
         &self,
         client: std::net::TcpStream,
@@ -116,7 +137,7 @@ async fn serve_connection(
         return;
     }
     let conn = Box::pin(serve_requests(
-        client,
+        Client::Plain(client),
         peer,
         vip_port,
         svc.clone(),
@@ -126,8 +147,29 @@ async fn serve_connection(
     conn.await;
 }
 
+/// Serves the requests of a TLS client whose handshake is done (`session` may hold records it already read).
+pub(crate) async fn serve_tls_requests(
+    tcp: TcpStream,
+    session: rustls::ServerConnection,
+    peer: SocketAddr,
+    vip_port: u16,
+    svc: Arc<ServiceRuntime>,
+    ctx: ConnCtx,
+) {
+    let client = match Client::tls(tcp, session) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "TLS connection failed");
+            return;
+        }
+    };
+    let client_idle = Duration::from_millis(svc.cfg.proxy.client_timeout_ms.max(1));
+    let header_timeout = HEADER_READ_TIMEOUT.min(client_idle);
+    serve_requests(client, peer, vip_port, svc, ctx, header_timeout).await;
+}
+
 async fn serve_requests(
-    client: TcpStream,
+    client: Client,
     peer: SocketAddr,
     vip_port: u16,
     svc: Arc<ServiceRuntime>,
@@ -166,7 +208,7 @@ async fn serve_requests(
             phase = Watchdog::new(&timer) => Some(phase),
             _ = ctx.shutdown.cancelled() => {
                 if ctx.released() {
-                    reset_on_close(&client);
+                    reset_on_close(client.tcp());
                 }
                 None
             }
@@ -189,7 +231,7 @@ async fn serve_requests(
                 "The real server did not answer in time",
             );
             conn.answered(504);
-            if let Ok(n) = client.try_write(&page) {
+            if let Some(n) = client.try_write_last(&page) {
                 svc.counters.add_out(n);
                 if conn.log.is_some() {
                     conn.bytes.add_out(n);

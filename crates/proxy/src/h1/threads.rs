@@ -19,7 +19,7 @@ use super::batch;
 
 /// What the accepting task hands to a thread: makes the connection's future there (so the connection is
 /// registered with that thread's reactor, and its writes use that thread's ring).
-pub(crate) type Work = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub(crate) type Work = crate::http::ConnectionJob;
 
 /// A connection handed to a thread; `done` is dropped when it is served.
 struct Job {

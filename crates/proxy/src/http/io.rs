@@ -81,6 +81,10 @@ impl<S: Sink> CountingIo<S> {
     pub(crate) fn new(inner: TcpStream, sink: S) -> Self {
         Self { inner, sink }
     }
+
+    pub(crate) fn into_inner(self) -> TcpStream {
+        self.inner
+    }
 }
 
 impl<S: Sink + Unpin> AsyncRead for CountingIo<S> {

@@ -18,9 +18,29 @@ use crate::ctx::ConnCtx;
 use crate::state::ServiceRuntime;
 use crate::vip_conns::reset_on_close;
 
+/// One connection's work, made where it runs (so that its sockets register with that runtime's reactor).
+pub type ConnectionJob = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 /// The seam between the proxy and an HTTP implementation: serve one accepted client connection of `svc` until it
 /// ends. Server choice, persistence and counters come from the service runtime; an engine only speaks HTTP.
 pub trait HttpEngine: Send + Sync + 'static {
+    /// Runs `job` (a TLS connection: handshake, then HTTP) where this engine serves its connections; the future
+    /// ends with the connection. By default in the task that awaits it.
+    fn run(
+        &self,
+        peer: SocketAddr,
+        job: ConnectionJob,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let _ = peer;
+        Box::pin(async move { job().await })
+    }
+
+    /// Whether this engine serves HTTP/1.1 over TLS itself; otherwise TLS connections are served by the hyper
+    /// engine's request path (h2 always is).
+    fn serves_tls_http1(&self) -> bool {
+        false
+    }
+
     /// Serves one client connection. `client` is non-blocking and not registered with any reactor yet, so the
     /// engine registers it on the runtime that will serve it.
     fn serve(

@@ -13,10 +13,12 @@
 //!   across reloads of the service), TLS 1.2 session ids in a bounded cache ([`SESSION_CACHE_ENTRIES`]).
 //! - The handshake must be done within min(10 s, client timeout) of the connection's first byte; until that first
 //!   byte the connection holds no TLS state at all.
-//! - After the handshake the connection is the hyper engine's: an HTTP/1.1 connection waiting for a request
-//!   (the first, or the next on keep-alive) is closed after min(10 s, client timeout) without one (hyper's header
-//!   read timeout also runs while a keep-alive connection idles); h2 connections idle out after the client
-//!   timeout. An idle TLS connection after its handshake costs ~25 KiB (rustls' and hyper's buffers).
+//! - After the handshake: HTTP/1.1 on the native engine when it is the engine (the first request head within
+//!   min(10 s, client timeout), keep-alive idle up to the client timeout, as for plain HTTP), else on hyper's
+//!   (whose header read timeout also runs while a keep-alive connection idles: idle after min(10 s, client
+//!   timeout)); h2 always on hyper's, idle up to the client timeout. An idle keep-alive TLS connection on the
+//!   native engine costs ~22 KiB of process memory (measured in `tests/tls_idle.rs`, debug build; rustls' state
+//!   and read buffer are most of it).
 //! - A certificate file whose SHA-256 is no longer the one the configuration was checked with is refused: the
 //!   service runtime is not built (a reload keeps the old one, see `lib.rs`).
 

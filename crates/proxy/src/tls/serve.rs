@@ -1,6 +1,6 @@
 //! One accepted connection of a TLS service: wait for the first byte (holding nothing), the handshake within the
-//! handshake timeout (counted, failures by reason), then the decrypted stream to the hyper engine as HTTP/1.1 or
-//! h2 (as ALPN agreed).
+//! handshake timeout (counted, failures by reason), then HTTP as ALPN agreed: h2 on the hyper engine's request
+//! path; HTTP/1.1 on the native engine when it serves (`native`), else on hyper's too.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -26,6 +26,7 @@ pub(crate) async fn serve_tls(
     vip_port: u16,
     svc: Arc<ServiceRuntime>,
     ctx: ConnCtx,
+    native: bool,
 ) {
     let Some(client) = register(client, peer, &svc) else {
         return;
@@ -96,6 +97,19 @@ pub(crate) async fn serve_tls(
         counters.http1.fetch_add(1, Ordering::Relaxed);
         Protocol::Https1
     };
+    if native && protocol == Protocol::Https1 {
+        let (io, session) = stream.into_inner();
+        let served = Box::pin(crate::h1::serve_tls_requests(
+            io.into_inner(),
+            session,
+            peer,
+            vip_port,
+            svc.clone(),
+            ctx,
+        ));
+        served.await;
+        return;
+    }
     let conn = Conn {
         peer,
         vip_port,
