@@ -53,6 +53,7 @@ td_configure() {
     for kv in "$@"; do toml_set "$dir/cluster.toml" heartbeat "${kv%%=*}" "${kv#*=}"; done
     if [[ -n ${TD_CLUSTER_SED:-} ]]; then sed -i "$TD_CLUSTER_SED" "$dir/cluster.toml"; fi # a drill's own edit
     if [[ -n ${TD_CLUSTER_APPEND:-} ]]; then cat "$TD_CLUSTER_APPEND" >>"$dir/cluster.toml"; fi # a drill's own services
+    if [[ -n ${TD_NODE_APPEND:-} ]]; then cat "$TD_NODE_APPEND" >>"$dir/node.toml"; fi # e.g. a [tuning] section
     if [[ -n ${TD_HEALTH_INTERVAL_MS:-} ]]; then # drills: servers rise sooner after each fresh start
       toml_set "$dir/cluster.toml" health_check interval_ms "$TD_HEALTH_INTERVAL_MS"
       toml_set "$dir/cluster.toml" health_check timeout_ms "$((TD_HEALTH_INTERVAL_MS * 4 / 5))"

@@ -294,6 +294,11 @@ pub fn spawn_on(
     socket: UdpSocket,
     vips: impl VipControl,
 ) -> io::Result<ClusterHandle> {
+    // Released first when this daemon is killed, so the peer's heartbeats draw "port unreachable" at once
+    // (tandem_types::exit_order).
+    let socket = UdpSocket::from_std(std::net::UdpSocket::from(
+        tandem_types::exit_order::release_first(socket.into_std()?.into()),
+    ))?;
     let local_addr = socket.local_addr()?;
     let connected = prepare_socket(&socket, cfg.peer);
     let (command_tx, command_rx) = mpsc::channel(16);
@@ -557,6 +562,9 @@ impl Driver {
                 // A connected socket reports the peer's "port unreachable" once (the peer is down): read on.
                 // The election decides whether it is worth a probe.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !refused => {
+                    tracing::debug!(
+                        "heartbeat refused by the peer's host (ICMP port unreachable, read)"
+                    );
                     refused = true;
                     inputs.push(Input::PeerPortUnreachable);
                 }
@@ -658,6 +666,7 @@ impl Driver {
                     let _ = vip_tx.send(VipOp::Announce);
                 }
                 Action::ProbePeerProcess => {
+                    tracing::debug!("probing the peer's sync port");
                     let (peer, port) = (self.cfg.peer, self.cfg.probe_port);
                     process_probe::spawn(peer, port, self.cfg.bind.ip(), results);
                 }
@@ -690,6 +699,9 @@ impl Driver {
             // A connected socket hands a pending "port unreachable" (the peer was down) to the next send, which
             // then sends nothing: the error is consumed, try once more (and tell the election).
             Err(e) if self.connected && e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::debug!(
+                    "heartbeat refused by the peer's host (ICMP port unreachable, send)"
+                );
                 self.port_refused = true;
                 self.socket.send(datagram, peer, true).await
             }
@@ -837,7 +849,10 @@ fn command_input(command: Command) -> Input {
             timings,
             auto_failback,
         },
-        Command::PeerSessionLost => Input::PeerSessionLost,
+        Command::PeerSessionLost => {
+            tracing::debug!("sync session lost from the peer's side");
+            Input::PeerSessionLost
+        }
     }
 }
 

@@ -124,7 +124,14 @@ pub async fn spawn_sync(
     let (listener, presence) = if dials(params.local, params.peer) {
         (None, presence_listener(params.local).await)
     } else {
-        (Some(TcpListener::bind(params.local).await?), None)
+        (
+            Some(
+                TcpListener::bind(params.local)
+                    .await
+                    .and_then(connect::release_first_listener)?,
+            ),
+            None,
+        )
     };
     let (status_tx, status_rx) = watch::channel(SyncStatus::default());
     let (config_tx, config_rx) = watch::channel(local_config.clone());

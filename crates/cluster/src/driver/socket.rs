@@ -6,7 +6,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use tandem_types::exit_order::dup_release_first;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -90,11 +92,12 @@ impl HbSocket {
         }
     }
 
-    /// Takes the socket out of the reactor. A duplicate descriptor keeps it open while tokio's deregisters and
+    /// Takes the socket out of the reactor. A duplicate descriptor (in the release-first range, as the socket was:
+    /// `tandem_types::exit_order`) keeps it open while tokio's deregisters and
     /// closes its own, so a failure cannot lose the socket (at worst it stays registered).
     fn into_polled(self) -> Self {
         match self {
-            HbSocket::Registered(s) => match socket2::SockRef::from(&s).try_clone() {
+            HbSocket::Registered(s) => match dup_release_first(s.as_fd()) {
                 Ok(dup) => {
                     drop(s);
                     HbSocket::Polled(std::net::UdpSocket::from(dup))
@@ -112,7 +115,9 @@ impl HbSocket {
     fn into_registered(self) -> Self {
         match self {
             HbSocket::Polled(s) => {
-                let registered = s.try_clone().and_then(UdpSocket::from_std);
+                let registered = dup_release_first(s.as_fd())
+                    .map(std::net::UdpSocket::from)
+                    .and_then(UdpSocket::from_std);
                 match registered {
                     Ok(r) => HbSocket::Registered(r),
                     Err(e) => {

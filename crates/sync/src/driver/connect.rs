@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use ring::rand::{SecureRandom, SystemRandom};
+use tandem_types::exit_order::release_first;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -218,6 +220,13 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
+        let stream = match release_first_stream(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(error = %e, "sync: an accepted connection could not be renumbered; closed");
+                continue;
+            }
+        };
         let decision = lock(&admission).admit(from, now());
         let ticket = match decision {
             Admit::Refuse(rejection) => {
@@ -302,7 +311,7 @@ pub(super) async fn dial(params: &SyncParams) -> std::io::Result<TcpStream> {
                 Err(_) => continue,
             }
             match socket.connect(params.peer).await {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => return release_first_stream(stream),
                 // The 4-tuple is still in TIME_WAIT from an earlier session: another port.
                 Err(e)
                     if matches!(
@@ -318,7 +327,28 @@ pub(super) async fn dial(params: &SyncParams) -> std::io::Result<TcpStream> {
     }
     let socket = new_socket(params.peer)?;
     socket.bind(SocketAddr::new(ip, 0))?;
-    socket.connect(params.peer).await
+    socket
+        .connect(params.peer)
+        .await
+        .and_then(release_first_stream)
+}
+
+/// Renumbers a sync session's socket into the release-first range (`tandem_types::exit_order`): when this daemon is
+/// killed, its kernel sends the peer the session's FIN before it works through slower sockets.
+fn release_first_stream(stream: TcpStream) -> std::io::Result<TcpStream> {
+    let stream = stream.into_std()?;
+    TcpStream::from_std(std::net::TcpStream::from(release_first(OwnedFd::from(
+        stream,
+    ))))
+}
+
+/// Renumbers a sync listener into the release-first range: a killed daemon's sync port refuses the peer's probe
+/// before its kernel works through slower sockets.
+pub(super) fn release_first_listener(listener: TcpListener) -> std::io::Result<TcpListener> {
+    let listener = listener.into_std()?;
+    TcpListener::from_std(std::net::TcpListener::from(release_first(OwnedFd::from(
+        listener,
+    ))))
 }
 
 /// Whether a read error means the peer's side reset or dropped the connection (as its kernel does
@@ -335,7 +365,10 @@ pub(super) fn closed_by_peer(error: &std::io::Error) -> bool {
 /// bound: the node then only loses the fast detection of its death by the peer (docs/protocol.md,
 /// "Process death").
 pub(super) async fn presence_listener(local: SocketAddr) -> Option<TcpListener> {
-    match TcpListener::bind(local).await {
+    match TcpListener::bind(local)
+        .await
+        .and_then(release_first_listener)
+    {
         Ok(listener) => Some(listener),
         Err(e) => {
             warn!(%local, error = %e, "sync: cannot listen on this node's own sync address; the peer will find a dead daemon here by silence only");
