@@ -3,17 +3,17 @@
 # client probes the VIP. Sourced by netns-tests/drill.
 #
 # "old" is the lab's tandem binary; "next" is the same tree built with the test feature `wire-next` (heartbeat wire
-# version 2 reading 1..=2, sync protocol 3 reading 2..=3: the next release; see ru_build_next). Each node runs
+# version 2 reading 1..=2, sync protocol 4 reading 2..=4: the next release; see ru_build_next). Each node runs
 # its own copy of the binary ($LAB_TMP/tandem/NODE/bin/tandem); an upgrade is: stop (SIGTERM), replace the file,
 # start. A watcher on each node records VIP presence through the whole drill; one probe per phase:
 #   1. upgrade-standby  lb2 (standby) stopped, upgraded, started: lb1 stays active, 0 failed requests. In the mixed
 #                       window lb2 shows its peer's older version (`cluster.wire`, the `upgrade` line of `tandem
 #                       status`) and speaks it; lb1 took lb2's first (unreadable) heartbeats as a sign of life; the
-#                       sync session runs at protocol 2 and lb1 (the primary) holds its config push to the newer peer.
+#                       sync session runs at protocol 3 and lb1 (the primary) holds its config push to the newer peer.
 #   2. handover         `tandem takeover` on the upgraded lb2: a planned clean handover, outage bounded like the
 #                       takeover drill's (20 ms).
 #   3. upgrade-old      lb1 (now standby) stopped, upgraded, started: lb2 stays active, 0 failed requests; both end
-#                       speaking wire version 2 and sync protocol 3.
+#                       speaking wire version 2 and sync protocol 4.
 #   4. failback         `tandem takeover` on lb1: planned, bounded the same.
 # Over the whole drill: never both nodes holding the VIP (split_brain_episodes 0: overlaps of 1 ms or more, the
 # watchers' resolution) except the bounded overlap of the two planned handovers (make-before-break: the old holder
@@ -183,8 +183,8 @@ drill_rolling_upgrade() {
   WAIT_STEP=0.1 wait_for 10 "lb2 answering lb1 in wire version 1" ru_wire_is lb2 speaking 1 ||
     VIOL+=("lb2 speaks wire version $(ru_wire lb2 speaking), want 1")
   WAIT_STEP=0.1 wait_for 10 "the sync session between the releases" \
-    eval '[[ $(ru_field lb2 replication.protocol_version) == 2 && $(ru_field lb2 replication.connected) == true ]]' ||
-    VIOL+=("no sync session at protocol 2 between the releases")
+    eval '[[ $(ru_field lb2 replication.protocol_version) == 3 && $(ru_field lb2 replication.connected) == true ]]' ||
+    VIOL+=("no sync session at protocol 3 between the releases")
   text=$(td_cli lb2 status 2>/dev/null || true)
   held=$(grep -c 'cluster.toml push to the peer held' "$LAB_TMP/tandem-lb1.log" || true)
   R+=(mixed_lb2_wire:="$(td_status_json lb2 | "$JSON" get cluster.wire 2>/dev/null || echo null)"
@@ -241,8 +241,8 @@ drill_rolling_upgrade() {
   WAIT_STEP=0.1 wait_for 10 "both speaking wire version 2" \
     eval '[[ $(ru_wire lb1 speaking) == 2 && $(ru_wire lb2 speaking) == 2 ]]' ||
     VIOL+=("after both upgrades: lb1 speaks $(ru_wire lb1 speaking), lb2 $(ru_wire lb2 speaking), want 2")
-  WAIT_STEP=0.1 wait_for 10 "sync protocol 3" eval '[[ $(ru_field lb1 replication.protocol_version) == 3 ]]' ||
-    VIOL+=("after both upgrades the sync session runs protocol $(ru_field lb1 replication.protocol_version), want 3")
+  WAIT_STEP=0.1 wait_for 10 "sync protocol 4" eval '[[ $(ru_field lb1 replication.protocol_version) == 4 ]]' ||
+    VIOL+=("after both upgrades the sync session runs protocol $(ru_field lb1 replication.protocol_version), want 4")
   sleep "$(awk -v i="$interval" 'BEGIN { s = 5 * i / 1000; if (s < 1) s = 1; print s }')"
   s3=$(probe_stop ru-old)
   ru_phase_figures upgrade_old "$s3"

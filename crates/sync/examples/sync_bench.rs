@@ -17,7 +17,13 @@ use tandem_sync::{
 
 struct NoConfig;
 impl ConfigSink for NoConfig {
-    fn offer(&mut self, _: &[u8], _: u64, _: &str) -> Result<(), String> {
+    fn offer(
+        &mut self,
+        _: &[u8],
+        _: &[tandem_sync::ConfigFile],
+        _: u64,
+        _: &str,
+    ) -> Result<(), String> {
         Ok(())
     }
 }

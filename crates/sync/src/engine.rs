@@ -143,9 +143,11 @@ impl SyncEngine {
             .max_message_bytes
             .min(settings.max_frame / 4)
             .max(1);
+        let mut config = ConfigPush::new(params.role, local_config);
+        config.set_max_frame(settings.max_frame);
         Self {
             replicator: Replicator::new(settings.replication.clone(), process),
-            config: ConfigPush::new(params.role, local_config),
+            config,
             backoff: settings.backoff_initial,
             settings,
             dials: dials(params.local, params.peer),
@@ -482,8 +484,14 @@ impl SyncEngine {
                             link.outbox.push_back(Message::Config(m));
                         }
                     }
-                    ConfigAction::Apply { version, bytes } => {
-                        let result = self.sink.offer(&bytes, version.generation, &version.digest);
+                    ConfigAction::Apply {
+                        version,
+                        bytes,
+                        files,
+                    } => {
+                        let result =
+                            self.sink
+                                .offer(&bytes, &files, version.generation, &version.digest);
                         match &result {
                             Ok(()) => {
                                 info!(generation = version.generation, digest = %version.digest, "applied cluster.toml pushed by the primary")
@@ -492,7 +500,7 @@ impl SyncEngine {
                                 warn!(generation = version.generation, %reason, "refused cluster.toml pushed by the primary")
                             }
                         }
-                        next.extend(self.config.offer_result(version, bytes, result));
+                        next.extend(self.config.offer_result(version, bytes, files, result));
                     }
                 }
             }

@@ -35,8 +35,9 @@
 //! use tandem_sync::*;
 //! struct Sink; // the daemon's: validate like `tandem check`, write atomically, apply live
 //! impl ConfigSink for Sink {
-//!     fn offer(&mut self, bytes: &[u8], generation: u64, digest: &str) -> Result<(), String> {
-//!         # let _ = (bytes, generation, digest);
+//!     fn offer(&mut self, bytes: &[u8], files: &[ConfigFile], generation: u64, digest: &str)
+//!         -> Result<(), String> {
+//!         # let _ = (bytes, files, generation, digest);
 //!         Ok(())
 //!     }
 //! }
@@ -51,6 +52,7 @@
 //! };
 //! let running = LocalConfig {
 //!     bytes: std::fs::read("/etc/tandem/cluster.toml")?,
+//!     files: Vec::new(),                             // the certificates it names, by name
 //!     version: ConfigVersion { generation: 7, digest: "ab12…".into() },
 //! };
 //! let handle = spawn_sync(params, tables, clock, Box::new(Sink), Some(running), false).await?;
@@ -59,7 +61,7 @@
 //! # let _ = connected;
 //! # Ok(()) }
 //! ```
-//! `ConfigSink::offer` runs on the sync task: keep it to validation, one small file write and
+//! `ConfigSink::offer` runs on the sync task: keep it to validation, a few small file writes and
 //! handing the new configuration to the proxy. Never keep a `borrow()` of the status channel
 //! across an `.await` (it blocks the publisher).
 
@@ -79,7 +81,10 @@ pub mod wire;
 
 pub use admin_states::{AdminEntry, AdminMode, AdminStates, Origin, SharedAdminStates};
 pub use admission::HandshakeLimits;
-pub use config_push::{ConfigRole, ConfigSink, ConfigSyncState, ConfigVersion, LocalConfig};
+pub use config_push::{
+    ConfigFile, ConfigRole, ConfigSink, ConfigSyncState, ConfigVersion, FILES_PROTOCOL_VERSION,
+    LocalConfig, check_file_name, check_files,
+};
 #[cfg(feature = "driver")]
 pub use driver::{SharedTables, SyncHandle, spawn_sync};
 pub use engine::{SyncEngine, SyncParams, SyncSettings, dials};

@@ -9,11 +9,13 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Newest version of the sync protocol spoken by this build. 2: the dialer proves first and frames
-/// are encrypted (ChaCha20-Poly1305); 1 had the acceptor prove first and frames in clear. Feature
-/// `wire-next` builds the next release (3, same frames), for the rolling-upgrade tests and drill.
-/// A session speaks the highest version both sides offer (`handshake`).
-pub const PROTOCOL_VERSION: u16 = if cfg!(feature = "wire-next") { 3 } else { 2 };
+/// Newest version of the sync protocol spoken by this build. 3: the config push carries the files
+/// `cluster.toml` names (`ConfigMsg::OfferWithFiles`, the TLS certificates); 2: the dialer proves first
+/// and frames are encrypted (ChaCha20-Poly1305); 1 had the acceptor prove first and frames in clear.
+/// Feature `wire-next` builds the next release (4, same frames), for the rolling-upgrade tests and
+/// drill. A session speaks the highest version both sides offer (`handshake`); a version-2 peer is still
+/// accepted and gets `cluster.toml` alone while it names no file.
+pub const PROTOCOL_VERSION: u16 = if cfg!(feature = "wire-next") { 4 } else { 3 };
 /// Oldest protocol version this build still accepts from a peer (version 1 is refused
 /// explicitly: its acceptor-first handshake and clear frames are what version 2 replaces).
 pub const MIN_PROTOCOL_VERSION: u16 = 2;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use tandem_sync::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use tandem_sync::{ConfigRole, Identity, LocalConfig};
+use tandem_sync::{ConfigFile, ConfigRole, FILES_PROTOCOL_VERSION, Identity, LocalConfig};
 
 /// A node of the release speaking protocol versions `min..=max`.
 struct Release {
@@ -158,4 +158,45 @@ async fn releases_without_a_common_version_are_refused_counted_and_retried() {
     let error = a.status().last_error.unwrap_or_default();
     assert!(error.contains("protocol versions"), "{error}");
     assert!(b.sink.offers.lock().unwrap().is_empty());
+}
+
+/// A configuration with certificate files reaches a peer whose release carries files, files and all; the
+/// release before files (protocol 2) is not pushed it, and the primary's status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_files_go_to_a_peer_that_carries_them_and_not_to_an_older_one() {
+    let before_files = Release {
+        max: FILES_PROTOCOL_VERSION - 1,
+        min: MIN_PROTOCOL_VERSION,
+    };
+    let mut with_files = config(6, "# v6 with tls");
+    with_files.files = vec![ConfigFile {
+        name: "certs/horizon.pem".into(),
+        bytes: b"-----BEGIN CERTIFICATE-----".to_vec(),
+    }];
+    let (a, b) = pair(&THIS, with_files.clone(), &before_files, config(5, "# v5")).await;
+    wait_for(
+        "the refusal to push reported",
+        Duration::from_secs(5),
+        || {
+            a.status().config.reason.is_some_and(|r| {
+                r.contains("cannot receive files") && r.contains("upgrade the peer")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        b.status().protocol_version,
+        Some(FILES_PROTOCOL_VERSION - 1)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.sink.offers.lock().unwrap().is_empty());
+    assert_eq!(b.status().config.local.unwrap().generation, 5);
+
+    let (a, b) = pair(&THIS, with_files.clone(), &THIS, config(5, "# v5")).await;
+    wait_for("the push with its files", Duration::from_secs(5), || {
+        b.status().config.local.is_some_and(|v| v.generation == 6)
+    })
+    .await;
+    assert!(a.status().config.in_sync);
+    assert_eq!(b.sink.files.lock().unwrap().last(), Some(&with_files.files));
 }

@@ -19,7 +19,13 @@ const PEER_TIMEOUT: u64 = 5_000;
 struct Recording(Arc<Mutex<Vec<u64>>>);
 
 impl ConfigSink for Recording {
-    fn offer(&mut self, _bytes: &[u8], generation: u64, _digest: &str) -> Result<(), String> {
+    fn offer(
+        &mut self,
+        _bytes: &[u8],
+        _files: &[crate::config_push::ConfigFile],
+        generation: u64,
+        _digest: &str,
+    ) -> Result<(), String> {
         self.0
             .lock()
             .map_err(|_| "poisoned".to_string())?
@@ -48,6 +54,7 @@ fn addr(last: u8) -> SocketAddr {
 fn local_config(generation: u64) -> LocalConfig {
     LocalConfig {
         bytes: format!("# generation {generation}\n").into_bytes(),
+        files: Vec::new(),
         version: ConfigVersion {
             generation,
             digest: format!("d{generation}"),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tandem_stick::{Clock, StickKey, StickTables, TableSpec};
 use tandem_sync::session::SessionTimers;
 use tandem_sync::{
-    ConfigRole, ConfigSink, ConfigVersion, Identity, LocalConfig, Secret, SharedTables, SyncHandle,
-    SyncParams, SyncSettings, SyncStatus, dials, spawn_sync,
+    ConfigFile, ConfigRole, ConfigSink, ConfigVersion, Identity, LocalConfig, Secret, SharedTables,
+    SyncHandle, SyncParams, SyncSettings, SyncStatus, dials, spawn_sync,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -87,6 +87,7 @@ pub const SERVERS: [&str; 3] = [
 pub fn config(generation: u64, text: &str) -> LocalConfig {
     LocalConfig {
         bytes: text.as_bytes().to_vec(),
+        files: Vec::new(),
         version: ConfigVersion {
             generation,
             digest: format!("{:064x}", generation * 7919),
@@ -101,10 +102,19 @@ pub type Offer = (Vec<u8>, u64, String);
 #[derive(Clone, Default)]
 pub struct RecordingSink {
     pub offers: Arc<Mutex<Vec<Offer>>>,
+    /// The files of each offer, in the same order.
+    pub files: Arc<Mutex<Vec<Vec<ConfigFile>>>>,
 }
 
 impl ConfigSink for RecordingSink {
-    fn offer(&mut self, bytes: &[u8], generation: u64, digest: &str) -> Result<(), String> {
+    fn offer(
+        &mut self,
+        bytes: &[u8],
+        files: &[ConfigFile],
+        generation: u64,
+        digest: &str,
+    ) -> Result<(), String> {
+        self.files.lock().unwrap().push(files.to_vec());
         self.offers
             .lock()
             .unwrap()

@@ -2,6 +2,7 @@
 //! the secondary, configs pushed by the primary are validated, written atomically and applied. Each is a
 //! reload for systemd (`RELOADING=1` ... `READY=1`), and each re-reads node.toml's `[hooks]`.
 
+use super::pushed_files;
 use super::vips::apply_vip_plan;
 use super::{Current, Daemon, digest_bytes, election_timings, notify};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use tandem_cluster::driver::Command;
 use tandem_cluster::election::Timings;
 use tandem_config::{ClusterConfig, NodePlan, ReloadPlan};
 use tandem_proxy::ReloadReport;
-use tandem_sync::{ConfigSink, ConfigVersion, LocalConfig};
+use tandem_sync::{ConfigFile, ConfigSink, ConfigVersion, LocalConfig};
 
 impl Daemon {
     /// `tandem reload` / SIGHUP: validate cluster.toml from disk and apply it live. systemd hears
@@ -74,10 +75,12 @@ impl Daemon {
             &election_timings(&loaded.cluster.heartbeat),
         )
         .map_err(ActionError::invalid)?;
+        let files = config_files(&loaded);
         let message = self
             .apply(
                 loaded.cluster,
                 loaded.cluster_text,
+                files,
                 loaded.digest,
                 loaded.generation,
             )
@@ -111,10 +114,11 @@ impl Daemon {
         &self,
         cluster: ClusterConfig,
         text: String,
+        files: Vec<ConfigFile>,
         digest: String,
         generation: u64,
     ) -> String {
-        let (plan, report) = self.apply_config(cluster, text, digest.clone(), generation);
+        let (plan, report) = self.apply_config(cluster, text, files, digest.clone(), generation);
         let message = format!(
             "applied generation {generation} (digest {}): {} added, {} changed, {} removed, {} unchanged{}; {plan}",
             &digest[..digest.len().min(16)],
@@ -148,6 +152,7 @@ impl Daemon {
         &self,
         cluster: ClusterConfig,
         text: String,
+        files: Vec<ConfigFile>,
         digest: String,
         generation: u64,
     ) -> (ReloadPlan, ReloadReport) {
@@ -197,6 +202,7 @@ impl Daemon {
             *slot = Current {
                 cluster,
                 text,
+                files,
                 digest: digest.clone(),
                 generation,
             };
@@ -211,26 +217,42 @@ impl Daemon {
         (plan, report)
     }
 
-    /// The secondary's side of a config push: validate like `tandem check`, write atomically
-    /// (previous kept as `cluster.toml.prev`), take the primary's generation, apply live.
+    /// The secondary's side of a config push: `cluster.toml` and its certificate files are staged beside
+    /// cluster.toml and validated there like `tandem check`, then written (each file atomically, previous kept as
+    /// `NAME.prev`, cluster.toml last), the primary's generation taken, and applied live.
     fn accept_pushed_config(
         &self,
         bytes: &[u8],
+        files: &[ConfigFile],
         generation: u64,
         digest: &str,
     ) -> Result<(), String> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| "cluster.toml from the peer is not UTF-8".to_owned())?;
+        let config_dir = tandem_config::node_base_dir(&self.cluster_path).ok_or_else(|| {
+            format!(
+                "{}: the config directory is not known",
+                self.cluster_path.display()
+            )
+        })?;
+        let staged = pushed_files::stage(&config_dir, bytes, files)
+            .map_err(|e| format!("staging the pushed files in {}: {e}", config_dir.display()))?;
         let name = format!("{} (from the primary)", self.cluster_path.display());
-        let cluster = tandem_config::parse_cluster_for_node(text, &name, &self.node).map_err(
-            |diagnostics| {
-                diagnostics
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            },
-        )?;
+        let (mut cluster, _) = tandem_config::parse_cluster_for_node_in(
+            text,
+            &name,
+            &self.node,
+            &staged.dir,
+            tandem_config::now_unix(),
+        )
+        .map_err(|diagnostics| {
+            diagnostics
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        pushed_files::check_targets(&config_dir, &self.node_path, &self.node, &cluster, files)?;
         let computed = tandem_config::digest(&cluster);
         if computed != digest {
             return Err(format!(
@@ -241,29 +263,53 @@ impl Daemon {
         if current.digest == digest && current.generation == generation {
             return Ok(());
         }
+        pushed_files::relocate(&mut cluster, &staged.dir, &config_dir);
+        drop(staged);
         // A configuration the primary pushed is a reload too, as systemd sees it.
         notify::reloading();
-        let applied = self.save_and_apply_pushed(cluster, text, bytes, generation, digest);
+        let applied = self.save_and_apply_pushed(
+            cluster,
+            text,
+            bytes,
+            files,
+            &config_dir,
+            generation,
+            digest,
+        );
         self.reloads.count(&applied);
         notify::ready(&self.notify_status());
         applied
     }
 
     /// The pushed configuration, validated: written, its generation adopted, served.
+    #[allow(clippy::too_many_arguments)]
     fn save_and_apply_pushed(
         &self,
         cluster: ClusterConfig,
         text: &str,
         bytes: &[u8],
+        files: &[ConfigFile],
+        config_dir: &std::path::Path,
         generation: u64,
         digest: &str,
     ) -> Result<(), String> {
-        replace_keeping_previous(&self.cluster_path, bytes)
+        pushed_files::install(config_dir, files).map_err(|e| {
+            format!(
+                "writing the certificate files in {}: {e}",
+                config_dir.display()
+            )
+        })?;
+        super::replace_keeping_previous(&self.cluster_path, bytes)
             .map_err(|e| format!("writing {}: {e}", self.cluster_path.display()))?;
         tandem_config::generation::adopt(&self.node.node.state_dir, generation, digest)
             .map_err(|e| format!("recording generation {generation}: {e}"))?;
-        let (plan, report) =
-            self.apply_config(cluster, text.to_owned(), digest.to_owned(), generation);
+        let (plan, report) = self.apply_config(
+            cluster,
+            text.to_owned(),
+            files.to_vec(),
+            digest.to_owned(),
+            generation,
+        );
         tracing::info!(
             generation,
             digest,
@@ -326,6 +372,7 @@ fn timings_switch_is_safe(running: &Timings, new: &Timings) -> Result<(), String
 pub(super) fn local_config(current: &Current) -> LocalConfig {
     LocalConfig {
         bytes: current.text.clone().into_bytes(),
+        files: current.files.clone(),
         version: ConfigVersion {
             generation: current.generation,
             digest: current.digest.clone(),
@@ -333,24 +380,29 @@ pub(super) fn local_config(current: &Current) -> LocalConfig {
     }
 }
 
-/// The previous file kept as `NAME.prev`, then the new one written atomically.
-fn replace_keeping_previous(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if path.exists() {
-        let mut previous = path.as_os_str().to_owned();
-        previous.push(".prev");
-        std::fs::copy(path, previous)?;
-    }
-    super::write_atomically(path, bytes)
+/// The certificate files a loaded configuration names, as the push carries them.
+pub(super) fn config_files(loaded: &tandem_config::Loaded) -> Vec<ConfigFile> {
+    loaded
+        .certificate_files()
+        .into_iter()
+        .map(|(name, bytes)| ConfigFile { name, bytes })
+        .collect()
 }
 
 /// The sync session hands pushed configs to the daemon through this.
 pub(super) struct PushedConfigSink(pub(super) std::sync::Weak<Daemon>);
 
 impl ConfigSink for PushedConfigSink {
-    fn offer(&mut self, bytes: &[u8], generation: u64, digest: &str) -> Result<(), String> {
+    fn offer(
+        &mut self,
+        bytes: &[u8],
+        files: &[ConfigFile],
+        generation: u64,
+        digest: &str,
+    ) -> Result<(), String> {
         match self.0.upgrade() {
             Some(daemon) => {
-                let result = daemon.accept_pushed_config(bytes, generation, digest);
+                let result = daemon.accept_pushed_config(bytes, files, generation, digest);
                 if let Err(reason) = &result {
                     tracing::error!(generation, %reason, "refused cluster.toml pushed by the primary; running config unchanged");
                 }

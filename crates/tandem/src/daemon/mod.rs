@@ -17,6 +17,7 @@ mod hooks;
 mod logging;
 mod notify;
 mod privileges;
+mod pushed_files;
 pub mod startup;
 mod status;
 mod upkeep;
@@ -58,11 +59,26 @@ pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io:
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// The previous file kept as `NAME.prev`, then the new one written atomically.
+pub(crate) fn replace_keeping_previous(
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    if path.exists() {
+        let mut previous = path.as_os_str().to_owned();
+        previous.push(".prev");
+        std::fs::copy(path, previous)?;
+    }
+    write_atomically(path, bytes)
+}
+
 /// The configuration being served, with its version.
 #[derive(Clone)]
 pub struct Current {
     pub cluster: Arc<ClusterConfig>,
     pub text: String,
+    /// The certificate files `cluster.toml` names, as read when it was accepted (what the push carries).
+    pub files: Vec<tandem_sync::ConfigFile>,
     pub digest: String,
     pub generation: u64,
 }

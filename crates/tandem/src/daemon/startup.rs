@@ -537,6 +537,7 @@ impl Daemon {
             node_path,
             current: Mutex::new(Current {
                 cluster,
+                files: super::config_flow::config_files(&loaded),
                 text: loaded.cluster_text,
                 digest: loaded.digest,
                 generation: loaded.generation,
