@@ -366,3 +366,35 @@ fn a_config_without_tls_keeps_its_digest() {
     let canonical = canonical_toml(&loaded.cluster);
     assert_eq!(canonical.matches("tls = ").count(), 1, "{canonical}");
 }
+
+#[test]
+fn an_absolute_certificate_path_works_with_a_warning_that_it_is_not_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let path = elsewhere.path().join("a.pem");
+    fs::write(&path, good(&["a.example.org"])).unwrap();
+    write_dir(
+        dir.path(),
+        &cluster(&format!(r#"{{ certificates = ["{}"] }}"#, path.display())),
+        &[],
+    );
+    let loaded = check_in(dir.path()).unwrap();
+    assert_eq!(
+        loaded.cluster.services[0]
+            .tls
+            .as_ref()
+            .unwrap()
+            .certificates[0]
+            .path,
+        path
+    );
+    let warnings = tls_warnings(&loaded);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .message
+            .contains("the config push carries only files relative"),
+        "{}",
+        warnings[0]
+    );
+}

@@ -262,6 +262,15 @@ fn check_file(
         );
         return None;
     }
+    if Path::new(file).is_absolute() {
+        ctx.warn(
+            &entry.span,
+            format!(
+                "{what} is an absolute path: the config push carries only files relative to cluster.toml's \
+                 directory, so the peer must have it already (provision it there by hand)"
+            ),
+        );
+    }
     let expiry = tls::utc_date(material.not_after_unix);
     match material.validity_at(source.now_unix) {
         Validity::Good => {}
