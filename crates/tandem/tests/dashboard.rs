@@ -54,9 +54,27 @@ fn start(root: &Path, name: &str, role: &str, address: &str, peer: &str) -> Node
          persistence = { mode = \"source-ip\", timeout_s = 60, table_size = 100 }\n\
          [[service.server]]\nlabel = \"ctl-1\"\naddress = \"127.0.0.94\"\nport = 41090\n\
          [[service]]\nlabel = \"web\"\nvip = \"127.0.0.93\"\nports = [41091]\nmode = \"http\"\n\
+         [[service.server]]\nlabel = \"app-1\"\naddress = \"127.0.0.94\"\nport = 41091\n\
+         [[service]]\nlabel = \"horizon\"\nvip = \"127.0.0.93\"\nports = [41092]\nmode = \"http\"\n\
+         tls = { certificates = [\"horizon.pem\"] }\n\
          [[service.server]]\nlabel = \"app-1\"\naddress = \"127.0.0.94\"\nport = 41091\n",
     )
     .unwrap();
+    // The TLS service's certificate (the TLS families are served for it), the same file on both nodes.
+    let certificate = root.join("horizon.pem");
+    if !certificate.exists() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["horizon.example.org".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(
+            &certificate,
+            format!("{}{}", cert.pem(), key.serialize_pem()),
+        )
+        .unwrap();
+    }
+    std::fs::copy(&certificate, dir.join("horizon.pem")).unwrap();
     let admin = format!("{address}:49082");
     let metrics = format!("{address}:49101");
     std::fs::write(
