@@ -58,6 +58,73 @@ fn check_reports_every_error_with_file_line_col_and_exits_1() {
     assert!(stderr.contains("node.toml:3:8:"), "{stderr}");
 }
 
+/// `tandem check` on a TLS service: each certificate listed with its names and expiry; a renewed-too-late one
+/// (expired) fails with `file:line:col` at its entry and exit 1; one expiring within 30 days is a warning.
+#[test]
+fn check_lists_certificates_and_refuses_an_expired_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = |name: &str, until: (i32, u8, u8)| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let cert = params.self_signed(&key).unwrap();
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    };
+    std::fs::write(
+        dir.path().join("good.pem"),
+        pem("horizon.example.org", (2090, 1, 1)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("old.pem"),
+        pem("old.example.org", (2021, 1, 1)),
+    )
+    .unwrap();
+    let cluster = |files: &str| {
+        format!(
+            "[cluster]\nname = \"x\"\n[[service]]\nlabel = \"horizon\"\nvip = \"127.0.0.31\"\nports = [41443]\n\
+             mode = \"http\"\ntls = {{ certificates = [{files}] }}\n[[service.server]]\nlabel = \"a\"\n\
+             address = \"127.0.0.32\"\nport = 80\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("node.toml"),
+        "[node]\nname = \"n\"\nrole = \"primary\"\ninterface = \"lo\"\naddress = \"127.0.0.30\"\n\
+         manage_vips = false\nstate_dir = \"state\"\n",
+    )
+    .unwrap();
+    let check = || {
+        tandem()
+            .args(["check", "--config-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    std::fs::write(dir.path().join("cluster.toml"), cluster(r#""good.pem""#)).unwrap();
+    let output = check();
+    assert!(output.status.success(), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("good.pem: horizon.example.org (expires 2090-01-01)"),
+        "{stdout}"
+    );
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        cluster(r#""good.pem", "old.pem""#),
+    )
+    .unwrap();
+    let output = check();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "cluster.toml:8:37: service \"horizon\" tls: certificate \"old.pem\" expired on 2021-01-01"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn keygen_writes_0600_and_refuses_to_overwrite() {
     use std::os::unix::fs::PermissionsExt;
