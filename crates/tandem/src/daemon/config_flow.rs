@@ -59,6 +59,10 @@ impl Daemon {
                         .join("\n")
                 ))
             })?;
+        // Not errors, but worth the journal (a certificate expiring within 30 days, ...), as at start-up.
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
         self.hooks.replace(loaded.node.hooks.clone());
         let node_plan = NodePlan::new(&self.node, &loaded.node);
         if !node_plan.is_empty() {
