@@ -625,7 +625,12 @@ impl Driver {
                 if hb.node == self.cfg.election.node {
                     return Err(Reject::OwnName);
                 }
-                self.guard.check_incompatible(&hb)?;
+                if let Err(e) = self.guard.check_incompatible(&hb) {
+                    if e == Reject::Replay {
+                        self.speak.heard_reordered(hb.boot_epoch, hb.version);
+                    }
+                    return Err(e);
+                }
                 self.speak.heard(hb.boot_epoch, hb.version);
                 return Ok(Input::PeerIncompatible(hb));
             }
@@ -640,7 +645,12 @@ impl Driver {
             now_ms,
             silence_ms: self.election.config().timings.dead_ms,
         };
-        self.guard.check_fresh(&hb, own)?;
+        if let Err(e) = self.guard.check_fresh(&hb, own) {
+            if e == Reject::Replay {
+                self.speak.heard_reordered(hb.boot_epoch, version);
+            }
+            return Err(e);
+        }
         self.speak.heard(hb.boot_epoch, version);
         Ok(Input::PeerHeartbeat(hb))
     }

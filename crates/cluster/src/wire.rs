@@ -472,6 +472,20 @@ impl SpeakVersion {
         });
     }
 
+    /// An authenticated heartbeat of the peer that the replay guard refused as a repeat of its current run (same boot
+    /// epoch, sequence not above the last accepted: reordered or replayed). It still proves that the peer's current run
+    /// speaks `version`, so it may raise the highest version remembered for that run, and nothing else. Without it
+    /// a link that delivered the peer's first heartbeats (in its newest version) behind a later one left both nodes
+    /// speaking the older version for good (simulator, seed 33 of the rolling upgrade). A replay of an older run
+    /// changes nothing.
+    pub fn heard_reordered(&mut self, boot_epoch: u64, version: u16) {
+        if let Some(p) = self.peer.as_mut()
+            && p.epoch == boot_epoch
+        {
+            p.highest = p.highest.max(version);
+        }
+    }
+
     /// The versions this node reads and speaks.
     pub fn range(&self) -> (u16, u16) {
         (self.min, self.max)
@@ -869,6 +883,30 @@ mod tests {
         far.heard(1, 1);
         assert_eq!(far.speak(), 3);
         assert!(far.peer_incompatible());
+    }
+
+    #[test]
+    fn a_reordered_heartbeat_of_the_current_run_still_raises_the_version() {
+        let mut newer = SpeakVersion::new(1, 2);
+        // The upgraded peer's run 11: its answer in 1 arrived first, its first heartbeats in 2 after it (refused by
+        // the replay guard as reordered).
+        newer.heard(11, 1);
+        assert_eq!(newer.speak(), 1);
+        newer.heard_reordered(11, 2);
+        assert_eq!(newer.speak(), 2);
+        assert_eq!(
+            newer.peer_version(),
+            Some(1),
+            "the latest accepted is unchanged"
+        );
+        // A replay of an older run changes nothing; nor does one before any heartbeat was accepted.
+        let mut pinned = SpeakVersion::new(1, 2);
+        pinned.heard(12, 1);
+        pinned.heard_reordered(11, 2);
+        assert_eq!(pinned.speak(), 1);
+        let mut fresh = SpeakVersion::new(1, 2);
+        fresh.heard_reordered(1, 1);
+        assert_eq!(fresh.speak(), 2);
     }
 
     #[test]

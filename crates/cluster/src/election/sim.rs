@@ -640,6 +640,9 @@ impl Sim {
                             NAMES[f.to], hb.seq, hb.version
                         );
                     }
+                    if verdict == Err(crate::wire::Reject::Replay) {
+                        self.speak[f.to].heard_reordered(hb.boot_epoch, hb.version);
+                    }
                     if verdict.is_ok() {
                         self.incompatible_delivered[f.to] += 1;
                         self.speak[f.to].heard(hb.boot_epoch, hb.version);
@@ -669,6 +672,9 @@ impl Sim {
                     hb.ack_seq,
                     if verdict.is_ok() { "" } else { "DROPPED" }
                 );
+            }
+            if verdict == Err(crate::wire::Reject::Replay) {
+                self.speak[f.to].heard_reordered(hb.boot_epoch, version);
             }
             if verdict.is_ok() {
                 self.speak[f.to].heard(hb.boot_epoch, version);
