@@ -44,11 +44,14 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Everything wrong with a configuration: all errors found in one pass, plus warnings.
+/// Everything wrong with a configuration: all errors found in one pass, plus warnings and alarms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diagnostics {
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
+    /// Errors the caller asked to be let through and served anyway (a certificate out of its validity dates
+    /// under [`crate::tls::ExpiredCertificates::Serve`]): worse than warnings, logged at error level.
+    pub alarms: Vec<Diagnostic>,
 }
 
 impl Diagnostics {
@@ -64,6 +67,7 @@ impl Diagnostics {
     pub(crate) fn extend(&mut self, other: Diagnostics) {
         self.errors.extend(other.errors);
         self.warnings.extend(other.warnings);
+        self.alarms.extend(other.alarms);
     }
 
     /// Errors of each file in file order, then by line and column.
@@ -72,6 +76,8 @@ impl Diagnostics {
         self.errors.dedup();
         self.warnings.sort();
         self.warnings.dedup();
+        self.alarms.sort();
+        self.alarms.dedup();
     }
 }
 
@@ -136,6 +142,12 @@ impl<'s> Ctx<'s> {
     pub(crate) fn warn(&mut self, span: &Range<usize>, message: impl Into<String>) {
         let d = self.at(span, message);
         self.diags.warnings.push(d);
+    }
+
+    /// An error the caller chose to serve through (see [`Diagnostics::alarms`]).
+    pub(crate) fn alarm(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let d = self.at(span, message);
+        self.diags.alarms.push(d);
     }
 
     /// 1-based line of a byte offset (for "first defined at line N" hints).

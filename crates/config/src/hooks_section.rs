@@ -303,7 +303,9 @@ mod hooks_tests {
         let mut ctx = Ctx::new("node.toml", &text);
         let parsed = parse(&mut ctx, &text, None);
         let config = parsed.and_then(|p| p.config).filter(|_| !ctx.has_errors());
-        let Diagnostics { errors, warnings } = ctx.diags;
+        let Diagnostics {
+            errors, warnings, ..
+        } = ctx.diags;
         (
             config.map(|c| c.hooks),
             errors.iter().map(ToString::to_string).collect(),

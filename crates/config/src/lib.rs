@@ -53,6 +53,7 @@ use cluster::{CertificateSource, ClusterSpans, ParsedCluster};
 use diag::Ctx;
 use node::{NodeFacts, NodeSpans, ParsedNode};
 use std::path::Path;
+pub use tls::ExpiredCertificates;
 
 /// File names inside a config directory.
 pub const CLUSTER_FILE: &str = "cluster.toml";
@@ -71,6 +72,7 @@ pub fn parse_cluster_str(text: &str, file_name: &str) -> Result<ClusterConfig, D
     let source = CertificateSource {
         dir: None,
         now_unix: now_unix(),
+        expired: ExpiredCertificates::Refuse,
     };
     let mut ctx = Ctx::new(file_name, text);
     match cluster::parse(&mut ctx, text, &source).and_then(|p| p.config) {
@@ -80,16 +82,19 @@ pub fn parse_cluster_str(text: &str, file_name: &str) -> Result<ClusterConfig, D
 }
 
 /// Parses and validates a cluster.toml text whose certificate files are relative to `dir`, judging their
-/// validity at `now_unix`; also returns the certificates read and the warnings.
+/// validity at `now_unix` (a certificate out of its dates is what `expired` says); also returns the certificates
+/// read, and the warnings and alarms (no errors).
 pub fn parse_cluster_in(
     text: &str,
     file_name: &str,
     dir: &Path,
     now_unix: i64,
-) -> Result<(ClusterConfig, Vec<CheckedCertificate>, Vec<Diagnostic>), Diagnostics> {
+    expired: ExpiredCertificates,
+) -> Result<(ClusterConfig, Vec<CheckedCertificate>, Diagnostics), Diagnostics> {
     let source = CertificateSource {
         dir: Some(absolute_dir(dir)),
         now_unix,
+        expired,
     };
     let mut ctx = Ctx::new(file_name, text);
     let parsed = cluster::parse(&mut ctx, text, &source);
@@ -98,10 +103,7 @@ pub fn parse_cluster_in(
             config: Some(config),
             certificates,
             ..
-        }) if !ctx.has_errors() => {
-            let mut diags = finish(ctx.diags);
-            Ok((config, certificates, std::mem::take(&mut diags.warnings)))
-        }
+        }) if !ctx.has_errors() => Ok((config, certificates, finish(ctx.diags))),
         _ => Err(finish(ctx.diags)),
     }
 }
@@ -117,22 +119,27 @@ pub fn parse_cluster_for_node(
     let source = CertificateSource {
         dir: None,
         now_unix: now_unix(),
+        expired: ExpiredCertificates::Refuse,
     };
-    parse_for_node(text, file_name, node, &source).map(|(config, _)| config)
+    parse_for_node(text, file_name, node, &source).map(|(config, _, _)| config)
 }
 
 /// [`parse_cluster_for_node`] with the certificate files relative to `dir` (a pushed config's staging
-/// directory), judged at `now_unix`; also returns the certificates read.
+/// directory), judged at `now_unix` (a certificate out of its dates is what `expired` says: the secondary passes
+/// [`ExpiredCertificates::Serve`], as the primary's daemon does, so the two never disagree on one); also returns
+/// the certificates read, and the warnings and alarms (no errors).
 pub fn parse_cluster_for_node_in(
     text: &str,
     file_name: &str,
     node: &NodeConfig,
     dir: &Path,
     now_unix: i64,
-) -> Result<(ClusterConfig, Vec<CheckedCertificate>), Diagnostics> {
+    expired: ExpiredCertificates,
+) -> Result<(ClusterConfig, Vec<CheckedCertificate>, Diagnostics), Diagnostics> {
     let source = CertificateSource {
         dir: Some(absolute_dir(dir)),
         now_unix,
+        expired,
     };
     parse_for_node(text, file_name, node, &source)
 }
@@ -142,7 +149,7 @@ fn parse_for_node(
     file_name: &str,
     node: &NodeConfig,
     source: &CertificateSource,
-) -> Result<(ClusterConfig, Vec<CheckedCertificate>), Diagnostics> {
+) -> Result<(ClusterConfig, Vec<CheckedCertificate>, Diagnostics), Diagnostics> {
     let mut ctx = Ctx::new(file_name, text);
     let parsed = cluster::parse(&mut ctx, text, source);
     if let Some(p) = &parsed {
@@ -153,7 +160,7 @@ fn parse_for_node(
             config: Some(config),
             certificates,
             ..
-        }) if !ctx.has_errors() => Ok((config, certificates)),
+        }) if !ctx.has_errors() => Ok((config, certificates, finish(ctx.diags))),
         _ => Err(finish(ctx.diags)),
     }
 }
@@ -183,16 +190,25 @@ pub fn parse_node_str(
     }
 }
 
-/// Validates both files and records the generation in `state_dir` (what `tandem run` and
-/// `tandem reload` use).
-pub fn load(cluster_path: &Path, node_path: &Path) -> Result<Loaded, Diagnostics> {
-    load_inner(cluster_path, node_path, true, now_unix())
+/// Validates both files and records the generation in `state_dir` (what `tandem run` and `tandem reload`
+/// use, with [`ExpiredCertificates::Serve`]).
+pub fn load(
+    cluster_path: &Path,
+    node_path: &Path,
+    expired: ExpiredCertificates,
+) -> Result<Loaded, Diagnostics> {
+    load_inner(cluster_path, node_path, true, now_unix(), expired)
 }
 
 /// Validates both files without writing anything; the generation is the one `load` would
-/// assign (what `tandem check` uses).
+/// assign (what `tandem check` uses: a certificate out of its dates is an error).
 pub fn check(cluster_path: &Path, node_path: &Path) -> Result<Loaded, Diagnostics> {
-    load_inner(cluster_path, node_path, false, now_unix())
+    check_with(
+        cluster_path,
+        node_path,
+        now_unix(),
+        ExpiredCertificates::Refuse,
+    )
 }
 
 /// [`check`] judging certificate validity at `now_unix` instead of the system clock.
@@ -201,12 +217,28 @@ pub fn check_at(
     node_path: &Path,
     now_unix: i64,
 ) -> Result<Loaded, Diagnostics> {
-    load_inner(cluster_path, node_path, false, now_unix)
+    check_with(
+        cluster_path,
+        node_path,
+        now_unix,
+        ExpiredCertificates::Refuse,
+    )
+}
+
+/// [`check`] at `now_unix`, a certificate out of its dates being what `expired` says (`tandem release-vips`
+/// must release the VIPs of a node whose certificate lapsed).
+pub fn check_with(
+    cluster_path: &Path,
+    node_path: &Path,
+    now_unix: i64,
+    expired: ExpiredCertificates,
+) -> Result<Loaded, Diagnostics> {
+    load_inner(cluster_path, node_path, false, now_unix, expired)
 }
 
 /// `load` on `dir/cluster.toml` and `dir/node.toml`.
-pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostics> {
-    load(&dir.join(CLUSTER_FILE), &dir.join(NODE_FILE))
+pub fn load_dir(dir: &Path, expired: ExpiredCertificates) -> Result<Loaded, Diagnostics> {
+    load(&dir.join(CLUSTER_FILE), &dir.join(NODE_FILE), expired)
 }
 
 /// `check` on `dir/cluster.toml` and `dir/node.toml`.
@@ -249,6 +281,7 @@ fn load_inner(
     node_path: &Path,
     persist: bool,
     now_unix: i64,
+    expired: ExpiredCertificates,
 ) -> Result<Loaded, Diagnostics> {
     let mut diags = Diagnostics::default();
     let cluster_text = read(cluster_path, &mut diags);
@@ -257,6 +290,7 @@ fn load_inner(
     let certificate_source = CertificateSource {
         dir: node_base_dir(cluster_path),
         now_unix,
+        expired,
     };
 
     let cluster_name = cluster_path.display().to_string();
@@ -324,6 +358,7 @@ fn load_inner(
                     digest,
                     generation,
                     warnings: Vec::new(),
+                    alarms: Vec::new(),
                     certificates: certificates.clone(),
                 })
             }
@@ -342,6 +377,7 @@ fn load_inner(
     match result {
         Some(mut loaded) if diags.errors.is_empty() => {
             loaded.warnings = std::mem::take(&mut diags.warnings);
+            loaded.alarms = std::mem::take(&mut diags.alarms);
             Ok(loaded)
         }
         _ => Err(diags),

@@ -17,6 +17,9 @@ pub struct Loaded {
     pub digest: String,
     pub generation: u64,
     pub warnings: Vec<Diagnostic>,
+    /// What was let through and is served anyway (a certificate out of its validity dates, when the loader was
+    /// told [`crate::tls::ExpiredCertificates::Serve`]): the daemon logs these at error level.
+    pub alarms: Vec<Diagnostic>,
     /// Every certificate file of the TLS services, in service then file order, as read for this load.
     pub certificates: Vec<CheckedCertificate>,
 }

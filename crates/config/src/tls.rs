@@ -43,6 +43,19 @@ pub fn name_covers(name: &str, host: &str) -> bool {
     }
 }
 
+/// What a loader makes of a certificate outside its validity dates (expired, or not yet valid). Either way the
+/// file must still be readable, hold a key matching its leaf and parse: otherwise there is nothing to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredCertificates {
+    /// An error at the certificate's entry: the configuration is refused (`tandem check`, `tandem pair`).
+    Refuse,
+    /// The certificate is served and the problem is an alarm at its entry ([`crate::Loaded::alarms`], logged at
+    /// error level): the daemon at start-up, on `tandem reload` and on a pushed config. A lapsed certificate must
+    /// not stop a node from serving its other services or taking its failover role; monitoring shouts instead
+    /// (`tandem_tls_certificate_expiry_timestamp_seconds`, alert `TandemTlsCertificateExpired`).
+    Serve,
+}
+
 /// A certificate expiring sooner than this is reported by `tandem check` (a warning, not an error).
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 

@@ -115,7 +115,7 @@ fn load_records_generations_and_check_does_not() {
     assert_eq!(checked.generation, 1);
     assert!(!dir.path().join("state").exists(), "check writes nothing");
 
-    let first = load_dir(dir.path()).unwrap();
+    let first = load_dir(dir.path(), ExpiredCertificates::Serve).unwrap();
     assert_eq!(first.generation, 1);
     assert_eq!(first.digest, checked.digest);
     assert_eq!(first.cluster_text, CLUSTER);
@@ -124,13 +124,13 @@ fn load_records_generations_and_check_does_not() {
         .replace(" = ", "=")
         .replace("[cluster]", "# comment\n[cluster]");
     write_pair(dir.path(), &reformatted);
-    let again = load_dir(dir.path()).unwrap();
+    let again = load_dir(dir.path(), ExpiredCertificates::Serve).unwrap();
     assert_eq!((again.generation, &again.digest), (1, &first.digest));
     // A real change: new digest, next generation; check predicts it.
     let changed = CLUSTER.replace("weight = 50", "weight = 60");
     write_pair(dir.path(), &changed);
     assert_eq!(check_dir(dir.path()).unwrap().generation, 2);
-    let second = load_dir(dir.path()).unwrap();
+    let second = load_dir(dir.path(), ExpiredCertificates::Serve).unwrap();
     assert_eq!(second.generation, 2);
     assert_ne!(second.digest, first.digest);
     let plan = ReloadPlan::new(&first.cluster, &second.cluster);
@@ -157,7 +157,7 @@ fn unwritable_state_dir_is_reported_at_state_dir() {
     let blocker = dir.path().join("blocker");
     fs::write(&blocker, "").unwrap();
     fs::write(dir.path().join("node.toml"), node_toml(&blocker)).unwrap();
-    let err = load_dir(dir.path()).unwrap_err();
+    let err = load_dir(dir.path(), ExpiredCertificates::Serve).unwrap_err();
     assert_eq!(err.errors.len(), 1, "{err}");
     assert!(
         err.errors[0]

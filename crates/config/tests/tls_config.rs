@@ -201,6 +201,133 @@ fn every_certificate_problem_points_at_its_entry() {
     }
 }
 
+/// `tandem check` refuses a certificate out of its dates; the daemon (start-up, reload, a pushed config) serves it
+/// with an alarm at the same entry, and the secondary's check of the pushed files agrees with the primary's.
+#[test]
+fn a_certificate_out_of_its_dates_is_refused_by_check_and_served_by_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let expired = pem(&["old.example.org"], (2020, 1, 1), (2029, 12, 1)).0;
+    let future = pem(&["new.example.org"], (2030, 2, 1), (2040, 1, 1)).0;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "expired.pem",
+            &expired,
+            "expired on 2029-12-01: clients will refuse it",
+        ),
+        (
+            "future.pem",
+            &future,
+            "is not valid before 2030-02-01: clients will refuse it",
+        ),
+    ];
+    for (file, text, reason) in cases {
+        write_dir(
+            dir.path(),
+            &cluster(&format!(r#"{{ certificates = ["{file}"] }}"#)),
+            &[(file, text)],
+        );
+        let (cluster_path, node_path) = (
+            dir.path().join("cluster.toml"),
+            dir.path().join("node.toml"),
+        );
+        let error = only_error(dir.path());
+        assert!(error.starts_with("9:25: "), "{file}: {error}");
+        assert!(error.contains(reason), "{file}: {error}");
+
+        let served = check_with(&cluster_path, &node_path, NOW, ExpiredCertificates::Serve)
+            .unwrap_or_else(|d| panic!("{file}: refused when serving: {d}"));
+        assert_eq!(served.alarms.len(), 1, "{file}: {:?}", served.alarms);
+        let alarm = &served.alarms[0];
+        assert_eq!(alarm.position(), "9:25", "{alarm}");
+        assert!(alarm.message.contains(reason), "{alarm}");
+        assert!(
+            alarm.message.contains(&format!("certificate \"{file}\"")),
+            "{alarm}"
+        );
+        assert!(tls_warnings(&served).is_empty(), "{:?}", served.warnings);
+        let tls = served.cluster.services[0].tls.clone().unwrap();
+        assert_eq!(tls.certificates[0].file, *file);
+        assert_eq!(
+            served.certificate_files(),
+            vec![(file.to_string(), text.as_bytes().to_vec())]
+        );
+        // `tandem check` at the same moment reports no alarm: it refused instead.
+        assert!(check_at(&cluster_path, &node_path, NOW).is_err());
+
+        // The secondary checks the pushed text and files as the primary's daemon did: same config, same digest.
+        let text = fs::read_to_string(&cluster_path).unwrap();
+        let (pushed, _, remarks) = parse_cluster_for_node_in(
+            &text,
+            "pushed",
+            &served.node,
+            dir.path(),
+            NOW,
+            ExpiredCertificates::Serve,
+        )
+        .unwrap_or_else(|d| panic!("{file}: the secondary refused: {d}"));
+        assert_eq!(digest(&pushed), served.digest);
+        assert!(remarks.errors.is_empty());
+        assert_eq!(remarks.alarms.len(), 1, "{:?}", remarks.alarms);
+        assert!(remarks.alarms[0].message.contains(reason));
+        let refused = parse_cluster_for_node_in(
+            &text,
+            "pushed",
+            &served.node,
+            dir.path(),
+            NOW,
+            ExpiredCertificates::Refuse,
+        )
+        .unwrap_err();
+        assert!(refused.to_string().contains(reason), "{refused}");
+    }
+}
+
+/// Serving a certificate out of its dates does not let through a file with nothing to serve.
+#[test]
+fn a_broken_certificate_is_an_error_even_when_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, _) = pem(&["a.example.org"], (2020, 1, 1), (2029, 12, 1));
+    let (_, other_key) = pem(&["b.example.org"], (2020, 1, 1), (2040, 1, 1));
+    let cert_only = cert_a
+        .split("-----BEGIN PRIVATE KEY")
+        .next()
+        .unwrap()
+        .to_string();
+    let cases: &[(&str, &str, &str)] = &[
+        ("missing.pem", "", "cannot read"),
+        ("garbage.pem", "hello", "holds no certificate"),
+        ("nokey.pem", &cert_only, "holds no private key"),
+        (
+            "mismatch.pem",
+            &format!("{cert_only}{other_key}"),
+            "does not belong to the first certificate",
+        ),
+    ];
+    for (file, text, reason) in cases {
+        let files: Vec<(&str, &str)> = if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![(file, text)]
+        };
+        write_dir(
+            dir.path(),
+            &cluster(&format!(r#"{{ certificates = ["{file}"] }}"#)),
+            &files,
+        );
+        let diags = check_with(
+            &dir.path().join("cluster.toml"),
+            &dir.path().join("node.toml"),
+            NOW,
+            ExpiredCertificates::Serve,
+        )
+        .unwrap_err();
+        assert_eq!(diags.errors.len(), 1, "{diags}");
+        assert_eq!(diags.errors[0].position(), "9:25", "{diags}");
+        assert!(diags.errors[0].message.contains(reason), "{file}: {diags}");
+        assert!(diags.alarms.is_empty(), "{:?}", diags.alarms);
+    }
+}
+
 #[test]
 fn a_certificate_expiring_within_30_days_is_a_warning() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,7 +451,14 @@ fn the_digest_covers_certificate_content_but_not_where_it_lives() {
         "{canonical}"
     );
     // The canonical form reads back (pinned to the file's content) into the same model.
-    let (again, _, _) = parse_cluster_in(&canonical, "canonical", one.path(), NOW).unwrap();
+    let (again, _, _) = parse_cluster_in(
+        &canonical,
+        "canonical",
+        one.path(),
+        NOW,
+        ExpiredCertificates::Refuse,
+    )
+    .unwrap();
     assert_eq!(again, a.cluster);
 
     // A renewed certificate, cluster.toml untouched: a new digest, and the service changes for the reload.
@@ -342,7 +476,14 @@ fn the_digest_covers_certificate_content_but_not_where_it_lives() {
         ServiceChange::Unchanged
     );
     // The pinned canonical form now refuses the changed file.
-    let stale = parse_cluster_in(&canonical, "canonical", one.path(), NOW).unwrap_err();
+    let stale = parse_cluster_in(
+        &canonical,
+        "canonical",
+        one.path(),
+        NOW,
+        ExpiredCertificates::Refuse,
+    )
+    .unwrap_err();
     assert!(stale.to_string().contains("(the file changed)"), "{stale}");
     // Without a directory, a relative certificate cannot be found: said so.
     let error = parse_cluster_str(&text, "pushed").unwrap_err();

@@ -7,7 +7,7 @@ use crate::diag::Ctx;
 use crate::loaded::CheckedCertificate;
 use crate::model::*;
 use crate::reader::{At, Section, Val, array, integer, port_number, string, table};
-use crate::tls::{self, Validity};
+use crate::tls::{self, ExpiredCertificates, Validity};
 use std::path::{Path, PathBuf};
 use toml::de::DeValue;
 
@@ -17,12 +17,14 @@ const PINNED_KEYS: &[&str] = &["file", "sha256"];
 /// Certificate files one service may name (SNI picks among them).
 pub const MAX_CERTIFICATES_PER_SERVICE: usize = 64;
 
-/// Where certificate files are read from and the moment their validity is judged at.
+/// Where certificate files are read from, the moment their validity is judged at and what a certificate out of
+/// its dates is.
 #[derive(Debug, Clone)]
 pub(crate) struct CertificateSource {
     /// `cluster.toml`'s directory (absolute); `None` when the text has no file behind it.
     pub dir: Option<PathBuf>,
     pub now_unix: i64,
+    pub expired: ExpiredCertificates,
 }
 
 /// What reading `tls` gave: the settings (`Err` when something was wrong), the redirect port with its span (for
@@ -214,7 +216,7 @@ fn read_entry(ctx: &mut Ctx<'_>, v: &Val<'_>, name: &str) -> Option<At<(String, 
 }
 
 /// Reads and judges one certificate file; every problem is an error at its entry (an expiry within
-/// [`tls::EXPIRY_WARNING_DAYS`] a warning).
+/// [`tls::EXPIRY_WARNING_DAYS`] a warning, a certificate out of its dates what `source.expired` says).
 fn check_file(
     ctx: &mut Ctx<'_>,
     entry: &At<(String, Option<String>)>,
@@ -272,25 +274,33 @@ fn check_file(
         );
     }
     let expiry = tls::utc_date(material.not_after_unix);
-    match material.validity_at(source.now_unix) {
-        Validity::Good => {}
-        Validity::ExpiresSoon { days } => ctx.warn(
-            &entry.span,
-            format!("{what} expires in {days} days ({expiry}): renew it"),
-        ),
-        Validity::Expired => {
-            ctx.error(&entry.span, format!("{what} expired on {expiry}"));
-            return None;
-        }
-        Validity::NotYetValid => {
-            ctx.error(
+    let out_of_date = match material.validity_at(source.now_unix) {
+        Validity::Good => None,
+        Validity::ExpiresSoon { days } => {
+            ctx.warn(
                 &entry.span,
-                format!(
-                    "{what} is not valid before {} (check the clock, or the certificate's dates)",
-                    tls::utc_date(material.not_before_unix)
-                ),
+                format!("{what} expires in {days} days ({expiry}): renew it"),
             );
-            return None;
+            None
+        }
+        Validity::Expired => Some(format!(
+            "{what} expired on {expiry}: clients will refuse it"
+        )),
+        Validity::NotYetValid => Some(format!(
+            "{what} is not valid before {}: clients will refuse it (check the clock, or the certificate's dates)",
+            tls::utc_date(material.not_before_unix)
+        )),
+    };
+    if let Some(message) = out_of_date {
+        match source.expired {
+            ExpiredCertificates::Refuse => {
+                ctx.error(&entry.span, message);
+                return None;
+            }
+            ExpiredCertificates::Serve => ctx.alarm(
+                &entry.span,
+                format!("{message}; serving it anyway until it is replaced"),
+            ),
         }
     }
     let checked = CheckedCertificate {

@@ -48,21 +48,35 @@ impl Daemon {
                 &current.digest[..current.digest.len().min(16)]
             ));
         }
-        let loaded =
-            tandem_config::load(&self.cluster_path, &self.node_path).map_err(|diagnostics| {
-                ActionError::invalid(format!(
-                    "configuration rejected, the running config is unchanged:\n{}",
-                    diagnostics
-                        .iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ))
-            })?;
+        // A certificate out of its dates is served and logged as an error, as at start-up.
+        let loaded = tandem_config::load(
+            &self.cluster_path,
+            &self.node_path,
+            tandem_config::ExpiredCertificates::Serve,
+        )
+        .map_err(|diagnostics| {
+            ActionError::invalid(format!(
+                "configuration rejected, the running config is unchanged:\n{}",
+                diagnostics
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+        })?;
         // Not errors, but worth the journal (a certificate expiring within 30 days, ...), as at start-up.
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
+        for alarm in &loaded.alarms {
+            tracing::error!("{alarm}");
+        }
+        // The one running `tandem reload` hears it too: the reload succeeds, the certificate is still out of date.
+        let served_anyway: String = loaded
+            .alarms
+            .iter()
+            .map(|alarm| format!("\nerror: {alarm}"))
+            .collect();
         self.hooks.replace(loaded.node.hooks.clone());
         let node_plan = NodePlan::new(&self.node, &loaded.node);
         if !node_plan.is_empty() {
@@ -70,7 +84,7 @@ impl Daemon {
         }
         if loaded.digest == current.digest {
             return Ok(format!(
-                "cluster.toml unchanged (generation {})",
+                "cluster.toml unchanged (generation {}){served_anyway}",
                 current.generation
             ));
         }
@@ -89,7 +103,7 @@ impl Daemon {
                 loaded.generation,
             )
             .await;
-        Ok(message)
+        Ok(format!("{message}{served_anyway}"))
     }
 
     /// On the secondary a reload does not read cluster.toml (the primary's is served) but node.toml's `[hooks]`
@@ -222,7 +236,8 @@ impl Daemon {
     }
 
     /// The secondary's side of a config push: `cluster.toml` and its certificate files are staged beside
-    /// cluster.toml and validated there like `tandem check`, then written (each file atomically, previous kept as
+    /// cluster.toml and validated there like `tandem check` (except that a certificate out of its dates is served
+    /// with an error in the log, as the primary's daemon does), then written (each file atomically, previous kept as
     /// `NAME.prev`, cluster.toml last), the primary's generation taken, and applied live.
     fn accept_pushed_config(
         &self,
@@ -242,12 +257,15 @@ impl Daemon {
         let staged = pushed_files::stage(&config_dir, bytes, files)
             .map_err(|e| format!("staging the pushed files in {}: {e}", config_dir.display()))?;
         let name = format!("{} (from the primary)", self.cluster_path.display());
-        let (mut cluster, _) = tandem_config::parse_cluster_for_node_in(
+        // As the primary's daemon did with these very files: a certificate out of its dates is served, not
+        // refused, so the pair never disagrees on one.
+        let (mut cluster, _, remarks) = tandem_config::parse_cluster_for_node_in(
             text,
             &name,
             &self.node,
             &staged.dir,
             tandem_config::now_unix(),
+            tandem_config::ExpiredCertificates::Serve,
         )
         .map_err(|diagnostics| {
             diagnostics
@@ -266,6 +284,12 @@ impl Daemon {
         let current = self.current();
         if current.digest == digest && current.generation == generation {
             return Ok(());
+        }
+        for warning in &remarks.warnings {
+            tracing::warn!("{warning}");
+        }
+        for alarm in &remarks.alarms {
+            tracing::error!("{alarm}");
         }
         pushed_files::relocate(&mut cluster, &staged.dir, &config_dir);
         drop(staged);

@@ -288,7 +288,13 @@ pub fn release_vips(
     cluster_path: &Path,
     node_path: &Path,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let loaded = match tandem_config::check(cluster_path, node_path) {
+    // A lapsed certificate must not keep the VIPs on the interface after the daemon stopped.
+    let loaded = match tandem_config::check_with(
+        cluster_path,
+        node_path,
+        tandem_config::now_unix(),
+        tandem_config::ExpiredCertificates::Serve,
+    ) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             for diagnostic in diagnostics.iter() {

@@ -25,7 +25,13 @@ use tokio::signal::unix::{SignalKind, signal};
 pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
     // The log's shape is node.toml's to choose, so it starts once the configuration is read; a
     // rejected configuration goes to stderr as file:line:col lines (the journal keeps them too).
-    let loaded = match tandem_config::load(&cluster_path, &node_path) {
+    // A certificate out of its dates is served (and logged as an error below): a lapsed certificate must not keep
+    // the node from its other services and its failover role. `tandem check` still refuses it.
+    let loaded = match tandem_config::load(
+        &cluster_path,
+        &node_path,
+        tandem_config::ExpiredCertificates::Serve,
+    ) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             for diagnostic in diagnostics.iter() {
@@ -38,6 +44,9 @@ pub fn run(cluster_path: PathBuf, node_path: PathBuf) -> Result<ExitCode> {
     super::logging::init(&loaded.node.log);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
+    }
+    for alarm in &loaded.alarms {
+        tracing::error!("{alarm}");
     }
     // Root's part is done (config read, generation recorded); from here on every thread runs as the unprivileged
     // user with the four capabilities it needs. Here, before the runtime: capabilities are per thread, and every
