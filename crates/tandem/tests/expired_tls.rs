@@ -4,7 +4,8 @@
 //! logs it as an error at its `cluster.toml` entry and serves it (curl -k gets the backend's answer, and
 //! `openssl s_client` is handed exactly that expired certificate); the secondary accepts the pushed config with
 //! the expired file (same digest) instead of refusing what the primary serves; `tandem reload` of another expired
-//! certificate is applied and pushed too. `tandem check` on the same files exits 1 with file:line:col.
+//! certificate is applied and pushed too. `tandem check` on the same files exits 1 with file:line:col;
+//! `tandem release-vips` still runs.
 
 mod common;
 
@@ -191,6 +192,15 @@ fn a_node_serves_an_expired_certificate_that_check_refuses() {
             "cluster.toml{ENTRY} service \"horizon\" tls: certificate \"horizon.pem\" expired on 2021-01-01"
         )),
         "{stderr}"
+    );
+
+    // `tandem release-vips` (ExecStopPost) is not stopped by it either (here: VIPs not managed, nothing to do).
+    let release = lb1.cli(&["release-vips"]);
+    assert!(release.status.success(), "{}", text(&release));
+    assert!(
+        text(&release).contains("nothing to release"),
+        "{}",
+        text(&release)
     );
 
     // The daemon starts on the same files, logs the expired certificate as an error and serves it.
