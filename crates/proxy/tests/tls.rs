@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -690,4 +690,126 @@ async fn native_engine_over_tls_relays_bodies_and_upgrades() {
     assert_eq!(echoed, big);
     drop(s);
     ws.shutdown().await;
+}
+
+/// A TLS client trusting every certificate in `trust`.
+fn connector_for(trust: &[PathBuf]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for file in trust {
+        for c in CertificateDer::pem_file_iter(file).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_swaps_under_load_fail_no_request() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = sa("127.40.9.1:8443");
+    let backend = HttpBackend::start("b1", sa("127.40.9.10:8080")).await;
+    let files: Vec<_> = (0..4)
+        .map(|i| certificate(dir.path(), &format!("c{i}.pem"), &["horizon.example.org"]))
+        .collect();
+    let trust: Vec<PathBuf> = (0..4)
+        .map(|i| ca(dir.path(), &format!("c{i}.pem")))
+        .collect();
+    let cfg = |i: usize| {
+        cluster(vec![tls_service(
+            "web",
+            vip,
+            backend.addr,
+            vec![files[i].clone()],
+            None,
+        )])
+    };
+    let proxy = start_up(cfg(0), "web").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    // Four clients: new connections (handshake each time) and keep-alive requests on them, until stopped.
+    for _ in 0..4 {
+        let (tls, stop) = (connector_for(&trust), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let name = rustls::pki_types::ServerName::try_from("horizon.example.org").unwrap();
+                let s = match TcpStream::connect(vip).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failed.push(format!("connect: {e}"));
+                        continue;
+                    }
+                };
+                let mut s = match tls.connect(name, s).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failed.push(format!("handshake: {e}"));
+                        continue;
+                    }
+                };
+                for _ in 0..3 {
+                    let (head, body) =
+                        read_after(&mut s, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
+                    if head.starts_with("http/1.1 200") && body == b"b1" {
+                        ok += 1;
+                    } else {
+                        failed.push(head);
+                    }
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for i in 1..=6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let report = proxy.reload(cfg(i % 4));
+        assert_eq!(report.changed, ["web"], "{report:?}");
+        assert!(report.tls_errors.is_empty(), "{report:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 20, "only {ok} requests");
+    // The last swap is what new connections get.
+    assert_eq!(
+        proxy
+            .service("web")
+            .unwrap()
+            .tls
+            .as_ref()
+            .unwrap()
+            .certificates[0]
+            .file,
+        "c2.pem"
+    );
+}
+
+/// Sends `request` on `s` and reads its response.
+async fn read_after(
+    s: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    request: &[u8],
+) -> (String, Vec<u8>) {
+    s.write_all(request).await.unwrap();
+    read_response(s).await
 }
