@@ -796,7 +796,7 @@ async fn accept_loop(
     let mut scope = inner.vip_conns.scope(addr.ip());
     let mut conn_ctx = inner.ctx.for_vip(scope.clone());
     loop {
-        let svc = service.borrow_and_update().clone();
+        let mut svc = service.borrow_and_update().clone();
         let permit = match &svc.limit {
             Some(sem) => tokio::select! {
                 p = sem.clone().acquire_owned() => match p {
@@ -831,6 +831,15 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // A reload that came while this connection waited in the backlog: the new runtime serves it (renewed
+        // certificates, new servers), unless the socket was accepted for the other mode. (Its connection-limit
+        // permit stays the one taken.)
+        if service.has_changed().unwrap_or(false) {
+            let newer = service.borrow_and_update().clone();
+            if newer.cfg.mode == svc.cfg.mode {
+                svc = newer;
+            }
+        }
         // Accepted after a release: the connection belongs to the VIP's next scope (checked after the accept, so
         // that the first connection once the VIP is back is not closed by the release before it).
         if scope.released() {

@@ -137,9 +137,28 @@ impl Client {
     }
 }
 
+/// The socket as rustls reads it, noting how much was asked and how much came.
+struct ReadProbe<'a> {
+    sock: &'a socket2::Socket,
+    asked: usize,
+    got: usize,
+}
+
+impl io::Read for ReadProbe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.asked = buf.len();
+        let mut sock: &socket2::Socket = self.sock;
+        let n = sock.read(buf)?;
+        self.got = n;
+        Ok(n)
+    }
+}
+
 impl TlsClient {
     fn fill(&self, buf: &mut Buf) -> io::Result<Read> {
         let mut session = lock(&self.session);
+        // Set by a short socket read: the socket is drained (its readiness cleared), no read to try again.
+        let mut drained = false;
         loop {
             let plain = buf.fill_with(|space| match session.reader().read(space) {
                 Ok(0) => Ok(Read::Eof),
@@ -161,23 +180,38 @@ impl TlsClient {
                 Read::Eof => return Ok(Read::Eof),
                 Read::Empty => self.pending.store(false, Ordering::Relaxed),
             }
+            if drained {
+                return Ok(Read::Empty);
+            }
+            // The short-read rule of `buffer::read_now`: a read that does not fill what rustls offered means the
+            // socket is drained; reporting `WouldBlock` to `try_io` clears tokio's readiness without the `EAGAIN`
+            // read that would otherwise follow every message.
             let got = self.tcp.try_io(Interest::READABLE, || {
-                let mut sock: &socket2::Socket = &socket2::SockRef::from(&self.tcp);
-                session.read_tls(&mut sock)
+                let mut probe = ReadProbe {
+                    sock: &socket2::SockRef::from(&self.tcp),
+                    asked: 0,
+                    got: 0,
+                };
+                let n = session.read_tls(&mut probe)?;
+                if n > 0 && probe.got < probe.asked {
+                    drained = true;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
             });
             match got {
                 Ok(0) => return Ok(Read::Eof),
-                Ok(_) => {
-                    if let Err(e) = session.process_new_packets() {
-                        // Tell the client why (the alert is queued), then fail.
-                        let mut out = Vec::new();
-                        let _ = session.write_tls(&mut out);
-                        let _ = self.tcp.try_write(&out);
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                    }
-                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Read::Empty),
                 Err(e) => return Err(e),
+            }
+            if let Err(e) = session.process_new_packets() {
+                // Tell the client why (the alert is queued), then fail.
+                let mut out = Vec::new();
+                let _ = session.write_tls(&mut out);
+                let _ = self.tcp.try_write(&out);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
     }

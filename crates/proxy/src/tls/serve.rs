@@ -61,7 +61,10 @@ pub(crate) async fn serve_tls(
             Ok(Err(e)) => {
                 let why = failure_reason(&e);
                 counters.failed(why);
-                if let Some(held) = svc.metrics.failure_logs.tls_handshake.admit_now() {
+                if why == HandshakeFailure::Closed {
+                    // Clients going away mid-handshake are common (load generators stopping, scanners): counted only.
+                    tracing::debug!(service = %svc.cfg.label, client = %peer, error = %e, "TLS handshake: the client went away");
+                } else if let Some(held) = svc.metrics.failure_logs.tls_handshake.admit_now() {
                     tracing::info!(service = %svc.cfg.label, client = %peer, reason = why.label(), error = %e, held_back = held, "TLS handshake failed");
                 }
                 return;
