@@ -3,6 +3,9 @@
 
 Subcommands (all write to stdout or to files named on the command line; nothing touches the network):
   wrk-parse FILE                      wrk --latency output -> one JSON object (req/s, requests, latency percentiles)
+  h2load-parse FILE TARGET_RATE       h2load output + its per-request log FILE.log -> the same JSON object as
+                                      wrk-parse (req/s = achieved rate: requests / span of the log) plus
+                                      target_rate and rate_error_pct
   openstack EXAMPLE OUTDIR VIP C1,C2,C3
                                       rewrite the OpenStack example cluster.toml to loopback addresses: writes
                                       OUTDIR/cluster.toml, OUTDIR/haproxy.cfg (23 equivalent frontends) and
@@ -61,6 +64,53 @@ def wrk_parse(path: str) -> None:
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     if m:
         out["non_2xx_3xx"] = int(m.group(1))
+    print(json.dumps(out))
+
+
+def percentile(sorted_vals: list, pct: float):
+    if not sorted_vals:
+        return None
+    return sorted_vals[min(len(sorted_vals) - 1, int(len(sorted_vals) * pct / 100))]
+
+
+def h2load_parse(path: str, target: str) -> None:
+    text = Path(path).read_text(errors="replace")
+    out: dict = {"requests": None, "req_s": None, "socket_errors": 0, "non_2xx_3xx": 0}
+    m = re.search(r"^finished in ([0-9.]+\w+),", text, re.M)
+    if m:
+        out["elapsed_s"] = round(to_us(m.group(1)) / 1e6, 3)
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", text, re.M)
+    if m:
+        total, _, done, ok, failed, errored, timeout = map(int, m.groups())
+        out["requests"] = ok
+        out["socket_errors"] = (total - done) + errored + timeout
+        out["socket_errors_detail"] = {"not_done": total - done, "failed": failed, "errored": errored,
+                                       "timeout": timeout}
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m:
+        out["non_2xx_3xx"] = int(m.group(3)) + int(m.group(4))
+    starts, lat = [], []
+    log = Path(path + ".log")
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            f = line.split("\t")
+            if len(f) >= 3 and f[0].isdigit() and f[2].lstrip("-").isdigit():
+                starts.append(int(f[0]))
+                lat.append(int(f[2]))
+    if lat:
+        lat_sorted = sorted(lat)
+        for pct in (50, 75, 90, 99):
+            out[f"p{pct}_us"] = float(percentile(lat_sorted, pct))
+        span_us = max(s + d for s, d in zip(starts, lat)) - min(starts)
+        if span_us > 0:
+            out["req_s"] = round(len(lat) / (span_us / 1e6), 2)
+    else:
+        for pct in (50, 75, 90, 99):
+            out[f"p{pct}_us"] = None
+    t = float(target)
+    out["target_rate"] = t
+    out["rate_error_pct"] = round((out["req_s"] / t - 1) * 100, 2) if out["req_s"] and t > 0 else None
     print(json.dumps(out))
 
 
@@ -193,6 +243,16 @@ def summarize(path: str) -> tuple[dict, list[dict]]:
             "backend_cpu_us_per_req": med(r.get("backend_cpu_us_per_req") for r in rs),
             "other_cpu_pct": med(r.get("other_cpu_pct") for r in rs),
             "errors": sum((r.get("socket_errors") or 0) + (r.get("non_2xx_3xx") or 0) for r in rs),
+            "layout": rs[0].get("layout", "shared"),
+            "target_rate": med(r.get("target_rate") for r in rs),
+            "rate_error_pct": med(r.get("rate_error_pct") for r in rs),
+            "rate_error_pct_range": ([min(e), max(e)] if (e := [r["rate_error_pct"] for r in rs
+                                                                if r.get("rate_error_pct") is not None]) else None),
+            "load_cpu_pct": med(r.get("wrk_cpu_pct") for r in rs),
+            "proxy_cpu_pct": med(r.get("proxy_cpu_pct") for r in rs),
+            "proxy_cpu_us_per_req_range": ([min(c), max(c)] if (c := [r["proxy_cpu_us_per_req"] for r in rs
+                                                                      if r.get("proxy_cpu_us_per_req")]) else None),
+            "voluntary_cs_per_req": med(r.get("proxy_voluntary_cs_per_req") for r in rs),
         }
     ratios = []
     for mode in ("http", "tcp"):
@@ -205,10 +265,13 @@ def summarize(path: str) -> tuple[dict, list[dict]]:
                 return None
             return round(t[key] / h[key], 3)
 
-        r = {"bench": "proxy-ratio", "mode": mode,
+        fixed = t["target_rate"] is not None
+        r = {"bench": "proxy-ratio", "mode": mode, "layout": t["layout"],
+             "load": f"fixed {t['target_rate']:.0f} req/s" if fixed else "saturated",
              "req_s_ratio": ratio("req_s"), "p99_ratio": ratio("p99_us"),
              "cpu_per_req_ratio": ratio("proxy_cpu_us_per_req")}
-        r["req_s_ok"] = r["req_s_ratio"] is not None and r["req_s_ratio"] >= TARGET_REQ_RATIO
+        # At a fixed offered rate both proxies serve the same req/s by construction: not judged.
+        r["req_s_ok"] = None if fixed else (r["req_s_ratio"] is not None and r["req_s_ratio"] >= TARGET_REQ_RATIO)
         r["p99_ok"] = r["p99_ratio"] is not None and r["p99_ratio"] <= TARGET_P99_RATIO
         r["cpu_ok"] = r["cpu_per_req_ratio"] is not None and r["cpu_per_req_ratio"] <= TARGET_CPU_RATIO
         ratios.append(r)
@@ -231,9 +294,13 @@ def summary(path: str) -> None:
         print(f"{v['variant']:<14}{v['runs']:>5}{fmt(v['req_s'], 0):>12}{fmt(v['p50_us']):>10}"
               f"{fmt(v['p99_us']):>10}{fmt(v['proxy_cpu_us_per_req'], 2):>14}"
               f"{fmt(v['backend_cpu_us_per_req'], 2):>14}{fmt(v['other_cpu_pct']):>12}{v['errors']:>8}")
+        if v["target_rate"] is not None:
+            print(f"    fixed rate {fmt(v['target_rate'], 0)} req/s: achieved {fmt(v['rate_error_pct'], 2)}% off "
+                  f"(runs {v['rate_error_pct_range']}); generator CPU {fmt(v['load_cpu_pct'])}% of a core")
     for r in ratios:
-        ok = lambda b: "ok" if b else "MISSED"  # noqa: E731
-        print(f"tandem/HAProxy {r['mode']}: req/s x{fmt(r['req_s_ratio'], 3)} (target >= {TARGET_REQ_RATIO}: "
+        ok = lambda b: "-" if b is None else ("ok" if b else "MISSED")  # noqa: E731
+        print(f"tandem/HAProxy {r['mode']} ({r['layout']} layout, {r['load']}): "
+              f"req/s x{fmt(r['req_s_ratio'], 3)} (target >= {TARGET_REQ_RATIO}: "
               f"{ok(r['req_s_ok'])}), p99 x{fmt(r['p99_ratio'], 3)} (target <= {TARGET_P99_RATIO}: "
               f"{ok(r['p99_ok'])}), CPU/req x{fmt(r['cpu_per_req_ratio'], 3)} (target <= {TARGET_CPU_RATIO}: "
               f"{ok(r['cpu_ok'])})")
@@ -265,8 +332,8 @@ def markdown(path: str) -> None:
         print("| tandem / HAProxy | req/s (target >= 1.1) | p99 (target <= 1.0) | CPU/request (target <= 0.9) |")
         print("|---|---:|---:|---:|")
         for r in ratios:
-            mark = lambda b: "met" if b else "**missed**"  # noqa: E731
-            print(f"| {r['mode']} | {fmt(r['req_s_ratio'], 2)} ({mark(r['req_s_ok'])}) | "
+            mark = lambda b: "not judged" if b is None else ("met" if b else "**missed**")  # noqa: E731
+            print(f"| {r['mode']}, {r['layout']} layout, {r['load']} | {fmt(r['req_s_ratio'], 2)} ({mark(r['req_s_ok'])}) | "
                   f"{fmt(r['p99_ratio'], 2)} ({mark(r['p99_ok'])}) | "
                   f"{fmt(r['cpu_per_req_ratio'], 2)} ({mark(r['cpu_ok'])}) |")
 
@@ -277,6 +344,8 @@ def main(argv: list[str]) -> None:
     cmd, args = argv[1], argv[2:]
     if cmd == "wrk-parse" and len(args) == 1:
         wrk_parse(args[0])
+    elif cmd == "h2load-parse" and len(args) == 2:
+        h2load_parse(*args)
     elif cmd == "openstack" and len(args) == 4:
         openstack(*args)
     elif cmd == "summary" and len(args) == 1:
