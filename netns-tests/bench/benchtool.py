@@ -13,6 +13,9 @@ Subcommands (all write to stdout or to files named on the command line; nothing 
                                       refuses to write anything if a non-loopback address would remain
   summary JSONL                       per-variant medians, tandem/HAProxy ratios and targets -> table + JSON lines
   markdown JSONL                      the same summary as a Markdown table (for docs/benchmarks.md)
+  tls-summary JSONL                   tls-bench: medians (with the range) per test and proxy, tandem/HAProxy
+                                      ratios against the TLS targets -> table + JSON lines
+  tls-markdown JSONL                  the same as Markdown tables
 """
 
 import ipaddress
@@ -338,6 +341,102 @@ def markdown(path: str) -> None:
                   f"{fmt(r['cpu_per_req_ratio'], 2)} ({mark(r['cpu_ok'])}) |")
 
 
+# ------------------------------------------------------------------------------------------ tls-bench
+
+# issue 17: handshakes/s >= 1.0x HAProxy; keep-alive HTTPS req/s >= 1.2x at <= 0.8x CPU per request; p99 no worse.
+TLS_TARGETS = {"handshake": {"ops_s": 1.0}, "resume": {"ops_s": 1.0},
+               "keepalive": {"ops_s": 1.2, "cpu": 0.8}}
+
+
+def tls_summarize(path: str) -> tuple[list[dict], list[dict]]:
+    rows = [r for r in load(path) if r.get("bench") == "tls-run"]
+    meds = []
+    for test in dict.fromkeys(r["test"] for r in rows):
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            rs = [r for r in rows if r["test"] == test and r["variant"] == variant]
+            if not rs:
+                continue
+
+            def span(key):
+                vals = [r[key] for r in rs if r.get(key) is not None]
+                return [min(vals), max(vals)] if vals else None
+            meds.append({
+                "bench": "tls-median", "test": test, "variant": variant, "layout": rs[0].get("layout"),
+                "runs": len(rs), "ops_s": med(r["ops_s"] for r in rs), "ops_s_range": span("ops_s"),
+                "p50_us": med(r["p50_us"] for r in rs), "p99_us": med(r["p99_us"] for r in rs),
+                "p99_us_range": span("p99_us"),
+                "proxy_cpu_us_per_op": med(r["proxy_cpu_us_per_op"] for r in rs),
+                "proxy_cpu_us_per_op_range": span("proxy_cpu_us_per_op"),
+                "proxy_cpu_pct": med(r["proxy_cpu_pct"] for r in rs),
+                "client_cpu_pct": med(r["client_cpu_pct"] for r in rs),
+                "resumed": sum(r.get("resumed_handshakes") or 0 for r in rs),
+                "full": sum(r.get("full_handshakes") or 0 for r in rs),
+                "errors": sum(r.get("errors") or 0 for r in rs),
+            })
+    ratios = []
+    for test in dict.fromkeys(m["test"] for m in meds):
+        t = next((m for m in meds if m["test"] == test and m["variant"] == "tandem"), None)
+        h = next((m for m in meds if m["test"] == test and m["variant"] == "haproxy"), None)
+        if not t or not h:
+            continue
+
+        def ratio(key):
+            return round(t[key] / h[key], 3) if t[key] is not None and h[key] else None
+        r = {"bench": "tls-ratio", "test": test, "layout": t["layout"], "ops_s_ratio": ratio("ops_s"),
+             "cpu_per_op_ratio": ratio("proxy_cpu_us_per_op"), "p99_ratio": ratio("p99_us")}
+        tg = TLS_TARGETS.get(test, {})
+        r["ops_s_ok"] = r["ops_s_ratio"] is not None and r["ops_s_ratio"] >= tg.get("ops_s", 1.0)
+        r["cpu_ok"] = None if "cpu" not in tg else (r["cpu_per_op_ratio"] is not None
+                                                     and r["cpu_per_op_ratio"] <= tg["cpu"])
+        r["p99_ok"] = r["p99_ratio"] is not None and r["p99_ratio"] <= 1.0
+        # The client at (nearly) a full core means the client, not the proxy, set the rate.
+        r["client_bound"] = max(t["client_cpu_pct"] or 0, h["client_cpu_pct"] or 0) >= 90
+        ratios.append(r)
+    return meds, ratios
+
+
+def tls_summary(path: str) -> None:
+    meds, ratios = tls_summarize(path)
+    hdr = (f"{'test':<10}{'proxy':<9}{'runs':>5}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}{'proxy us/op':>13}"
+           f"{'proxy cpu%':>12}{'client cpu%':>13}{'resumed':>9}{'errors':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    for m in meds:
+        print(f"{m['test']:<10}{m['variant']:<9}{m['runs']:>5}{fmt(m['ops_s'], 0):>10}{fmt(m['p50_us'], 0):>9}"
+              f"{fmt(m['p99_us'], 0):>9}{fmt(m['proxy_cpu_us_per_op'], 2):>13}{fmt(m['proxy_cpu_pct']):>12}"
+              f"{fmt(m['client_cpu_pct']):>13}{m['resumed']:>9}{m['errors']:>8}")
+    for r in ratios:
+        ok = lambda b: "-" if b is None else ("ok" if b else "MISSED")  # noqa: E731
+        print(f"tandem/HAProxy {r['test']} ({r['layout']} layout): ops/s x{fmt(r['ops_s_ratio'], 3)} "
+              f"({ok(r['ops_s_ok'])}), CPU/op x{fmt(r['cpu_per_op_ratio'], 3)} ({ok(r['cpu_ok'])}), "
+              f"p99 x{fmt(r['p99_ratio'], 3)} ({ok(r['p99_ok'])})"
+              + ("; the client used ~a full core: compare CPU/op" if r["client_bound"] else ""))
+    for m in meds:
+        print(json.dumps(m))
+    for r in ratios:
+        print(json.dumps(r))
+
+
+def tls_markdown(path: str) -> None:
+    meds, ratios = tls_summarize(path)
+    print("| test | proxy | runs | ops/s (range) | p50 (us) | p99 (us) | proxy CPU/op (us) (range) | proxy CPU % "
+          "| client CPU % | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for m in meds:
+        rng = lambda k, nd: "" if not m[k] else f" ({fmt(m[k][0], nd)}-{fmt(m[k][1], nd)})"  # noqa: E731
+        print(f"| {m['test']} | {m['variant']} | {m['runs']} | {fmt(m['ops_s'], 0)}{rng('ops_s_range', 0)} | "
+              f"{fmt(m['p50_us'], 0)} | {fmt(m['p99_us'], 0)} | "
+              f"{fmt(m['proxy_cpu_us_per_op'], 1)}{rng('proxy_cpu_us_per_op_range', 1)} | "
+              f"{fmt(m['proxy_cpu_pct'], 0)} | {fmt(m['client_cpu_pct'], 0)} | {m['errors']} |")
+    if ratios:
+        print()
+        print("| tandem / HAProxy | ops/s | CPU per op | p99 | client-bound |")
+        print("|---|---:|---:|---:|---|")
+        for r in ratios:
+            print(f"| {r['test']}, {r['layout']} layout | {fmt(r['ops_s_ratio'], 2)} | "
+                  f"{fmt(r['cpu_per_op_ratio'], 2)} | {fmt(r['p99_ratio'], 2)} | {'yes' if r['client_bound'] else 'no'} |")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
         die(__doc__ or "usage")
@@ -352,6 +451,10 @@ def main(argv: list[str]) -> None:
         summary(args[0])
     elif cmd == "markdown" and len(args) == 1:
         markdown(args[0])
+    elif cmd == "tls-summary" and len(args) == 1:
+        tls_summary(args[0])
+    elif cmd == "tls-markdown" and len(args) == 1:
+        tls_markdown(args[0])
     else:
         die(f"bad usage: {' '.join(argv[1:])}\n{__doc__}")
 

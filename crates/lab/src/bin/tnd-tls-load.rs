@@ -328,3 +328,17 @@ fn main() -> Result<()> {
     println!("{summary}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::body_end;
+
+    #[test]
+    fn body_end_needs_the_whole_head_and_a_length() {
+        assert_eq!(body_end(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"), None);
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length:  5 \r\nX: y\r\n\r\n";
+        assert_eq!(body_end(head), Some(head.len() + 5));
+        assert_eq!(body_end(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc"), None);
+        assert_eq!(body_end(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"), None);
+    }
+}
