@@ -27,7 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Parser, Debug)]
-#[command(about = "TLS handshake load: a new TLS connection per request, full or resumed handshakes")]
+#[command(
+    about = "TLS handshake load: a new TLS connection per request, full or resumed handshakes"
+)]
 struct Args {
     /// address:port of the TLS listener (loopback in the benchmark)
     #[arg(long)]
@@ -86,7 +88,12 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -95,11 +102,18 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -136,7 +150,10 @@ fn client_config(args: &Args) -> Result<Arc<rustls::ClientConfig>> {
     } else {
         &[&rustls::version::TLS13]
     };
-    let verifier = Arc::new(Pinned { cert, provider: provider.clone() });
+    let verifier = Arc::new(Pinned {
+        cert,
+        provider: provider.clone(),
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)?
         .dangerous()
@@ -167,12 +184,23 @@ async fn one(
 ) -> Result<Shape> {
     let tcp = TcpStream::connect(args.target).await.context("connect")?;
     tcp.set_nodelay(true)?;
-    let mut tls = connector.connect(name.clone(), tcp).await.context("handshake")?;
+    let mut tls = connector
+        .connect(name.clone(), tcp)
+        .await
+        .context("handshake")?;
     let session = tls.get_ref().1;
     let shape = Shape {
-        resumed: matches!(session.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
-        retry: matches!(session.handshake_kind(), Some(rustls::HandshakeKind::FullWithHelloRetryRequest)),
-        group: session.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())),
+        resumed: matches!(
+            session.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        ),
+        retry: matches!(
+            session.handshake_kind(),
+            Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
+        ),
+        group: session
+            .negotiated_key_exchange_group()
+            .map(|g| format!("{:?}", g.name())),
     };
     tls.write_all(request).await.context("write")?;
     // Read the head, then the body by its Content-Length (as wrk and h2load do), without waiting for the server's
@@ -181,10 +209,8 @@ async fn one(
     let mut got = Vec::new();
     let mut want: Option<usize> = None;
     loop {
-        if let Some(total) = want {
-            if got.len() >= total {
-                break;
-            }
+        if want.is_some_and(|total| got.len() >= total) {
+            break;
         }
         let n = match tls.read(&mut buf).await {
             Ok(0) => break,
@@ -220,7 +246,9 @@ fn body_end(got: &[u8]) -> Option<usize> {
     let head = std::str::from_utf8(&got[..head_len]).ok()?;
     let len = head.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
     })?;
     Some(head_len + len)
 }
@@ -244,7 +272,10 @@ async fn worker(args: Arc<Args>, config: Arc<rustls::ClientConfig>, until: Insta
             Ok(Ok(shape)) => {
                 tally.ok += 1;
                 tally.retries += u64::from(shape.retry);
-                *tally.groups.entry(shape.group.unwrap_or_else(|| "none".into())).or_default() += 1;
+                *tally
+                    .groups
+                    .entry(shape.group.unwrap_or_else(|| "none".into()))
+                    .or_default() += 1;
                 if shape.resumed {
                     tally.resumed += 1;
                 } else {
@@ -273,7 +304,9 @@ fn main() -> Result<()> {
     }
     let config = client_config(&args)?;
     // One thread: the client gets one core in the benchmark, like wrk -t1.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let started = Instant::now();
     let until = started + Duration::from_millis(args.duration_ms);
     let tallies = rt.block_on(async {
@@ -338,7 +371,13 @@ mod tests {
         assert_eq!(body_end(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"), None);
         let head = b"HTTP/1.1 200 OK\r\ncontent-length:  5 \r\nX: y\r\n\r\n";
         assert_eq!(body_end(head), Some(head.len() + 5));
-        assert_eq!(body_end(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc"), None);
-        assert_eq!(body_end(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"), None);
+        assert_eq!(
+            body_end(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc"),
+            None
+        );
+        assert_eq!(
+            body_end(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"),
+            None
+        );
     }
 }
