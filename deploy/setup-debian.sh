@@ -10,6 +10,8 @@ need=(haproxy keepalived nginx-light redis-server redis-tools wrk socat arping n
 need+=(chromium fonts-dejavu-core)
 # netns-tests' mysql drill runs real MariaDB servers (own datadirs, in the lab's namespaces) under sysbench.
 need+=(mariadb-server mariadb-client sysbench)
+# netns-tests/bench/proxy-bench's fixed-rate mode (BENCH_RATE) paces requests with h2load (wrk cannot).
+need+=(nghttp2-client)
 missing=()
 for package in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
