@@ -84,6 +84,8 @@ pub(crate) async fn serve_tls(
             return;
         }
     };
+    // The finished handshake's future (its timer entry) is not kept for the connection's life.
+    drop(handshake);
     let (_, session) = stream.get_ref();
     counters.handshakes.fetch_add(1, Ordering::Relaxed);
     match session.protocol_version() {
