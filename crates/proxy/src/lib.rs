@@ -36,7 +36,8 @@
 //!   client's, and the persistence cookie is `Secure`. `redirect_http` adds a plain listener on the VIP answering 308 to
 //!   `https://`. A reload that changes the certificates builds a new runtime (established connections keep their
 //!   configuration); certificates that cannot be loaded (or whose file changed after the check) keep the running
-//!   runtime ([`ReloadReport::tls_errors`]).
+//!   runtime ([`ReloadReport::tls_errors`]) and [`Proxy::config`] keeps that service's previous entry (a new one is
+//!   left out), so the next plan from it retries the service.
 //! - **Counters**: `bytes_in` = bytes from clients, `bytes_out` = bytes to clients. In TCP mode a server's
 //!   `current` counts connections; in HTTP mode it counts requests in flight (what least-connections balances).
 //!   Per service also: HTTP responses by class (the proxy's own 400/502/503/504 included), histograms of the
@@ -241,7 +242,8 @@ pub struct ReloadReport {
     /// Listeners that could not be bound: (service, address, error).
     pub bind_errors: Vec<(String, SocketAddr, String)>,
     /// TLS services whose certificates could not be loaded: (service, error). A changed one kept its running
-    /// configuration, an added one is not served.
+    /// configuration, an added one is not served; [`Proxy::config`] records them so (previous entry, or none), so
+    /// the next reload to the same configuration retries them.
     pub tls_errors: Vec<(String, String)>,
     /// The plan given was made from another configuration than the one served, so the proxy planned again from the
     /// served one (the lists above are from that plan).
@@ -419,7 +421,8 @@ impl Proxy {
         self.inner.ctx.stick.clone()
     }
 
-    /// The configuration currently served: what a plan for [`Proxy::apply_plan`] is made from.
+    /// The configuration currently served: what a plan for [`Proxy::apply_plan`] is made from. After a reload with
+    /// [`ReloadReport::tls_errors`] it is not the one given: those services keep their previous entries.
     pub fn config(&self) -> Arc<ClusterConfig> {
         lock(&self.inner.state).cfg.clone()
     }
@@ -484,7 +487,11 @@ impl Proxy {
             tracing::info!(service = %label, "service removed; established connections finish");
         }
         st.services = next.services;
-        st.cfg = cfg;
+        st.cfg = if next.tls_errors.is_empty() {
+            cfg
+        } else {
+            Arc::new(reload::served_config(&st.cfg, &cfg, &next.tls_errors))
+        };
         tracing::info!(
             added = report.added.len(),
             changed = report.changed.len(),

@@ -135,6 +135,33 @@ pub(crate) fn next_services(
     next
 }
 
+/// The configuration the proxy records as served after a reload to `cfg` from `served`: `cfg`, except that a
+/// service whose TLS side could not be built keeps its entry from `served` (or is left out when it is new), as its
+/// runtime does. So the next plan sees it as changed (or added) again and a reload with the same files retries it.
+pub(crate) fn served_config(
+    served: &ClusterConfig,
+    cfg: &ClusterConfig,
+    tls_errors: &[(String, String)],
+) -> ClusterConfig {
+    let failed = |label: &str| tls_errors.iter().any(|(l, _)| l == label);
+    let mut seen: HashSet<&str> = HashSet::new();
+    let services = cfg
+        .services
+        .iter()
+        .filter_map(|svc| {
+            // Only the first of a repeated label is served; the others stay as written.
+            if !seen.insert(&svc.label) || !failed(&svc.label) {
+                return Some(svc.clone());
+            }
+            first_with_label(served, &svc.label).cloned()
+        })
+        .collect();
+    ClusterConfig {
+        services,
+        ..cfg.clone()
+    }
+}
+
 /// The first service labelled `label` (the proxy serves the first of a repeated label, as the plan does).
 fn first_with_label<'a>(cfg: &'a ClusterConfig, label: &str) -> Option<&'a Service> {
     cfg.services.iter().find(|s| s.label == label)

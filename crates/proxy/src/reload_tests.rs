@@ -258,3 +258,31 @@ fn a_plan_that_does_not_fit_still_serves_the_whole_configuration() {
 fn ip(s: &str) -> std::net::IpAddr {
     s.parse().unwrap()
 }
+
+#[test]
+fn a_service_whose_tls_failed_is_recorded_as_before_so_the_next_plan_retries_it() {
+    let served = cfg(CLUSTER);
+    let mut wanted = cfg(&CLUSTER.replace("max_connections = 10", "max_connections = 20"));
+    let mut added = wanted.services[1].clone();
+    added.label = "api".into();
+    wanted.services.push(added);
+    let errors = vec![
+        ("web".to_string(), "web.pem: bad".to_string()),
+        ("api".to_string(), "api.pem: bad".to_string()),
+    ];
+    let recorded = served_config(&served, &wanted, &errors);
+    let labels: Vec<&str> = recorded.services.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["web", "db"],
+        "the failed new service is not recorded"
+    );
+    assert_eq!(
+        recorded.services[0], served.services[0],
+        "web keeps its old entry"
+    );
+    let again = ReloadPlan::new(&recorded, &wanted);
+    assert_eq!(again.changed(), ["web"]);
+    assert_eq!(again.added(), ["api"]);
+    assert!(served_config(&served, &wanted, &[]) == wanted);
+}

@@ -489,23 +489,30 @@ async fn reload_swaps_certificates_and_keeps_established_connections() {
     // A file that changed after the check is refused: the running certificate stays.
     let mut tampered = certificate(dir.path(), "tampered.pem", &["horizon.example.org"]);
     tampered.sha256 = new.sha256.clone();
-    let report = proxy.reload(cluster(vec![tls_service(
+    let tampered_path = tampered.path.clone();
+    let with_tampered = cluster(vec![tls_service(
         "web",
         vip,
         backend.addr,
         vec![tampered],
         None,
-    )]));
+    )]);
+    let report = proxy.reload(with_tampered.clone());
     assert_eq!(report.tls_errors.len(), 1, "{report:?}");
-    assert!(report.tls_errors[0].1.contains("changed"), "{report:?}");
+    assert_eq!(report.tls_errors[0].0, "web", "{report:?}");
+    assert!(
+        report.tls_errors[0].1.starts_with("tampered.pem: ")
+            && report.tls_errors[0].1.contains("changed"),
+        "{report:?}"
+    );
     assert!(
         connector(&ca(dir.path(), "new.pem"))
-            .connect(name, TcpStream::connect(vip).await.unwrap())
+            .connect(name.clone(), TcpStream::connect(vip).await.unwrap())
             .await
             .is_ok(),
         "the running certificate is still served"
     );
-    assert_eq!(
+    let served_file = || {
         proxy
             .service("web")
             .unwrap()
@@ -513,9 +520,26 @@ async fn reload_swaps_certificates_and_keeps_established_connections() {
             .as_ref()
             .unwrap()
             .certificates[0]
-            .file,
-        "new.pem"
+            .file
+            .clone()
+    };
+    assert_eq!(served_file(), "new.pem");
+    // The failed service is not recorded as served: the same configuration, once the file holds what was checked,
+    // is tried again and served.
+    std::fs::copy(dir.path().join("new.pem"), &tampered_path).unwrap();
+    let report = proxy.reload(with_tampered.clone());
+    assert!(report.tls_errors.is_empty(), "{report:?}");
+    assert_eq!(report.changed, ["web"], "{report:?}");
+    assert_eq!(served_file(), "tampered.pem");
+    assert!(
+        connector(&ca(dir.path(), "new.pem"))
+            .connect(name, TcpStream::connect(vip).await.unwrap())
+            .await
+            .is_ok(),
+        "the fixed certificate is served"
     );
+    let report = proxy.reload(with_tampered);
+    assert_eq!(report.unchanged, ["web"], "served now: {report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

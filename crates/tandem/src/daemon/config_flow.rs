@@ -82,7 +82,8 @@ impl Daemon {
         if !node_plan.is_empty() {
             tracing::warn!("{node_plan} (the running node.toml settings stay until then)");
         }
-        if loaded.digest == current.digest {
+        // Unchanged only when the proxy serves all of it: a TLS service left on its running certificates is retried.
+        if loaded.digest == current.digest && self.proxy_serves(&current.cluster) {
             return Ok(format!(
                 "cluster.toml unchanged (generation {}){served_anyway}",
                 current.generation
@@ -94,7 +95,7 @@ impl Daemon {
         )
         .map_err(ActionError::invalid)?;
         let files = config_files(&loaded);
-        let message = self
+        let (message, tls_failed) = self
             .apply(
                 loaded.cluster,
                 loaded.cluster_text,
@@ -103,7 +104,20 @@ impl Daemon {
                 loaded.generation,
             )
             .await;
-        Ok(format!("{message}{served_anyway}"))
+        match tls_failed {
+            // Applied, but not all of it: `tandem reload` exits non-zero so the operator does not take it for done.
+            Some(failed) => Err(ActionError::invalid(format!(
+                "{message}{served_anyway}\n{failed}"
+            ))),
+            None => Ok(format!("{message}{served_anyway}")),
+        }
+    }
+
+    /// Whether the proxy serves `cluster` whole (it records a TLS service whose certificates failed to load with its
+    /// previous settings, or not at all when it is new).
+    fn proxy_serves(&self, cluster: &Arc<ClusterConfig>) -> bool {
+        let served = self.proxy.config();
+        Arc::ptr_eq(&served, cluster) || *served == **cluster
     }
 
     /// On the secondary a reload does not read cluster.toml (the primary's is served) but node.toml's `[hooks]`
@@ -127,7 +141,8 @@ impl Daemon {
         Ok(())
     }
 
-    /// Serve a validated configuration (`tandem reload` on the primary or a standalone node).
+    /// Serve a validated configuration (`tandem reload` on the primary or a standalone node): what was done, and
+    /// the TLS services that could not take their new certificates ([`tls_failures`]).
     async fn apply(
         &self,
         cluster: ClusterConfig,
@@ -135,7 +150,7 @@ impl Daemon {
         files: Vec<ConfigFile>,
         digest: String,
         generation: u64,
-    ) -> String {
+    ) -> (String, Option<String>) {
         let (plan, report) = self.apply_config(cluster, text, files, digest.clone(), generation);
         let message = format!(
             "applied generation {generation} (digest {}): {} added, {} changed, {} removed, {} unchanged{}; {plan}",
@@ -159,7 +174,11 @@ impl Daemon {
             }
         );
         tracing::info!("{message}");
-        message
+        let failed = tls_failures(&report);
+        if let Some(failed) = &failed {
+            tracing::error!("{failed}");
+        }
+        (message, failed)
     }
 
     /// The one way a new `cluster.toml` is put into service, from one reload plan: the proxy's services, the
@@ -177,9 +196,13 @@ impl Daemon {
         let previous = self.current();
         let plan = ReloadPlan::new(&previous.cluster, &cluster);
         let cluster = Arc::new(cluster);
-        let report = self
-            .proxy
-            .apply_plan(&previous.cluster, cluster.clone(), &plan);
+        // The proxy serves less than `previous` when a TLS service failed before: it plans from what it serves.
+        let report = if Arc::ptr_eq(&self.proxy.config(), &previous.cluster) {
+            self.proxy
+                .apply_plan(&previous.cluster, cluster.clone(), &plan)
+        } else {
+            self.proxy.reload(cluster.clone())
+        };
         if !plan.vips.is_empty() || plan.announce.is_some() {
             let vips = self.vips.clone();
             let (plan, cluster) = (plan.clone(), cluster.clone());
@@ -282,7 +305,10 @@ impl Daemon {
             ));
         }
         let current = self.current();
-        if current.digest == digest && current.generation == generation {
+        if current.digest == digest
+            && current.generation == generation
+            && self.proxy_serves(&current.cluster)
+        {
             return Ok(());
         }
         for warning in &remarks.warnings {
@@ -346,6 +372,10 @@ impl Daemon {
             removed = report.removed.len(),
             "applied cluster.toml pushed by the primary: {plan}"
         );
+        // The files are written and the rest applied: the push is taken, the failure is this node's to report.
+        if let Some(failed) = tls_failures(&report) {
+            tracing::error!(generation, "{failed}");
+        }
         Ok(())
     }
 }
@@ -397,6 +427,30 @@ fn timings_switch_is_safe(running: &Timings, new: &Timings) -> Result<(), String
     Ok(())
 }
 
+/// What the operator must hear about TLS services the proxy could not give their new certificates (None when
+/// every one took them): which service, what it serves meanwhile, the file and the reason, and what to do.
+fn tls_failures(report: &ReloadReport) -> Option<String> {
+    if report.tls_errors.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = report
+        .tls_errors
+        .iter()
+        .map(|(service, error)| {
+            let serves = if report.added.contains(service) {
+                "is not served"
+            } else {
+                "keeps its running configuration and certificates"
+            };
+            format!("error: TLS service {service:?} {serves}: {error}")
+        })
+        .collect();
+    Some(format!(
+        "{}\nthe rest of the configuration is applied; fix the certificate file(s) and run `tandem reload` again",
+        lines.join("\n")
+    ))
+}
+
 pub(super) fn local_config(current: &Current) -> LocalConfig {
     LocalConfig {
         bytes: current.text.clone().into_bytes(),
@@ -443,7 +497,34 @@ impl ConfigSink for PushedConfigSink {
 
 #[cfg(test)]
 mod tests {
-    use super::timings_switch_is_safe;
+    use super::{timings_switch_is_safe, tls_failures};
+    use tandem_proxy::ReloadReport;
+
+    #[test]
+    fn tls_failures_name_the_service_the_file_and_what_is_served() {
+        assert_eq!(tls_failures(&ReloadReport::default()), None);
+        let report = ReloadReport {
+            added: vec!["keystone".into()],
+            changed: vec!["horizon".into()],
+            tls_errors: vec![
+                ("horizon".into(), "horizon.pem: the file changed".into()),
+                ("keystone".into(), "keystone.pem: no key".into()),
+            ],
+            ..ReloadReport::default()
+        };
+        let text = tls_failures(&report).unwrap();
+        assert!(
+            text.contains(
+                "TLS service \"horizon\" keeps its running configuration and certificates: horizon.pem: the file changed"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("TLS service \"keystone\" is not served: keystone.pem: no key"),
+            "{text}"
+        );
+        assert!(text.contains("run `tandem reload` again"), "{text}");
+    }
     use tandem_cluster::election::Timings;
 
     fn heartbeat(interval_ms: u64, dead_ms: u64) -> Timings {

@@ -1,0 +1,165 @@
+#![allow(clippy::unwrap_used)]
+//! A certificate that changes between `tandem reload`'s check and the proxy's load is reported, and retried by the
+//! next reload. One `tandem run` on loopback (127.0.0.231, peer absent, VIPs not managed) whose `horizon.pem` is a
+//! FIFO handing out scripted bytes per open: the check and the proxy each open it once per load, so the file
+//! changing between the two is made certain. `tandem reload` where the proxy reads other bytes than the check did exits 1 naming the service,
+//! the file and the reason, logs it, and the old certificate is still served; the same reload again, the file
+//! now steady, exits 0 and the new certificate is served.
+
+mod common;
+
+use common::{KillOnDrop, Node, tandem, text, wait_for};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const ADMIN: u16 = 49186;
+const VIP: &str = "127.0.0.235";
+const VIP_PORT: u16 = 41447;
+
+fn cluster_toml() -> String {
+    format!(
+        r#"[cluster]
+name = "tls-retry"
+[[service]]
+label = "horizon"
+vip = "{VIP}"
+ports = [{VIP_PORT}]
+mode = "http"
+tls = {{ certificates = ["horizon.pem"] }}
+[[service.server]]
+label = "ctl-1"
+address = "127.0.0.236"
+port = 41096
+"#
+    )
+}
+
+/// A self-signed ECDSA P-256 certificate for horizon.example.org: its PEM and the file (certificate then key).
+fn certificate() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["horizon.example.org".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), format!("{}{}", cert.pem(), key.serialize_pem()))
+}
+
+fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).output().unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+}
+
+/// Hands `contents` out through a FIFO at `path`, one per open. Once a reader has opened it, a new FIFO takes the
+/// path before the bytes are written: the next open gets the next bytes, never the rest of these.
+fn serve_fifo(path: PathBuf, contents: Vec<String>) {
+    let next = path.with_extension("next");
+    mkfifo(&path);
+    std::thread::spawn(move || {
+        for bytes in contents {
+            // Blocks until the daemon opens the FIFO to read.
+            let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            mkfifo(&next);
+            std::fs::rename(&next, &path).unwrap();
+            writer.write_all(bytes.as_bytes()).unwrap();
+        }
+    });
+}
+
+/// The leaf certificate `openssl s_client` is handed for horizon.example.org, as PEM (None while not served).
+fn served_certificate() -> Option<String> {
+    let mut child = KillOnDrop(Some(
+        Command::new("openssl")
+            .args(["s_client", "-connect"])
+            .arg(format!("{VIP}:{VIP_PORT}"))
+            .args(["-servername", "horizon.example.org"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    // Closing stdin ends the session after the handshake.
+    drop(child.0.as_mut().unwrap().stdin.take());
+    let output = child.0.take().unwrap().wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let begin = out.find("-----BEGIN CERTIFICATE-----")?;
+    let end = out[begin..].find("-----END CERTIFICATE-----")? + begin;
+    Some(format!("{}-----END CERTIFICATE-----\n", &out[begin..end]))
+}
+
+#[test]
+fn a_certificate_that_changed_after_the_check_fails_the_reload_and_the_next_reload_retries_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("lb1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let keygen = tandem()
+        .arg("keygen")
+        .arg(dir.join("secret"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    std::fs::write(dir.join("cluster.toml"), cluster_toml()).unwrap();
+    std::fs::write(
+        dir.join("node.toml"),
+        format!(
+            "[node]\nname = \"lb1\"\nrole = \"primary\"\ninterface = \"lo\"\naddress = \"127.0.0.231\"\n\
+             peer = \"127.0.0.232\"\nheartbeat_port = 46800\nsync_port = 47884\nmanage_vips = false\n\
+             state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.231:{ADMIN}\"\nsocket = \"admin.sock\"\n"
+        ),
+    )
+    .unwrap();
+
+    let (a_cert, a_file) = certificate();
+    let (b_cert, b_file) = certificate();
+    let (_, c_file) = certificate();
+    // Start-up: check and proxy read A. First reload: the check reads B, the proxy C. Second reload: B and B. Third
+    // reload: the check reads B, and the proxy serves it all already.
+    serve_fifo(
+        dir.join("horizon.pem"),
+        vec![
+            a_file.clone(),
+            a_file,
+            b_file.clone(),
+            c_file,
+            b_file.clone(),
+            b_file.clone(),
+            b_file,
+        ],
+    );
+    let mut lb1 = Node::new(dir);
+    lb1.start(&[]);
+    wait_for("the node serving certificate A", || {
+        served_certificate().as_deref() == Some(a_cert.as_str())
+    });
+
+    let reload = lb1.cli(&["reload"]);
+    assert_eq!(reload.status.code(), Some(1), "{}", text(&reload));
+    let said = text(&reload);
+    assert!(
+        said.contains(
+            "TLS service \"horizon\" keeps its running configuration and certificates: horizon.pem: the file \
+             changed after the configuration was checked"
+        ) && said.contains("run `tandem reload` again"),
+        "{said}"
+    );
+    assert!(
+        lb1.log()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("TLS service \"horizon\" keeps")),
+        "{}",
+        lb1.log()
+    );
+    assert_eq!(served_certificate().as_deref(), Some(a_cert.as_str()));
+
+    // Same cluster.toml, same certificate bytes as the first reload's check: retried, not "unchanged".
+    let reload = lb1.cli(&["reload"]);
+    assert!(reload.status.success(), "{}", text(&reload));
+    assert!(text(&reload).contains("1 changed"), "{}", text(&reload));
+    wait_for("the node serving certificate B", || {
+        served_certificate().as_deref() == Some(b_cert.as_str())
+    });
+    let reload = lb1.cli(&["reload"]);
+    assert!(reload.status.success(), "{}", text(&reload));
+    assert!(text(&reload).contains("unchanged"), "{}", text(&reload));
+}
