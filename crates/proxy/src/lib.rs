@@ -271,6 +271,9 @@ struct State {
     /// Health-check tasks by (service, server) runtime identity.
     checks: HashMap<usize, Check>,
     listeners: HashMap<SocketAddr, ListenerHandle>,
+    /// The last apply's [`ReloadReport::tls_errors`]: each apply retries every service that failed, so these are
+    /// the services not served as configured now.
+    tls_errors: Vec<(String, String)>,
 }
 
 struct Check {
@@ -386,6 +389,7 @@ impl Proxy {
                     services: BTreeMap::new(),
                     checks: HashMap::new(),
                     listeners: HashMap::new(),
+                    tls_errors: Vec::new(),
                 }),
             }),
         };
@@ -425,6 +429,12 @@ impl Proxy {
     /// [`ReloadReport::tls_errors`] it is not the one given: those services keep their previous entries.
     pub fn config(&self) -> Arc<ClusterConfig> {
         lock(&self.inner.state).cfg.clone()
+    }
+
+    /// TLS services not served as configured, and why (service, error): their certificates could not be loaded at
+    /// the last apply, so they keep their previous settings (a new one is not served) until a reload retries them.
+    pub fn tls_errors(&self) -> Vec<(String, String)> {
+        lock(&self.inner.state).tls_errors.clone()
     }
 
     /// Apply a new, already validated configuration, planned here from the one served (see [`Proxy::apply_plan`]).
@@ -492,6 +502,7 @@ impl Proxy {
         } else {
             Arc::new(reload::served_config(&st.cfg, &cfg, &next.tls_errors))
         };
+        st.tls_errors = next.tls_errors;
         tracing::info!(
             added = report.added.len(),
             changed = report.changed.len(),

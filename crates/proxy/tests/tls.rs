@@ -524,6 +524,7 @@ async fn reload_swaps_certificates_and_keeps_established_connections() {
             .clone()
     };
     assert_eq!(served_file(), "new.pem");
+    assert_eq!(proxy.tls_errors(), report.tls_errors);
     // The failed service is not recorded as served: the same configuration, once the file holds what was checked,
     // is tried again and served.
     std::fs::copy(dir.path().join("new.pem"), &tampered_path).unwrap();
@@ -531,6 +532,7 @@ async fn reload_swaps_certificates_and_keeps_established_connections() {
     assert!(report.tls_errors.is_empty(), "{report:?}");
     assert_eq!(report.changed, ["web"], "{report:?}");
     assert_eq!(served_file(), "tampered.pem");
+    assert!(proxy.tls_errors().is_empty());
     assert!(
         connector(&ca(dir.path(), "new.pem"))
             .connect(name, TcpStream::connect(vip).await.unwrap())

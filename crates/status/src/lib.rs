@@ -106,6 +106,10 @@ pub struct Config {
     /// Reloads since start by outcome; zeros from a node that predates them.
     #[serde(default)]
     pub reloads: Reloads,
+    /// Parts of it this node does not serve as written, and why: a TLS service whose certificates could not be
+    /// loaded keeps its previous settings (or, new, is not served) until a reload retries it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<String>,
 }
 
 /// Reloads of `cluster.toml` since start: `tandem reload`, SIGHUP, the admin API, and on the secondary the

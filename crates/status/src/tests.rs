@@ -83,6 +83,7 @@ fn fully_populated() -> Status {
             digest: "00".into(),
             sync: ConfigSync::OutOfSync("peer runs generation 2".into()),
             reloads: Reloads { ok: 1, rejected: 1 },
+            not_applied: vec!["TLS service \"web\" is not served: web.pem: bad".into()],
         },
         cluster: Cluster {
             takeovers: 1,

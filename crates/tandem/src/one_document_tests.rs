@@ -93,6 +93,7 @@ fn document() -> Status {
             digest: "00112233445566778899".into(),
             sync: ConfigSync::InSync,
             reloads: Default::default(),
+            not_applied: Vec::new(),
         },
         cluster: Cluster {
             takeovers: 1,

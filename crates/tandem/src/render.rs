@@ -90,6 +90,9 @@ pub fn status_text(status: &Status) -> String {
         short_digest(&config.digest),
         config.sync
     );
+    for problem in &config.not_applied {
+        let _ = writeln!(out, "  NOT APPLIED: {problem}");
+    }
     if let Some(replication) = &status.replication {
         let _ = writeln!(
             out,

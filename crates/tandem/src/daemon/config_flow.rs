@@ -437,18 +437,25 @@ fn tls_failures(report: &ReloadReport) -> Option<String> {
         .tls_errors
         .iter()
         .map(|(service, error)| {
-            let serves = if report.added.contains(service) {
-                "is not served"
-            } else {
-                "keeps its running configuration and certificates"
-            };
-            format!("error: TLS service {service:?} {serves}: {error}")
+            let failure = tls_failure(service, error, report.added.contains(service));
+            format!("error: {failure}")
         })
         .collect();
     Some(format!(
         "{}\nthe rest of the configuration is applied; fix the certificate file(s) and run `tandem reload` again",
         lines.join("\n")
     ))
+}
+
+/// One TLS service left as it was because `error`: `new` ones are not served, the others keep their running
+/// configuration and certificates.
+pub(super) fn tls_failure(service: &str, error: &str, new: bool) -> String {
+    let serves = if new {
+        "is not served"
+    } else {
+        "keeps its running configuration and certificates"
+    };
+    format!("TLS service {service:?} {serves}: {error}")
 }
 
 pub(super) fn local_config(current: &Current) -> LocalConfig {

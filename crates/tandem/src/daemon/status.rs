@@ -45,6 +45,18 @@ impl Daemon {
                     let (ok, rejected) = self.reloads.get();
                     doc::Reloads { ok, rejected }
                 },
+                not_applied: self
+                    .proxy
+                    .tls_errors()
+                    .iter()
+                    .map(|(service, error)| {
+                        super::config_flow::tls_failure(
+                            service,
+                            error,
+                            self.proxy.service(service).is_none(),
+                        )
+                    })
+                    .collect(),
             },
             cluster: doc::Cluster {
                 takeovers: cluster.takeovers,
