@@ -325,11 +325,19 @@ def summary(path: str) -> None:
 
 def markdown(path: str) -> None:
     variants, ratios = summarize(path)
-    print("| variant | runs | req/s | p50 (us) | p99 (us) | proxy CPU/req (us) | nginx CPU/req (us) | errors |")
+    print("| variant | runs | req/s | p50 (us) | p99 (us) | proxy CPU/req (us) [range] | nginx CPU/req (us) | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for v in variants.values():
-        print(f"| {v['variant']} | {v['runs']} | {fmt(v['req_s'], 0)} | {fmt(v['p50_us'])} | {fmt(v['p99_us'])} | "
-              f"{fmt(v['proxy_cpu_us_per_req'], 2)} | {fmt(v['backend_cpu_us_per_req'], 2)} | {v['errors']} |")
+        rate = ""
+        if v["target_rate"] is not None:
+            lo, hi = v["rate_error_pct_range"] or (None, None)
+            rate = f" ({fmt(lo, 1)}..{fmt(hi, 1)}% of {fmt(v['target_rate'], 0)})"
+        cpu = fmt(v["proxy_cpu_us_per_req"], 2)
+        if v["proxy_cpu_us_per_req_range"]:
+            lo, hi = v["proxy_cpu_us_per_req_range"]
+            cpu += f" [{fmt(lo, 2)}-{fmt(hi, 2)}]"
+        print(f"| {v['variant']} | {v['runs']} | {fmt(v['req_s'], 0)}{rate} | {fmt(v['p50_us'])} | "
+              f"{fmt(v['p99_us'])} | {cpu} | {fmt(v['backend_cpu_us_per_req'], 2)} | {v['errors']} |")
     if ratios:
         print()
         print("| tandem / HAProxy | req/s (target >= 1.1) | p99 (target <= 1.0) | CPU/request (target <= 0.9) |")
