@@ -161,11 +161,86 @@ fn client_config(args: &Args) -> Result<Arc<rustls::ClientConfig>> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.resumption = if args.resume {
-        Resumption::in_memory_sessions(1024)
+        Resumption::store(Arc::new(TicketStore::new(4 * args.concurrency)))
     } else {
         Resumption::disabled()
     };
     Ok(Arc::new(config))
+}
+
+/// The client's session store: rustls's in-memory cache keeps at most 8 TLS 1.3 tickets per server, so with 16
+/// handshakes in flight and a server that finishes them in batches, up to half the connections found no ticket and
+/// made a full handshake (tandem "resumed" 60-82 % at concurrency 16, 2,812 of 2,813 at concurrency 1). This one keeps
+/// up to `capacity` tickets for the one server the tool talks to, and hands out the newest first; the rest (key
+/// exchange hint, TLS 1.2 sessions) is rustls's cache.
+#[derive(Debug)]
+struct TicketStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::Mutex<std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>>,
+    capacity: usize,
+}
+
+impl TicketStore {
+    fn new(capacity: usize) -> Self {
+        Self {
+            inner: rustls::client::ClientSessionMemoryCache::new(16),
+            tickets: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            capacity: capacity.max(8),
+        }
+    }
+
+    fn tickets(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>,
+    > {
+        self.tickets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl rustls::client::ClientSessionStore for TicketStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        _name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        let mut tickets = self.tickets();
+        if tickets.len() >= self.capacity {
+            tickets.pop_front();
+        }
+        tickets.push_back(value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        _name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.tickets().pop_back()
+    }
 }
 
 /// What a handshake was: resumed or full, after a HelloRetryRequest or not, its key exchange group.
