@@ -9,11 +9,11 @@
 
 mod common;
 
-use common::{KillOnDrop, Node, tandem, text, wait_for};
+use common::{Node, tandem, text, wait_for};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const PORTS: (u16, u16) = (46798, 47882);
 const ADMIN: u16 = 49184;
@@ -121,26 +121,8 @@ fn curl_insecure() -> Option<String> {
 
 /// The leaf certificate `openssl s_client` is handed for horizon.example.org, as PEM.
 fn served_certificate() -> String {
-    let mut child = KillOnDrop(Some(
-        Command::new("openssl")
-            .args(["s_client", "-connect"])
-            .arg(format!("{VIP}:{VIP_PORT}"))
-            .args(["-servername", "horizon.example.org"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    // Closing stdin ends the session after the handshake.
-    drop(child.0.as_mut().unwrap().stdin.take());
-    let output = child.0.take().unwrap().wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    let begin = out
-        .find("-----BEGIN CERTIFICATE-----")
-        .unwrap_or_else(|| panic!("no certificate in s_client's output: {}", text(&output)));
-    let end = out[begin..].find("-----END CERTIFICATE-----").unwrap() + begin;
-    format!("{}-----END CERTIFICATE-----\n", &out[begin..end])
+    common::served_certificate(&format!("{VIP}:{VIP_PORT}"), "horizon.example.org")
+        .expect("a certificate in s_client's output")
 }
 
 fn in_step(a: &Node, b: &Node) -> bool {

@@ -10,10 +10,10 @@
 
 mod common;
 
-use common::{KillOnDrop, Node, tandem, text, wait_for};
+use common::{Node, tandem, text, wait_for};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const ADMIN: u16 = 49186;
 const VIP: &str = "127.0.0.235";
@@ -70,24 +70,7 @@ fn serve_fifo(path: PathBuf, contents: Vec<String>) {
 
 /// The leaf certificate `openssl s_client` is handed for horizon.example.org, as PEM (None while not served).
 fn served_certificate() -> Option<String> {
-    let mut child = KillOnDrop(Some(
-        Command::new("openssl")
-            .args(["s_client", "-connect"])
-            .arg(format!("{VIP}:{VIP_PORT}"))
-            .args(["-servername", "horizon.example.org"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    // Closing stdin ends the session after the handshake.
-    drop(child.0.as_mut().unwrap().stdin.take());
-    let output = child.0.take().unwrap().wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    let begin = out.find("-----BEGIN CERTIFICATE-----")?;
-    let end = out[begin..].find("-----END CERTIFICATE-----")? + begin;
-    Some(format!("{}-----END CERTIFICATE-----\n", &out[begin..end]))
+    common::served_certificate(&format!("{VIP}:{VIP_PORT}"), "horizon.example.org")
 }
 
 #[test]

@@ -176,3 +176,24 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// The leaf certificate `openssl s_client` is handed by the TLS service at `address` (host:port) for SNI
+/// `server_name`, as PEM; `None` when none is served (refused, no handshake).
+pub fn served_certificate(address: &str, server_name: &str) -> Option<String> {
+    let mut child = KillOnDrop(Some(
+        Command::new("openssl")
+            .args(["s_client", "-connect", address, "-servername", server_name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("openssl s_client runs"),
+    ));
+    // Closing stdin ends the session after the handshake.
+    drop(child.0.as_mut().and_then(|c| c.stdin.take()));
+    let output = child.0.take()?.wait_with_output().ok()?;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let begin = out.find("-----BEGIN CERTIFICATE-----")?;
+    let end = out[begin..].find("-----END CERTIFICATE-----")? + begin;
+    Some(format!("{}-----END CERTIFICATE-----\n", &out[begin..end]))
+}
