@@ -103,9 +103,25 @@ td_pair() {
   td_start lb2
   local limit=20
   td_wait_state lb1 active "$limit" && td_wait_state lb2 standby "$limit" && wait_for 5 "VIP on lb1 only" vip_only lb1 || {
-    log "pair did not settle: lb1=$(td_state lb1) lb2=$(td_state lb2) holders=$(vip_holders)"
+    td_unsettled_reason >>"$LAB_TMP/violations"
+    log "$(tail -n 1 "$LAB_TMP/violations")"
     tail -n 20 "$LAB_TMP/tandem-lb1.log" "$LAB_TMP/tandem-lb2.log" >&2 || true
     return 1
   }
+}
+# td_unsettled_reason: one line for the drill's FAILED summary (the last lines a CI log keeps): each node's state,
+# the VIP holders, and for a daemon that is not running the last error it logged
+td_unsettled_reason() {
+  local n why last state
+  why="pair did not settle: holders=$(vip_holders)"
+  for n in lb1 lb2; do
+    state=$(td_state "$n")
+    why+="; $n $state"
+    alive "tandem-$n" || why+=" (not running)"
+    [[ $state == unknown ]] || continue # the status answered: the drill's own checks say more
+    last=$(grep -aE 'WARN|ERROR|panick|rejected' "$LAB_TMP/tandem-$n.log" 2>/dev/null | tail -n 1 | cut -c1-300)
+    why+=", last logged: ${last:-nothing above info}"
+  done
+  printf '%s\n' "$why"
 }
 vip_only() { [[ $(vip_holders) == 1 ]] && vip_on "$1"; }
