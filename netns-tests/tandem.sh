@@ -79,6 +79,17 @@ td_rejected() {
 td_state() { td_status_json "$1" | "$JSON" get node.state 2>/dev/null || echo unknown; }
 # td_table_entries NODE LABEL: entries of LABEL's persistence table on NODE (from the replication status)
 td_table_entries() { td_status_json "$1" | "$JSON" get "replication.tables.label=$2.local_entries" 2>/dev/null || echo null; }
+# td_cli_error NODE: the last line `tandem status` printed on stderr (never fails: it runs inside errexit drills)
+td_cli_error() { { td_cli "$1" status --json 2>&1 >/dev/null || true; } | tail -n 1 | cut -c1-200 || true; }
+# td_state_said NODE: the state, or "unknown" with the CLI's own error and whether the daemon runs (for violations)
+td_state_said() {
+  local state
+  state=$(td_state "$1")
+  if [[ $state == unknown ]]; then
+    state+=" ($(alive "tandem-$1" && echo running || echo "not running"); CLI: $(td_cli_error "$1"))"
+  fi
+  printf '%s\n' "$state"
+}
 td_is() { [[ $(td_state "$1") == "$2" ]]; } # NODE STATE
 
 # td_stop NODE [SIGNAL]: stop NODE's daemon (TERM = clean stop), bounded
@@ -119,7 +130,8 @@ td_unsettled_reason() {
     why+="; $n $state"
     alive "tandem-$n" || why+=" (not running)"
     [[ $state == unknown ]] || continue # the status answered: the drill's own checks say more
-    last=$(grep -aE 'WARN|ERROR|panick|rejected' "$LAB_TMP/tandem-$n.log" 2>/dev/null | tail -n 1 | cut -c1-300)
+    why+=", status: $(td_cli_error "$n")"
+    last=$(grep -aE 'WARN|ERROR|panick|rejected' "$LAB_TMP/tandem-$n.log" 2>/dev/null | tail -n 1 | cut -c1-300 || true)
     why+=", last logged: ${last:-nothing above info}"
   done
   printf '%s\n' "$why"

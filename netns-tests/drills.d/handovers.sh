@@ -38,11 +38,11 @@ ho_one() {
   esac
   watch_wait "$new" present "$t0" 30 || VIOL+=("$kind: the VIP never reached $new")
   watch_wait "$old" absent "$t0" 10 || VIOL+=("$kind: the VIP never left $old")
-  td_wait_state "$new" active 10 || VIOL+=("$kind: $new is $(td_state "$new"), want active")
+  td_wait_state "$new" active 10 || VIOL+=("$kind: $new is $(td_state_said "$new"), want active")
   if [[ $kind == clean-stop ]]; then
     wait_for 10 "lb1 exit" pid_gone "$pid" || VIOL+=("$kind: lb1 did not exit on SIGTERM")
   else
-    td_wait_state "$old" standby 10 || VIOL+=("$kind: $old is $(td_state "$old"), want standby")
+    td_wait_state "$old" standby 10 || VIOL+=("$kind: $old is $(td_state_said "$old"), want standby")
   fi
   holders=$(vip_holders)
   at=$(watch_first "$new" present "$t0")
