@@ -110,6 +110,9 @@ pub struct Config {
     /// loaded keeps its previous settings (or, new, is not served) until a reload retries it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_applied: Vec<String>,
+    /// The labels of the services `not_applied` names, one each (`tandem_config_not_applied{service}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applied_services: Vec<String>,
 }
 
 /// Reloads of `cluster.toml` since start: `tandem reload`, SIGHUP, the admin API, and on the secondary the
@@ -412,6 +415,9 @@ pub struct TlsCertificate {
     pub file: String,
     /// The DNS names it covers (wildcards as written).
     pub names: Vec<String>,
+    /// Its `notBefore`, Unix seconds (0 from a node that predates it).
+    #[serde(default)]
+    pub not_before_unix: i64,
     /// Its `notAfter`, Unix seconds.
     pub not_after_unix: i64,
 }

@@ -84,6 +84,7 @@ fn fully_populated() -> Status {
             sync: ConfigSync::OutOfSync("peer runs generation 2".into()),
             reloads: Reloads { ok: 1, rejected: 1 },
             not_applied: vec!["TLS service \"web\" is not served: web.pem: bad".into()],
+            not_applied_services: vec!["web".into()],
         },
         cluster: Cluster {
             takeovers: 1,
@@ -245,6 +246,7 @@ fn fully_populated() -> Status {
                     certificates: vec![TlsCertificate {
                         file: "a.pem".into(),
                         names: vec!["a.example.org".into()],
+                        not_before_unix: 1,
                         not_after_unix: 1,
                     }],
                 }),

@@ -13,6 +13,8 @@ use prometheus::{
 };
 use tandem_status::{AdminState, Health, NodeState, Replication, Service, Status};
 
+mod tls;
+
 struct Builder {
     registry: Registry,
 }
@@ -238,7 +240,8 @@ pub fn render(status: &Status) -> String {
     }
     render_services(&b, &status.services);
     render_traffic(&b, &status.services);
-    render_tls(&b, &status.services);
+    tls::render_tls(&b, &status.services);
+    tls::render_not_applied(&b, &status.config, &status.services);
     render_last_transition(&b, status);
     render_reloads(&b, status);
     render_build_and_process(&b);
@@ -595,76 +598,6 @@ fn render_traffic(b: &Builder, services: &[Service]) {
     }
     for family in [response, connect].into_iter().flatten() {
         let _ = b.registry.register(Box::new(family));
-    }
-}
-
-/// TLS services: handshakes (by version, resumption, ALPN), failures by reason, and each certificate's expiry.
-fn render_tls(b: &Builder, services: &[Service]) {
-    let tls: Vec<(&str, &tandem_status::ServiceTls)> = services
-        .iter()
-        .filter_map(|s| s.traffic.tls.as_ref().map(|t| (s.label.as_str(), t)))
-        .collect();
-    if tls.is_empty() {
-        return;
-    }
-    let service = &["service"];
-    let handshakes = b.counter_vec(
-        "tandem_tls_handshakes_total",
-        "Completed TLS handshakes",
-        service,
-    );
-    let resumed = b.counter_vec(
-        "tandem_tls_resumed_total",
-        "Completed TLS handshakes that resumed a session (ticket or session id)",
-        service,
-    );
-    let versions = b.counter_vec(
-        "tandem_tls_version_total",
-        "Completed TLS handshakes by protocol version (1.2, 1.3)",
-        &["service", "version"],
-    );
-    let alpn = b.counter_vec(
-        "tandem_tls_alpn_total",
-        "Completed TLS handshakes by the protocol ALPN agreed (h2; http/1.1 also counts clients without ALPN)",
-        &["service", "protocol"],
-    );
-    let failures = b.counter_vec(
-        "tandem_tls_handshake_failures_total",
-        "Failed TLS handshakes by reason (timeout, protocol, no_shared_parameters, closed, other)",
-        &["service", "reason"],
-    );
-    let expiry = b.float_vec(
-        "tandem_tls_certificate_expiry_timestamp_seconds",
-        "When each certificate a TLS service serves expires (its notAfter), Unix seconds",
-        &["service", "certificate"],
-    );
-    for (label, t) in tls {
-        if let Some(m) = &handshakes {
-            m.with_label_values(&[label]).inc_by(t.handshakes);
-        }
-        if let Some(m) = &resumed {
-            m.with_label_values(&[label]).inc_by(t.resumed);
-        }
-        if let Some(m) = &versions {
-            m.with_label_values(&[label, "1.2"]).inc_by(t.tls12);
-            m.with_label_values(&[label, "1.3"]).inc_by(t.tls13);
-        }
-        if let Some(m) = &alpn {
-            m.with_label_values(&[label, "h2"]).inc_by(t.alpn_h2);
-            m.with_label_values(&[label, "http/1.1"])
-                .inc_by(t.alpn_http1);
-        }
-        if let Some(m) = &failures {
-            for (reason, count) in t.failures.reasons() {
-                m.with_label_values(&[label, reason]).inc_by(count);
-            }
-        }
-        if let Some(m) = &expiry {
-            for c in &t.certificates {
-                m.with_label_values(&[label, c.file.as_str()])
-                    .set(c.not_after_unix as f64);
-            }
-        }
     }
 }
 

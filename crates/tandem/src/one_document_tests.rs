@@ -94,6 +94,7 @@ fn document() -> Status {
             sync: ConfigSync::InSync,
             reloads: Default::default(),
             not_applied: Vec::new(),
+            not_applied_services: Vec::new(),
         },
         cluster: Cluster {
             takeovers: 1,

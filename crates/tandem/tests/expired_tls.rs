@@ -4,8 +4,9 @@
 //! logs it as an error at its `cluster.toml` entry and serves it (curl -k gets the backend's answer, and
 //! `openssl s_client` is handed exactly that expired certificate); the secondary accepts the pushed config with
 //! the expired file (same digest) instead of refusing what the primary serves; `tandem reload` of another expired
-//! certificate is applied and pushed too. `tandem check` on the same files exits 1 with file:line:col;
-//! `tandem release-vips` still runs.
+//! certificate is applied and pushed too, and so is one not valid before 2099 (both nodes export its notBefore as
+//! `tandem_tls_certificate_not_before_timestamp_seconds`). `tandem check` on the same files exits 1 with
+//! file:line:col; `tandem release-vips` still runs.
 
 mod common;
 
@@ -66,12 +67,17 @@ fn node(root: &Path, name: &str, role: &str, address: &str, peer: &str, tls: &st
     Node::new(dir)
 }
 
-/// A self-signed ECDSA P-256 certificate for horizon.example.org valid only during 2020 (year, month, day of its
-/// end given): the certificate's PEM and the file (certificate then key).
+/// A self-signed ECDSA P-256 certificate for horizon.example.org valid from 2020-01-01 until the date given: the
+/// certificate's PEM and the file (certificate then key).
 fn expired_certificate(until: (i32, u8, u8)) -> (String, String) {
+    certificate_valid((2020, 1, 1), until)
+}
+
+/// A self-signed ECDSA P-256 certificate for horizon.example.org valid `from` `until` (year, month, day).
+fn certificate_valid(from: (i32, u8, u8), until: (i32, u8, u8)) -> (String, String) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["horizon.example.org".into()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
     params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
     let cert = params.self_signed(&key).unwrap();
     (cert.pem(), format!("{}{}", cert.pem(), key.serialize_pem()))
@@ -238,4 +244,34 @@ fn a_node_serves_an_expired_certificate_that_check_refuses() {
     wait_for("the secondary on the reloaded certificate", || {
         in_step(&lb1, &lb2) && read(&lb2, "horizon.pem").as_deref() == Some(older_file.as_str())
     });
+
+    // A certificate not valid before 2099: the same (served with an error), and both nodes export its notBefore.
+    let (future_cert, future_file) = certificate_valid((2099, 1, 1), (2100, 1, 1));
+    std::fs::write(lb1.dir.join("horizon.pem"), &future_file).unwrap();
+    let reload = lb1.cli(&["reload"]);
+    assert!(reload.status.success(), "{}", text(&reload));
+    assert!(
+        text(&reload).contains("is not valid before 2099-01-01: clients will refuse it"),
+        "{}",
+        text(&reload)
+    );
+    wait_for("the not-yet-valid certificate served", || {
+        served_certificate() == future_cert
+    });
+    let dates = "tandem_tls_certificate_not_before_timestamp_seconds\
+                 {certificate=\"horizon.pem\",service=\"horizon\"} 4070908800";
+    wait_for("both nodes exporting its notBefore", || {
+        [&lb1, &lb2]
+            .iter()
+            .all(|node| node.metrics().lines().any(|l| l == dates))
+    });
+    let check = lb1.cli(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains(&format!(
+            "cluster.toml{ENTRY} service \"horizon\" tls: certificate \"horizon.pem\" is not valid before 2099-01-01"
+        )),
+        "{}",
+        text(&check)
+    );
 }

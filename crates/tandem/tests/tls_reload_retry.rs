@@ -6,7 +6,7 @@
 //! `tandem status` says so (`NOT APPLIED`); `tandem reload` of the same files serves it. A `tandem reload` where the
 //! proxy reads other bytes exits 1 naming the service, the file and the reason, logs it, status shows it, and the
 //! old certificate is still served; the same reload again, the file now steady, exits 0 and the new certificate is
-//! served.
+//! served. `tandem_config_not_applied{service="horizon"}` on `/metrics` follows: 1 while not applied, else 0.
 
 mod common;
 
@@ -145,6 +145,15 @@ fn a_certificate_that_changed_after_the_check_fails_the_reload_and_the_next_relo
         lb1.log()
     );
     assert_eq!(served_certificate(), None);
+    let not_applied_metric = |lb1: &Node, value: u8| {
+        let metrics = lb1.metrics();
+        let line = format!("tandem_config_not_applied{{service=\"horizon\"}} {value}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    };
+    not_applied_metric(&lb1, 1);
 
     // The same files again: retried, not "unchanged".
     let reload = lb1.cli(&["reload"]);
@@ -154,6 +163,7 @@ fn a_certificate_that_changed_after_the_check_fails_the_reload_and_the_next_relo
         served_certificate().as_deref() == Some(a_cert.as_str())
     });
     assert!(not_applied(&lb1).is_null(), "{}", lb1.status());
+    not_applied_metric(&lb1, 0);
 
     let reload = lb1.cli(&["reload"]);
     assert_eq!(reload.status.code(), Some(1), "{}", text(&reload));
@@ -180,6 +190,7 @@ fn a_certificate_that_changed_after_the_check_fails_the_reload_and_the_next_relo
         lb1.status()
     );
     assert_eq!(served_certificate().as_deref(), Some(a_cert.as_str()));
+    not_applied_metric(&lb1, 1);
 
     // Same cluster.toml, same certificate bytes as that reload's check: retried, not "unchanged".
     let reload = lb1.cli(&["reload"]);
@@ -189,6 +200,7 @@ fn a_certificate_that_changed_after_the_check_fails_the_reload_and_the_next_relo
         served_certificate().as_deref() == Some(b_cert.as_str())
     });
     assert!(not_applied(&lb1).is_null(), "{}", lb1.status());
+    not_applied_metric(&lb1, 0);
     let reload = lb1.cli(&["reload"]);
     assert!(reload.status.success(), "{}", text(&reload));
     assert!(text(&reload).contains("unchanged"), "{}", text(&reload));

@@ -55,6 +55,8 @@ pub struct CertificateInfo {
     pub file: String,
     /// The leaf's DNS names (lower-case; wildcards as written).
     pub names: Vec<String>,
+    /// The leaf's `notBefore`, Unix seconds.
+    pub not_before_unix: i64,
     /// The leaf's `notAfter`, Unix seconds.
     pub not_after_unix: i64,
 }
@@ -117,6 +119,7 @@ impl TlsService {
             certificates.push(CertificateInfo {
                 file: file.file.clone(),
                 names: material.names,
+                not_before_unix: material.not_before_unix,
                 not_after_unix: material.not_after_unix,
             });
         }

@@ -19,6 +19,7 @@ impl Daemon {
         let current = self.current();
         let sync = self.sync_status();
         let config_sync = self.config_sync(&cluster, &current, sync.as_ref());
+        let tls_errors = self.proxy.tls_errors();
         doc::Status {
             node: doc::Node {
                 name: self.node.node.name.clone(),
@@ -45,9 +46,7 @@ impl Daemon {
                     let (ok, rejected) = self.reloads.get();
                     doc::Reloads { ok, rejected }
                 },
-                not_applied: self
-                    .proxy
-                    .tls_errors()
+                not_applied: tls_errors
                     .iter()
                     .map(|(service, error)| {
                         super::config_flow::tls_failure(
@@ -57,6 +56,7 @@ impl Daemon {
                         )
                     })
                     .collect(),
+                not_applied_services: tls_errors.into_iter().map(|(service, _)| service).collect(),
             },
             cluster: doc::Cluster {
                 takeovers: cluster.takeovers,
@@ -311,6 +311,7 @@ fn tls(t: &tandem_proxy::TlsStatus) -> doc::ServiceTls {
             .map(|c| doc::TlsCertificate {
                 file: c.file.clone(),
                 names: c.names.clone(),
+                not_before_unix: c.not_before_unix,
                 not_after_unix: c.not_after_unix,
             })
             .collect(),

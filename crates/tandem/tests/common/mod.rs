@@ -139,6 +139,24 @@ impl Node {
         serde_json::from_slice(&output.stdout).unwrap_or_default()
     }
 
+    /// The body of `GET /metrics` over the admin socket (`admin.sock` in the directory), empty while the daemon
+    /// does not answer.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.dir.join("admin.sock"))
+        else {
+            return String::new();
+        };
+        let mut answer = String::new();
+        let asked = stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .and_then(|()| stream.read_to_string(&mut answer).map(drop));
+        match (asked, answer.split_once("\r\n\r\n")) {
+            (Ok(()), Some((head, body))) if head.starts_with("HTTP/1.1 200") => body.to_owned(),
+            _ => String::new(),
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
