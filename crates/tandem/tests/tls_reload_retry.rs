@@ -10,10 +10,7 @@
 
 mod common;
 
-use common::{Node, tandem, text, wait_for};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::{Node, serve_fifo, tandem, text, wait_for};
 
 const ADMIN: u16 = 49186;
 const VIP: &str = "127.0.0.235";
@@ -45,27 +42,6 @@ fn certificate() -> (String, String) {
         .self_signed(&key)
         .unwrap();
     (cert.pem(), format!("{}{}", cert.pem(), key.serialize_pem()))
-}
-
-fn mkfifo(path: &Path) {
-    let made = Command::new("mkfifo").arg(path).output().unwrap();
-    assert!(made.status.success(), "{}", text(&made));
-}
-
-/// Hands `contents` out through a FIFO at `path`, one per open. Once a reader has opened it, a new FIFO takes the
-/// path before the bytes are written: the next open gets the next bytes, never the rest of these.
-fn serve_fifo(path: PathBuf, contents: Vec<String>) {
-    let next = path.with_extension("next");
-    mkfifo(&path);
-    std::thread::spawn(move || {
-        for bytes in contents {
-            // Blocks until the daemon opens the FIFO to read.
-            let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            mkfifo(&next);
-            std::fs::rename(&next, &path).unwrap();
-            writer.write_all(bytes.as_bytes()).unwrap();
-        }
-    });
 }
 
 /// The leaf certificate `openssl s_client` is handed for horizon.example.org, as PEM (None while not served).

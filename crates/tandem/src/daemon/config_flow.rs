@@ -1,6 +1,8 @@
 //! Configuration flow: `tandem reload` / SIGHUP read `cluster.toml` from disk and apply it live; on
 //! the secondary, configs pushed by the primary are validated, written atomically and applied. Each is a
-//! reload for systemd (`RELOADING=1` ... `READY=1`), and each re-reads node.toml's `[hooks]`.
+//! reload for systemd (`RELOADING=1` ... `READY=1`), and each re-reads node.toml's `[hooks]`. On the secondary
+//! a reload applies no `cluster.toml` of its own: it retries a pushed one the proxy could not serve whole, with
+//! the files the push installed ([`Daemon::retry_pushed`]).
 
 use super::pushed_files;
 use super::vips::apply_vip_plan;
@@ -41,6 +43,9 @@ impl Daemon {
                      edit {} on the primary and run `tandem reload` there (the running config is unchanged)",
                     self.cluster_path.display()
                 )));
+            }
+            if !self.proxy_serves(&current.cluster) {
+                return self.retry_pushed(&current).await;
             }
             return Ok(format!(
                 "cluster.toml unchanged (generation {}, digest {})",
@@ -106,6 +111,82 @@ impl Daemon {
             .await;
         match tls_failed {
             // Applied, but not all of it: `tandem reload` exits non-zero so the operator does not take it for done.
+            Some(failed) => Err(ActionError::invalid(format!(
+                "{message}{served_anyway}\n{failed}"
+            ))),
+            None => Ok(format!("{message}{served_anyway}")),
+        }
+    }
+
+    /// `tandem reload` on the secondary while the proxy does not serve the last pushed configuration whole (a TLS
+    /// service whose certificate files failed to load: a permission, a file replaced between the check and the
+    /// load): `cluster.toml` and the installed certificate files are checked again as the push was, and applied
+    /// again. They must still be what the primary pushed (the same digest): the secondary serves the primary's
+    /// configuration, never one edited here, and tells nothing to the primary (same version, nothing to send).
+    async fn retry_pushed(&self, current: &Current) -> ActionResult {
+        let config_dir = tandem_config::node_base_dir(&self.cluster_path).ok_or_else(|| {
+            ActionError::invalid(format!(
+                "{}: the config directory is not known",
+                self.cluster_path.display()
+            ))
+        })?;
+        let name = format!("{} (from the primary)", self.cluster_path.display());
+        let (cluster, _, remarks) = tandem_config::parse_cluster_for_node_in(
+            &current.text,
+            &name,
+            &self.node,
+            &config_dir,
+            tandem_config::now_unix(),
+            tandem_config::ExpiredCertificates::Serve,
+        )
+        .map_err(|diagnostics| {
+            ActionError::invalid(format!(
+                "the configuration the primary pushed does not check with the files installed here, the running \
+                 config is unchanged:\n{}",
+                diagnostics
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+        })?;
+        let digest = tandem_config::digest(&cluster);
+        if digest != current.digest {
+            return Err(ActionError::refused(format!(
+                "this node is the secondary: the certificate files in {} are not the ones the primary pushed \
+                 (digest {} here, {} pushed); put the pushed files back (each previous one is NAME.prev), or change \
+                 them on the primary and run `tandem reload` there (the running config is unchanged)",
+                config_dir.display(),
+                &digest[..digest.len().min(16)],
+                &current.digest[..current.digest.len().min(16)]
+            )));
+        }
+        for warning in &remarks.warnings {
+            tracing::warn!("{warning}");
+        }
+        for alarm in &remarks.alarms {
+            tracing::error!("{alarm}");
+        }
+        let served_anyway: String = remarks
+            .alarms
+            .iter()
+            .map(|alarm| format!("\nerror: {alarm}"))
+            .collect();
+        tracing::info!(
+            generation = current.generation,
+            "retrying the configuration pushed by the primary with the files installed here"
+        );
+        let (message, tls_failed) = self
+            .apply(
+                cluster,
+                current.text.clone(),
+                current.files.clone(),
+                digest,
+                current.generation,
+            )
+            .await;
+        let message = format!("retried the configuration pushed by the primary: {message}");
+        match tls_failed {
             Some(failed) => Err(ActionError::invalid(format!(
                 "{message}{served_anyway}\n{failed}"
             ))),

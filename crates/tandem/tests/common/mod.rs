@@ -215,3 +215,32 @@ pub fn served_certificate(address: &str, server_name: &str) -> Option<String> {
     let end = out[begin..].find("-----END CERTIFICATE-----")? + begin;
     Some(format!("{}-----END CERTIFICATE-----\n", &out[begin..end]))
 }
+
+fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).output().unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+}
+
+/// Hands `contents` out through a FIFO at `path`, one per open, so that a test decides what each read of a
+/// certificate file gets (the check, then the proxy's load). Once a reader has opened it, a new FIFO takes the
+/// path before the bytes are written: the next open gets the next bytes, never the rest of these. After the last,
+/// a regular file holding the last bytes takes the path, so an unexpected further open reads those instead of
+/// blocking.
+pub fn serve_fifo(path: PathBuf, contents: Vec<String>) {
+    let next = path.with_extension("next");
+    mkfifo(&path);
+    std::thread::spawn(move || {
+        let count = contents.len();
+        for (i, bytes) in contents.iter().enumerate() {
+            // Blocks until the daemon opens the FIFO to read.
+            let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            if i + 1 < count {
+                mkfifo(&next);
+            } else {
+                std::fs::write(&next, bytes).unwrap();
+            }
+            std::fs::rename(&next, &path).unwrap();
+            writer.write_all(bytes.as_bytes()).unwrap();
+        }
+    });
+}
