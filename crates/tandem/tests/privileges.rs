@@ -546,7 +546,12 @@ fn a_daemon_started_as_root_runs_as_the_user_with_the_four_capabilities() {
     );
     // SAFETY: our child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    assert!(daemon.0.as_mut().unwrap().wait().unwrap().success());
+    let status = daemon.0.as_mut().unwrap().wait().unwrap();
+    assert!(
+        status.success(),
+        "{status:?}; its log:\n{}",
+        std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+    );
 }
 
 /// The tests, one after another in the main thread (`harness = false`): they fork, and a fork is only safe from a

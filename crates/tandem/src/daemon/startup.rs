@@ -161,13 +161,16 @@ async fn async_main(
     node_path: PathBuf,
     guardian: Option<Guardian>,
 ) -> Result<()> {
+    // The handlers come first: a SIGTERM while the listeners are being bound (the service ports answer before the
+    // admin endpoint is up) is then held until the loop below and stops the daemon cleanly, where the default action
+    // would have killed it half-started.
+    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let secret = secret_for(&loaded.node)?;
     let admin = AdminSetup::prepare(&loaded.node).await?;
     let daemon = Daemon::start(loaded, cluster_path, node_path, secret, guardian).await?;
     let admin = admin.spawn(&daemon);
-    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     // Every listener is bound (admin, services, heartbeat, sync), the election runs and a SIGTERM from here on is
     // a clean stop: systemd may go on.
     let mut notify = daemon.notify_ready();
