@@ -156,6 +156,7 @@ pub use http::hyper_engine::HyperEngine;
 pub use http::{ConnectionJob, HttpEngine, unavailable_page};
 pub use state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};
 pub use status::{ProxyStatus, ServerStatus, ServiceStatus, TlsStatus};
+pub use tls::tickets::TicketSecret;
 
 use crate::shared::lock;
 
@@ -188,6 +189,9 @@ pub struct ProxyOptions {
     pub relay_yield: bool,
     /// One line per HTTP request and TCP connection goes here; `None`: no access log.
     pub access_log: Option<AccessLog>,
+    /// The root of the TLS session-ticket keys (the pair's shared secret), so that both nodes issue and accept
+    /// the same tickets; `None`: keys random to this process.
+    pub ticket_secret: Option<tls::tickets::TicketSecret>,
 }
 
 impl Default for ProxyOptions {
@@ -200,6 +204,7 @@ impl Default for ProxyOptions {
             tcp_relay: TcpRelay::Tasks,
             relay_yield: true,
             access_log: None,
+            ticket_secret: None,
         }
     }
 }
@@ -211,6 +216,7 @@ impl std::fmt::Debug for ProxyOptions {
             .field("tcp_relay", &self.tcp_relay)
             .field("relay_yield", &self.relay_yield)
             .field("access_log", &self.access_log)
+            .field("ticket_secret", &self.ticket_secret)
             .finish_non_exhaustive()
     }
 }
@@ -261,6 +267,8 @@ struct Inner {
     engine: Arc<dyn HttpEngine>,
     /// The connections of each VIP, for [`Proxy::close_connections_of`].
     vip_conns: vip_conns::VipConns,
+    /// Where new TLS services take their ticket keys from ([`ProxyOptions::ticket_secret`]).
+    ticket_secret: Option<tls::tickets::TicketSecret>,
     state: Mutex<State>,
 }
 
@@ -331,6 +339,7 @@ impl Proxy {
                 tcp_relay: tcp,
                 relay_yield: true,
                 access_log: None,
+                ticket_secret: None,
             },
         )
     }
@@ -347,6 +356,7 @@ impl Proxy {
             tcp_relay: tcp,
             relay_yield,
             access_log,
+            ticket_secret,
         } = options;
         tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let relay_loops = match tcp {
@@ -384,6 +394,7 @@ impl Proxy {
                 ctx,
                 engine,
                 vip_conns,
+                ticket_secret,
                 state: Mutex::new(State {
                     cfg: empty.clone(),
                     services: BTreeMap::new(),
@@ -487,7 +498,7 @@ impl Proxy {
             tls_errors: Vec::new(),
             replanned,
         };
-        let tls = build_tls(&st.services, &cfg, plan);
+        let tls = build_tls(&st.services, &cfg, plan, self.inner.ticket_secret.as_ref());
         let next = reload::next_services(&st.services, &cfg, plan, &tls);
         report.tls_errors = next.tls_errors.clone();
         self.reconcile_stick(&cfg);
@@ -777,11 +788,13 @@ impl Proxy {
 }
 
 /// The TLS side of every service of `cfg` that terminates TLS and that the plan adds or changes (reads the
-/// certificate files). A changed service keeps its session-ticket keys, so tickets issued before the reload resume.
+/// certificate files). A changed service keeps its session-ticket keys, so tickets issued before the reload resume;
+/// a new one derives them from `tickets` when given.
 fn build_tls(
     running: &BTreeMap<String, Arc<ServiceRuntime>>,
     cfg: &ClusterConfig,
     plan: &ReloadPlan,
+    tickets: Option<&tls::tickets::TicketSecret>,
 ) -> reload::TlsBuilt {
     let unchanged: HashSet<&str> = plan.unchanged().into_iter().collect();
     let mut built = reload::TlsBuilt::new();
@@ -795,7 +808,10 @@ fn build_tls(
         {
             continue;
         }
-        let ticketer = old.and_then(|o| o.tls.as_ref()).map(|t| t.ticketer.clone());
+        let ticketer = old
+            .and_then(|o| o.tls.as_ref())
+            .map(|t| t.ticketer.clone())
+            .or_else(|| tickets.map(|secret| secret.ticketer(&svc.label)));
         let result = tls::TlsService::build(settings, ticketer).map(Arc::new);
         built.insert(svc.label.clone(), result);
     }

@@ -9,8 +9,11 @@
 //!   `http/1.1` (a client offering neither is served HTTP/1.1).
 //! - The certificate is the first whose names cover the SNI host name (exact or one-label wildcard), else the
 //!   first one (no SNI, or no match).
-//! - Resumption: TLS 1.3 tickets and TLS 1.2 tickets from rustls' ring ticketer (keys rotate every 6 hours; kept
-//!   across reloads of the service), TLS 1.2 session ids in a bounded cache ([`SESSION_CACHE_ENTRIES`]).
+//! - Resumption: TLS 1.3 tickets and TLS 1.2 tickets; with a [`tickets::TicketSecret`] (the daemon's: the pair's
+//!   shared secret) their keys are derived from it per service and 6-hour period, so a ticket resumes on both
+//!   nodes (`tickets.rs`); without, rustls' ring ticketer (random keys of this process, rotating every 6 hours).
+//!   Kept across reloads of the service. TLS 1.2 session ids in a bounded cache of this process
+//!   ([`SESSION_CACHE_ENTRIES`]).
 //! - The handshake must be done within min(10 s, client timeout) of the connection's first byte; until that first
 //!   byte the connection holds no TLS state at all.
 //! - After the handshake: HTTP/1.1 on the native engine when it is the engine (the first request head within
@@ -25,6 +28,7 @@
 
 pub(crate) mod redirect;
 pub(crate) mod serve;
+pub mod tickets;
 
 use std::fmt::Write as _;
 use std::sync::Arc;

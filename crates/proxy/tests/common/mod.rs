@@ -155,6 +155,7 @@ pub fn start_logged(cfg: Arc<ClusterConfig>, access_log: Option<tandem_proxy::Ac
             tcp_relay: tcp,
             relay_yield: true,
             access_log,
+            ticket_secret: None,
         },
     )
     .unwrap();

@@ -478,6 +478,10 @@ impl Daemon {
                 tcp_relay: tcp_relay(tuning),
                 relay_yield: tuning.relay_yield,
                 access_log: access_log(&node)?,
+                // Both nodes derive the same TLS session-ticket keys: a ticket resumes after a failover.
+                ticket_secret: Some(tandem_proxy::TicketSecret::from_cluster_secret(
+                    secret.expose(),
+                )),
             },
         )
         .map_err(|e| anyhow!("{e}"))?;
