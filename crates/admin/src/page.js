@@ -211,6 +211,10 @@
         (p ? `; ${p.name}: generation ${p.config_generation}, digest ${shortDigest(p.config_digest)}` : "") +
         ` (${s.config.sync}).`));
     }
+    // A TLS service whose certificates failed to load keeps its previous settings, or is not served.
+    for (const problem of s.config.not_applied || []) {
+      out.push(banner("bad", "Not served as configured:", `${problem} (fix it, then reload this node).`));
+    }
     if (s.replication && !s.replication.connected && s.config.sync !== "standalone") {
       out.push(banner("warn", "Replication is disconnected.", s.replication.last_error || ""));
     }

@@ -52,7 +52,8 @@ pub enum ExpiredCertificates {
     /// The certificate is served and the problem is an alarm at its entry ([`crate::Loaded::alarms`], logged at
     /// error level): the daemon at start-up, on `tandem reload` and on a pushed config. A lapsed certificate must
     /// not stop a node from serving its other services or taking its failover role; monitoring shouts instead
-    /// (`tandem_tls_certificate_expiry_timestamp_seconds`, alert `TandemTlsCertificateExpired`).
+    /// (`tandem_tls_certificate_expiry_timestamp_seconds` and `..._not_before_timestamp_seconds`, alerts
+    /// `TandemTlsCertificateExpired` and `TandemTlsCertificateNotYetValid`).
     Serve,
 }
 

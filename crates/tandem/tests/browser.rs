@@ -746,8 +746,8 @@ fn the_page_shows_a_running_daemon_and_drains_a_server_with_a_click() {
     );
 }
 
-/// A document the daemon cannot easily be brought into (a peer out of sync, both active, a label
-/// full of markup), rendered by the real page from a file: the warnings show and the label stays
+/// A document the daemon cannot easily be brought into (a peer out of sync, both active, a TLS service not served
+/// as configured, a label full of markup), rendered by the real page from a file: the warnings show and the label stays
 /// text.
 #[test]
 fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() {
@@ -767,7 +767,9 @@ fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() 
                             "state": "active", "alive": true, "last_heard_ms": 120, "state_since_ms": 61_000,
                             "holds_vips": true, "config_generation": 4, "config_digest": "bbbbbbbbbbbbbbbb",
                             "servers_up": 0, "servers_total": 1 } },
-        "config": { "generation": 3, "digest": "aaaaaaaaaaaaaaaa", "sync": "config out of sync: peer runs generation 4" },
+        "config": { "generation": 3, "digest": "aaaaaaaaaaaaaaaa", "sync": "config out of sync: peer runs generation 4",
+                    "not_applied": ["TLS service \"horizon\" is not served: horizon.pem: cannot read"],
+                    "not_applied_services": ["horizon"] },
         "cluster": { "takeovers": 1, "releases": 0, "split_brains": 1, "warn_time_exceeded": 0,
                      "vip_failures": 0, "last_event": "took over: peer dead",
                      "heartbeats": { "sent": 1, "send_errors": 0, "received": 1, "rejected": {} } },
@@ -805,6 +807,13 @@ fn the_page_warns_of_split_brain_and_config_mismatch_and_keeps_labels_as_text() 
         "{banners}"
     );
     assert!(banners.contains("Config out of sync."), "{banners}");
+    assert!(banners.contains("Not served as configured:"), "{banners}");
+    assert!(
+        banners.contains(
+            "TLS service \"horizon\" is not served: horizon.pem: cannot read (fix it, then reload this node)."
+        ),
+        "{banners}"
+    );
     assert!(
         banners.contains("VIP 192.168.1.250 is claimed by another machine (02:7e:00:00:01:66)."),
         "{banners}"
