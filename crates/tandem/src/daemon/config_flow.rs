@@ -45,7 +45,7 @@ impl Daemon {
                 )));
             }
             if !self.proxy_serves(&current.cluster) {
-                return self.retry_pushed(&current).await;
+                return self.retry_pushed();
             }
             return Ok(format!(
                 "cluster.toml unchanged (generation {}, digest {})",
@@ -100,15 +100,13 @@ impl Daemon {
         )
         .map_err(ActionError::invalid)?;
         let files = config_files(&loaded);
-        let (message, tls_failed) = self
-            .apply(
-                loaded.cluster,
-                loaded.cluster_text,
-                files,
-                loaded.digest,
-                loaded.generation,
-            )
-            .await;
+        let (message, tls_failed) = self.apply(
+            loaded.cluster,
+            loaded.cluster_text,
+            files,
+            loaded.digest,
+            loaded.generation,
+        );
         match tls_failed {
             // Applied, but not all of it: `tandem reload` exits non-zero so the operator does not take it for done.
             Some(failed) => Err(ActionError::invalid(format!(
@@ -123,7 +121,16 @@ impl Daemon {
     /// load): `cluster.toml` and the installed certificate files are checked again as the push was, and applied
     /// again. They must still be what the primary pushed (the same digest): the secondary serves the primary's
     /// configuration, never one edited here, and tells nothing to the primary (same version, nothing to send).
-    async fn retry_pushed(&self, current: &Current) -> ActionResult {
+    /// Under the lock a push is applied with, so a push arriving meanwhile is never undone by an older retry.
+    fn retry_pushed(&self) -> ActionResult {
+        let _applying = self.applying_pushed();
+        let current = self.current();
+        if self.proxy_serves(&current.cluster) {
+            return Ok(format!(
+                "cluster.toml unchanged (generation {}): a push applied it meanwhile",
+                current.generation
+            ));
+        }
         let config_dir = tandem_config::node_base_dir(&self.cluster_path).ok_or_else(|| {
             ActionError::invalid(format!(
                 "{}: the config directory is not known",
@@ -176,15 +183,13 @@ impl Daemon {
             generation = current.generation,
             "retrying the configuration pushed by the primary with the files installed here"
         );
-        let (message, tls_failed) = self
-            .apply(
-                cluster,
-                current.text.clone(),
-                current.files.clone(),
-                digest,
-                current.generation,
-            )
-            .await;
+        let (message, tls_failed) = self.apply(
+            cluster,
+            current.text.clone(),
+            current.files.clone(),
+            digest,
+            current.generation,
+        );
         let message = format!("retried the configuration pushed by the primary: {message}");
         match tls_failed {
             Some(failed) => Err(ActionError::invalid(format!(
@@ -192,6 +197,13 @@ impl Daemon {
             ))),
             None => Ok(format!("{message}{served_anyway}")),
         }
+    }
+
+    /// The lock the secondary applies a pushed configuration under (a push, or `tandem reload`'s retry of one).
+    fn applying_pushed(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.applying_pushed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the proxy serves `cluster` whole (it records a TLS service whose certificates failed to load with its
@@ -224,7 +236,7 @@ impl Daemon {
 
     /// Serve a validated configuration (`tandem reload` on the primary or a standalone node): what was done, and
     /// the TLS services that could not take their new certificates ([`tls_failures`]).
-    async fn apply(
+    fn apply(
         &self,
         cluster: ClusterConfig,
         text: String,
@@ -350,6 +362,7 @@ impl Daemon {
         generation: u64,
         digest: &str,
     ) -> Result<(), String> {
+        let _applying = self.applying_pushed();
         let text = std::str::from_utf8(bytes)
             .map_err(|_| "cluster.toml from the peer is not UTF-8".to_owned())?;
         let config_dir = tandem_config::node_base_dir(&self.cluster_path).ok_or_else(|| {

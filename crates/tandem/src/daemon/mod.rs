@@ -99,6 +99,9 @@ pub struct Daemon {
     /// Addresses found on the interface at the last look (what `status` calls "VIPs held").
     vips_seen: Mutex<Vec<IpAddr>>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// On the secondary: a push and `tandem reload`'s retry of the pushed configuration apply one at a time (the
+    /// push is applied from the sync session's synchronous hand-over, so not under `reload_lock`).
+    applying_pushed: Mutex<()>,
     started: Instant,
     /// The TCP 7778 session; absent on a standalone node.
     sync: std::sync::OnceLock<SyncHandle>,

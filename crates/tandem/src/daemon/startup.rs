@@ -565,6 +565,7 @@ impl Daemon {
             conflicts: Default::default(),
             vips_seen: Mutex::new(Vec::new()),
             reload_lock: tokio::sync::Mutex::new(()),
+            applying_pushed: Mutex::new(()),
             started: Instant::now(),
             sync: std::sync::OnceLock::new(),
             hooks,
