@@ -362,6 +362,8 @@ pub struct LocalSettings {
 pub struct Tuning {
     /// The engine of HTTP-mode services.
     pub http_engine: HttpEngineKind,
+    /// When the `batched` engine's threads batch their small writes through io_uring.
+    pub http_write_batching: HttpWriteBatching,
     /// How TCP-mode connections are relayed once both sides are connected.
     pub tcp_relay: TcpRelayKind,
     /// io_uring relays may yield the CPU to a local backend before sleeping (see the proxy's
@@ -377,6 +379,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             http_engine: HttpEngineKind::Batched,
+            http_write_batching: HttpWriteBatching::Adaptive,
             tcp_relay: TcpRelayKind::Auto,
             relay_yield: true,
             workers: 0,
@@ -417,6 +420,19 @@ impl HttpEngineKind {
             HttpEngineKind::Hyper => "hyper",
         }
     }
+}
+
+/// `[tuning] http_write_batching`: when the `batched` HTTP engine's threads batch their small writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpWriteBatching {
+    /// While a thread's recent rounds of writes are large (saturated beside a local backend); written directly
+    /// with a plain `send` while they are small.
+    Adaptive,
+    /// Always (the behaviour before `adaptive`).
+    Always,
+    /// Never: a plain `send` per write, on the engine's threads.
+    Never,
 }
 
 /// `[tuning] tcp_relay`.

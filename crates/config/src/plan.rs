@@ -571,6 +571,10 @@ impl NodePlan {
             ("node.vip_networks", o.vip_networks != n.vip_networks),
             ("node.user", o.user != n.user),
             ("tuning.http_engine", ot.http_engine != nt.http_engine),
+            (
+                "tuning.http_write_batching",
+                ot.http_write_batching != nt.http_write_batching,
+            ),
             ("tuning.tcp_relay", ot.tcp_relay != nt.tcp_relay),
             ("tuning.relay_yield", ot.relay_yield != nt.relay_yield),
             ("tuning.workers", ot.workers != nt.workers),

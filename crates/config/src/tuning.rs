@@ -1,12 +1,13 @@
 //! Reading `[tuning]` of `node.toml` (engine, relay, worker threads, priorities) into [`Tuning`].
 
 use crate::diag::Ctx;
-use crate::model::{HttpEngineKind, TcpRelayKind, Tuning};
+use crate::model::{HttpEngineKind, HttpWriteBatching, TcpRelayKind, Tuning};
 use crate::reader::{Section, Val, boolean, choice, int_in, table};
 
 /// Keys of `[tuning]` (also how the other sections recognise a tuning key put in the wrong place).
 pub(crate) const TUNING_KEYS: &[&str] = &[
     "http_engine",
+    "http_write_batching",
     "tcp_relay",
     "relay_yield",
     "workers",
@@ -20,6 +21,12 @@ const HTTP_ENGINES: &[(&str, HttpEngineKind)] = &[
     ("batched", HttpEngineKind::Batched),
     ("tasks", HttpEngineKind::Tasks),
     ("hyper", HttpEngineKind::Hyper),
+];
+
+const WRITE_BATCHINGS: &[(&str, HttpWriteBatching)] = &[
+    ("adaptive", HttpWriteBatching::Adaptive),
+    ("always", HttpWriteBatching::Always),
+    ("never", HttpWriteBatching::Never),
 ];
 
 const TCP_RELAYS: &[(&str, TcpRelayKind)] = &[
@@ -44,6 +51,12 @@ pub(crate) fn read_tuning(ctx: &mut Ctx<'_>, v: Option<&Val<'_>>) -> Option<Tuni
         .and_then(|e| choice(ctx, "http_engine", e, HTTP_ENGINES))
     {
         tuning.http_engine = e.v;
+    }
+    if let Some(b) = s
+        .get("http_write_batching")
+        .and_then(|b| choice(ctx, "http_write_batching", b, WRITE_BATCHINGS))
+    {
+        tuning.http_write_batching = b.v;
     }
     if let Some(r) = s
         .get("tcp_relay")

@@ -272,6 +272,7 @@ fn tuning_defaults_to_what_the_daemon_always_did() {
     let n = parse_node_str(minimal, "node.toml", None).unwrap();
     assert_eq!(n.tuning, Tuning::default());
     assert_eq!(n.tuning.http_engine, HttpEngineKind::Batched);
+    assert_eq!(n.tuning.http_write_batching, HttpWriteBatching::Adaptive);
     assert_eq!(n.tuning.tcp_relay, TcpRelayKind::Auto);
     assert!(n.tuning.relay_yield && n.tuning.heartbeat_realtime);
     assert_eq!(n.tuning.workers, 0);
@@ -281,12 +282,13 @@ fn tuning_defaults_to_what_the_daemon_always_did() {
 #[test]
 fn tuning_is_read_from_node_toml() {
     let text = "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.0.0.1\"\nmanage_vips = false\n\
-        [tuning]\nhttp_engine = \"hyper\"\ntcp_relay = \"poll\"\nrelay_yield = false\nworkers = 3\nheartbeat_realtime = false\n";
+        [tuning]\nhttp_engine = \"hyper\"\nhttp_write_batching = \"always\"\ntcp_relay = \"poll\"\nrelay_yield = false\nworkers = 3\nheartbeat_realtime = false\n";
     let n = parse_node_str(text, "node.toml", None).unwrap();
     assert_eq!(
         n.tuning,
         Tuning {
             http_engine: HttpEngineKind::Hyper,
+            http_write_batching: HttpWriteBatching::Always,
             tcp_relay: TcpRelayKind::Poll,
             relay_yield: false,
             workers: 3,
@@ -356,6 +358,7 @@ fn tuning_errors_are_all_reported_with_positions() {
 fn tuning_round_trips_through_serde() {
     let t = Tuning {
         http_engine: HttpEngineKind::Tasks,
+        http_write_batching: HttpWriteBatching::Never,
         tcp_relay: TcpRelayKind::Uring,
         relay_yield: false,
         workers: 8,

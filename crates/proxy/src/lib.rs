@@ -92,7 +92,7 @@
 //!   connection (`conn.rs`), one request on one
 //!   upstream connection (`forward.rs`), bodies (`body.rs`), deadlines (`timer.rs`), writes (`io.rs`), heads
 //!   (`head.rs`), chunked framing (`chunked.rs`), its threads (`threads.rs`) and batched io_uring sends
-//!   (`batch.rs`).
+//!   (`batch.rs`), batched or direct by the size of the thread's rounds of writes (`write_mode.rs`).
 //! - `reload.rs`: the next service runtimes from the running ones and a [`ReloadPlan`] (no I/O; the TLS sides are
 //!   built by `lib.rs` beforehand, which reads the certificate files).
 //! - `lib.rs`: [`Proxy`]: start ([`ProxyOptions`]), reload, listeners and accept loops, buttons, status, shutdown;
@@ -151,7 +151,7 @@ pub mod fuzzing {
 
 pub use access_log::AccessLog;
 pub use ctx::{ConnCtx, SharedStickTables};
-pub use h1::H1Engine;
+pub use h1::{H1Engine, WriteBatching};
 pub use http::hyper_engine::HyperEngine;
 pub use http::{ConnectionJob, HttpEngine, unavailable_page};
 pub use state::{AdminState, LastCheck, ServerRuntime, ServiceRuntime};

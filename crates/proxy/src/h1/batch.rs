@@ -15,6 +15,10 @@
 //! ready). The runtime's park hooks would not do: they never run while a task keeps the thread busy (the runtime
 //! then only polls the reactor between tasks). Sends use `MSG_WAITALL`, so the kernel sends all of it or fails.
 //!
+//! Whether a thread batches at all is decided per round ([`super::write_mode`]): while its rounds of writes are
+//! small, [`send`] answers `None` and the writer sends directly; the flusher is still woken once per round, to count
+//! the round's writes, so that the thread sees its rounds grow and starts batching again.
+//!
 //! A write given up before it was issued (its task was cancelled) is removed from the queue, so nothing is ever
 //! issued on a descriptor that may have been closed and reused since; one given up after it was issued is cancelled
 //! and its buffer kept until the kernel has finished with it. Threads without a ring (io_uring unavailable, or any
@@ -32,6 +36,8 @@ use std::time::Duration;
 use io_uring::{IoUring, opcode, squeue, types};
 use tokio::io::unix::AsyncFd;
 
+use super::write_mode::{ModeGovernor, WriteBatching, WriteMode};
+
 /// Writes up to this size go through the ring; larger ones (bulk bodies) are written directly, without a copy.
 pub(super) const MAX_BATCHED: usize = 4096;
 /// Submission queue size: a flush issues more in several calls.
@@ -46,6 +52,9 @@ const CANCEL: u64 = u64::MAX;
 /// Refusals (`EAGAIN`, `ENOMEM`, `EBUSY`) retried at once, then with a 1 ms pause, before the ring is given up.
 const QUICK_RETRIES: u32 = 64;
 const SLOW_RETRIES: u32 = 1000;
+/// A thread's round sizes and modes go to a debug line at most this often (checked every [`STATS_CHECK`] rounds).
+const STATS_EVERY: Duration = Duration::from_secs(5);
+const STATS_CHECK: u64 = 1024;
 
 thread_local! {
     static RING: RefCell<Option<SendRing>> = const { RefCell::new(None) };
@@ -94,6 +103,10 @@ struct SendRing {
     /// The flusher task, and whether it has been woken for the current batch.
     flusher: Option<Waker>,
     flush_wanted: bool,
+    /// Small writes of the current round (queued or written directly), and the mode they take.
+    round_writes: u32,
+    governor: ModeGovernor,
+    stats_since: std::time::Instant,
     /// Set when the kernel stopped taking work: the ring is then dropped by whoever holds it next.
     broken: Option<io::Error>,
 }
@@ -115,8 +128,8 @@ impl Drop for SendRing {
 }
 
 /// Sets up this thread's ring and spawns its flusher task; call within the thread's current-thread runtime. After
-/// this, [`send`] on this thread queues sends.
-pub(super) fn install() -> io::Result<()> {
+/// this, [`send`] on this thread queues sends whenever `batching` says so.
+pub(super) fn install(batching: WriteBatching) -> io::Result<()> {
     let ring = IoUring::builder()
         .setup_cqsize(CQ_ENTRIES)
         .setup_clamp()
@@ -137,6 +150,9 @@ pub(super) fn install() -> io::Result<()> {
             done: Vec::new(),
             flusher: None,
             flush_wanted: false,
+            round_writes: 0,
+            governor: ModeGovernor::new(batching),
+            stats_since: std::time::Instant::now(),
             broken: None,
         });
     });
@@ -151,7 +167,7 @@ pub(super) fn uninstall() {
 }
 
 /// Queues `a` then `b` (together at most [`MAX_BATCHED`] bytes) for one send on `fd`; `None` where this thread has
-/// no ring. The returned future gives the kernel's result: bytes sent (all of them unless an error cut the send
+/// no ring or writes directly for now (the caller then sends them itself). The returned future gives the kernel's result: bytes sent (all of them unless an error cut the send
 /// short) or `-errno`. `fd` must stay open while the future lives (it borrows nothing, so the caller makes sure).
 pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
     let len = a.len() + b.len();
@@ -160,6 +176,9 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
     let (send, flusher) = RING.with(|cell| {
         let mut cell = cell.borrow_mut();
         let ring = cell.as_mut()?;
+        if ring.governor.mode() == WriteMode::Direct {
+            return Some((None, ring.note_write()));
+        }
         let mut buf = ring.spare.pop().unwrap_or_default();
         buf.clear();
         buf.reserve(len);
@@ -190,12 +209,12 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
             home: crate::shared::thread_tag(),
             finished: false,
         };
-        Some((send, flusher))
+        Some((Some(send), flusher))
     })?;
     if let Some(flusher) = flusher {
         flusher.wake();
     }
-    Some(send)
+    send
 }
 
 /// One queued send; resolves to the kernel's result.
@@ -308,12 +327,57 @@ impl SendRing {
     /// runtime then runs behind the tasks already runnable.
     #[must_use]
     fn enqueue(&mut self, slot: Option<u32>, entry: squeue::Entry) -> Option<Waker> {
+        let is_write = slot.is_some();
         self.queued.push((slot, entry));
+        if is_write {
+            self.note_write()
+        } else {
+            self.want_flush()
+        }
+    }
+
+    /// Counts a small write of this round; as [`Self::enqueue`], the first of a round returns the flusher to wake
+    /// (which then counts the round, whichever mode its writes took).
+    #[must_use]
+    fn note_write(&mut self) -> Option<Waker> {
+        self.round_writes = self.round_writes.saturating_add(1);
+        self.want_flush()
+    }
+
+    #[must_use]
+    fn want_flush(&mut self) -> Option<Waker> {
         if self.flush_wanted {
             return None;
         }
         self.flush_wanted = true;
         self.flusher.take()
+    }
+
+    /// Ends the current round: its writes decide the mode of the next ones.
+    fn end_round(&mut self) {
+        let writes = std::mem::take(&mut self.round_writes);
+        if writes == 0 {
+            return;
+        }
+        let before = self.governor.mode();
+        let after = self.governor.round(writes);
+        if after != before {
+            tracing::trace!(?after, writes, "HTTP thread's write mode");
+        }
+        if self.governor.rounds().is_multiple_of(STATS_CHECK)
+            && self.stats_since.elapsed() >= STATS_EVERY
+        {
+            self.stats_since = std::time::Instant::now();
+            let (stats, mean) = self.governor.take_stats();
+            tracing::debug!(
+                rounds = stats.rounds,
+                writes_per_round = stats.writes as f64 / stats.rounds as f64,
+                mean_now = mean,
+                batched_pct = 100.0 * stats.batched_rounds as f64 / stats.rounds as f64,
+                switches = stats.switches,
+                "HTTP thread's rounds of small writes"
+            );
+        }
     }
 
     fn release(&mut self, slot: usize, buf: Vec<u8>) {
@@ -479,6 +543,7 @@ async fn flusher() {
     std::future::poll_fn(|cx| {
         let alive = with_ring(|ring, wakers| {
             ring.flush_wanted = false;
+            ring.end_round();
             if !ring.queued.is_empty() {
                 ring.issue(wakers);
             }
@@ -515,12 +580,20 @@ mod tests {
     /// A current-thread runtime, as the engine's threads run; `None` where io_uring cannot
     /// be set up (then there is nothing to test here).
     fn on_ring_thread<F: Future<Output = ()>>(test: impl FnOnce() -> F) -> bool {
+        on_ring_thread_with(WriteBatching::Always, test)
+    }
+
+    /// As [`on_ring_thread`], the thread's writes batched as `batching` says.
+    fn on_ring_thread_with<F: Future<Output = ()>>(
+        batching: WriteBatching,
+        test: impl FnOnce() -> F,
+    ) -> bool {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            if install().is_err() {
+            if install(batching).is_err() {
                 eprintln!("io_uring cannot be set up here; skipped");
                 return false;
             }
@@ -746,6 +819,77 @@ mod tests {
             assert!(spinning.await.unwrap() > 0);
             assert_eq!(res, Ok(100), "completed while the thread stayed busy");
             assert_eq!(reader.join().unwrap(), filled + 100);
+        });
+    }
+
+    /// Makes one round of `writes` writes of `line` on `client` as the engine does (a send the thread does not queue
+    /// is written directly by the writer), then lets the flusher end the round; how many were queued.
+    async fn round(client: &TcpStream, writes: usize, line: &[u8], sent: &mut Vec<u8>) -> usize {
+        let mut queued = Vec::new();
+        for _ in 0..writes {
+            match send(client.as_raw_fd(), line, b"") {
+                Some(s) => queued.push(s),
+                None => {
+                    // Queued sends of this round go first: the engine's writers wait for theirs before writing again.
+                    assert!(queued.is_empty(), "a direct write in a batched round");
+                    (&*client).write_all(line).unwrap();
+                }
+            }
+            sent.extend_from_slice(line);
+        }
+        let batched = queued.len();
+        let results = futures::future::join_all(queued).await;
+        assert!(results.iter().all(|r| *r == line.len() as i32));
+        // The flusher was woken by the round's first write: it runs before this task again.
+        tokio::task::yield_now().await;
+        batched
+    }
+
+    #[test]
+    fn a_thread_batches_while_its_rounds_are_large_and_writes_directly_when_they_are_small() {
+        on_ring_thread_with(WriteBatching::Adaptive, || async {
+            let (client, mut server) = pair();
+            let mut sent = Vec::new();
+            // Small rounds: every write direct.
+            for _ in 0..50 {
+                assert_eq!(round(&client, 2, b"small\n", &mut sent).await, 0);
+            }
+            // Large rounds: after a few, the whole round is queued.
+            let mut rounds = 0;
+            while round(&client, 30, b"large\n", &mut sent).await == 0 {
+                rounds += 1;
+                assert!(
+                    rounds < 10,
+                    "still direct after {rounds} rounds of 30 writes"
+                );
+            }
+            assert_eq!(round(&client, 30, b"large\n", &mut sent).await, 30);
+            // Small again: back to direct writes.
+            let mut rounds = 0;
+            while round(&client, 1, b"one\n", &mut sent).await == 1 {
+                rounds += 1;
+                assert!(
+                    rounds < 80,
+                    "still batched after {rounds} rounds of 1 write"
+                );
+            }
+            drop(client);
+            assert_eq!(read_all(&mut server), sent, "every write arrived, in order");
+        });
+    }
+
+    #[test]
+    fn a_thread_that_never_batches_queues_nothing() {
+        on_ring_thread_with(WriteBatching::Never, || async {
+            let (client, mut server) = pair();
+            let mut sent = Vec::new();
+            for _ in 0..20 {
+                assert_eq!(round(&client, 40, b"direct\n", &mut sent).await, 0);
+            }
+            let rounds = RING.with(|c| c.borrow().as_ref().map(|r| r.governor.rounds()));
+            assert_eq!(rounds, Some(20), "each round counted once");
+            drop(client);
+            assert_eq!(read_all(&mut server), sent);
         });
     }
 

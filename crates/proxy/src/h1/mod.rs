@@ -29,6 +29,9 @@ pub(crate) mod head;
 mod io;
 mod threads;
 mod timer;
+mod write_mode;
+
+pub use write_mode::WriteBatching;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,12 +63,12 @@ impl H1Engine {
         H1Engine { threads: None }
     }
 
-    /// Serves connections on `threads` threads of its own, where the small writes of a batch go out in one
-    /// `io_uring_enter` (see `h1/batch.rs`); where io_uring cannot be set up the threads write with plain system
-    /// calls, with a warning.
-    pub fn on_threads(threads: usize) -> std::io::Result<Self> {
+    /// Serves connections on `threads` threads of its own, where the small writes of a round go out in one
+    /// `io_uring_enter` (see `h1/batch.rs`) as `batching` says; where io_uring cannot be set up the threads write
+    /// with plain system calls, with a warning.
+    pub fn on_threads(threads: usize, batching: WriteBatching) -> std::io::Result<Self> {
         Ok(H1Engine {
-            threads: Some(Arc::new(threads::H1Threads::start(threads)?)),
+            threads: Some(Arc::new(threads::H1Threads::start(threads, batching)?)),
         })
     }
 

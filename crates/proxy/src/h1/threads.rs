@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch;
+use super::write_mode::WriteBatching;
 
 /// What the accepting task hands to a thread: makes the connection's future there (so the connection is
 /// registered with that thread's reactor, and its writes use that thread's ring).
@@ -38,7 +39,7 @@ pub(crate) struct H1Threads {
 }
 
 impl H1Threads {
-    pub(crate) fn start(threads: usize) -> io::Result<H1Threads> {
+    pub(crate) fn start(threads: usize, batching: WriteBatching) -> io::Result<H1Threads> {
         let mut inboxes = Vec::new();
         let mut rings = 0;
         for i in 0..threads.max(1) {
@@ -46,7 +47,7 @@ impl H1Threads {
             let (ready_tx, ready) = std::sync::mpsc::sync_channel::<io::Result<bool>>(1);
             std::thread::Builder::new()
                 .name(format!("tandem-http-{i}"))
-                .spawn(move || run_thread(inbox, ready_tx))?;
+                .spawn(move || run_thread(inbox, ready_tx, batching))?;
             let has_ring = ready
                 .recv()
                 .map_err(|_| io::Error::other("HTTP thread ended while starting"))??;
@@ -85,6 +86,7 @@ impl H1Threads {
 fn run_thread(
     mut inbox: mpsc::UnboundedReceiver<Job>,
     ready: std::sync::mpsc::SyncSender<io::Result<bool>>,
+    batching: WriteBatching,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -97,7 +99,7 @@ fn run_thread(
         }
     };
     runtime.block_on(async move {
-        let has_ring = match batch::install() {
+        let has_ring = match batch::install(batching) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "io_uring unavailable; HTTP mode writes with plain system calls");

@@ -113,14 +113,18 @@ pub fn cluster(services: Vec<Service>) -> Arc<ClusterConfig> {
     })
 }
 
-/// The native HTTP engine as the daemon runs it: on two threads of its own, writes batched through io_uring where it
-/// can be set up; in the test's runtime when `TANDEM_TEST_H1=runtime` (tests/run-all runs the HTTP scenarios both
-/// ways).
+/// The native HTTP engine as the daemon runs it: on two threads of its own, small writes batched through io_uring
+/// where it can be set up while a thread's rounds of writes are large (adaptive); in the test's runtime when
+/// `TANDEM_TEST_H1=runtime`, on its threads always batching when `TANDEM_TEST_H1=batched`, never batching when it is
+/// `direct` (tests/run-all runs the HTTP scenarios several ways).
 pub fn native_engine() -> tandem_proxy::H1Engine {
-    if std::env::var("TANDEM_TEST_H1").as_deref() == Ok("runtime") {
-        return tandem_proxy::H1Engine::in_runtime();
-    }
-    let engine = tandem_proxy::H1Engine::on_threads(2).unwrap();
+    let batching = match std::env::var("TANDEM_TEST_H1").as_deref() {
+        Ok("runtime") => return tandem_proxy::H1Engine::in_runtime(),
+        Ok("batched") => tandem_proxy::WriteBatching::Always,
+        Ok("direct") => tandem_proxy::WriteBatching::Never,
+        _ => tandem_proxy::WriteBatching::Adaptive,
+    };
+    let engine = tandem_proxy::H1Engine::on_threads(2, batching).unwrap();
     if io_uring_available() {
         assert_eq!(
             engine.rings(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tandem_admin::{AdminEndpoint, Credentials, HttpOptions};
 use tandem_cluster::driver::{ClusterHandle, Command, DriverConfig};
 use tandem_cluster::election::ElectionConfig;
-use tandem_config::{HttpEngineKind, Loaded, NodeConfig, TcpRelayKind, Tuning};
+use tandem_config::{HttpEngineKind, HttpWriteBatching, Loaded, NodeConfig, TcpRelayKind, Tuning};
 use tandem_proxy::{Proxy, ProxyOptions, SharedStickTables};
 use tandem_stick::StickTables;
 use tandem_sync::SyncParams;
@@ -95,7 +95,12 @@ fn http_engine(tuning: &Tuning) -> Arc<dyn tandem_proxy::HttpEngine> {
             Arc::new(tandem_proxy::H1Engine::in_runtime())
         }
         HttpEngineKind::Batched => {
-            match tandem_proxy::H1Engine::on_threads(tuning.worker_threads()) {
+            let batching = match tuning.http_write_batching {
+                HttpWriteBatching::Adaptive => tandem_proxy::WriteBatching::Adaptive,
+                HttpWriteBatching::Always => tandem_proxy::WriteBatching::Always,
+                HttpWriteBatching::Never => tandem_proxy::WriteBatching::Never,
+            };
+            match tandem_proxy::H1Engine::on_threads(tuning.worker_threads(), batching) {
                 Ok(engine) => Arc::new(engine),
                 Err(error) => {
                     tracing::warn!(%error, "cannot start the HTTP threads; HTTP mode runs in the main runtime");
