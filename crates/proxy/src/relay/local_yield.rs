@@ -1,5 +1,5 @@
-//! When the io_uring relay yields the CPU to a process on this host before it sleeps (sans-IO: fed the sends and
-//! the measured length of each yield, it answers whether to yield).
+//! When the io_uring relay yields the CPU to a process on this host before it sleeps (sans-IO: fed the sends, the
+//! measured length of each yield and whether answers were waiting after it, it answers whether to yield).
 //!
 //! Why yield: a backend sharing the core then answers the whole batch of requests just passed to it before the
 //! relay runs again, instead of the relay going to sleep and being woken by each answer. Why not always: with a
@@ -7,6 +7,11 @@
 //! long. A yield is expected to last about as long as the peers need to answer what was just sent to them; one that
 //! lasts far longer means the core went to someone who was not answering us. Two of those in a row turn yielding
 //! off for [`BACKOFF`] (two, so that one timer or page fault on the way does not).
+//!
+//! A yield is also useless when no local peer is waiting to run on this core (the backend runs on another core, or
+//! the proxy is not saturated): the system call returns at once and the relay sleeps anyway. So a yield after which
+//! no answer is waiting makes the next ones rarer: after such a yield the relay goes to sleep without yielding
+//! 1, 2, 4, ... up to [`FUTILE_SKIP_MAX`] times, and a yield that finds answers waiting ends the back-off.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,8 @@ const MAX_SENDS: u32 = 64;
 const OVERLONG_IN_A_ROW: u32 = 2;
 /// How long yielding stays off then.
 pub(crate) const BACKOFF: Duration = Duration::from_secs(1);
+/// At most this many sleeps without a yield after futile yields in a row.
+const FUTILE_SKIP_MAX: u32 = 64;
 
 #[derive(Debug)]
 pub(crate) struct YieldGovernor {
@@ -33,6 +40,9 @@ pub(crate) struct YieldGovernor {
     overlong: u32,
     /// No yielding before this.
     off_until: Option<Instant>,
+    /// Yields in a row after which no answer was waiting, and how many sleeps are still to go without a yield.
+    futile: u32,
+    skip: u32,
 }
 
 impl YieldGovernor {
@@ -42,6 +52,8 @@ impl YieldGovernor {
             sends: 0,
             overlong: 0,
             off_until: None,
+            futile: 0,
+            skip: 0,
         }
     }
 
@@ -57,11 +69,31 @@ impl YieldGovernor {
         if !self.enabled || sends == 0 || self.off_until.is_some_and(|until| now < until) {
             return None;
         }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
         Some(BASE + PER_SEND * sends.min(MAX_SENDS))
     }
 
-    /// A yield with `budget` (from [`Self::before_sleep`]) kept the thread off the CPU for `took`.
-    pub(crate) fn yielded(&mut self, budget: Duration, took: Duration, now: Instant) {
+    /// A yield with `budget` (from [`Self::before_sleep`]) kept the thread off the CPU for `took`; `answered`: work
+    /// for the relay was waiting after it (completions of the ring).
+    pub(crate) fn yielded(
+        &mut self,
+        budget: Duration,
+        took: Duration,
+        answered: bool,
+        now: Instant,
+    ) {
+        if answered {
+            self.futile = 0;
+        } else {
+            self.futile = self.futile.saturating_add(1);
+            self.skip = 1u32
+                .checked_shl(self.futile - 1)
+                .unwrap_or(u32::MAX)
+                .min(FUTILE_SKIP_MAX);
+        }
         if took <= budget {
             self.overlong = 0;
             return;
@@ -106,10 +138,10 @@ mod tests {
         // One request at a time, and each yield hands the core to a busy loop for 1.5 ms.
         governor.sent_local();
         let budget = governor.before_sleep(start).unwrap();
-        governor.yielded(budget, 1500 * US, start);
+        governor.yielded(budget, 1500 * US, true, start);
         governor.sent_local();
         let budget = governor.before_sleep(start).unwrap();
-        governor.yielded(budget, 1500 * US, start);
+        governor.yielded(budget, 1500 * US, true, start);
         governor.sent_local();
         assert_eq!(governor.before_sleep(start + 999 * 1000 * US), None);
         governor.sent_local();
@@ -123,7 +155,7 @@ mod tests {
         for took in [5000 * US, 20 * US, 5000 * US, 30 * US] {
             governor.sent_local();
             let budget = governor.before_sleep(now).unwrap();
-            governor.yielded(budget, took, now);
+            governor.yielded(budget, took, true, now);
         }
         // 64 requests passed on at once: the backend may take ~0.8 ms to answer them all.
         for _ in 0..3 {
@@ -131,10 +163,61 @@ mod tests {
                 governor.sent_local();
             }
             let budget = governor.before_sleep(now).unwrap();
-            governor.yielded(budget, 800 * US, now);
+            governor.yielded(budget, 800 * US, true, now);
         }
         governor.sent_local();
         assert!(governor.before_sleep(now).is_some());
+    }
+
+    /// Counts the yields of `sleeps` sleeps, each after one local send, `answered` saying whether each yield found
+    /// answers waiting.
+    fn yields_of(governor: &mut YieldGovernor, sleeps: usize, answered: bool) -> usize {
+        let now = Instant::now();
+        let mut yields = 0;
+        for _ in 0..sleeps {
+            governor.sent_local();
+            if let Some(budget) = governor.before_sleep(now) {
+                yields += 1;
+                governor.yielded(budget, US, answered, now);
+            }
+        }
+        yields
+    }
+
+    #[test]
+    fn futile_yields_become_rare_and_an_answered_one_restores_them() {
+        let mut governor = YieldGovernor::new(true);
+        // The backend answers during every yield (it shares the core): a yield before every sleep.
+        assert_eq!(yields_of(&mut governor, 100, true), 100);
+        // Nobody answers (the backend runs elsewhere): 1, 2, 4, ... sleeps skipped, then one in FUTILE_SKIP_MAX + 1.
+        let futile = yields_of(&mut governor, 10_000, false);
+        assert!(
+            (10_000 / (FUTILE_SKIP_MAX as usize + 1)..=10_000 / (FUTILE_SKIP_MAX as usize) + 8)
+                .contains(&futile),
+            "{futile} yields in 10000 sleeps"
+        );
+        // Answers again: within FUTILE_SKIP_MAX + 1 sleeps a yield probes, finds them, and yielding resumes.
+        let mut sleeps = 0;
+        while yields_of(&mut governor, 1, true) == 0 {
+            sleeps += 1;
+            assert!(sleeps <= FUTILE_SKIP_MAX, "no probe within {sleeps} sleeps");
+        }
+        assert_eq!(yields_of(&mut governor, 100, true), 100);
+    }
+
+    #[test]
+    fn one_futile_yield_skips_only_the_next_sleep() {
+        let now = Instant::now();
+        let mut governor = YieldGovernor::new(true);
+        governor.sent_local();
+        let budget = governor.before_sleep(now).unwrap();
+        governor.yielded(budget, US, false, now);
+        governor.sent_local();
+        assert_eq!(governor.before_sleep(now), None);
+        governor.sent_local();
+        let budget = governor.before_sleep(now).unwrap();
+        governor.yielded(budget, US, true, now);
+        assert_eq!(yields_of(&mut governor, 10, true), 10);
     }
 
     #[test]

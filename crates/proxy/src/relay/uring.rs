@@ -390,8 +390,9 @@ impl UringLoop {
     /// Before waiting: if bytes went to a process on this host (typically a backend sharing the core), let it
     /// run first instead of going to sleep and being woken by its answer. The answers of a whole batch are then
     /// taken in one go: on a core shared with the backend this cut the relay's CPU per request by ~17% and raised
-    /// req/s by ~7% (docs/benchmarks.md). Where nothing else is runnable the yield returns at once; where a
-    /// CPU-bound process holds the core, [`YieldGovernor`] stops yielding for a while.
+    /// req/s by ~7% (docs/benchmarks.md). Where nothing else is runnable the yield returns at once, with no answer
+    /// waiting, and [`YieldGovernor`] yields ever more rarely; where a CPU-bound process holds the core, it stops
+    /// yielding for a while.
     fn yield_to_local(&mut self) {
         let started = Instant::now();
         let Some(budget) = self.yields.before_sleep(started) else {
@@ -400,8 +401,10 @@ impl UringLoop {
         // SAFETY: no arguments, no memory involved.
         unsafe { libc::sched_yield() };
         let back = Instant::now();
+        // Answers that arrived meanwhile wait as deferred completion work (the TASKRUN flag) or completions.
+        let answered = self.ring.submission().taskrun() || !self.ring.completion().is_empty();
         self.yields
-            .yielded(budget, back.duration_since(started), back);
+            .yielded(budget, back.duration_since(started), answered, back);
     }
 
     /// Handles at most one batch of completions: what is left waits for the next turn, so commands, the idle scan
