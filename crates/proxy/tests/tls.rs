@@ -839,3 +839,51 @@ async fn read_after(
     s.write_all(request).await.unwrap();
     read_response(s).await
 }
+
+/// With the `aws-lc-rs` feature the handshakes are aws-lc-rs': a client offering the hybrid post-quantum group
+/// first gets it (ring has no X25519MLKEM768 and would settle on X25519), and the connection serves a request.
+#[cfg(feature = "aws-lc-rs")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_lc_rs_build_handshakes_on_aws_lc_rs() {
+    use rustls::NamedGroup;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    init_tracing();
+    assert_eq!(tandem_proxy::tls::PROVIDER_NAME, "aws-lc-rs");
+    let dir = tempfile::tempdir().unwrap();
+    let vip = sa("127.40.10.1:8443");
+    let backend = HttpBackend::start("b1", sa("127.40.10.10:8080")).await;
+    let certs = vec![certificate(
+        dir.path(),
+        "horizon.pem",
+        &["horizon.example.org"],
+    )];
+    let _proxy = start_up(
+        cluster(vec![tls_service("web", vip, backend.addr, certs, None)]),
+        "web",
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca(dir.path(), "horizon.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    assert_eq!(provider.kx_groups[0].name(), NamedGroup::X25519MLKEM768);
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("horizon.example.org").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, TcpStream::connect(vip).await.unwrap())
+        .await
+        .unwrap();
+    let group = s
+        .get_ref()
+        .1
+        .negotiated_key_exchange_group()
+        .map(|g| g.name());
+    assert_eq!(group, Some(NamedGroup::X25519MLKEM768));
+    assert!(get_over(&mut s).await.starts_with("HTTP/1.1 200"));
+}

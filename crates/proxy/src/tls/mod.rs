@@ -5,8 +5,9 @@
 //! listener that redirects to `https://` (`redirect.rs`).
 //!
 //! # Behaviour worth knowing
-//! - rustls on ring (the project's crypto library), TLS 1.2 and 1.3 with rustls' safe default suites; ALPN `h2` and
-//!   `http/1.1` (a client offering neither is served HTTP/1.1).
+//! - rustls on ring (the project's crypto library; aws-lc-rs with the `aws-lc-rs` feature, [`provider`]), TLS 1.2
+//!   and 1.3 with rustls' safe default suites; ALPN `h2` and `http/1.1` (a client offering neither is served
+//!   HTTP/1.1).
 //! - The certificate is the first whose names cover the SNI host name (exact or one-label wildcard), else the
 //!   first one (no SNI, or no match).
 //! - Resumption: TLS 1.3 tickets and TLS 1.2 tickets; with a [`tickets::TicketSecret`] (the daemon's: the pair's
@@ -40,12 +41,29 @@ use tandem_config::model::TlsSettings;
 /// TLS 1.2 session ids remembered per service (each entry a few hundred bytes).
 pub const SESSION_CACHE_ENTRIES: usize = 4096;
 
-/// rustls on ring. rustls 0.23.48 deprecates this provider only for its lack of post-quantum key exchange; the
-/// project's crypto library is ring (as the admin listener's, see `tandem_admin::tls::provider`).
+/// The rustls provider of the data plane's handshakes, as [`PROVIDER_NAME`] says: ring by default (the project's
+/// crypto library, as the admin listener's, see `tandem_admin::tls::provider`; rustls 0.23.48 deprecates it only
+/// for its lack of post-quantum key exchange), aws-lc-rs with the `aws-lc-rs` feature (its default groups, the
+/// hybrid X25519MLKEM768 first). docs/benchmarks.md, "TLS provider: ring against aws-lc-rs", says why ring is
+/// the default. Session tickets are ring's either way (`tickets.rs`, [`new_ticketer`]).
+#[cfg(not(feature = "aws-lc-rs"))]
 #[allow(deprecated)]
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// See the ring variant above.
+#[cfg(feature = "aws-lc-rs")]
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The name of [`provider`], for the daemon's start-up log (so a benchmark can tell which build it measured).
+pub const PROVIDER_NAME: &str = if cfg!(feature = "aws-lc-rs") {
+    "aws-lc-rs"
+} else {
+    "ring"
+};
 
 /// A new ticket key rotator (ring's ChaCha20-Poly1305 tickets, keys rotating every 6 hours).
 pub(crate) fn new_ticketer() -> Result<Arc<dyn ProducesTickets>, String> {

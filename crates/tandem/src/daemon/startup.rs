@@ -474,6 +474,11 @@ impl Daemon {
 
         let stick: SharedStickTables = Arc::new(Mutex::new(StickTables::new()));
         let tuning = &node.tuning;
+        // Names the build's handshake provider (the `aws-lc-rs` feature), so a benchmark shows which it measured.
+        tracing::info!(
+            provider = tandem_proxy::tls::PROVIDER_NAME,
+            "TLS termination on rustls"
+        );
         let proxy = Proxy::start_with_options(
             cluster.clone(),
             stick,
