@@ -360,6 +360,13 @@ arp_garps_from() {
     ($1 * 1000 >= t + 0) && $2 == mac && ($0 ~ ("who-has " vip "( [(][^)]*[)])? tell " vip ",") || $0 ~ ("Reply " vip " is-at")) { n++ }
     END { print n + 0 }' "$LAB_TMP/arp-capture.log" 2>/dev/null || echo 0
 }
+# arp_announcement_times: the capture's times (ms since the epoch) of every announcement for the VIP, from any node
+arp_announcement_times() {
+  awk -v vip="$VIP" '
+    BEGIN { gsub(/\./, "\\.", vip) }
+    $0 ~ ("who-has " vip "( [(][^)]*[)])? tell " vip ",") || $0 ~ ("Reply " vip " is-at") { printf "%.3f ", $1 * 1000 }' \
+    "$LAB_TMP/arp-capture.log" 2>/dev/null || true
+}
 # ARP requests for the VIP that the client sent after T (it re-resolved instead of being told)
 arp_client_requests() {
   awk -v t="$1" -v vip="$VIP" -v me="${NODE_IP[client]}" '

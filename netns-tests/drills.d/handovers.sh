@@ -94,6 +94,7 @@ drill_handovers() {
   WAIT_STEP=0.1 wait_for 20 "lb1 caught up" eval '[[ $(td_status_json lb1 | "$JSON" get replication.caught_up 2>/dev/null) == true ]]' || true
   watch_start
   PROBE_INTERVAL_MS=${HANDOVER_PROBE_MS:-${PROBE_INTERVAL_MS:-10}} probe_start probe "$PROBE_PORT" --mode "$PROBE_MODE"
+  arp_capture_start # the announcements' arrival times: when the client's path moved (probe_failure_split)
   sleep 0.2
   for ((rep = 1; rep <= reps; rep++)); do
     log "handovers: cycle $rep of $reps"
@@ -105,6 +106,7 @@ drill_handovers() {
   done
   settle "$interval"
   SUMMARY=$(probe_stop probe)
+  arp_capture_stop
   watch_stop
   bound=$(handover_overlap_bound "$interval" "$dead")
   mapfile -t fields < <(ho_summary "$LAB_TMP/ho-figures.jsonl" "$bound" "$HANDOVER_GAP_LIMIT_MS")
@@ -116,7 +118,7 @@ drill_handovers() {
       overlaps_over_bound:=* | gaps_over_limit:=* | missing_figures:=* | holders_not_1:=*) bound_eq "${f%%:=*}" "${f#*=}" 0 ;;
     esac
   done
-  read -r inflight other < <(probe_failure_split "$LAB_TMP/probe.events" "${HO_SWITCHES[@]}")
+  read -r inflight other < <(ANNOUNCED_MS=$(arp_announcement_times) probe_failure_split "$LAB_TMP/probe.events" "${HO_SWITCHES[@]}")
   R+=(inflight_resets:="$inflight" gap_failures:="$other")
   bound_eq gap_failures "$other" 0
   bound_le inflight_resets "$inflight" "${#HO_SWITCHES[@]}"
