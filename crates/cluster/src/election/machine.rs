@@ -60,6 +60,13 @@ pub(super) struct Overlap {
     pub(super) peer_active_ms: Option<u64>,
 }
 
+/// A peer run found gone (`process`): its boot epoch and when it was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct GoneRun {
+    pub boot_epoch: u64,
+    pub at_ms: u64,
+}
+
 /// What the peer's host has said since its daemon was first suspected gone (the rules are `process`'s); cleared by
 /// any heartbeat from the peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +105,9 @@ pub struct Election {
     pub(super) process_suspicion: Option<Suspicion>,
     /// The peer was given up because its daemon is gone (not for silence): names the reason of the takeover.
     pub(super) peer_process_gone: bool,
+    /// The run (boot epoch) whose daemon was found gone, and when: its heartbeats still in flight then are not proof
+    /// of life (`peer::on_heartbeat`).
+    pub(super) gone_run: Option<GoneRun>,
     pub(super) ping: PingState,
     pub(super) caught_up: bool,
     pub(super) config_generation: u64,
@@ -162,6 +172,7 @@ impl Election {
             peer_dead_reported: false,
             process_suspicion: None,
             peer_process_gone: false,
+            gone_run: None,
             ping,
             caught_up: false,
             config_generation: 0,

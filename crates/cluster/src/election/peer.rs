@@ -105,6 +105,14 @@ impl Election {
         if hb.node == self.cfg.node || hb.cluster != self.cfg.cluster {
             return;
         }
+        // A heartbeat of the run just found gone, arriving within an interval of the finding, left before the
+        // daemon died (delayed on the way): no proof of life. Later ones are (the finding was wrong: the peer lives).
+        if self.gone_run.is_some_and(|gone| {
+            gone.boot_epoch == hb.boot_epoch
+                && now < gone.at_ms.saturating_add(self.cfg.timings.interval_ms)
+        }) {
+            return;
+        }
         let was_alive = self.live_peer(now).is_some();
         let previous = self.peer.take();
         self.incompatible = None;

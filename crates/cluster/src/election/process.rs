@@ -8,7 +8,7 @@
 //! [`Input::PeerPortUnreachable`]: super::Input::PeerPortUnreachable
 //! [`Input::PeerSessionLost`]: super::Input::PeerSessionLost
 
-use super::machine::{Election, Suspicion};
+use super::machine::{Election, GoneRun, Suspicion};
 use super::messages::{Action, Event};
 use crate::wire::NodeState;
 
@@ -115,6 +115,10 @@ impl Election {
             return;
         };
         self.process_suspicion = None;
+        self.gone_run = self.peer.as_ref().map(|p| GoneRun {
+            boot_epoch: p.heartbeat.boot_epoch,
+            at_ms: now,
+        });
         self.peer_dead_reported = true;
         self.peer_warned = true;
         self.peer_process_gone = true;

@@ -1956,3 +1956,29 @@ proptest! {
         prop_assert!(list.is_empty(), "{:?}", list);
     }
 }
+
+/// Found by the proptest above (seed 5211): lb1's daemon is killed with a heartbeat on the wire (2 ms of delay), lb2
+/// finds it gone within 1 ms and takes over, and the old run's delayed heartbeat ("active, holds the VIPs") arrives
+/// after that. It is no proof of life: before, lb2 counted it as the peer back, lost a split-brain resolution to a
+/// dead process, released the VIPs and found the peer gone a second time.
+#[test]
+fn a_dead_runs_delayed_heartbeat_does_not_bring_it_back() {
+    let mut sim = settled_pair(10, 2, 5211);
+    sim.run_for(4);
+    let active = if sim.nodes[0].is_active() { 0 } else { 1 };
+    let since = sim.now;
+    sim.kill_process(active);
+    sim.run_for(2);
+    sim.start(active);
+    sim.feed(active, Input::CaughtUp(true));
+    let t = sim.params.timings;
+    sim.run_for(t.init_dead_ms + t.dead_ms);
+    assert_eq!(deaths(&sim, 1 - active, since), 1);
+    assert!(!has_event(&sim, 1 - active, |e| matches!(
+        e,
+        Event::SplitBrain { .. }
+    )));
+    assert_eq!(sim.active_count(), 1);
+    assert_eq!(sim.holders(), 1);
+    sim.assert_clean();
+}
