@@ -199,8 +199,11 @@ lab_topology() {
   for node in lb1 lb2; do
     ip -n "$(ns "$node")" route add "$CLIENT_SOURCES" via "${NODE_IP[client]}"
     ip -n "$(ns "$node")" route add "$BULK_SOURCES" via "${NODE_IP[client]}"
-    # the proxy's connections to the controllers close first on the LB side: let TIME_WAIT ports be reused
-    nsx "$node" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
+    # the proxy's connections to the controllers close first on the LB side: let TIME_WAIT ports be reused.
+    # The widened range covers the daemon's own ports: reserved, as docs/deployment.md tells operators, or a health
+    # check's local port 7778 keeps the next daemon from binding its sync listener (CI saw 16 drills fail so).
+    nsx "$node" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1 \
+      net.ipv4.ip_local_reserved_ports="6694,7778,9080"
   done
   log "topology $LAB_ID up (logs in $LAB_TMP)"
 }

@@ -275,3 +275,77 @@ fn heartbeat_timings_change_live_on_both_nodes() {
         lb1.status()["node"]["state"] == "active" && lb2.status()["node"]["state"] == "standby"
     });
 }
+
+/// An outgoing connection that took the sync port as its local port (a health check on a host whose ephemeral
+/// range covers it) stops the listening node's start with the reason and the sysctl that prevents it; the CI
+/// lab met this as a daemon that "exited silently" (daemon/ports.rs).
+#[test]
+fn a_sync_port_held_by_an_outgoing_connection_stops_the_start_with_the_remedy() {
+    let root = tempfile::tempdir().unwrap();
+    let keygen = tandem()
+        .arg("keygen")
+        .arg(root.path().join("secret"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    // 127.0.0.74 > 127.0.0.73: lb2 is the side that listens (the other dials).
+    let (address, peer, sync_port) = ("127.0.0.74", "127.0.0.73", 47791);
+    let mut lb2 = node_on(
+        root.path(),
+        "lb2",
+        "secondary",
+        (address, peer),
+        49083,
+        (46695, sync_port),
+    );
+    // What an ephemeral port looks like: bound by connect()'s caller without SO_REUSEADDR, connected.
+    let server = std::net::TcpListener::bind("127.0.0.73:47792").unwrap();
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    holder
+        .bind(
+            &format!("{address}:{sync_port}")
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    holder
+        .connect(
+            &"127.0.0.73:47792"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let _accepted = server.accept().unwrap();
+
+    lb2.start(&[]);
+    let mut child = lb2.child.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon kept running: {}",
+            lb2.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = lb2.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "starting the sync session on {address}:{sync_port}"
+        )) && log.contains("Address already in use"),
+        "{log}"
+    );
+    // Default ranges (32768-60999) cover 47791: the remedy is named; a host with another range gets the other hint.
+    assert!(
+        log.contains("net.ipv4.ip_local_reserved_ports=")
+            || log.contains("another process listens there"),
+        "{log}"
+    );
+    drop(holder);
+}

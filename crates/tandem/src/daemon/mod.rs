@@ -5,8 +5,9 @@
 //! heartbeat thread, bringing the parts up and down), `vips` (the VIP layer as the election drives
 //! it), `config_flow` (reload from disk, configs pushed by the primary), `upkeep` (background
 //! watchers), `status` (the typed status document), `admin` (the admin endpoint's backend), `notify`
-//! (systemd's READY/STATUS/RELOADING/STOPPING/WATCHDOG), `hooks` (node.toml `[hooks]` commands) and
-//! `conflicts` (duplicate-VIP detection).
+//! (systemd's READY/STATUS/RELOADING/STOPPING/WATCHDOG), `hooks` (node.toml `[hooks]` commands),
+//! `conflicts` (duplicate-VIP detection) and `ports` (the fixed ports
+//! against the ephemeral range).
 
 mod admin;
 mod admin_states;
@@ -16,6 +17,7 @@ pub mod guardian;
 mod hooks;
 mod logging;
 mod notify;
+mod ports;
 mod privileges;
 mod pushed_files;
 pub mod startup;

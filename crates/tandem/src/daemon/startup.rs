@@ -455,6 +455,7 @@ impl Daemon {
             services = cluster.services.len(),
             "starting"
         );
+        super::ports::warn_if_ephemeral(&fixed_ports(&node));
 
         // VIPs first: a node that is not active yet must not keep addresses a crash left behind.
         let floating = if node.node.manage_vips {
@@ -543,7 +544,13 @@ impl Daemon {
         let cluster_handle =
             spawn_heartbeat_thread(driver, DaemonVips(vips.clone()), tuning.heartbeat_realtime)
                 .await
-                .with_context(|| format!("starting the heartbeat on {bind}"))?;
+                .map_err(|error| {
+                    let hint = error
+                        .downcast_ref::<std::io::Error>()
+                        .map(|io| super::ports::bind_hint(io, &fixed_ports(&node)))
+                        .unwrap_or_default();
+                    anyhow!("starting the heartbeat on {bind}: {error:#}{hint}")
+                })?;
         let hooks = Arc::new(super::hooks::HookRunner::new(
             node.hooks.clone(),
             node.node.name.clone(),
@@ -614,7 +621,10 @@ impl Daemon {
             false,
         )
         .await
-        .with_context(|| format!("starting the sync session on {local}"))?;
+        .map_err(|error| {
+            let hint = super::ports::bind_hint(&error, &fixed_ports(&self.node));
+            anyhow!("starting the sync session on {local}: {error}{hint}")
+        })?;
         forward_peer_closes(handle.peer_closes(), self.cluster.commands.clone());
         let _ = self.sync.set(handle);
         Ok(())
@@ -662,6 +672,15 @@ impl Daemon {
 /// Tells the election each time the sync session is closed or reset from the peer's side: the first sign of a
 /// daemon killed on a live host, which the election confirms before giving the peer up (docs/protocol.md,
 /// "Process death"). Ends with the sync task or the election.
+/// The node's fixed ports an outgoing connection must not take (daemon/ports.rs).
+fn fixed_ports(node: &NodeConfig) -> Vec<(&'static str, u16)> {
+    let mut ports = vec![("heartbeat", node.node.heartbeat_port)];
+    if node.node.peer.is_some() {
+        ports.insert(0, ("sync", node.node.sync_port));
+    }
+    ports
+}
+
 fn forward_peer_closes(
     mut closes: tokio::sync::watch::Receiver<u64>,
     commands: tokio::sync::mpsc::Sender<Command>,
