@@ -131,7 +131,8 @@ td_unsettled_reason() {
     alive "tandem-$n" || why+=" (not running)"
     [[ $state == unknown ]] || continue # the status answered: the drill's own checks say more
     why+=", status: $(td_cli_error "$n")"
-    last=$(grep -aE 'WARN|ERROR|panick|rejected' "$LAB_TMP/tandem-$n.log" 2>/dev/null | tail -n 1 | cut -c1-300 || true)
+    # `^tandem:` is how a start-up failure reaches stderr (anyhow's message, e.g. a port already in use)
+    last=$(grep -aE 'WARN|ERROR|panick|rejected|^tandem:' "$LAB_TMP/tandem-$n.log" 2>/dev/null | tail -n 1 | cut -c1-400 || true)
     why+=", last logged: ${last:-nothing above info}"
   done
   printf '%s\n' "$why"
