@@ -669,9 +669,6 @@ impl Daemon {
     }
 }
 
-/// Tells the election each time the sync session is closed or reset from the peer's side: the first sign of a
-/// daemon killed on a live host, which the election confirms before giving the peer up (docs/protocol.md,
-/// "Process death"). Ends with the sync task or the election.
 /// The node's fixed ports an outgoing connection must not take (daemon/ports.rs).
 fn fixed_ports(node: &NodeConfig) -> Vec<(&'static str, u16)> {
     let mut ports = vec![("heartbeat", node.node.heartbeat_port)];
@@ -681,6 +678,9 @@ fn fixed_ports(node: &NodeConfig) -> Vec<(&'static str, u16)> {
     ports
 }
 
+/// Tells the election each time the sync session is closed or reset from the peer's side: the first sign of a
+/// daemon killed on a live host, which the election confirms before giving the peer up (docs/protocol.md,
+/// "Process death"). Ends with the sync task or the election.
 fn forward_peer_closes(
     mut closes: tokio::sync::watch::Receiver<u64>,
     commands: tokio::sync::mpsc::Sender<Command>,
