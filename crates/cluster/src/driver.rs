@@ -59,10 +59,17 @@ pub const REJECT_PUBLISH_MS: u64 = 100;
 /// The VIP layer, implemented by the daemon with the vip crate (or by nothing when `manage_vips = false`).
 /// Calls are made one at a time, in the order the election asked for them.
 pub trait VipControl: Send + 'static {
-    /// Add every VIP and announce it (gratuitous ARP / unsolicited NA). Idempotent.
-    fn acquire(&mut self) -> impl Future<Output = Result<(), String>> + Send;
-    /// Remove every VIP (and stop any announcement still running). Idempotent.
-    fn release(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Add every VIP and announce it (gratuitous ARP / unsolicited NA). Idempotent. `drain`: the peer's address
+    /// when the peer still holds the VIPs and hands them over on purpose ([`Election::vip_op_is_handover`]):
+    /// segments of connections it still serves may reach this node once the clients follow the announcement, and
+    /// go back to it for a while instead of being reset here.
+    fn acquire(&mut self, drain: Option<IpAddr>)
+    -> impl Future<Output = Result<(), String>> + Send;
+    /// Remove every VIP (and stop any announcement still running). Idempotent. `drain`: the peer's address when
+    /// the peer already holds the VIPs (a planned handover): this node may keep serving its connections in flight
+    /// for a while, the addresses kept but no longer answered for, before removing them.
+    fn release(&mut self, drain: Option<IpAddr>)
+    -> impl Future<Output = Result<(), String>> + Send;
     /// Announce the VIPs again.
     fn announce(&mut self) -> impl Future<Output = Result<(), String>> + Send;
 }
@@ -424,7 +431,7 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         vips: impl VipControl,
     ) -> io::Result<()> {
-        let (vip_tx, vip_rx) = mpsc::unbounded_channel::<VipOp>();
+        let (vip_tx, vip_rx) = mpsc::unbounded_channel::<(VipOp, Option<IpAddr>)>();
         let (result_tx, mut results) = mpsc::unbounded_channel::<Input>();
         let vip_task = tokio::spawn(run_vips(
             vips,
@@ -659,7 +666,7 @@ impl Driver {
     async fn execute(
         &mut self,
         actions: Vec<Action>,
-        vip_tx: &mpsc::UnboundedSender<VipOp>,
+        vip_tx: &mpsc::UnboundedSender<(VipOp, Option<IpAddr>)>,
         results: &mpsc::UnboundedSender<Input>,
     ) -> bool {
         let mut stopped = false;
@@ -667,13 +674,13 @@ impl Driver {
             match action {
                 Action::SendHeartbeat(hb) => self.send(&hb).await,
                 Action::AcquireVips => {
-                    let _ = vip_tx.send(VipOp::Acquire);
+                    let _ = vip_tx.send((VipOp::Acquire, self.drain_peer()));
                 }
                 Action::ReleaseVips => {
-                    let _ = vip_tx.send(VipOp::Release);
+                    let _ = vip_tx.send((VipOp::Release, self.drain_peer()));
                 }
                 Action::AnnounceVips => {
-                    let _ = vip_tx.send(VipOp::Announce);
+                    let _ = vip_tx.send((VipOp::Announce, None));
                 }
                 Action::ProbePeerProcess => {
                     tracing::debug!("probing the peer's sync port");
@@ -685,6 +692,14 @@ impl Driver {
             }
         }
         stopped
+    }
+
+    /// The peer's address when the acquire or release just issued is one side of a planned handover.
+    fn drain_peer(&self) -> Option<IpAddr> {
+        self.cfg
+            .peer
+            .filter(|_| self.election.vip_op_is_handover())
+            .map(|peer| peer.ip())
     }
 
     async fn send(&mut self, hb: &crate::wire::Heartbeat) {
@@ -933,14 +948,14 @@ fn status_of(
 /// Runs VIP operations one at a time, in order, and reports each result.
 async fn run_vips(
     mut vips: impl VipControl,
-    mut ops: mpsc::UnboundedReceiver<VipOp>,
+    mut ops: mpsc::UnboundedReceiver<(VipOp, Option<IpAddr>)>,
     results: mpsc::UnboundedSender<Input>,
     timeout: Duration,
 ) {
-    while let Some(op) = ops.recv().await {
+    while let Some((op, drain)) = ops.recv().await {
         let outcome = match op {
-            VipOp::Acquire => tokio::time::timeout(timeout, vips.acquire()).await,
-            VipOp::Release => tokio::time::timeout(timeout, vips.release()).await,
+            VipOp::Acquire => tokio::time::timeout(timeout, vips.acquire(drain)).await,
+            VipOp::Release => tokio::time::timeout(timeout, vips.release(drain)).await,
             VipOp::Announce => tokio::time::timeout(timeout, vips.announce()).await,
         };
         let input = match outcome {

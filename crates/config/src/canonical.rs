@@ -41,6 +41,11 @@ pub fn canonical_toml(config: &ClusterConfig) -> String {
     let _ = writeln!(out, "garp_refresh_ms = {}", hb.garp_refresh_ms);
     let _ = writeln!(out, "garp_form = {}", quote(garp_form_name(hb.garp_form)));
     let _ = writeln!(out, "conflict_check_ms = {}", hb.conflict_check_ms);
+    // Written only when set otherwise: the digests of configurations from before it stay the same across the
+    // upgrade that brought it (as `tls`), so a pair mid-upgrade does not see its configs differ.
+    if hb.handover_drain_ms != crate::cluster::defaults::HANDOVER_DRAIN_MS {
+        let _ = writeln!(out, "handover_drain_ms = {}", hb.handover_drain_ms);
+    }
 
     let _ = writeln!(out, "\n[health_check]");
     write_health(&mut out, &config.health_check);

@@ -42,6 +42,14 @@ pub struct HeartbeatConfig {
     /// 0 = off. Absent from a serialised config of a release that predates it: the default.
     #[serde(default = "default_conflict_check_ms")]
     pub conflict_check_ms: u64,
+    /// A planned handover drains for this long: the new holder forwards segments of connections it does not know
+    /// to the old holder, which keeps the VIPs (unannounced) and serves what it had in flight; 0 = off.
+    #[serde(default = "default_handover_drain_ms")]
+    pub handover_drain_ms: u64,
+}
+
+fn default_handover_drain_ms() -> u64 {
+    crate::cluster::defaults::HANDOVER_DRAIN_MS
 }
 
 fn default_conflict_check_ms() -> u64 {

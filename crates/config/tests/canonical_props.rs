@@ -48,6 +48,7 @@ fn heartbeat() -> impl Strategy<Value = HeartbeatConfig> {
                     garp_refresh_ms: refresh,
                     garp_form: form,
                     conflict_check_ms: cluster_defaults::CONFLICT_CHECK_MS,
+                    handover_drain_ms: cluster_defaults::HANDOVER_DRAIN_MS,
                 }
             },
         )

@@ -121,6 +121,7 @@ fn cluster() -> impl Strategy<Value = ClusterConfig> {
                 garp_refresh_ms: 0,
                 garp_form: GarpForm::Request,
                 conflict_check_ms: 1000,
+                handover_drain_ms: 500,
             },
             health_check: HealthCheckConfig {
                 interval_ms: 2000,

@@ -25,6 +25,8 @@ pub enum VipAction {
     OpenPacketSocket,
     /// Sending a gratuitous ARP or unsolicited neighbour advertisement for a VIP.
     Announce(Vip),
+    /// Adding or removing the local route that keeps a released VIP's connections served during a drain.
+    DrainRoute(Vip),
 }
 
 impl fmt::Display for VipAction {
@@ -37,6 +39,7 @@ impl fmt::Display for VipAction {
             Self::RemoveAddress(vip) => write!(f, "remove VIP {vip}"),
             Self::OpenPacketSocket => f.write_str("open an AF_PACKET socket"),
             Self::Announce(vip) => write!(f, "announce VIP {vip}"),
+            Self::DrainRoute(vip) => write!(f, "route released VIP {vip} locally for the drain"),
         }
     }
 }

@@ -113,6 +113,26 @@ impl FloatingVips {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Stops announcing at once and keeps the addresses: the old holder of a drained handover, which serves its
+    /// connections in flight for a while and then calls [`Self::release`].
+    pub fn fall_silent(&mut self) {
+        self.stop_announcing();
+    }
+
+    /// Gives the VIPs up but keeps serving their connections in flight: the addresses go (as in [`Self::release`])
+    /// after a local route for each is in place, so segments that still reach this node are delivered. The
+    /// routes stay until [`Self::end_drain`]. A failure to add them is returned before anything is removed.
+    pub async fn release_keeping_connections(&mut self) -> Result<(), VipError> {
+        self.stop_announcing();
+        self.manager.add_drain_routes(&self.vips).await?;
+        self.release().await
+    }
+
+    /// Removes the routes of [`Self::release_keeping_connections`] (idempotent).
+    pub async fn end_drain(&mut self) -> Result<(), VipError> {
+        self.manager.remove_drain_routes(&self.vips).await
+    }
+
     /// Whether the set is acquired (since the last `acquire`, even a failed one, and until `release`).
     pub fn holding(&self) -> bool {
         self.holding

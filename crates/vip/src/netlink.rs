@@ -12,7 +12,10 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
-use rtnetlink::{AddressMessageBuilder, Handle};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use rtnetlink::{AddressMessageBuilder, Handle, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
 use crate::error::netlink_errno;
@@ -156,6 +159,36 @@ impl VipManager {
         }
     }
 
+    /// Keeps accepting `vips` locally once their addresses are gone ("AnyIP"): a local route each, through `lo`
+    /// in the local table at metric [`DRAIN_ROUTE_METRIC`] (the address's own local route has metric 0). The old
+    /// holder of a drained handover serves its connections in flight this way while `ip addr` shows the VIPs
+    /// gone; the kernel accepts replies from a source address that is local by route. Idempotent.
+    pub async fn add_drain_routes(&self, vips: &[Vip]) -> Result<(), VipError> {
+        for vip in vips {
+            match self.handle.route().add(drain_route(vip)).execute().await {
+                Ok(()) => {}
+                Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(self.netlink_error(VipAction::DrainRoute(*vip), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the routes of [`Self::add_drain_routes`]; absent ones are fine. Every VIP is attempted.
+    pub async fn remove_drain_routes(&self, vips: &[Vip]) -> Result<(), VipError> {
+        let mut first_error = None;
+        for vip in vips {
+            match self.handle.route().del(drain_route(vip)).execute().await {
+                Ok(()) => {}
+                Err(e) if matches!(netlink_errno(&e), Some(libc::ESRCH | libc::ENOENT)) => {}
+                Err(e) => {
+                    first_error.get_or_insert(self.netlink_error(VipAction::DrainRoute(*vip), e));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     async fn add_on(&self, index: u32, vip: &Vip) -> Result<AddOutcome, VipError> {
         let mut request = self
             .handle
@@ -269,6 +302,34 @@ pub(crate) fn validate_interface_name(name: &str) -> Result<(), VipError> {
         return Err(invalid("contains '/', whitespace or NUL, or is '.' / '..'"));
     }
     Ok(())
+}
+
+/// The metric of the drain routes: tells them apart from the local route the kernel adds with each address.
+pub const DRAIN_ROUTE_METRIC: u32 = 7778;
+
+/// The loopback interface's index, the same in every network namespace.
+const LOOPBACK_INDEX: u32 = 1;
+
+/// `local VIP dev lo table local metric DRAIN_ROUTE_METRIC`.
+fn drain_route(vip: &Vip) -> RouteMessage {
+    let mut route = match vip.addr() {
+        IpAddr::V4(addr) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(addr, 32)
+            .build(),
+        IpAddr::V6(addr) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(addr, 128)
+            .build(),
+    };
+    route.header.table = libc::RT_TABLE_LOCAL;
+    route.header.kind = RouteType::Local;
+    route.header.scope = RouteScope::Host;
+    route.header.protocol = RouteProtocol::Static;
+    route.attributes.extend([
+        RouteAttribute::Table(u32::from(libc::RT_TABLE_LOCAL)),
+        RouteAttribute::Oif(LOOPBACK_INDEX),
+        RouteAttribute::Priority(DRAIN_ROUTE_METRIC),
+    ]);
+    route
 }
 
 /// The message that names exactly `vip` on `index`, for deletion.

@@ -39,16 +39,22 @@ impl FakeVips {
 }
 
 impl VipControl for FakeVips {
-    async fn acquire(&mut self) -> Result<(), String> {
+    async fn acquire(&mut self, drain: Option<IpAddr>) -> Result<(), String> {
         self.record("acquire");
+        if drain.is_some() {
+            self.record("acquire draining the peer");
+        }
         if self.fail_acquire {
             Err("simulated: no such device".into())
         } else {
             Ok(())
         }
     }
-    async fn release(&mut self) -> Result<(), String> {
+    async fn release(&mut self, drain: Option<IpAddr>) -> Result<(), String> {
         self.record("release");
+        if drain.is_some() {
+            self.record("release draining through the peer");
+        }
         Ok(())
     }
     async fn announce(&mut self) -> Result<(), String> {
@@ -260,6 +266,10 @@ async fn crash_of_the_active_is_taken_over_within_dead_time() {
     })
     .await;
     let took = journal.calls("lb2", "acquire")[0] - crashed;
+    assert!(
+        journal.calls("lb2", "acquire draining the peer").is_empty(),
+        "a crashed peer has nothing to drain"
+    );
     let t = timings();
     eprintln!(
         "crash takeover: {took:?} (dead_ms {} interval_ms {})",
@@ -350,6 +360,14 @@ async fn release_and_takeover_commands_move_the_role() {
     let acquired = journal.calls("lb2", "acquire")[0];
     assert!(acquired <= journal.calls("lb1", "release")[0]);
     assert!(acquired - t < Duration::from_millis(50));
+    // Both sides of a planned handover drain: the taker forwards, the giver keeps serving what it had.
+    assert_eq!(journal.calls("lb2", "acquire draining the peer").len(), 1);
+    assert_eq!(
+        journal
+            .calls("lb1", "release draining through the peer")
+            .len(),
+        1
+    );
     let t = Instant::now();
     n1.commands.send(Command::Takeover).await.unwrap();
     wait_for(&mut n1.status, Duration::from_secs(1), |s| {

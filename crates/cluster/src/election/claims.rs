@@ -28,7 +28,10 @@ impl Election {
         };
         if peer.holds_vips {
             if self.takes_overlapping_offer(&peer, now) {
-                return self.start_acquire(Reason::HandoverFromPeer, now, out);
+                self.start_acquire(Reason::HandoverFromPeer, now, out);
+                // The peer keeps them until we hold them: its connections in flight can be drained through us.
+                self.vip_op_handover = true;
+                return;
             }
             if self.state == NodeState::Claiming {
                 self.claim_seq = None;

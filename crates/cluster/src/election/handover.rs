@@ -194,6 +194,8 @@ impl Election {
         if declined || failed || now >= self.overlap_deadline(o) {
             self.overlap = None;
             self.issue_release(out);
+            // Given up to a live peer that holds them: what is in flight here can drain through the peer.
+            self.vip_op_handover = !failed && self.live_peer(now).is_some_and(|p| p.holds_vips);
             // The offer goes on (releasing, then standby or stopped with `handover`), now as a classic one.
             self.send_now = true;
         }

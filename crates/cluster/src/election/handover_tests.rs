@@ -339,6 +339,7 @@ fn the_offer_is_made_holding_and_taken_at_once() {
     assert!(offer.holds_vips && offer.handover && offer.state == NodeState::Releasing);
     let answer = deliver(&mut b, offer, now + 2);
     assert!(answer.contains(&Action::AcquireVips), "taken at once");
+    assert!(b.vip_op_is_handover(), "taken from a holder: it drains");
     let taking = sent(&answer).expect("answered at once");
     assert!(taking.holds_vips && taking.state == NodeState::Acquiring);
     // Acquiring is not enough: a keeps the VIPs until b is active (added and announced).
@@ -349,6 +350,7 @@ fn the_offer_is_made_holding_and_taken_at_once() {
     assert_eq!(a.next_timeout(), now + 5 + HANDOVER_GRACE_MS, "the grace");
     let actions = a.handle(Input::Tick, now + 5 + HANDOVER_GRACE_MS);
     assert!(actions.contains(&Action::ReleaseVips));
+    assert!(a.vip_op_is_handover(), "given to a holder: it drains");
     a.handle(Input::VipsReleased, now + 8);
     assert_eq!(a.state(), NodeState::Standby);
 }
@@ -379,9 +381,23 @@ fn an_older_peer_declines_by_acknowledging_and_gets_the_classic_offer() {
         actions.contains(&Action::ReleaseVips),
         "refused twice: removed at once, break-before-make"
     );
+    assert!(
+        !a.vip_op_is_handover(),
+        "nobody holds them: nothing to drain through"
+    );
     let classic = sent(&a.handle(Input::VipsReleased, now + 7)).expect("classic offer");
     assert!(!classic.holds_vips && classic.handover && classic.state == NodeState::Standby);
     assert!(deliver(&mut b, classic, now + 8).contains(&Action::AcquireVips));
+    assert!(!b.vip_op_is_handover(), "the giver holds nothing: no drain");
+}
+
+#[test]
+fn a_takeover_from_a_dead_peer_drains_nothing() {
+    let (_a, mut b, now) = active_and_standby(true);
+    let t = b.cfg.timings;
+    let actions = b.handle(Input::Tick, now + t.dead_ms + 1);
+    assert!(actions.contains(&Action::AcquireVips), "peer dead: taken");
+    assert!(!b.vip_op_is_handover(), "a dead peer cannot drain anything");
 }
 
 #[test]

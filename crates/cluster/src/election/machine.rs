@@ -126,6 +126,10 @@ pub struct Election {
     /// `releasing` with the VIPs kept until the peer holds them (make-before-break); None once the removal is
     /// issued.
     pub(super) overlap: Option<Overlap>,
+    /// The VIP operation issued last moves the role between two live nodes on purpose: an acquire while the peer
+    /// still holds the VIPs (it offered them, make-before-break), or a release once the peer holds them. The VIP
+    /// layer then drains the connections in flight (docs/protocol.md, "Draining a planned handover").
+    pub(super) vip_op_handover: bool,
     /// Sequence number of the heartbeat that announced our claim.
     pub(super) claim_seq: Option<u64>,
     /// Sequence number of the first heartbeat of the current run of heartbeats that do (or do not) let the peer
@@ -186,6 +190,7 @@ impl Election {
             release_then: NodeState::Standby,
             handover_pending: false,
             overlap: None,
+            vip_op_handover: false,
             claim_seq: None,
             status_seq: 0,
             sent_at: VecDeque::new(),
@@ -227,6 +232,12 @@ impl Election {
     /// them, and removes them within `Timings::handover_overlap_ms`).
     pub fn handing_over(&self) -> bool {
         self.state == NodeState::Releasing && self.handover_pending && self.cfg.make_before_break
+    }
+
+    /// Whether the VIP operation issued last (the acquire or release in the actions just returned) is one side
+    /// of a planned handover between two live nodes: the VIP layer may then drain (see the field's doc).
+    pub fn vip_op_is_handover(&self) -> bool {
+        self.vip_op_handover
     }
 
     pub fn peer(&self) -> Option<&PeerView> {
@@ -499,6 +510,7 @@ impl Election {
         self.claim_seq = None;
         self.handover_pending = false;
         self.acquires_pending += 1;
+        self.vip_op_handover = false;
         out.push(Action::AcquireVips);
         self.set_state(NodeState::Acquiring, reason, now, out);
     }
@@ -530,6 +542,7 @@ impl Election {
 
     pub(super) fn issue_release(&mut self, out: &mut Vec<Action>) {
         self.releases_pending += 1;
+        self.vip_op_handover = false;
         out.push(Action::ReleaseVips);
     }
 

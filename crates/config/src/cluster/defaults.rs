@@ -9,6 +9,8 @@ pub const GARP_SPACING_MS: u64 = 200;
 pub const GARP_REFRESH_MS: u64 = 0;
 /// Duplicate-VIP check: the active node probes its VIPs this often (0 = off).
 pub const CONFLICT_CHECK_MS: u64 = 1000;
+/// How long a planned handover drains the old holder's connections in flight (docs/protocol.md).
+pub const HANDOVER_DRAIN_MS: u64 = 500;
 /// The shortest non-zero `conflict_check_ms`.
 pub const CONFLICT_CHECK_MIN_MS: u64 = 100;
 pub const HEALTH_INTERVAL_MS: u64 = 2000;

@@ -21,6 +21,7 @@ pub(crate) const HEARTBEAT_KEYS: &[&str] = &[
     "garp_refresh_ms",
     "garp_form",
     "conflict_check_ms",
+    "handover_drain_ms",
 ];
 
 pub(super) fn read_heartbeat(
@@ -48,6 +49,7 @@ pub(super) fn read_heartbeat(
     let garp_spacing = get(ctx, "garp_spacing_ms", 0, 10_000);
     let garp_refresh = get(ctx, "garp_refresh_ms", 0, 3_600_000);
     let conflict_check = get(ctx, "conflict_check_ms", 0, 60_000);
+    let handover_drain = get(ctx, "handover_drain_ms", 0, 10_000);
     let conflict_check_ok = match &conflict_check {
         Some(c) if c.v > 0 && c.v < d::CONFLICT_CHECK_MIN_MS => {
             ctx.error(
@@ -177,6 +179,7 @@ pub(super) fn read_heartbeat(
         "auto_failback",
         "garp_form",
         "conflict_check_ms",
+        "handover_drain_ms",
     ]
     .iter()
     .zip([
@@ -190,6 +193,7 @@ pub(super) fn read_heartbeat(
         auto_failback.is_some(),
         garp_form.is_some(),
         conflict_check.is_some(),
+        handover_drain.is_some(),
     ])
     .any(|(k, read)| s.get(k).is_some() && !read);
     if any_bad || !ok {
@@ -209,6 +213,7 @@ pub(super) fn read_heartbeat(
         garp_refresh_ms: garp_refresh.map_or(d::GARP_REFRESH_MS, |a| a.v),
         garp_form: garp_form.map_or(GarpForm::Request, |a| a.v),
         conflict_check_ms: conflict_check.map_or(d::CONFLICT_CHECK_MS, |a| a.v),
+        handover_drain_ms: handover_drain.map_or(d::HANDOVER_DRAIN_MS, |a| a.v),
     };
     (Some(config), ping)
 }

@@ -105,6 +105,7 @@ pub fn cluster(services: Vec<Service>) -> Arc<ClusterConfig> {
             garp_refresh_ms: 0,
             garp_form: GarpForm::Both,
             conflict_check_ms: 1000,
+            handover_drain_ms: 500,
         },
         health_check: health(50, 1, 2),
         proxy: proxy_defaults(),

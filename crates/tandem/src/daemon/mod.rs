@@ -6,13 +6,14 @@
 //! it), `config_flow` (reload from disk, configs pushed by the primary), `upkeep` (background
 //! watchers), `status` (the typed status document), `admin` (the admin endpoint's backend), `notify`
 //! (systemd's READY/STATUS/RELOADING/STOPPING/WATCHDOG), `hooks` (node.toml `[hooks]` commands),
-//! `conflicts` (duplicate-VIP detection) and `ports` (the fixed ports
+//! `conflicts` (duplicate-VIP detection), `drain` (the drain of a planned handover) and `ports` (the fixed ports
 //! against the ephemeral range).
 
 mod admin;
 mod admin_states;
 mod config_flow;
 mod conflicts;
+mod drain;
 pub mod guardian;
 mod hooks;
 mod logging;

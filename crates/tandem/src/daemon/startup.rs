@@ -496,12 +496,17 @@ impl Daemon {
             },
         )
         .map_err(|e| anyhow!("{e}"))?;
-        let vips = Arc::new(tokio::sync::Mutex::new(VipState {
+        let manages_vips = floating.is_some();
+        let vips = Arc::new(tokio::sync::Mutex::new(VipState::new(
             floating,
-            holding: false,
             guardian,
-            proxy: proxy.clone(),
-        }));
+            proxy.clone(),
+        )));
+        if manages_vips {
+            // A drain table an earlier run left would silence or divert these VIPs: gone before the election
+            // runs, so that no takeover waits for it (and a missing `nft` is said now).
+            vips.lock().await.clear_drain().await;
+        }
         let admin_states = super::admin_states::DaemonAdminStates::restore(&node, &cluster, &proxy);
         if tuning.tcp_relay == TcpRelayKind::Uring
             && !matches!(proxy.tcp_relay(), tandem_proxy::TcpRelay::Uring(_))
@@ -648,6 +653,11 @@ impl Daemon {
                 break;
             }
         }
+        // A handover drain under way ends first (bounded by handover_drain_ms): what is in flight finishes.
+        let draining = self.vips.lock().await.draining.take();
+        if let Some(draining) = draining {
+            let _ = draining.await;
+        }
         // Whatever the election managed, never leave our addresses behind on a stopped node.
         let mut vips = self.vips.lock().await;
         if let Some(floating) = vips.floating.as_mut() {
@@ -663,6 +673,7 @@ impl Daemon {
                 Err(error) => tracing::error!(%error, "could not remove the VIPs at stop"),
             }
         }
+        vips.clear_drain().await;
         self.proxy.shutdown().await;
         self.hooks.stop();
         tracing::info!("stopped");

@@ -39,6 +39,86 @@ pub(super) struct VipState {
     pub(super) guardian: Option<super::guardian::Guardian>,
     /// Closes the connections of VIPs this node gives up.
     pub(super) proxy: Proxy,
+    /// Bumped by every acquire and release: a drain step scheduled before it is void.
+    pub(super) drain_generation: u64,
+    /// A drain table or drain route may be in place (drain.rs): the next acquire or release clears it first.
+    pub(super) drain_tables: bool,
+    /// The old holder's drain under way: ends with the VIPs removed. A clean stop waits for it.
+    pub(super) draining: Option<tokio::task::JoinHandle<()>>,
+    /// `nft` failed once: said at warning level once, then at debug.
+    pub(super) nft_failed: bool,
+}
+
+impl VipState {
+    pub(super) fn new(
+        floating: Option<FloatingVips>,
+        guardian: Option<super::guardian::Guardian>,
+        proxy: Proxy,
+    ) -> Self {
+        Self {
+            floating,
+            holding: false,
+            guardian,
+            proxy,
+            drain_generation: 0,
+            drain_tables: true, // whatever an earlier run left: cleared at the first VIP operation
+            draining: None,
+            nft_failed: false,
+        }
+    }
+
+    /// Loads a drain script; a failure costs the drain only (logged once at warning level).
+    async fn nft(&mut self, script: &str, what: &str) -> bool {
+        match super::drain::nft(script).await {
+            Ok(()) => true,
+            Err(error) if !self.nft_failed => {
+                self.nft_failed = true;
+                tracing::warn!(%error, "{what}: planned handovers go on without the drain (docs/protocol.md)");
+                false
+            }
+            Err(error) => {
+                tracing::debug!(%error, "{what}");
+                false
+            }
+        }
+    }
+
+    /// Removes any drain table and drain route still in place (a drain cut short, or an earlier run's).
+    pub(super) async fn clear_drain(&mut self) {
+        if !self.drain_tables {
+            return;
+        }
+        let routes = self.end_drain_routes().await;
+        if self
+            .nft(&super::drain::clear_script(), "clearing the drain tables")
+            .await
+            && routes
+        {
+            self.drain_tables = false;
+        }
+    }
+
+    /// Removes the drain routes of a release that drained; false if that failed (logged).
+    async fn end_drain_routes(&mut self) -> bool {
+        let Some(floating) = self.floating.as_mut() else {
+            return true;
+        };
+        match floating.end_drain().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "removing the drain routes failed");
+                false
+            }
+        }
+    }
+
+    fn drain_ms(&self) -> u64 {
+        self.proxy.config().heartbeat.handover_drain_ms
+    }
+}
+
+fn addresses(floating: &FloatingVips) -> Vec<IpAddr> {
+    floating.vips().iter().map(|vip| vip.addr()).collect()
 }
 
 /// This node gave up `vips`: the clients of their connections are reset and the real servers' sides closed, so
@@ -48,28 +128,110 @@ fn close_connections_of(proxy: &Proxy, vips: &[IpAddr]) {
     tracing::info!(?vips, closed, "closed the connections of the released VIPs");
 }
 
+/// Removes the VIPs, closes their connections and clears any drain table and route: the end of every release.
+async fn remove_and_close(state: &mut VipState) -> Result<(), String> {
+    let released = match state.floating.as_mut() {
+        Some(floating) => floating.release().await.map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    // Even if removing an address failed: this node no longer serves them.
+    close_connections_of(&state.proxy, &service_vips(&state.proxy.config()));
+    state.clear_drain().await;
+    released
+}
+
 #[derive(Clone)]
 pub(super) struct DaemonVips(pub(super) Arc<tokio::sync::Mutex<VipState>>);
 
 impl VipControl for DaemonVips {
-    async fn acquire(&mut self) -> Result<(), String> {
-        let mut state = self.0.lock().await;
+    async fn acquire(&mut self, drain: Option<IpAddr>) -> Result<(), String> {
+        let mut guard = self.0.lock().await;
+        let state = &mut *guard;
         state.holding = true;
+        state.drain_generation += 1;
+        let Some(floating) = state.floating.as_ref() else {
+            return Ok(());
+        };
+        // Taken from a peer that still holds them: forward what is its before the addresses are here (drain.rs).
+        let forward = drain.filter(|_| state.drain_ms() > 0).and_then(|peer| {
+            super::drain::forward_script(&addresses(floating), peer, floating.manager().interface())
+        });
+        // A drain of ours cut short (taken back within handover_drain_ms) would silence these VIPs: the forward
+        // script replaces its tables in the same transaction; a crash takeover runs no `nft` unless one may be there.
+        let forwarding = match forward {
+            Some(script) => {
+                state.end_drain_routes().await;
+                state.drain_tables = true;
+                state.nft(&script, "loading the handover drain").await
+            }
+            None => {
+                state.clear_drain().await;
+                false
+            }
+        };
+        if forwarding {
+            let (vips, generation) = (self.0.clone(), state.drain_generation);
+            // The old holder drains for drain_ms from the moment it sees us hold them: twice covers its start.
+            let window = Duration::from_millis(state.drain_ms().saturating_mul(2));
+            tokio::spawn(async move {
+                tokio::time::sleep(window).await;
+                let mut state = vips.lock().await;
+                if state.drain_generation == generation {
+                    state.clear_drain().await;
+                }
+            });
+        }
         match state.floating.as_mut() {
             Some(floating) => floating.acquire().await.map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }
-    async fn release(&mut self) -> Result<(), String> {
-        let mut state = self.0.lock().await;
+    async fn release(&mut self, drain: Option<IpAddr>) -> Result<(), String> {
+        let mut guard = self.0.lock().await;
+        let state = &mut *guard;
         state.holding = false;
-        let released = match state.floating.as_mut() {
-            Some(floating) => floating.release().await.map_err(|e| e.to_string()),
-            None => Ok(()),
-        };
-        // Even if removing an address failed: this node no longer serves them.
-        close_connections_of(&state.proxy, &service_vips(&state.proxy.config()));
-        released
+        state.drain_generation += 1;
+        let drain_ms = state.drain_ms();
+        if let (Some(_), Some(floating)) = (drain.filter(|_| drain_ms > 0), state.floating.as_mut())
+        {
+            // Given to a peer that holds them: stop speaking for them at once, keep serving what is in flight
+            // through a local route while the addresses go as in any release (drain.rs).
+            floating.fall_silent();
+            let quiet = super::drain::quiet_script(&addresses(floating));
+            state.drain_tables = true;
+            if state
+                .nft(&quiet, "quieting the VIPs for the handover drain")
+                .await
+            {
+                let released = match state.floating.as_mut() {
+                    Some(floating) => floating.release_keeping_connections().await,
+                    None => Ok(()),
+                };
+                match released {
+                    Ok(()) => {
+                        tracing::info!(
+                            drain_ms,
+                            "VIPs released; draining their connections in flight"
+                        );
+                        let (vips, generation) = (self.0.clone(), state.drain_generation);
+                        state.draining = Some(tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(drain_ms)).await;
+                            let mut state = vips.lock().await;
+                            if state.drain_generation == generation {
+                                close_connections_of(
+                                    &state.proxy,
+                                    &service_vips(&state.proxy.config()),
+                                );
+                                state.clear_drain().await;
+                            }
+                        }));
+                        return Ok(());
+                    }
+                    Err(error) => tracing::error!(%error, "cannot drain; releasing at once"),
+                }
+            }
+        }
+        remove_and_close(state).await
     }
     async fn announce(&mut self) -> Result<(), String> {
         let mut state = self.0.lock().await;
@@ -120,6 +282,7 @@ pub(super) async fn apply_vip_plan(
         guardian,
         holding,
         proxy,
+        ..
     } = &mut *state;
     let Some(floating) = floating.as_mut() else {
         return;
