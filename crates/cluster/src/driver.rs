@@ -72,6 +72,20 @@ pub trait VipControl: Send + 'static {
     -> impl Future<Output = Result<(), String>> + Send;
     /// Announce the VIPs again.
     fn announce(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Stop announcing the VIPs, keeping them: this node has just offered them to its peer (a planned handover,
+    /// [`Election::handing_over`]). A round still to come of its own burst (or a refresh) after the taker's first
+    /// announcement would point the clients back here just before the removal.
+    fn fall_silent(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// What the VIP task is asked to do.
+enum VipJob {
+    /// An operation of the election, reported back; with the peer's address for a planned handover's drain.
+    Op(VipOp, Option<IpAddr>),
+    /// [`VipControl::fall_silent`] (not reported: the election does not wait for it).
+    FallSilent,
 }
 
 /// Everything the driver needs.
@@ -345,6 +359,7 @@ pub fn spawn_on(
         status_tx,
         last_event: None,
         port_refused: false,
+        silenced: false,
         ping_nodes,
         cfg,
     };
@@ -378,6 +393,8 @@ struct Driver {
     connected: bool,
     /// A send met the peer's "port unreachable": fed to the election after the actions at hand.
     port_refused: bool,
+    /// The VIP task was told to fall silent for the planned handover under way.
+    silenced: bool,
     status_tx: watch::Sender<ClusterStatus>,
     last_event: Option<String>,
     /// Shared with [`ClusterHandle::turns`].
@@ -431,7 +448,7 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         vips: impl VipControl,
     ) -> io::Result<()> {
-        let (vip_tx, vip_rx) = mpsc::unbounded_channel::<(VipOp, Option<IpAddr>)>();
+        let (vip_tx, vip_rx) = mpsc::unbounded_channel::<VipJob>();
         let (result_tx, mut results) = mpsc::unbounded_channel::<Input>();
         let vip_task = tokio::spawn(run_vips(
             vips,
@@ -666,7 +683,7 @@ impl Driver {
     async fn execute(
         &mut self,
         actions: Vec<Action>,
-        vip_tx: &mpsc::UnboundedSender<(VipOp, Option<IpAddr>)>,
+        vip_tx: &mpsc::UnboundedSender<VipJob>,
         results: &mpsc::UnboundedSender<Input>,
     ) -> bool {
         let mut stopped = false;
@@ -674,13 +691,13 @@ impl Driver {
             match action {
                 Action::SendHeartbeat(hb) => self.send(&hb).await,
                 Action::AcquireVips => {
-                    let _ = vip_tx.send((VipOp::Acquire, self.drain_peer()));
+                    let _ = vip_tx.send(VipJob::Op(VipOp::Acquire, self.drain_peer()));
                 }
                 Action::ReleaseVips => {
-                    let _ = vip_tx.send((VipOp::Release, self.drain_peer()));
+                    let _ = vip_tx.send(VipJob::Op(VipOp::Release, self.drain_peer()));
                 }
                 Action::AnnounceVips => {
-                    let _ = vip_tx.send((VipOp::Announce, None));
+                    let _ = vip_tx.send(VipJob::Op(VipOp::Announce, None));
                 }
                 Action::ProbePeerProcess => {
                     tracing::debug!("probing the peer's sync port");
@@ -691,6 +708,12 @@ impl Driver {
                 Action::Stopped => stopped = true,
             }
         }
+        // Offering the VIPs while holding them (make-before-break): no more announcements from here.
+        let offering = self.election.handing_over() && self.election.holds_vips();
+        if offering && !self.silenced {
+            let _ = vip_tx.send(VipJob::FallSilent);
+        }
+        self.silenced = offering;
         stopped
     }
 
@@ -948,11 +971,18 @@ fn status_of(
 /// Runs VIP operations one at a time, in order, and reports each result.
 async fn run_vips(
     mut vips: impl VipControl,
-    mut ops: mpsc::UnboundedReceiver<(VipOp, Option<IpAddr>)>,
+    mut ops: mpsc::UnboundedReceiver<VipJob>,
     results: mpsc::UnboundedSender<Input>,
     timeout: Duration,
 ) {
-    while let Some((op, drain)) = ops.recv().await {
+    while let Some(job) = ops.recv().await {
+        let (op, drain) = match job {
+            VipJob::Op(op, drain) => (op, drain),
+            VipJob::FallSilent => {
+                vips.fall_silent().await;
+                continue;
+            }
+        };
         let outcome = match op {
             VipOp::Acquire => tokio::time::timeout(timeout, vips.acquire(drain)).await,
             VipOp::Release => tokio::time::timeout(timeout, vips.release(drain)).await,

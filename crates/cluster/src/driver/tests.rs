@@ -61,6 +61,9 @@ impl VipControl for FakeVips {
         self.record("announce");
         Ok(())
     }
+    async fn fall_silent(&mut self) {
+        self.record("fall silent");
+    }
 }
 
 const SECRET: &[u8] = b"test secret for the pair";
@@ -360,6 +363,10 @@ async fn release_and_takeover_commands_move_the_role() {
     let acquired = journal.calls("lb2", "acquire")[0];
     assert!(acquired <= journal.calls("lb1", "release")[0]);
     assert!(acquired - t < Duration::from_millis(50));
+    // The giver stopped announcing when it offered them, before the taker added them.
+    let silent = journal.calls("lb1", "fall silent");
+    assert_eq!(silent.len(), 1);
+    assert!(silent[0] <= acquired);
     // Both sides of a planned handover drain: the taker forwards, the giver keeps serving what it had.
     assert_eq!(journal.calls("lb2", "acquire draining the peer").len(), 1);
     assert_eq!(

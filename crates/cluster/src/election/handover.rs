@@ -189,6 +189,9 @@ impl Election {
             self.overlap = None;
             self.handover_pending = false;
             self.set_state(NodeState::Active, Reason::HandoverAborted, now, out);
+            // The giver fell silent when it offered them, and the taker may have announced before it failed: the
+            // clients' caches must come back here.
+            self.announce(out);
             return;
         }
         if declined || failed || now >= self.overlap_deadline(o) {

@@ -253,6 +253,11 @@ fn a_taker_dying_while_acquiring_leaves_the_vips_with_the_giver() {
             has_reason(&sim, 0, Reason::HandoverAborted),
             "{kind:?}: the handover was aborted, not redone"
         );
+        // It fell silent when it offered them, and the taker may have announced: it announces again.
+        assert!(
+            sim.nodes[0].announces.iter().any(|&at| at > t0),
+            "{kind:?}: the giver announces again after the abort"
+        );
         let gaps: Vec<_> = sim
             .address_gaps
             .iter()

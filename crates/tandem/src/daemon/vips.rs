@@ -233,6 +233,11 @@ impl VipControl for DaemonVips {
         }
         remove_and_close(state).await
     }
+    async fn fall_silent(&mut self) {
+        if let Some(floating) = self.0.lock().await.floating.as_mut() {
+            floating.fall_silent();
+        }
+    }
     async fn announce(&mut self) -> Result<(), String> {
         let mut state = self.0.lock().await;
         match state.floating.as_mut() {
