@@ -51,6 +51,8 @@ td_configure() {
       toml_set "$dir/cluster.toml" heartbeat warn_ms "$warn"
     fi
     for kv in "$@"; do toml_set "$dir/cluster.toml" heartbeat "${kv%%=*}" "${kv#*=}"; done
+    # every drill's pair with another handover drain (docs/protocol.md; 0 = off), e.g. to compare
+    if [[ -n ${TD_HANDOVER_DRAIN_MS:-} ]]; then toml_set "$dir/cluster.toml" heartbeat handover_drain_ms "$TD_HANDOVER_DRAIN_MS"; fi
     if [[ -n ${TD_CLUSTER_SED:-} ]]; then sed -i "$TD_CLUSTER_SED" "$dir/cluster.toml"; fi # a drill's own edit
     if [[ -n ${TD_CLUSTER_APPEND:-} ]]; then cat "$TD_CLUSTER_APPEND" >>"$dir/cluster.toml"; fi # a drill's own services
     if [[ -n ${TD_NODE_APPEND:-} ]]; then cat "$TD_NODE_APPEND" >>"$dir/node.toml"; fi # e.g. a [tuning] section

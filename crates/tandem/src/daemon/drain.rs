@@ -66,7 +66,7 @@ pub(super) fn forward_script(vips: &[IpAddr], peer: IpAddr, interface: &str) -> 
     let _ = write!(
         script,
         "table {family} tandem_drain {{\n  chain prerouting {{\n    type filter hook prerouting priority mangle; \
-         policy accept;\n    {family} daddr {} tcp flags & syn == 0 ct state new,invalid dup to {peer} device \
+         policy accept;\n    {family} daddr {} tcp flags & syn == 0 ct state new dup to {peer} device \
          \"{interface}\" drop\n  }}\n}}\n",
         set(&same_family)
     );
@@ -163,7 +163,7 @@ mod tests {
         let vips = ips(&["192.168.1.250", "192.168.1.251", "2001:db8::250"]);
         let script = forward_script(&vips, "192.168.1.21".parse().unwrap(), "eth0").unwrap();
         assert!(script.contains(
-            "ip daddr { 192.168.1.250, 192.168.1.251 } tcp flags & syn == 0 ct state new,invalid \
+            "ip daddr { 192.168.1.250, 192.168.1.251 } tcp flags & syn == 0 ct state new \
              dup to 192.168.1.21 device \"eth0\" drop"
         ));
         assert!(!script.contains("2001:db8::250"), "{script}");

@@ -117,6 +117,9 @@ impl VipState {
     }
 }
 
+/// How long the local routes of a drain outlive the closing of its connections (see the drain task).
+const DRAIN_CLOSE_GRACE: Duration = Duration::from_millis(100);
+
 fn addresses(floating: &FloatingVips) -> Vec<IpAddr> {
     floating.vips().iter().map(|vip| vip.addr()).collect()
 }
@@ -216,12 +219,21 @@ impl VipControl for DaemonVips {
                         let (vips, generation) = (self.0.clone(), state.drain_generation);
                         state.draining = Some(tokio::spawn(async move {
                             tokio::time::sleep(Duration::from_millis(drain_ms)).await;
-                            let mut state = vips.lock().await;
-                            if state.drain_generation == generation {
+                            {
+                                let state = vips.lock().await;
+                                if state.drain_generation != generation {
+                                    return;
+                                }
                                 close_connections_of(
                                     &state.proxy,
                                     &service_vips(&state.proxy.config()),
                                 );
+                            }
+                            // The resets leave from the VIP as the connections' tasks close them: only while it
+                            // is still routed here (else the client never hears it, and waits on a dead connection).
+                            tokio::time::sleep(DRAIN_CLOSE_GRACE).await;
+                            let mut state = vips.lock().await;
+                            if state.drain_generation == generation {
                                 state.clear_drain().await;
                             }
                         }));
