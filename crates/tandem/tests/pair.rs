@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Node, tandem, terminate, text, wait_for};
+use common::{Node, terminate, text, wait_for};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -82,12 +82,7 @@ fn node_on(
 #[test]
 fn a_pair_elects_pushes_config_and_hands_over() {
     let root = tempfile::tempdir().unwrap();
-    let keygen = tandem()
-        .arg("keygen")
-        .arg(root.path().join("secret"))
-        .output()
-        .unwrap();
-    assert!(keygen.status.success(), "{}", text(&keygen));
+    common::keygen(&root.path().join("secret"));
     let mut lb1 = node(
         root.path(),
         "lb1",
@@ -216,12 +211,7 @@ fn a_pair_elects_pushes_config_and_hands_over() {
 #[test]
 fn heartbeat_timings_change_live_on_both_nodes() {
     let root = tempfile::tempdir().unwrap();
-    let keygen = tandem()
-        .arg("keygen")
-        .arg(root.path().join("secret"))
-        .output()
-        .unwrap();
-    assert!(keygen.status.success(), "{}", text(&keygen));
+    common::keygen(&root.path().join("secret"));
     let pair = (("127.0.0.81", "127.0.0.82"), (46695, 47779));
     let mut lb1 = node_on(root.path(), "lb1", "primary", pair.0, 49081, pair.1);
     let mut lb2 = node_on(
@@ -282,12 +272,7 @@ fn heartbeat_timings_change_live_on_both_nodes() {
 #[test]
 fn a_sync_port_held_by_an_outgoing_connection_stops_the_start_with_the_remedy() {
     let root = tempfile::tempdir().unwrap();
-    let keygen = tandem()
-        .arg("keygen")
-        .arg(root.path().join("secret"))
-        .output()
-        .unwrap();
-    assert!(keygen.status.success(), "{}", text(&keygen));
+    common::keygen(&root.path().join("secret"));
     // 127.0.0.74 > 127.0.0.73: lb2 is the side that listens (the other dials).
     let (address, peer, sync_port) = ("127.0.0.74", "127.0.0.73", 47791);
     let mut lb2 = node_on(
@@ -347,5 +332,7 @@ fn a_sync_port_held_by_an_outgoing_connection_stops_the_start_with_the_remedy() 
             || log.contains("another process listens there"),
         "{log}"
     );
+    // A reset, not a FIN: no TIME_WAIT keeps the port from the next run of this test.
+    holder.set_linger(Some(Duration::ZERO)).unwrap();
     drop(holder);
 }

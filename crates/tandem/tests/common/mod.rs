@@ -22,6 +22,12 @@ pub fn tandem() -> Command {
     command
 }
 
+/// `tandem keygen PATH`: a fresh shared secret for a pair's nodes.
+pub fn keygen(path: &Path) {
+    let output = tandem().arg("keygen").arg(path).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}
+
 /// What a person sees of a command: stdout then stderr.
 pub fn text(output: &Output) -> String {
     format!(
