@@ -3,6 +3,7 @@
 //! Whenever VIPs are given up, the proxy closes the connections it served on them.
 
 use anyhow::Result;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,6 +147,77 @@ async fn remove_and_close(state: &mut VipState) -> Result<(), String> {
 #[derive(Clone)]
 pub(super) struct DaemonVips(pub(super) Arc<tokio::sync::Mutex<VipState>>);
 
+/// A step of a drain run later on the VIP state.
+type DrainStep =
+    for<'a> fn(&'a mut VipState) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+impl DaemonVips {
+    /// Runs `step` after `delay` unless a VIP operation came in between (`generation` moved on).
+    fn later(
+        &self,
+        generation: u64,
+        delay: Duration,
+        step: DrainStep,
+    ) -> tokio::task::JoinHandle<()> {
+        let vips = self.0.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut state = vips.lock().await;
+            if state.drain_generation == generation {
+                step(&mut state).await;
+            }
+        })
+    }
+
+    /// The old holder's side of a drained handover (drain.rs): stop speaking for the VIPs at once, keep serving
+    /// what is in flight through a local route while the addresses go as in any release, and close the rest after
+    /// `handover_drain_ms`. False if the drain could not start (the caller releases at once).
+    async fn release_draining(&self, state: &mut VipState) -> bool {
+        let drain_ms = state.drain_ms();
+        let Some(floating) = state.floating.as_mut() else {
+            return false;
+        };
+        floating.fall_silent();
+        let quiet = super::drain::quiet_script(&addresses(floating));
+        state.drain_tables = true;
+        if !state
+            .nft(&quiet, "quieting the VIPs for the handover drain")
+            .await
+        {
+            return false;
+        }
+        let released = match state.floating.as_mut() {
+            Some(floating) => floating.release_keeping_connections().await,
+            None => Ok(()),
+        };
+        if let Err(error) = released {
+            tracing::error!(%error, "cannot drain; releasing at once");
+            return false;
+        }
+        tracing::info!(
+            drain_ms,
+            "VIPs released; draining their connections in flight"
+        );
+        let generation = state.drain_generation;
+        let close = self.later(generation, Duration::from_millis(drain_ms), |state| {
+            close_connections_of(&state.proxy, &service_vips(&state.proxy.config()));
+            Box::pin(std::future::ready(()))
+        });
+        // The resets leave from the VIP as the connections' tasks close them: only while it is still routed here
+        // (else the client never hears it, and waits on a dead connection).
+        let this = self.clone();
+        state.draining = Some(tokio::spawn(async move {
+            let _ = close.await;
+            let _ = this
+                .later(generation, DRAIN_CLOSE_GRACE, |state| {
+                    Box::pin(state.clear_drain())
+                })
+                .await;
+        }));
+        true
+    }
+}
+
 impl VipControl for DaemonVips {
     async fn acquire(&mut self, drain: Option<IpAddr>) -> Result<(), String> {
         let mut guard = self.0.lock().await;
@@ -173,15 +245,10 @@ impl VipControl for DaemonVips {
             }
         };
         if forwarding {
-            let (vips, generation) = (self.0.clone(), state.drain_generation);
             // The old holder drains for drain_ms from the moment it sees us hold them: twice covers its start.
             let window = Duration::from_millis(state.drain_ms().saturating_mul(2));
-            tokio::spawn(async move {
-                tokio::time::sleep(window).await;
-                let mut state = vips.lock().await;
-                if state.drain_generation == generation {
-                    state.clear_drain().await;
-                }
+            self.later(state.drain_generation, window, |state| {
+                Box::pin(state.clear_drain())
             });
         }
         match state.floating.as_mut() {
@@ -194,54 +261,8 @@ impl VipControl for DaemonVips {
         let state = &mut *guard;
         state.holding = false;
         state.drain_generation += 1;
-        let drain_ms = state.drain_ms();
-        if let (Some(_), Some(floating)) = (drain.filter(|_| drain_ms > 0), state.floating.as_mut())
-        {
-            // Given to a peer that holds them: stop speaking for them at once, keep serving what is in flight
-            // through a local route while the addresses go as in any release (drain.rs).
-            floating.fall_silent();
-            let quiet = super::drain::quiet_script(&addresses(floating));
-            state.drain_tables = true;
-            if state
-                .nft(&quiet, "quieting the VIPs for the handover drain")
-                .await
-            {
-                let released = match state.floating.as_mut() {
-                    Some(floating) => floating.release_keeping_connections().await,
-                    None => Ok(()),
-                };
-                match released {
-                    Ok(()) => {
-                        tracing::info!(
-                            drain_ms,
-                            "VIPs released; draining their connections in flight"
-                        );
-                        let (vips, generation) = (self.0.clone(), state.drain_generation);
-                        state.draining = Some(tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_millis(drain_ms)).await;
-                            {
-                                let state = vips.lock().await;
-                                if state.drain_generation != generation {
-                                    return;
-                                }
-                                close_connections_of(
-                                    &state.proxy,
-                                    &service_vips(&state.proxy.config()),
-                                );
-                            }
-                            // The resets leave from the VIP as the connections' tasks close them: only while it
-                            // is still routed here (else the client never hears it, and waits on a dead connection).
-                            tokio::time::sleep(DRAIN_CLOSE_GRACE).await;
-                            let mut state = vips.lock().await;
-                            if state.drain_generation == generation {
-                                state.clear_drain().await;
-                            }
-                        }));
-                        return Ok(());
-                    }
-                    Err(error) => tracing::error!(%error, "cannot drain; releasing at once"),
-                }
-            }
+        if drain.is_some() && state.drain_ms() > 0 && self.release_draining(state).await {
+            return Ok(());
         }
         remove_and_close(state).await
     }
