@@ -150,6 +150,7 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
+    without_transparent_huge_pages();
     let cli = Cli::parse();
     match execute(&cli) {
         Ok(code) => code,
@@ -158,6 +159,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Turns transparent huge pages off for this process (unless `MIMALLOC_ALLOW_THP` is set, which then decides).
+///
+/// Why: mimalloc asks for huge pages on its arenas, so every first touch of a 2 MiB region allocates and zeroes a
+/// whole huge page. In a virtual machine whose balloon reports free memory to the host (virtio-balloon free page
+/// reporting: most cloud VMs), the host has taken those pages back, and faulting 2 MiB in stalls the vCPU for
+/// milliseconds; a daemon starting (or a CLI run beside it) then froze both vCPUs of the lab's 2-core VM for 30 ms,
+/// longer than a 10/30 pair's dead time: both nodes declared each other dead (traced in docs/benchmarks.md,
+/// "both-restart"). With small pages only what is touched is faulted. The proxy's heap is small (tens of MiB), so
+/// huge pages buy it little.
+fn without_transparent_huge_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and only sets a flag of this process.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -305,5 +323,24 @@ fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
             }
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod huge_page_tests {
+    /// The process's THP flag as the kernel reports it (`None` on kernels without the field).
+    fn thp_enabled() -> Option<bool> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
+        Some(line.split_whitespace().nth(1)? == "1")
+    }
+
+    #[test]
+    fn transparent_huge_pages_are_off_unless_mimalloc_is_told_otherwise() {
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() || thp_enabled().is_none() {
+            return;
+        }
+        super::without_transparent_huge_pages();
+        assert_eq!(thp_enabled(), Some(false));
     }
 }
