@@ -17,7 +17,9 @@
 //!
 //! Whether a thread batches at all is decided per round ([`super::write_mode`]): while its rounds of writes are
 //! small, [`send`] answers `None` and the writer sends directly; the flusher is still woken once per round, to count
-//! the round's writes, so that the thread sees its rounds grow and starts batching again.
+//! the round's writes, so that the thread sees its rounds grow and starts batching again. Every few hundred writes
+//! it also reads the thread's involuntary context switches (`getrusage`), so that a thread preempted by each write's
+//! answer (a backend on its core) batches even while its rounds are small.
 //!
 //! A write given up before it was issued (its task was cancelled) is removed from the queue, so nothing is ever
 //! issued on a descriptor that may have been closed and reused since; one given up after it was issued is cancelled
@@ -125,6 +127,19 @@ impl Drop for SendRing {
             }
         }
     }
+}
+
+/// Involuntary context switches of the calling thread so far (the kernel's count), `None` if it cannot tell.
+fn involuntary_switches() -> Option<u64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_THREAD asks about the calling thread only.
+    let result = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+    if result != 0 {
+        return None;
+    }
+    // SAFETY: filled by the successful call above.
+    let usage = unsafe { usage.assume_init() };
+    u64::try_from(usage.ru_nivcsw).ok()
 }
 
 /// Sets up this thread's ring and spawns its flusher task; call within the thread's current-thread runtime. After
@@ -360,7 +375,12 @@ impl SendRing {
             return;
         }
         let before = self.governor.mode();
-        let after = self.governor.round(writes);
+        let mut after = self.governor.round(writes);
+        if self.governor.wants_preemptions()
+            && let Some(switches) = involuntary_switches()
+        {
+            after = self.governor.preemptions(switches);
+        }
         if after != before {
             tracing::trace!(?after, writes, "HTTP thread's write mode");
         }
@@ -375,6 +395,7 @@ impl SendRing {
                 mean_now = mean,
                 batched_pct = 100.0 * stats.batched_rounds as f64 / stats.rounds as f64,
                 switches = stats.switches,
+                preempted_windows = stats.preempted_windows,
                 "HTTP thread's rounds of small writes"
             );
         }
