@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(run(&mut g, &mut total, 3, 5, 1_000), WriteMode::Direct);
     }
 
-    /// Between the thresholds the mode stays; at most one switch per window of writes in any case.
+    /// Between the thresholds the mode stays, whichever it is: one switch in all (the burst), none from the middle.
     #[test]
     fn preemptions_between_the_thresholds_keep_the_mode() {
         let between = 1000 / u64::from((PREEMPTED_EVERY + UNPREEMPTED_EVERY) / 2);
