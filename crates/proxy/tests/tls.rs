@@ -887,3 +887,109 @@ async fn the_aws_lc_rs_build_handshakes_on_aws_lc_rs() {
     assert_eq!(group, Some(NamedGroup::X25519MLKEM768));
     assert!(get_over(&mut s).await.starts_with("HTTP/1.1 200"));
 }
+
+/// A stream that keeps a copy of every byte read from it (the raw TLS records the server sent).
+struct Tapped {
+    inner: TcpStream,
+    seen: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for Tapped {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = buf.filled()[before..].to_vec();
+        self.seen.lock().unwrap().extend_from_slice(&new);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tapped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Start offsets of the TLS records in `raw` (a byte stream that starts at a record boundary).
+fn record_starts(raw: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at + 5 <= raw.len() {
+        starts.push(at);
+        at += 5 + usize::from(u16::from_be_bytes([raw[at + 3], raw[at + 4]]));
+    }
+    assert_eq!(at, raw.len(), "the stream ends inside a record");
+    starts
+}
+
+/// A small answer (head and body read from the server together) leaves the native engine as one TLS record, so a
+/// client decrypts one record per answer: two cost OpenSSL's clients two more reads and a decryption each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_answer_is_one_tls_record() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let vip = sa("127.40.11.1:8443");
+    let backend = HttpBackend::start("b1", sa("127.40.11.10:8080")).await;
+    let certs = vec![certificate(
+        dir.path(),
+        "horizon.pem",
+        &["horizon.example.org"],
+    )];
+    let _proxy = start_up(
+        cluster(vec![tls_service("web", vip, backend.addr, certs, None)]),
+        "web",
+    )
+    .await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tapped = Tapped {
+        inner: TcpStream::connect(vip).await.unwrap(),
+        seen: seen.clone(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("horizon.example.org").unwrap();
+    let mut s = connector(&ca(dir.path(), "horizon.pem"))
+        .connect(name, tapped)
+        .await
+        .unwrap();
+    // The first answer also follows the session tickets; the later ones are alone on the wire.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"b1");
+    for _ in 0..5 {
+        let mark = seen.lock().unwrap().len();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut s).await;
+        assert!(head.contains("x-seen-proto: https"), "{head}");
+        assert_eq!(body, b"b1");
+        let raw = seen.lock().unwrap().clone();
+        let records = record_starts(&raw)
+            .into_iter()
+            .filter(|&at| at >= mark)
+            .count();
+        assert_eq!(records, 1, "records of one small answer");
+    }
+}
