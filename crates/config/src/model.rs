@@ -372,6 +372,9 @@ pub struct Tuning {
     pub http_engine: HttpEngineKind,
     /// When the `batched` engine's threads batch their small writes through io_uring.
     pub http_write_batching: HttpWriteBatching,
+    /// The most microseconds a `batched` engine's thread polls for work before it sleeps, while work keeps coming
+    /// that soon (adaptive); 0 sleeps at once.
+    pub http_poll_us: u32,
     /// How TCP-mode connections are relayed once both sides are connected.
     pub tcp_relay: TcpRelayKind,
     /// io_uring relays may yield the CPU to a local backend before sleeping (see the proxy's
@@ -383,11 +386,15 @@ pub struct Tuning {
     pub heartbeat_realtime: bool,
 }
 
+/// `[tuning] http_poll_us` when not written.
+pub const DEFAULT_HTTP_POLL_US: u32 = 0;
+
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             http_engine: HttpEngineKind::Batched,
             http_write_batching: HttpWriteBatching::Adaptive,
+            http_poll_us: DEFAULT_HTTP_POLL_US,
             tcp_relay: TcpRelayKind::Auto,
             relay_yield: true,
             workers: 0,

@@ -575,6 +575,7 @@ impl NodePlan {
                 "tuning.http_write_batching",
                 ot.http_write_batching != nt.http_write_batching,
             ),
+            ("tuning.http_poll_us", ot.http_poll_us != nt.http_poll_us),
             ("tuning.tcp_relay", ot.tcp_relay != nt.tcp_relay),
             ("tuning.relay_yield", ot.relay_yield != nt.relay_yield),
             ("tuning.workers", ot.workers != nt.workers),

@@ -8,11 +8,15 @@ use crate::reader::{Section, Val, boolean, choice, int_in, table};
 pub(crate) const TUNING_KEYS: &[&str] = &[
     "http_engine",
     "http_write_batching",
+    "http_poll_us",
     "tcp_relay",
     "relay_yield",
     "workers",
     "heartbeat_realtime",
 ];
+
+/// Polling longer than this before sleeping is a typo (a millisecond of spinning per wait).
+const MAX_HTTP_POLL_US: u64 = 1000;
 
 /// More worker threads than this is a typo, not a machine.
 const MAX_WORKERS: u64 = 1024;
@@ -57,6 +61,13 @@ pub(crate) fn read_tuning(ctx: &mut Ctx<'_>, v: Option<&Val<'_>>) -> Option<Tuni
         .and_then(|b| choice(ctx, "http_write_batching", b, WRITE_BATCHINGS))
     {
         tuning.http_write_batching = b.v;
+    }
+    if let Some(p) = s
+        .get("http_poll_us")
+        .and_then(|p| int_in(ctx, "http_poll_us", p, 0, MAX_HTTP_POLL_US, ""))
+        .and_then(|p| u32::try_from(p.v).ok())
+    {
+        tuning.http_poll_us = p;
     }
     if let Some(r) = s
         .get("tcp_relay")

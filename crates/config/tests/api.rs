@@ -282,13 +282,14 @@ fn tuning_defaults_to_what_the_daemon_always_did() {
 #[test]
 fn tuning_is_read_from_node_toml() {
     let text = "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.0.0.1\"\nmanage_vips = false\n\
-        [tuning]\nhttp_engine = \"hyper\"\nhttp_write_batching = \"always\"\ntcp_relay = \"poll\"\nrelay_yield = false\nworkers = 3\nheartbeat_realtime = false\n";
+        [tuning]\nhttp_engine = \"hyper\"\nhttp_write_batching = \"always\"\nhttp_poll_us = 40\ntcp_relay = \"poll\"\nrelay_yield = false\nworkers = 3\nheartbeat_realtime = false\n";
     let n = parse_node_str(text, "node.toml", None).unwrap();
     assert_eq!(
         n.tuning,
         Tuning {
             http_engine: HttpEngineKind::Hyper,
             http_write_batching: HttpWriteBatching::Always,
+            http_poll_us: 40,
             tcp_relay: TcpRelayKind::Poll,
             relay_yield: false,
             workers: 3,
@@ -330,10 +331,15 @@ fn tuning_is_read_from_node_toml() {
 #[test]
 fn tuning_errors_are_all_reported_with_positions() {
     let text = "[node]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.0.0.1\"\nmanage_vips = false\n\
-        [tuning]\nhttp_engine = 1\nworkers = -1\nfoo = true\n";
+        [tuning]\nhttp_engine = 1\nworkers = -1\nfoo = true\nhttp_poll_us = 5000\n";
     let err = parse_node_str(text, "node.toml", None).unwrap_err();
     let got: Vec<String> = err.iter().map(ToString::to_string).collect();
-    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got.iter()
+            .any(|e| e.starts_with("node.toml:10:16: `http_poll_us` = 5000 is out of range")),
+        "{got:?}"
+    );
     assert!(
         got[0].starts_with("node.toml:7:15: `http_engine` must be a string"),
         "{got:?}"
@@ -359,6 +365,7 @@ fn tuning_round_trips_through_serde() {
     let t = Tuning {
         http_engine: HttpEngineKind::Tasks,
         http_write_batching: HttpWriteBatching::Never,
+        http_poll_us: 0,
         tcp_relay: TcpRelayKind::Uring,
         relay_yield: false,
         workers: 8,

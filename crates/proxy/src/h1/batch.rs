@@ -27,7 +27,7 @@
 //! thread other than the engine's own) write with plain system calls: [`send`] returns `None` there. A ring the
 //! kernel stops taking work from is dropped (its waiting writers fail) and the thread goes on with plain calls.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -60,6 +60,10 @@ const STATS_CHECK: u64 = 1024;
 
 thread_local! {
     static RING: RefCell<Option<SendRing>> = const { RefCell::new(None) };
+    /// Rounds with writes this thread has ended, and the task waiting for the next one (the poller of
+    /// `threads.rs`): a round with writes is the thread's sign of work.
+    static ROUNDS: Cell<u64> = const { Cell::new(0) };
+    static ROUND_WAITER: Cell<Option<Waker>> = const { Cell::new(None) };
 }
 
 /// The descriptor of a ring, registered with the reactor so that a completion wakes the thread and the flusher.
@@ -374,6 +378,10 @@ impl SendRing {
         if writes == 0 {
             return;
         }
+        ROUNDS.set(ROUNDS.get().wrapping_add(1));
+        if let Some(waiter) = ROUND_WAITER.take() {
+            waiter.wake();
+        }
         let before = self.governor.mode();
         let mut after = self.governor.round(writes);
         if self.governor.wants_preemptions()
@@ -556,6 +564,22 @@ fn with_ring<T>(work: impl FnOnce(&mut SendRing, &mut Vec<Waker>) -> T) -> Optio
     }
     wakers.into_iter().for_each(Waker::wake);
     out
+}
+
+/// Rounds with writes this thread has ended so far (see [`next_round`]).
+pub(super) fn rounds() -> u64 {
+    ROUNDS.get()
+}
+
+/// Ready once this thread has ended a round with writes after the `seen`-th.
+pub(super) fn next_round(seen: u64) -> impl Future<Output = ()> {
+    std::future::poll_fn(move |cx| {
+        if ROUNDS.get() != seen {
+            return Poll::Ready(());
+        }
+        ROUND_WAITER.set(Some(cx.waker().clone()));
+        Poll::Pending
+    })
 }
 
 /// The flusher task of a ring: issues the batch it was woken for, and takes completions whenever the ring's

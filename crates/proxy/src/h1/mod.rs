@@ -27,6 +27,7 @@ mod conn;
 mod forward;
 pub(crate) mod head;
 mod io;
+mod poll_budget;
 mod threads;
 mod timer;
 mod write_mode;
@@ -66,9 +67,17 @@ impl H1Engine {
     /// Serves connections on `threads` threads of its own, where the small writes of a round go out in one
     /// `io_uring_enter` (see `h1/batch.rs`) as `batching` says; where io_uring cannot be set up the threads write
     /// with plain system calls, with a warning.
-    pub fn on_threads(threads: usize, batching: WriteBatching) -> std::io::Result<Self> {
+    /// Each thread polls for work up to `poll_limit` before it sleeps, as long as work keeps coming that soon (see
+    /// `h1/poll_budget.rs`); zero sleeps at once.
+    pub fn on_threads(
+        threads: usize,
+        batching: WriteBatching,
+        poll_limit: Duration,
+    ) -> std::io::Result<Self> {
         Ok(H1Engine {
-            threads: Some(Arc::new(threads::H1Threads::start(threads, batching)?)),
+            threads: Some(Arc::new(threads::H1Threads::start(
+                threads, batching, poll_limit,
+            )?)),
         })
     }
 

@@ -12,10 +12,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch;
+use super::poll_budget::PollBudget;
 use super::write_mode::WriteBatching;
 
 /// What the accepting task hands to a thread: makes the connection's future there (so the connection is
@@ -39,7 +41,11 @@ pub(crate) struct H1Threads {
 }
 
 impl H1Threads {
-    pub(crate) fn start(threads: usize, batching: WriteBatching) -> io::Result<H1Threads> {
+    pub(crate) fn start(
+        threads: usize,
+        batching: WriteBatching,
+        poll_limit: Duration,
+    ) -> io::Result<H1Threads> {
         let mut inboxes = Vec::new();
         let mut rings = 0;
         for i in 0..threads.max(1) {
@@ -47,7 +53,7 @@ impl H1Threads {
             let (ready_tx, ready) = std::sync::mpsc::sync_channel::<io::Result<bool>>(1);
             std::thread::Builder::new()
                 .name(format!("tandem-http-{i}"))
-                .spawn(move || run_thread(inbox, ready_tx, batching))?;
+                .spawn(move || run_thread(inbox, ready_tx, batching, poll_limit))?;
             let has_ring = ready
                 .recv()
                 .map_err(|_| io::Error::other("HTTP thread ended while starting"))??;
@@ -87,6 +93,7 @@ fn run_thread(
     mut inbox: mpsc::UnboundedReceiver<Job>,
     ready: std::sync::mpsc::SyncSender<io::Result<bool>>,
     batching: WriteBatching,
+    poll_limit: Duration,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,6 +114,10 @@ fn run_thread(
             }
         };
         let _ = ready.send(Ok(has_ring));
+        // The rounds that tell the poller of work are counted by the ring's flusher.
+        if has_ring && !poll_limit.is_zero() {
+            tokio::spawn(poll_before_sleeping(poll_limit));
+        }
         while let Some(Job { work, done }) = inbox.recv().await {
             tokio::spawn(async move {
                 work().await;
@@ -115,4 +126,31 @@ fn run_thread(
         }
         batch::uninstall();
     });
+}
+
+/// Keeps this thread polling for work for a while after each round of writes, as [`PollBudget`] says, instead of
+/// sleeping in `epoll_wait` at once. Each turn lets the runtime poll its reactor without waiting (a yielded task
+/// makes it do so) and gives the core to any other runnable thread (`sched_yield`: a backend sharing the core is not
+/// kept waiting by our polling).
+async fn poll_before_sleeping(limit: Duration) {
+    let mut budget = PollBudget::new(limit);
+    loop {
+        let seen = batch::rounds();
+        let since = Instant::now();
+        let polling = budget.budget();
+        let mut caught = false;
+        while !polling.is_zero() && since.elapsed() < polling {
+            // SAFETY: sched_yield takes no argument and only reschedules the calling thread.
+            unsafe { libc::sched_yield() };
+            tokio::task::yield_now().await;
+            if batch::rounds() != seen {
+                caught = true;
+                break;
+            }
+        }
+        if !caught {
+            batch::next_round(seen).await;
+        }
+        budget.waited(since.elapsed());
+    }
 }

@@ -125,7 +125,7 @@ pub fn native_engine() -> tandem_proxy::H1Engine {
         Ok("direct") => tandem_proxy::WriteBatching::Never,
         _ => tandem_proxy::WriteBatching::Adaptive,
     };
-    let engine = tandem_proxy::H1Engine::on_threads(2, batching).unwrap();
+    let engine = tandem_proxy::H1Engine::on_threads(2, batching, Duration::ZERO).unwrap();
     if io_uring_available() {
         assert_eq!(
             engine.rings(),

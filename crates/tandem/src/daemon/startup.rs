@@ -100,7 +100,8 @@ fn http_engine(tuning: &Tuning) -> Arc<dyn tandem_proxy::HttpEngine> {
                 HttpWriteBatching::Always => tandem_proxy::WriteBatching::Always,
                 HttpWriteBatching::Never => tandem_proxy::WriteBatching::Never,
             };
-            match tandem_proxy::H1Engine::on_threads(tuning.worker_threads(), batching) {
+            let poll = std::time::Duration::from_micros(u64::from(tuning.http_poll_us));
+            match tandem_proxy::H1Engine::on_threads(tuning.worker_threads(), batching, poll) {
                 Ok(engine) => Arc::new(engine),
                 Err(error) => {
                     tracing::warn!(%error, "cannot start the HTTP threads; HTTP mode runs in the main runtime");
