@@ -234,15 +234,17 @@ fn guard(pipe: File, lock: File, interface: &str, vips: Vec<Vip>) -> ! {
     }
     let code = match last_set(vips, BufReader::new(pipe)) {
         None => 0,
-        Some(vips) => remove(interface, &vips),
+        Some(vips) => remove(interface, &vips, false),
     };
     drop(lock);
     // SAFETY: _exit ends the child without running the daemon's atexit handlers or destructors.
     unsafe { libc::_exit(code) }
 }
 
-/// Removes `vips` from `interface`; the exit code says whether every removal worked.
-fn remove(interface: &str, vips: &[Vip]) -> i32 {
+/// Removes `vips` from `interface`, and the local routes a drain cut short left for them; with `tables`, also the
+/// drain's nftables tables (`nft` run as a child: the guardian dropped the ambient capability it would need, so
+/// there the next start clears them). The exit code says whether every removal worked.
+fn remove(interface: &str, vips: &[Vip], tables: bool) -> i32 {
     let started = Instant::now();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -263,7 +265,7 @@ fn remove(interface: &str, vips: &[Vip]) -> i32 {
             }
         };
         // The start-up clean-up's own call: only what is on the interface is removed (and logged).
-        match manager.remove_stale(vips).await {
+        let mut code = match manager.remove_stale(vips).await {
             Ok(removed) => {
                 if !removed.is_empty() {
                     tracing::warn!(
@@ -278,12 +280,31 @@ fn remove(interface: &str, vips: &[Vip]) -> i32 {
                 tracing::error!(%error, "VIP guardian: could not remove a VIP");
                 1
             }
+        };
+        // Then what a daemon killed mid-drain leaves: AnyIP routes (the VIPs still accepted locally), tables.
+        if let Err(error) = manager.remove_drain_routes(vips).await {
+            tracing::error!(%error, "could not remove a drain route");
+            code = 1;
         }
+        if tables {
+            match super::drain::nft(&super::drain::clear_script()).await {
+                Ok(()) => {}
+                Err(error) if error.starts_with("cannot run nft") => {
+                    tracing::debug!(%error, "no drain table to clear without nft");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not clear the drain tables");
+                    code = 1;
+                }
+            }
+        }
+        code
     })
 }
 
 /// `tandem release-vips` (the unit's `ExecStopPost=`): removes this node's configured VIPs from its
-/// interface, unless a daemon or its guardian of this node still runs (holds the guardian lock).
+/// interface, with what a drain cut short left (local routes, nftables tables), unless a daemon or its guardian of
+/// this node still runs (holds the guardian lock).
 pub fn release_vips(
     cluster_path: &Path,
     node_path: &Path,
@@ -318,7 +339,7 @@ pub fn release_vips(
         .into_iter()
         .map(Vip::host)
         .collect::<Result<Vec<_>, _>>()?;
-    match remove(&node.interface, &vips) {
+    match remove(&node.interface, &vips, true) {
         0 => Ok(std::process::ExitCode::SUCCESS),
         _ => Ok(std::process::ExitCode::FAILURE),
     }
