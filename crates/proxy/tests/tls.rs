@@ -581,6 +581,19 @@ async fn the_hyper_engine_serves_tls_http1_too() {
     assert_eq!(tls.h2.load(Ordering::Relaxed), 1);
 }
 
+/// The HTTPS service "web" on `vip` (certificate `horizon.pem` for horizon.example.org in `dir`) in front of one
+/// backend "b1" on `backend`, up.
+async fn horizon(dir: &Path, vip: SocketAddr, backend: SocketAddr) -> (Proxy, HttpBackend) {
+    let backend = HttpBackend::start("b1", backend).await;
+    let certs = vec![certificate(dir, "horizon.pem", &["horizon.example.org"])];
+    let proxy = start_up(
+        cluster(vec![tls_service("web", vip, backend.addr, certs, None)]),
+        "web",
+    )
+    .await;
+    (proxy, backend)
+}
+
 /// Reads one HTTP/1.1 response with a Content-Length or chunked body off `s` (no trailers); returns (head, body
 /// length on the wire after the head).
 async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (String, Vec<u8>) {
@@ -615,17 +628,7 @@ async fn native_engine_over_tls_relays_bodies_and_upgrades() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let vip = sa("127.40.8.1:8443");
-    let backend = HttpBackend::start("b1", sa("127.40.8.10:8080")).await;
-    let certs = vec![certificate(
-        dir.path(),
-        "horizon.pem",
-        &["horizon.example.org"],
-    )];
-    let _proxy = start_up(
-        cluster(vec![tls_service("web", vip, backend.addr, certs, None)]),
-        "web",
-    )
-    .await;
+    let (_proxy, _backend) = horizon(dir.path(), vip, sa("127.40.8.10:8080")).await;
     let name = rustls::pki_types::ServerName::try_from("horizon.example.org").unwrap();
     let mut s = connector(&ca(dir.path(), "horizon.pem"))
         .connect(name, TcpStream::connect(vip).await.unwrap())
@@ -949,17 +952,7 @@ async fn a_small_answer_is_one_tls_record() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let vip = sa("127.40.11.1:8443");
-    let backend = HttpBackend::start("b1", sa("127.40.11.10:8080")).await;
-    let certs = vec![certificate(
-        dir.path(),
-        "horizon.pem",
-        &["horizon.example.org"],
-    )];
-    let _proxy = start_up(
-        cluster(vec![tls_service("web", vip, backend.addr, certs, None)]),
-        "web",
-    )
-    .await;
+    let (_proxy, _backend) = horizon(dir.path(), vip, sa("127.40.11.10:8080")).await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let tapped = Tapped {
         inner: TcpStream::connect(vip).await.unwrap(),
