@@ -125,7 +125,9 @@ pub fn native_engine() -> tandem_proxy::H1Engine {
         Ok("direct") => tandem_proxy::WriteBatching::Never,
         _ => tandem_proxy::WriteBatching::Adaptive,
     };
-    let engine = tandem_proxy::H1Engine::on_threads(2, batching, Duration::ZERO).unwrap();
+    // Polling before sleeping as the daemon's default says (`[tuning] http_poll_us`).
+    let poll = Duration::from_micros(u64::from(tandem_config::model::DEFAULT_HTTP_POLL_US));
+    let engine = tandem_proxy::H1Engine::on_threads(2, batching, poll).unwrap();
     if io_uring_available() {
         assert_eq!(
             engine.rings(),
