@@ -41,7 +41,7 @@ use tokio::io::unix::AsyncFd;
 use super::write_mode::{ModeGovernor, WriteBatching, WriteMode};
 
 /// Writes up to this size go through the ring; larger ones (bulk bodies) are written directly, without a copy.
-pub(super) const MAX_BATCHED: usize = 4096;
+pub(crate) const MAX_BATCHED: usize = 4096;
 /// Submission queue size: a flush issues more in several calls.
 const ENTRIES: u32 = 256;
 /// Completion queue size, so that completions of many connections' sends seldom overflow it (the kernel keeps
@@ -148,7 +148,7 @@ fn involuntary_switches() -> Option<u64> {
 
 /// Sets up this thread's ring and spawns its flusher task; call within the thread's current-thread runtime. After
 /// this, [`send`] on this thread queues sends whenever `batching` says so.
-pub(super) fn install(batching: WriteBatching) -> io::Result<()> {
+pub(crate) fn install(batching: WriteBatching) -> io::Result<()> {
     let ring = IoUring::builder()
         .setup_cqsize(CQ_ENTRIES)
         .setup_clamp()
@@ -180,7 +180,7 @@ pub(super) fn install(batching: WriteBatching) -> io::Result<()> {
 }
 
 /// Removes this thread's ring (see `Drop for SendRing`); its writers then fail with `ECANCELED`.
-pub(super) fn uninstall() {
+pub(crate) fn uninstall() {
     let ring = RING.with(|cell| cell.borrow_mut().take());
     drop(ring);
 }
@@ -188,7 +188,7 @@ pub(super) fn uninstall() {
 /// Queues `a` then `b` (together at most [`MAX_BATCHED`] bytes) for one send on `fd`; `None` where this thread has
 /// no ring or writes directly for now (the caller then sends them itself). The returned future gives the kernel's result: bytes sent (all of them unless an error cut the send
 /// short) or `-errno`. `fd` must stay open while the future lives (it borrows nothing, so the caller makes sure).
-pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
+pub(crate) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
     let len = a.len() + b.len();
     debug_assert!(len <= MAX_BATCHED);
     let len32 = u32::try_from(len).ok()?;
@@ -237,7 +237,7 @@ pub(super) fn send(fd: RawFd, a: &[u8], b: &[u8]) -> Option<Send> {
 }
 
 /// One queued send; resolves to the kernel's result.
-pub(super) struct Send {
+pub(crate) struct Send {
     slot: u32,
     /// The thread whose ring has the slot (the engine's tasks never move between threads): checked in tests.
     #[cfg(debug_assertions)]

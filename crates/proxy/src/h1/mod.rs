@@ -19,7 +19,7 @@
 //! the same buffers, writes are encrypted into one buffer per write and sent like plain ones (batched), the
 //! request head gets `X-Forwarded-Proto: https`, and an upgraded connection is tunnelled through the TLS session.
 
-mod batch;
+pub(crate) mod batch;
 mod body;
 pub(crate) mod chunked;
 mod client;

@@ -45,7 +45,7 @@ pub(crate) async fn serve_tls(
     let counters = &svc.metrics.tls;
     let activity = Arc::new(Activity::new());
     let client_fd = client.as_raw_fd();
-    let io = CountingIo::new(
+    let io = CountingIo::unbatched(
         client,
         ClientSink {
             counters: svc.counters.clone(),
@@ -55,7 +55,7 @@ pub(crate) async fn serve_tls(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
     // Boxed: the handshake's state lives on the heap only while it runs.
     let mut handshake = Box::pin(tokio::time::timeout(limit, acceptor.accept(io)));
-    let stream = tokio::select! {
+    let mut stream = tokio::select! {
         r = &mut handshake => match r {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -86,6 +86,7 @@ pub(crate) async fn serve_tls(
     };
     // The finished handshake's future (its timer entry) is not kept for the connection's life.
     drop(handshake);
+    stream.get_mut().0.set_batching(true);
     let (_, session) = stream.get_ref();
     counters.handshakes.fetch_add(1, Ordering::Relaxed);
     match session.protocol_version() {
@@ -104,8 +105,12 @@ pub(crate) async fn serve_tls(
     };
     if native && protocol == Protocol::Https1 {
         let (io, session) = stream.into_inner();
+        // The handshake's last flight may still be in this thread's write batch.
+        let Ok(client) = io.into_flushed().await else {
+            return;
+        };
         let served = Box::pin(crate::h1::serve_tls_requests(
-            io.into_inner(),
+            client,
             session,
             peer,
             vip_port,
