@@ -181,19 +181,20 @@ impl<S: Sink> CountingIo<S> {
         }
         let fd = self.inner.as_raw_fd();
         let mut parts = bufs.iter().filter(|b| !b.is_empty());
-        let (send, copied) = match (parts.next(), parts.next(), parts.next()) {
-            (Some(a), None, _) => (batch::send(fd, a, &[])?, false),
-            (Some(a), Some(b), None) => (batch::send(fd, a, b)?, false),
+        let joined: Vec<u8>;
+        let (a, b): (&[u8], &[u8]) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), None, _) => (a, &[]),
+            (Some(a), Some(b), None) => (a, b),
             _ => {
-                self.copy.clear();
-                bufs.iter().for_each(|b| self.copy.extend_from_slice(b));
-                (batch::send(fd, &self.copy, &[])?, true)
+                // More than two pieces (several TLS records): rare, joined for the batch's two-part send.
+                joined = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+                (&joined, &[])
             }
         };
-        if !copied {
-            self.copy.clear();
-            bufs.iter().for_each(|b| self.copy.extend_from_slice(b));
-        }
+        let send = batch::send(fd, a, b)?;
+        self.copy.clear();
+        self.copy.extend_from_slice(a);
+        self.copy.extend_from_slice(b);
         self.queued = Some(Queued {
             send: Some(send),
             sent: 0,
@@ -335,6 +336,22 @@ mod tests {
                 all.extend_from_slice(&got[..n]);
             }
             assert_eq!(all, b"one two three");
+            // Three pieces (as several TLS records come) are joined into one batched send.
+            let pieces = [
+                io::IoSlice::new(b"a"),
+                io::IoSlice::new(b"bc"),
+                io::IoSlice::new(b"def"),
+            ];
+            assert_eq!(io.write_vectored(&pieces).await.expect("write"), 6);
+            assert!(nothing_to_read(&mut peer));
+            io.flush().await.expect("flush");
+            let mut all = Vec::new();
+            while all.len() < 6 {
+                let n = peer.read(&mut got).expect("read");
+                assert!(n > 0, "closed early");
+                all.extend_from_slice(&got[..n]);
+            }
+            assert_eq!(all, b"abcdef");
         });
     }
 
