@@ -321,21 +321,17 @@ mod tests {
             // Accepted, not sent: the thread's flusher has not run yet.
             assert!(nothing_to_read(&mut peer));
             io.flush().await.expect("flush");
-            let mut got = [0; 64];
-            let n = peer.read(&mut got).expect("read");
-            assert_eq!(&got[..n], b"GET / HTTP/1.1\r\n\r\n");
+            let mut head = [0; 18];
+            peer.read_exact(&mut head).expect("read");
+            assert_eq!(&head, b"GET / HTTP/1.1\r\n\r\n");
             // The next write waits for the previous one: order is kept across several writes.
             for part in [&b"one "[..], b"two ", b"three"] {
                 io.write_all(part).await.expect("write");
             }
             io.flush().await.expect("flush");
-            let mut all = Vec::new();
-            while all.len() < 13 {
-                let n = peer.read(&mut got).expect("read");
-                assert!(n > 0, "closed early");
-                all.extend_from_slice(&got[..n]);
-            }
-            assert_eq!(all, b"one two three");
+            let mut all = [0; 13];
+            peer.read_exact(&mut all).expect("read");
+            assert_eq!(&all, b"one two three");
             // Three pieces (as several TLS records come) are joined into one batched send.
             let pieces = [
                 io::IoSlice::new(b"a"),
@@ -345,13 +341,9 @@ mod tests {
             assert_eq!(io.write_vectored(&pieces).await.expect("write"), 6);
             assert!(nothing_to_read(&mut peer));
             io.flush().await.expect("flush");
-            let mut all = Vec::new();
-            while all.len() < 6 {
-                let n = peer.read(&mut got).expect("read");
-                assert!(n > 0, "closed early");
-                all.extend_from_slice(&got[..n]);
-            }
-            assert_eq!(all, b"abcdef");
+            let mut all = [0; 6];
+            peer.read_exact(&mut all).expect("read");
+            assert_eq!(&all, b"abcdef");
         });
     }
 
