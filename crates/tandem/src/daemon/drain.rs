@@ -124,8 +124,26 @@ pub(super) fn clear_script() -> String {
     script
 }
 
+/// Why `nft` did not load a script.
+#[derive(Debug)]
+pub(super) enum NftError {
+    /// No `nft` program on this host (nftables not installed): there can be no drain table to clear either.
+    NotInstalled,
+    Failed(String),
+}
+
+impl std::fmt::Display for NftError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NftError::NotInstalled => f.write_str("cannot run nft: not installed"),
+            NftError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Loads `script` with `nft -f -`.
-pub(super) async fn nft(script: &str) -> Result<(), String> {
+pub(super) async fn nft(script: &str) -> Result<(), NftError> {
+    let failed = NftError::Failed;
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -133,25 +151,28 @@ pub(super) async fn nft(script: &str) -> Result<(), String> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|error| format!("cannot run nft: {error}"))?;
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => NftError::NotInstalled,
+            _ => failed(format!("cannot run nft: {error}")),
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
             .await
-            .map_err(|error| format!("writing to nft: {error}"))?;
+            .map_err(|error| failed(format!("writing to nft: {error}")))?;
     }
     let output = tokio::time::timeout(NFT_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| format!("nft gave no answer within {NFT_TIMEOUT:?}"))?
-        .map_err(|error| format!("nft: {error}"))?;
+        .map_err(|_| failed(format!("nft gave no answer within {NFT_TIMEOUT:?}")))?
+        .map_err(|error| failed(format!("nft: {error}")))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(failed(format!(
             "nft failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        )))
     }
 }
 

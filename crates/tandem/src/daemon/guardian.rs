@@ -289,8 +289,8 @@ fn remove(interface: &str, vips: &[Vip], tables: bool) -> i32 {
         if tables {
             match super::drain::nft(&super::drain::clear_script()).await {
                 Ok(()) => {}
-                Err(error) if error.starts_with("cannot run nft") => {
-                    tracing::debug!(%error, "no drain table to clear without nft");
+                Err(super::drain::NftError::NotInstalled) => {
+                    tracing::debug!("nft is not installed: no drain table to clear");
                 }
                 Err(error) => {
                     tracing::error!(%error, "could not clear the drain tables");
